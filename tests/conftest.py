@@ -1,0 +1,43 @@
+"""Shared test helpers: the one way tests find the shared data.
+
+``shared(relpath)`` returns the path under ``$EARLYIA_DATA`` (default ``../shared/data``) and
+skips the test when it is absent, unless ``EARLYIA_STRICT_DATA=1`` (set by ``.ci/run``), in
+which case absent data fails the test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from earlyia.data import data_dir, reference_dir, strict
+
+
+def _require(path: Path) -> Path:
+    if path.exists():
+        return path
+    message = f"shared data not found: {path} (set EARLYIA_DATA)"
+    if strict():
+        pytest.fail(message + " [strict data mode]")
+    pytest.skip(message)
+
+
+def shared(relative: str) -> Path:
+    """Path of ``relative`` under the shared data directory (skip or fail when absent)."""
+    return _require(data_dir() / relative)
+
+
+def reference(relative: str) -> Path:
+    """Path of ``relative`` under the shared reference directory (skip or fail when absent)."""
+    return _require(reference_dir() / relative)
+
+
+@pytest.fixture
+def shared_data():
+    return shared
+
+
+@pytest.fixture
+def reference_data():
+    return reference
