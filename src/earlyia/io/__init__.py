@@ -1,1 +1,117 @@
-"""earlyia.io."""
+"""Readers of every alert and light-curve format into the canonical :class:`~earlyia.io.table.LightCurves`.
+
+>>> from earlyia.io import read, detect_format
+>>> lc = read(["fink_cross_tns_202001.parquet", "all_nonIa.csv.gz"])   # format detected per file
+
+Formats (see ``docs/io.md``): ``earlyia`` (our table), ``ztf_alert_parquet``, ``fink_parquet``,
+``elasticc_parquet``, ``ztf_avro``, ``fink_csv``, ``plasticc_csv``, ``snana_dat``. Add one with
+:func:`register_reader`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from earlyia.errors import EarlyIAError, InputError, Problem
+from earlyia.io import fink as _fink
+from earlyia.io.photometry import fluxcal_to_mag, limit_to_flux_err, mag_to_fluxcal
+from earlyia.io.registry import detect_format, get_reader, readers, register_reader
+from earlyia.io.table import LightCurves
+
+__all__ = [
+    "LightCurves",
+    "detect_format",
+    "expand_inputs",
+    "fluxcal_to_mag",
+    "limit_to_flux_err",
+    "mag_to_fluxcal",
+    "read",
+    "read_many",
+    "readers",
+    "register_reader",
+]
+
+#: Files inside a directory that are documentation, not data (skipped silently when expanding a directory).
+_DOC_SUFFIXES = {".md", ".txt", ".avsc", ".json", ".readme", ".list", ".ignore", ".input", ".dump", ".py", ".yaml", ".yml"}
+
+
+def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Paths as given, with directories that no format reads as a whole expanded to their data files (sorted)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            try:
+                detect_format(p)
+                out.append(p)  # a directory format (e.g. a folder of SNANA .DAT files)
+                continue
+            except EarlyIAError:
+                pass
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in _DOC_SUFFIXES)
+            if not files:
+                raise InputError("directory holds no data file", source=str(p))
+            out.extend(files)
+        else:
+            out.append(p)
+    return out
+
+
+def read_many(paths: str | Path | Iterable[str | Path], format: str | None = None) -> tuple[list[LightCurves], list[Problem]]:
+    """Read each input separately: ``(tables read, problems of the inputs that could not be read)``."""
+    files = expand_inputs(paths)
+    tables: list[LightCurves] = []
+    problems: list[Problem] = []
+    for f in files:
+        try:
+            name = format or detect_format(f)
+            tables.append(get_reader(name).read(f))
+        except EarlyIAError as exc:
+            problems.append(Problem(str(f), None, str(exc)))
+    return tables, problems
+
+
+def read(paths: str | Path | Iterable[str | Path], format: str | None = None) -> LightCurves:
+    """Read one or many inputs (files or directories, any mix of formats of one survey) into one table.
+
+    One input: its errors are raised (:class:`FormatError`, :class:`SchemaError`, :class:`InputError`, each
+    naming the file). Several inputs: an input that cannot be read becomes a :class:`Problem` in
+    ``lc.problems`` and the rest is read; :class:`InputError` only when nothing at all could be read.
+    Alerts of one object in several inputs merge into one light curve.
+    """
+    files = expand_inputs(paths)
+    if not files:
+        raise InputError("no input given")
+    if len(files) == 1:
+        name = format or detect_format(files[0])
+        return get_reader(name).read(files[0])
+    tables, problems = read_many(files, format)
+    if not tables:
+        detail = "; ".join(str(p) for p in problems[:5])
+        raise InputError(f"none of the {len(files)} inputs could be read: {detail}")
+    lc = LightCurves.concat(tables, source="<read>")
+    lc.problems = problems + lc.problems
+    return lc
+
+
+def _read_earlyia(path: Path) -> LightCurves:
+    return LightCurves.read_parquet(path)
+
+
+def _detect_earlyia(path: Path) -> bool:
+    from earlyia.io.registry import parquet_schema
+
+    schema = parquet_schema(path)
+    return schema is not None and b"earlyia" in (schema.metadata or {})
+
+
+def _register_builtins() -> None:
+    """Detection order: most specific first (our table, nested alerts, then flat Fink columns, CSVs, text)."""
+    register_reader("earlyia", _detect_earlyia, _read_earlyia, description="earlyia canonical light-curve table (Parquet)")
+    register_reader("fink_parquet", _fink.detect_fink_parquet, _fink.read_fink_parquet, description="Fink concatenated columns")
+    register_reader("fink_csv", _fink.detect_fink_csv, _fink.read_fink_csv, description="Fink long CSV objectId,cjd,cfid,cmagpsf,csigmapsf")
+
+
+_register_builtins()

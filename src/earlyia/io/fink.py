@@ -1,0 +1,407 @@
+"""Fink's ZTF formats: the concatenated-column alert table (``cjd, cmagpsf, csigmapsf, cfid``) and its long CSV.
+
+Each row of a Fink table is ONE ALERT: the lists hold the object's history as the broker saw it
+(``prv_candidates`` then the current ``candidate``, last). Rows of one object merge into one light curve
+(duplicate epochs removed by :meth:`LightCurves.from_frames`), and every row becomes a row of
+``LightCurves.alerts`` whose ``mjd`` is the time of the row's latest point, so ``alert_segments()`` gives back
+the history that alert carried (plus any older point another row of the same object knew about).
+
+The row builder :func:`rows_to_lightcurves` is shared with the ZTF readers (Avro / alert parquet), which
+first turn ``prv_candidates`` + ``candidate`` into the same per-row lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earlyia.errors import FormatError, InputError, Problem, SchemaError
+from earlyia.io.photometry import diffpos_sign, limit_to_flux_err, mag_to_fluxcal
+from earlyia.io.table import JD_MJD_OFFSET, SURVEY_BANDS, LightCurves
+
+#: Fink concatenated photometry columns (required).
+FINK_LIST_COLUMNS = ("cjd", "cmagpsf", "csigmapsf", "cfid")
+#: Optional per-point list columns we understand.
+FINK_OPTIONAL_LISTS = ("cisdiffpos", "cdiffmaglim", "ccandid")
+#: ``candidate`` fields lifted to alert columns when a nested ``candidate`` struct is present.
+CANDIDATE_ALERT_FIELDS = (
+    "candid",
+    "ra",
+    "dec",
+    "ndethist",
+    "jdstarthist",
+    "drb",
+    "rb",
+    "classtar",
+    "isdiffpos",
+    "magnr",
+    "sigmagnr",
+    "distnr",
+    "sgscore1",
+    "distpsnr1",
+    "ssdistnr",
+    "nid",
+    "field",
+    "rcid",
+    "programid",
+    "diffmaglim",
+)
+#: Object-level columns taken from each object's latest alert.
+OBJECT_COLUMNS = ("ra", "dec", "cdsxmatch", "ndethist", "jdstarthist", "drb", "classtar")
+#: ZTF filter id -> band.
+ZTF_FID_BANDS = {1: "g", 2: "r", 3: "i"}
+_TNS_PREFIX = "(TNS) "
+
+
+def clean_tns_label(value) -> object:
+    """A TNS class string without Fink's ``'(TNS) '`` prefix (None/NaN stay missing)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    s = str(value).strip()
+    if s.startswith(_TNS_PREFIX.strip()):
+        s = s[len(_TNS_PREFIX.strip()) :].strip()
+    return s or None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _as_list(cell) -> np.ndarray | None:
+    """A list cell as a 1-d array (None / NaN scalar -> None)."""
+    if cell is None:
+        return None
+    if isinstance(cell, float) and np.isnan(cell):
+        return None
+    if isinstance(cell, np.ndarray):
+        return cell
+    if isinstance(cell, (list, tuple)):
+        return np.asarray(cell, dtype=object) if any(v is None for v in cell) else np.asarray(cell)
+    raise TypeError(f"expected a list, got {type(cell).__name__}")
+
+
+def _float_array(values: np.ndarray) -> np.ndarray:
+    if values.dtype == object:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return values.astype(np.float64, copy=False)
+
+
+def _is_scalar_column(series: pd.Series) -> bool:
+    """True for columns worth keeping per alert: numbers, booleans, strings (not lists, dicts or bytes)."""
+    if series.dtype.kind in "biuf":
+        return True
+    sample = series.dropna()
+    if sample.empty:
+        return True
+    sample = sample.iloc[: min(len(sample), 20)]
+    return all(isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)) for v in sample)
+
+
+def _candid_int(value) -> int:
+    try:
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return -1
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+# ---------------------------------------------------------------------------------------------- core builder
+def rows_to_lightcurves(
+    object_ids: Sequence[str],
+    jd: Sequence,
+    mag: Sequence,
+    sigma: Sequence,
+    fid: Sequence,
+    *,
+    alert_columns: pd.DataFrame,
+    isdiffpos: Sequence | None = None,
+    diffmaglim: Sequence | None = None,
+    candid: Sequence | None = None,
+    labels: Sequence | None = None,
+    source: str = "<memory>",
+    survey: str = "ZTF",
+    fid_bands: Mapping[int, str] | None = None,
+    time_offset: float = JD_MJD_OFFSET,
+) -> LightCurves:
+    """Build a table from per-alert rows of magnitude lists (history then current point, last).
+
+    ``alert_columns`` has one row per alert with at least ``alert_id`` (str); other columns are kept as
+    alert-level columns and the :data:`OBJECT_COLUMNS` among them also go to the objects (latest alert wins).
+    Per-row lists: ``jd`` (JD unless ``time_offset`` says otherwise), ``mag``, ``sigma``, ``fid``, and optional
+    ``isdiffpos``, ``diffmaglim`` (5-sigma limit, used for the noise of non-detections) and ``candid`` (per point).
+    A row whose lists differ in length, or that has no point at all, is dropped with a :class:`Problem`.
+    """
+    fid_bands = dict(fid_bands or ZTF_FID_BANDS)
+    n = len(object_ids)
+    problems: list[Problem] = []
+    keep_rows: list[int] = []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("jd", "mag", "sigma", "fid", "isdiffpos", "diffmaglim", "candid")}
+    for i in range(n):
+        oid = str(object_ids[i])
+        try:
+            cols = {"jd": _as_list(jd[i]), "mag": _as_list(mag[i]), "sigma": _as_list(sigma[i]), "fid": _as_list(fid[i])}
+            opt = {
+                "isdiffpos": _as_list(isdiffpos[i]) if isdiffpos is not None else None,
+                "diffmaglim": _as_list(diffmaglim[i]) if diffmaglim is not None else None,
+                "candid": _as_list(candid[i]) if candid is not None else None,
+            }
+        except TypeError as exc:
+            problems.append(Problem(source, oid, f"row {i}: {exc}; row skipped"))
+            continue
+        if any(v is None for v in cols.values()):
+            missing = [k for k, v in cols.items() if v is None]
+            problems.append(Problem(source, oid, f"row {i}: null photometry list(s) {missing}; row skipped"))
+            continue
+        length = len(cols["jd"])
+        lens = {k: len(v) for k, v in {**cols, **opt}.items() if v is not None}
+        if len(set(lens.values())) > 1:
+            problems.append(Problem(source, oid, f"row {i}: photometry lists of different lengths {lens}; row skipped"))
+            continue
+        if length == 0:
+            problems.append(Problem(source, oid, f"row {i}: empty light curve; row skipped"))
+            continue
+        keep_rows.append(i)
+        for k, v in cols.items():
+            parts[k].append(v)
+        for k, v in opt.items():
+            if v is None:
+                v = np.full(length, None, dtype=object)
+            parts[k].append(v)
+    if not keep_rows:
+        raise InputError(
+            "no readable alert row: " + ("; ".join(str(p) for p in problems[:3]) or "the table is empty"), source=source
+        )
+
+    lengths = np.array([len(a) for a in parts["jd"]], np.int64)
+    rows = np.asarray(keep_rows, np.int64)
+    row_of_point = np.repeat(np.arange(len(rows)), lengths)
+    oid_rows = np.asarray([str(object_ids[i]) for i in keep_rows], dtype=object)
+    t = _float_array(np.concatenate(parts["jd"])) - time_offset
+    m = _float_array(np.concatenate(parts["mag"]))
+    s = _float_array(np.concatenate(parts["sigma"]))
+    f = _float_array(np.concatenate(parts["fid"]))
+    detected = np.isfinite(m)
+    sign = np.ones(len(m), np.int8)
+    if isdiffpos is not None:
+        raw = np.concatenate(parts["isdiffpos"])
+        sign = diffpos_sign(raw)
+    flux, err = mag_to_fluxcal(m, s)
+    flux = np.where(sign < 0, -flux, flux)
+    lim_err = np.full(len(m), np.nan)
+    if diffmaglim is not None:
+        lim_err = limit_to_flux_err(_float_array(np.concatenate(parts["diffmaglim"])))
+    flux = np.where(detected, flux, np.nan)
+    err = np.where(detected, err, lim_err)
+    band = np.full(len(f), "?", dtype=object)
+    for code, name in fid_bands.items():
+        band[f == code] = name
+    unknown = band == "?"
+    if unknown.any():
+        band[unknown] = np.array([f"fid={v:g}" for v in f[unknown]], dtype=object)
+
+    # per-point alert id: given per point, else the row's candid on the row's current (last) point
+    pid = np.full(len(m), -1, np.int64)
+    if candid is not None:
+        cands = np.concatenate(parts["candid"])
+        pid = np.array([_candid_int(v) for v in cands], np.int64)
+    ac = alert_columns.iloc[rows].reset_index(drop=True)
+    if "candid" in ac.columns:
+        last = np.cumsum(lengths) - 1
+        row_cand = np.array([_candid_int(v) for v in ac["candid"].to_numpy(object)], np.int64)
+        fill = pid[last] < 0
+        pid[last[fill]] = row_cand[fill]
+
+    phot = pd.DataFrame(
+        {
+            "object_id": oid_rows[row_of_point],
+            "mjd": t,
+            "band": band,
+            "flux": flux,
+            "flux_err": err,
+            "detected": detected,
+            "alert_id": pid,
+        }
+    )
+    # the same epoch repeated in many alerts of an object: drop exact repeats early (cheap), keeping a known alert id
+    phot = phot.sort_values("alert_id", ascending=False, kind="mergesort")
+    phot = phot.drop_duplicates(["object_id", "mjd", "band", "flux", "flux_err", "detected"], keep="first")
+
+    # alerts: time of the latest point with a finite time in the row
+    tt = np.where(np.isfinite(t), t, -np.inf)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    amjd = np.maximum.reduceat(tt, starts) if len(tt) else np.zeros(0)
+    amjd = np.where(np.isfinite(amjd), amjd, np.nan)
+    alerts = ac.copy()
+    alerts.insert(0, "object_id", oid_rows)
+    alerts["mjd"] = amjd
+    if "ndethist" not in alerts.columns or alerts["ndethist"].isna().all():
+        alerts["ndethist"] = np.add.reduceat(detected.astype(np.int64), starts)
+    objects = alerts.assign(_order=np.arange(len(alerts))).sort_values(["mjd", "_order"], kind="mergesort")
+    obj_cols = ["object_id"] + [c for c in OBJECT_COLUMNS if c in objects.columns]
+    objects = objects[obj_cols].copy()
+    if labels is not None:
+        lab = pd.Series([clean_tns_label(labels[i]) for i in keep_rows], index=alerts.index)
+        objects["label"] = lab.loc[objects.index].to_numpy(object)
+        # a label given in any row of the object counts (latest non-null wins)
+        objects = objects.groupby("object_id", sort=False).last().reset_index()
+    lc = LightCurves.from_frames(
+        phot,
+        objects,
+        alerts,
+        bands=SURVEY_BANDS.get(survey),
+        survey=survey,
+        source=source,
+    )
+    lc.problems = problems + lc.problems
+    return lc
+
+
+# ---------------------------------------------------------------------------------------------- Fink frame
+def lightcurves_from_fink_frame(df: pd.DataFrame, *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
+    """A DataFrame in Fink's concatenated format (one row = one alert) -> :class:`LightCurves`.
+
+    Needs ``objectId, cjd, cmagpsf, csigmapsf, cfid``; understands ``cisdiffpos``, ``cdiffmaglim`` (noise of
+    non-detections), ``candid`` (alert id), ``TNS`` (object label), a nested ``candidate`` struct (its
+    :data:`CANDIDATE_ALERT_FIELDS` become alert columns), and keeps every other scalar column (``ndethist, drb,
+    classtar, cdsxmatch, jdstarthist, ra, dec``, broker scores such as ``anchor_score``, ``rf_snia_vs_nonia``,
+    ``snn_*``...) as an alert column. Alert ids: ``str(candid)``, else ``"<objectId>@<source>:<row>"``.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"expected a pandas DataFrame, got {type(df).__name__}", source=source)
+    missing = [c for c in ("objectId", *FINK_LIST_COLUMNS) if c not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"not a Fink concatenated-column table: missing column(s) {missing} (have {list(df.columns)[:12]})", source=source
+        )
+    df = df.reset_index(drop=True)
+    label = Path(source).name if source and not source.startswith("<") else source
+    alert = pd.DataFrame(index=df.index)
+    cand = df["candidate"] if "candidate" in df.columns else None
+    if cand is not None:
+        recs = [c if isinstance(c, Mapping) else {} for c in cand]
+        for name in CANDIDATE_ALERT_FIELDS:
+            if name in df.columns:
+                continue
+            if any(name in r for r in recs):
+                alert[name] = [r.get(name) for r in recs]
+    skip = {"objectId", "TNS", "candidate", *FINK_LIST_COLUMNS, *FINK_OPTIONAL_LISTS}
+    for c in df.columns:
+        if c in skip or c in alert.columns:
+            continue
+        if _is_scalar_column(df[c]):
+            alert[c] = df[c].to_numpy()
+    if "candid" in alert.columns:
+        cid = alert["candid"].to_numpy(object)
+        ok = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in cid], bool)
+        alert["alert_id"] = [str(v) if k else f"{o}@{label}:{r}" for r, (v, k, o) in enumerate(zip(cid, ok, df["objectId"], strict=True))]
+    else:
+        alert["alert_id"] = [f"{o}@{label}:{r}" for r, o in enumerate(df["objectId"])]
+    alert["source"] = label
+    alert["row"] = np.arange(len(df), dtype=np.int64)
+    isdiff = df["cisdiffpos"] if "cisdiffpos" in df.columns else None
+    if isdiff is None and "isdiffpos" in alert.columns:
+        # sign of the current (last) point only; history points are taken as positive
+        isdiff = [
+            (np.array([None] * (len(j) - 1) + [s], dtype=object) if j is not None else None)
+            for j, s in zip(df["cjd"], alert["isdiffpos"], strict=True)
+        ]
+    return rows_to_lightcurves(
+        df["objectId"].astype(str).to_numpy(object),
+        df["cjd"].to_numpy(object),
+        df["cmagpsf"].to_numpy(object),
+        df["csigmapsf"].to_numpy(object),
+        df["cfid"].to_numpy(object),
+        alert_columns=alert,
+        isdiffpos=isdiff,
+        diffmaglim=df["cdiffmaglim"].to_numpy(object) if "cdiffmaglim" in df.columns else None,
+        candid=df["ccandid"].to_numpy(object) if "ccandid" in df.columns else None,
+        labels=df["TNS"].to_numpy(object) if "TNS" in df.columns else None,
+        source=source,
+        survey=survey,
+    )
+
+
+def read_fink_parquet(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
+    """Read a Fink concatenated-column parquet file (see :func:`lightcurves_from_fink_frame`)."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
+    keep = [c for c in table.column_names if not c.startswith("cutout")]
+    df = table.select(keep).to_pandas(maps_as_pydicts="strict") if keep else table.to_pandas()
+    return lightcurves_from_fink_frame(df, source=str(path), survey=survey)
+
+
+# ---------------------------------------------------------------------------------------------- long CSV
+FINK_CSV_COLUMNS = ("objectId", "cjd", "cfid", "cmagpsf", "csigmapsf")
+
+
+def lightcurves_from_fink_long(df: pd.DataFrame, *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
+    """Long-form Fink photometry (one row per point: ``objectId, cjd, cfid, cmagpsf, csigmapsf[, TNS]``).
+
+    One light curve per ``objectId``; there is no alert structure (``alerts`` stays empty). NaN ``cmagpsf`` is a
+    non-detection with unknown depth (NaN ``flux_err``) unless a ``cdiffmaglim`` column gives it.
+    """
+    missing = [c for c in FINK_CSV_COLUMNS if c not in df.columns]
+    if missing:
+        raise SchemaError(f"not a Fink long-form table: missing column(s) {missing} (have {list(df.columns)[:12]})", source=source)
+    m = pd.to_numeric(df["cmagpsf"], errors="coerce").to_numpy(np.float64)
+    s = pd.to_numeric(df["csigmapsf"], errors="coerce").to_numpy(np.float64)
+    sign = diffpos_sign(df["cisdiffpos"].to_numpy(object)) if "cisdiffpos" in df.columns else 1
+    flux, err = mag_to_fluxcal(m, s)
+    detected = np.isfinite(m)
+    flux = np.where(detected, flux * sign, np.nan)
+    if "cdiffmaglim" in df.columns:
+        err = np.where(detected, err, limit_to_flux_err(pd.to_numeric(df["cdiffmaglim"], errors="coerce")))
+    else:
+        err = np.where(detected, err, np.nan)
+    fid = pd.to_numeric(df["cfid"], errors="coerce").to_numpy(np.float64)
+    band = np.array([ZTF_FID_BANDS.get(int(v), f"fid={v:g}") if np.isfinite(v) else "fid=nan" for v in fid], dtype=object)
+    phot = pd.DataFrame(
+        {
+            "object_id": df["objectId"].astype(str).to_numpy(object),
+            "mjd": pd.to_numeric(df["cjd"], errors="coerce").to_numpy(np.float64) - JD_MJD_OFFSET,
+            "band": band,
+            "flux": flux,
+            "flux_err": err,
+            "detected": detected,
+        }
+    )
+    objects = None
+    if "TNS" in df.columns:
+        objects = pd.DataFrame({"object_id": phot["object_id"], "label": [clean_tns_label(v) for v in df["TNS"]]})
+        objects = objects.drop_duplicates("object_id", keep="last")
+    return LightCurves.from_frames(phot, objects, None, bands=SURVEY_BANDS.get(survey), survey=survey, source=source)
+
+
+def read_fink_csv(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
+    """Read Fink's long-form CSV (optionally gzip/xz/bz2 compressed), e.g. ``all_nonIa.csv.gz``."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, skipinitialspace=True)
+    except (OSError, ValueError, EOFError, pd.errors.ParserError) as exc:
+        raise FormatError(f"cannot read CSV ({exc})", source=str(path)) from exc
+    if df.empty:
+        raise InputError("the CSV has no rows", source=str(path))
+    return lightcurves_from_fink_long(df, source=str(path), survey=survey)
+
+
+# ---------------------------------------------------------------------------------------------- detection
+def detect_fink_parquet(path: Path) -> bool:
+    """Parquet whose schema has ``objectId`` and the four concatenated photometry lists."""
+    from earlyia.io.registry import parquet_schema
+
+    schema = parquet_schema(Path(path))
+    return schema is not None and all(c in schema.names for c in ("objectId", *FINK_LIST_COLUMNS))
+
+
+def detect_fink_csv(path: Path) -> bool:
+    """CSV (plain or compressed) whose header has the Fink long-form columns."""
+    from earlyia.io.registry import csv_header
+
+    header = csv_header(Path(path))
+    return all(c in header for c in FINK_CSV_COLUMNS)

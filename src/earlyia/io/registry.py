@@ -1,0 +1,135 @@
+"""Format registry: cheap detection separated from reading.
+
+A format is ``(name, detect, read)``: ``detect(path) -> bool`` only sniffs (magic bytes, a Parquet footer's
+schema, a CSV header line, the first members of a tar archive) and never parses the data; ``read(path) ->
+LightCurves`` does the work. :func:`detect_format` asks the detectors in registration order (the more specific
+first), so adding a format is one :func:`register_reader` call and never touches the readers.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earlyia.errors import FormatError
+from earlyia.io.table import LightCurves
+
+PARQUET_MAGIC = b"PAR1"
+AVRO_MAGIC = b"Obj\x01"
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    detect: Callable[[Path], bool]
+    read: Callable[[Path], LightCurves]
+    description: str = ""
+
+
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(name: str, detect: Callable[[Path], bool], read: Callable[[Path], LightCurves], *, description: str = "") -> None:
+    """Add (or replace) a format. Detectors run in registration order; register specific formats first."""
+    _READERS[name] = Reader(name, detect, read, description)
+
+
+def readers() -> dict[str, Reader]:
+    """The registered formats by name, in detection order."""
+    return dict(_READERS)
+
+
+def get_reader(name: str) -> Reader:
+    try:
+        return _READERS[name]
+    except KeyError:
+        raise FormatError(f"unknown format {name!r}; known formats: {', '.join(_READERS)}") from None
+
+
+def detect_format(path: str | Path) -> str:
+    """The name of the first registered format whose detector accepts ``path``.
+
+    Raises :class:`FormatError` naming the file when none does (or the file does not exist).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FormatError("no such file or directory", source=str(path))
+    for reader in _READERS.values():
+        try:
+            if reader.detect(path):
+                return reader.name
+        except (OSError, ValueError, EOFError, pa.ArrowException, tarfile.TarError, lzma.LZMAError):
+            continue
+    raise FormatError(
+        f"unrecognised format (known: {', '.join(_READERS)}); pass format=NAME (CLI: --format NAME) if it is one of these",
+        source=str(path),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- sniffing helpers
+def head_bytes(path: Path, n: int = 8) -> bytes:
+    """The first ``n`` bytes of a file (b'' for a directory)."""
+    if not path.is_file():
+        return b""
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def is_parquet(path: Path) -> bool:
+    return head_bytes(path, 4) == PARQUET_MAGIC
+
+
+def is_avro(path: Path) -> bool:
+    return head_bytes(path, 4) == AVRO_MAGIC
+
+
+def parquet_schema(path: Path) -> pa.Schema | None:
+    """The schema from a Parquet footer (None when ``path`` is not a readable Parquet file)."""
+    if not is_parquet(path):
+        return None
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def open_text(path: Path):
+    """Open a possibly compressed (gzip / xz / bz2, by magic bytes) text file."""
+    magic = head_bytes(path, 6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rt", errors="replace")
+    if magic[:6] == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rt", errors="replace")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rt", errors="replace")
+    return open(path, errors="replace")
+
+
+def text_head(path: Path, n_lines: int = 1) -> list[str]:
+    """The first lines of a (possibly compressed) text file; [] for binary or unreadable files."""
+    if not path.is_file():
+        return []
+    magic = head_bytes(path, 4)
+    if magic in (PARQUET_MAGIC, AVRO_MAGIC):
+        return []
+    try:
+        with open_text(path) as fh:
+            return [fh.readline() for _ in range(n_lines)]
+    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError):
+        return []
+
+
+def csv_header(path: Path) -> list[str]:
+    """Column names of a (possibly compressed) CSV file's first line (stripped); [] when not text."""
+    lines = text_head(path, 1)
+    if not lines or "," not in lines[0]:
+        return []
+    return [c.strip().strip('"') for c in lines[0].strip().split(",")]

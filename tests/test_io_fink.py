@@ -1,0 +1,113 @@
+"""Fink concatenated-column parquet and long CSV readers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import reference, shared
+from earlyia.errors import InputError, SchemaError
+from earlyia.io import detect_format, read
+from earlyia.io.fink import lightcurves_from_fink_frame
+from earlyia.io.photometry import mag_to_fluxcal
+from earlyia.io.table import JD_MJD_OFFSET
+
+
+def _frame():
+    return pd.DataFrame(
+        {
+            "objectId": ["ZTF1", "ZTF1", "ZTF2"],
+            "candid": [11, 12, 21],
+            "cjd": [[2459000.5, 2459001.5], [2459000.5, 2459001.5, 2459003.5], [2459010.5, 2459011.5]],
+            "cmagpsf": [[19.0, np.nan], [19.0, np.nan, 18.5], [20.0, 19.5]],
+            "csigmapsf": [[0.1, np.nan], [0.1, np.nan, 0.05], [0.2, 0.1]],
+            "cfid": [[1, 2], [1, 2, 1], [2, 2]],
+            "cdiffmaglim": [[20.5, 20.0], [20.5, 20.0, 20.7], [21.0, 21.0]],
+            "drb": [0.9, 0.95, 0.4],
+            "anchor_score": [0.1, 0.7, 0.0],
+            "TNS": [None, "SN Ia", "(TNS) SN II"],
+        }
+    )
+
+
+def test_rows_merge_and_alerts():
+    lc = lightcurves_from_fink_frame(_frame(), source="mem")
+    assert lc.n_objects == 2
+    i1 = lc.object_index(["ZTF1"])[0]
+    s, e = lc.offsets[i1], lc.offsets[i1 + 1]
+    assert e - s == 3  # 2 + 3 points, duplicated epochs merged
+    assert np.allclose(lc.mjd[s:e], np.array([2459000.5, 2459001.5, 2459003.5]) - JD_MJD_OFFSET)
+    # the upper limit: NaN flux, 1-sigma noise from the 5-sigma limit 20.0
+    assert not lc.detected[s + 1] and np.isnan(lc.flux[s + 1])
+    assert np.isclose(lc.flux_err[s + 1], 10 ** (-0.4 * 20.0 + 11) / 5)
+    assert np.isclose(lc.flux[s + 2], mag_to_fluxcal(18.5, 0.05)[0])
+    assert lc.alert_id[s + 2] == 12  # the alert's own point carries its candid
+    assert list(lc.alerts["alert_id"]) == ["11", "12", "21"]
+    assert np.allclose(lc.alerts["mjd"], np.array([2459001.5, 2459003.5, 2459011.5]) - JD_MJD_OFFSET)
+    assert list(lc.alerts["anchor_score"]) == [0.1, 0.7, 0.0]
+    assert list(lc.alerts["ndethist"]) == [1, 2, 2]  # detections in each row's history
+    starts, ends = lc.alert_segments()
+    assert list(ends - starts) == [2, 3, 2]
+    labels = dict(zip(lc.objects["object_id"], lc.objects["label"], strict=True))
+    assert labels == {"ZTF1": "SN Ia", "ZTF2": "SN II"}
+    # object-level drb from the latest alert
+    assert lc.objects.set_index("object_id").loc["ZTF1", "drb"] == 0.95
+
+
+def test_alert_ids_without_candid():
+    df = _frame().drop(columns="candid")
+    lc = lightcurves_from_fink_frame(df, source="/x/file.parquet")
+    assert list(lc.alerts["alert_id"]) == ["ZTF1@file.parquet:0", "ZTF1@file.parquet:1", "ZTF2@file.parquet:2"]
+    assert (lc.alert_id == -1).all()
+
+
+def test_isdiffpos_list_gives_negative_flux():
+    df = _frame()
+    df["cisdiffpos"] = [["t", "t"], ["t", "t", "f"], ["1", "0"]]
+    lc = lightcurves_from_fink_frame(df, source="mem")
+    i2 = lc.object_index(["ZTF2"])[0]
+    assert lc.flux[lc.offsets[i2] + 1] < 0 < lc.flux[lc.offsets[i2]]
+
+
+def test_bad_rows_become_problems():
+    df = _frame()
+    df.at[2, "cmagpsf"] = [20.0]  # length mismatch
+    lc = lightcurves_from_fink_frame(df, source="mem")
+    assert lc.n_objects == 1
+    assert any("different lengths" in p.reason and p.object_id == "ZTF2" for p in lc.problems)
+    with pytest.raises(SchemaError, match="cmagpsf"):
+        lightcurves_from_fink_frame(df.drop(columns="cmagpsf"), source="mem")
+    with pytest.raises(InputError, match="no readable"):
+        lightcurves_from_fink_frame(df.iloc[:0], source="mem")
+
+
+def test_labelled_set_counts():
+    d = shared("ztf_fink_tns_labelled/objects.csv").parent
+    files = [*sorted(d.glob("fink_cross_tns_*.parquet")), d / "all_nonIa.csv.gz"]
+    assert {detect_format(f) for f in files} == {"fink_parquet", "fink_csv"}
+    lc = read(files)
+    assert lc.n_objects == 1502
+    assert (lc.objects["label"] == "SN Ia").sum() == 599
+    truth = pd.read_csv(d / "objects.csv").set_index("objectId")["tns_type"]
+    ours = lc.objects.set_index("object_id")["label"]
+    agree = (ours.loc[truth.index] == truth).mean()
+    assert agree > 0.99  # 4 objects have differing TNS strings between files (PROVENANCE.md)
+    assert len(lc.alerts) == 1829  # one alert per monthly row; the CSV has no alert structure
+    assert not lc.problems
+
+
+def test_replay_file():
+    path = reference("ztf_replay_alerts_with_anchor.parquet")
+    lc = read(path)
+    raw = pd.read_parquet(path, columns=["objectId", "candid", "ndethist", "anchor_score"])
+    assert len(lc.alerts) == len(raw) == 19778
+    assert lc.n_objects == raw["objectId"].nunique() == 1444
+    a = lc.alerts.set_index("alert_id")
+    r = raw.set_index("candid")
+    assert (a.loc[r.index, "ndethist"].to_numpy() == r["ndethist"].to_numpy()).all()
+    assert np.allclose(a.loc[r.index, "anchor_score"].to_numpy(), r["anchor_score"].to_numpy())
+    # each alert "as of" sees exactly its ndethist detections
+    starts, ends = lc.alert_segments()
+    cum = np.concatenate([[0], np.cumsum(lc.detected)])
+    assert np.array_equal(cum[ends] - cum[starts], lc.alerts["ndethist"].to_numpy())
