@@ -15,6 +15,7 @@ from pathlib import Path
 
 from earlyia.errors import EarlyIAError, InputError, Problem
 from earlyia.io import fink as _fink
+from earlyia.io import ztf as _ztf
 from earlyia.io.photometry import fluxcal_to_mag, limit_to_flux_err, mag_to_fluxcal
 from earlyia.io.registry import detect_format, get_reader, readers, register_reader
 from earlyia.io.table import LightCurves
@@ -110,7 +111,14 @@ def _detect_earlyia(path: Path) -> bool:
 def _register_builtins() -> None:
     """Detection order: most specific first (our table, nested alerts, then flat Fink columns, CSVs, text)."""
     register_reader("earlyia", _detect_earlyia, _read_earlyia, description="earlyia canonical light-curve table (Parquet)")
+    register_reader(
+        "ztf_alert_parquet",
+        _ztf.detect_ztf_alert_parquet,
+        _ztf.read_ztf_alert_parquet,
+        description="ZTF alerts in Parquet (candidate + prv_candidates)",
+    )
     register_reader("fink_parquet", _fink.detect_fink_parquet, _fink.read_fink_parquet, description="Fink concatenated columns")
+    register_reader("ztf_avro", _ztf.detect_ztf_avro, _ztf.read_ztf_avro, description="ZTF/Fink alert Avro (single or multi-alert)")
     register_reader("fink_csv", _fink.detect_fink_csv, _fink.read_fink_csv, description="Fink long CSV objectId,cjd,cfid,cmagpsf,csigmapsf")
 
 

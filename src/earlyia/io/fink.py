@@ -171,28 +171,68 @@ def rows_to_lightcurves(
                 v = np.full(length, None, dtype=object)
             parts[k].append(v)
     if not keep_rows:
-        raise InputError(
-            "no readable alert row: " + ("; ".join(str(p) for p in problems[:3]) or "the table is empty"), source=source
-        )
+        raise InputError("no readable alert row: " + ("; ".join(str(p) for p in problems[:3]) or "the table is empty"), source=source)
 
     lengths = np.array([len(a) for a in parts["jd"]], np.int64)
     rows = np.asarray(keep_rows, np.int64)
-    row_of_point = np.repeat(np.arange(len(rows)), lengths)
-    oid_rows = np.asarray([str(object_ids[i]) for i in keep_rows], dtype=object)
-    t = _float_array(np.concatenate(parts["jd"])) - time_offset
-    m = _float_array(np.concatenate(parts["mag"]))
-    s = _float_array(np.concatenate(parts["sigma"]))
-    f = _float_array(np.concatenate(parts["fid"]))
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    lc = points_to_lightcurves(
+        np.asarray([str(object_ids[i]) for i in keep_rows], dtype=object),
+        lengths,
+        jd=_float_array(cat["jd"]),
+        mag=_float_array(cat["mag"]),
+        sigma=_float_array(cat["sigma"]),
+        fid=_float_array(cat["fid"]),
+        alert_columns=alert_columns.iloc[rows].reset_index(drop=True),
+        isdiffpos=cat["isdiffpos"] if isdiffpos is not None else None,
+        diffmaglim=_float_array(cat["diffmaglim"]) if diffmaglim is not None else None,
+        candid=np.array([_candid_int(v) for v in cat["candid"]], np.int64) if candid is not None else None,
+        labels=[labels[i] for i in keep_rows] if labels is not None else None,
+        source=source,
+        survey=survey,
+        fid_bands=fid_bands,
+        time_offset=time_offset,
+    )
+    lc.problems = problems + lc.problems
+    return lc
+
+
+def points_to_lightcurves(
+    row_object_ids: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    jd: np.ndarray,
+    mag: np.ndarray,
+    sigma: np.ndarray,
+    fid: np.ndarray,
+    alert_columns: pd.DataFrame,
+    isdiffpos: np.ndarray | None = None,
+    diffmaglim: np.ndarray | None = None,
+    candid: np.ndarray | None = None,
+    labels: Sequence | None = None,
+    source: str = "<memory>",
+    survey: str = "ZTF",
+    fid_bands: Mapping[int, str] | None = None,
+    time_offset: float = JD_MJD_OFFSET,
+) -> LightCurves:
+    """The vectorised core: flat point arrays of all rows, row ``i`` owning the next ``lengths[i]`` points.
+
+    Every row must have at least one point. ``candid`` (int64 per point, -1 unknown) is optional; the row's own
+    ``candid`` (in ``alert_columns``) is put on the row's last point when that point has none.
+    """
+    fid_bands = dict(fid_bands or ZTF_FID_BANDS)
+    lengths = np.asarray(lengths, np.int64)
+    oid_rows = np.asarray(row_object_ids, dtype=object)
+    row_of_point = np.repeat(np.arange(len(lengths)), lengths)
+    t = np.asarray(jd, np.float64) - time_offset
+    m = np.asarray(mag, np.float64)
+    s = np.asarray(sigma, np.float64)
+    f = np.asarray(fid, np.float64)
     detected = np.isfinite(m)
-    sign = np.ones(len(m), np.int8)
-    if isdiffpos is not None:
-        raw = np.concatenate(parts["isdiffpos"])
-        sign = diffpos_sign(raw)
     flux, err = mag_to_fluxcal(m, s)
-    flux = np.where(sign < 0, -flux, flux)
-    lim_err = np.full(len(m), np.nan)
-    if diffmaglim is not None:
-        lim_err = limit_to_flux_err(_float_array(np.concatenate(parts["diffmaglim"])))
+    if isdiffpos is not None:
+        flux = np.where(diffpos_sign(isdiffpos) < 0, -flux, flux)
+    lim_err = limit_to_flux_err(diffmaglim) if diffmaglim is not None else np.full(len(m), np.nan)
     flux = np.where(detected, flux, np.nan)
     err = np.where(detected, err, lim_err)
     band = np.full(len(f), "?", dtype=object)
@@ -202,13 +242,9 @@ def rows_to_lightcurves(
     if unknown.any():
         band[unknown] = np.array([f"fid={v:g}" for v in f[unknown]], dtype=object)
 
-    # per-point alert id: given per point, else the row's candid on the row's current (last) point
-    pid = np.full(len(m), -1, np.int64)
-    if candid is not None:
-        cands = np.concatenate(parts["candid"])
-        pid = np.array([_candid_int(v) for v in cands], np.int64)
-    ac = alert_columns.iloc[rows].reset_index(drop=True)
-    if "candid" in ac.columns:
+    pid = np.full(len(m), -1, np.int64) if candid is None else np.asarray(candid, np.int64).copy()
+    ac = alert_columns.reset_index(drop=True)
+    if "candid" in ac.columns and len(m):
         last = np.cumsum(lengths) - 1
         row_cand = np.array([_candid_int(v) for v in ac["candid"].to_numpy(object)], np.int64)
         fill = pid[last] < 0
@@ -238,16 +274,16 @@ def rows_to_lightcurves(
     alerts.insert(0, "object_id", oid_rows)
     alerts["mjd"] = amjd
     if "ndethist" not in alerts.columns or alerts["ndethist"].isna().all():
-        alerts["ndethist"] = np.add.reduceat(detected.astype(np.int64), starts)
+        alerts["ndethist"] = np.add.reduceat(detected.astype(np.int64), starts) if len(m) else 0
     objects = alerts.assign(_order=np.arange(len(alerts))).sort_values(["mjd", "_order"], kind="mergesort")
     obj_cols = ["object_id"] + [c for c in OBJECT_COLUMNS if c in objects.columns]
     objects = objects[obj_cols].copy()
     if labels is not None:
-        lab = pd.Series([clean_tns_label(labels[i]) for i in keep_rows], index=alerts.index)
+        lab = pd.Series([clean_tns_label(v) for v in labels], index=alerts.index)
         objects["label"] = lab.loc[objects.index].to_numpy(object)
         # a label given in any row of the object counts (latest non-null wins)
         objects = objects.groupby("object_id", sort=False).last().reset_index()
-    lc = LightCurves.from_frames(
+    return LightCurves.from_frames(
         phot,
         objects,
         alerts,
@@ -255,8 +291,6 @@ def rows_to_lightcurves(
         survey=survey,
         source=source,
     )
-    lc.problems = problems + lc.problems
-    return lc
 
 
 # ---------------------------------------------------------------------------------------------- Fink frame

@@ -1,0 +1,290 @@
+"""ZTF alert packets: Avro files (one alert or a multi-alert container) and alert tables in Parquet.
+
+An alert is ``candidate`` (the new detection) plus ``prv_candidates`` (up to 30 days of history: detections,
+and non-detections with a null ``magpsf`` whose ``diffmaglim`` is the 5-sigma limit). Each alert becomes one
+row of ``LightCurves.alerts`` (``alert_id = str(candid)``); the photometry of all alerts of an object is merged
+(duplicate epochs removed). ``isdiffpos`` is applied (negative differences give negative fluxes), and the
+candidate's fields ``ra, dec, ndethist, jdstarthist, drb, rb, classtar, isdiffpos, magnr...`` and the top-level
+scalars added by brokers (``cdsxmatch``, Fink scores ``rf_snia_vs_nonia, snn_*, rfscore, snn``...) are alert
+columns; object columns come from each object's latest alert.
+
+Parquet comes nested (``candidate`` struct + ``prv_candidates`` list of structs, as Fink and the ZTF archive
+write it) or flattened (``cand_<field>`` columns + ``prv_candidates``): both are read with Arrow kernels, no
+Python object per point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from earlyia.errors import FormatError, InputError, Problem, SchemaError
+from earlyia.io.fink import CANDIDATE_ALERT_FIELDS, points_to_lightcurves
+from earlyia.io.registry import is_avro, parquet_schema
+from earlyia.io.table import LightCurves
+
+POINT_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim", "isdiffpos", "candid")
+_SKIP_TOP = {"candidate", "prv_candidates", "fp_hists", "cutoutScience", "cutoutTemplate", "cutoutDifference", "objectId"}
+
+
+# ---------------------------------------------------------------------------------------------- records (Avro)
+def lightcurves_from_alert_records(records: list[Mapping], *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
+    """ZTF alert packets as dictionaries (``objectId, candid, candidate, prv_candidates``, extra scalars)."""
+    problems: list[Problem] = []
+    cols: dict[str, list] = {k: [] for k in POINT_FIELDS}
+    lengths: list[int] = []
+    oids: list[str] = []
+    alert_rows: list[dict] = []
+    for k, rec in enumerate(records):
+        oid = rec.get("objectId") if isinstance(rec, Mapping) else None
+        cand = rec.get("candidate") if isinstance(rec, Mapping) else None
+        if oid is None or not isinstance(cand, Mapping):
+            problems.append(Problem(source, None if oid is None else str(oid), f"alert {k}: no objectId or candidate record; skipped"))
+            continue
+        if cand.get("jd") is None or cand.get("fid") is None:
+            problems.append(Problem(source, str(oid), f"alert {k}: candidate without jd/fid; skipped"))
+            continue
+        prv = rec.get("prv_candidates") or []
+        pts = [p for p in prv if isinstance(p, Mapping)] + [cand]
+        for name in POINT_FIELDS:
+            cols[name].extend(p.get(name) for p in pts)
+        lengths.append(len(pts))
+        oids.append(str(oid))
+        row = {name: cand.get(name) for name in CANDIDATE_ALERT_FIELDS if name in cand}
+        row["candid"] = rec.get("candid", cand.get("candid"))
+        for key, value in rec.items():
+            if key in _SKIP_TOP or key in row:
+                continue
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                row[key] = value
+        alert_rows.append(row)
+    if not lengths:
+        raise InputError("no readable alert: " + ("; ".join(str(p) for p in problems[:3]) or "no alerts"), source=source)
+    alerts = pd.DataFrame(alert_rows)
+    alerts["alert_id"] = [
+        str(c) if c is not None else f"{o}@{Path(source).name}:{i}" for i, (c, o) in enumerate(zip(alerts["candid"], oids, strict=True))
+    ]
+    lc = points_to_lightcurves(
+        np.asarray(oids, dtype=object),
+        np.asarray(lengths, np.int64),
+        jd=_floats(cols["jd"]),
+        mag=_floats(cols["magpsf"]),
+        sigma=_floats(cols["sigmapsf"]),
+        fid=_floats(cols["fid"]),
+        isdiffpos=np.asarray(cols["isdiffpos"], dtype=object),
+        diffmaglim=_floats(cols["diffmaglim"]),
+        candid=np.array([-1 if c is None else int(c) for c in cols["candid"]], np.int64),
+        alert_columns=alerts,
+        source=source,
+        survey=survey,
+    )
+    lc.problems = problems + lc.problems
+    return lc
+
+
+def _floats(values: list) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def read_ztf_avro(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
+    """Read a ZTF/Fink Avro file (one alert or many; codecs null, deflate, snappy (needs ``cramjam``)).
+
+    A container truncated or corrupted after some alerts keeps the alerts before the damage and reports a
+    :class:`Problem`; a file with no readable alert raises :class:`FormatError`.
+    """
+    path = Path(path)
+    records: list[dict] = []
+    problems: list[Problem] = []
+    try:
+        with open(path, "rb") as fh:
+            reader = fastavro.reader(fh)
+            it = iter(reader)
+            while True:
+                try:
+                    rec = next(it)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    if not records:
+                        raise
+                    problems.append(
+                        Problem(
+                            str(path), None, f"Avro data damaged after {len(records)} alert(s) ({type(exc).__name__}: {exc}); rest skipped"
+                        )
+                    )
+                    break
+                for key in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+                    rec.pop(key, None)
+                records.append(rec)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, AssertionError) as exc:
+        raise FormatError(
+            f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete and an alert file?", source=str(path)
+        ) from exc
+    except Exception as exc:
+        raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc})", source=str(path)) from exc
+    if not records:
+        raise FormatError("Avro file holds no alert", source=str(path))
+    lc = lightcurves_from_alert_records(records, source=str(path), survey=survey)
+    lc.problems = problems + lc.problems
+    return lc
+
+
+def detect_ztf_avro(path: Path) -> bool:
+    """Avro magic bytes (``Obj\\x01``) and a schema with ``candidate`` (checked from the header only)."""
+    if not is_avro(Path(path)):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    return b'"candidate"' in head or b"candidate" in head
+
+
+# ---------------------------------------------------------------------------------------------- Arrow tables
+def _struct_field(arr: pa.Array, name: str) -> pa.Array | None:
+    t = arr.type
+    if not pa.types.is_struct(t) or t.get_field_index(name) < 0:
+        return None
+    return pc.struct_field(arr, [t.get_field_index(name)])
+
+
+def _np_float(arr: pa.Array | None, n: int) -> np.ndarray:
+    if arr is None:
+        return np.full(n, np.nan)
+    return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _np_int(arr: pa.Array | None, n: int) -> np.ndarray:
+    if arr is None:
+        return np.full(n, -1, np.int64)
+    return pc.cast(arr, pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+
+
+def _np_obj(arr: pa.Array | None, n: int) -> np.ndarray:
+    if arr is None:
+        return np.full(n, None, dtype=object)
+    return np.asarray(arr.to_pylist(), dtype=object)
+
+
+def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
+    """An Arrow table of ZTF alerts, nested (``candidate``) or flattened (``cand_*``), with ``prv_candidates``."""
+    names = table.column_names
+    if "objectId" not in names:
+        raise SchemaError(f"ZTF alert table lacks column 'objectId' (have {names[:12]})", source=source)
+    n = table.num_rows
+    if n == 0:
+        raise InputError("the alert table has no rows", source=source)
+    nested = "candidate" in names
+    if nested:
+        cand = table.column("candidate").combine_chunks()
+
+        def cfield(name: str) -> pa.Array | None:
+            return _struct_field(cand, name)
+    elif any(c.startswith("cand_") for c in names):
+
+        def cfield(name: str) -> pa.Array | None:
+            return table.column(f"cand_{name}").combine_chunks() if f"cand_{name}" in names else None
+    else:
+        raise SchemaError("ZTF alert table has neither a 'candidate' struct nor 'cand_*' columns", source=source)
+    missing = [req for req in ("jd", "fid", "magpsf", "sigmapsf") if cfield(req) is None]
+    if missing:
+        raise SchemaError(f"ZTF candidate lacks field(s) {missing}", source=source)
+
+    # history: list<struct>; null list -> no history
+    if "prv_candidates" in names:
+        prv = table.column("prv_candidates").combine_chunks()
+        prv = prv.fill_null(pa.scalar([], type=prv.type)) if prv.null_count else prv
+        prv_len = pc.list_value_length(prv).to_numpy(zero_copy_only=False).astype(np.int64)
+        items = prv.flatten()
+    else:
+        prv_len = np.zeros(n, np.int64)
+        items = None
+    lengths = prv_len + 1
+    total = int(lengths.sum())
+    is_cand = np.zeros(total, bool)
+    is_cand[np.cumsum(lengths) - 1] = True
+
+    def merged(name: str, conv) -> np.ndarray:
+        c = conv(cfield(name), n)
+        p = conv(_struct_field(items, name) if items is not None and len(items) else None, total - n)
+        out = np.empty(total, dtype=c.dtype if c.dtype == p.dtype else object)
+        out[is_cand] = c
+        out[~is_cand] = p
+        return out
+
+    jd = merged("jd", _np_float)
+    mag = merged("magpsf", _np_float)
+    sigma = merged("sigmapsf", _np_float)
+    fid = merged("fid", _np_float)
+    lim = merged("diffmaglim", _np_float)
+    cid = merged("candid", _np_int)
+    isd = merged("isdiffpos", _np_obj)
+
+    alert = {}
+    for name in CANDIDATE_ALERT_FIELDS:
+        arr = cfield(name)
+        if arr is not None:
+            alert[name] = arr.to_pandas()
+    for c in names:
+        if c in _SKIP_TOP or c.startswith("cand_") or c in alert:
+            continue
+        typ = table.schema.field(c).type
+        if (
+            pa.types.is_integer(typ)
+            or pa.types.is_floating(typ)
+            or pa.types.is_boolean(typ)
+            or pa.types.is_string(typ)
+            or pa.types.is_large_string(typ)
+        ):
+            alert[c] = table.column(c).to_pandas()
+    alerts = pd.DataFrame(alert)
+    oids = table.column("objectId").to_pandas().astype(str).to_numpy(object)
+    if "candid" in alerts.columns:
+        cand_ids = alerts["candid"].to_numpy(object)
+        alerts["alert_id"] = [
+            str(int(c)) if c is not None and c == c else f"{o}@{Path(source).name}:{i}"
+            for i, (c, o) in enumerate(zip(cand_ids, oids, strict=True))
+        ]
+    else:
+        alerts["alert_id"] = [f"{o}@{Path(source).name}:{i}" for i, o in enumerate(oids)]
+    return points_to_lightcurves(
+        oids,
+        lengths,
+        jd=jd,
+        mag=mag,
+        sigma=sigma,
+        fid=fid,
+        isdiffpos=isd,
+        diffmaglim=lim,
+        candid=cid,
+        alert_columns=alerts,
+        source=source,
+        survey=survey,
+    )
+
+
+def read_ztf_alert_parquet(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
+    """Read ZTF alerts stored as Parquet (nested or flattened ``cand_*``; cutouts are never loaded)."""
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+        keep = [c for c in schema.names if not c.startswith("cutout")]
+        table = pq.read_table(path, columns=keep)
+    except (OSError, pa.ArrowException) as exc:
+        raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
+    return lightcurves_from_alert_table(table, source=str(path), survey=survey)
+
+
+def detect_ztf_alert_parquet(path: Path) -> bool:
+    """Parquet with ``objectId`` and a ``candidate`` struct or ``cand_jd`` column (history optional)."""
+    schema = parquet_schema(Path(path))
+    if schema is None or "objectId" not in schema.names:
+        return False
+    if "candidate" in schema.names:
+        return pa.types.is_struct(schema.field("candidate").type)
+    return "cand_jd" in schema.names and "cand_magpsf" in schema.names
