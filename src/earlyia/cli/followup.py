@@ -1,0 +1,282 @@
+"""``earlyia followup``: the live active-learning loop (select, notify, label, retrain) on a SQLite database."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from earlyia.errors import ConfigError
+
+EPILOG = """the nightly loop:
+  export EARLYIA_DB=$HOME/earlyia/loop.db                  # or --db PATH (default ./earlyia.db)
+  earlyia followup register MODEL.eia --production         # once: the model that scores the stream
+  earlyia followup select --scores SCORES.parquet --n 30   # uncertainty sampling + early-SN-Ia list
+  EARLYIA_SLACK_WEBHOOK=https://hooks.slack.com/... earlyia followup notify
+  earlyia followup label classifications.csv               # or: --format tns tns_search.csv
+  earlyia followup retrain --features FEATURES.parquet     # promoted only if not worse than production
+  earlyia models list | earlyia models rollback
+"""
+
+
+def _opt_float(text: str) -> float | None:
+    if text.lower() in ("none", "off", "no"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="SQLite database of the loop (default: $EARLYIA_DB, else ./earlyia.db)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "followup",
+        help="live active learning: select targets, notify Slack, ingest spectra, retrain, promote",
+        description=(
+            "Run the spectroscopic follow-up loop. State (selections, requests, labels, models) lives in one SQLite "
+            "database; every command is one transaction, so an interrupted command changes nothing."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fs = p.add_subparsers(dest="followup_command", metavar="ACTION")
+
+    r = fs.add_parser("register", help="add a model file to the registry (--production to serve it)",
+                      description="Register an existing model (its card gives the training set = prohibited list).",
+                      epilog="example:\n  earlyia followup register model.eia --production",
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("model", help="an earlyia model file (earlyia train)")
+    r.add_argument("--production", action="store_true", help="put it in production (the current one is retired)")
+    _add_db(r)
+    r.set_defaults(func=run_register)
+
+    s = fs.add_parser("select", help="choose tonight's targets from a score file",
+                      description="Choose targets by active learning under observability constraints, plus the list of "
+                                  "likely early SN Ia (score > 0.5, young), and record them as follow-up requests.",
+                      epilog="examples:\n  earlyia followup select --scores scores.parquet --n 30\n"
+                             "  earlyia followup select --scores scores.parquet --strategy cost_aware --budget 20 --mag-limit 19",
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--scores", required=True, help="SCORES.parquet written by `earlyia score`")
+    s.add_argument("--n", type=int, default=30, help="number of active-learning targets (default 30)")
+    s.add_argument("--n-early", type=int, default=None, help="length of the early-SN-Ia list (default: --n)")
+    s.add_argument("--strategy", default="uncertainty",
+                   help="uncertainty (default, Fink's rule), batch_diverse, cost_aware, random, or any earlyia.learn strategy")
+    s.add_argument("--budget", type=float, default=None, help="total cost allowed, in exposures of an 18-mag object")
+    s.add_argument("--dec-min", type=_opt_float, default=-90.0, help="lowest declination (deg)")
+    s.add_argument("--dec-max", type=_opt_float, default=20.0, help="declination must be below this (deg; Siding Spring: 20)")
+    s.add_argument("--max-days", type=_opt_float, default=20.0, help="max days since the first detection (default 20)")
+    s.add_argument("--mag-limit", type=_opt_float, default=19.5, help="faintest last magnitude (default 19.5; 'none' = off)")
+    s.add_argument("--drb-min", type=_opt_float, default=0.5, help="drb must exceed this (default 0.5)")
+    s.add_argument("--classtar-min", type=_opt_float, default=0.4, help="classtar must exceed this (default 0.4)")
+    s.add_argument("--min-score", type=float, default=0.0, help="score must exceed this (default 0)")
+    s.add_argument("--early-min-score", type=float, default=0.5)
+    s.add_argument("--early-max-days", type=float, default=10.0)
+    s.add_argument("--seed", type=int, default=0, help="random tie-breaking seed")
+    _add_db(s)
+    s.set_defaults(func=run_select)
+
+    n = fs.add_parser("notify", help="post the pending targets (Slack webhook, a file or stdout), each once",
+                      description="Post each selected target once. The Slack webhook URL is read from "
+                                  "EARLYIA_SLACK_WEBHOOK and never printed. 429/5xx are retried with backoff; "
+                                  "a 4xx marks the target failed and the command exits 1.",
+                      epilog="examples:\n  EARLYIA_SLACK_WEBHOOK=... earlyia followup notify\n"
+                             "  earlyia followup notify --sink file:tonight.jsonl\n  earlyia followup notify --sink stdout --list al",
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    n.add_argument("--sink", default="slack", help="slack (default), stdout or file:PATH")
+    n.add_argument("--list", choices=["al", "early", "both"], default="both", help="which list to post (default both)")
+    n.add_argument("--retry-failed", action="store_true", help="also re-send requests that failed permanently before")
+    n.add_argument("--resend-interrupted", action="store_true",
+                   help="re-send requests left 'posting' by a crash (they may have gone out already)")
+    n.add_argument("--max-attempts", type=int, default=5)
+    n.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles each time)")
+    n.add_argument("--max-delay", type=float, default=60.0)
+    n.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per attempt (s)")
+    _add_db(n)
+    n.set_defaults(func=run_notify)
+
+    lab = fs.add_parser("label", help="ingest spectroscopic classifications (CSV or TNS search export)",
+                        description="Map types to classes with earlyia.labels.TypeMap ('SN Ia' positive, Ia sub-types with "
+                                    "--include-subtypes, 'SN' and vague types unlabelled, all others negative). Unknown "
+                                    "objects, conflicts and duplicates are reported; valid rows are stored.",
+                        epilog="examples:\n  earlyia followup label spectra.csv   # object_id,type,date,source[,who]\n"
+                               "  earlyia followup label tns_search.csv --format tns --include-subtypes",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    lab.add_argument("file")
+    lab.add_argument("--format", choices=["csv", "tns"], default="csv")
+    lab.add_argument("--include-subtypes", action="store_true", help="count SN Ia sub-types (91T-like, pec, ...) as positive")
+    lab.add_argument("--positive", nargs="+", default=["SN Ia"], help="positive types (default: 'SN Ia')")
+    lab.add_argument("--allow-unknown", action="store_true", help="store labels of objects the loop never saw")
+    lab.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
+    _add_db(lab)
+    lab.set_defaults(func=run_label)
+
+    t = fs.add_parser("retrain", help="retrain with the new labels; promote if not worse than production",
+                      description="Train on production's training set + the database's labels, compare with production on "
+                                  "a fixed object-level validation set (efficiency, purity, FoM, AUC), and promote when "
+                                  "metric(candidate) >= metric(production) - margin.",
+                      epilog="example:\n  earlyia followup retrain --features features.parquet --margin 0.01",
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--features", required=True, help="feature table (earlyia features) with the labelled objects' rows")
+    t.add_argument("--validation", help="labelled feature table to validate on (default: the database's fixed validation set)")
+    t.add_argument("--margin", type=float, default=0.0, help="tolerated loss of the metric (default 0)")
+    t.add_argument("--metric", default="fom", help="fom (default), efficiency, purity, roc_auc, accuracy, f1")
+    t.add_argument("--validation-fraction", type=float, default=0.3)
+    t.add_argument("--use-feature-labels", action="store_true", help="also learn from the feature table's own labels")
+    t.add_argument("--no-promote", action="store_true", help="register the candidate without promoting it")
+    t.add_argument("--include-subtypes", action="store_true")
+    t.add_argument("--n-estimators", type=int, default=300)
+    t.add_argument("--seed", type=int, default=42)
+    _add_db(t)
+    t.set_defaults(func=run_retrain)
+
+    st = fs.add_parser("status", help="counts of the database tables and the requests by status")
+    _add_db(st)
+    st.set_defaults(func=run_status)
+
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def _open(args):
+    from earlyia.followup.db import FollowupDB, resolve_db_path
+
+    return FollowupDB(resolve_db_path(getattr(args, "db", None)))
+
+
+def run_register(args) -> int:
+    from earlyia.followup.registry import register
+
+    with _open(args) as db:
+        version = register(db, args.model, production=args.production)
+    print(f"registered model {version[:12]} as {'production' if args.production else 'candidate'}")
+    return 0
+
+
+def run_select(args) -> int:
+    from earlyia.followup.config import Constraints, EarlyList
+    from earlyia.followup.select import format_table, select
+
+    c = Constraints(dec_min=args.dec_min, dec_max=args.dec_max, max_days_since_first=args.max_days, mag_limit=args.mag_limit,
+                    drb_min=args.drb_min, classtar_min=args.classtar_min, min_score=args.min_score)
+    e = EarlyList(min_score=args.early_min_score, max_days_since_first=args.early_max_days,
+                  n=args.n if args.n_early is None else args.n_early)
+    with _open(args) as db:
+        sel = select(db, args.scores, n=args.n, strategy=args.strategy, constraints=c, early=e, budget=args.budget,
+                     random_state=args.seed)
+    print(format_table(sel))
+    print(f"selection {sel.selection_id} recorded (model {str(sel.model_version)[:12]}); post it with `earlyia followup notify`")
+    return 0
+
+
+def run_notify(args) -> int:
+    from earlyia.followup.config import RetryPolicy
+    from earlyia.followup.notify import make_sink, notify
+
+    retry = RetryPolicy(max_attempts=args.max_attempts, base_delay=args.backoff, max_delay=args.max_delay, timeout=args.timeout)
+    sink = make_sink(args.sink, retry=retry)
+    lists = ("al", "early") if args.list == "both" else (args.list,)
+    with _open(args) as db:
+        report = notify(db, sink, lists=lists, retry_failed=args.retry_failed, resend_interrupted=args.resend_interrupted)
+    out = sys.stderr if args.sink == "stdout" else sys.stdout
+    print(f"{len(report.posted)} posted to {sink.channel if args.sink != 'slack' else 'slack'}, {len(report.failed)} failed, "
+          f"{len(report.deferred)} deferred, {len(report.skipped)} taken by another process", file=out)
+    for oid, why in report.failed + report.deferred:
+        print(f"  {oid}: {why}", file=sys.stderr)
+    if report.stopped:
+        print(f"stopped: {report.stopped}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def run_label(args) -> int:
+    from earlyia.followup.labels import ingest_labels, known_objects, read_label_csv, read_label_tns
+    from earlyia.labels import TypeMap
+
+    tm = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
+    with _open(args) as db:
+        frame = read_label_tns(args.file, known_objects(db)) if args.format == "tns" else read_label_csv(args.file)
+        report = ingest_labels(db, frame, type_map=tm, file=str(args.file), allow_unknown=args.allow_unknown)
+    for problem in report.problems:
+        print(f"  {problem}", file=sys.stderr)
+    print(report.summary())
+    print(f"positive class: {tm.describe()}")
+    return 1 if (args.strict and report.problems) else 0
+
+
+def run_retrain(args) -> int:
+    from earlyia.features.io import read_features
+    from earlyia.followup.retrain import retrain
+    from earlyia.labels import TypeMap
+
+    feats, meta = read_features(args.features)
+    validation = read_features(args.validation)[0] if args.validation else None
+    tm = TypeMap(include_subtypes=args.include_subtypes)
+    if args.margin < 0:
+        raise ConfigError(f"--margin must be >= 0, got {args.margin}")
+    with _open(args) as db:
+        rep = retrain(db, feats, meta["extractor"], validation=validation, margin=args.margin, metric=args.metric, type_map=tm,
+                      validation_fraction=args.validation_fraction, use_feature_labels=args.use_feature_labels,
+                      auto_promote=not args.no_promote, n_estimators=args.n_estimators, random_state=args.seed)
+    print(rep.summary())
+    return 0
+
+
+def run_status(args) -> int:
+    with _open(args) as db:
+        counts = db.counts()
+        by_status = db.query("SELECT list, status, COUNT(*) AS n FROM requests GROUP BY list, status ORDER BY list, status")
+        prod = db.query("SELECT version FROM models WHERE status = 'production'")
+        print(f"database {db.path} (schema v{db.schema_version()})")
+        for t, k in counts.items():
+            print(f"  {t:16s} {k}")
+        for r in by_status:
+            print(f"  requests[{r['list']}] {r['status']}: {r['n']}")
+        print(f"  production model: {prod[0]['version'][:12] if prod else 'none'}")
+    return 0
+
+
+# -- `earlyia models list|promote|rollback` (registered by cli/models.py) ------------------------------
+def add_models_commands(models_sub: argparse._SubParsersAction) -> None:
+    """Add ``list``, ``promote`` and ``rollback`` to the ``earlyia models`` subparsers."""
+    ls = models_sub.add_parser("list", help="models of the follow-up registry with status, parent and validation FoM",
+                               epilog="example:\n  earlyia models list --db loop.db", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_db(ls)
+    ls.set_defaults(func=run_models_list)
+    pr = models_sub.add_parser("promote", help="put a registered model in production (the current one is kept for rollback)",
+                               epilog="example:\n  earlyia models promote 3fa9c2e1b7", formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("version", help="model hash or a unique prefix (>= 6 characters)")
+    pr.add_argument("--reason", default="promoted by hand")
+    _add_db(pr)
+    pr.set_defaults(func=run_models_promote)
+    rb = models_sub.add_parser("rollback", help="restore the model production replaced",
+                               epilog="example:\n  earlyia models rollback", formatter_class=argparse.RawDescriptionHelpFormatter)
+    rb.add_argument("--reason", default="rolled back by hand")
+    _add_db(rb)
+    rb.set_defaults(func=run_models_rollback)
+
+
+def run_models_list(args) -> int:
+    from earlyia.followup.registry import format_models, list_models
+
+    with _open(args) as db:
+        print(format_models(list_models(db)))
+    return 0
+
+
+def run_models_promote(args) -> int:
+    from earlyia.followup.registry import promote
+
+    with _open(args) as db:
+        new, old = promote(db, args.version, reason=args.reason)
+    print(f"model {new[:12]} is in production" + (f" (replacing {old[:12]}, kept for rollback)" if old else ""))
+    return 0
+
+
+def run_models_rollback(args) -> int:
+    from earlyia.followup.registry import rollback
+
+    with _open(args) as db:
+        restored, demoted = rollback(db, reason=args.reason)
+    print(f"rolled back: {restored[:12]} is in production again, {demoted[:12]} retired")
+    return 0

@@ -1,0 +1,185 @@
+"""The model registry of the loop: which model is in production, where each one came from.
+
+A model is ``candidate`` (trained, not serving), ``production`` (exactly one at a time) or
+``retired``. Every promotion is appended to ``promotions`` with the model it replaced, so
+``rollback`` walks back through the production history one step at a time. Model files are
+copied into ``<db stem>_models/`` next to the database (content-addressed names), so the
+registry never depends on a file the user later moves or overwrites.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from earlyia.errors import ConfigError, ModelError
+from earlyia.followup.db import FollowupDB, dumps, utcnow
+
+
+def models_dir(db: FollowupDB) -> Path:
+    return db.path.parent / f"{db.path.stem}_models"
+
+
+def model_path_for(db: FollowupDB, version: str) -> Path:
+    return models_dir(db) / f"model-{version[:16]}.eia"
+
+
+def resolve_version(con: sqlite3.Connection, version: str) -> str:
+    """A full model version from a unique prefix (at least 6 characters)."""
+    version = version.strip()
+    if len(version) < 6:
+        raise ConfigError(f"model version {version!r}: give at least 6 characters of the hash (see `earlyia models list`)")
+    rows = con.execute("SELECT version FROM models WHERE version LIKE ? || '%'", (version,)).fetchall()
+    if not rows:
+        raise ConfigError(f"no model {version!r} in the registry (see `earlyia models list`)")
+    if len(rows) > 1:
+        raise ConfigError(f"model version prefix {version!r} is ambiguous ({len(rows)} models); give more characters")
+    return rows[0][0]
+
+
+def production_version(con: sqlite3.Connection) -> str | None:
+    row = con.execute("SELECT version FROM models WHERE status = 'production'").fetchone()
+    return row[0] if row else None
+
+
+def card_training_set(model) -> pd.DataFrame:
+    """One row per training object of a model card (object_id, label): alert rows collapse to the object."""
+    t = model.card.get("training", {}) or {}
+    ids = [str(i) for i in t.get("object_ids", [])]
+    labels = list(t.get("labels", []))
+    if len(labels) != len(ids):
+        labels = [-1] * len(ids)
+    df = pd.DataFrame({"object_id": ids, "label": np.asarray(labels, dtype=np.int64)})
+    return df.drop_duplicates("object_id", keep="last").reset_index(drop=True)
+
+
+def insert_model(con: sqlite3.Connection, db: FollowupDB, model, *, status: str = "candidate", parent: str | None = None,
+                 metrics: dict | None = None, training: pd.DataFrame | None = None, note: str | None = None) -> str:
+    """Register ``model`` (saving a copy next to the database) inside the caller's transaction."""
+    version = model.hash
+    if con.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone():
+        raise ConfigError(f"model {version[:12]} is already registered")
+    path = model_path_for(db, version)
+    if not path.exists():
+        model.save(path)
+    if status == "production":
+        current = production_version(con)
+        if current:
+            con.execute("UPDATE models SET status = 'retired' WHERE version = ?", (current,))
+    else:
+        current = None
+    con.execute(
+        "INSERT INTO models (version, path, status, parent, metrics, created_at, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (version, str(path), status, parent, dumps(metrics or {}), utcnow(), note),
+    )
+    if status == "production":
+        con.execute("INSERT INTO promotions (at, version, previous, action, reason) VALUES (?, ?, ?, 'promote', ?)",
+                    (utcnow(), version, current, note or "registered as production"))
+    if training is None:
+        training = card_training_set(model).assign(origin="card", label_id=None)
+    rows = [(version, str(r.object_id), int(r.label), str(r.origin), None if pd.isna(r.label_id) else int(r.label_id))
+            for r in training.itertuples(index=False)]
+    con.executemany("INSERT INTO training_set (model_version, object_id, label, origin, label_id) VALUES (?, ?, ?, ?, ?)", rows)
+    return version
+
+
+def register(db: FollowupDB, model_path: str | Path, *, production: bool = False, note: str | None = None) -> str:
+    """Add an existing model file (verified on load) to the registry; its card gives the training set."""
+    from earlyia.score.model import Model
+
+    model = Model.load(model_path)
+    with db.transaction() as con:
+        return insert_model(con, db, model, status="production" if production else "candidate",
+                            parent=model.card.get("parent"), metrics=model.card.get("metrics"),
+                            note=note or f"registered from {model_path}")
+
+
+def list_models(db: FollowupDB) -> pd.DataFrame:
+    rows = db.query(
+        """SELECT m.version, m.status, m.parent, m.created_at, m.metrics, m.path, m.note,
+                  (SELECT COUNT(*) FROM training_set t WHERE t.model_version = m.version) AS n_train,
+                  (SELECT COUNT(*) FROM training_set t WHERE t.model_version = m.version AND t.origin = 'label') AS n_new_labels
+           FROM models m ORDER BY m.created_at"""
+    )
+    out = pd.DataFrame([dict(r) for r in rows], columns=["version", "status", "parent", "created_at", "metrics", "path", "note",
+                                                          "n_train", "n_new_labels"])
+    val = []
+    for m in out["metrics"]:
+        d = json.loads(m) if m else {}
+        v = d.get("validation", {}) if isinstance(d, dict) else {}
+        val.append(v.get("fom"))
+    out["validation_fom"] = val
+    return out
+
+
+def format_models(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "no model registered (register one with `earlyia followup register MODEL --production`)"
+    show = pd.DataFrame({
+        "version": df["version"].str[:12],
+        "status": df["status"],
+        "parent": df["parent"].fillna("").str[:12],
+        "created": df["created_at"].str[:19],
+        "n_train": df["n_train"],
+        "new_labels": df["n_new_labels"],
+        "val_fom": df["validation_fom"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.3f}"),
+    })
+    return show.to_string(index=False)
+
+
+def _promote(con: sqlite3.Connection, version: str, reason: str) -> str | None:
+    current = production_version(con)
+    if current == version:
+        raise ConfigError(f"model {version[:12]} is already in production")
+    status = con.execute("SELECT status FROM models WHERE version = ?", (version,)).fetchone()
+    if status is None:
+        raise ConfigError(f"no model {version[:12]} in the registry")
+    if current:
+        con.execute("UPDATE models SET status = 'retired' WHERE version = ?", (current,))
+    con.execute("UPDATE models SET status = 'production' WHERE version = ?", (version,))
+    con.execute("INSERT INTO promotions (at, version, previous, action, reason) VALUES (?, ?, ?, 'promote', ?)",
+                (utcnow(), version, current, reason))
+    return current
+
+
+def promote(db: FollowupDB, version: str, *, reason: str = "promoted by hand") -> tuple[str, str | None]:
+    """Put ``version`` (unique prefix accepted) in production; the previous one is retired (kept for rollback)."""
+    with db.transaction() as con:
+        full = resolve_version(con, version)
+        return full, _promote(con, full, reason)
+
+
+def rollback(db: FollowupDB, *, reason: str = "rolled back by hand") -> tuple[str, str]:
+    """Restore the model that production replaced; return (restored, demoted)."""
+    with db.transaction() as con:
+        current = production_version(con)
+        if current is None:
+            raise ConfigError("no model in production: nothing to roll back")
+        row = con.execute(
+            "SELECT previous FROM promotions WHERE version = ? AND action = 'promote' ORDER BY id DESC LIMIT 1", (current,)
+        ).fetchone()
+        previous = row[0] if row else None
+        if previous is None:
+            raise ModelError(f"model {current[:12]} replaced no earlier model: nothing to roll back to")
+        con.execute("UPDATE models SET status = 'retired' WHERE version = ?", (current,))
+        con.execute("UPDATE models SET status = 'production' WHERE version = ?", (previous,))
+        con.execute("INSERT INTO promotions (at, version, previous, action, reason) VALUES (?, ?, ?, 'rollback', ?)",
+                    (utcnow(), previous, current, reason))
+        return previous, current
+
+
+def load_production(db: FollowupDB):
+    """The production :class:`~earlyia.score.model.Model` (or None), verified on load."""
+    from earlyia.score.model import Model
+
+    row = db.query("SELECT version, path FROM models WHERE status = 'production'")
+    if not row:
+        return None
+    model = Model.load(row[0]["path"])
+    if model.hash != row[0]["version"]:
+        raise ModelError(f"{row[0]['path']}: holds model {model.hash[:12]}, the registry expects {row[0]['version'][:12]}")
+    return model
