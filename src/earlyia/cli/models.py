@@ -1,0 +1,119 @@
+"""``earlyia models``: inspect model files (and, through extensions, manage a model registry).
+
+Actions are sub-subcommands kept in :data:`ACTIONS` (name -> ``register(subparsers)``); other
+modules add theirs without editing this file by defining ``register_actions(subparsers)`` in one
+of the modules named in :data:`EXTENSIONS` (a missing module is skipped), e.g. the follow-up
+database's ``list``, ``promote`` and ``rollback``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable
+
+from earlyia.score.model import Model, extractor_name
+
+EPILOG = """examples:
+  earlyia models show model.eia
+  earlyia models show model.eia --json          # the whole card, training ids included
+"""
+
+#: Modules that may add actions with ``register_actions(subparsers)``.
+EXTENSIONS = ("earlyia.cli.models_registry", "earlyia.followup.cli_models")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def describe(model: Model, path: str = "") -> str:
+    """The card as aligned text lines (what ``earlyia models show`` prints)."""
+    c = model.card
+    ext = c.get("extractor", {})
+    params = ext.get("params", {})
+    feats = c.get("features", [])
+    tr = c.get("training", {})
+    cal = c.get("calibration") or {}
+    lines = [
+        ("model", path or "-"),
+        ("hash", model.hash),
+        ("format", c.get("format")),
+        ("created", c.get("created")),
+        ("parent", c.get("parent") or "-"),
+        ("extractor", f"{extractor_name(ext)} ({', '.join(f'{k}={v}' for k, v in params.items())})"),
+        ("features", f"{len(feats)}: {', '.join(feats)}"),
+        ("positive", f"{', '.join(c.get('positive_class', []))} (type map: {json.dumps(c.get('type_map', {}))})"),
+        (
+            "classifier",
+            f"{c.get('classifier', {}).get('kind', '?')}, {c.get('n_trees')} trees; "
+            + ", ".join(f"{k}={v}" for k, v in c.get("classifier", {}).items() if k != "kind"),
+        ),
+        (
+            "training",
+            f"{tr.get('n_samples')} samples ({tr.get('n_positive')} positive, {tr.get('n_negative')} negative), "
+            f"{tr.get('n_objects') if tr.get('n_objects') is not None else len(set(tr.get('object_ids', [])))} objects "
+            f"(prohibited list: {len(set(tr.get('object_ids', [])))} object ids)",
+        ),
+        ("calibration", cal.get("method") or "none"),
+    ]
+    for name, m in (c.get("metrics") or {}).items():
+        if isinstance(m, dict):
+            lines.append((f"metrics.{name}", ", ".join(f"{k}={_fmt(v)}" for k, v in m.items())))
+        else:
+            lines.append((f"metrics.{name}", _fmt(m)))
+    lines.append(("versions", ", ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def _register_show(actions: argparse._SubParsersAction) -> None:
+    p = actions.add_parser(
+        "show",
+        help="print a model's card",
+        description="Print a model file's card (extractor, features, positive class, training size, metrics, versions, "
+        "hash, parent), after verifying its content hash.",
+        epilog="example:\n  earlyia models show model.eia",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", help="model file written by `earlyia train`")
+    p.add_argument("--json", action="store_true", help="print the full card as JSON")
+    p.set_defaults(func=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    model = Model.load(args.path)
+    if args.json:
+        print(json.dumps(model.card, indent=1, sort_keys=True))
+    else:
+        print(describe(model, args.path))
+    return 0
+
+
+#: Built-in actions: name -> function adding its parser to the actions subparsers.
+ACTIONS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"show": _register_show}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="inspect (and manage) model files",
+        description="Model files: `show` prints a card; other actions come from the model registry when installed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    for add in ACTIONS.values():
+        add(actions)
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name or name.startswith(f"{exc.name}."):
+                continue
+            raise
+        module.register_actions(actions)
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])

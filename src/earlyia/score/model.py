@@ -1,0 +1,581 @@
+"""Model artifacts: one file that carries a forest and everything needed to use it safely.
+
+A model file is a zip holding ``card.json`` (what the model is: feature extractor config and
+feature order, positive class, training ids and labels, metrics, versions, lineage) and
+``trees.npz`` (the flat tree arrays of :class:`~earlyia.score.trees.TreeEnsemble`), plus
+``calibration.npz`` when the probabilities are calibrated. Loading runs no code: JSON and
+``numpy.load(..., allow_pickle=False)`` only. A sha256 over the card and every array is recorded
+in the card and checked on load, so a modified or corrupted file is refused
+(:class:`~earlyia.errors.IntegrityError`), and :meth:`Model.check_features` refuses features
+computed differently from training (:class:`~earlyia.errors.FeatureMismatchError`).
+
+The training ids are the "prohibited list": objects a model was trained on are never reported
+as discoveries by that model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import zipfile
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from earlyia.errors import DataNotFoundError, FeatureMismatchError, InputError, IntegrityError, ModelError
+from earlyia.labels import NEGATIVE, POSITIVE, UNLABELLED, TypeMap
+from earlyia.score.trees import TreeEnsemble
+
+FORMAT = "earlyia.model/1"
+CARD = "card.json"
+TREES = "trees.npz"
+CALIBRATION = "calibration.npz"
+_MEMBERS = (CARD, TREES, CALIBRATION)
+CALIBRATION_METHODS = ("isotonic", "sigmoid")
+CLASSIFIERS = ("rf", "extratrees")
+#: Columns of a feature table that are never features.
+ID_COLUMNS = (
+    "object_id",
+    "alert_id",
+    "objectId",
+    "candid",
+    "mjd",
+    "ok",
+    "valid",
+    "passed",
+    "reason",
+    "label",
+    "type",
+    "tns_type",
+    "source",
+    "row",
+)
+#: Label columns looked for, in this order, when the caller names none.
+LABEL_COLUMNS = ("label", "tns_type", "type")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types (numpy scalars and arrays, tuples, paths become int/float/list/str)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        seq = sorted(value) if isinstance(value, (set, frozenset)) else value
+        return [_jsonable(v) for v in seq]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        value = float(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None  # JSON has no NaN; a missing metric is null
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def content_hash(card: Mapping, arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the card (without its ``hash`` entry) and every array (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(FORMAT.encode() + b"\n")
+    h.update(_canonical_json({k: v for k, v in card.items() if k != "hash"}))
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        le = a.dtype.newbyteorder("<") if a.dtype.byteorder not in ("|", "=") else a.dtype
+        a = a.astype(le, copy=False)
+        h.update(f"\n{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def _load_npz(data: bytes, name: str, path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except ValueError as exc:  # object arrays need pickle: refused
+        raise IntegrityError(f"{path}: member {name} holds data that needs pickle or is corrupted ({exc}); refusing to load") from exc
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise IntegrityError(f"{path}: member {name} is corrupted ({exc})") from exc
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide what a model computes."""
+    import scipy
+    import sklearn
+
+    from earlyia import __version__
+
+    return {
+        "earlyia": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def feature_names_of(extractor_config: Mapping) -> list[str]:
+    """Feature order of an extractor config: the extractor's ``names`` (or the config's own list)."""
+    for key in ("names", "features", "feature_names"):
+        if isinstance(extractor_config.get(key), (list, tuple)):
+            return [str(n) for n in extractor_config[key]]
+    try:
+        from earlyia.features import get_extractor
+    except ImportError as exc:
+        raise ModelError("extractor config lists no feature names and earlyia.features.get_extractor is unavailable") from exc
+    return [str(n) for n in get_extractor(dict(extractor_config)).names]
+
+
+def extractor_name(config: Mapping) -> str:
+    """The extractor's registered name in a config (``{"extractor": name, "params": ..., "names": ...}``)."""
+    return str(config.get("extractor", config.get("name", "?")))
+
+
+def _feature_mismatch(expected: Sequence[str], got: Sequence[str]) -> str | None:
+    """A message saying which feature differs, or None when the lists are equal."""
+    expected, got = list(expected), list(got)
+    if expected == got:
+        return None
+    missing = [n for n in expected if n not in got]
+    extra = [n for n in got if n not in expected]
+    parts = []
+    if missing:
+        parts.append(f"missing feature(s) {missing[:10]}")
+    if extra:
+        parts.append(f"unexpected feature(s) {extra[:10]}")
+    if not parts:
+        for i, (a, b) in enumerate(zip(expected, got, strict=False)):
+            if a != b:
+                parts.append(f"feature {i} is {b!r} in the input but {a!r} in the model (same names, different order)")
+                break
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------- calibration
+def _apply_calibration(p: np.ndarray, calibration: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    if not calibration:
+        return p
+    kind = str(np.asarray(calibration["method"]).reshape(-1)[0])
+    if kind == "isotonic":
+        return np.interp(p, calibration["x"], calibration["y"])
+    if kind == "sigmoid":
+        a, b = (float(v) for v in calibration["ab"])
+        return 1.0 / (1.0 + np.exp(a * p + b))
+    raise ModelError(f"unknown calibration method {kind!r}; expected one of {CALIBRATION_METHODS}")
+
+
+def fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, np.ndarray]:
+    """Calibration map from raw probabilities ``p`` to P(positive), stored as plain arrays.
+
+    ``isotonic``: the step points of an isotonic regression (applied by linear interpolation,
+    clipped at the ends, which is what scikit-learn's ``IsotonicRegression`` does).
+    ``sigmoid``: Platt's ``1 / (1 + exp(a p + b))``.
+    """
+    p = np.asarray(p, np.float64)
+    y = np.asarray(y).astype(np.float64)
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        return {"method": np.array("isotonic"), "x": iso.X_thresholds_.astype(np.float64), "y": iso.y_thresholds_.astype(np.float64)}
+    if method == "sigmoid":
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=1e6).fit(p[:, None], y.astype(int))
+        # P = 1 / (1 + exp(-(w p + c)))  =>  a = -w, b = -c
+        return {"method": np.array("sigmoid"), "ab": np.array([-lr.coef_[0, 0], -lr.intercept_[0]], np.float64)}
+    raise InputError(f"calibrate must be one of {CALIBRATION_METHODS} or None, got {method!r}")
+
+
+# ---------------------------------------------------------------------------- metrics
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, efficiency, purity and FoM (Leoni et al. 2022 definitions) at ``threshold``."""
+    y = np.asarray(y).astype(bool)
+    pred = np.asarray(p) > threshold
+    tp = int((pred & y).sum())
+    fp = int((pred & ~y).sum())
+    n_pos = int(y.sum())
+    eff = tp / n_pos if n_pos else float("nan")
+    pur = tp / (tp + fp) if tp + fp else float("nan")
+    fom = eff * tp / (tp + 3 * fp) if tp + fp and n_pos else float("nan")
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "efficiency": eff,
+        "purity": pur,
+        "fom": fom,
+        "tp": tp,
+        "fp": fp,
+        "n": len(y),
+        "threshold": threshold,
+    }
+
+
+# ---------------------------------------------------------------------------- the model
+class Model:
+    """A trained classifier with its card: load, check features, predict.
+
+    Build with :func:`train_model`, :meth:`Model.load` or :meth:`Model.from_fink`; the card is a
+    plain dict (see ``docs/scoring.md`` for its keys).
+    """
+
+    def __init__(self, ensemble: TreeEnsemble, card: Mapping, calibration: Mapping[str, np.ndarray] | None = None):
+        self.ensemble = ensemble
+        self.calibration = dict(calibration) if calibration else None
+        card = _jsonable(dict(card))
+        card["format"] = FORMAT
+        card["n_features"] = int(ensemble.n_features)
+        card["n_trees"] = int(ensemble.n_trees)
+        if len(card.get("features", [])) != ensemble.n_features:
+            raise ModelError(f"the card lists {len(card.get('features', []))} features but the trees use {ensemble.n_features}")
+        card["hash"] = content_hash(card, self._arrays())
+        self.card = card
+
+    # -------------------------------------------------------------- identity
+    @property
+    def hash(self) -> str:
+        return self.card["hash"]
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.card["features"])
+
+    @property
+    def extractor_config(self) -> dict:
+        return dict(self.card["extractor"])
+
+    @property
+    def type_map(self) -> TypeMap:
+        return TypeMap.from_config(self.card.get("type_map", {}))
+
+    def prohibited_object_ids(self) -> frozenset[str]:
+        """Objects used in training: never reported as discoveries by this model."""
+        return frozenset(str(i) for i in self.card.get("training", {}).get("object_ids", []))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"trees/{k}": v for k, v in self.ensemble.arrays().items()}
+        if self.calibration:
+            arrays.update({f"calibration/{k}": np.asarray(v) for k, v in self.calibration.items()})
+        return arrays
+
+    def summary(self) -> dict:
+        """The card without the long lists (training ids): what ``models show`` and score files carry."""
+        s = {k: v for k, v in self.card.items() if k != "training"}
+        t = self.card.get("training", {})
+        s["training"] = {k: v for k, v in t.items() if not isinstance(v, list)}
+        return s
+
+    def __repr__(self) -> str:
+        c = self.card
+        name = extractor_name(c['extractor'])
+        return f"Model(extractor={name!r}, n_features={c['n_features']}, n_trees={c['n_trees']}, hash={self.hash[:12]})"
+
+    # -------------------------------------------------------------- use
+    def check_features(self, names: Sequence[str]) -> None:
+        """Raise :class:`FeatureMismatchError` naming the differing feature unless ``names`` equals the model's."""
+        msg = _feature_mismatch(self.features, list(names))
+        if msg:
+            raise FeatureMismatchError(
+                f"features do not match the model {self.hash[:12]} (extractor {extractor_name(self.card['extractor'])}): {msg}"
+            )
+
+    def check_extractor(self, config: Mapping) -> None:
+        """Raise :class:`FeatureMismatchError` naming the differing setting unless ``config`` equals the model's extractor config."""
+        mine = _jsonable(dict(self.card["extractor"]))
+        theirs = _jsonable(dict(config))
+        if mine == theirs:
+            return
+        keys = sorted(set(mine) | set(theirs))
+        diff = [f"{k}: model {mine.get(k)!r} vs input {theirs.get(k)!r}" for k in keys if mine.get(k) != theirs.get(k)]
+        raise FeatureMismatchError(
+            f"features were computed with another extractor configuration than model {self.hash[:12]}: " + "; ".join(diff[:5])
+        )
+
+    def predict_proba(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """``(n, 2)`` calibrated probabilities of (other, positive class).
+
+        A DataFrame is matched by column name (extra columns such as ids are ignored; a missing
+        feature raises); an array must already be in the model's feature order.
+        """
+        if isinstance(X, pd.DataFrame):
+            missing = [n for n in self.features if n not in X.columns]
+            if missing:
+                self.check_features([c for c in X.columns if c not in ID_COLUMNS])
+            X = X[self.features].to_numpy(np.float64)
+        X = np.asarray(X, np.float64)
+        if X.ndim != 2 or X.shape[1] != self.ensemble.n_features:
+            raise FeatureMismatchError(
+                f"X has shape {X.shape}; model {self.hash[:12]} expects {self.ensemble.n_features} features {self.features}"
+            )
+        if len(X) == 0:
+            return np.zeros((0, 2))
+        p = self.ensemble.predict_proba(X)[:, 1]
+        p = _apply_calibration(p, self.calibration)
+        return np.column_stack([1.0 - p, p])
+
+    # -------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write the model file atomically (readers never see a half-written model)."""
+        from earlyia.io.table import atomic_write
+
+        path = Path(path)
+        card_bytes = json.dumps(self.card, indent=1, sort_keys=True, allow_nan=False).encode()
+        trees = _npz_bytes(self.ensemble.arrays())
+        calib = _npz_bytes(self.calibration) if self.calibration else None
+
+        def write(tmp: str) -> None:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+                zf.writestr(CARD, card_bytes)
+                zf.writestr(TREES, trees)
+                if calib is not None:
+                    zf.writestr(CALIBRATION, calib)
+
+        atomic_write(path, write)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Read and verify a model file (no code runs: JSON and numpy arrays without pickle)."""
+        path = Path(path)
+        if not path.exists():
+            raise DataNotFoundError(f"{path}: model file not found")
+        if not zipfile.is_zipfile(path):
+            hint = " (a Fink pickle? use Model.from_fink)" if path.suffix in (".xz", ".obj", ".pkl") else ""
+            raise ModelError(f"{path}: not an earlyia model file (not a zip archive){hint}")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                unknown = [n for n in names if n not in _MEMBERS]
+                if unknown or CARD not in names or TREES not in names or len(set(names)) != len(names):
+                    raise IntegrityError(
+                        f"{path}: unexpected members {names}; an earlyia model holds exactly {list(_MEMBERS[:2])} (+ {CALIBRATION})"
+                    )
+                raw = {n: zf.read(n) for n in names}
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            raise IntegrityError(f"{path}: model file is corrupted ({exc})") from exc
+        try:
+            card = json.loads(raw[CARD].decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IntegrityError(f"{path}: card.json is corrupted ({exc})") from exc
+        if not isinstance(card, dict) or card.get("format") != FORMAT:
+            fmt = card.get("format") if isinstance(card, dict) else None
+            raise ModelError(f"{path}: unsupported model format {fmt!r}; this earlyia reads {FORMAT}")
+        trees = _load_npz(raw[TREES], TREES, str(path))
+        calib = _load_npz(raw[CALIBRATION], CALIBRATION, str(path)) if CALIBRATION in raw else None
+        arrays = {f"trees/{k}": v for k, v in trees.items()}
+        if calib:
+            arrays.update({f"calibration/{k}": v for k, v in calib.items()})
+        recorded = card.get("hash")
+        actual = content_hash(card, arrays)
+        if recorded != actual:
+            raise IntegrityError(
+                f"{path}: content hash {actual[:16]}... differs from the recorded {str(recorded)[:16]}...: "
+                "the model file was modified or corrupted; re-train or restore it"
+            )
+        try:
+            ensemble = TreeEnsemble.from_arrays(trees, int(card["n_features"]))
+        except (KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: model arrays incomplete ({exc})") from exc
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from exc
+        model = cls(ensemble, card, calib)
+        if model.hash != recorded:  # normalisation changed the card: should never happen
+            raise IntegrityError(f"{path}: card does not round-trip; refusing a hand-edited model")
+        return model
+
+    @classmethod
+    def from_fink(cls, path: str | Path, *, extractor_config: Mapping | None = None) -> Model:
+        """Fink's production early-SN-Ia forest (sha256-pinned pickle) as a Model with the fink sigmoid extractor."""
+        from earlyia.compat.fink_pickle import load_fink_model
+
+        ensemble = load_fink_model(path)
+        if extractor_config is None:
+            extractor_config = fink_extractor_config()
+        raw = Path(path).read_bytes()
+        card = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "extractor": dict(extractor_config),
+            "features": feature_names_of(extractor_config),
+            "positive_class": ["SN Ia"],
+            "type_map": TypeMap().config(),
+            "classifier": {"kind": "rf", "source": "fink", "file": Path(path).name, "file_sha256": hashlib.sha256(raw).hexdigest()},
+            "training": {
+                "n_samples": None,
+                "object_ids": [],
+                "alert_ids": [],
+                "labels": [],
+                "note": "Fink's training ids are not published; its prohibited list is empty here",
+            },
+            "metrics": {},
+            "calibration": None,
+            "versions": versions(),
+            "parent": None,
+        }
+        return cls(ensemble, card)
+
+
+def fink_extractor_config() -> dict:
+    """The extractor config of Fink's production sigmoid features (H2's ``fink`` mode)."""
+    from earlyia.errors import ConfigError
+    from earlyia.features import get_extractor
+
+    try:
+        return dict(get_extractor("sigmoid", mode="fink").config())
+    except ConfigError as exc:
+        raise ModelError(f"no 'fink' sigmoid extractor is available in earlyia.features ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------- training
+def _labels(df: pd.DataFrame, type_map: TypeMap, label_column: str | None) -> tuple[np.ndarray, str]:
+    cols = [label_column] if label_column else [c for c in LABEL_COLUMNS if c in df.columns]
+    if not cols or cols[0] not in df.columns:
+        raise InputError(f"the feature table has no label column (looked for {list((label_column and [label_column]) or LABEL_COLUMNS)})")
+    col = cols[0]
+    s = df[col]
+    if pd.api.types.is_bool_dtype(s):
+        return np.where(s.to_numpy(bool), POSITIVE, NEGATIVE).astype(np.int8), col
+    if pd.api.types.is_numeric_dtype(s):
+        v = pd.to_numeric(s).fillna(UNLABELLED).to_numpy()
+        bad = ~np.isin(v, (POSITIVE, NEGATIVE, UNLABELLED))
+        if bad.any():
+            raise InputError(
+                f"numeric label column {col!r} must hold 1 (positive), 0 (negative) or -1 (unlabelled); found {sorted(set(v[bad]))[:5]}"
+            )
+        return v.astype(np.int8), col
+    return type_map.encode(s.tolist()), col
+
+
+def train_model(
+    features_df: pd.DataFrame,
+    extractor_config: Mapping,
+    *,
+    type_map: TypeMap | None = None,
+    n_estimators: int = 1000,
+    random_state: int | np.random.Generator | None = 42,
+    classifier: str = "rf",
+    calibrate: str | None = None,
+    sample_ids: Iterable[str] | None = None,
+    label_column: str | None = None,
+    max_depth: int | None = None,
+    min_samples_leaf: int = 1,
+    parent: str | None = None,
+    metrics: Mapping | None = None,
+    n_jobs: int = 1,
+) -> Model:
+    """Fit a forest on a labelled feature table and return it as a :class:`Model` with its card.
+
+    Rows need the model's features (order from ``extractor_config``), a label column (``label``
+    as 1/0/-1 or bool, or type strings in ``label``/``tns_type``/``type`` mapped by ``type_map``)
+    and ideally ``object_id``/``alert_id``. Unlabelled rows and rows whose features failed (an
+    ``ok``/``passed`` column that is False, or non-finite values) are left out. ``sample_ids``
+    restricts training to rows whose ``alert_id`` or ``object_id`` is listed (e.g. an active-learning
+    run's queried ids). Out-of-bag predictions give honest training metrics and, with
+    ``calibrate``, the calibration map (no data is held out).
+    """
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    type_map = type_map or TypeMap()
+    if classifier not in CLASSIFIERS:
+        raise InputError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
+    if calibrate not in (None, *CALIBRATION_METHODS):
+        raise InputError(f"calibrate must be one of {CALIBRATION_METHODS} or None, got {calibrate!r}")
+    if n_estimators < 1:
+        raise InputError(f"n_estimators must be >= 1, got {n_estimators}")
+    names = feature_names_of(extractor_config)
+    missing = [n for n in names if n not in features_df.columns]
+    if missing:
+        raise FeatureMismatchError(f"the feature table lacks feature column(s) {missing} of extractor {extractor_name(extractor_config)}")
+    df = features_df
+    if sample_ids is not None:
+        wanted = {str(i) for i in sample_ids}
+        keep = np.zeros(len(df), bool)
+        for col in ("alert_id", "object_id"):
+            if col in df.columns:
+                keep |= df[col].astype(str).isin(wanted).to_numpy()
+        if not keep.any():
+            raise InputError(f"none of the {len(wanted)} requested sample ids is an alert_id or object_id of the feature table")
+        df = df[keep]
+    y, label_col = _labels(df, type_map, label_column)
+    X = df[names].to_numpy(np.float64)
+    usable = (y != UNLABELLED) & np.isfinite(X).all(axis=1)
+    for col in ("ok", "valid", "passed"):
+        if col in df.columns:
+            usable &= df[col].fillna(False).to_numpy(bool)
+    X, y, df = X[usable], y[usable], df[usable]
+    n_pos = int((y == POSITIVE).sum())
+    n_neg = int((y == NEGATIVE).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise InputError(
+            f"training needs both classes: {n_pos} positive and {n_neg} negative usable rows (positive class: {type_map.describe()})"
+        )
+    seed = random_state
+    if isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(2**31 - 1))
+    Cls = RandomForestClassifier if classifier == "rf" else ExtraTreesClassifier
+    params = {"n_estimators": int(n_estimators), "random_state": seed, "max_depth": max_depth, "min_samples_leaf": min_samples_leaf}
+    forest = Cls(**params, bootstrap=True, oob_score=True, n_jobs=n_jobs)
+    yb = y == POSITIVE
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(out-of-bag|OOB).*")  # tiny forests: some rows have no OOB trees
+        warnings.filterwarnings("ignore", message="invalid value encountered")
+        forest.fit(X, yb)
+    ensemble = TreeEnsemble.from_sklearn(forest, positive_class=True)
+    oob = forest.oob_decision_function_[:, list(forest.classes_).index(True)]
+    has_oob = np.isfinite(oob)
+    calibration = None
+    if calibrate:
+        if has_oob.sum() < 10:
+            raise InputError(f"calibration needs out-of-bag predictions for at least 10 rows; got {int(has_oob.sum())} (use more trees)")
+        calibration = fit_calibration(oob[has_oob], yb[has_oob], calibrate)
+    oob_cal = _apply_calibration(oob[has_oob], calibration)
+    all_metrics = {"oob": binary_metrics(yb[has_oob], oob_cal)}
+    if metrics:
+        all_metrics.update(dict(metrics))
+
+    def ids(col: str) -> list[str]:
+        return df[col].astype(str).tolist() if col in df.columns else []
+
+    card = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "extractor": dict(extractor_config),
+        "features": names,
+        "positive_class": sorted(type_map.positive_set()),
+        "type_map": type_map.config(),
+        "classifier": {"kind": classifier, "params": params, "bootstrap": True},
+        "training": {
+            "n_samples": len(y),
+            "n_positive": n_pos,
+            "n_negative": n_neg,
+            "n_objects": int(df["object_id"].nunique()) if "object_id" in df.columns else None,
+            "label_column": label_col,
+            "object_ids": ids("object_id"),
+            "alert_ids": ids("alert_id"),
+            "labels": y.astype(int).tolist(),
+        },
+        "metrics": all_metrics,
+        "calibration": {"method": calibrate, "fitted_on": "out-of-bag probabilities"} if calibrate else None,
+        "versions": versions(),
+        "parent": parent,
+    }
+    return Model(ensemble, card, calibration)

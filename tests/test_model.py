@@ -1,0 +1,256 @@
+"""Model artifacts: round trip, tamper detection, feature checks, no pickle, training options."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import re
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.isotonic import IsotonicRegression
+
+from earlyia.errors import DataNotFoundError, FeatureMismatchError, InputError, IntegrityError, ModelError
+from earlyia.labels import TypeMap
+from earlyia.score import model as model_mod
+from earlyia.score.model import Model, content_hash, train_model
+
+NAMES = ["f_a", "f_b", "f_c"]
+CONFIG = {"extractor": "toy", "params": {"k": 1}, "names": NAMES}
+
+
+def _table(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    types = np.where(X[:, 0] + 0.4 * rng.normal(size=n) > 0.3, "SN Ia", "SN II")
+    types[rng.random(n) < 0.1] = "SN"  # vague: unlabelled, must be left out
+    df = pd.DataFrame(X, columns=NAMES)
+    df.insert(0, "object_id", [f"ZTF{i:05d}" for i in range(n)])
+    df.insert(1, "alert_id", [f"a{i}" for i in range(n)])
+    df["label"] = types
+    return df
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train_model(_table(), CONFIG, n_estimators=30, random_state=3)
+
+
+def test_round_trip(tmp_path, trained):
+    path = trained.save(tmp_path / "m.eia")
+    loaded = Model.load(path)
+    assert loaded.hash == trained.hash
+    assert loaded.card == trained.card
+    X = np.random.default_rng(1).normal(size=(500, 3))
+    np.testing.assert_array_equal(loaded.predict_proba(X), trained.predict_proba(X))
+    # the card carries what the brief asks for
+    card = loaded.card
+    assert card["features"] == NAMES and card["extractor"] == CONFIG
+    assert card["positive_class"] == ["SN Ia"] and card["type_map"] == TypeMap().config()
+    tr = card["training"]
+    df = _table()
+    labelled = df[df["label"] != "SN"]
+    assert tr["n_samples"] == len(labelled) and tr["object_ids"] == labelled["object_id"].tolist()
+    assert tr["labels"] == (labelled["label"] == "SN Ia").astype(int).tolist()
+    assert loaded.prohibited_object_ids() == set(labelled["object_id"])
+    assert {"numpy", "scikit-learn", "earlyia"} <= set(card["versions"])
+    assert set(card["metrics"]["oob"]) >= {"accuracy", "efficiency", "purity", "fom"}
+
+
+def test_matches_sklearn_forest(trained):
+    df = _table()
+    df = df[df["label"] != "SN"]
+    rf = RandomForestClassifier(n_estimators=30, random_state=3, bootstrap=True, oob_score=True)
+    rf.fit(df[NAMES].to_numpy(), (df["label"] == "SN Ia").to_numpy())
+    X = np.random.default_rng(2).normal(size=(300, 3))
+    np.testing.assert_allclose(trained.predict_proba(X), rf.predict_proba(X), atol=1e-12)
+    # the OOB metrics are the forest's own out-of-bag predictions
+    oob = rf.oob_decision_function_[:, 1]
+    ok = np.isfinite(oob)
+    y = (df["label"] == "SN Ia").to_numpy()[ok]
+    assert trained.card["metrics"]["oob"]["accuracy"] == pytest.approx(((oob[ok] > 0.5) == y).mean())
+
+
+def test_dataframe_columns_matched_by_name(trained):
+    df = _table(50, seed=5)
+    shuffled = df[["label", "f_c", "object_id", "f_a", "f_b"]]
+    np.testing.assert_array_equal(trained.predict_proba(shuffled), trained.predict_proba(df[NAMES].to_numpy()))
+    with pytest.raises(FeatureMismatchError, match="f_b"):
+        trained.predict_proba(df[["f_a", "f_c"]])
+
+
+def test_flip_a_byte_inside_the_trees_is_refused(tmp_path, trained):
+    path = trained.save(tmp_path / "m.eia")
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("trees.npz")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0x10
+    bad = tmp_path / "bad.eia"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match=re.escape(str(bad))):
+        Model.load(bad)
+
+
+def test_any_byte_flip_is_refused_or_harmless(tmp_path, trained):
+    """Every flipped byte either makes the load fail, or changes nothing the model computes (zip header padding)."""
+    path = trained.save(tmp_path / "m.eia")
+    raw = path.read_bytes()
+    X = np.random.default_rng(4).normal(size=(50, 3))
+    expected = trained.predict_proba(X)
+    rng = np.random.default_rng(0)
+    positions = np.unique(np.concatenate([rng.integers(0, len(raw), 150), np.arange(0, 64), np.arange(len(raw) - 64, len(raw))]))
+    refused = 0
+    for pos in positions:
+        b = bytearray(raw)
+        b[pos] ^= 0x01
+        p = tmp_path / "flip.eia"
+        p.write_bytes(bytes(b))
+        try:
+            m = Model.load(p)
+        except ModelError:
+            refused += 1
+            continue
+        assert m.hash == trained.hash
+        np.testing.assert_array_equal(m.predict_proba(X), expected)
+    assert refused > len(positions) // 2
+
+
+def _rewrite(path, out, card=None, trees=None):
+    """A valid zip (correct CRCs) with edited content: only the content hash can catch it."""
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    if card is not None:
+        members["card.json"] = json.dumps(card).encode()
+    if trees is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **trees)
+        members["trees.npz"] = buf.getvalue()
+    with zipfile.ZipFile(out, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    return out
+
+
+def test_edited_card_or_trees_are_refused(tmp_path, trained):
+    path = trained.save(tmp_path / "m.eia")
+    card = json.loads(json.dumps(trained.card))
+    card["positive_class"] = ["SN II"]
+    with pytest.raises(IntegrityError, match="modified or corrupted"):
+        Model.load(_rewrite(path, tmp_path / "c.eia", card=card))
+    arrays = trained.ensemble.arrays()
+    arrays["value"] = 1.0 - arrays["value"]
+    with pytest.raises(IntegrityError, match="modified or corrupted"):
+        Model.load(_rewrite(path, tmp_path / "t.eia", trees=arrays))
+    # a pickled (object) array is refused before anything else, even in a well-formed zip
+    arrays = trained.ensemble.arrays()
+    arrays["value"] = np.array([{"x": 1}], dtype=object)
+    with pytest.raises(IntegrityError, match="pickle"):
+        Model.load(_rewrite(path, tmp_path / "p.eia", trees=arrays))
+    # an extra member (e.g. a pickle smuggled in) is refused
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("extra.pkl", b"\x80\x04.")
+    with pytest.raises(IntegrityError, match="unexpected members"):
+        Model.load(path)
+
+
+def test_not_a_model(tmp_path):
+    p = tmp_path / "model.obj.xz"
+    p.write_bytes(b"\xfd7zXZ\x00 not a zip")
+    with pytest.raises(ModelError, match="from_fink"):
+        Model.load(p)
+    with pytest.raises(DataNotFoundError, match="not found"):
+        Model.load(tmp_path / "absent.eia")
+
+
+def test_feature_mismatch_names_the_feature(trained):
+    trained.check_features(NAMES)
+    with pytest.raises(FeatureMismatchError, match="'f_x'.*|.*'f_b'") as e:
+        trained.check_features(["f_a", "f_x", "f_c"])
+    assert "f_b" in str(e.value) and "f_x" in str(e.value)
+    with pytest.raises(FeatureMismatchError, match="feature 1 is 'f_c' in the input but 'f_b' in the model"):
+        trained.check_features(["f_a", "f_c", "f_b"])
+    with pytest.raises(FeatureMismatchError, match="params"):
+        trained.check_extractor({**CONFIG, "params": {"k": 2}})
+    trained.check_extractor(dict(CONFIG))
+
+
+def test_no_pickle_anywhere(tmp_path, trained):
+    path = trained.save(tmp_path / "m.eia")
+    with zipfile.ZipFile(path) as zf:
+        assert set(zf.namelist()) <= {"card.json", "trees.npz", "calibration.npz"}
+        json.loads(zf.read("card.json"))
+        with zipfile.ZipFile(io.BytesIO(zf.read("trees.npz"))) as inner:
+            assert all(n.endswith(".npy") for n in inner.namelist())
+        with np.load(io.BytesIO(zf.read("trees.npz")), allow_pickle=False) as npz:
+            assert all(npz[k].dtype != object for k in npz.files)
+    source = inspect.getsource(model_mod)
+    assert "import pickle" not in source and "pickle.load" not in source
+    loads = [line for line in source.splitlines() if "np.load(" in line]
+    assert loads and all("allow_pickle=False" in args for args in loads)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_calibration(tmp_path, method):
+    df = _table(400, seed=7)
+    m = train_model(df, CONFIG, n_estimators=40, random_state=0, calibrate=method)
+    raw = train_model(df, CONFIG, n_estimators=40, random_state=0)
+    X = np.random.default_rng(3).normal(size=(400, 3))
+    p_raw = raw.predict_proba(X)[:, 1]
+    p_cal = m.predict_proba(X)[:, 1]
+    assert np.all((p_cal >= 0) & (p_cal <= 1))
+    assert np.all(np.diff(p_cal[np.argsort(p_raw, kind="stable")]) >= -1e-12)  # monotone in the raw score
+    # reference: refit the map on the forest's out-of-bag probabilities with scikit-learn
+    lab = df[df["label"] != "SN"]
+    rf = RandomForestClassifier(n_estimators=40, random_state=0, oob_score=True).fit(lab[NAMES].to_numpy(), lab["label"] == "SN Ia")
+    oob = rf.oob_decision_function_[:, 1]
+    ok = np.isfinite(oob)
+    y = (lab["label"] == "SN Ia").to_numpy()[ok]
+    if method == "isotonic":
+        ref = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(oob[ok], y).predict(p_raw)
+        np.testing.assert_allclose(p_cal, ref, atol=1e-12)
+    else:
+        a, b = m.calibration["ab"]
+        np.testing.assert_allclose(p_cal, 1 / (1 + np.exp(a * p_raw + b)), atol=1e-12)
+        assert a < 0  # a higher forest probability means a higher calibrated one
+    loaded = Model.load(m.save(tmp_path / "c.eia"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), m.predict_proba(X))
+    assert loaded.card["calibration"]["method"] == method
+
+
+def test_training_options():
+    df = _table()
+    same = train_model(df, CONFIG, n_estimators=10, random_state=11)
+    again = train_model(df, CONFIG, n_estimators=10, random_state=11)
+    for k, v in same.ensemble.arrays().items():
+        np.testing.assert_array_equal(v, again.ensemble.arrays()[k])
+    ids = df["alert_id"].iloc[::3].tolist()
+    sub = train_model(df, CONFIG, n_estimators=10, sample_ids=ids)
+    expected = df[df["alert_id"].isin(ids) & (df["label"] != "SN")]
+    assert sub.card["training"]["alert_ids"] == expected["alert_id"].tolist()
+    with pytest.raises(InputError, match="none of the"):
+        train_model(df, CONFIG, n_estimators=5, sample_ids=["nope"])
+    sub = train_model(df, CONFIG, n_estimators=5, type_map=TypeMap(positive=("SN II",)))
+    assert sub.card["positive_class"] == ["SN II"]
+    assert sum(sub.card["training"]["labels"]) == int((df["label"] == "SN II").sum())
+    with pytest.raises(InputError, match="both classes"):
+        train_model(df[df["label"] != "SN Ia"], CONFIG, n_estimators=5)
+    with pytest.raises(FeatureMismatchError, match="f_c"):
+        train_model(df.drop(columns="f_c"), CONFIG, n_estimators=5)
+    numeric = df.assign(label=np.where(df["label"] == "SN Ia", 1, np.where(df["label"] == "SN", -1, 0)), valid=True)
+    numeric.loc[:9, "valid"] = False
+    m = train_model(numeric, CONFIG, n_estimators=5)
+    assert m.card["training"]["n_samples"] == int(((numeric["label"] >= 0) & numeric["valid"]).sum())
+
+
+def test_content_hash_covers_everything(trained):
+    arrays = {f"trees/{k}": v for k, v in trained.ensemble.arrays().items()}
+    assert content_hash(trained.card, arrays) == trained.hash
+    card = dict(trained.card, parent="x")
+    assert content_hash(card, arrays) != trained.hash
+    arrays["trees/threshold"] = arrays["trees/threshold"] + 1e-9
+    assert content_hash(trained.card, arrays) != trained.hash
