@@ -169,7 +169,7 @@ def test_not_a_model(tmp_path):
 
 def test_feature_mismatch_names_the_feature(trained):
     trained.check_features(NAMES)
-    with pytest.raises(FeatureMismatchError, match="'f_x'.*|.*'f_b'") as e:
+    with pytest.raises(FeatureMismatchError, match="missing feature") as e:
         trained.check_features(["f_a", "f_x", "f_c"])
     assert "f_b" in str(e.value) and "f_x" in str(e.value)
     with pytest.raises(FeatureMismatchError, match="feature 1 is 'f_c' in the input but 'f_b' in the model"):
