@@ -1,0 +1,299 @@
+"""Early SN Ia candidates: Fink's reporting rule, made explicit, per object, without mixing alerts.
+
+Fink reports an object when one of its alerts has ``rf score > 0.5 AND (snn_snia_vs_nonia > 0.5 OR
+snn_sn_vs_all > 0.5) AND ndethist <= 20 AND drb > 0.5 AND classtar > 0.4 AND cdsxmatch`` in the
+extragalactic list, then builds the report row with ``groupby(objectId).min()`` over all columns,
+which mixes fields of different alerts (the RA of one alert, the magnitude of another...). Here:
+
+* every threshold is a field of the frozen :class:`CandidateRule` (``None`` disables a cut);
+* other brokers' classifiers (SuperNNova) are optional: when their columns are absent the rule
+  uses our score alone and says so (``notes`` and the ``snn_used`` column);
+* one report per object, built from that object's single LATEST qualifying alert;
+* objects the model was trained on (``prohibited``) and objects already reported (a
+  :class:`ReportedRecord`) are excluded, and the exclusions are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from earlyia.errors import ConfigError, SchemaError
+
+log = logging.getLogger(__name__)
+
+#: SuperNNova columns Fink adds to its alerts (either one above threshold passes the clause).
+SNN_COLUMNS = ("snn_snia_vs_nonia", "snn_sn_vs_all")
+
+#: Columns of a candidate table, in this order (the ones absent from the scores are left out).
+CANDIDATE_COLUMNS = (
+    "object_id",
+    "alert_id",
+    "mjd",
+    "score",
+    "snn_snia_vs_nonia",
+    "snn_sn_vs_all",
+    "snn_used",
+    "ra",
+    "dec",
+    "ndethist",
+    "n_detections",
+    "drb",
+    "classtar",
+    "cdsxmatch",
+    "first_det_mjd",
+    "first_det_mag",
+    "first_det_mag_err",
+    "first_det_band",
+    "last_nondet_mjd",
+    "last_nondet_limit_mag",
+    "last_nondet_band",
+    "last_mag",
+    "last_band",
+    "label",
+)
+
+
+def extragalactic_types() -> tuple[str, ...]:
+    """Fink's list of SIMBAD types compatible with a supernova (owned by :mod:`earlyia.select`)."""
+    from earlyia.select import EXTRAGALACTIC_TYPES
+
+    return tuple(EXTRAGALACTIC_TYPES)
+
+
+@dataclass(frozen=True)
+class CandidateRule:
+    """The reporting rule; defaults are Fink's. A threshold of ``None`` disables that cut.
+
+    Args:
+        min_score: our score must be strictly above this.
+        min_snn: at least one of ``snn_columns`` must be strictly above this, for alerts that have
+            a value in any of them; alerts (or tables) without any use our score alone.
+        snn_columns: the other classifiers' columns.
+        max_ndethist: ZTF ``ndethist`` (detections in the survey's history) at most this.
+        min_drb, min_classtar: real-bogus and star-galaxy scores strictly above these.
+        xmatch: allowed ``cdsxmatch`` values (default: :func:`extragalactic_types`); ``()`` disables.
+        require_passed: also require the scorer's own selection cuts (``passed`` column).
+    """
+
+    min_score: float | None = 0.5
+    min_snn: float | None = 0.5
+    snn_columns: tuple[str, ...] = SNN_COLUMNS
+    max_ndethist: int | None = 20
+    min_drb: float | None = 0.5
+    min_classtar: float | None = 0.4
+    xmatch: tuple[str, ...] | None = None
+    require_passed: bool = True
+
+    def allowed_xmatch(self) -> frozenset[str] | None:
+        if self.xmatch is None:
+            return frozenset(extragalactic_types())
+        return frozenset(self.xmatch) if len(self.xmatch) else None
+
+    def config(self) -> dict:
+        out = asdict(self)
+        out["xmatch"] = sorted(self.allowed_xmatch()) if self.allowed_xmatch() is not None else []
+        return out
+
+    def evaluate(self, scores: pd.DataFrame, *, source: str = "<scores>") -> RuleResult:
+        """Apply the rule to every alert row: which pass, why the others fail, and notes.
+
+        A column needed by an enabled cut must exist (else :class:`SchemaError` naming the cut to
+        disable); a missing value in a row fails that cut, as in Fink (NaN compares false).
+        """
+        n = len(scores)
+        ok = np.ones(n, bool)
+        reason = np.full(n, "", dtype=object)
+        notes: list[str] = []
+
+        def cut(name: str, passed: np.ndarray, why: str) -> None:
+            nonlocal ok
+            fail = ok & ~passed
+            reason[fail] = why
+            ok &= passed
+
+        def column(name: str, option: str) -> np.ndarray:
+            if name not in scores.columns:
+                raise SchemaError(f"scores lack column {name!r} needed by the {option} cut; disable that cut to report without it",
+                                  source=source)
+            return pd.to_numeric(scores[name], errors="coerce").to_numpy(np.float64)
+
+        if self.require_passed and "passed" in scores.columns:
+            passed = scores["passed"].fillna(False).to_numpy(bool)
+            why = scores["reason"].astype(str).to_numpy(object) if "reason" in scores.columns else np.full(n, "", object)
+            fail = ok & ~passed
+            reason[fail] = ["selection cuts: " + (w if w and w != "nan" else "failed") for w in why[fail]]
+            ok &= passed
+        if self.min_score is not None:
+            s = column("score", "min_score")
+            cut("score", s > self.min_score, f"score <= {self.min_score}")
+        snn_present = [c for c in self.snn_columns if c in scores.columns]
+        snn_used = np.zeros(n, bool)
+        if self.min_snn is not None:
+            if not snn_present:
+                notes.append(f"other classifiers' columns {list(self.snn_columns)} absent: the rule uses our score alone")
+            else:
+                vals = np.column_stack([pd.to_numeric(scores[c], errors="coerce").to_numpy(np.float64) for c in snn_present])
+                snn_used = np.isfinite(vals).any(axis=1)
+                above = (vals > self.min_snn).any(axis=1)
+                if (~snn_used).any():
+                    notes.append(f"{int((~snn_used).sum())} of {n} alerts have no value in {snn_present}: our score alone decides for them")
+                cut("snn", above | ~snn_used, f"{' and '.join(snn_present)} <= {self.min_snn}")
+        if self.max_ndethist is not None:
+            cut("ndethist", column("ndethist", "max_ndethist") <= self.max_ndethist, f"ndethist > {self.max_ndethist} (or unknown)")
+        if self.min_drb is not None:
+            cut("drb", column("drb", "min_drb") > self.min_drb, f"drb <= {self.min_drb} (or unknown)")
+        if self.min_classtar is not None:
+            cut("classtar", column("classtar", "min_classtar") > self.min_classtar, f"classtar <= {self.min_classtar} (or unknown)")
+        allowed = self.allowed_xmatch()
+        if allowed is not None:
+            if "cdsxmatch" not in scores.columns:
+                raise SchemaError("scores lack column 'cdsxmatch' needed by the xmatch cut; disable that cut to report without it",
+                                  source=source)
+            xm = scores["cdsxmatch"].astype(object).to_numpy()
+            good = np.array([isinstance(v, str) and v in allowed for v in xm], bool)
+            fail = ok & ~good
+            reason[fail] = [f"cdsxmatch {v!r} not extragalactic" for v in xm[fail]]
+            ok &= good
+        return RuleResult(passed=ok, reason=reason, snn_used=snn_used, notes=notes)
+
+
+@dataclass
+class RuleResult:
+    """Per alert row: ``passed`` (bool), ``reason`` of the first failed cut, ``snn_used``."""
+
+    passed: np.ndarray
+    reason: np.ndarray
+    snn_used: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CandidateSelection:
+    """The candidates (one row per object) and an account of everything left out."""
+
+    candidates: pd.DataFrame
+    n_alerts: int
+    n_alerts_passing: int
+    excluded_prohibited: list[str]
+    excluded_reported: list[str]
+    notes: list[str]
+    rule: CandidateRule
+
+    def summary(self) -> dict:
+        return {
+            "n_alerts": self.n_alerts,
+            "n_alerts_passing": self.n_alerts_passing,
+            "n_candidates": len(self.candidates),
+            "excluded_prohibited": self.excluded_prohibited,
+            "excluded_already_reported": self.excluded_reported,
+            "snn_used": bool(self.candidates["snn_used"].any()) if len(self.candidates) else False,
+            "notes": self.notes,
+            "rule": self.rule.config(),
+        }
+
+
+def select_candidates(
+    scores: pd.DataFrame,
+    rule: CandidateRule | None = None,
+    *,
+    prohibited: Iterable[str] = (),
+    record: ReportedRecord | None = None,
+    source: str = "<scores>",
+) -> CandidateSelection:
+    """One candidate per object: its latest alert that passes ``rule``, all fields from that alert.
+
+    ``prohibited`` (e.g. the model's training objects) and objects in ``record`` are excluded.
+    """
+    rule = rule or CandidateRule()
+    for col in ("object_id", "alert_id", "mjd"):
+        if col not in scores.columns:
+            raise SchemaError(f"scores lack column {col!r}", source=source)
+    res = rule.evaluate(scores, source=source)
+    notes = list(res.notes)
+    for note in notes:
+        log.info("candidates: %s", note)
+    passing = scores.loc[res.passed].assign(snn_used=res.snn_used[res.passed])
+    passing = passing.assign(object_id=passing["object_id"].astype(str), alert_id=passing["alert_id"].astype(str))
+    order = ["object_id", "mjd"] + (["ndethist"] if "ndethist" in passing.columns else []) + ["alert_id"]
+    latest = passing.sort_values(order, kind="mergesort").drop_duplicates("object_id", keep="last")
+    prohibited = set(map(str, prohibited))
+    is_prohibited = latest["object_id"].isin(prohibited).to_numpy()
+    excluded_prohibited = sorted(latest.loc[is_prohibited, "object_id"])
+    latest = latest.loc[~is_prohibited]
+    excluded_reported: list[str] = []
+    if record is not None and len(latest):
+        done = record.reported(latest["object_id"])
+        excluded_reported = sorted(set(latest["object_id"]) & done)
+        latest = latest.loc[~latest["object_id"].isin(done)]
+    if excluded_prohibited:
+        notes.append(f"{len(excluded_prohibited)} object(s) excluded: in the model's training set")
+    if excluded_reported:
+        notes.append(f"{len(excluded_reported)} object(s) excluded: already reported")
+    cols = [c for c in CANDIDATE_COLUMNS if c in latest.columns]
+    cand = latest.sort_values(["score", "object_id"], ascending=[False, True], kind="mergesort")[cols].reset_index(drop=True)
+    return CandidateSelection(
+        candidates=cand,
+        n_alerts=len(scores),
+        n_alerts_passing=int(res.passed.sum()),
+        excluded_prohibited=excluded_prohibited,
+        excluded_reported=excluded_reported,
+        notes=notes,
+        rule=rule,
+    )
+
+
+class ReportedRecord:
+    """Objects already reported (a small SQLite file): a candidate is reported once per object.
+
+    SQLite transactions make every update atomic (a crash leaves the old or the new state, never a
+    half-written file) and safe with several processes. Rows are added only after a successful send.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = sqlite3.connect(self.path, timeout=30)
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS reported (object_id TEXT PRIMARY KEY, alert_id TEXT, "
+                "reported_at TEXT NOT NULL, destination TEXT, report_id TEXT)"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path}: not a usable reported-objects record ({exc}); point --record elsewhere") from exc
+        return con
+
+    def reported(self, object_ids: Iterable[str] | None = None) -> set[str]:
+        """The ids among ``object_ids`` (all when None) that were already reported."""
+        if not self.path.exists():
+            return set()
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT object_id FROM reported").fetchall()
+        done = {r[0] for r in rows}
+        return done if object_ids is None else done & set(map(str, object_ids))
+
+    def add(self, rows: Sequence[dict], *, destination: str = "", report_id: str | None = None) -> None:
+        """Record ``rows`` (dicts with ``object_id`` and ``alert_id``) as reported, in one transaction."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with closing(self._connect()) as con, con:
+            con.executemany(
+                "INSERT OR IGNORE INTO reported (object_id, alert_id, reported_at, destination, report_id) VALUES (?, ?, ?, ?, ?)",
+                [(str(r["object_id"]), str(r.get("alert_id", "")), now, destination, None if report_id is None else str(report_id))
+                 for r in rows],
+            )
+
+    def table(self) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=["object_id", "alert_id", "reported_at", "destination", "report_id"])
+        with closing(self._connect()) as con:
+            return pd.read_sql_query("SELECT * FROM reported ORDER BY reported_at, object_id", con)

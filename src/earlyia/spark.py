@@ -1,0 +1,432 @@
+"""Apache Spark adapter: the same pure scoring and feature functions, on Spark DataFrames.
+
+A thin adapter, never a second implementation: each Arrow batch becomes a pandas frame, then a
+:class:`~earlyia.io.table.LightCurves` (:func:`earlyia.io.fink.lightcurves_from_fink_frame` for Fink's
+ZTF schema, :meth:`LightCurves.from_arrow` for the canonical table), then goes through
+:func:`earlyia.score.pipeline.score_lightcurves` (or an extractor's ``transform``) exactly as local
+scoring does, and back to Arrow. So Spark and local scores are identical (tests check it).
+
+* Fink's ZTF schema: one row per alert, ``objectId, cjd, cmagpsf, csigmapsf, cfid`` (+ ``cdsxmatch``,
+  ``candid``, flat ``ndethist, drb, classtar...`` or a nested ``candidate`` struct, broker scores).
+  The alerts of an object merge into one light curve, so rows are partitioned and sorted by
+  ``objectId`` and an object is never split between two batches (the batch iterator holds the
+  last object back until its rows are complete).
+* The canonical table (``LightCurves.to_parquet``): one row per object, so batches are independent.
+* The model is shipped once (broadcast bytes) and loaded at most once per Python worker process
+  (a module-level cache keyed by the model's content hash), never once per batch.
+  :func:`worker_stats` exposes a per-process load counter so tests can prove it.
+
+Python workers must run the interpreter that has earlyia installed: :func:`get_session` sets
+``PYSPARK_PYTHON`` to ``sys.executable`` unless it is already set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earlyia.errors import ConfigError, InputError, SchemaError
+
+#: Process-level caches of the Python worker (one per executor process, reused across tasks).
+_MODELS: dict[str, Any] = {}
+_STATS = {"model_loads": 0, "batches": 0}
+
+FINK_KEY = "objectId"
+
+
+def worker_stats() -> dict[str, int]:
+    """This process's counters: models loaded and batches processed (for tests and monitoring)."""
+    return {"pid": os.getpid(), **_STATS}
+
+
+# ---------------------------------------------------------------------------------------------- session
+def get_session(master: str = "local[*]", *, app_name: str = "earlyia", shuffle_partitions: int | None = None, conf: dict | None = None):
+    """A SparkSession whose Python workers use this interpreter (so earlyia and pandas are found)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ConfigError("Spark support needs pyspark: pip install 'earlyia[spark]'") from exc
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    builder = builder.config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    builder = builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+    if shuffle_partitions is not None:
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    for k, v in (conf or {}).items():
+        builder = builder.config(k, str(v))
+    return builder.getOrCreate()
+
+
+# ---------------------------------------------------------------------------------------------- model shipping
+@dataclass(frozen=True)
+class ModelRef:
+    """What a task needs to get the model: its content hash and the file bytes (broadcast) or a path."""
+
+    key: str
+    broadcast: Any = None
+    path: str | None = None
+
+    def get(self):
+        """The model, loaded at most once per process (cached by ``key``)."""
+        model = _MODELS.get(self.key)
+        if model is None:
+            model = _load_model(self)
+            _MODELS[self.key] = model
+            _STATS["model_loads"] += 1
+        return model
+
+
+def _load_model(ref: ModelRef):
+    from earlyia.score.model import Model
+
+    if ref.broadcast is None:
+        return Model.load(ref.path)
+    data: bytes = ref.broadcast.value
+    fd, tmp = tempfile.mkstemp(suffix=".earlyia-model")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return Model.load(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def ship_model(spark, model_path: str | Path, *, broadcast: bool = True) -> ModelRef:
+    """Verify the model on the driver and make it available to the executors (broadcast bytes by default)."""
+    from earlyia.score.model import Model
+
+    model_path = Path(model_path)
+    model = Model.load(model_path)  # refuse a bad model before any task starts
+    data = model_path.read_bytes()
+    key = f"{model.hash}:{hashlib.sha256(data).hexdigest()[:16]}"
+    _MODELS.setdefault(key, model)
+    if not broadcast:
+        return ModelRef(key=key, path=str(model_path.resolve()))
+    return ModelRef(key=key, broadcast=spark.sparkContext.broadcast(data))
+
+
+# ---------------------------------------------------------------------------------------------- pure batch functions
+#: Provenance columns the Spark job adds (file name and row number of each input row).
+PROV_SOURCE, PROV_ROW = "__earlyia_source", "__earlyia_row"
+
+
+def _fink_lightcurves(pdf: pd.DataFrame, source: str, survey: str):
+    """Fink rows -> LightCurves; with provenance columns, alert ``source``/``row`` (and fallback ids) become the file's.
+
+    Locally a Fink file is read whole, so ``row`` is the row in the file and an alert without
+    ``candid`` gets the id ``<objectId>@<file>:<row>``; in a Spark batch the reader only sees the
+    batch, so the file name and row number travel in two extra columns and are put back here.
+    """
+    from earlyia.io.fink import lightcurves_from_fink_frame
+
+    if PROV_SOURCE not in pdf.columns:
+        return lightcurves_from_fink_frame(pdf, source=source, survey=survey)
+    pdf = pdf.reset_index(drop=True)
+    files = pdf[PROV_SOURCE].astype(str).to_numpy(object)
+    rows = pd.to_numeric(pdf[PROV_ROW], errors="coerce").to_numpy(np.float64)
+    lc = lightcurves_from_fink_frame(pdf.drop(columns=[PROV_SOURCE, PROV_ROW]), source=source, survey=survey)
+    if lc.alerts.empty or "row" not in lc.alerts.columns:
+        return lc
+    a = lc.alerts
+    local = a["row"].to_numpy(np.int64)
+    label = Path(source).name if source and not source.startswith("<") else source
+    oid = lc.objects["object_id"].astype(str).to_numpy(object)[a["object_index"].to_numpy(np.int64)]
+    ids = a["alert_id"].astype(str).to_numpy(object)
+    new_rows = rows[local]
+    known = np.isfinite(new_rows)
+    for k in np.flatnonzero(known):
+        if ids[k] == f"{oid[k]}@{label}:{local[k]}":
+            ids[k] = f"{oid[k]}@{files[local[k]]}:{int(new_rows[k])}"
+    row_out = np.where(known, new_rows, local).astype(np.int64)
+    lc.alerts = a.assign(alert_id=ids, source=files[local], row=row_out)
+    return lc
+
+
+def lightcurves_from_batch(pdf: pd.DataFrame, kind: str, *, source: str, survey: str = "ZTF", table_meta: bytes | None = None):
+    """A pandas batch -> LightCurves, exactly as the local readers do."""
+    if kind == "fink":
+        return _fink_lightcurves(pdf, source, survey)
+    if kind == "canonical":
+        from earlyia.io.table import LightCurves
+
+        table = pa.Table.from_pandas(pdf, preserve_index=False)
+        table = table.replace_schema_metadata({b"earlyia": table_meta})
+        return LightCurves.from_arrow(table, source=source)
+    raise InputError(f"unknown input kind {kind!r}; expected 'fink' or 'canonical'")
+
+
+def score_batch(pdf: pd.DataFrame, model, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
+                table_meta: bytes | None = None, score_kwargs: dict | None = None) -> pd.DataFrame:
+    """Scores of one batch: the same calls as local scoring (reader -> ``score_lightcurves``)."""
+    from earlyia.score.pipeline import score_lightcurves
+
+    lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
+    return score_lightcurves(lc, model, **(score_kwargs or {}))
+
+
+def features_batch(pdf: pd.DataFrame, extractor_config: dict, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
+                   table_meta: bytes | None = None, per: str = "alert") -> pd.DataFrame:
+    """Features of one batch: the reader then the extractor's ``transform``, as locally."""
+    from earlyia.features import get_extractor
+
+    lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
+    return get_extractor(extractor_config).transform(lc, per=per)
+
+
+# ---------------------------------------------------------------------------------------------- arrow plumbing
+def _normal_type(t: pa.DataType) -> pa.DataType:
+    """Types Spark understands: large strings/lists become regular ones, null becomes string."""
+    if pa.types.is_large_string(t) or pa.types.is_string(t) or pa.types.is_null(t):
+        return pa.string()
+    if pa.types.is_large_list(t) or pa.types.is_list(t):
+        return pa.list_(_normal_type(t.value_type))
+    if pa.types.is_dictionary(t):
+        return _normal_type(t.value_type)
+    return t
+
+
+def _arrow(df: pd.DataFrame) -> pa.Table:
+    """A frame as Arrow with the SCORES types for the fixed columns (the local writer's conversion)."""
+    from earlyia.score.pipeline import to_arrow
+
+    return to_arrow(df)
+
+
+def output_schema(sample: pd.DataFrame) -> pa.Schema:
+    """The Arrow schema of a function's output, inferred from its result on a sample batch."""
+    inferred = _arrow(sample).schema
+    return pa.schema([pa.field(f.name, _normal_type(f.type)) for f in inferred])
+
+
+def _to_batch(out: pd.DataFrame, schema: pa.Schema) -> pa.RecordBatch:
+    """``out`` in exactly ``schema`` (missing columns null, extra columns dropped, types cast)."""
+    table = _arrow(out)
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name).combine_chunks()
+            if col.type != f.type:
+                stringy = pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)
+                if pa.types.is_string(f.type) and not stringy:
+                    col = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
+                else:
+                    col = col.cast(f.type)
+            cols.append(col)
+        else:
+            cols.append(pa.nulls(len(out), f.type))
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _grouped_frames(batches: Iterator[pa.RecordBatch], key: str | None) -> Iterator[pd.DataFrame]:
+    """pandas frames from Arrow batches; with ``key``, rows of one key value never straddle two frames.
+
+    Input must be sorted by ``key`` within the partition: the trailing key of each batch is held back
+    and prepended to the next one.
+    """
+    carry: pd.DataFrame | None = None
+    for rb in batches:
+        pdf = pa.Table.from_batches([rb]).to_pandas(maps_as_pydicts="strict")
+        if carry is not None and len(carry):
+            pdf = pd.concat([carry, pdf], ignore_index=True)
+            carry = None
+        if key is None or pdf.empty:
+            if len(pdf):
+                yield pdf
+            continue
+        last = pdf[key].iloc[-1]
+        tail = (pdf[key] == last).to_numpy()
+        first_tail = int(np.argmax(tail))
+        carry = pdf.iloc[first_tail:].reset_index(drop=True)
+        head = pdf.iloc[:first_tail].reset_index(drop=True)
+        if len(head):
+            yield head
+    if carry is not None and len(carry):
+        yield carry
+
+
+def _count_batch() -> None:
+    _STATS["batches"] += 1
+
+
+def _make_mapper(fn: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, key: str | None):
+    # Closures are pickled by value with copies of the module globals they name: touch the
+    # process-level counters only through module-level functions (pickled by reference).
+    diagnostics = "_worker_pid" in schema.names
+
+    def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for pdf in _grouped_frames(batches, key):
+            out = fn(pdf)
+            _count_batch()
+            if diagnostics:
+                stats = worker_stats()
+                out = out.assign(_worker_pid=stats["pid"], _model_loads=stats["model_loads"], _batch=stats["batches"])
+            yield _to_batch(out, schema)
+
+    return mapper
+
+
+# ---------------------------------------------------------------------------------------------- Spark entry points
+def input_kind(columns: Sequence[str]) -> str:
+    """``fink`` (concatenated ``c*`` columns), ``canonical`` (earlyia light-curve table) or an error."""
+    cols = set(columns)
+    if {FINK_KEY, "cjd", "cmagpsf", "csigmapsf", "cfid"} <= cols:
+        return "fink"
+    if {"object_id", "mjd", "band", "flux", "flux_err", "detected"} <= cols:
+        return "canonical"
+    raise SchemaError(
+        "a Spark DataFrame to score needs Fink's ZTF columns (objectId, cjd, cmagpsf, csigmapsf, cfid) "
+        f"or an earlyia light-curve table; got columns {sorted(cols)[:15]}"
+    )
+
+
+def _prepare(df, kind: str, partitions: int | None):
+    if kind != "fink":
+        return df.repartition(partitions) if partitions else df
+    n = partitions or df.sparkSession.sparkContext.defaultParallelism
+    return df.repartition(n, FINK_KEY).sortWithinPartitions(FINK_KEY)
+
+
+def _sample_frame(df, kind: str, n: int = 64) -> pd.DataFrame:
+    """A few whole objects of ``df`` on the driver, to infer the output schema."""
+    if kind == "fink":
+        ids = [r[0] for r in df.select(FINK_KEY).distinct().limit(max(1, n // 4)).collect()]
+        return df.where(df[FINK_KEY].isin(ids)).toPandas()
+    return df.limit(n).toPandas()
+
+
+def map_spark(df, fn: Callable[[pd.DataFrame], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False):
+    """Apply a pandas -> pandas batch function to a Spark DataFrame, grouping Fink rows by object."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    sample = _sample_frame(df, kind)
+    out = fn(sample)
+    schema = output_schema(out)
+    if diagnostics:
+        for name in ("_worker_pid", "_model_loads", "_batch"):
+            schema = schema.append(pa.field(name, pa.int64()))
+    prepared = _prepare(df, kind, partitions)
+    return prepared.mapInArrow(_make_mapper(fn, schema, FINK_KEY if kind == "fink" else None), from_arrow_schema(schema))
+
+
+def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
+                    partitions: int | None = None, score_kwargs: dict | None = None, diagnostics: bool = False):
+    """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row per alert."""
+    kind = input_kind(df.columns)
+    if kind == "canonical" and table_meta is None:
+        raise InputError("scoring a canonical light-curve table needs its 'earlyia' schema metadata (table_meta)")
+    kw = dict(score_kwargs or {})
+
+    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        return score_batch(pdf, model_ref.get(), kind=kind, source=source, survey=survey, table_meta=table_meta, score_kwargs=kw)
+
+    return map_spark(df, fn, kind=kind, partitions=partitions, diagnostics=diagnostics)
+
+
+def features_dataframe(df, extractor_config: dict, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
+                       partitions: int | None = None, per: str = "alert"):
+    """Feature table of a Spark DataFrame, computed by the extractor's own ``transform``."""
+    kind = input_kind(df.columns)
+    cfg = dict(extractor_config)
+
+    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        return features_batch(pdf, cfg, kind=kind, source=source, survey=survey, table_meta=table_meta, per=per)
+
+    return map_spark(df, fn, kind=kind, partitions=partitions)
+
+
+def score_spark(
+    inputs: str | Path | Sequence[str | Path],
+    model_path: str | Path,
+    out: str | Path,
+    master: str = "local[*]",
+    *,
+    spark=None,
+    partitions: int | None = None,
+    survey: str = "ZTF",
+    score_kwargs: dict | None = None,
+) -> dict:
+    """``earlyia score --engine spark``: score Parquet inputs with Spark and write the scores.
+
+    ``out`` ending in ``.parquet`` is one file written atomically (collected on the driver, same
+    layout as local scoring); any other ``out`` is a directory of Parquet part files written by
+    the executors (for inputs too large for the driver). Returns a small summary.
+    """
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    if not paths:
+        raise InputError("no input file to score")
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: input not found")
+    files = [f for p in paths for f in (sorted(p.rglob("*.parquet")) if p.is_dir() else [p])]
+    if not files:
+        raise InputError(f"no Parquet file under {[str(p) for p in paths]}: the Spark engine reads Parquet")
+    try:
+        meta = pq.read_schema(files[0]).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{files[0]}: cannot read as Parquet ({exc})") from exc
+    table_meta = meta.get(b"earlyia")
+    session = spark or get_session(master)
+    ref = ship_model(session, model_path)
+    df = with_provenance(session.read.parquet(*[str(f) for f in files]))
+    source = files[0].name if len(files) == 1 else f"{len(files)} files"
+    scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions, score_kwargs=score_kwargs)
+    out = Path(out)
+    if out.suffix == ".parquet":
+        result = _collect_arrow(scored).to_pandas()
+        order = [c for c in ("object_id", "mjd", "alert_id") if c in result.columns]
+        result = result.sort_values(order, kind="mergesort").reset_index(drop=True)
+        _write_scores(result, out, ref.get(), inputs=[str(f) for f in files], master=session.sparkContext.master)
+        n = len(result)
+    else:
+        scored.write.mode("overwrite").parquet(str(out))
+        n = session.read.parquet(str(out)).count()
+    return {"engine": "spark", "master": session.sparkContext.master, "inputs": [str(f) for f in files], "out": str(out),
+            "n_alerts": int(n)}
+
+
+def with_provenance(df):
+    """``df`` plus each row's file name and row number in the file (so alert ids match local reading).
+
+    Uses Spark's ``_metadata.file_name`` / ``_metadata.row_index`` (Parquet, Spark >= 3.5/4); when they
+    are unavailable the frame is returned unchanged (alerts without ``candid`` then get batch-local ids).
+    """
+    if input_kind(df.columns) != "fink":
+        return df
+    from pyspark.sql import functions as sf
+    from pyspark.sql.utils import AnalysisException
+
+    try:
+        return df.select("*", sf.col("_metadata.file_name").alias(PROV_SOURCE), sf.col("_metadata.row_index").alias(PROV_ROW))
+    except AnalysisException:
+        return df
+
+
+def _collect_arrow(sdf) -> pa.Table:
+    if hasattr(sdf, "toArrow"):
+        return sdf.toArrow()
+    return pa.Table.from_pandas(sdf.toPandas(), preserve_index=False)
+
+
+def _write_scores(result: pd.DataFrame, out: Path, model, **extra) -> None:
+    """The local scorer's writer: the same file layout and metadata (plus ``engine``) as ``earlyia score``."""
+    from earlyia.score.pipeline import ScoresWriter, scores_metadata
+
+    writer = ScoresWriter(out, scores_metadata(model, engine="spark", **extra))
+    try:
+        writer.write(result)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
