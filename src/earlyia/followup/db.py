@@ -29,6 +29,10 @@ REQUEST_STATUSES = ("selected", "posting", "posted", "failed")
 MODEL_STATUSES = ("candidate", "production", "retired")
 
 
+class DatabaseBusyError(ConfigError):
+    """Another process held the database's write lock longer than the busy timeout."""
+
+
 def utcnow() -> str:
     """ISO-8601 UTC timestamp with microseconds (sortable as text)."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -186,6 +190,7 @@ class FollowupDB:
 
     def __init__(self, path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, migrate: bool = True):
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         if self.path.exists() and self.path.is_dir():
             raise ConfigError(f"{self.path}: is a directory; --db / EARLYIA_DB must name a database file")
         if not self.path.parent.exists():
@@ -209,7 +214,15 @@ class FollowupDB:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception (KeyboardInterrupt included)."""
-        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise DatabaseBusyError(
+                    f"{self.path}: database busy: another earlyia command kept it locked longer than the "
+                    f"{self.busy_timeout:g} s busy timeout; retry later"
+                ) from exc
+            raise
         try:
             yield self.con
         except BaseException:

@@ -1,0 +1,240 @@
+"""`followup notify` against a real local HTTP server (127.0.0.1): format, retries, idempotency, secrecy."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from earlyia.errors import ConfigError
+from earlyia.followup.config import EarlyList, RetryPolicy
+from earlyia.followup.db import FollowupDB
+from earlyia.followup.notify import FileSink, SlackSink, format_message, notify, pending_targets
+from earlyia.followup.select import select
+from test_followup_select import CONSTRAINTS, make_scores, write_scores
+
+SECRET_PATH = "/services/T000/B000/s3cr3tT0k3n"
+FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, timeout=5)
+
+
+class FakeSlack:
+    """A webhook that records every request and answers from a script (then 200 'ok')."""
+
+    def __init__(self, script=()):
+        self.script = list(script)  # items: (status, headers) consumed one per request
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    outer.requests.append({"path": self.path, "ctype": self.headers.get("Content-Type"), "body": body})
+                    status, headers = outer.script.pop(0) if outer.script else (200, {})
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                payload = b"ok" if status == 200 else b"invalid_payload" if status == 400 else b"error"
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def posted(self) -> list[dict]:
+        return [json.loads(r["body"]) for r in self.requests]
+
+
+@pytest.fixture
+def loop_db(tmp_path):
+    path = tmp_path / "scores.parquet"
+    write_scores(make_scores(300, seed=21), path, model_hash="feedc0ffee00")
+    db = FollowupDB(tmp_path / "loop.db")
+    sel = select(db, path, n=4, constraints=CONSTRAINTS, early=EarlyList(n=2), random_state=0)
+    assert len(sel.al) == 4 and len(sel.early) == 2
+    yield db
+    db.close()
+
+
+def _statuses(db):
+    return {r["object_id"]: r["status"] for r in db.query("SELECT object_id, status FROM requests")}
+
+
+def test_message_has_link_coordinates_score_class_and_age():
+    m = format_message({"object_id": "ZTF21abcdefg", "list": "al", "ra": 12.3456789, "dec": -5.5, "score": 0.123456,
+                        "classification": "Galaxy", "days_since_first": 3.26, "last_mag": 18.2, "last_band": "r"})
+    text = json.dumps(m)
+    assert "<https://fink-portal.org/ZTF21abcdefg|ZTF21abcdefg>" in text
+    assert "0.123" in text and "0.1235" not in text
+    assert "12.34568" in text and "-5.50000" in text and "Galaxy" in text and "3.3" in text
+    assert m["text"] and m["blocks"][0]["type"] == "section"
+
+
+def test_posts_each_target_once_and_rerun_posts_nothing(loop_db):
+    with FakeSlack() as srv:
+        rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert rep.ok and len(rep.posted) == 6
+        posted = srv.posted()
+        assert len(posted) == 6 and all(r["ctype"].startswith("application/json") for r in srv.requests)
+        assert {r["path"] for r in srv.requests} == {SECRET_PATH}
+        ids = [b["blocks"][0]["text"]["text"].split("|")[1].split(">")[0] for b in posted]
+        assert sorted(ids) == sorted(_statuses(loop_db))
+        assert set(_statuses(loop_db).values()) == {"posted"}
+        rep2 = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert rep2.posted == [] and len(srv.requests) == 6
+
+
+def test_429_honours_retry_after_then_succeeds(loop_db):
+    delays = []
+    with FakeSlack([(429, {"Retry-After": "2"}), (200, {})]) as srv:
+        sink = SlackSink(srv.url, retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=30), sleep=delays.append)
+        rep = notify(loop_db, sink, limit=1)
+        assert rep.ok and len(rep.posted) == 1
+        assert delays == [2.0]  # the server's value, not the 0.01 s backoff
+        assert len(srv.requests) == 2 and srv.requests[0]["body"] == srv.requests[1]["body"]
+
+
+def test_500_then_200_uses_exponential_backoff(loop_db):
+    delays = []
+    with FakeSlack([(500, {}), (503, {}), (200, {})]) as srv:
+        sink = SlackSink(srv.url, retry=RetryPolicy(max_attempts=5, base_delay=0.5, factor=2.0, max_delay=30), sleep=delays.append)
+        rep = notify(loop_db, sink, limit=1)
+        assert rep.ok and delays == [0.5, 1.0]
+        assert list(_statuses(loop_db).values()).count("posted") == 1
+
+
+def test_400_marks_failed_exits_nonzero_and_others_still_go(loop_db):
+    with FakeSlack([(400, {})]) as srv:
+        rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert not rep.ok and len(rep.failed) == 1 and len(rep.posted) == 5
+        assert len(srv.requests) == 6  # a 4xx is not retried
+        st = _statuses(loop_db)
+        assert list(st.values()).count("failed") == 1
+        err = loop_db.query("SELECT error FROM requests WHERE status = 'failed'")[0][0]
+        assert "400" in err and "s3cr3t" not in err
+        # failed ones are not re-sent unless asked
+        assert notify(loop_db, SlackSink(srv.url, retry=FAST)).posted == []
+        again = notify(loop_db, SlackSink(srv.url, retry=FAST), retry_failed=True)
+        assert len(again.posted) == 1 and set(_statuses(loop_db).values()) == {"posted"}
+
+
+def test_revoked_webhook_stops_and_leaves_the_rest_pending(loop_db):
+    with FakeSlack([(404, {})]) as srv:
+        rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert rep.stopped and len(srv.requests) == 1
+        assert sorted(_statuses(loop_db).values()) == ["failed"] + ["selected"] * 5
+
+
+def test_persistent_5xx_gives_up_and_keeps_target_pending(loop_db):
+    with FakeSlack([(500, {})] * FAST.max_attempts) as srv:
+        rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert not rep.ok and rep.deferred and len(srv.requests) == FAST.max_attempts
+        assert set(_statuses(loop_db).values()) == {"selected"}
+        rep2 = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert rep2.ok and len(rep2.posted) == 6
+
+
+def test_unreachable_server_is_transient(loop_db):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    rep = notify(loop_db, SlackSink(f"http://127.0.0.1:{port}/x", retry=FAST), limit=1)
+    assert rep.deferred and set(_statuses(loop_db).values()) == {"selected"}
+
+
+def test_interrupted_send_is_not_reposted_automatically(loop_db):
+    class Boom:
+        channel = "slack"
+
+        def send(self, message, object_id):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        notify(loop_db, Boom())
+    assert sorted(_statuses(loop_db).values()) == ["posting"] + ["selected"] * 5
+    with FakeSlack() as srv:
+        rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
+        assert len(rep.posted) == 5
+        rep2 = notify(loop_db, SlackSink(srv.url, retry=FAST), resend_interrupted=True)
+        assert len(rep2.posted) == 1 and set(_statuses(loop_db).values()) == {"posted"}
+
+
+def test_two_concurrent_notifiers_never_double_post(tmp_path):
+    path = tmp_path / "scores.parquet"
+    write_scores(make_scores(400, seed=22), path)
+    db_path = tmp_path / "loop.db"
+    with FollowupDB(db_path) as db:
+        select(db, path, n=15, constraints=CONSTRAINTS, early=EarlyList(n=5), random_state=0)
+        n = len(db.query("SELECT * FROM requests"))
+    with FakeSlack() as srv:
+        results = []
+
+        def run():
+            with FollowupDB(db_path) as db:
+                results.append(notify(db, SlackSink(srv.url, retry=FAST)))
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(srv.requests) == n
+        assert sum(len(r.posted) for r in results) == n
+        assert len({r["body"] for r in srv.requests}) == n
+
+
+def test_file_and_stdout_sinks(loop_db, tmp_path, capsys):
+    out = tmp_path / "msgs.jsonl"
+    rep = notify(loop_db, FileSink(out), lists=("al",))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 4 == len(rep.posted)
+    assert {x["object_id"] for x in lines} == set(rep.posted)
+    assert len(pending_targets(loop_db)) == 2  # the early list is still pending
+    from earlyia.followup.notify import StdoutSink
+
+    notify(loop_db, StdoutSink())
+    printed = capsys.readouterr().out
+    assert printed.count("https://fink-portal.org/") == 2
+
+
+def test_webhook_url_is_never_printed(tmp_path, monkeypatch, capsys):
+    from earlyia.cli.main import main
+
+    path = tmp_path / "scores.parquet"
+    write_scores(make_scores(300, seed=23), path)
+    db = str(tmp_path / "loop.db")
+    with FollowupDB(db) as d:
+        select(d, path, n=3, constraints=CONSTRAINTS, early=EarlyList(n=1))
+    with FakeSlack([(400, {}), (500, {}), (500, {})]) as srv:
+        monkeypatch.setenv("EARLYIA_SLACK_WEBHOOK", srv.url)
+        code = main(["followup", "notify", "--db", db, "--backoff", "0.01", "--max-attempts", "2"])
+        out = capsys.readouterr()
+        assert code == 1
+        assert "s3cr3t" not in out.out + out.err and str(srv.server.server_address[1]) not in out.out + out.err
+        assert "400" in out.err
+    monkeypatch.delenv("EARLYIA_SLACK_WEBHOOK")
+    with pytest.raises(ConfigError, match="EARLYIA_SLACK_WEBHOOK"):
+        SlackSink()
+    assert "s3cr3t" not in repr(SlackSink("http://127.0.0.1:1/s3cr3t"))
