@@ -1,0 +1,165 @@
+"""``earlyia train``: a model file from a labelled feature table (optionally restricted to an active-learning run's ids)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from earlyia.errors import InputError
+from earlyia.labels import TypeMap
+
+EPILOG = """examples:
+  earlyia features lightcurves.parquet --out features.parquet
+  earlyia train features.parquet --out model.eia
+  earlyia train features.parquet --out model.eia --positive "SN Ia" --include-subtypes --trees 300 --calibrate isotonic
+  earlyia train features.parquet --labels objects.csv --out model.eia          # labels from a CSV (objectId, tns_type)
+  earlyia train features.parquet --from-run runs/uncertainty --out model.eia   # only an AL run's initial + queried ids
+  earlyia models show model.eia
+"""
+
+#: Keys of an active-learning run file that list the ids it trained on.
+RUN_ID_KEYS = ("initial_ids", "queried_ids", "training_ids", "train_ids", "labelled_ids")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model file from a labelled feature table",
+        description=(
+            "Fit a random forest on a feature table written by `earlyia features` and save it as a model file: a zip "
+            "of JSON and numpy arrays (no pickle) whose card records the extractor and feature order, the positive "
+            "class, the training ids (never reported as discoveries), out-of-bag metrics, versions and a content hash."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("features", help="feature table (Parquet written by `earlyia features`) with a label column")
+    p.add_argument("--out", required=True, help="model file to write (atomically)")
+    p.add_argument("--labels", help="CSV of labels (object id column objectId/object_id, type column tns_type/type/label)")
+    p.add_argument("--label-column", help="column of the feature table holding labels (default: label, tns_type or type)")
+    p.add_argument("--from-run", metavar="RUN_DIR", help="train only on the initial + queried ids of an active-learning run")
+    p.add_argument("--positive", nargs="+", default=["SN Ia"], metavar="TYPE", help="type(s) of the positive class (default: 'SN Ia')")
+    p.add_argument("--include-subtypes", action="store_true", help="count SN Ia sub-types (91T, 91bg, pec, CSM, Iax...) as positive")
+    p.add_argument("--trees", type=int, default=1000, help="number of trees (default 1000)")
+    p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
+    p.add_argument("--max-depth", type=int, default=None)
+    p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--parent", help="parent model file (its hash is recorded for lineage)")
+    p.set_defaults(func=run)
+
+
+def _id_list(value) -> list[str]:
+    """Flatten ids given as a list, a list of lists (one batch per loop) or a mapping of such."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for v in value.values():
+            out += _id_list(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out += _id_list(v) if isinstance(v, (list, tuple, dict)) else [str(v)]
+    elif value is not None:
+        out.append(str(value))
+    return out
+
+
+def _ids_from_file(path: Path) -> list[str]:
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read run file: {exc}", source=str(path)) from exc
+        if isinstance(data, list):
+            return _id_list(data)
+        found = [k for k in RUN_ID_KEYS if k in data]
+        return [i for k in found for i in _id_list(data[k])]
+    if path.suffix in (".csv", ".parquet"):
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        col = next((c for c in ("alert_id", "object_id", "id", "ids") if c in df.columns), None)
+        if col is None:
+            return []
+        if "role" in df.columns:  # a run table with initial/queried/test roles: keep the training ones
+            df = df[df["role"].astype(str).isin(["initial", "queried", "train", "training"])]
+        return df[col].astype(str).tolist()
+    return []
+
+
+def read_run_ids(run: str | Path) -> list[str]:
+    """The ids an active-learning run trained on (initial + queried), from its directory or one of its files.
+
+    Looks for JSON files with :data:`RUN_ID_KEYS`, or ``*ids*.csv``/``.parquet`` tables with an id column.
+    """
+    run = Path(run)
+    if not run.exists():
+        raise InputError("active-learning run not found", source=str(run))
+    files: Iterable[Path]
+    if run.is_file():
+        files = [run]
+    else:
+        files = sorted(
+            p
+            for p in run.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".csv", ".parquet") and (p.suffix == ".json" or "id" in p.name)
+        )
+    ids: list[str] = []
+    for f in files:
+        ids += _ids_from_file(f)
+    if not ids:
+        raise InputError(f"no training ids found (looked for JSON keys {list(RUN_ID_KEYS)} and id tables)", source=str(run))
+    return list(dict.fromkeys(ids))
+
+
+def attach_labels(df: pd.DataFrame, labels_csv: str) -> pd.DataFrame:
+    """The feature table with a ``label`` column (type strings) looked up by object id in a labels CSV."""
+    from earlyia.cli.evaluate_early import read_labels
+
+    types = read_labels(labels_csv)
+    if "object_id" not in df.columns:
+        raise InputError("the feature table has no object_id column to match labels on")
+    out = df.copy()
+    out["label"] = out["object_id"].astype(str).map(types)
+    if out["label"].isna().all():
+        raise InputError("no object of the feature table is in the labels file", source=labels_csv)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from earlyia.features.io import read_features
+    from earlyia.score.model import Model, train_model
+
+    df, meta = read_features(args.features)
+    if args.labels:
+        df = attach_labels(df, args.labels)
+    sample_ids = read_run_ids(args.from_run) if args.from_run else None
+    parent = Model.load(args.parent).hash if args.parent else None
+    type_map = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
+    model = train_model(
+        df,
+        meta["extractor"],
+        type_map=type_map,
+        n_estimators=args.trees,
+        random_state=args.seed,
+        classifier=args.classifier,
+        calibrate=args.calibrate,
+        sample_ids=sample_ids,
+        label_column=args.label_column,
+        max_depth=args.max_depth,
+        parent=parent,
+        metrics={"source": {"features": str(args.features), "from_run": args.from_run}} if args.from_run else None,
+    )
+    model.save(args.out)
+    tr = model.card["training"]
+    oob = model.card["metrics"]["oob"]
+    print(
+        f"trained {model.card['n_trees']} trees on {tr['n_samples']} rows ({tr['n_positive']} positive, {tr['n_negative']} negative)"
+        + (f" of {len(sample_ids)} run ids" if sample_ids is not None else "")
+    )
+    fmt = {k: (f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else v) for k, v in oob.items()}
+    print(f"out-of-bag: accuracy {fmt['accuracy']}, efficiency {fmt['efficiency']}, purity {fmt['purity']}, FoM {fmt['fom']}")
+    print(f"wrote {args.out} (hash {model.hash[:16]})")
+    return 0

@@ -1,0 +1,749 @@
+"""Scoring: pure functions over a :class:`~earlyia.io.table.LightCurves` chunk, and a chunked local driver.
+
+:func:`score_lightcurves` is the one scoring core: selection -> features -> model -> the SCORES
+table (one row per alert; per object when the input has no alerts). It depends only on its
+arguments, so the local command (:func:`score_files`) and the Spark job call the same code on
+their chunks and get the same rows. The SCORES schema is documented in ``docs/scoring.md``;
+:data:`SCORE_COLUMNS` lists its fixed leading columns, then come the input's other broker
+columns (``input_`` prefixed on a name clash), then the model's features.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earlyia.errors import EarlyIAError, InputError, Problem
+from earlyia.score.model import Model
+
+#: Schema metadata key of a SCORES Parquet file.
+METADATA_KEY = b"earlyia.scores"
+SCORES_FORMAT = "earlyia.scores/1"
+#: The fixed leading columns of a SCORES table and their Arrow types.
+SCORE_SCHEMA = pa.schema(
+    [
+        ("object_id", pa.string()),
+        ("alert_id", pa.string()),
+        ("mjd", pa.float64()),
+        ("score", pa.float64()),
+        ("passed", pa.bool_()),
+        ("reason", pa.string()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+        ("ndethist", pa.float64()),
+        ("jdstarthist", pa.float64()),
+        ("drb", pa.float64()),
+        ("classtar", pa.float64()),
+        ("cdsxmatch", pa.string()),
+        ("n_detections", pa.int64()),
+        ("first_det_mjd", pa.float64()),
+        ("first_det_mag", pa.float64()),
+        ("first_det_band", pa.string()),
+        ("last_nondet_mjd", pa.float64()),
+        ("last_nondet_limit_mag", pa.float64()),
+        ("last_nondet_band", pa.string()),
+        ("last_mag", pa.float64()),
+        ("last_band", pa.string()),
+        ("label", pa.string()),
+    ]
+)
+SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
+#: Columns read from the alert (else the object) row, with their kind.
+_CONTEXT = {"ra": "f", "dec": "f", "ndethist": "f", "jdstarthist": "f", "drb": "f", "classtar": "f", "cdsxmatch": "s"}
+#: Internal or identity columns of the input that are not carried as broker columns.
+_NOT_CARRIED = {"object_index", "alert_id", "mjd", "object_id", "label"}
+ZEROPOINT = 27.5
+LIMIT_SIGMA = 5.0
+
+
+# ============================================================================ pure core
+@dataclass
+class Rows:
+    """The rows a chunk is scored on: an alert each (or an object without alerts) and its light-curve segment."""
+
+    object_index: np.ndarray  # int64 object row of each output row
+    alert_id: np.ndarray  # object (str; '' for object rows)
+    mjd: np.ndarray  # float64 alert time (object rows: last point)
+    starts: np.ndarray  # int64 segment start in the photometry arrays
+    ends: np.ndarray  # int64 segment end
+    alert_row: np.ndarray  # int64 row in lc.alerts, -1 for object rows
+
+
+def score_rows(lc, per: str = "auto") -> Rows:
+    """One row per alert (``per="alert"``), per object (``"object"``), or ``"auto"``: per alert plus objects without alerts."""
+    if per not in ("auto", "alert", "object"):
+        raise InputError(f"per must be 'auto', 'alert' or 'object', got {per!r}")
+    n_obj = lc.n_objects
+    parts = []
+    if per in ("auto", "alert") and not lc.alerts.empty:
+        starts, ends = lc.alert_segments()
+        obj = lc.alerts["object_index"].to_numpy(np.int64)
+        parts.append(
+            Rows(
+                obj,
+                lc.alerts["alert_id"].astype(str).to_numpy(object),
+                lc.alerts["mjd"].to_numpy(np.float64),
+                np.asarray(starts, np.int64),
+                np.asarray(ends, np.int64),
+                np.arange(len(obj), dtype=np.int64),
+            )
+        )
+    elif per == "alert":
+        raise InputError("per='alert' needs alerts but the input has none; use per='object' or 'auto'")
+    if per == "object" or (per == "auto" and n_obj):
+        has_alert = np.zeros(n_obj, bool)
+        if parts:
+            has_alert[parts[0].object_index] = True
+        obj = np.flatnonzero(~has_alert) if per == "auto" else np.arange(n_obj)
+        s, e = lc.offsets[obj].astype(np.int64), lc.offsets[obj + 1].astype(np.int64)
+        last = np.full(len(obj), np.nan)
+        ne = e > s
+        last[ne] = lc.mjd[e[ne] - 1]
+        parts.append(Rows(obj.astype(np.int64), np.full(len(obj), "", dtype=object), last, s, e, np.full(len(obj), -1, np.int64)))
+    if not parts:
+        return Rows(*(np.zeros(0, t) for t in (np.int64, object, np.float64, np.int64, np.int64, np.int64)))
+    if len(parts) == 1:
+        return parts[0]
+    return Rows(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("object_index", "alert_id", "mjd", "starts", "ends", "alert_row"))
+    )
+
+
+def _lookup_column(lc, rows: Rows, name: str, kind: str) -> np.ndarray:
+    """Alert-level value of ``name`` when the row is an alert that has it, else the object's value."""
+    n = len(rows.object_index)
+    out = np.full(n, np.nan) if kind == "f" else np.full(n, None, dtype=object)
+
+    def conv(values):
+        if kind == "f":
+            return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+        return np.array([None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in values], dtype=object)
+
+    if name in lc.objects.columns and n:
+        out[:] = conv(lc.objects[name].to_numpy()[rows.object_index])
+    if name in lc.alerts.columns:
+        is_alert = rows.alert_row >= 0
+        if is_alert.any():
+            vals = conv(lc.alerts[name].to_numpy()[rows.alert_row[is_alert]])
+            known = ~pd.isna(vals)
+            tgt = np.flatnonzero(is_alert)[known]
+            out[tgt] = vals[known]
+    return out
+
+
+def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
+    """The SCORES context columns of each row, from its segment (first/last detection, last upper limit...)."""
+    det = np.asarray(lc.detected, bool)
+    s, e = rows.starts, rows.ends
+    n = len(s)
+    cum = np.concatenate([[0], np.cumsum(det, dtype=np.int64)])
+    ncum = np.concatenate([[0], np.cumsum(~det, dtype=np.int64)])
+    det_idx = np.flatnonzero(det)
+    nd_idx = np.flatnonzero(~det)
+    n_det = cum[e] - cum[s]
+    has = n_det > 0
+    first = np.full(n, -1, np.int64)
+    last = np.full(n, -1, np.int64)
+    first[has] = det_idx[cum[s[has]]]
+    last[has] = det_idx[cum[e[has]] - 1]
+    # last upper limit before the first detection (before the segment end when nothing was detected)
+    bound = np.where(has, first, e)
+    k = ncum[bound] - 1
+    has_nd = (k >= ncum[s]) & (k >= 0)
+    lnd = np.full(n, -1, np.int64)
+    lnd[has_nd] = nd_idx[k[has_nd]]
+
+    bands = np.asarray([*list(lc.bands), ""], dtype=object)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(lc.flux > 0, ZEROPOINT - 2.5 * np.log10(np.where(lc.flux > 0, lc.flux, 1.0)), np.nan)
+        lim = np.where(lc.flux_err > 0, ZEROPOINT - 2.5 * np.log10(LIMIT_SIGMA * np.where(lc.flux_err > 0, lc.flux_err, 1.0)), np.nan)
+
+    def take(arr, idx, fill):
+        out = np.full(n, fill, dtype=arr.dtype if fill is not None else object)
+        ok = idx >= 0
+        out[ok] = arr[idx[ok]]
+        return out
+
+    band_names = bands[np.asarray(lc.band, np.int64)] if len(lc.band) else np.zeros(0, object)
+    cols: dict[str, np.ndarray] = {}
+    for name, kind in _CONTEXT.items():
+        cols[name] = _lookup_column(lc, rows, name, kind)
+    cols.update(
+        {
+            "n_detections": n_det.astype(np.int64),
+            "first_det_mjd": take(lc.mjd, first, np.nan),
+            "first_det_mag": take(mag, first, np.nan),
+            "first_det_band": take(band_names, first, None),
+            "last_nondet_mjd": take(lc.mjd, lnd, np.nan),
+            "last_nondet_limit_mag": take(lim, lnd, np.nan),
+            "last_nondet_band": take(band_names, lnd, None),
+            "last_mag": take(mag, last, np.nan),
+            "last_band": take(band_names, last, None),
+        }
+    )
+    for c in ("first_det_band", "last_nondet_band", "last_band"):
+        cols[c] = np.where(pd.isna(cols[c]), "", cols[c]).astype(object)
+    cols["cdsxmatch"] = np.where(pd.isna(cols["cdsxmatch"]), "", cols["cdsxmatch"]).astype(object)
+    return cols
+
+
+def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Early-SN selection (``earlyia.select.select_early``) on each row: ``(passed bool, reason str)``."""
+    from earlyia.select import select_early
+
+    n = len(rows.object_index)
+    passed = np.ones(n, bool)
+    reason = np.full(n, "", dtype=object)
+    params = dict(params or {})
+    for per, mask in (("alert", rows.alert_row >= 0), ("object", rows.alert_row < 0)):
+        if not mask.any():
+            continue
+        sel = select_early(lc, per=per, **params)
+        ok, why = _selection_arrays(sel)
+        src = rows.alert_row[mask] if per == "alert" else rows.object_index[mask]
+        passed[mask] = ok[src]
+        reason[mask] = why[src]
+    return passed, reason
+
+
+def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(passed, reason) from what ``select_early`` returns (a frame with passed/reason, or a pair)."""
+    if isinstance(sel, pd.DataFrame):
+        ok_col = next(c for c in ("passed", "selected", "ok", "keep") if c in sel.columns)
+        ok = sel[ok_col].fillna(False).to_numpy(bool)
+        why = (
+            sel["reason"].fillna("").astype(str).to_numpy(object)
+            if "reason" in sel.columns
+            else np.where(ok, "", "not selected").astype(object)
+        )
+        return ok, why
+    ok, why = sel
+    return np.asarray(ok, bool), np.asarray(why, dtype=object)
+
+
+def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of the segments; when the batch call raises, each segment alone so one bad alert cannot sink the chunk."""
+    k = len(extractor.names)
+    try:
+        X, ok, why = extractor.extract_lc(lc, starts, ends)
+        return np.asarray(X, np.float64), np.asarray(ok, bool), np.asarray(why, dtype=object)
+    except Exception:  # batch isolation boundary: retried one segment at a time below
+        pass
+    n = len(starts)
+    X = np.full((n, k), np.nan)
+    ok = np.zeros(n, bool)
+    why = np.full(n, "", dtype=object)
+    for i in range(n):
+        try:
+            x1, o1, w1 = extractor.extract_lc(lc, starts[i : i + 1], ends[i : i + 1])
+            X[i], ok[i], why[i] = x1[0], o1[0], w1[0]
+        except Exception as exc:
+            why[i] = f"feature extraction failed: {type(exc).__name__}: {exc}"
+    return X, ok, why
+
+
+def score_lightcurves(
+    lc,
+    model: Model,
+    extractor=None,
+    *,
+    select: bool = True,
+    selection: Mapping | None = None,
+    per: str = "auto",
+) -> pd.DataFrame:
+    """The SCORES table of one chunk: selection -> features (only on selected rows) -> model.
+
+    ``extractor`` defaults to the one described by the model card (``get_extractor(model.card["extractor"])``,
+    which refuses a config whose feature names differ). ``selection`` are keyword arguments of
+    ``earlyia.select.select_early``; ``select=False`` scores every row. ``score`` is the model's
+    probability of the positive class, 0.0 when the selection or the features fail (like Fink),
+    with ``passed``/``reason`` saying why. Problems of ``lc`` (objects its reader dropped) are
+    not included: see :func:`problem_rows`.
+    """
+    if extractor is None:
+        from earlyia.features import get_extractor
+
+        extractor = get_extractor(model.card["extractor"])
+    model.check_features(list(extractor.names))
+    rows = score_rows(lc, per)
+    n = len(rows.object_index)
+    if select and n:
+        passed, reason = select_rows(lc, rows, selection)
+    else:
+        passed, reason = np.ones(n, bool), np.full(n, "", dtype=object)
+    k = len(extractor.names)
+    X = np.full((n, k), np.nan)
+    todo = np.flatnonzero(passed)
+    if len(todo):
+        Xs, ok, why = _safe_extract(extractor, lc, rows.starts[todo], rows.ends[todo])
+        X[todo] = Xs
+        bad = todo[~ok]
+        passed[bad] = False
+        reason[bad] = [w or "features failed" for w in why[~ok]]
+    score = np.zeros(n)
+    if passed.any():
+        score[passed] = model.predict_proba(X[passed])[:, 1]
+    cols: dict[str, Any] = {
+        "object_id": lc.objects["object_id"].astype(str).to_numpy(object)[rows.object_index] if n else np.zeros(0, object),
+        "alert_id": rows.alert_id,
+        "mjd": rows.mjd,
+        "score": score,
+        "passed": passed,
+        "reason": reason.astype(object),
+    }
+    cols.update(context_columns(lc, rows))
+    cols["label"] = (
+        _lookup_column(lc, rows, "label", "s")
+        if "label" in lc.objects.columns or "label" in lc.alerts.columns
+        else np.full(n, None, object)
+    )
+    out = pd.DataFrame({c: cols[c] for c in SCORE_COLUMNS})
+    extras = _broker_columns(lc, rows, set(extractor.names))
+    feats = pd.DataFrame(X, columns=list(extractor.names))
+    return pd.concat([out, extras, feats], axis=1)
+
+
+def _broker_columns(lc, rows: Rows, feature_names: set[str]) -> pd.DataFrame:
+    """Every other column the input carried (alert-level first, then object-level), renamed on a clash."""
+    taken = set(SCORE_COLUMNS)
+    data: dict[str, Any] = {}
+    names = [c for c in lc.alerts.columns if c not in _NOT_CARRIED and c not in _CONTEXT]
+    names += [c for c in lc.objects.columns if c not in _NOT_CARRIED and c not in _CONTEXT and c not in names]
+    all_alerts = bool(len(rows.alert_row)) and bool((rows.alert_row >= 0).all())
+    no_alerts = not (rows.alert_row >= 0).any()
+    for c in names:
+        if all_alerts and c in lc.alerts.columns:
+            vals = lc.alerts[c].to_numpy()[rows.alert_row]  # keeps the column's dtype
+        elif no_alerts and c in lc.objects.columns:
+            vals = lc.objects[c].to_numpy()[rows.object_index]
+        else:
+            vals = _lookup_object(lc, rows, c)
+        out = c if c not in taken and c not in feature_names else f"input_{c}"
+        data[out] = vals
+    return pd.DataFrame(data, index=range(len(rows.object_index)))
+
+
+def _lookup_object(lc, rows: Rows, name: str) -> np.ndarray:
+    n = len(rows.object_index)
+    out = np.full(n, None, dtype=object)
+    if name in lc.objects.columns and n:
+        out[:] = lc.objects[name].to_numpy(object)[rows.object_index]
+    if name in lc.alerts.columns:
+        is_alert = rows.alert_row >= 0
+        out[is_alert] = lc.alerts[name].to_numpy(object)[rows.alert_row[is_alert]]
+    return out
+
+
+def problem_rows(problems: Iterable[Problem], feature_names: Iterable[str] = ()) -> pd.DataFrame:
+    """SCORES rows (``passed=False``, score 0, the reason) for inputs or objects a reader could not use."""
+    probs = list(problems)
+    n = len(probs)
+    cols: dict[str, Any] = {}
+    for f in SCORE_SCHEMA:
+        if pa.types.is_floating(f.type):
+            cols[f.name] = np.full(n, np.nan)
+        elif pa.types.is_integer(f.type):
+            cols[f.name] = np.zeros(n, np.int64)
+        elif pa.types.is_boolean(f.type):
+            cols[f.name] = np.zeros(n, bool)
+        else:
+            cols[f.name] = np.full(n, "", dtype=object)
+    cols["label"] = np.full(n, None, dtype=object)
+    cols["score"] = np.zeros(n)
+    cols["object_id"] = np.array(["" if p.object_id is None else str(p.object_id) for p in probs], dtype=object)
+    cols["alert_id"] = np.array([str(getattr(p, "alert_id", "") or "") for p in probs], dtype=object)
+    cols["reason"] = np.array([f"{p.reason} [{p.source}]" if p.source else p.reason for p in probs], dtype=object)
+    out = pd.DataFrame(cols)
+    for name in feature_names:
+        out[name] = np.nan
+    return out
+
+
+def scores_metadata(model: Model, extractor=None, **extra: Any) -> dict[str, Any]:
+    """What a SCORES file says about how it was made (stored under :data:`METADATA_KEY`)."""
+    from earlyia import __version__
+
+    return {
+        "format": SCORES_FORMAT,
+        "model_hash": model.hash,
+        "model": model.summary(),
+        "extractor": extractor.config() if extractor is not None else model.card["extractor"],
+        "earlyia_version": __version__,
+        **extra,
+    }
+
+
+# ============================================================================ local chunked driver
+@dataclass
+class Chunk:
+    """Light curves read from part of the input (None when nothing was readable) and the input's problems."""
+
+    lc: Any
+    problems: list[Problem] = field(default_factory=list)
+    label: str = ""
+
+
+def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: str | None = None) -> Iterator[Chunk]:
+    """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts) in groups.
+
+    Memory is bounded by ``chunk_size`` input rows (alerts for alert formats, objects for tables
+    of light curves), whatever the total size. An unreadable input becomes a problem, never an exception.
+    """
+    from earlyia.io import detect_format, expand_inputs, get_reader
+
+    if chunk_size < 1:
+        raise InputError(f"chunk size must be >= 1, got {chunk_size}")
+    files = expand_inputs(inputs)
+    group: list[Path] = []
+
+    def flush() -> Iterator[Chunk]:
+        if group:
+            yield from _read_group(list(group), format)
+            group.clear()
+
+    for f in files:
+        try:
+            fmt = format or detect_format(f)
+        except EarlyIAError as exc:
+            yield from flush()
+            yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
+            continue
+        if f.is_file() and _is_parquet(f):
+            yield from flush()
+            yield from _parquet_chunks(f, fmt, chunk_size, get_reader(fmt))
+        elif f.is_file() and f.stat().st_size < 1_000_000 and fmt in ("ztf_avro",):
+            group.append(f)
+            if len(group) >= max(1, chunk_size // 2):
+                yield from flush()
+        else:
+            yield from flush()
+            try:
+                yield Chunk(get_reader(fmt).read(f), [], str(f))
+            except EarlyIAError as exc:
+                yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
+    yield from flush()
+
+
+def _is_parquet(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
+def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
+    from earlyia.io import read
+
+    try:
+        lc = read(files, format=format)
+        yield Chunk(lc, [], f"{files[0]} (+{len(files) - 1} files)")
+    except EarlyIAError as exc:
+        yield Chunk(None, [Problem(str(f), None, str(exc)) for f in files], str(files[0]))
+
+
+def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
+    try:
+        pf = pq.ParquetFile(path)
+        n = pf.metadata.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
+        return
+    if n <= chunk_size:
+        try:
+            yield Chunk(reader.read(path), [], str(path))
+        except EarlyIAError as exc:
+            yield Chunk(None, [Problem(str(path), None, str(exc))], str(path))
+        return
+    columns = [c for c in pf.schema_arrow.names if not c.startswith("cutout")]
+    offset = 0
+    with tempfile.TemporaryDirectory(prefix="earlyia-score-") as tmpdir:
+        for batch in pf.iter_batches(batch_size=chunk_size, columns=columns):
+            label = f"{path}[rows {offset}-{offset + batch.num_rows - 1}]"
+            try:
+                if fmt == "fink_parquet":
+                    lc = _fink_batch(batch, path, offset)
+                else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
+                    part = Path(tmpdir) / f"part{offset}{path.suffix or '.parquet'}"
+                    table = pa.Table.from_batches([batch]).replace_schema_metadata(pf.schema_arrow.metadata)
+                    pq.write_table(table, part)
+                    lc = reader.read(part)
+                    part.unlink()
+                yield Chunk(lc, [], label)
+            except EarlyIAError as exc:
+                yield Chunk(None, [Problem(label, None, str(exc))], label)
+            offset += batch.num_rows
+
+
+def _fink_batch(batch: pa.RecordBatch, path: Path, offset: int):
+    """A row batch of a Fink parquet file, with row numbers and fallback alert ids of the whole file."""
+    from earlyia.io.fink import lightcurves_from_fink_frame
+
+    df = pa.Table.from_batches([batch]).to_pandas(maps_as_pydicts="strict")
+    lc = lightcurves_from_fink_frame(df, source=str(path))
+    if offset and not lc.alerts.empty and "row" in lc.alerts.columns:
+        a = lc.alerts
+        old = a["row"].to_numpy(np.int64)
+        label = path.name
+        ids = a["alert_id"].astype(str).to_numpy(object)
+        suffix = np.array([f"@{label}:{r}" for r in old], dtype=object)
+        fallback = np.array([i.endswith(s) for i, s in zip(ids, suffix, strict=True)], bool)
+        if fallback.any():
+            ids[fallback] = [
+                i[: -len(s)] + f"@{label}:{r + offset}" for i, s, r in zip(ids[fallback], suffix[fallback], old[fallback], strict=True)
+            ]
+        lc.alerts = a.assign(row=old + offset, alert_id=ids)
+    return lc
+
+
+class ScoresWriter:
+    """Stream SCORES chunks into one Parquet file, written atomically (temp file, then rename).
+
+    Chunks may carry different broker columns (inputs of several formats): the first chunk's
+    schema is kept while later chunks fit it (missing columns become null); otherwise the
+    remaining chunks go to part files and everything is merged with a unified schema at the end.
+    """
+
+    def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
+        self.path = Path(path)
+        self.metadata = {METADATA_KEY: json.dumps(metadata, default=str).encode()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmpdir = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._parts: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.n_rows = 0
+
+    def _new_part(self, schema: pa.Schema) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        part = Path(self._tmpdir) / f"part{len(self._parts):05d}.parquet"
+        self._parts.append(part)
+        self._schema = schema
+        self._writer = pq.ParquetWriter(part, schema, compression="zstd")
+
+    def write(self, df: pd.DataFrame) -> None:
+        table = to_arrow(df)
+        if self._schema is None:
+            self._new_part(table.schema)
+        else:
+            fitted = _fit_schema(table, self._schema)
+            if fitted is None:
+                self._new_part(table.schema)
+            else:
+                table = fitted
+        self._writer.write_table(table)
+        self.n_rows += table.num_rows
+
+    def close(self) -> Path:
+        """Finish and atomically move the file into place."""
+        from earlyia.io.table import atomic_write
+
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        try:
+            if not self._parts:
+                empty = pa.Table.from_pylist([], schema=SCORE_SCHEMA)
+                atomic_write(self.path, lambda tmp: pq.write_table(empty.replace_schema_metadata(self.metadata), tmp))
+            elif len(self._parts) == 1:
+                self._finish_single()
+            else:
+                self._merge_parts()
+        finally:
+            self.abort()
+        return self.path
+
+    def _finish_single(self) -> None:
+        from earlyia.io.table import atomic_write
+
+        part = self._parts[0]
+        pf = pq.ParquetFile(part)
+        schema = pf.schema_arrow.with_metadata(self.metadata)
+
+        def write(tmp: str) -> None:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+                for i in range(pf.num_row_groups):
+                    w.write_table(pf.read_row_group(i).replace_schema_metadata(self.metadata))
+
+        # rewriting once adds the metadata without holding the data in memory (row group by row group)
+        atomic_write(self.path, write)
+
+    def _merge_parts(self) -> None:
+        from earlyia.io.table import atomic_write
+
+        schemas = [pq.read_schema(p) for p in self._parts]
+        unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+        order = list(SCORE_COLUMNS) + [n for n in unified.names if n not in SCORE_COLUMNS]
+        unified = pa.schema([unified.field(n) for n in order]).with_metadata(self.metadata)
+
+        def write(tmp: str) -> None:
+            with pq.ParquetWriter(tmp, unified, compression="zstd") as w:
+                for p in self._parts:
+                    pf = pq.ParquetFile(p)
+                    for i in range(pf.num_row_groups):
+                        w.write_table(_fit_schema(pf.read_row_group(i), unified, strict=True))
+
+        atomic_write(self.path, write)
+
+    def abort(self) -> None:
+        """Remove the temporary parts (the output path is never touched)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for p in self._parts:
+            p.unlink(missing_ok=True)
+        if os.path.isdir(self._tmpdir):
+            for leftover in Path(self._tmpdir).iterdir():
+                leftover.unlink()
+            os.rmdir(self._tmpdir)
+
+
+def to_arrow(df: pd.DataFrame) -> pa.Table:
+    """A SCORES frame as Arrow with the documented types for the fixed columns (objects that Arrow cannot type become strings)."""
+    arrays, fields = [], []
+    for name in df.columns:
+        values = df[name]
+        if name in SCORE_COLUMNS:
+            typ = SCORE_SCHEMA.field(name).type
+            if pa.types.is_string(typ):
+                arr = pa.array(
+                    [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values.to_numpy(object)], pa.string()
+                )
+            else:
+                arr = pa.array(values.to_numpy(), type=typ, from_pandas=True)
+        else:
+            try:
+                arr = pa.array(values, from_pandas=True)
+            except (pa.ArrowException, TypeError, ValueError):
+                arr = pa.array([None if v is None else str(v) for v in values.to_numpy(object)], pa.string())
+            if pa.types.is_null(arr.type):
+                arr = arr.cast(pa.string())
+        arrays.append(arr)
+        fields.append(pa.field(name, arr.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _fit_schema(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.Table | None:
+    """``table`` cast to ``schema`` (missing columns null); None when it has other columns or types that do not cast."""
+    extra = [n for n in table.column_names if n not in schema.names]
+    if extra:
+        return None
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if col.type != f.type:
+                try:
+                    col = col.cast(f.type)
+                except (pa.ArrowException, ValueError):
+                    if strict:
+                        col = (
+                            pa.array([None if v is None else str(v) for v in col.to_pylist()], f.type)
+                            if pa.types.is_string(f.type)
+                            else col
+                        )
+                    else:
+                        return None
+            cols.append(col)
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+@dataclass
+class ScoreSummary:
+    """What :func:`score_files` did."""
+
+    path: Path
+    n_rows: int = 0
+    n_passed: int = 0
+    n_problems: int = 0
+    n_chunks: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.n_rows / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _reason_key(reason: str) -> str:
+    return reason.split(":")[0].split(" [")[0][:80]
+
+
+def score_files(
+    inputs: Iterable[str | Path],
+    model: Model,
+    out: str | Path,
+    *,
+    chunk_size: int = 20_000,
+    select: bool = True,
+    selection: Mapping | None = None,
+    format: str | None = None,
+    progress: bool | None = None,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
+) -> ScoreSummary:
+    """Score any supported inputs chunk by chunk into one SCORES Parquet file (written atomically).
+
+    ``progress``: a tqdm bar on stderr (default: only when stderr is a terminal). Bad inputs and
+    bad alerts become rows with ``passed=False`` and the reason; nothing is raised for them.
+    """
+    from earlyia.features import get_extractor
+
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    extractor = get_extractor(model.card["extractor"])
+    model.check_features(list(extractor.names))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" alerts", file=sys.stderr, desc="scoring")
+    t0 = time.perf_counter()
+    summary = ScoreSummary(Path(out))
+    writer = ScoresWriter(out, scores_metadata(model, extractor, inputs=[str(p) for p in inputs]))
+    try:
+        for chunk in iter_chunks(inputs, chunk_size, format):
+            frames = []
+            problems = list(chunk.problems)
+            if chunk.lc is not None:
+                frames.append(score_lightcurves(chunk.lc, model, extractor, select=select, selection=selection))
+                problems += list(chunk.lc.problems)
+            if problems:
+                frames.append(problem_rows(problems, extractor.names))
+                summary.n_problems += len(problems)
+            frames = [f for f in frames if len(f)]
+            if not frames:
+                continue
+            df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            writer.write(df)
+            if on_chunk is not None:
+                on_chunk(df)
+            summary.n_chunks += 1
+            summary.n_rows += len(df)
+            summary.n_passed += int(df["passed"].sum())
+            for r in df.loc[~df["passed"].to_numpy(bool), "reason"]:
+                key = _reason_key(str(r))
+                summary.reasons[key] = summary.reasons.get(key, 0) + 1
+            if bar is not None:
+                bar.update(len(df))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
