@@ -15,6 +15,7 @@ from pathlib import Path
 
 from earlyia.errors import EarlyIAError, InputError, Problem
 from earlyia.io import fink as _fink
+from earlyia.io import lsst as _lsst
 from earlyia.io import snana as _snana
 from earlyia.io import ztf as _ztf
 from earlyia.io.photometry import fluxcal_to_mag, limit_to_flux_err, mag_to_fluxcal
@@ -118,8 +119,14 @@ def _register_builtins() -> None:
         _ztf.read_ztf_alert_parquet,
         description="ZTF alerts in Parquet (candidate + prv_candidates)",
     )
+    register_reader(
+        "elasticc_parquet", _lsst.detect_elasticc, _lsst.read_elasticc, description="ELAsTiCC alerts (diaSource + history), LSST ugrizY"
+    )
     register_reader("fink_parquet", _fink.detect_fink_parquet, _fink.read_fink_parquet, description="Fink concatenated columns")
     register_reader("ztf_avro", _ztf.detect_ztf_avro, _ztf.read_ztf_avro, description="ZTF/Fink alert Avro (single or multi-alert)")
+    register_reader(
+        "plasticc_csv", _lsst.detect_plasticc, _lsst.read_plasticc, description="PLAsTiCC light-curve CSV (+ sibling metadata for labels)"
+    )
     register_reader("snana_dat", _snana.detect_snana, _snana.read_snana, description="SNANA .DAT files, directories or tar archives")
     register_reader("fink_csv", _fink.detect_fink_csv, _fink.read_fink_csv, description="Fink long CSV objectId,cjd,cfid,cmagpsf,csigmapsf")
 
