@@ -32,6 +32,7 @@ _REGISTRY: dict[str, type[FeatureExtractor]] = {}
 _BUILTIN_MODULES = {
     "sigmoid": "earlyia.features.sigmoid",
     "rainbow": "earlyia.features.rainbow",
+    "early": "earlyia.features.early",
 }
 
 
