@@ -294,6 +294,8 @@ def select(db: FollowupDB, scores_path: str | Path, *, n: int = 30, strategy: st
     ext = meta.get("extractor") or meta.get("extractor_config")
     if isinstance(ext, dict) and ext.get("names"):
         feature_names = list(ext["names"])
+    elif isinstance(meta.get("model"), dict) and meta["model"].get("features"):
+        feature_names = list(meta["model"]["features"])
     latest = latest_alerts(scores, source=str(scores_path))
     sha = file_sha256(scores_path)
     constraints = constraints or Constraints()
