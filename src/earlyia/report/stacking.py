@@ -95,15 +95,24 @@ def object_folds(object_ids: Sequence[str], y: np.ndarray, n_splits: int = 5, ra
 
 
 def cross_val_stacked(
-    df: pd.DataFrame, y: np.ndarray, *, columns: Sequence[str] | None = None, n_splits: int = 5, random_state: int = 0, C: float = 1.0
+    df: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    columns: Sequence[str] | None = None,
+    n_splits: int = 5,
+    random_state: int = 0,
+    C: float = 1.0,
+    folds: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Out-of-fold stacked probabilities (object-level folds)."""
+    """Out-of-fold stacked probabilities (object-level folds from :func:`object_folds` unless given)."""
     if "object_id" not in df.columns:
         raise InputError("stacking needs an 'object_id' column for object-level folds")
     y = np.asarray(y).astype(bool)
-    folds = object_folds(df["object_id"].to_numpy(), y, n_splits, random_state)
+    if folds is None:
+        folds = object_folds(df["object_id"].to_numpy(), y, n_splits, random_state)
+    folds = np.asarray(folds, np.int64)
     out = np.full(len(df), np.nan)
-    for k in range(n_splits):
+    for k in np.unique(folds):
         test = folds == k
         if not test.any():
             continue

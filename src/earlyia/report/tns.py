@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from earlyia import __version__
-from earlyia.errors import ConfigError, RemoteError
+from earlyia.errors import ConfigError, Problem, RemoteError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def at_report_entry(row: pd.Series, config: TNSConfig, *, model_id: str | None =
     err = _num(config.position_error_arcsec, ".2f")
     first_band = str(row.get("first_det_band", ""))
     if not _finite(row.get("first_det_mjd")) or not _finite(row.get("first_det_mag")):
-        raise ConfigError(f"candidate {row['object_id']}: no first detection (date and magnitude) to report")
+        raise ConfigError("no first detection (date and magnitude) to report")
     entry = {
         "ra": {"value": _num(row["ra"], ".6f"), "error": err, "units": "arcsec"},
         "dec": {"value": _num(row["dec"], "+.6f"), "error": err, "units": "arcsec"},
@@ -160,7 +160,7 @@ def at_report_entry(row: pd.Series, config: TNSConfig, *, model_id: str | None =
             why = f"last non-detection at {mjd_to_tns_datetime(row['last_nondet_mjd'])} UTC, limiting magnitude unknown"
         entry["non_detection"] = {"archiveid": "0", "archival_remarks": why}
     if first_band not in filters:
-        raise ConfigError(f"candidate {row['object_id']}: band {first_band!r} has no TNS filter id for {config.survey}")
+        raise ConfigError(f"first-detection band {first_band!r} has no TNS filter id for {config.survey}")
     entry["photometry"] = {
         "photometry_group": {
             "0": {
@@ -180,10 +180,38 @@ def at_report_entry(row: pd.Series, config: TNSConfig, *, model_id: str | None =
     return entry
 
 
-def build_bulk_report(candidates: pd.DataFrame, config: TNSConfig, *, model_id: str | None = None) -> dict:
-    """``{"at_report": {"0": ..., "1": ...}}`` for the candidate rows, in their order."""
-    config.validate()
-    return {"at_report": {str(i): at_report_entry(row, config, model_id=model_id) for i, (_, row) in enumerate(candidates.iterrows())}}
+@dataclass
+class BulkReport:
+    """The bulk-report JSON, the objects it holds (in order) and the candidates left out, with why."""
+
+    report: dict
+    object_ids: list[str]
+    alert_ids: list[str]
+    problems: list[Problem]
+
+
+def build_bulk_report(candidates: pd.DataFrame, config: TNSConfig, *, model_id: str | None = None, validate: bool = True) -> BulkReport:
+    """``{"at_report": {"0": ..., "1": ...}}`` for the candidate rows, in their order.
+
+    A candidate that cannot be reported (no first detection, a band without TNS filter id) is
+    left out and listed in ``problems``; the others still go. ``validate=False`` allows an empty
+    reporting group / reporter (a draft to complete before sending).
+    """
+    if validate:
+        config.validate()
+    else:
+        config.survey_values()
+    entries, ids, alerts, problems = {}, [], [], []
+    for _, row in candidates.iterrows():
+        try:
+            entry = at_report_entry(row, config, model_id=model_id)
+        except ConfigError as exc:
+            problems.append(Problem("tns report", str(row["object_id"]), str(exc)))
+            continue
+        entries[str(len(entries))] = entry
+        ids.append(str(row["object_id"]))
+        alerts.append(str(row.get("alert_id", "")))
+    return BulkReport({"at_report": entries}, ids, alerts, problems)
 
 
 # ---------------------------------------------------------------------------------------------- tables

@@ -1,0 +1,189 @@
+"""``earlyia candidates``: early SN Ia candidates from a SCORES table, as a TNS AT report (and sent on request)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earlyia.errors import InputError, RemoteError
+from earlyia.io.table import atomic_write
+from earlyia.report.candidates import CandidateRule, ReportedRecord, select_candidates
+from earlyia.report.tns import (
+    SANDBOX_URL,
+    TNSConfig,
+    TNSCredentials,
+    build_bulk_report,
+    human_table,
+    markdown_table,
+    send_bulk_report,
+)
+
+ENV_RECORD = "EARLYIA_REPORTED_DB"
+DEFAULT_RECORD = "earlyia-reported.sqlite"
+
+EPILOG = """examples:
+  # candidates with Fink's rule; writes candidates.csv/.md, tns_report.json and summary.json
+  earlyia candidates scores.parquet --out cands --model model.eia \\
+      --reporting-group-id 42 --reporter "A. Astronomer on behalf of earlyia"
+  # data without SuperNNova, drb or classtar (e.g. a replay): disable those cuts explicitly
+  earlyia candidates scores.parquet --out cands --min-drb none --min-classtar none
+  # send to the TNS sandbox (bot credentials from EARLYIA_TNS_BOT_ID, EARLYIA_TNS_BOT_NAME, EARLYIA_TNS_API_KEY)
+  earlyia candidates scores.parquet --out cands --model model.eia --send --tns-url https://sandbox.wis-tns.org
+
+Objects are reported once: the record (--record, default $EARLYIA_REPORTED_DB or ./earlyia-reported.sqlite)
+lists the objects already sent; an object enters it only after the TNS accepted the report.
+"""
+
+
+def _threshold(text: str) -> float | None:
+    if text.strip().lower() in ("none", "off", "no"):
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from exc
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "candidates",
+        help="early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report",
+        description=(
+            "Apply the reporting rule (default: Fink's: score > 0.5 AND (snn_snia_vs_nonia > 0.5 OR snn_sn_vs_all > 0.5) "
+            "AND ndethist <= 20 AND drb > 0.5 AND classtar > 0.4 AND an extragalactic SIMBAD type) to every alert; report "
+            "each object once, from its latest qualifying alert, leaving out the model's training objects and objects "
+            "already reported. A threshold of 'none' disables that cut; SuperNNova columns are used when present."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scores", nargs="+", help="SCORES Parquet file(s) written by `earlyia score`")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model", help="the model that made the scores: its training objects are never reported")
+    g = p.add_argument_group("rule (Fink's defaults; 'none' disables a cut)")
+    d = CandidateRule()
+    g.add_argument("--min-score", type=_threshold, default=d.min_score, metavar="X")
+    g.add_argument("--min-snn", type=_threshold, default=d.min_snn, metavar="X", help="SuperNNova threshold (either column)")
+    g.add_argument("--max-ndethist", type=_threshold, default=d.max_ndethist, metavar="N")
+    g.add_argument("--min-drb", type=_threshold, default=d.min_drb, metavar="X")
+    g.add_argument("--min-classtar", type=_threshold, default=d.min_classtar, metavar="X")
+    g.add_argument("--any-xmatch", action="store_true", help="do not require an extragalactic SIMBAD type")
+    g.add_argument("--ignore-selection", action="store_true", help="do not require the scorer's own selection cuts (passed)")
+    t = p.add_argument_group("TNS")
+    t.add_argument("--reporting-group-id", default=os.environ.get("EARLYIA_TNS_REPORTING_GROUP_ID", ""))
+    t.add_argument("--data-source-id", default=os.environ.get("EARLYIA_TNS_DATA_SOURCE_ID") or None,
+                   help="TNS discovery data source group (default: the survey's, 48 for ZTF)")
+    t.add_argument("--reporter", default=os.environ.get("EARLYIA_TNS_REPORTER", ""))
+    t.add_argument("--survey", default="ZTF", help="selects TNS instrument and filter ids (ZTF, LSST)")
+    t.add_argument("--send", action="store_true", help="post the report to the TNS (bot credentials from the environment)")
+    t.add_argument("--tns-url", default=SANDBOX_URL, help=f"TNS (or compatible) base URL (default: the sandbox, {SANDBOX_URL})")
+    t.add_argument("--record", default=None, help=f"reported-objects record (SQLite; default ${ENV_RECORD} or ./{DEFAULT_RECORD})")
+    p.set_defaults(func=run)
+
+
+def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Concatenated SCORES tables and the model hashes their metadata names."""
+    frames, hashes = [], []
+    for path in paths:
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"cannot read SCORES Parquet: {exc}", source=path) from exc
+        meta = (table.schema.metadata or {}).get(b"earlyia.scores")
+        if meta:
+            try:
+                h = json.loads(meta).get("model_hash")
+            except json.JSONDecodeError:
+                h = None
+            if h:
+                hashes.append(h)
+        frames.append(table.to_pandas())
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return df, sorted(set(hashes))
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    scores, hashes = read_scores(args.scores)
+    max_nd = None if args.max_ndethist is None else int(args.max_ndethist)
+    rule = CandidateRule(
+        min_score=args.min_score,
+        min_snn=args.min_snn,
+        max_ndethist=max_nd,
+        min_drb=args.min_drb,
+        min_classtar=args.min_classtar,
+        xmatch=() if args.any_xmatch else None,
+        require_passed=not args.ignore_selection,
+    )
+    prohibited: frozenset[str] = frozenset()
+    model_id = hashes[0][:12] if len(hashes) == 1 else None
+    notes: list[str] = []
+    if args.model:
+        from earlyia.score.model import Model
+
+        model = Model.load(args.model)
+        prohibited = model.prohibited_object_ids()
+        model_id = model.hash[:12]
+        if hashes and model.hash not in hashes:
+            raise InputError(
+                f"the scores were made by model(s) {[h[:12] for h in hashes]}, not {model.hash[:12]}: "
+                "give the model that scored them (its training objects must not be reported)", source=args.model)
+    else:
+        notes.append("no --model given: the model's training objects could not be excluded")
+    record = ReportedRecord(args.record or os.environ.get(ENV_RECORD) or DEFAULT_RECORD)
+    sel = select_candidates(scores, rule, prohibited=prohibited, record=record, source=", ".join(args.scores))
+    cand = sel.candidates
+    config = TNSConfig(
+        reporting_group_id=str(args.reporting_group_id),
+        reporter=args.reporter,
+        discovery_data_source_id=args.data_source_id,
+        survey=args.survey,
+    )
+    if args.send:
+        config.validate()
+    elif not str(args.reporting_group_id).strip() or not args.reporter.strip():
+        notes.append("tns_report.json lacks the reporting group and/or reporter: set them before sending")
+    bulk = build_bulk_report(cand, config, model_id=model_id, validate=args.send)
+    notes += [f"left out of the TNS report: {p}" for p in bulk.problems]
+    table = human_table(cand)
+    text = json.dumps(bulk.report, indent=2)
+    atomic_write(out / "tns_report.json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / "candidates.csv", lambda tmp: cand.to_csv(tmp, index=False))
+    md = f"# Early SN Ia candidates\n\n{len(cand)} candidate(s) from {sel.n_alerts} alerts ({sel.n_alerts_passing} pass the rule).\n\n"
+    md += markdown_table(table)
+    atomic_write(out / "candidates.md", lambda tmp: Path(tmp).write_text(md))
+    summary = {**sel.summary(), "notes": sel.notes + notes, "record": str(record.path), "sent": False, "model": model_id}
+
+    summary["in_tns_report"] = bulk.object_ids
+
+    def write_summary() -> None:
+        stext = json.dumps(summary, indent=2, default=str)
+        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(stext))
+
+    if args.send and bulk.object_ids:
+        creds = TNSCredentials.from_env()
+        try:
+            result = send_bulk_report(bulk.report, args.tns_url, creds)
+        except RemoteError as exc:
+            summary.update(sent=False, send_error=str(exc), tns_url=args.tns_url)
+            write_summary()
+            raise
+        rows = [{"object_id": o, "alert_id": a} for o, a in zip(bulk.object_ids, bulk.alert_ids, strict=True)]
+        record.add(rows, destination=args.tns_url, report_id=result.report_id)
+        summary.update(sent=True, report_id=result.report_id, tns_url=args.tns_url)
+    elif args.send:
+        summary["notes"].append("nothing to send")
+    write_summary()
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"{len(cand)} candidate(s) from {sel.n_alerts} alerts -> {out}/candidates.md, candidates.csv, tns_report.json")
+    if summary.get("sent"):
+        print(f"sent to {args.tns_url} (report id {summary.get('report_id')}); {len(bulk.object_ids)} object(s) recorded in {record.path}")
+    return 0
+
