@@ -209,3 +209,17 @@ def fink_feature_names(path: str | Path) -> list[str] | None:
     forest = _RestrictedUnpickler(io.BytesIO(raw)).load()
     names = getattr(forest, "__dict__", {}).get("feature_names_in_")
     return None if names is None else [str(n) for n in np.asarray(names).tolist()]
+
+
+def fink_scores(X: np.ndarray, ensemble: TreeEnsemble, passed: np.ndarray | None = None) -> np.ndarray:
+    """Fink's early-Ia score from its 12 sigmoid features (order :data:`FINK_SIGMOID_FEATURES`).
+
+    The score is forced to 0 when ``a_g == 0`` or ``a_r == 0`` (a band that failed) and where
+    ``passed`` (Fink's cuts, see :func:`earlyia.select.fink_cuts`) is False.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    p = ensemble.predict_proba(X)[:, 1] if len(X) else np.zeros(0)
+    p[(X[:, 0] == 0) | (X[:, 6] == 0)] = 0.0
+    if passed is not None:
+        p[~np.asarray(passed, bool)] = 0.0
+    return p

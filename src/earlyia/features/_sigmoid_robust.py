@@ -17,6 +17,9 @@ from earlyia.features._sigmoid_kernels import FIT_BAD_START, trf_fit
 # feature offsets inside a band block (ROBUST_BAND_FEATURES order)
 A, B, C, SNR, MSE, NRISE, AERR, BERR, CERR, CHI2, NPTS, SPAN, SLOPE, OK = range(14)
 NF = 14
+#: Points of one band closer than a night are averaged; nights split at MJD fraction 0.7 (~17 UTC,
+#: daytime at both ZTF (California) and Rubin/DES (Chile)): night = floor(mjd + NIGHT_SHIFT).
+NIGHT_SHIFT = 0.3
 
 
 @numba.njit(cache=True, nogil=True)
@@ -86,7 +89,7 @@ def robust_features(
                     continue
                 if not (np.isfinite(flux[r]) and np.isfinite(err[r]) and err[r] > 0):
                     continue
-                day = np.rint(mjd[r] + 0.5)  # ZTF-like night boundary (noon UTC); harmless elsewhere
+                day = np.floor(mjd[r] + NIGHT_SHIFT)  # nights split at ~17 UTC: daytime in Chile and California
                 iv = 1.0 / (err[r] * err[r])
                 if m > 0 and day == last_day:
                     y[m - 1] += flux[r] * iv

@@ -1,0 +1,189 @@
+"""Sigmoid features: the batch fitter vs scipy, fink-mode preprocessing vs a slow pandas version, robust recovery, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import least_squares
+
+from earlyia.errors import ConfigError
+from earlyia.features import get_extractor
+from earlyia.features._sigmoid_kernels import trf_fit
+from earlyia.features.sigmoid import SigmoidFeatures
+from earlyia.io.table import LightCurves
+
+
+def _model(p, t):
+    return p[2] / (1 + np.exp(-p[0] * (t - p[1])))
+
+
+def _fink_guess(t, y):
+    imax, imin = int(np.argmax(y)), int(np.argmin(y))
+    a = (imax - imin) / (t[imax] - t[imin]) if t[imax] - t[0] > 0 else 1.0
+    c = y.max()
+    b = np.log(c / y[0] - 1) / a if (y[0] > 0 and c != y[0]) else 1.0
+    return np.array([a, b, c])
+
+
+@st.composite
+def rising_curves(draw):
+    m = draw(st.integers(4, 9))
+    days = sorted(draw(st.sets(st.integers(0, 40), min_size=m, max_size=m)))
+    t = np.asarray(days, float) - days[0]
+    a = draw(st.floats(0.05, 2.0))
+    b = draw(st.floats(-5, 40))
+    c = draw(st.floats(100, 1e5))
+    seed = draw(st.integers(0, 2**31))
+    noise = np.random.default_rng(seed).normal(0, 0.03, m)
+    y = np.abs(_model((a, b, c), t) * (1 + noise)) + 1.0
+    return t, y
+
+
+@settings(max_examples=150, deadline=None)
+@given(rising_curves())
+def test_batch_fitter_reaches_scipy_minimum(curve):
+    """From Fink's start, our compiled TRF ends at a cost no worse than scipy least_squares (trf) + 1e-6."""
+    t, y = curve
+    x0 = _fink_guess(t, y)
+    with np.errstate(over="ignore"):
+        ref = least_squares(lambda p: np.abs(y - _model(p, t)), x0)
+    x = x0.copy()
+    m = len(t)
+    status, nfev = trf_fit(t, y, np.ones(m), m, x, True, 1e-8, 1e-8, 1e-8, 300, x0, x0, False, np.empty((m, 3)))
+    assert status >= 0 and nfev <= 300
+    cost_ref = np.sum((y - _model(ref.x, t)) ** 2)
+    cost = np.sum((y - _model(x, t)) ** 2)
+    scale = np.sum(y**2)
+    if ref.status > 0:  # scipy converged: so do we, to the same minimum (or a better one)
+        assert cost <= cost_ref * (1 + 1e-6) + 1e-12 * scale
+
+
+def _lc_from(rows, survey="ZTF"):
+    phot = pd.DataFrame(rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"])
+    return LightCurves.from_frames(phot, survey=survey)
+
+
+def _slow_fink_band(t_mjd, flux, err):
+    """Fink's preprocessing spelt out with pandas (the obviously correct version)."""
+    d = pd.DataFrame({"MJD": np.around(t_mjd + 2400000.5), "F": np.abs(flux), "E": err}).groupby("MJD").mean()
+    d = d[d["F"] >= -10]
+    if len(d) < 4:
+        return None
+    if (d["F"].ewm(com=3).mean().diff() < 0).any():
+        return "not rising"
+    return (d["F"] / d["E"]).mean(), len(d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10**6))
+def test_fink_preprocessing_matches_pandas(seed):
+    rng = np.random.default_rng(seed)
+    n = rng.integers(1, 14)
+    t = np.sort(rng.uniform(0, 15, n)) + 58800.0
+    flux = rng.uniform(50, 500, n) * np.where(rng.random(n) < 0.1, -1, 1)
+    flux = np.sort(flux) if rng.random() < 0.6 else flux  # often rising
+    err = rng.uniform(5, 20, n)
+    lc = _lc_from([("A", ti, "g", f, e, True) for ti, f, e in zip(t, flux, err, strict=True)])
+    X, ok, reason = SigmoidFeatures(mode="fink", bands=("g",)).extract_lc(lc)
+    slow = _slow_fink_band(lc.mjd, lc.flux, lc.flux_err)
+    if slow is None:
+        assert X[0, 0] == 0 and X[0, 5] == 0 and "nights < 4" in reason[0]
+    elif slow == "not rising":
+        assert X[0, 0] == 0 and reason[0] == "band g: not rising"
+    else:
+        assert ok[0] and X[0, 5] == slow[1]
+        np.testing.assert_allclose(X[0, 3], slow[0], rtol=1e-12)
+
+
+def _synthetic(n, rng, points=3, noise=0.01):
+    rows, truth = [], []
+    for i in range(n):
+        a, b, c = rng.uniform(0.2, 0.6), rng.uniform(4, 10), 10 ** rng.uniform(3, 4)
+        first = None
+        for k, bn in enumerate("gr"):
+            days = np.sort(rng.choice(np.arange(0, 14), points, replace=False)) + 0.3 * k
+            first = days[0] if first is None else min(first, days[0])
+            for d in days:
+                f = _model((a, b, c), d)
+                rows.append((f"o{i}", d, bn, f + rng.normal(0, noise * c), noise * c, True))
+        truth.append((a, b, c, first))
+    return _lc_from(rows), np.array(truth)
+
+
+def test_robust_recovers_parameters_with_three_points_per_band():
+    rng = np.random.default_rng(7)
+    lc, truth = _synthetic(200, rng)
+    ext = SigmoidFeatures()
+    df = ext.transform(lc)
+    truth = truth[np.argsort([f"o{i}" for i in range(200)])]  # objects are sorted by id
+    assert df["valid"].all()
+    for bn in "gr":
+        ok = df[f"ok_{bn}"].to_numpy() == 1
+        assert ok.mean() >= 0.95
+        assert (df[f"npoints_{bn}"] == 3).all()
+        a = df[f"a_{bn}"].to_numpy()[ok]
+        b = df[f"b_{bn}"].to_numpy()[ok] + truth[ok, 3]  # b is relative to the first detection
+        c = df[f"c_{bn}"].to_numpy()[ok]
+        assert np.median(np.abs(a / truth[ok, 0] - 1)) < 0.15
+        assert np.median(np.abs(b - truth[ok, 1])) < 1.0  # days; 3 points of 1 % noise constrain b loosely
+        assert np.mean(np.abs(b - truth[ok, 1]) < 2 * df[f"b_err_{bn}"].to_numpy()[ok]) > 0.8  # honest uncertainties
+        assert np.median(np.abs(c / truth[ok, 2] - 1)) < 0.1
+        aerr = df[f"a_err_{bn}"].to_numpy()[ok]
+        assert ((aerr > 0) | (aerr == -1)).all() and (aerr > 0).mean() >= 0.9  # -1 = covariance undefined
+
+
+def test_robust_uses_errors_and_bounds():
+    rng = np.random.default_rng(3)
+    lc, _ = _synthetic(50, rng, points=5, noise=0.05)
+    ext = SigmoidFeatures(max_rate=2.0, c_max_factor=5.0)
+    df = ext.transform(lc)
+    for bn in "gr":
+        ok = df[f"ok_{bn}"] == 1
+        assert (df.loc[ok, f"a_{bn}"] <= 2.0 + 1e-12).all() and (df.loc[ok, f"a_{bn}"] > 0).all()
+        assert (df.loc[ok, f"c_{bn}"] > 0).all()
+        assert (df.loc[ok, f"chi2_red_{bn}"] >= 0).all()
+
+
+def test_bad_input_is_reported_not_raised():
+    rows = [
+        ("empty_r", 1.0, "g", 10.0, 1.0, True),  # only one band, one point
+        ("falling", 1.0, "g", 900.0, 10.0, True),
+        ("falling", 2.0, "g", 600.0, 10.0, True),
+        ("falling", 3.0, "g", 300.0, 10.0, True),
+        ("falling", 4.0, "g", 100.0, 10.0, True),
+        ("limits", 1.0, "r", np.nan, 5.0, False),
+        ("limits", 2.0, "r", np.nan, 5.0, False),
+        ("negative", 1.0, "g", -50.0, 10.0, True),
+        ("negative", 2.0, "g", -60.0, 10.0, True),
+        ("negative", 3.0, "g", -70.0, 10.0, True),
+    ]
+    lc = _lc_from(rows)
+    for mode in ("robust", "fink"):
+        df = SigmoidFeatures(mode=mode).transform(lc).set_index("object_id")
+        assert not df["valid"].any()
+        assert df["reason"].str.len().gt(0).all()
+        assert np.isfinite(df[SigmoidFeatures(mode=mode).names].to_numpy()).all()
+    rob = SigmoidFeatures().transform(lc).set_index("object_id")
+    assert "not rising" in rob.loc["falling", "reason"]
+    assert "no positive flux" in rob.loc["negative", "reason"]
+    assert "band r: 0 points < 3" in rob.loc["limits", "reason"]
+    # an empty batch and a survey without the band
+    X, ok, _reason = SigmoidFeatures().extract_lc(lc, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert X.shape == (0, 28) and ok.shape == (0,)
+    lsst = _lc_from([("x", 1.0, "u", 10.0, 1.0, True)], survey="LSST")
+    r = SigmoidFeatures(bands=("g", "q")).transform(lsst)
+    assert "band q: not in this survey" in r["reason"].iloc[0]
+
+
+def test_config_roundtrip_and_errors():
+    ext = SigmoidFeatures(mode="fink")
+    assert ext.names[:6] == ["a_g", "b_g", "c_g", "snratio_g", "mse_g", "nrise_g"] and len(ext.names) == 12
+    again = get_extractor(ext.config())
+    assert again.mode == "fink" and again.names == ext.names
+    with pytest.raises(ConfigError):
+        _ = SigmoidFeatures(mode="magic").names
+    with pytest.raises(ConfigError):
+        _ = SigmoidFeatures(min_points=2).names
