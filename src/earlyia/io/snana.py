@@ -6,7 +6,9 @@ by one vectorised CSV call, so the 21 319 SNPCC files (220 MB uncompressed) take
 
 Conventions: ``FLUXCAL``/``FLUXCALERR`` are already our unit (zero point 27.5). Every ``OBS`` row is a measured
 (forced) flux, so it is ``detected`` unless a ``PHOTFLAG`` column exists, in which case ``detected`` means the
-SNANA detection bit (4096). Simulated truth goes to the objects: ``sim_type`` from ``SIM_COMMENT``
+SNANA detection bit (4096) and a non-detection keeps its measured flux. Epochs with ``FLUXCALERR <= 0`` (SNANA's
+-9 "not simulated", e.g. the z band of low-redshift SNPCC objects) are dropped and reported.
+Simulated truth goes to the objects: ``sim_type`` from ``SIM_COMMENT``
 (``SN Type = Ia , ...``), ``label = "SN " + sim_type`` (TNS spelling, so the default positive class "SN Ia"
 works), ``sim_non1a``, ``sim_model``, ``sim_redshift``, ``sim_peakmjd``, and ``sample`` = ``spec`` when
 ``SNTYPE`` is set (the SNPCC spectroscopic training sample), else ``photo``.
@@ -253,7 +255,6 @@ def _parse_blocks(varlist: tuple[str, ...], items: list[tuple[int, bytes]], head
     if "PHOTFLAG" in df.columns:
         flag = pd.to_numeric(df["PHOTFLAG"], errors="coerce").fillna(0).astype(np.int64).to_numpy()
         out["detected"] = (flag & PHOTFLAG_DETECTION) > 0
-        out.loc[~out["detected"], "flux"] = np.nan  # an upper-limit epoch: keep its noise only
     else:
         out["detected"] = True
     # SNANA writes -9 (FLUXCALERR <= 0) for epochs that were not simulated/measured: drop those epochs, keep the object
