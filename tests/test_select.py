@@ -97,3 +97,17 @@ def test_matches_slow_reference(seed):
                         break
         assert out.loc[oid, "reason"] == expect
         assert out.loc[oid, "passed"] == (expect == "")
+
+
+def test_select_command(tmp_path, capsys):
+    from conftest import shared
+    from earlyia.cli.main import main
+
+    src = shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet")
+    out = tmp_path / "sel.parquet"
+    assert main(["select", str(src), "--out", str(out)]) == 0
+    sel = pd.read_parquet(out)
+    assert list(sel.columns) == ["object_id", "alert_id", "passed", "reason"]
+    assert sel["passed"].any() and (~sel["passed"]).any()
+    assert sel.loc[~sel["passed"], "reason"].str.len().gt(0).all()
+    assert "passed" in capsys.readouterr().err

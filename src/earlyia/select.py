@@ -180,10 +180,23 @@ def select_early(
 
 
 def _xmatch(value) -> str:
+    """Fink's cdsxmatch as a SIMBAD type: missing -> "Unknown"; newer Fink's "(SIMBAD) " prefix removed;
+    a TNS supernova classification ("(TNS) SN II-pec") counts as "SN" (it is a supernova, not a star)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "Unknown"
     s = str(value).strip()
+    if s.startswith("(SIMBAD) "):
+        s = s[len("(SIMBAD) ") :].strip()
+    elif s.startswith("(TNS) SN") or s.startswith("(TNS) SLSN"):
+        return "SN"
     return s if s and s.lower() not in ("nan", "none", "null") else "Unknown"
+
+
+def _fink_xmatch(value) -> str:
+    """Fink's own reading: only a missing value becomes "Unknown" (no prefix handling)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "Unknown"
+    return str(value)
 
 
 def fink_cuts(
@@ -210,5 +223,5 @@ def fink_cuts(
     xm = _column(src, "cdsxmatch", rows)
     if xm is not None:
         allowed = set(allowed_xmatch)
-        ok &= np.array([_xmatch(v) in allowed for v in xm], bool)
+        ok &= np.array([_fink_xmatch(v) in allowed for v in xm], bool)
     return ok
