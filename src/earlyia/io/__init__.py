@@ -72,7 +72,10 @@ def read_many(paths: str | Path | Iterable[str | Path], format: str | None = Non
             name = format or detect_format(f)
             tables.append(get_reader(name).read(f))
         except EarlyIAError as exc:
-            problems.append(Problem(str(f), None, str(exc)))
+            message = str(exc)
+            if message.startswith(f"{f}: "):
+                message = message[len(f"{f}: ") :]
+            problems.append(Problem(str(f), None, message))
     return tables, problems
 
 

@@ -1,0 +1,51 @@
+"""``earlyia convert``: mixed inputs -> one table, summary, problems, exit codes, no half-written output."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import shared
+from earlyia.cli.main import main
+from earlyia.io import read
+from earlyia.io.table import LightCurves
+
+
+def test_convert_mixed_inputs(tmp_path, capsys):
+    d = shared("ztf_fink_tns_labelled/objects.csv").parent
+    months = sorted(d.glob("fink_cross_tns_2020*.parquet"))[:2]
+    junk = tmp_path / "notes.bin"
+    junk.write_bytes(b"\x00\x01 nothing we know")
+    out = tmp_path / "out" / "table.parquet"
+    rc = main(["convert", *map(str, months), str(d / "all_nonIa.csv.gz"), str(junk), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and out.exists()
+    lc = LightCurves.read_parquet(out)
+    direct = read([*months, d / "all_nonIa.csv.gz"])
+    assert lc.n_objects == direct.n_objects and lc.n_points == direct.n_points
+    assert np.allclose(lc.flux[lc.detected], direct.flux[direct.detected])
+    assert len(lc.alerts) == len(direct.alerts)
+    assert f"objects {lc.n_objects}" in text and f"alerts {len(lc.alerts)}" in text
+    assert "notes.bin" in text and "unrecognised format" in text
+
+
+def test_convert_nothing_read(tmp_path, capsys):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet PAR1")
+    out = tmp_path / "t.parquet"
+    rc = main(["convert", str(bad), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert "broken.parquet" in err and "nothing was read" in err
+    assert list(tmp_path.iterdir()) == [bad]  # no temporary file left behind
+
+
+def test_convert_forced_format_and_list(tmp_path, capsys):
+    assert main(["convert", "--list-formats"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("ztf_avro", "fink_parquet", "fink_csv", "snana_dat", "plasticc_csv", "elasticc_parquet", "ztf_alert_parquet", "earlyia"):
+        assert name in listed
+    src = shared("fixtures/snpcc_dat/DES_SN008623.DAT")
+    out = tmp_path / "one.parquet"
+    assert main(["convert", str(src), "--format", "snana_dat", "--out", str(out)]) == 0
+    assert LightCurves.read_parquet(out).n_objects == 1
+    assert main(["convert", str(src), "--format", "ztf_avro", "--out", str(tmp_path / "x.parquet")]) == 2
