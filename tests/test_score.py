@@ -249,6 +249,36 @@ def test_cli_train_show_score(tmp_path, small_input, model, capsys):
     assert rc == 0
     r = Model.load(tmp_path / "r.eia")
     assert set(r.card["training"]["alert_ids"]) <= set(chosen) and r.card["parent"] == m.hash
+    assert r.card["lineage"]["ids_file"].endswith("ids.json")
+    # an experiment folder: best.json names the realisation whose ids are used
+    exp = tmp_path / "exp"
+    for strategy, r_, ids in (("uncertainty", 0, chosen[:30]), ("random", 0, chosen[30:60]), ("uncertainty", 1, chosen[60:90])):
+        d = exp / "realisations" / strategy / f"r{r_:03d}"
+        d.mkdir(parents=True)
+        (d / "ids.json").write_text(json.dumps({"strategy": strategy, "realisation": r_, "initial_ids": ids[:10], "queried_ids": ids[10:]}))
+    (exp / "best.json").write_text(json.dumps({"strategy": "random", "realisation": 0}))
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "feats.parquet"),
+                "--labels",
+                str(labels),
+                "--from-run",
+                str(exp),
+                "--out",
+                str(tmp_path / "b.eia"),
+                "--trees",
+                "5",
+            ]
+        )
+        == 0
+    )
+    b = Model.load(tmp_path / "b.eia")
+    assert set(b.card["training"]["alert_ids"]) <= set(chosen[30:60]) and b.card["lineage"]["best"]["strategy"] == "random"
+    (exp / "best.json").unlink()
+    assert main(["train", str(tmp_path / "feats.parquet"), "--from-run", str(exp), "--out", str(tmp_path / "x.eia")]) == 2
+    assert "3 ids.json" in capsys.readouterr().err
 
 
 def test_cli_refuses_tampered_and_mismatched_models(tmp_path, small_input, model, capsys):

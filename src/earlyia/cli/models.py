@@ -60,6 +60,8 @@ def describe(model: Model, path: str = "") -> str:
         ),
         ("calibration", cal.get("method") or "none"),
     ]
+    if c.get("lineage"):
+        lines.append(("lineage", json.dumps(c["lineage"], sort_keys=True)))
     for name, m in (c.get("metrics") or {}).items():
         if isinstance(m, dict):
             lines.append((f"metrics.{name}", ", ".join(f"{k}={_fmt(v)}" for k, v in m.items())))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,7 @@ def _ids_from_file(path: Path) -> list[str]:
         return [i for k in found for i in _id_list(data[k])]
     if path.suffix in (".csv", ".parquet"):
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        col = next((c for c in ("alert_id", "object_id", "id", "ids") if c in df.columns), None)
+        col = next((c for c in ("id", "alert_id", "ids", "object_id") if c in df.columns), None)
         if col is None:
             return []
         if "role" in df.columns:  # a run table with initial/queried/test roles: keep the training ones
@@ -89,29 +88,50 @@ def _ids_from_file(path: Path) -> list[str]:
     return []
 
 
-def read_run_ids(run: str | Path) -> list[str]:
-    """The ids an active-learning run trained on (initial + queried), from its directory or one of its files.
+def read_run_ids(run: str | Path) -> tuple[list[str], dict]:
+    """The ids an active-learning run trained on (initial + queried) and where they came from.
 
-    Looks for JSON files with :data:`RUN_ID_KEYS`, or ``*ids*.csv``/``.parquet`` tables with an id column.
+    ``run`` is one realisation's folder (its ``ids.json``, written by ``earlyia.learn.experiment``), an
+    experiment folder (its ``best.json`` names the best realisation, whose ids are used, as Fink refits its
+    best-FoM realisation), or a single file: JSON with :data:`RUN_ID_KEYS`, or a CSV/Parquet with an id column.
     """
     run = Path(run)
     if not run.exists():
         raise InputError("active-learning run not found", source=str(run))
-    files: Iterable[Path]
+    info: dict = {"from_run": str(run)}
     if run.is_file():
-        files = [run]
+        path = run
+    elif (run / "ids.json").exists():
+        path = run / "ids.json"
+    elif (run / "best.json").exists():
+        best = json.loads((run / "best.json").read_text())
+        candidates = sorted(run.glob(f"realisations/*/r{int(best['realisation']):03d}/ids.json"))
+        matching = [c for c in candidates if json.loads(c.read_text()).get("strategy") == best.get("strategy")]
+        if not matching:
+            raise InputError(
+                f"best.json names {best.get('strategy')!r} realisation {best.get('realisation')}, but its ids.json is missing",
+                source=str(run),
+            )
+        path = matching[0]
+        info.update(best={k: best.get(k) for k in ("strategy", "realisation", "seed", "rule")})
     else:
-        files = sorted(
-            p
-            for p in run.rglob("*")
-            if p.is_file() and p.suffix in (".json", ".csv", ".parquet") and (p.suffix == ".json" or "id" in p.name)
-        )
-    ids: list[str] = []
-    for f in files:
-        ids += _ids_from_file(f)
+        found = sorted(run.rglob("ids.json"))
+        if len(found) != 1:
+            raise InputError(
+                f"found {len(found)} ids.json files; give one realisation folder (e.g. realisations/<strategy>/r000) "
+                "or an experiment folder with best.json",
+                source=str(run),
+            )
+        path = found[0]
+    ids = _ids_from_file(path)
     if not ids:
-        raise InputError(f"no training ids found (looked for JSON keys {list(RUN_ID_KEYS)} and id tables)", source=str(run))
-    return list(dict.fromkeys(ids))
+        raise InputError(f"no training ids found (looked for JSON keys {list(RUN_ID_KEYS)} or an id column)", source=str(path))
+    if path.suffix == ".json":
+        meta = json.loads(path.read_text())
+        if isinstance(meta, dict):
+            info.update({k: meta[k] for k in ("strategy", "realisation", "seed") if k in meta})
+    info["ids_file"] = str(path)
+    return list(dict.fromkeys(ids)), info
 
 
 def attach_labels(df: pd.DataFrame, labels_csv: str) -> pd.DataFrame:
@@ -135,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     df, meta = read_features(args.features)
     if args.labels:
         df = attach_labels(df, args.labels)
-    sample_ids = read_run_ids(args.from_run) if args.from_run else None
+    sample_ids, run_info = read_run_ids(args.from_run) if args.from_run else (None, {})
     parent = Model.load(args.parent).hash if args.parent else None
     type_map = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
     model = train_model(
@@ -150,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         max_depth=args.max_depth,
         parent=parent,
-        metrics={"source": {"features": str(args.features), "from_run": args.from_run}} if args.from_run else None,
+        lineage={"features": str(args.features), **run_info},
     )
     model.save(args.out)
     tr = model.card["training"]

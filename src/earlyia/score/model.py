@@ -172,6 +172,11 @@ def _feature_mismatch(expected: Sequence[str], got: Sequence[str]) -> str | None
 
 
 # ---------------------------------------------------------------------------- calibration
+def apply_calibration(p: np.ndarray, calibration: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    """Calibrated probabilities: ``p`` mapped by a map from :func:`fit_calibration` (``p`` unchanged when None)."""
+    return _apply_calibration(p, calibration)
+
+
 def _apply_calibration(p: np.ndarray, calibration: Mapping[str, np.ndarray] | None) -> np.ndarray:
     if not calibration:
         return p
@@ -286,7 +291,7 @@ class Model:
 
     def __repr__(self) -> str:
         c = self.card
-        name = extractor_name(c['extractor'])
+        name = extractor_name(c["extractor"])
         return f"Model(extractor={name!r}, n_features={c['n_features']}, n_trees={c['n_trees']}, hash={self.hash[:12]})"
 
     # -------------------------------------------------------------- use
@@ -479,6 +484,7 @@ def train_model(
     min_samples_leaf: int = 1,
     parent: str | None = None,
     metrics: Mapping | None = None,
+    lineage: Mapping | None = None,
     n_jobs: int = 1,
 ) -> Model:
     """Fit a forest on a labelled feature table and return it as a :class:`Model` with its card.
@@ -577,5 +583,6 @@ def train_model(
         "calibration": {"method": calibrate, "fitted_on": "out-of-bag probabilities"} if calibrate else None,
         "versions": versions(),
         "parent": parent,
+        "lineage": dict(lineage or {}),
     }
     return Model(ensemble, card, calibration)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -678,7 +679,8 @@ class ScoreSummary:
 
 
 def _reason_key(reason: str) -> str:
-    return reason.split(":")[0].split(" [")[0][:80]
+    """A reason with its numbers and source elided, to count rows per kind of failure."""
+    return re.sub(r"\d+(\.\d+)?", "N", reason.split(" [")[0])[:80]
 
 
 def score_files(
