@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"realisations per strategy (default {DEFAULTS['realisations']})")
     p.add_argument("--loops", type=int, default=DEFAULTS["loops"], help=f"queries per realisation (default {DEFAULTS['loops']})")
     p.add_argument("--trees", type=int, default=DEFAULTS["trees"], help=f"trees of the forest (default {DEFAULTS['trees']})")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help=f"seed of the simulation and the experiment (default {DEFAULTS['seed']})")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help=f"seed of simulation and experiment (default {DEFAULTS['seed']})")
     p.add_argument("--n-jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--no-select", action="store_true", help="skip the early-SN selection cuts")
     p.set_defaults(func=run)
