@@ -50,16 +50,6 @@ def test_snpcc_fast_path_matches_dat_files():
         assert np.allclose(sub.objects[col].astype(float), dat.objects[col].astype(float), rtol=1e-5), col
 
 
-@pytest.mark.slow
-def test_snpcc_archive_equals_fast_path():
-    fast = datasets.snpcc()
-    slow = datasets.snpcc(from_archive=True)
-    assert np.array_equal(fast.object_ids, slow.object_ids)
-    assert np.array_equal(fast.offsets, slow.offsets)
-    assert np.allclose(fast.flux, slow.flux, rtol=1e-6) and np.array_equal(fast.band, slow.band)
-    assert list(fast.objects["label"]) == list(slow.objects["label"])
-
-
 def test_missing_data_dir(tmp_path):
     with pytest.raises(DataNotFoundError, match="EARLYIA_DATA"):
         datasets.alerts_pool(tmp_path)

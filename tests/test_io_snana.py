@@ -11,7 +11,7 @@ import pytest
 
 from conftest import shared
 from earlyia.errors import FormatError
-from earlyia.io import detect_format, read
+from earlyia.io import datasets, detect_format, read
 from earlyia.io.snana import parse_header, sim_type_from_comment
 
 
@@ -129,3 +129,10 @@ def test_full_snpcc_archive():
     meta = pd.read_parquet(shared("snpcc_simgen_public_des/snpcc_metadata.parquet"))
     ours = lc.objects.set_index("object_id")["sim_type"]
     assert (ours.loc[meta["snid"].astype(str)].to_numpy() == meta["sim_type_name"].to_numpy()).all()
+    # the fast path of earlyia.io.datasets gives the very same table
+    fast = datasets.snpcc()
+    assert np.array_equal(fast.object_ids, lc.object_ids) and np.array_equal(fast.offsets, lc.offsets)
+    assert np.array_equal(fast.band, lc.band) and np.allclose(fast.mjd, lc.mjd)
+    assert np.allclose(fast.flux, lc.flux, rtol=1e-6) and np.allclose(fast.flux_err, lc.flux_err, rtol=1e-6)
+    for col in ("label", "sample", "sim_model"):
+        assert list(fast.objects[col]) == list(lc.objects[col]), col
