@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help=f"seed of simulation and experiment (default {DEFAULTS['seed']})")
     p.add_argument("--n-jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--no-select", action="store_true", help="skip the early-SN selection cuts")
+    p.add_argument("--extractor", default="sigmoid",
+                   help="feature extractor: 'sigmoid' (robust mode, default), 'early', 'rainbow' (see `earlyia features --help`)")
     p.set_defaults(func=run)
 
 
@@ -114,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
         _say(f"    {int(passed.sum())} of {len(passed)} alerts pass; most common rejections: "
              f"{'; '.join(f'{k} ({v})' for k, v in reasons.items()) or 'none'} [{time.perf_counter() - t:.1f} s]")
 
-    _say("3/4 features (robust sigmoid per band)")
+    ext = get_extractor(args.extractor, mode="robust") if args.extractor == "sigmoid" else get_extractor(args.extractor)
+    _say(f"3/4 features ({ext!r})")
     t = time.perf_counter()
-    ext = get_extractor("sigmoid", mode="robust")
     feats = ext.transform(sel_lc, per="alert")
     write_features(feats, out / "features.parquet", ext, survey=lc.survey, bands=tuple(lc.bands),
                    extra={"source": source, "selection": not args.no_select})
@@ -145,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
     _say(f"\nUncertainty sampling minus random sampling, final FoM: {gain:+.3f}")
     _say(f"Written to {out}/: learning_curves.png, early_metrics.png, summary.md, metrics.parquet, manifest.json, "
          f"best_model.eia, features.parquet")
-    _say(f"Total {time.perf_counter() - t_start:.0f} s. Reproduce: earlyia demo --out {args.out} --seed {args.seed} "
-         f"--n-objects {args.n_objects} --realisations {args.realisations} --loops {args.loops} --trees {args.trees}")
+    data = f"--data {' '.join(str(p) for p in args.data)}" if args.data else f"--n-objects {args.n_objects}"
+    _say(f"Total {time.perf_counter() - t_start:.0f} s. Reproduce: earlyia demo --out {args.out} --seed {args.seed} {data} "
+         f"--realisations {args.realisations} --loops {args.loops} --trees {args.trees}{' --no-select' if args.no_select else ''}"
+         f"{'' if args.extractor == 'sigmoid' else ' --extractor ' + args.extractor}")
     if not np.isfinite(gain):
         return 1
     return 0
