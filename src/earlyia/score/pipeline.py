@@ -10,6 +10,7 @@ columns (``input_`` prefixed on a name clash), then the model's features.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -452,6 +453,66 @@ def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
         yield Chunk(None, [Problem(str(f), None, str(exc)) for f in files], str(files[0]))
 
 
+#: Top-level columns naming the object of a row, in the Parquet alert formats.
+OBJECT_KEY_COLUMNS = ("objectId", "object_id", "diaObjectId")
+
+
+def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
+    """The object id of every row (None when the format has no row-level object column we know)."""
+    names = pf.schema_arrow.names
+    for col in OBJECT_KEY_COLUMNS:
+        if col in names:
+            return pq.read_table(path, columns=[col]).column(0).to_numpy(zero_copy_only=False)
+    if "diaSource" in names and pa.types.is_struct(pf.schema_arrow.field("diaSource").type):
+        src = pq.read_table(path, columns=["diaSource"]).column(0).combine_chunks()
+        if src.type.get_field_index("diaObjectId") >= 0:
+            return src.field("diaObjectId").to_numpy(zero_copy_only=False)
+    return None
+
+
+def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """``(table, original row numbers)`` chunks of about ``chunk_size`` rows that never split an object's rows.
+
+    Keeping all alerts of an object in one chunk makes the scores independent of the chunk size
+    (an alert's history may include points that another alert of its object carried). Files sorted
+    by object stream batch by batch; otherwise the file is regrouped by object in memory.
+    """
+    keys = _object_keys(path, pf)
+    n = pf.metadata.num_rows
+    if keys is None:  # no object column: plain row batches
+        offset = 0
+        for batch in pf.iter_batches(batch_size=chunk_size, columns=columns):
+            yield pa.Table.from_batches([batch]), np.arange(offset, offset + batch.num_rows)
+            offset += batch.num_rows
+        return
+    codes, _ = pd.factorize(pd.Series(keys).astype(str), sort=False)
+    contiguous = bool((np.diff(codes) >= 0).all()) if n > 1 else True
+    order = np.arange(n) if contiguous else np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts_of_object = np.flatnonzero(np.concatenate([[True], sorted_codes[1:] != sorted_codes[:-1]]))
+    cuts = [0]
+    while cuts[-1] < n:
+        i = np.searchsorted(starts_of_object, cuts[-1] + chunk_size, side="left")
+        cuts.append(int(starts_of_object[i]) if i < len(starts_of_object) else n)
+    if contiguous:
+        buffer: list[pa.Table] = []
+        have, k, done = 0, 1, 0
+        for batch in pf.iter_batches(batch_size=min(chunk_size, 65_536), columns=columns):
+            buffer.append(pa.Table.from_batches([batch]))
+            have += batch.num_rows
+            while k < len(cuts) and done + have >= cuts[k]:
+                table = pa.concat_tables(buffer)
+                size = cuts[k] - done
+                yield table.slice(0, size), np.arange(done, cuts[k])
+                rest = table.slice(size)
+                buffer, have, done, k = ([rest] if rest.num_rows else []), rest.num_rows, cuts[k], k + 1
+        return
+    table = pf.read(columns=columns)
+    for a, b in itertools.pairwise(cuts):
+        rows = np.sort(order[a:b])
+        yield table.take(pa.array(rows)), rows
+
+
 def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
     try:
         pf = pq.ParquetFile(path)
@@ -459,50 +520,50 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
     except (OSError, pa.ArrowException) as exc:
         yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
         return
-    if n <= chunk_size:
+    if n <= chunk_size or fmt == "earlyia":  # small files, and our own tables (one row per object), in one go
         try:
             yield Chunk(reader.read(path), [], str(path))
         except EarlyIAError as exc:
             yield Chunk(None, [Problem(str(path), None, str(exc))], str(path))
         return
     columns = [c for c in pf.schema_arrow.names if not c.startswith("cutout")]
-    offset = 0
     with tempfile.TemporaryDirectory(prefix="earlyia-score-") as tmpdir:
-        for batch in pf.iter_batches(batch_size=chunk_size, columns=columns):
-            label = f"{path}[rows {offset}-{offset + batch.num_rows - 1}]"
-            try:
-                if fmt == "fink_parquet":
-                    lc = _fink_batch(batch, path, offset)
-                else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
-                    part = Path(tmpdir) / f"part{offset}{path.suffix or '.parquet'}"
-                    table = pa.Table.from_batches([batch]).replace_schema_metadata(pf.schema_arrow.metadata)
-                    pq.write_table(table, part)
-                    lc = reader.read(part)
-                    part.unlink()
-                yield Chunk(lc, [], label)
-            except EarlyIAError as exc:
-                yield Chunk(None, [Problem(label, None, str(exc))], label)
-            offset += batch.num_rows
+        try:
+            for table, rows in _aligned_tables(path, pf, columns, chunk_size):
+                label = f"{path}[{len(rows)} rows from {rows[0] if len(rows) else 0}]"
+                try:
+                    if fmt == "fink_parquet":
+                        lc = _fink_batch(table, path, rows)
+                    else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
+                        part = Path(tmpdir) / f"part{rows[0] if len(rows) else 0}{path.suffix or '.parquet'}"
+                        pq.write_table(table.replace_schema_metadata(pf.schema_arrow.metadata), part)
+                        lc = reader.read(part)
+                        part.unlink()
+                    yield Chunk(lc, [], label)
+                except EarlyIAError as exc:
+                    yield Chunk(None, [Problem(label, None, str(exc))], label)
+        except (OSError, pa.ArrowException) as exc:
+            yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
 
 
-def _fink_batch(batch: pa.RecordBatch, path: Path, offset: int):
-    """A row batch of a Fink parquet file, with row numbers and fallback alert ids of the whole file."""
+def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
+    """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
     from earlyia.io.fink import lightcurves_from_fink_frame
 
-    df = pa.Table.from_batches([batch]).to_pandas(maps_as_pydicts="strict")
+    df = table.to_pandas(maps_as_pydicts="strict")
     lc = lightcurves_from_fink_frame(df, source=str(path))
-    if offset and not lc.alerts.empty and "row" in lc.alerts.columns:
+    if not lc.alerts.empty and "row" in lc.alerts.columns:
         a = lc.alerts
-        old = a["row"].to_numpy(np.int64)
+        local = a["row"].to_numpy(np.int64)
         label = path.name
         ids = a["alert_id"].astype(str).to_numpy(object)
-        suffix = np.array([f"@{label}:{r}" for r in old], dtype=object)
+        suffix = np.array([f"@{label}:{r}" for r in local], dtype=object)
         fallback = np.array([i.endswith(s) for i, s in zip(ids, suffix, strict=True)], bool)
         if fallback.any():
             ids[fallback] = [
-                i[: -len(s)] + f"@{label}:{r + offset}" for i, s, r in zip(ids[fallback], suffix[fallback], old[fallback], strict=True)
+                i[: -len(s)] + f"@{label}:{rows[r]}" for i, s, r in zip(ids[fallback], suffix[fallback], local[fallback], strict=True)
             ]
-        lc.alerts = a.assign(row=old + offset, alert_id=ids)
+        lc.alerts = a.assign(row=rows[local], alert_id=ids)
     return lc
 
 
