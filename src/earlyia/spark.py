@@ -161,7 +161,7 @@ def lightcurves_from_batch(pdf: pd.DataFrame, kind: str, *, source: str, survey:
     if kind == "canonical":
         from earlyia.io.table import LightCurves
 
-        table = pa.Table.from_pandas(pdf, preserve_index=False)
+        table = pa.Table.from_pandas(pdf.rename(columns=_unescape), preserve_index=False)
         table = table.replace_schema_metadata({b"earlyia": table_meta})
         return LightCurves.from_arrow(table, source=source)
     raise InputError(f"unknown input kind {kind!r}; expected 'fink' or 'canonical'")
@@ -278,6 +278,25 @@ def _make_mapper(fn: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, 
 
 
 # ---------------------------------------------------------------------------------------------- Spark entry points
+#: Spark resolves "a.b" as a struct field: the canonical table's ``alert.*`` columns travel renamed.
+_DOT = "__dot__"
+
+
+def _escape(name: str) -> str:
+    return name.replace(".", _DOT)
+
+
+def _unescape(name: str) -> str:
+    return name.replace(_DOT, ".")
+
+
+def _spark_safe(df):
+    """``df`` with dots in column names replaced (undone inside the tasks)."""
+    if any("." in c for c in df.columns):
+        return df.toDF(*[_escape(c) for c in df.columns])
+    return df
+
+
 def input_kind(columns: Sequence[str]) -> str:
     """``fink`` (concatenated ``c*`` columns), ``canonical`` (earlyia light-curve table) or an error."""
     cols = set(columns)
@@ -302,8 +321,11 @@ def _sample_frame(df, kind: str, n: int = 64) -> pd.DataFrame:
     """A few whole objects of ``df`` on the driver, to infer the output schema."""
     if kind == "fink":
         ids = [r[0] for r in df.select(FINK_KEY).distinct().limit(max(1, n // 4)).collect()]
-        return df.where(df[FINK_KEY].isin(ids)).toPandas()
-    return df.limit(n).toPandas()
+        df = df.where(df[FINK_KEY].isin(ids))
+    else:
+        df = df.limit(n)
+    # through Arrow, as the tasks see it (structs become dicts, not Rows)
+    return _collect_arrow(df).to_pandas(maps_as_pydicts="strict")
 
 
 def map_spark(df, fn: Callable[[pd.DataFrame], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False):
@@ -324,6 +346,7 @@ def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey:
                     partitions: int | None = None, score_kwargs: dict | None = None, diagnostics: bool = False):
     """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row per alert."""
     kind = input_kind(df.columns)
+    df = _spark_safe(df)
     if kind == "canonical" and table_meta is None:
         raise InputError("scoring a canonical light-curve table needs its 'earlyia' schema metadata (table_meta)")
     kw = dict(score_kwargs or {})
@@ -338,6 +361,7 @@ def features_dataframe(df, extractor_config: dict, *, source: str = "<spark>", s
                        partitions: int | None = None, per: str = "alert"):
     """Feature table of a Spark DataFrame, computed by the extractor's own ``transform``."""
     kind = input_kind(df.columns)
+    df = _spark_safe(df)
     cfg = dict(extractor_config)
 
     def fn(pdf: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,163 @@
+"""Spark adapter: Spark scores equal local scores; the model loads once per worker; batches keep objects whole.
+
+One local[2] session for the module (session start dominates the runtime); inputs are small
+subsets of the shared alert data.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import earlyia.spark as sp
+from conftest import reference, shared
+
+# ---------------------------------------------------------------------------------------------- no Spark needed
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=25),
+    batch=st.integers(1, 9),
+)
+def test_grouped_frames_never_split_an_object(sizes, batch):
+    keys = np.repeat([f"o{i:03d}" for i in range(len(sizes))], sizes)
+    table = pa.table({"objectId": keys, "v": np.arange(len(keys))})
+    frames = list(sp._grouped_frames(iter(table.to_batches(max_chunksize=batch)), "objectId"))
+    seen: dict[str, int] = {}
+    for k, f in enumerate(frames):
+        for key in f["objectId"].unique():
+            assert key not in seen, f"{key} in frames {seen[key]} and {k}"
+            seen[key] = k
+    assert pd.concat(frames)["v"].tolist() == list(range(len(keys)))
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+pyspark = pytest.importorskip("pyspark")
+pytestmark = [
+    pytest.mark.spark,
+    pytest.mark.filterwarnings("ignore::FutureWarning"),  # pyspark 4.3 on pandas 3
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
+N_REPLAY_OBJECTS = 15
+N_POOL_ALERTS = 120
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = sp.get_session(
+        "local[2]", shuffle_partitions=4, conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "40", "spark.default.parallelism": "2"}
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Replay subset (Fink flat columns), pool subset (nested candidate struct), canonical table, and a small model."""
+    from earlyia.features import get_extractor
+    from earlyia.io.fink import read_fink_parquet
+    from earlyia.score.model import train_model
+
+    d = tmp_path_factory.mktemp("spark")
+    replay = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"))
+    labels = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    rng = np.random.default_rng(7)
+    ids = rng.choice(replay["objectId"].unique(), N_REPLAY_OBJECTS, replace=False)
+    sub = replay[replay["objectId"].isin(ids)].sample(frac=1, random_state=1).reset_index(drop=True)
+    sub["TNS"] = sub["objectId"].map(labels)
+    paths = {"replay": d / "replay.parquet", "pool": d / "pool.parquet", "canonical": d / "canonical.parquet"}
+    sub.to_parquet(paths["replay"])
+    lc = read_fink_parquet(paths["replay"])
+    lc.to_parquet(paths["canonical"])
+    pq.write_table(_pool_as_fink(shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet")), paths["pool"])
+
+    ex = get_extractor("sigmoid", mode="fink")
+    feats = ex.transform(lc, per="alert")
+    model = train_model(feats, ex.config(), n_estimators=15, random_state=3)
+    paths["model"] = d / "model.eia"
+    model.save(paths["model"])
+    return paths
+
+
+def _pool_as_fink(path) -> pa.Table:
+    """Pool alerts in Fink's schema: c* lists (history then current) and a nested ``candidate`` struct."""
+    pool = pq.read_table(path).to_pandas()
+    n_det = pool["prv_candidates"].map(lambda p: 0 if p is None else sum(e["magpsf"] is not None for e in p))
+    pool = pool[(n_det >= 3) & (pool["cand_ndethist"] <= 20)]  # early alerts: some pass the selection
+    pool = pool.sample(n=min(N_POOL_ALERTS, len(pool)), random_state=0).reset_index(drop=True)
+    rows = {k: [] for k in ("cjd", "cfid", "cmagpsf", "csigmapsf", "cdiffmaglim")}
+    cand = []
+    for r in pool.itertuples(index=False):
+        prv = list(r.prv_candidates)
+        for col, key, now in (("cjd", "jd", r.cand_jd), ("cfid", "fid", r.cand_fid), ("cmagpsf", "magpsf", r.cand_magpsf),
+                              ("csigmapsf", "sigmapsf", r.cand_sigmapsf), ("cdiffmaglim", "diffmaglim", r.cand_diffmaglim)):
+            rows[col].append([p[key] for p in prv] + [now])
+        cand.append({"candid": int(r.cand_candid), "jd": r.cand_jd, "fid": int(r.cand_fid), "magpsf": r.cand_magpsf,
+                     "sigmapsf": r.cand_sigmapsf, "ra": r.cand_ra, "dec": r.cand_dec, "ndethist": int(r.cand_ndethist),
+                     "jdstarthist": r.cand_jdstarthist, "drb": r.cand_drb, "isdiffpos": r.cand_isdiffpos})
+    out = pd.DataFrame({"objectId": pool["objectId"], "candid": pool["cand_candid"].astype("int64"), **rows,
+                        "cdsxmatch": pool["cdsxmatch"], "snn_snia_vs_nonia": pool["snn_snia_vs_nonia"],
+                        "snn_sn_vs_all": pool["snn_sn_vs_all"]})
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    fields = [("candid", pa.int64()), ("jd", pa.float64()), ("fid", pa.int64()), ("magpsf", pa.float64()), ("sigmapsf", pa.float64()),
+              ("ra", pa.float64()), ("dec", pa.float64()), ("ndethist", pa.int64()), ("jdstarthist", pa.float64()), ("drb", pa.float64()),
+              ("isdiffpos", pa.string())]
+    struct = pa.array(cand, type=pa.struct(fields))
+    return table.append_column("candidate", struct)
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["object_id", "mjd", "alert_id"], kind="mergesort").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("kind", ["replay", "pool", "canonical"])
+def test_spark_scores_equal_local_scores(spark, data, tmp_path, kind):
+    from earlyia.score.model import Model
+    from earlyia.score.pipeline import score_files
+
+    model = Model.load(data["model"])
+    local_out, spark_out = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    # the pool file has a full ``candidate`` struct, so name its format (detection would say ZTF alert parquet)
+    score_files([data[kind]], model, local_out, progress=False, format="fink_parquet" if kind == "pool" else None)
+    summary = sp.score_spark(data[kind], data["model"], spark_out, spark=spark, partitions=3)
+    local, remote = pd.read_parquet(local_out), pd.read_parquet(spark_out)
+    assert summary["n_alerts"] == len(local) > 0
+    assert list(remote.columns) == list(local.columns)
+    pd.testing.assert_frame_equal(_sorted(remote), _sorted(local), check_exact=True)
+    assert local["passed"].any()  # something was actually scored, not only rejected
+    meta = json.loads(pq.read_schema(spark_out).metadata[b"earlyia.scores"])
+    assert meta["engine"] == "spark" and meta["model_hash"] == model.hash
+
+
+def test_model_is_loaded_once_per_worker_not_per_batch(spark, data):
+    ref = sp.ship_model(spark, data["model"])
+    df = sp.with_provenance(spark.read.parquet(str(data["replay"])))
+    out = sp.score_dataframe(df, ref, source=data["replay"].name, partitions=4, diagnostics=True)
+    out = sp._collect_arrow(out).to_pandas()
+    per_worker = out.groupby("_worker_pid").agg(loads=("_model_loads", "max"), batches=("_batch", "nunique"))
+    assert (per_worker["loads"] == 1).all(), per_worker
+    assert per_worker["batches"].sum() > len(per_worker), "the test needs more batches than workers to mean anything"
+    assert out["_batch"].nunique() >= 2
+
+
+def test_features_udf_equals_local_transform(spark, data):
+    from earlyia.features import get_extractor
+    from earlyia.io.fink import lightcurves_from_fink_frame
+
+    cfg = get_extractor("sigmoid", mode="fink").config()
+    table = pq.read_table(data["pool"])
+    local = get_extractor(cfg).transform(lightcurves_from_fink_frame(table.to_pandas(maps_as_pydicts="strict"), source="pool"), per="alert")
+    remote = sp._collect_arrow(sp.features_dataframe(spark.read.parquet(str(data["pool"])), cfg, source="pool", partitions=2)).to_pandas()
+    cols = list(local.columns)
+    pd.testing.assert_frame_equal(_sorted(remote[cols]), _sorted(local), check_exact=True, check_dtype=False)
