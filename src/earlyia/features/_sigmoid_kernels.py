@@ -72,11 +72,12 @@ def _jacobian(x, t, y, w, m, f, fd_abs, J, tmp):
 
 
 @numba.njit(cache=True, nogil=True)
-def _svd3(J, m, f, s, V, uf, A):
-    """Thin SVD of the (m, 3) matrix J by one-sided Jacobi: s descending, V (3, 3), uf = U^T f."""
+def _svd3(J, m, f, s, V, uf, A, free):
+    """Thin SVD of the (m, 3) matrix J (columns with free[j] False taken as 0) by one-sided Jacobi:
+    s descending, V (3, 3), uf = U^T f."""
     for i in range(m):
         for j in range(3):
-            A[i, j] = J[i, j]
+            A[i, j] = J[i, j] if free[j] else 0.0
     for p in range(3):
         for q in range(3):
             V[p, q] = 1.0 if p == q else 0.0
@@ -110,24 +111,46 @@ def _svd3(J, m, f, s, V, uf, A):
                     V[i, q] = sn * vp + cs * vq
         if not rotated:
             break
-    norms = np.empty(3)
-    dots = np.empty(3)
-    for j in range(3):
-        nn = 0.0
-        d = 0.0
-        for i in range(m):
-            nn += A[i, j] * A[i, j]
-            d += A[i, j] * f[i]
-        norms[j] = np.sqrt(nn)
-        dots[j] = d
-    order = np.argsort(-norms)
-    Vc = V.copy()
-    for k in range(3):
-        j = order[k]
-        s[k] = norms[j]
-        uf[k] = dots[j] / norms[j] if norms[j] > 0 else 0.0
-        for i in range(3):
-            V[i, k] = Vc[i, j]
+    # singular values = column norms; sort the 3 columns by decreasing norm without allocating
+    n0 = 0.0
+    n1 = 0.0
+    n2 = 0.0
+    d0 = 0.0
+    d1 = 0.0
+    d2 = 0.0
+    for i in range(m):
+        n0 += A[i, 0] * A[i, 0]
+        n1 += A[i, 1] * A[i, 1]
+        n2 += A[i, 2] * A[i, 2]
+        d0 += A[i, 0] * f[i]
+        d1 += A[i, 1] * f[i]
+        d2 += A[i, 2] * f[i]
+    n0 = np.sqrt(n0)
+    n1 = np.sqrt(n1)
+    n2 = np.sqrt(n2)
+    o0, o1, o2 = 0, 1, 2
+    if n1 > n0 and n1 >= n2:
+        o0, o1, o2 = 1, 0, 2
+    elif n2 > n0 and n2 > n1:
+        o0, o1, o2 = 2, 0, 1
+    # o0 holds the largest; order the remaining two
+    nn = (n0, n1, n2)
+    if nn[o2] > nn[o1]:
+        o1, o2 = o2, o1
+    dd = (d0, d1, d2)
+    s[0] = nn[o0]
+    s[1] = nn[o1]
+    s[2] = nn[o2]
+    uf[0] = dd[o0] / nn[o0] if nn[o0] > 0 else 0.0
+    uf[1] = dd[o1] / nn[o1] if nn[o1] > 0 else 0.0
+    uf[2] = dd[o2] / nn[o2] if nn[o2] > 0 else 0.0
+    for i in range(3):
+        v0 = V[i, o0]
+        v1 = V[i, o1]
+        v2 = V[i, o2]
+        V[i, 0] = v0
+        V[i, 1] = v1
+        V[i, 2] = v2
 
 
 @numba.njit(cache=True, nogil=True)
@@ -143,13 +166,14 @@ def _svd_lapack(J, m, f, s, V, uf):
 
 
 @numba.njit(cache=True, nogil=True)
-def _phi(alpha, suf, s, Delta):
+def _phi(alpha, uf, s, Delta):
     pn = 0.0
     d3 = 0.0
     for k in range(3):
+        sk = s[k] * uf[k]
         den = s[k] * s[k] + alpha
-        pn += (suf[k] / den) ** 2
-        d3 += suf[k] * suf[k] / den**3
+        pn += (sk / den) ** 2
+        d3 += sk * sk / den**3
     pn = np.sqrt(pn)
     return pn - Delta, -d3 / pn
 
@@ -157,7 +181,6 @@ def _phi(alpha, suf, s, Delta):
 @numba.njit(cache=True, nogil=True)
 def _solve_tr(m, uf, s, V, Delta, initial_alpha, p):
     """Step p of norm <= Delta minimising |J p + f| (More's method on the SVD); returns alpha."""
-    suf = s * uf
     full_rank = False
     if m >= 3:
         full_rank = s[2] > EPS * m * s[0]
@@ -171,9 +194,9 @@ def _solve_tr(m, uf, s, V, Delta, initial_alpha, p):
             pn += v * v
         if np.sqrt(pn) <= Delta:
             return 0.0
-    alpha_upper = np.sqrt(suf[0] ** 2 + suf[1] ** 2 + suf[2] ** 2) / Delta
+    alpha_upper = np.sqrt((s[0] * uf[0]) ** 2 + (s[1] * uf[1]) ** 2 + (s[2] * uf[2]) ** 2) / Delta
     if full_rank:
-        phi, dphi = _phi(0.0, suf, s, Delta)
+        phi, dphi = _phi(0.0, uf, s, Delta)
         alpha_lower = -phi / dphi
     else:
         alpha_lower = 0.0
@@ -184,7 +207,7 @@ def _solve_tr(m, uf, s, V, Delta, initial_alpha, p):
     for _it in range(10):
         if alpha < alpha_lower or alpha > alpha_upper:
             alpha = max(0.001 * alpha_upper, np.sqrt(alpha_lower * alpha_upper))
-        phi, dphi = _phi(alpha, suf, s, Delta)
+        phi, dphi = _phi(alpha, uf, s, Delta)
         if phi < 0:
             alpha_upper = alpha
         ratio = phi / dphi
@@ -196,7 +219,7 @@ def _solve_tr(m, uf, s, V, Delta, initial_alpha, p):
     for i in range(3):
         v = 0.0
         for k in range(3):
-            v -= V[i, k] * suf[k] / (s[k] * s[k] + alpha)
+            v -= V[i, k] * (s[k] * uf[k]) / (s[k] * s[k] + alpha)
         p[i] = v
         pn += v * v
     pn = np.sqrt(pn)
@@ -218,6 +241,7 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     step = np.empty(3)
     xn = np.empty(3)
     g = np.empty(3)
+    free = np.ones(3, np.bool_)
     if bounded:
         for j in range(3):
             x[j] = min(max(x[j], lo[j]), hi[j])
@@ -240,7 +264,15 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     alpha = 0.0
     status = -2
     while True:
-        gnorm = max(abs(g[0]), abs(g[1]), abs(g[2]))
+        if bounded:
+            # active set: a parameter on its bound whose descent direction points outside is frozen for this
+            # step (projected gradient), so the trust region is not wasted on steps the bound would cut
+            for j in range(3):
+                free[j] = not ((x[j] <= lo[j] and g[j] > 0) or (x[j] >= hi[j] and g[j] < 0))
+        gnorm = 0.0
+        for j in range(3):
+            if free[j]:
+                gnorm = max(gnorm, abs(g[j]))
         if gnorm < gtol:
             status = 1
         if status != -2 or nfev == max_nfev:
@@ -248,7 +280,7 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
         if fd_abs:
             _svd_lapack(J, m, f, s, V, uf)
         else:
-            _svd3(J, m, f, s, V, uf, A)
+            _svd3(J, m, f, s, V, uf, A, free)
         actual = -1.0
         cost_new = cost
         while actual <= 0 and nfev < max_nfev:
@@ -260,6 +292,11 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
             else:
                 for j in range(3):
                     xn[j] = x[j] + step[j]
+            if bounded:
+                for j in range(3):
+                    if not free[j]:
+                        step[j] = 0.0
+                        xn[j] = x[j]
             q = 0.0
             for i in range(m):
                 v = J[i, 0] * step[0] + J[i, 1] * step[1] + J[i, 2] * step[2]

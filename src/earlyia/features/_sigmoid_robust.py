@@ -165,16 +165,21 @@ def robust_features(
                 if y[j] >= 0.5 * ymax:
                     b0 = t[j]
                     break
+            # fit in units of the band's maximum flux (c ~ 1): the 3 parameters get comparable scales, which
+            # the trust region needs to converge fast; residuals (and chi2) are unchanged
+            for j in range(n):
+                y[j] /= ymax
+                w[j] *= ymax
             lo[0] = 1e-3
             hi[0] = max_rate
-            lo[1] = t[0] - b_margin  # t[0] may be the upper limit
+            lo[1] = t[0] - b_margin
             hi[1] = tlast + b_margin
-            lo[2] = 1e-3 * ymax
-            hi[2] = c_max_factor * ymax
+            lo[2] = 1e-3
+            hi[2] = c_max_factor
             x[0] = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate)
             x[1] = b0
-            x[2] = 1.2 * ymax
-            stt_, _nf = trf_fit(t, y, w, n, x, False, 1e-10, 1e-10, 1e-10, 300, lo, hi, True, J)
+            x[2] = 1.2
+            stt_, _nf = trf_fit(t, y, w, n, x, False, 1e-6, 1e-6, 1e-8, 100, lo, hi, True, J)
             if stt_ == FIT_BAD_START or not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2])):
                 status[i, kb] = 3
                 continue
@@ -199,10 +204,11 @@ def robust_features(
                     for j in range(n):
                         v += J[j, p_] * J[j, q]
                     M[p_, q] = v
-            if _inv3_diag(M, dg):
+            if _inv3_diag(M, dg) and dg[0] >= 0 and dg[1] >= 0 and dg[2] >= 0:
                 X[i, o + AERR] = np.sqrt(dg[0])
                 X[i, o + BERR] = np.sqrt(dg[1])
-                X[i, o + CERR] = np.sqrt(dg[2])
+                X[i, o + CERR] = np.sqrt(dg[2]) * ymax
+            c *= ymax
             status[i, kb] = 0
             X[i, o + A] = a
             X[i, o + B] = b
