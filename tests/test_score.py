@@ -352,3 +352,26 @@ def test_fink_model_scores_replay_like_anchor(replay_df):
     assert diff.max() <= 0.01
     assert (diff > 1e-9).mean() <= 0.002
     assert ((out["score"] > 0).to_numpy() == (replay_df["anchor_score"] > 0).to_numpy()).all()
+
+
+def test_lsst_model_scores_lsst_alerts_through_the_same_command(tmp_path, capsys):
+    """The card's extractor (here with LSST bands) is rebuilt by `earlyia score`; nothing ZTF-specific is assumed."""
+    from earlyia.io import read
+
+    path = shared("fixtures/elasticc/test_elasticc_earlysnia_with_truth.parquet")
+    lc = read(path)
+    ext = get_extractor("sigmoid", mode="robust", bands=("g", "r", "i"))
+    feats = ext.transform(lc, per="alert")
+    # plumbing test: the fixture holds only SN Ia, so the two classes alternate by object
+    rank = pd.factorize(feats["object_id"])[0]
+    feats["label"] = np.where(rank % 2 == 0, "SN Ia", "SN II")
+    train_model(feats, ext.config(), n_estimators=5).save(tmp_path / "lsst.eia")
+    rc = main(["score", str(path), "--model", str(tmp_path / "lsst.eia"), "--out", str(tmp_path / "s.parquet"), "--no-select"])
+    capsys.readouterr()
+    assert rc == 0
+    out = pd.read_parquet(tmp_path / "s.parquet")
+    assert len(out) == len(lc.alerts) and out["passed"].any()
+    assert list(out.columns[-len(ext.names) :]) == ext.names and "a_i" in out.columns
+    assert set(out["first_det_band"]) - {""} <= set("ugrizY")
+    meta = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[METADATA_KEY])
+    assert meta["extractor"]["params"]["bands"] == ["g", "r", "i"]

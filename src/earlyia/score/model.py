@@ -333,6 +333,10 @@ class Model:
             )
         if len(X) == 0:
             return np.zeros((0, 2))
+        if self.card.get("classifier", {}).get("input_dtype") == "float32":
+            # scikit-learn compares features in float32: the same rounding gives the same leaves
+            with np.errstate(over="ignore"):
+                X = X.astype(np.float32).astype(np.float64)
         p = self.ensemble.predict_proba(X)[:, 1]
         p = _apply_calibration(p, self.calibration)
         return np.column_stack([1.0 - p, p])
@@ -422,7 +426,13 @@ class Model:
             "features": feature_names_of(extractor_config),
             "positive_class": ["SN Ia"],
             "type_map": TypeMap().config(),
-            "classifier": {"kind": "rf", "source": "fink", "file": Path(path).name, "file_sha256": hashlib.sha256(raw).hexdigest()},
+            "classifier": {
+                "kind": "rf",
+                "source": "fink",
+                "input_dtype": "float32",
+                "file": Path(path).name,
+                "file_sha256": hashlib.sha256(raw).hexdigest(),
+            },
             "training": {
                 "n_samples": None,
                 "object_ids": [],
@@ -527,6 +537,8 @@ def train_model(
         if col in df.columns:
             usable &= df[col].fillna(False).to_numpy(bool)
     X, y, df = X[usable], y[usable], df[usable]
+    f32 = float(np.finfo(np.float32).max)
+    X = np.clip(X, -f32, f32)  # scikit-learn works in float32; beyond its range a value routes like the largest one
     n_pos = int((y == POSITIVE).sum())
     n_neg = int((y == NEGATIVE).sum())
     if n_pos == 0 or n_neg == 0:
@@ -568,7 +580,7 @@ def train_model(
         "features": names,
         "positive_class": sorted(type_map.positive_set()),
         "type_map": type_map.config(),
-        "classifier": {"kind": classifier, "params": params, "bootstrap": True},
+        "classifier": {"kind": classifier, "params": params, "bootstrap": True, "input_dtype": "float32"},
         "training": {
             "n_samples": len(y),
             "n_positive": n_pos,
