@@ -115,3 +115,19 @@ def test_elasticc_full_counts():
     counts = lc.objects["label"].value_counts()
     assert counts["SN Ia"] == 3503 and counts["SN II"] == 3173
     assert not lc.problems
+
+
+def test_elasticc_folder_with_a_broken_file(tmp_path):
+    src = shared("elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820/classId=111")
+    folder = tmp_path / "classId=111"
+    folder.mkdir()
+    parts = sorted(src.glob("*.parquet"))[:2]
+    for p in parts:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "part-broken.parquet").write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+    assert detect_format(tmp_path) == "elasticc_parquet"
+    lc = read(tmp_path)
+    n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    assert len(lc.alerts) == n_rows
+    assert set(lc.objects["label"]) == {"SN Ia"}  # classId from the folder name
+    assert len(lc.problems) == 1 and lc.problems[0].source.endswith("part-broken.parquet")

@@ -118,11 +118,7 @@ def plasticc(data_dir: str | Path | None = None) -> LightCurves:
 
 def elasticc(data_dir: str | Path | None = None, *, forced: bool = True) -> LightCurves:
     """ELAsTiCC SN Ia / SN II alerts processed by Fink: 10 567 alerts, 3 503 Ia + 3 173 II objects (LSST)."""
-    d = _need(_base(data_dir) / ELASTICC_DIR)
-    files = sorted(d.rglob("*.parquet"))
-    if not files:
-        raise DataNotFoundError(f"{d}: no Parquet files")
-    return LightCurves.concat([read_elasticc(f, forced=forced) for f in files], source=str(d))
+    return read_elasticc(_need(_base(data_dir) / ELASTICC_DIR), forced=forced)
 
 
 def alerts_pool(data_dir: str | Path | None = None) -> LightCurves:

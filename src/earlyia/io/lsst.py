@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from earlyia.errors import FormatError, InputError, SchemaError
+from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.photometry import njy_to_fluxcal
 from earlyia.io.registry import csv_header, parquet_schema
 from earlyia.io.table import SURVEY_BANDS, LightCurves
@@ -357,21 +357,54 @@ def lightcurves_from_elasticc_table(
     return lc
 
 
-def read_elasticc(path: str | Path, *, forced: bool = True) -> LightCurves:
-    """Read one ELAsTiCC alert Parquet file (``classId`` taken from a ``classId=NNN`` directory when present)."""
-    path = Path(path)
+def _read_elasticc_file(path: Path) -> pa.Table:
     try:
         schema = pq.read_schema(path)
         keep = [c for c in schema.names if not c.startswith("cutout")]
         table = pq.read_table(path, columns=keep, partitioning=None)
     except (OSError, pa.ArrowException) as exc:
         raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
-    m = _CLASS_RE.search(str(path))
-    return lightcurves_from_elasticc_table(table, source=str(path), class_id=int(m.group(1)) if m else None, forced=forced)
+    if "classId" not in table.column_names:
+        m = _CLASS_RE.search(str(path))
+        table = table.append_column("classId", pa.array([int(m.group(1)) if m else None] * table.num_rows, pa.int64()))
+    return table
+
+
+def read_elasticc(path: str | Path, *, forced: bool = True) -> LightCurves:
+    """Read an ELAsTiCC alert Parquet file, or a folder of them in one pass (Fink's ``classId=NNN/part-*.parquet``).
+
+    ``classId`` comes from a ``classId=NNN`` folder in the path when the table has no such column. In a folder, an
+    unreadable file becomes a :class:`Problem` and the others are read.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return lightcurves_from_elasticc_table(_read_elasticc_file(path), source=str(path), forced=forced)
+    tables, problems = [], []
+    for f in sorted(path.rglob("*.parquet")):
+        try:
+            tables.append(_read_elasticc_file(f))
+        except FormatError as exc:
+            problems.append(Problem(str(f), None, str(exc)))
+    if not tables:
+        raise FormatError(
+            "no readable ELAsTiCC Parquet file in the folder" + (f" ({problems[0].reason})" if problems else ""), source=str(path)
+        )
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowException as exc:
+        raise SchemaError(f"ELAsTiCC files with incompatible schemas ({exc})", source=str(path)) from exc
+    lc = lightcurves_from_elasticc_table(table, source=str(path), forced=forced)
+    lc.problems = problems + lc.problems
+    return lc
 
 
 def detect_elasticc(path: Path) -> bool:
-    schema = parquet_schema(Path(path))
+    """ELAsTiCC alert Parquet (``diaSource`` struct or Fink's aggregated lists), or a folder whose first Parquet file is."""
+    path = Path(path)
+    if path.is_dir():
+        first = next(iter(sorted(path.rglob("*.parquet"))), None)
+        return first is not None and detect_elasticc(first)
+    schema = parquet_schema(path)
     if schema is None:
         return False
     if "diaSource" in schema.names and pa.types.is_struct(schema.field("diaSource").type):
