@@ -591,7 +591,7 @@ class ScoresWriter:
         part = Path(self._tmpdir) / f"part{len(self._parts):05d}.parquet"
         self._parts.append(part)
         self._schema = schema
-        self._writer = pq.ParquetWriter(part, schema, compression="zstd")
+        self._writer = pq.ParquetWriter(part, schema.with_metadata(self.metadata), compression="zstd")
 
     def write(self, df: pd.DataFrame) -> None:
         table = to_arrow(df)
@@ -626,19 +626,8 @@ class ScoresWriter:
         return self.path
 
     def _finish_single(self) -> None:
-        from earlyia.io.table import atomic_write
-
-        part = self._parts[0]
-        pf = pq.ParquetFile(part)
-        schema = pf.schema_arrow.with_metadata(self.metadata)
-
-        def write(tmp: str) -> None:
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-                for i in range(pf.num_row_groups):
-                    w.write_table(pf.read_row_group(i).replace_schema_metadata(self.metadata))
-
-        # rewriting once adds the metadata without holding the data in memory (row group by row group)
-        atomic_write(self.path, write)
+        # the part already carries the metadata and lives next to the output: one rename, no rewrite
+        os.replace(self._parts[0], self.path)
 
     def _merge_parts(self) -> None:
         from earlyia.io.table import atomic_write
