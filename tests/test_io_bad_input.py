@@ -150,3 +150,12 @@ def test_avro_container_with_a_bad_alert(tmp_path):
     assert [p.object_id for p in lc.problems] == ["ZTFbad"]
     assert lc.detected.tolist() == [False, True, True] and lc.flux[2] < 0 < lc.flux[1]
     assert np.isclose(lc.flux_err[0], 10 ** (-0.4 * 20.0 + 11) / 5)
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate", "snappy"])
+def test_avro_codecs(tmp_path, codec):
+    p = tmp_path / f"{codec}.avro"
+    with open(p, "wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(_SCHEMA), [_alert("ZTFc", 7, 2459001.5, 19.0)], codec=codec)
+    lc = read(p)
+    assert list(lc.alerts["alert_id"]) == ["7"] and np.isclose(lc.flux[0], 10 ** (-0.4 * 19.0 + 11))

@@ -142,7 +142,7 @@ def detect_ztf_avro(path: Path) -> bool:
         return False
     with open(path, "rb") as fh:
         head = fh.read(65536)
-    return b'"candidate"' in head or b"candidate" in head
+    return b"candidate" in head
 
 
 # ---------------------------------------------------------------------------------------------- Arrow tables
