@@ -2,7 +2,9 @@
 
 Fink's rule thresholds each classifier at 0.5 and combines them with AND/OR. When labelled alerts
 exist, a logistic regression on the logits of the scores (ours, SuperNNova's, Fink's...) learns how
-much each one says, and its output is a calibrated probability. It is fitted and evaluated with
+much each one says, and its output is a calibrated probability. A score of exactly 0 usually means
+"not evaluated" (Fink's selection cuts failed), not "surely not a SN Ia", so it gets its own
+indicator feature instead of an extreme logit. It is fitted and evaluated with
 object-level cross-validation (all alerts of an object in the same fold), so no object's alerts
 are in both the training and the evaluated fold. Missing scores (an alert without SuperNNova) get
 a logit of 0 and a missing-indicator feature, so alerts with and without them can be combined.
@@ -45,9 +47,12 @@ class StackedScorer:
         for c in self.used_columns_:
             v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64) if c in df.columns else np.full(len(df), np.nan)
             miss = ~np.isfinite(v)
-            feats.append(np.where(miss, 0.0, _logit(np.where(miss, 0.5, v))))
+            zero = ~miss & (v <= 0)
+            feats.append(np.where(miss | zero, 0.0, _logit(np.where(miss | zero, 0.5, v))))
             if c in self.missing_columns_:
                 feats.append(miss.astype(np.float64))
+            if c in self.zero_columns_:
+                feats.append(zero.astype(np.float64))
         return np.column_stack(feats) if feats else np.zeros((len(df), 0))
 
     def fit(self, df: pd.DataFrame, y: np.ndarray) -> StackedScorer:
@@ -57,6 +62,7 @@ class StackedScorer:
         if not self.used_columns_:
             raise InputError(f"none of the score columns {list(self.columns)} has values")
         self.missing_columns_ = tuple(c for c in self.used_columns_ if pd.to_numeric(df[c], errors="coerce").isna().any())
+        self.zero_columns_ = tuple(c for c in self.used_columns_ if (pd.to_numeric(df[c], errors="coerce") <= 0).any())
         y = np.asarray(y).astype(int)
         if len(np.unique(y)) < 2:
             raise InputError("stacking needs both SN Ia and other labels")
@@ -75,6 +81,8 @@ class StackedScorer:
             names.append(f"logit({c})")
             if c in self.missing_columns_:
                 names.append(f"{c} missing")
+            if c in self.zero_columns_:
+                names.append(f"{c} == 0")
         out = dict(zip(names, self.model_.coef_[0].tolist(), strict=True))
         out["intercept"] = float(self.model_.intercept_[0])
         return out
@@ -192,3 +200,78 @@ def compare_rule_and_stacking(
     notes.append("stacked coefficients (fit on all labelled alerts): " + ", ".join(f"{k} {v:+.3f}" for k, v in used.coefficients().items()))
     notes.append(f"stacked probabilities are out-of-fold ({n_splits} object-level folds, seed {random_state})")
     return Comparison(pd.DataFrame(rows), notes), stacked
+
+
+# ---------------------------------------------------------------------------------------------- figures for the docs
+def _our_oof_scores(replay: pd.DataFrame, labels: pd.Series, n_splits: int, random_state: int, n_estimators: int) -> np.ndarray:
+    """Our model's score on every replay alert, out-of-fold (the model never saw the alert's object)."""
+    from earlyia.features import get_extractor
+    from earlyia.io.fink import lightcurves_from_fink_frame
+    from earlyia.score.model import train_model
+    from earlyia.score.pipeline import score_lightcurves
+
+    df = replay.assign(TNS=replay["objectId"].map(labels))
+    lc = lightcurves_from_fink_frame(df, source="replay")
+    ex = get_extractor("sigmoid")
+    feats = ex.transform(lc, per="alert")
+    y = (feats["label"].astype(str) == "SN Ia").to_numpy()
+    folds = object_folds(feats["object_id"].to_numpy(), y, n_splits, random_state)
+    scores = pd.Series(np.nan, index=feats["alert_id"].astype(str).to_numpy())
+    for k in range(n_splits):
+        train_ids = set(feats.loc[folds != k, "object_id"])
+        model = train_model(feats[folds != k], ex.config(), n_estimators=n_estimators, random_state=random_state)
+        test = lc.take(np.flatnonzero(~lc.objects["object_id"].isin(train_ids).to_numpy()))
+        s = score_lightcurves(test, model, ex)
+        scores.loc[s["alert_id"].astype(str).to_numpy()] = s["score"].to_numpy()
+    return scores.reindex(replay["candid"].astype(str).to_numpy()).to_numpy()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Calibration and rule-vs-stacking figures on the labelled replay (and what the unlabelled pool allows)."""
+    import argparse
+
+    from earlyia.data import shared_path
+    from earlyia.evaluate import PROTOCOL_TYPES
+    from earlyia.labels import POSITIVE, UNLABELLED
+    from earlyia.report.calibration import ScoreCalibrator, calibration_report
+
+    ap = argparse.ArgumentParser(prog="python -m earlyia.report.stacking", description=main.__doc__)
+    ap.add_argument("--our-score", action="store_true", help="also score the replay with our model, out-of-fold (slow: minutes)")
+    ap.add_argument("--n-estimators", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    replay = pd.read_parquet(shared_path("ztf_replay_alerts_with_anchor.parquet", reference=True))
+    labels = pd.read_csv(shared_path("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    enc = PROTOCOL_TYPES.encode(replay["objectId"].map(labels).to_numpy(object))
+    replay = replay.loc[enc != UNLABELLED].reset_index(drop=True)
+    y = enc[enc != UNLABELLED] == POSITIVE
+    df = pd.DataFrame({"object_id": replay["objectId"], "alert_id": replay["candid"], "ndethist": replay["ndethist"].astype(float),
+                       "cdsxmatch": replay["cdsxmatch"], "anchor_score": replay["anchor_score"]})
+    n_ia = int(pd.Series(y).groupby(df["object_id"].to_numpy()).max().sum())
+    print(f"# Replay: {len(df)} alerts of {df['object_id'].nunique()} labelled objects ({n_ia} SN Ia)\n")
+    folds = object_folds(df["object_id"].to_numpy(), y, 5, args.seed)
+    columns = ["anchor_score"]
+    if args.our_score:
+        df["our_score"] = _our_oof_scores(replay, labels, 5, args.seed, args.n_estimators)
+        columns.append("our_score")
+    for col in columns:
+        s = df[col].to_numpy(float)
+        print(calibration_report(s, y).to_markdown(f"`{col}` (raw)"))
+        cal = np.full(len(s), np.nan)
+        for k in range(5):
+            cal[folds == k] = ScoreCalibrator("isotonic").fit(s[folds != k], y[folds != k]).transform(s[folds == k])
+        rep = calibration_report(cal, y)
+        print(f"`{col}` isotonic-calibrated out-of-fold (5 object folds): Brier {rep.brier:.4f}, ECE {rep.ece:.4f}\n")
+    for score_col in columns:
+        rule = CandidateRule(min_snn=None, min_drb=None, min_classtar=None, require_passed=False)
+        frame = df.assign(score=df[score_col])
+        stack_cols = ["score"] + [c for c in columns if c != score_col]
+        comp, _ = compare_rule_and_stacking(frame, y, rule=rule, columns=stack_cols, random_state=args.seed)
+        print(f"## Fixed rule on `{score_col}` vs stacked {stack_cols} (drb, classtar and SuperNNova absent from the replay: cuts off)\n")
+        print(comp.to_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
