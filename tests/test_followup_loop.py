@@ -239,3 +239,28 @@ def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
         r2 = retrain(db, feats, EXTRACTOR, n_estimators=N_TREES, margin=1.0)
         assert {row[0] for row in db.query("SELECT object_id FROM validation_set")} == val1  # fixed
         assert r2.n_validation == 18 and r2.parent == r1.version
+
+
+def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch):
+    from earlyia.followup import registry
+    from earlyia.followup.labels import ingest_labels
+    from earlyia.followup.retrain import retrain
+
+    base = make_world(80, 31, "ZTF26base", 60000)
+    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0.save(tmp_path / "m0.eia")
+    new = make_world(80, 32, "ZTF26new", 60000)
+    objs = new.drop_duplicates("object_id")
+    with FollowupDB(tmp_path / "loop.db") as db:
+        registry.register(db, tmp_path / "m0.eia", production=True)
+        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
+                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        before = db.snapshot()
+
+        def boom(*args, **kwargs):  # after the validation set, the model row and its training set were written
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(registry, "_promote", boom)
+        with pytest.raises(KeyboardInterrupt):
+            retrain(db, pd.concat([base, new], ignore_index=True), EXTRACTOR, n_estimators=N_TREES, margin=10.0)
+        assert db.snapshot() == before

@@ -238,3 +238,49 @@ def test_webhook_url_is_never_printed(tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="EARLYIA_SLACK_WEBHOOK"):
         SlackSink()
     assert "s3cr3t" not in repr(SlackSink("http://127.0.0.1:1/s3cr3t"))
+
+
+class FakeUploader(FakeSlack):
+    """An image host on loopback: stores PNGs and answers their public URL."""
+
+    def __init__(self):
+        super().__init__()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                oid = self.headers.get("X-Object-Id")
+                with outer.lock:
+                    outer.requests.append({"path": self.path, "ctype": self.headers.get("Content-Type"), "body": body, "oid": oid})
+                payload = json.dumps({"url": f"http://127.0.0.1/img/{oid}.png"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server.RequestHandlerClass = Handler
+
+
+def test_light_curve_png_uploaded_and_linked(loop_db):
+    import numpy as np
+    import pandas as pd
+
+    from earlyia.followup.notify import ImageUploader
+    from earlyia.io.table import LightCurves
+
+    targets = [t["object_id"] for t in pending_targets(loop_db)]
+    rng = np.random.default_rng(0)
+    phot = pd.DataFrame([{"object_id": o, "mjd": 60000.0 + k, "band": "gr"[k % 2], "flux": 100.0 + 10 * k + rng.normal(),
+                          "flux_err": 5.0} for o in targets[:3] for k in range(6)])
+    lc = LightCurves.from_frames(phot, survey="ZTF", bands=["g", "r"])
+    with FakeSlack() as slack, FakeUploader() as up:
+        rep = notify(loop_db, SlackSink(slack.url, retry=FAST), image_for=ImageUploader(lc, up.url, retry=FAST))
+        assert rep.ok and len(rep.posted) == 6
+        assert len(up.requests) == 3 and all(r["body"][:8] == b"\x89PNG\r\n\x1a\n" for r in up.requests)
+        assert {r["ctype"] for r in up.requests} == {"image/png"}
+        images = {b["alt_text"].split()[-1]: b["image_url"] for m in slack.posted() for b in m["blocks"] if b["type"] == "image"}
+        assert images == {o: f"http://127.0.0.1/img/{o}.png" for o in targets[:3]}  # objects without photometry: no image

@@ -94,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles each time)")
     n.add_argument("--max-delay", type=float, default=60.0)
     n.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per attempt (s)")
+    n.add_argument("--lightcurves", help="light curves of the targets (any input `earlyia convert` reads): adds a light-curve PNG")
+    n.add_argument("--upload-url", help="where to POST the PNGs (answers JSON {\"url\": ...}); default $EARLYIA_UPLOAD_URL")
     _add_db(n)
     n.set_defaults(func=run_notify)
 
@@ -177,8 +179,22 @@ def run_notify(args) -> int:
     retry = RetryPolicy(max_attempts=args.max_attempts, base_delay=args.backoff, max_delay=args.max_delay, timeout=args.timeout)
     sink = make_sink(args.sink, retry=retry)
     lists = ("al", "early") if args.list == "both" else (args.list,)
+    image_for = None
+    if args.lightcurves:
+        import os
+
+        from earlyia.followup.notify import ImageUploader
+        from earlyia.io import read
+
+        url = args.upload_url or os.environ.get("EARLYIA_UPLOAD_URL", "")
+        if not url:
+            raise ConfigError("--lightcurves needs --upload-url (or EARLYIA_UPLOAD_URL): where to upload the PNGs")
+        image_for = ImageUploader(read(args.lightcurves), url, retry=retry)
     with _open(args) as db:
-        report = notify(db, sink, lists=lists, retry_failed=args.retry_failed, resend_interrupted=args.resend_interrupted)
+        report = notify(db, sink, lists=lists, retry_failed=args.retry_failed, resend_interrupted=args.resend_interrupted,
+                        image_for=image_for)
+    for err in getattr(image_for, "errors", []):
+        print(f"  warning: {err}", file=sys.stderr)
     out = sys.stderr if args.sink == "stdout" else sys.stdout
     print(f"{len(report.posted)} posted to {sink.channel if args.sink != 'slack' else 'slack'}, {len(report.failed)} failed, "
           f"{len(report.deferred)} deferred, {len(report.skipped)} taken by another process", file=out)

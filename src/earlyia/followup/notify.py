@@ -24,6 +24,8 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+import numpy as np
+
 from earlyia.errors import ConfigError, RemoteError
 from earlyia.followup.config import PORTAL_URL, RetryPolicy, slack_webhook_url
 from earlyia.followup.db import FollowupDB, utcnow
@@ -193,6 +195,75 @@ def make_sink(spec: str, *, retry: RetryPolicy | None = None, sleep: Callable[[f
     if spec.startswith("file:") and len(spec) > 5:
         return FileSink(spec[5:])
     raise ConfigError(f"--sink {spec!r}: expected slack, stdout or file:PATH")
+
+
+# -- light-curve images (optional) ---------------------------------------------------------------
+def lightcurve_png(lc, object_id: str) -> bytes | None:
+    """A small PNG of one object's light curve (detections with errors, upper limits as triangles)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = lc.objects["object_id"].astype(str).to_numpy()
+    hit = np.flatnonzero(ids == str(object_id))
+    if not len(hit):
+        return None
+    s, e = int(lc.offsets[hit[0]]), int(lc.offsets[hit[0] + 1])
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for code, name in enumerate(lc.bands):
+        m = lc.band[s:e] == code
+        det = m & lc.detected[s:e]
+        lim = m & ~lc.detected[s:e]
+        if det.any():
+            ax.errorbar(lc.mjd[s:e][det], lc.flux[s:e][det], lc.flux_err[s:e][det], fmt="o", ms=4, label=name)
+        if lim.any():
+            ax.plot(lc.mjd[s:e][lim], 5 * lc.flux_err[s:e][lim], "v", alpha=0.5, color=ax.lines[-1].get_color() if det.any() else None)
+    ax.set_xlabel("MJD")
+    ax.set_ylabel("flux (zp 27.5)")
+    ax.set_title(str(object_id))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class ImageUploader:
+    """Render a target's light curve and POST the PNG to a configured upload URL.
+
+    The upload service answers JSON ``{"url": ...}``: the public address put in the Slack message.
+    A failed render or upload never blocks the message: the target is posted without image.
+    """
+
+    def __init__(self, lc, upload_url: str, retry: RetryPolicy | None = None):
+        if not upload_url.startswith(("https://", "http://")):
+            raise ConfigError("--upload-url must be an http(s) URL")
+        self.lc = lc
+        self._url = upload_url
+        self.retry = retry or RetryPolicy()
+        self.errors: list[str] = []
+
+    def __repr__(self) -> str:
+        return "ImageUploader(upload_url=<hidden>)"
+
+    def __call__(self, target: dict) -> str | None:
+        oid = str(target["object_id"])
+        png = lightcurve_png(self.lc, oid)
+        if png is None:
+            return None
+        req = urllib.request.Request(self._url, data=png, method="POST",
+                                     headers={"Content-Type": "image/png", "X-Object-Id": oid})
+        try:
+            with urllib.request.urlopen(req, timeout=self.retry.timeout) as resp:
+                url = json.loads(resp.read(65536).decode("utf-8")).get("url")
+        except (urllib.error.URLError, OSError, ValueError, AttributeError) as exc:
+            self.errors.append(f"{oid}: light-curve upload failed ({type(exc).__name__})")
+            return None
+        return str(url) if url else None
 
 
 # -- the command -------------------------------------------------------------------------------------
