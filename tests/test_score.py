@@ -133,7 +133,7 @@ def test_score_lightcurves_schema_and_consistency(small_input, model):
     np.testing.assert_allclose(out.set_index("alert_id").loc[feats.index, ext.names].to_numpy(), feats[ext.names].to_numpy())
 
 
-@pytest.mark.parametrize("case", ["sorted", "shuffled", "alerts_pool"])
+@pytest.mark.parametrize("case", ["sorted", "shuffled", "alerts_pool", "canonical"])
 def test_chunked_equals_unchunked(tmp_path, small_input, model, case):
     """Chunks never split an object's alerts, so the rows do not depend on the chunk size."""
     m, _, _ = model
@@ -141,11 +141,14 @@ def test_chunked_equals_unchunked(tmp_path, small_input, model, case):
     if case == "shuffled":  # alerts of an object scattered over the file
         path = tmp_path / "shuffled.parquet"
         sub.sample(frac=1.0, random_state=0).to_parquet(path)
+    elif case == "canonical":  # our own table: one row per object, alerts nested
+        path = tmp_path / "canonical.parquet"
+        lightcurves_from_fink_frame(sub, source="small").to_parquet(path)
     elif case == "alerts_pool":  # real alerts of several sources, histories that disagree between alerts of an object
         path = shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet")
-    n_rows = pq.ParquetFile(path).metadata.num_rows
+    n_rows = len(sub) if case == "canonical" else pq.ParquetFile(path).metadata.num_rows
     one = score_files([path], m, tmp_path / "one.parquet", chunk_size=10**6)
-    many = score_files([path], m, tmp_path / "many.parquet", chunk_size=37 if case != "alerts_pool" else 150)
+    many = score_files([path], m, tmp_path / "many.parquet", chunk_size={"alerts_pool": 150, "canonical": 7}.get(case, 37))
     assert one.n_chunks == 1 and many.n_chunks > 3
     a = pd.read_parquet(tmp_path / "one.parquet").sort_values("alert_id").reset_index(drop=True)
     b = pd.read_parquet(tmp_path / "many.parquet").sort_values("alert_id").reset_index(drop=True)

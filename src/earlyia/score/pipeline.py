@@ -520,7 +520,7 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
     except (OSError, pa.ArrowException) as exc:
         yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
         return
-    if n <= chunk_size or fmt == "earlyia":  # small files, and our own tables (one row per object), in one go
+    if n <= chunk_size:  # small files in one go
         try:
             yield Chunk(reader.read(path), [], str(path))
         except EarlyIAError as exc:
