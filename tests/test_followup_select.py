@@ -187,3 +187,21 @@ def test_select_failing_half_way_writes_nothing(tmp_path, monkeypatch):
             select(db, path, n=10, constraints=CONSTRAINTS)
         assert calls["n"] > 20
         assert db.snapshot() == before
+
+
+def test_cli_select_and_status(tmp_path, capsys):
+    from earlyia.cli.main import main
+
+    path = tmp_path / "scores.parquet"
+    df = make_scores(300, seed=12)
+    df["cdsxmatch"] = "Unknown"
+    write_scores(df, path)
+    db = str(tmp_path / "loop.db")
+    assert main(["followup", "select", "--scores", str(path), "--n", "5", "--db", db, "--mag-limit", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "Active-learning targets (uncertainty): 5" in out and "fink" not in out.lower()
+    assert main(["followup", "status", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "requests[al] selected: 5" in out and "schema v1" in out
+    assert main(["followup", "select", "--scores", str(tmp_path / "nope.parquet"), "--db", db]) == 2
+    assert "nope.parquet" in capsys.readouterr().err

@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--early-min-score", type=float, default=0.5)
     s.add_argument("--early-max-days", type=float, default=10.0)
     s.add_argument("--seed", type=int, default=0, help="random tie-breaking seed")
+    s.add_argument("--model", help="model file whose training ids are also excluded (default: the scoring model if registered)")
     _add_db(s)
     s.set_defaults(func=run_select)
 
@@ -164,9 +165,14 @@ def run_select(args) -> int:
                     drb_min=args.drb_min, classtar_min=args.classtar_min, min_score=args.min_score)
     e = EarlyList(min_score=args.early_min_score, max_days_since_first=args.early_max_days,
                   n=args.n if args.n_early is None else args.n_early)
+    prohibited = None
+    if args.model:
+        from earlyia.score.model import Model
+
+        prohibited = set(Model.load(args.model).prohibited_object_ids())
     with _open(args) as db:
         sel = select(db, args.scores, n=args.n, strategy=args.strategy, constraints=c, early=e, budget=args.budget,
-                     random_state=args.seed)
+                     random_state=args.seed, prohibited=prohibited)
     print(format_table(sel))
     print(f"selection {sel.selection_id} recorded (model {str(sel.model_version)[:12]}); post it with `earlyia followup notify`")
     return 0

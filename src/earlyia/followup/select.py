@@ -301,8 +301,8 @@ def select(db: FollowupDB, scores_path: str | Path, *, n: int = 30, strategy: st
     constraints = constraints or Constraints()
     early = early or EarlyList(n=n)
     with db.transaction() as con:
-        if prohibited is None and version:
-            prohibited = _prohibited_from_registry(db, version)
+        if version:
+            prohibited = set(prohibited or ()) | _prohibited_from_registry(db, version)
         exclude = excluded_objects(db, prohibited)
         sel = choose(latest, n=n, strategy=strategy, constraints=constraints, early=early, exclude=exclude,
                      feature_names=feature_names, budget=budget, random_state=random_state, source=str(scores_path))
