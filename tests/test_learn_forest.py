@@ -1,0 +1,133 @@
+"""FastForest: the incrementally updated forest equals a refit from scratch, exactly."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import roc_auc_score
+
+from earlyia.errors import ConfigError, InputError, ModelError
+from earlyia.learn.forest import FastForest, resolve_max_features
+from earlyia.learn.strategies import binary_entropy
+
+
+def _assert_same_forest(a: FastForest, b: FastForest):
+    ea, eb = a.to_ensemble().arrays(), b.to_ensemble().arrays()
+    for k in ea:
+        np.testing.assert_array_equal(ea[k], eb[k], err_msg=k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(4, 40),
+    k=st.integers(1, 5),
+    n_start=st.integers(1, 10),
+    seed=st.integers(0, 2**31),
+    ties=st.booleans(),
+)
+def test_incremental_equals_refit(n, k, n_start, seed, ties):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, k))
+    if ties:  # many repeated values, like features that fail and get a default value
+        X = np.round(X)
+    y = rng.random(n) < 0.4
+    keys = rng.permutation(1000)[:n]
+    order = rng.permutation(n)
+    n_start = min(n_start, n)
+    start, rest = order[:n_start], order[n_start:]
+    inc = FastForest(n_estimators=7, random_state=seed % 97).fit(X[start], y[start], sample_keys=keys[start])
+    Xs = rng.normal(size=(50, k))
+    inc.register_scored(Xs)
+    for i in rest:
+        inc.add_sample(keys[i], X[i], y[i])
+    perm = rng.permutation(n)  # the refit sees the rows in another order
+    ref = FastForest(n_estimators=7, random_state=seed % 97).fit(X[perm], y[perm], sample_keys=keys[perm])
+    _assert_same_forest(inc, ref)
+    # the maintained predictions equal a fresh prediction of the same forest
+    p, v, h = ref.committee_summary(Xs)
+    np.testing.assert_allclose(inc.scored_proba(), p, atol=1e-10)
+    np.testing.assert_allclose(inc.scored_votes(), v, atol=1e-12)
+    np.testing.assert_allclose(inc.scored_member_entropy(), h, atol=1e-10)
+    np.testing.assert_allclose(inc.predict_proba(Xs)[:, 1], p, atol=1e-12)
+
+
+def test_predictions_match_ensemble_and_trees():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6))
+    y = X[:, 0] + 0.5 * rng.normal(size=200) > 0
+    ff = FastForest(n_estimators=25, random_state=1).fit(X, y)
+    ens = ff.to_ensemble()
+    ens.validate()
+    Xt = rng.normal(size=(300, 6))
+    np.testing.assert_allclose(ff.predict_proba(Xt), ens.predict_proba(Xt))
+    # slow reference: walk every tree by hand
+    F, T, L, R, V = ens.feature, ens.threshold, ens.left, ens.right, ens.value
+    leaf_p = np.empty((ens.n_trees, len(Xt)))
+    for t, r in enumerate(ens.roots):
+        for i, x in enumerate(Xt):
+            node = r
+            while F[node] >= 0:
+                node = L[node] if x[F[node]] <= T[node] else R[node]
+            leaf_p[t, i] = V[node]
+    p, v, h = ff.committee_summary(Xt)
+    np.testing.assert_allclose(p, leaf_p.mean(0), atol=1e-12)
+    np.testing.assert_allclose(v, (leaf_p > 0.5).mean(0))
+    np.testing.assert_allclose(h, binary_entropy(leaf_p).mean(0), atol=1e-12)
+    # trees are grown fully: training rows are fit (almost) perfectly
+    assert (ff.predict(X) == y).mean() > 0.97
+
+
+def test_probabilities_sane_vs_sklearn():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3300, 8))
+    y = X[:, 0] + 0.6 * X[:, 1] + rng.normal(size=3300) > 0.8
+    ff = FastForest(n_estimators=100, random_state=0).fit(X[:300], y[:300])
+    rf = RandomForestClassifier(n_estimators=100, random_state=0).fit(X[:300], y[:300])
+    a_ff = roc_auc_score(y[300:], ff.predict_proba(X[300:])[:, 1])
+    a_rf = roc_auc_score(y[300:], rf.predict_proba(X[300:])[:, 1])
+    assert abs(a_ff - a_rf) < 0.03, (a_ff, a_rf)
+
+
+def test_trees_differ_and_seed_reproducible():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 5))
+    y = rng.random(80) < 0.5
+    a = FastForest(n_estimators=10, random_state=4).fit(X, y)
+    b = FastForest(n_estimators=10, random_state=4).fit(X, y)
+    c = FastForest(n_estimators=10, random_state=5).fit(X, y)
+    _assert_same_forest(a, b)
+    assert not np.array_equal(a.to_ensemble().feature, c.to_ensemble().feature)
+    ea = a.to_ensemble()
+    sizes = np.diff(np.r_[ea.roots, len(ea.feature)])
+    assert len(set(sizes.tolist())) > 1  # bootstrap + feature draws make the trees differ
+
+
+def test_errors_and_edge_cases():
+    X = np.array([[0.0], [1.0], [2.0]])
+    with pytest.raises(ModelError, match="not fitted"):
+        FastForest().predict_proba(X)
+    with pytest.raises(InputError, match="sample_keys"):
+        FastForest(n_estimators=2).fit(X, [0, 1, 0], sample_keys=[1, 1, 2])
+    ff = FastForest(n_estimators=3).fit(X, [False, True, True])
+    with pytest.raises(InputError, match="already"):
+        ff.add_sample(1, [5.0], True)
+    with pytest.raises(InputError, match="features"):
+        ff.add_samples([9], np.zeros((1, 2)), [True])
+    with pytest.raises(InputError, match="boolean"):
+        FastForest(n_estimators=2).fit(X, [0, 2, 1])
+    with pytest.raises(ConfigError):
+        resolve_max_features("cube", 4)
+    one = FastForest(n_estimators=4).fit(X, [True, True, True])
+    np.testing.assert_allclose(one.predict_proba(X)[:, 1], 1.0)
+    assert resolve_max_features("sqrt", 12) == 3 and resolve_max_features(None, 5) == 5
+
+
+def test_grows_arrays_beyond_initial_capacity():
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(300, 3))
+    y = rng.random(300) < 0.5  # pure noise: deep trees, many nodes
+    inc = FastForest(n_estimators=5, random_state=0).fit(X[:2], y[:2])
+    inc.add_samples(np.arange(2, 300), X[2:], y[2:])
+    ref = FastForest(n_estimators=5, random_state=0).fit(X, y)
+    _assert_same_forest(inc, ref)
