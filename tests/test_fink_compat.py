@@ -173,3 +173,19 @@ def test_reproduces_rf_snia_vs_nonia_of_fink8_alerts(anchor):
     want = a["rf_snia_vs_nonia"].to_numpy(float)
     np.testing.assert_allclose(score[sel], want[sel], atol=1e-9)
     assert (score[sel] > 0).sum() >= 1  # not only zeros
+
+
+def test_reproduces_anchor_scores_of_the_replay(anchor):
+    """All 19 778 replayed alerts (detections 3..20 of 1 444 real objects), through the reader and transform."""
+    from earlyia.io import datasets
+
+    reference("ztf_replay_alerts_with_anchor.parquet")
+    lc = datasets.replay()
+    ext = SigmoidFeatures(mode="fink")
+    df = ext.transform(lc, per="alert")
+    score = fink_scores(df[ext.names].to_numpy(), anchor, passed=fink_cuts(lc, per="alert"))
+    want = lc.alerts["anchor_score"].to_numpy(float)
+    d = np.abs(score - want)
+    assert len(d) == 19778
+    assert (d <= 1e-6).mean() >= 0.99 and d.max() <= 0.01
+    assert np.array_equal(score > 0, want > 0)  # every zero / non-zero decision
