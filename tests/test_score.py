@@ -378,3 +378,18 @@ def test_lsst_model_scores_lsst_alerts_through_the_same_command(tmp_path, capsys
     assert set(out["first_det_band"]) - {""} <= set("ugrizY")
     meta = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[METADATA_KEY])
     assert meta["extractor"]["params"]["bands"] == ["g", "r", "i"]
+
+
+def test_selection_from_the_card(small_input, model):
+    m, _, _ = model
+    _, sub = small_input
+    strict = Model(m.ensemble, {**m.card, "selection": {"max_ndethist": 5}})
+    assert strict.hash != m.hash
+    lc = lightcurves_from_fink_frame(sub, source="small")
+    out = score_lightcurves(lc, strict)
+    late = out["ndethist"] > 5
+    assert late.any() and not out.loc[late, "passed"].any() and out.loc[late, "reason"].str.startswith("ndethist").all()
+    default = score_lightcurves(lc, m)
+    assert default.loc[late, "passed"].any()
+    explicit = score_lightcurves(lc, strict, selection={})  # the caller's selection wins over the card's
+    pd.testing.assert_frame_equal(explicit, default)

@@ -495,6 +495,7 @@ def train_model(
     parent: str | None = None,
     metrics: Mapping | None = None,
     lineage: Mapping | None = None,
+    selection: Mapping | None = None,
     n_jobs: int = 1,
 ) -> Model:
     """Fit a forest on a labelled feature table and return it as a :class:`Model` with its card.
@@ -504,7 +505,8 @@ def train_model(
     and ideally ``object_id``/``alert_id``. Unlabelled rows and rows whose features failed (an
     ``ok``/``passed`` column that is False, or non-finite values) are left out. ``sample_ids``
     restricts training to rows whose ``alert_id`` or ``object_id`` is listed (e.g. an active-learning
-    run's queried ids). Out-of-bag predictions give honest training metrics and, with
+    run's queried ids). ``selection``: keyword arguments of ``earlyia.select.select_early`` that
+    scoring with this model applies (default: its defaults). Out-of-bag predictions give honest training metrics and, with
     ``calibrate``, the calibration map (no data is held out).
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
@@ -596,5 +598,6 @@ def train_model(
         "versions": versions(),
         "parent": parent,
         "lineage": dict(lineage or {}),
+        "selection": dict(selection) if selection else None,
     }
     return Model(ensemble, card, calibration)

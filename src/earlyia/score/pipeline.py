@@ -269,7 +269,8 @@ def score_lightcurves(
 
     ``extractor`` defaults to the one described by the model card (``get_extractor(model.card["extractor"])``,
     which refuses a config whose feature names differ). ``selection`` are keyword arguments of
-    ``earlyia.select.select_early``; ``select=False`` scores every row. ``score`` is the model's
+    ``earlyia.select.select_early`` (default: the card's ``selection``, else its defaults); ``select=False``
+    scores every row. ``score`` is the model's
     probability of the positive class, 0.0 when the selection or the features fail (like Fink),
     with ``passed``/``reason`` saying why. Problems of ``lc`` (objects its reader dropped) are
     not included: see :func:`problem_rows`.
@@ -282,7 +283,7 @@ def score_lightcurves(
     rows = score_rows(lc, per)
     n = len(rows.object_index)
     if select and n:
-        passed, reason = select_rows(lc, rows, selection)
+        passed, reason = select_rows(lc, rows, selection if selection is not None else model.card.get("selection"))
     else:
         passed, reason = np.ones(n, bool), np.full(n, "", dtype=object)
     k = len(extractor.names)
