@@ -126,7 +126,7 @@ def main() -> None:
             lambda: read(d / "ztf_fink_alerts_pool/ztf_alerts_pool.parquet").n_objects,
             lambda: ref_pool(d / "ztf_fink_alerts_pool/ztf_alerts_pool.parquet"),
         ),
-        "elasticc": (lambda: read(el_files).n_objects, lambda: ref_elasticc(el_files)),
+        "elasticc": (lambda: read(d / "elasticc_fink_ia_ii").n_objects, lambda: ref_elasticc(el_files)),
     }
     print(f"{'data set':10s} {'objects':>8s} {'ours s':>8s} {'ref s':>8s} {'ratio':>7s}  (median CPU seconds of {args.repeats})")
     for name in args.only.split(","):

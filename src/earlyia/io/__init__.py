@@ -27,6 +27,7 @@ __all__ = [
     "detect_format",
     "expand_inputs",
     "fluxcal_to_mag",
+    "get_reader",
     "limit_to_flux_err",
     "mag_to_fluxcal",
     "read",
@@ -48,9 +49,9 @@ def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         p = Path(p)
         if p.is_dir():
             try:
-                detect_format(p)
-                out.append(p)  # a directory format (e.g. a folder of SNANA .DAT files)
-                continue
+                if get_reader(detect_format(p)).directory == "unit":
+                    out.append(p)  # a folder that is one input (e.g. SNANA .DAT files)
+                    continue
             except EarlyIAError:
                 pass
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in _DOC_SUFFIXES)
@@ -79,6 +80,13 @@ def read_many(paths: str | Path | Iterable[str | Path], format: str | None = Non
     return tables, problems
 
 
+def _directory_format(path: Path) -> str | None:
+    try:
+        return detect_format(path)
+    except EarlyIAError:
+        return None
+
+
 def read(paths: str | Path | Iterable[str | Path], format: str | None = None) -> LightCurves:
     """Read one or many inputs (files or directories, any mix of formats of one survey) into one table.
 
@@ -87,7 +95,12 @@ def read(paths: str | Path | Iterable[str | Path], format: str | None = None) ->
     ``lc.problems`` and the rest is read; :class:`InputError` only when nothing at all could be read.
     Alerts of one object in several inputs merge into one light curve.
     """
-    files = expand_inputs(paths)
+    given = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if len(given) == 1 and Path(given[0]).is_dir():
+        name = format or _directory_format(Path(given[0]))
+        if name is not None and get_reader(name).directory in ("unit", "whole"):
+            return get_reader(name).read(Path(given[0]))
+    files = expand_inputs(given)
     if not files:
         raise InputError("no input given")
     if len(files) == 1:
@@ -123,14 +136,20 @@ def _register_builtins() -> None:
         description="ZTF alerts in Parquet (candidate + prv_candidates)",
     )
     register_reader(
-        "elasticc_parquet", _lsst.detect_elasticc, _lsst.read_elasticc, description="ELAsTiCC alerts (diaSource + history), LSST ugrizY"
+        "elasticc_parquet",
+        _lsst.detect_elasticc,
+        _lsst.read_elasticc,
+        description="ELAsTiCC alerts (diaSource + history), LSST ugrizY",
+        directory="whole",
     )
     register_reader("fink_parquet", _fink.detect_fink_parquet, _fink.read_fink_parquet, description="Fink concatenated columns")
     register_reader("ztf_avro", _ztf.detect_ztf_avro, _ztf.read_ztf_avro, description="ZTF/Fink alert Avro (single or multi-alert)")
     register_reader(
         "plasticc_csv", _lsst.detect_plasticc, _lsst.read_plasticc, description="PLAsTiCC light-curve CSV (+ sibling metadata for labels)"
     )
-    register_reader("snana_dat", _snana.detect_snana, _snana.read_snana, description="SNANA .DAT files, directories or tar archives")
+    register_reader(
+        "snana_dat", _snana.detect_snana, _snana.read_snana, description="SNANA .DAT files, directories or tar archives", directory="unit"
+    )
     register_reader("fink_csv", _fink.detect_fink_csv, _fink.read_fink_csv, description="Fink long CSV objectId,cjd,cfid,cmagpsf,csigmapsf")
 
 

@@ -32,14 +32,25 @@ class Reader:
     detect: Callable[[Path], bool]
     read: Callable[[Path], LightCurves]
     description: str = ""
+    #: "unit": a directory is always one input (SNANA folders); "whole": ``read(directory)`` reads it in one pass,
+    #: but batch tools (``expand_inputs``) still list its files so they can chunk and report per file; "": files only.
+    directory: str = ""
 
 
 _READERS: dict[str, Reader] = {}
 
 
-def register_reader(name: str, detect: Callable[[Path], bool], read: Callable[[Path], LightCurves], *, description: str = "") -> None:
-    """Add (or replace) a format. Detectors run in registration order; register specific formats first."""
-    _READERS[name] = Reader(name, detect, read, description)
+def register_reader(
+    name: str, detect: Callable[[Path], bool], read: Callable[[Path], LightCurves], *, description: str = "", directory: str = ""
+) -> None:
+    """Add (or replace) a format. Detectors run in registration order; register specific formats first.
+
+    ``directory``: "" (the reader takes files), "unit" (a folder is one input) or "whole" (the reader can take a
+    folder in one pass, used by :func:`earlyia.io.read` when given that folder alone).
+    """
+    if directory not in ("", "unit", "whole"):
+        raise ValueError(f"directory must be '', 'unit' or 'whole', got {directory!r}")
+    _READERS[name] = Reader(name, detect, read, description, directory)
 
 
 def readers() -> dict[str, Reader]:
