@@ -177,3 +177,34 @@ def test_busy_writer_waits_then_fails_cleanly_when_timeout_is_short(tmp_path):
     assert b.counts()["validation_set"] == 2
     a.close()
     b.close()
+
+
+def _select_worker(db_path: str, scores: str, barrier) -> None:
+    from earlyia.followup.config import Constraints, EarlyList
+    from earlyia.followup.select import select
+
+    db = FollowupDB(db_path, busy_timeout=60)
+    barrier.wait()
+    select(db, scores, n=10, constraints=Constraints(extragalactic=("Unknown", "Galaxy")), early=EarlyList(n=3), random_state=0)
+    db.close()
+
+
+def test_two_processes_selecting_at_once_never_request_an_object_twice(tmp_path):
+    from test_followup_select import make_scores, write_scores
+
+    scores = str(tmp_path / "scores.parquet")
+    write_scores(make_scores(400, seed=31), scores)
+    path = str(tmp_path / "loop.db")
+    FollowupDB(path).close()
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_select_worker, args=(path, scores, barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with FollowupDB(path) as db:
+        rows = db.query("SELECT object_id, selection_id FROM requests")
+        assert len({r[1] for r in rows}) == 2  # both selections recorded
+        assert len({r[0] for r in rows}) == len(rows) == 26  # 2 x (10 + 3), no object twice
