@@ -322,7 +322,12 @@ def notify(db: FollowupDB, sink, *, lists: tuple[str, ...] = ("al", "early"), re
             continue
         try:
             if image_for is not None:
-                target["image_url"] = image_for(target)
+                try:
+                    target["image_url"] = image_for(target)
+                except Exception as exc:  # an image is optional: never block the message for it
+                    errors = getattr(image_for, "errors", None)
+                    if errors is not None:
+                        errors.append(f"{oid}: light-curve image failed ({type(exc).__name__}: {exc})")
             message_id = sink.send(format_message(target), oid)
         except RemoteError as exc:
             if exc.permanent:
