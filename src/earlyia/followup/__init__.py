@@ -1,1 +1,9 @@
-"""earlyia.followup."""
+"""The live active-learning loop: select targets, notify observers, ingest spectra, retrain, promote.
+
+Modules: :mod:`~earlyia.followup.db` (SQLite state, migrations, one transaction per command),
+:mod:`~earlyia.followup.config` (constraints, retry policy, secrets read at call time),
+:mod:`~earlyia.followup.select`, :mod:`~earlyia.followup.notify`, :mod:`~earlyia.followup.labels`,
+:mod:`~earlyia.followup.retrain` and :mod:`~earlyia.followup.registry` (models list/promote/rollback).
+The command line is ``earlyia followup ...`` and ``earlyia models list|promote|rollback``; see
+``docs/followup.md``.
+"""
