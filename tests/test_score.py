@@ -393,3 +393,43 @@ def test_selection_from_the_card(small_input, model):
     assert default.loc[late, "passed"].any()
     explicit = score_lightcurves(lc, strict, selection={})  # the caller's selection wins over the card's
     pd.testing.assert_frame_equal(explicit, default)
+
+
+def test_avro_directory_chunks_keep_an_objects_alerts_together(tmp_path, model):
+    """Alerts of one object in separate Avro files, with histories that differ (a later alert's window lost old points)."""
+    import copy
+
+    import fastavro
+
+    m, _, _ = model
+    with open(shared("fixtures/fink_ztf/avro_multi_alerts.avro"), "rb") as fh:
+        reader = fastavro.reader(fh)
+        schema = reader.writer_schema
+        records = list(reader)
+    base = max(records, key=lambda r: sum(p.get("magpsf") is not None for p in (r.get("prv_candidates") or [])))
+    later = copy.deepcopy(base)
+    later["candid"] = base["candid"] + 1
+    later["candidate"]["candid"] = later["candid"]
+    later["candidate"]["jd"] = base["candidate"]["jd"] + 1.0
+    prv = later["prv_candidates"]
+    later["prv_candidates"] = prv[len(prv) // 2 :]  # the older half fell out of the history window
+    alerts = dir_ = tmp_path / "alerts"
+    dir_.mkdir()
+    for i, rec in enumerate([later, *records]):  # the two alerts of the object far apart in file order
+        with open(alerts / f"{i:03d}.avro", "wb") as out:
+            fastavro.writer(out, schema, [rec])
+    one = score_files([alerts], m, tmp_path / "one.parquet", chunk_size=10**6, select=False)
+    many = score_files([alerts], m, tmp_path / "many.parquet", chunk_size=2, select=False)
+    assert one.n_chunks == 1 and many.n_chunks > 3
+    a = pd.read_parquet(tmp_path / "one.parquet").sort_values("alert_id").reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "many.parquet").sort_values("alert_id").reset_index(drop=True)
+    assert len(a) == len(records) + 1
+    pd.testing.assert_frame_equal(a, b)
+    # the merged history is what made the two paths agree: the later alert alone sees fewer detections
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    with open(alone / "later.avro", "wb") as out:
+        fastavro.writer(out, schema, [later])
+    score_files([alone], m, tmp_path / "alone.parquet", select=False)
+    n_alone = pd.read_parquet(tmp_path / "alone.parquet")["n_detections"].iloc[0]
+    assert a.loc[a["alert_id"] == str(later["candid"]), "n_detections"].iloc[0] > n_alone

@@ -410,6 +410,7 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
         raise InputError(f"chunk size must be >= 1, got {chunk_size}")
     files = expand_inputs(inputs)
     group: list[Path] = []
+    avro: list[Path] = []
 
     def flush() -> Iterator[Chunk]:
         if group:
@@ -426,10 +427,8 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
         if f.is_file() and _is_parquet(f):
             yield from flush()
             yield from _parquet_chunks(f, fmt, chunk_size, get_reader(fmt))
-        elif f.is_file() and f.stat().st_size < 1_000_000 and fmt in ("ztf_avro",):
-            group.append(f)
-            if len(group) >= max(1, chunk_size // 2):
-                yield from flush()
+        elif f.is_file() and fmt == "ztf_avro":
+            avro.append(f)
         else:
             yield from flush()
             try:
@@ -437,6 +436,59 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
             except EarlyIAError as exc:
                 yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
     yield from flush()
+    for files_of_group in _avro_groups(avro, chunk_size):
+        group.extend(files_of_group)
+        yield from flush()
+
+
+def _avro_object_ids(path: Path) -> set[str] | None:
+    """Object ids of the alerts in an Avro file (None when unreadable: its reader will report why)."""
+    import fastavro
+
+    try:
+        with open(path, "rb") as fh:
+            return {str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)}
+    except (OSError, ValueError, EOFError, StopIteration, TypeError, KeyError):
+        return None
+
+
+def _avro_groups(files: list[Path], chunk_size: int) -> list[list[Path]]:
+    """Files packed into groups of about ``chunk_size`` alerts; files sharing an object always share a group.
+
+    Like Parquet chunks, this keeps every alert of an object in one chunk so scores do not depend on
+    the chunk size (costs one extra pass over the object ids when there is more than one group).
+    """
+    if not files:
+        return []
+    if len(files) <= chunk_size:
+        return [files]
+    parent = list(range(len(files)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, f in enumerate(files):
+        for oid in _avro_object_ids(f) or ():
+            j = owner.setdefault(oid, i)
+            if j != i:
+                parent[find(i)] = find(j)
+    components: dict[int, list[Path]] = {}
+    for i, f in enumerate(files):
+        components.setdefault(find(i), []).append(f)
+    groups: list[list[Path]] = []
+    current: list[Path] = []
+    for comp in components.values():  # in order of first file
+        if current and len(current) + len(comp) > chunk_size:
+            groups.append(current)
+            current = []
+        current.extend(comp)
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _is_parquet(path: Path) -> bool:
