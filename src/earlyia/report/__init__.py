@@ -1,1 +1,12 @@
-"""earlyia.report."""
+"""Reporting early SN Ia candidates: the candidate rule, TNS AT reports, score calibration and stacking.
+
+* :mod:`earlyia.report.candidates`: :class:`CandidateRule` (Fink's rule, every threshold a parameter),
+  :func:`select_candidates` (one report per object from its latest qualifying alert), :class:`ReportedRecord`.
+* :mod:`earlyia.report.tns`: the TNS bulk-report JSON, human tables, and sending with retries.
+* :mod:`earlyia.report.calibration`: reliability, Brier, ECE and a calibrated score.
+* :mod:`earlyia.report.stacking`: a learned combination of the available scores vs the fixed rule.
+"""
+
+from earlyia.report.candidates import CandidateRule, CandidateSelection, ReportedRecord, select_candidates
+
+__all__ = ["CandidateRule", "CandidateSelection", "ReportedRecord", "select_candidates"]
