@@ -90,8 +90,10 @@ def split(objects: np.ndarray, y: np.ndarray, rng: np.random.Generator, test_fra
     return test
 
 
-def evaluate(model, X_test: np.ndarray, test_alerts: pd.DataFrame, y_obj: dict) -> dict:
-    p = model.predict_proba(X_test)[:, 1]
+def evaluate(model, X_test: np.ndarray, test_alerts: pd.DataFrame, y_obj: dict, p: np.ndarray | None = None) -> dict:
+    """Object-level early flagging metrics and alert-level AUC of ``model`` (or of given scores ``p``)."""
+    if p is None:
+        p = model.predict_proba(X_test)[:, 1]
     y_alert = test_alerts["object_id"].map(y_obj).to_numpy() == POSITIVE
     per_obj = pd.DataFrame({"o": test_alerts["object_id"].to_numpy(), "p": p}).groupby("o")["p"].max()
     yo = per_obj.index.map(y_obj).to_numpy() == POSITIVE
@@ -179,6 +181,7 @@ def run(policy: str, alerts: pd.DataFrame, X: np.ndarray, names: list[str], code
                          **evaluate(model, X_test, test_alerts, code)})
     out = pd.DataFrame(rows)
     out["policy"], out["seed"] = policy, seed
+    out.attrs["anchor"] = evaluate(None, X_test, test_alerts, code, p=test_alerts["anchor_score"].to_numpy(np.float64))
     return out
 
 
@@ -212,12 +215,14 @@ def main(argv=None) -> None:
     print(f"loaded {len(alerts)} alerts of {alerts['object_id'].nunique()} objects, {len(names)} features, "
           f"{alerts['night'].nunique()} nights in {t_load:.1f} s (measured under load)")
     curves = []
+    anchors = {}
     for seed in range(args.seeds):
         for policy in args.policies:
             t = time.perf_counter()
             c = run(policy, alerts, X, names, code, seed=seed, budget=args.budget, retrain_every=args.retrain_every,
                     n_trees=args.n_trees)
             curves.append(c)
+            anchors[seed] = c.attrs["anchor"]
             last = c.iloc[-1]
             print(f"seed {seed} {policy:16s} {int(last['n_requested'])} spectra, {int(last['n_labels'])} labels: "
                   f"FoM {last['fom']:.3f} eff {last['efficiency']:.3f} pur {last['purity']:.3f} AUC {last['auc']:.3f} "
@@ -232,7 +237,11 @@ def main(argv=None) -> None:
     print("\nTest-set metrics (object flagged if any alert <= 20 detections scores > 0.5), mean (std) over seeds, "
           "at the first retraining after the given number of requested spectra:")
     print(_markdown(table))
-    _plot(curves, out / "learning_curve.png")
+    anchor = pd.DataFrame(anchors).T
+    print("\nFink's production model (anchor_score) on the same test objects, mean (std) over seeds "
+          "(optimistic: it was probably trained on some of them): " + ", ".join(
+              f"{m} {anchor[m].mean():.3f} ({anchor[m].std():.3f})" for m in ("efficiency", "purity", "fom", "auc")))
+    _plot(curves, out / "learning_curve.png", anchor.mean().to_dict())
     print(f"\nwrote {out / 'curves.csv'} and {out / 'learning_curve.png'}; total {time.perf_counter() - t0:.0f} s")
 
 
@@ -247,7 +256,7 @@ def _markdown(agg: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _plot(curves: pd.DataFrame, path: Path) -> None:
+def _plot(curves: pd.DataFrame, path: Path, anchor: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,6 +271,9 @@ def _plot(curves: pd.DataFrame, path: Path) -> None:
             sd = np.std(per_seed, axis=0)
             ax.plot(grid, m, label=policy)
             ax.fill_between(grid, m - sd, m + sd, alpha=0.2)
+    if anchor:
+        for ax, metric in zip(axes, ("fom", "auc"), strict=True):
+            ax.axhline(anchor[metric], color="k", ls="--", lw=1, label="Fink production model")
     for ax, metric in zip(axes, ("FoM (objects, <= 20 detections)", "alert-level ROC AUC"), strict=True):
         ax.set_xlabel("spectra requested")
         ax.set_ylabel(metric)
