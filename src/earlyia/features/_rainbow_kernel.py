@@ -27,6 +27,8 @@ import numba
 import numpy as np
 
 NPAR = 6
+# fast math without the no-NaN/no-inf assumptions: the kernel relies on NaN and inf checks
+FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # parameter order inside the kernel
 P_T0, P_AMP, P_RISE, P_TMID, P_TAMP, P_TCOLOR = 0, 1, 2, 3, 4, 5
 
@@ -36,7 +38,8 @@ SIGMA_SB = 5.6703744191844314e-05  # erg / (cm² s K⁴)
 C_LIGHT = 2.99792458e10  # cm / s
 T_UNIT = 1.0e4  # kernel temperature unit (K)
 N_EXTEND = 0  # step extensions tried after an accepted step
-SCREEN_ITER = 12  # iterations given to each start before the best one is refined
+SCREEN_ITER = 10  # iterations every start gets before successive halving keeps the better half
+STALL_TOL = 0.2  # χ² gain over 10 iterations below which a crawling fit is considered converged
 
 # status codes (the extractor turns them into reasons)
 ST_OK = 0
@@ -47,7 +50,7 @@ ST_SINGULAR = 4
 ST_FEW_BANDS = 5
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", fastmath=FAST)
 def _sigmoid_pair(z):
     """(1 / (1 + e^z), e^z / (1 + e^z)²) without overflow."""
     if z > 0.0:
@@ -59,7 +62,7 @@ def _sigmoid_pair(z):
     return s, s * (1.0 - s)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", fastmath=FAST)
 def _g_and_dlng(nu, nu_ref, temp):
     """g(ν, T) = π B_ν ν_ref / (σ T⁴) and d ln g / dT (T in K)."""
     x = H_PLANCK * nu / (K_BOLTZMANN * temp)
@@ -74,7 +77,7 @@ def _g_and_dlng(nu, nu_ref, temp):
     return g, dlng
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def model_flux(t, nu, params, nu_ref):
     """Model flux at times ``t`` (days) and frequencies ``nu`` (Hz) for physical ``params``
     ``[t0, amplitude, rise_time, T_mid (K), T_amp, t_color]``."""
@@ -90,7 +93,7 @@ def model_flux(t, nu, params, nu_ref):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def preprocess(mjd, band, flux, flux_err, detected, starts, ends, nu_band, use_detected_only, min_flux, window):
     """Select usable points and average them per band within ``window`` days.
 
@@ -163,7 +166,7 @@ def preprocess(mjd, band, flux, flux_err, detected, starts, ends, nu_band, use_d
     return ot[:pos], onu[:pos], of[:pos], oe[:pos], ob[:pos], ns, ne
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, g):
     """Fill H = JᵀJ, g = Jᵀr (r = (model - data) / err) in scaled units; return the cost."""
     for a in range(NPAR):
@@ -209,7 +212,7 @@ def _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, g):
     return cost
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _cost_only(ts, nus, fs, ws, n, p, nu_ref, prior_w):
     t0, amp, rise, tmid, tamp, tcol = p[0], math.exp(p[1]), math.exp(p[2]), math.exp(p[3]), p[4], math.exp(p[5])
     cost = 0.0
@@ -226,7 +229,7 @@ def _cost_only(ts, nus, fs, ws, n, p, nu_ref, prior_w):
     return cost
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _cholesky_solve(A, b, x, free):
     """Solve A x = b on the free parameters (others: x = 0). False if A is not positive definite."""
     L = np.zeros((NPAR, NPAR))
@@ -267,7 +270,7 @@ def _cholesky_solve(A, b, x, free):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _invert_spd(A, out):
     """Inverse of a symmetric positive-definite 6x6 matrix (False when singular)."""
     free = np.ones(NPAR, np.bool_)
@@ -284,7 +287,7 @@ def _invert_spd(A, out):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _edm(H, grad, p, lo, hi, free, A, rhs, step):
     """Expected χ² decrease of an undamped Gauss-Newton step on the free parameters (Migrad's EDM)."""
     for a in range(NPAR):
@@ -303,7 +306,7 @@ def _edm(H, grad, p, lo, hi, free, A, rhs, step):
     return edm
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, grad):
     """Projected Levenberg-Marquardt from ``p`` (modified in place). Returns (cost, converged)."""
     free = np.ones(NPAR, np.bool_)
@@ -318,7 +321,7 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
     for it in range(max_iter):
         # stalled: χ² improved by less than 10 x edm_tol over the last 10 iterations (statistically nothing)
         if it > 0 and it % 10 == 0:
-            if stall_ref - cost < 10.0 * edm_tol:
+            if stall_ref - cost < STALL_TOL:
                 converged = True
                 break
             stall_ref = cost
@@ -382,7 +385,7 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
     return cost, converged and math.isfinite(cost)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST)
 def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_points, min_bands, max_iter, edm_tol, n_starts, n_bands, init):
     """Fit every segment (``init`` (n, 6): physical starting parameters, a NaN row = none).
 
@@ -414,6 +417,11 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
     lo = np.zeros(NPAR)
     hi = np.zeros(NPAR)
     deriv = np.zeros(NPAR)
+    n_max_starts = n_starts + 1
+    P = np.zeros((n_max_starts, NPAR))
+    C = np.zeros(n_max_starts)
+    CONV = np.zeros(n_max_starts, np.bool_)
+    order = np.zeros(n_max_starts, np.int64)
     for i in range(n_seg):
         s0 = starts[i]
         n = ends[i] - s0
@@ -505,41 +513,31 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
         hi[4] = 0.99
         lo[5] = math.log(width / 3.0)
         hi[5] = math.log(max(10.0 * ptp_t, width / 1.5))
-        # several starts run a few iterations each; the best one is then iterated to convergence
-        best_cost = np.inf
-        any_conv = False
+        # several starts, successive halving: all run a few iterations, the better half goes on,
+        # and the best one is iterated to convergence (a converged start is never re-run)
         has_init = True
         for a in range(NPAR):
             has_init = has_init and math.isfinite(init[i, a])
         has_init = has_init and init[i, 1] > 0 and init[i, 2] > 0 and init[i, 3] > 0 and init[i, 5] > 0
-        screen = max_iter if n_starts + (1 if has_init else 0) <= 1 else min(max_iter, SCREEN_ITER)
-        for start in range(-1, n_starts):
-            if start == -1:
-                if not has_init:
-                    continue
-                # a given start (e.g. the previous alert's solution), in kernel units
-                p[0] = (init[i, 0] - tmean) / tscale
-                p[1] = math.log(init[i, 1] / fscale)
-                p[2] = math.log(init[i, 2] / tscale)
-                p[3] = math.log(init[i, 3] / T_UNIT)
-                p[4] = init[i, 4]
-                p[5] = math.log(init[i, 5] / tscale)
-                for a in range(NPAR):
-                    p[a] = min(max(p[a], lo[a]), hi[a])
-                c, conv = _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, screen, edm_tol, H, grad)
-                if c < best_cost:
-                    best_cost = c
-                    any_conv = conv
-                    for a in range(NPAR):
-                        best[a] = p[a]
-                continue
-            p[0] = ts[kmax]
+        n_s = 0
+        if has_init:
+            # a given start (e.g. the previous alert's solution), in kernel units
+            P[0, 0] = (init[i, 0] - tmean) / tscale
+            P[0, 1] = math.log(init[i, 1] / fscale)
+            P[0, 2] = math.log(init[i, 2] / tscale)
+            P[0, 3] = math.log(init[i, 3] / T_UNIT)
+            P[0, 4] = init[i, 4]
+            P[0, 5] = math.log(init[i, 5] / tscale)
+            n_s = 1
+        for start in range(n_starts):
+            P[n_s, 0] = ts[kmax]
             rise0 = 1.0
             temp0 = 1.0
             tamp0 = 0.0
+            tcol0 = 2.0 * width
             if start == 1:
                 # a rising-only start: midpoint before the last point, faster rise
-                p[0] = thi - 0.5 * ptp_t
+                P[n_s, 0] = thi - 0.5 * ptp_t
                 rise0 = 0.3
             elif start == 2:
                 temp0 = 2.0
@@ -547,27 +545,55 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
                 tamp0 = 0.5
             elif start == 4:
                 tamp0 = -0.5
-            elif start >= 5:
-                p[0] = tlo + ptp_t * ((start - 4) / 4.0)
-            p[1] = math.log(max(ptp_f, 1e-6))
-            p[2] = math.log(rise0)
-            p[3] = math.log(temp0)
-            p[4] = tamp0
-            p[5] = math.log(2.0 * width)
+            elif start == 5:
+                # an early, fast rise followed by slow cooling (peaked, declining light curves)
+                P[n_s, 0] = tlo + 0.1 * ptp_t
+                rise0 = 0.05
+                tamp0 = 0.5
+                tcol0 = max(ptp_t, 2.0 * width)
+            elif start >= 6:
+                P[n_s, 0] = tlo + ptp_t * ((start - 5) / 4.0)
+            P[n_s, 1] = math.log(max(ptp_f, 1e-6))
+            P[n_s, 2] = math.log(rise0)
+            P[n_s, 3] = math.log(temp0)
+            P[n_s, 4] = tamp0
+            P[n_s, 5] = math.log(tcol0)
+            n_s += 1
+        for k in range(n_s):
             for a in range(NPAR):
-                p[a] = min(max(p[a], lo[a]), hi[a])
-            c, conv = _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, screen, edm_tol, H, grad)
-            if c < best_cost:
-                best_cost = c
-                any_conv = conv
+                P[k, a] = min(max(P[k, a], lo[a]), hi[a])
+            C[k] = np.inf
+            CONV[k] = False
+            order[k] = k
+        alive = n_s
+        budget = SCREEN_ITER if n_s > 1 else max_iter
+        while alive > 0:
+            for j in range(alive):
+                k = order[j]
+                if CONV[k]:
+                    continue
                 for a in range(NPAR):
-                    best[a] = p[a]
-        if screen < max_iter and not any_conv:
-            for a in range(NPAR):
-                p[a] = best[a]
-            best_cost, any_conv = _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, grad)
-            for a in range(NPAR):
-                best[a] = p[a]
+                    p[a] = P[k, a]
+                C[k], CONV[k] = _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, budget, edm_tol, H, grad)
+                for a in range(NPAR):
+                    P[k, a] = p[a]
+            # sort the alive starts by cost (insertion sort, a handful of entries)
+            for j in range(1, alive):
+                k = order[j]
+                m = j
+                while m > 0 and C[order[m - 1]] > C[k]:
+                    order[m] = order[m - 1]
+                    m -= 1
+                order[m] = k
+            if alive == 1 or budget >= max_iter:
+                break
+            alive = max(1, alive // 2)
+            budget = max_iter if alive == 1 else min(max_iter, 2 * budget)
+        kb = order[0]
+        best_cost = C[kb]
+        any_conv = CONV[kb]
+        for a in range(NPAR):
+            best[a] = P[kb, a]
         for a in range(NPAR):
             p[a] = best[a]
         # final normal equations for the covariance and the data-only chi2

@@ -68,7 +68,7 @@ def fit_segments(
     t_amplitude_prior: float | None = 0.25,
     max_iter: int = 100,
     edm_tol: float = 2e-4,
-    n_starts: int = 5,
+    n_starts: int = 6,
     init: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit Rainbow to every segment ``starts[i]:ends[i]``; the array-level core of :class:`RainbowFeatures`.
@@ -183,7 +183,7 @@ class RainbowFeatures(FeatureExtractor):
         t_amplitude_prior: float | None = 0.25,
         max_iter: int = 100,
         edm_tol: float = 2e-4,
-        n_starts: int = 5,
+        n_starts: int = 6,
     ):
         self.bands = bands
         self.survey = survey
