@@ -124,6 +124,9 @@ def test_enabled_cut_without_its_column_is_an_error_naming_it():
     with pytest.raises(SchemaError, match="classtar"):
         CandidateRule(xmatch=XM).evaluate(df)
     CandidateRule(min_classtar=None, xmatch=XM).evaluate(df)  # disabled: fine
+    unknown = _alerts(10).assign(drb=np.nan)
+    res = CandidateRule(xmatch=XM).evaluate(unknown)
+    assert not res.passed.any() and any("drb is unknown for every alert" in n for n in res.notes)
 
 
 def test_one_candidate_per_object_from_its_latest_qualifying_alert_without_mixing():

@@ -124,7 +124,11 @@ class CandidateRule:
             if name not in scores.columns:
                 raise SchemaError(f"scores lack column {name!r} needed by the {option} cut; disable that cut to report without it",
                                   source=source)
-            return pd.to_numeric(scores[name], errors="coerce").to_numpy(np.float64)
+            values = pd.to_numeric(scores[name], errors="coerce").to_numpy(np.float64)
+            if n and not np.isfinite(values).any():
+                notes.append(f"{name} is unknown for every alert, so every alert fails the {option} cut; disable it ({option} = None) "
+                             "if the data cannot have it")
+            return values
 
         if self.require_passed and "passed" in scores.columns:
             passed = scores["passed"].fillna(False).to_numpy(bool)
