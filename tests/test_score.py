@@ -351,9 +351,9 @@ def test_fink_model_scores_replay_like_anchor(replay_df):
     assert len(out) == len(replay_df)
     out = out.set_index("alert_id").loc[replay_df["candid"]]
     diff = np.abs(out["score"].to_numpy() - replay_df["anchor_score"].to_numpy())
-    # same tolerance as the fink-mode acceptance: a few alerts may differ by a handful of trees
-    assert diff.max() <= 0.01
-    assert (diff > 1e-9).mean() <= 0.002
+    # same tolerance as the fink-mode acceptance (tests/test_fink_compat.py): a few alerts differ by a handful of trees
+    assert model.card["selection"] == {"rule": "fink"}
+    assert diff.max() <= 0.01 and (diff <= 1e-6).mean() >= 0.99
     assert ((out["score"] > 0).to_numpy() == (replay_df["anchor_score"] > 0).to_numpy()).all()
 
 

@@ -444,6 +444,7 @@ class Model:
             "calibration": None,
             "versions": versions(),
             "parent": None,
+            "selection": {"rule": "fink"},
         }
         return cls(ensemble, card)
 

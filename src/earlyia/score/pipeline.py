@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from earlyia.errors import EarlyIAError, InputError, Problem
+from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem
 from earlyia.score.model import Model
 
 #: Schema metadata key of a SCORES Parquet file.
@@ -201,23 +201,66 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
     return cols
 
 
+#: Selection rules a model card may name (``card["selection"]["rule"]``).
+SELECTION_RULES = ("early", "fink")
+
+
 def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Early-SN selection (``earlyia.select.select_early``) on each row: ``(passed bool, reason str)``."""
-    from earlyia.select import select_early
+    """Selection on each row: ``(passed bool, reason str)``.
+
+    ``params["rule"]``: ``"early"`` (default; ``earlyia.select.select_early``, the other keys are its
+    keyword arguments) or ``"fink"`` (``earlyia.select.fink_cuts``: Fink's own pre-fit cuts, for Fink's models).
+    """
+    from earlyia import select as sel_mod
 
     n = len(rows.object_index)
     passed = np.ones(n, bool)
     reason = np.full(n, "", dtype=object)
     params = dict(params or {})
+    rule = params.pop("rule", "early")
+    if rule not in SELECTION_RULES:
+        raise ConfigError(f"unknown selection rule {rule!r}; expected one of {SELECTION_RULES}")
     for per, mask in (("alert", rows.alert_row >= 0), ("object", rows.alert_row < 0)):
         if not mask.any():
             continue
-        sel = select_early(lc, per=per, **params)
-        ok, why = _selection_arrays(sel)
+        if rule == "fink":
+            ok = np.asarray(sel_mod.fink_cuts(lc, per=per, **params), bool)
+            why = np.full(len(ok), "", dtype=object)
+            bad = np.flatnonzero(~ok)
+            if len(bad):
+                why[bad] = _fink_reasons(lc, per, bad, params)
+        else:
+            ok, why = _selection_arrays(sel_mod.select_early(lc, per=per, **params))
         src = rows.alert_row[mask] if per == "alert" else rows.object_index[mask]
         passed[mask] = ok[src]
         reason[mask] = why[src]
     return passed, reason
+
+
+def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping) -> list[str]:
+    """Which of Fink's cuts each failing row missed (for the ``reason`` column only)."""
+    from earlyia.select import EXTRAGALACTIC_TYPES
+
+    min_mags, max_nd = int(params.get("min_mags", 4)), float(params.get("max_ndethist", 20))
+    allowed = set(params.get("allowed_xmatch", EXTRAGALACTIC_TYPES))
+    starts, ends = lc.alert_segments() if per == "alert" else (lc.starts, lc.ends)
+    src = lc.alerts if per == "alert" else lc.objects
+    cum = np.concatenate([[0], np.cumsum(lc.detected, dtype=np.int64)])
+    ndet = cum[ends[bad]] - cum[starts[bad]]
+    nd = pd.to_numeric(src["ndethist"], errors="coerce").to_numpy(float)[bad] if "ndethist" in src.columns else np.full(len(bad), np.nan)
+    xm = src["cdsxmatch"].to_numpy(object)[bad] if "cdsxmatch" in src.columns else np.full(len(bad), None, object)
+    out = []
+    for k in range(len(bad)):
+        parts = []
+        if ndet[k] < min_mags:
+            parts.append(f"{ndet[k]} detections < {min_mags}")
+        if nd[k] > max_nd:
+            parts.append(f"ndethist {nd[k]:g} > {max_nd:g}")
+        x = "Unknown" if xm[k] is None or (isinstance(xm[k], float) and np.isnan(xm[k])) else str(xm[k])
+        if x not in allowed:
+            parts.append(f"SIMBAD type {x!r} is not a supernova host type")
+        out.append("Fink cuts: " + ("; ".join(parts) or "failed"))
+    return out
 
 
 def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
