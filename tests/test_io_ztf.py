@@ -130,3 +130,23 @@ def test_missing_candidate_fields(tmp_path):
     assert detect_format(p) == "ztf_alert_parquet"
     with pytest.raises(SchemaError, match=r"flat.parquet.*lacks field\(s\) \['fid', 'sigmapsf'\]"):
         read(p)
+
+
+def test_candidate_without_history_but_fink_lists(tmp_path):
+    """A nested candidate plus Fink's lists (no prv_candidates): the lists carry the history, so fink_parquet reads it."""
+    t = pa.table(
+        {
+            "objectId": ["ZTFx"],
+            "candid": [5],
+            "candidate": [{"jd": 2459002.5, "fid": 1, "magpsf": 18.0, "sigmapsf": 0.1, "ndethist": 2, "drb": 0.9}],
+            "cjd": [[2459000.5, 2459002.5]],
+            "cmagpsf": [[19.0, 18.0]],
+            "csigmapsf": [[0.1, 0.1]],
+            "cfid": [[1, 1]],
+        }
+    )
+    p = tmp_path / "mixed.parquet"
+    pq.write_table(t, p)
+    assert detect_format(p) == "fink_parquet"
+    lc = read(p)
+    assert lc.n_points == 2 and lc.alerts.loc[0, "drb"] == 0.9 and lc.alerts.loc[0, "ndethist"] == 2

@@ -281,10 +281,14 @@ def read_ztf_alert_parquet(path: str | Path, *, survey: str = "ZTF") -> LightCur
 
 
 def detect_ztf_alert_parquet(path: Path) -> bool:
-    """Parquet with ``objectId`` and a ``candidate`` struct or ``cand_jd`` column (history optional)."""
+    """Parquet with ``objectId`` and a ``candidate`` struct or ``cand_jd`` column (``prv_candidates`` optional, unless
+    Fink's ``cjd, cmagpsf...`` lists hold the history instead)."""
     schema = parquet_schema(Path(path))
     if schema is None or "objectId" not in schema.names:
         return False
+    has_fink_lists = all(c in schema.names for c in ("cjd", "cmagpsf", "csigmapsf", "cfid"))
+    if "prv_candidates" not in schema.names and has_fink_lists:
+        return False  # the history is only in Fink's lists: the fink_parquet reader uses them
     if "candidate" in schema.names:
         return pa.types.is_struct(schema.field("candidate").type)
     return "cand_jd" in schema.names and "cand_magpsf" in schema.names
