@@ -218,10 +218,10 @@ def _simulate_block(cls: np.ndarray, rng: np.random.Generator, params: dict, max
         lim[sel] = _from_quantiles(rng, params["depth"][name]["diffmaglim_quantiles"], int(sel.sum()))
     f_lim = _mag_to_flux(lim)
     sky = noise["scale"] * f_lim / _SNR_DETECT  # 1-sigma background noise of the epoch
-    err = np.hypot(sky, 0.921034 * noise["floor_mag"] * np.abs(flux))
-    err *= np.exp(noise["log_scatter"] * rng.standard_normal(len(t)))  # real errors scatter around the law
+    scatter = np.exp(noise["log_scatter"] * rng.standard_normal(len(t)))  # real errors scatter around the law
+    err = np.hypot(sky, 0.921034 * noise["floor_mag"] * np.abs(flux)) * scatter
     obs = flux + err * rng.standard_normal(len(t))
-    det = np.abs(obs) >= _SNR_DETECT * sky  # the survey's 5-sigma threshold of the epoch
+    det = np.abs(obs) >= _SNR_DETECT * sky * scatter  # 5 sigma of this epoch's actual background noise
     det &= (obs > 0) | ~bz  # only AGN vary below their reference image
     fl = np.where(det, obs, np.nan)
     fe = np.where(det, err, f_lim / _SNR_DETECT)
