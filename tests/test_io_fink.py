@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import reference, shared
 from earlyia.errors import InputError, SchemaError
@@ -111,3 +113,60 @@ def test_replay_file():
     starts, ends = lc.alert_segments()
     cum = np.concatenate([[0], np.cumsum(lc.detected)])
     assert np.array_equal(cum[ends] - cum[starts], lc.alerts["ndethist"].to_numpy())
+
+
+@st.composite
+def _fink_rows(draw):
+    """Objects with a true light curve on a 0.01-day grid; each alert row is a random prefix of it (Fink-like)."""
+    rows = []
+    for k in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(1, 12))
+        steps = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
+        jd = 2459000.5 + np.cumsum(steps) * 0.01
+        fid = np.array(draw(st.lists(st.sampled_from([1, 2, 3]), min_size=n, max_size=n)))
+        mag = np.array(draw(st.lists(st.one_of(st.just(np.nan), st.floats(15, 22)), min_size=n, max_size=n)))
+        sig = np.where(np.isnan(mag), np.nan, 0.05)
+        order = draw(st.permutations(range(n)))  # Fink lists are not always sorted
+        for cut in sorted(set(draw(st.lists(st.integers(1, n), min_size=1, max_size=4)))):
+            idx = [i for i in order if i < cut]
+            rows.append([f"ZTF{k}", list(jd[idx]), list(mag[idx]), list(sig[idx]), list(fid[idx])])
+    return rows
+
+
+def _reference(rows):
+    """Plain Python: a dict per (object, time, band), a detection beating a non-detection."""
+    best = {}
+    for oid, jd, mag, sig, fid in rows:
+        for t, m, s, f in zip(jd, mag, sig, fid, strict=True):
+            key = (oid, round(t - JD_MJD_OFFSET, 8), "gri"[f - 1])
+            det = not np.isnan(m)
+            flux, err = (float(v) for v in mag_to_fluxcal(m, s)) if det else (np.nan, np.nan)
+            if key not in best or (det and not best[key][2]):
+                best[key] = (flux, err, det)
+    return sorted(best.items())
+
+
+@given(_fink_rows())
+@settings(max_examples=60, deadline=None)
+def test_fink_builder_against_reference(rows):
+    lc = lightcurves_from_fink_frame(pd.DataFrame(rows, columns=["objectId", "cjd", "cmagpsf", "csigmapsf", "cfid"]), source="h")
+    ref = _reference(rows)
+    oid = np.repeat(lc.object_ids, np.diff(lc.offsets))
+    ours = sorted(
+        ((o, round(t, 8), lc.bands[b]), (f, e, d))
+        for o, t, b, f, e, d in zip(oid, lc.mjd, lc.band, lc.flux, lc.flux_err, lc.detected, strict=True)
+    )
+    assert [k for k, _ in ours] == [k for k, _ in ref]
+    for (_, (f, e, d)), (_, (rf, re, rd)) in zip(ours, ref, strict=True):
+        assert d == rd
+        assert (np.isnan(f) and np.isnan(rf)) or np.isclose(f, rf)
+        assert (np.isnan(e) and np.isnan(re)) or np.isclose(e, re)
+    assert len(lc.alerts) == len(rows)
+    # every alert's segment holds all the points of its own row and nothing later than the alert
+    starts, ends = lc.alert_segments()
+    for j, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        oid_j, jd, _, _, fid = rows[int(lc.alerts["row"].iloc[j])]
+        seg = {(round(t, 8), lc.bands[b]) for t, b in zip(lc.mjd[s:e], lc.band[s:e], strict=True)}
+        assert {(round(t - JD_MJD_OFFSET, 8), "gri"[f - 1]) for t, f in zip(jd, fid, strict=True)} <= seg
+        assert lc.object_ids[lc.alerts["object_index"].iloc[j]] == oid_j
+        assert lc.mjd[e - 1] <= lc.alerts["mjd"].iloc[j] + 1e-9
