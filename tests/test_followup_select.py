@@ -141,6 +141,9 @@ def test_missing_column_names_the_constraint():
     with pytest.raises(SchemaError, match="drb"):
         choose(latest_alerts(df), n=5, constraints=CONSTRAINTS)
     choose(latest_alerts(df), n=5, constraints=Constraints(drb_min=None, extragalactic=TYPES))  # disabled: fine
+    empty = make_scores(20).assign(classtar=np.nan)  # e.g. alerts without classtar: say so instead of selecting nothing
+    with pytest.raises(SchemaError, match="classtar-min none"):
+        choose(latest_alerts(empty), n=5, constraints=CONSTRAINTS)
 
 
 def test_select_records_everything_and_never_reproposes(tmp_path):

@@ -126,7 +126,11 @@ def constraint_mask(df: pd.DataFrame, c: Constraints, *, max_days: float | None 
         if col not in df.columns:
             raise SchemaError(f"no {col!r} column for the {option} constraint; add it or disable the constraint ({option} none)",
                               source=source)
-        return pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        if n and not np.isfinite(values).any():
+            raise SchemaError(f"column {col!r} is empty (no finite value), so the {option} constraint would remove every object; "
+                              f"disable it with {option} none", source=source)
+        return values
 
     def apply(name: str, keep: np.ndarray) -> None:
         keep = np.asarray(keep, bool)
