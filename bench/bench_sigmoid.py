@@ -210,7 +210,7 @@ def _alert_frames(lc: LightCurves, starts, ends):
     owner = np.repeat(np.arange(len(starts)), np.asarray(ends) - np.asarray(starts))
     phot = pd.DataFrame(
         {
-            "object_id": owner.astype(str),
+            "object_id": np.char.zfill(owner.astype(str), 9),  # zero-padded: objects keep the alert order
             "mjd": lc.mjd[rows],
             "band": np.asarray(lc.bands, dtype=object)[lc.band[rows]],
             "flux": lc.flux[rows],

@@ -42,7 +42,7 @@ def rising_curves(draw):
     return t, y
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(rising_curves())
 def test_batch_fitter_reaches_scipy_minimum(curve):
     """From Fink's start, our compiled TRF ends at a cost no worse than scipy least_squares (trf) + 1e-6."""
