@@ -150,3 +150,21 @@ def test_candidate_without_history_but_fink_lists(tmp_path):
     assert detect_format(p) == "fink_parquet"
     lc = read(p)
     assert lc.n_points == 2 and lc.alerts.loc[0, "drb"] == 0.9 and lc.alerts.loc[0, "ndethist"] == 2
+
+
+def test_tar_of_avro_alerts(tmp_path):
+    """ZTF's nightly alert archives are tarballs of single-alert Avro files."""
+    import tarfile
+
+    src = [shared(rel) for rel, fmt, _ in FIXTURES if fmt == "ztf_avro"]
+    path = tmp_path / "ztf_public_20190110.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for p in src:
+            tar.add(p, arcname=f"night/{p.name}")
+        broken = tmp_path / "broken.avro"
+        broken.write_bytes(src[0].read_bytes()[:300])
+        tar.add(broken, arcname="night/broken.avro")
+    assert detect_format(path) == "ztf_avro"
+    lc = read(path)
+    assert len(lc.alerts) == sum(n for _, fmt, n in FIXTURES if fmt == "ztf_avro") == 16
+    assert len(lc.problems) == 1 and "broken.avro" in lc.problems[0].source

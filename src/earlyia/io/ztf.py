@@ -15,6 +15,10 @@ Python object per point.
 
 from __future__ import annotations
 
+import io
+import lzma
+import tarfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -93,52 +97,92 @@ def _floats(values: list) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def read_ztf_avro(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
-    """Read a ZTF/Fink Avro file (one alert or many; codecs null, deflate, snappy (needs ``cramjam``)).
-
-    A container truncated or corrupted after some alerts keeps the alerts before the damage and reports a
-    :class:`Problem`; a file with no readable alert raises :class:`FormatError`.
-    """
-    path = Path(path)
+def _avro_records(fh, source: str) -> tuple[list[dict], list[Problem]]:
+    """Alert records of one Avro stream (cutouts dropped); damage after some alerts keeps them and adds a Problem."""
     records: list[dict] = []
     problems: list[Problem] = []
     try:
-        with open(path, "rb") as fh:
-            reader = fastavro.reader(fh)
-            it = iter(reader)
-            while True:
-                try:
-                    rec = next(it)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    if not records:
-                        raise
-                    problems.append(
-                        Problem(
-                            str(path), None, f"Avro data damaged after {len(records)} alert(s) ({type(exc).__name__}: {exc}); rest skipped"
-                        )
-                    )
-                    break
-                for key in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
-                    rec.pop(key, None)
-                records.append(rec)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, AssertionError) as exc:
+        it = iter(fastavro.reader(fh))
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                break
+            except Exception as exc:  # fastavro raises many types on damaged blocks
+                if not records:
+                    raise
+                problems.append(
+                    Problem(source, None, f"Avro data damaged after {len(records)} alert(s) ({type(exc).__name__}: {exc}); rest skipped")
+                )
+                break
+            for key in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+                rec.pop(key, None)
+            records.append(rec)
+    except Exception as exc:  # a damaged header, a missing codec library, not Avro at all
         raise FormatError(
-            f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete and an alert file?", source=str(path)
+            f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete and an alert file?", source=source
         ) from exc
-    except Exception as exc:
-        raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc})", source=str(path)) from exc
     if not records:
-        raise FormatError("Avro file holds no alert", source=str(path))
+        raise FormatError("Avro file holds no alert", source=source)
+    return records, problems
+
+
+def read_ztf_avro(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
+    """Read ZTF/Fink Avro: one alert or a multi-alert container, or a tar archive of them (ZTF's nightly tarballs).
+
+    Codecs null, deflate, snappy (needs ``cramjam``). A container truncated or corrupted after some alerts keeps
+    the alerts before the damage and reports a :class:`Problem`; so does an unreadable member of a tar archive.
+    Nothing readable at all raises :class:`FormatError`.
+    """
+    path = Path(path)
+    if not _is_tar(path):
+        with open(path, "rb") as fh:
+            records, problems = _avro_records(fh, str(path))
+        lc = lightcurves_from_alert_records(records, source=str(path), survey=survey)
+        lc.problems = problems + lc.problems
+        return lc
+    records, problems = [], []
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                if not (member.isfile() and member.name.endswith(".avro")):
+                    continue
+                name = f"{path}:{member.name}"
+                try:
+                    recs, probs = _avro_records(io.BytesIO(tar.extractfile(member).read()), name)
+                except FormatError as exc:
+                    problems.append(Problem(name, None, str(exc)[len(name) + 2 :]))
+                    continue
+                records += recs
+                problems += probs
+    except (tarfile.TarError, lzma.LZMAError, EOFError, OSError, zlib.error) as exc:
+        if not records:
+            raise FormatError(f"cannot read tar archive ({type(exc).__name__}: {exc}); is it complete?", source=str(path)) from exc
+        problems.append(Problem(str(path), None, f"archive damaged after {len(records)} alert(s) ({exc}); rest skipped"))
+    if not records:
+        raise FormatError("no readable Avro alert in the archive" + (f" ({problems[0].reason})" if problems else ""), source=str(path))
     lc = lightcurves_from_alert_records(records, source=str(path), survey=survey)
     lc.problems = problems + lc.problems
     return lc
 
 
+def _is_tar(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and (".tar" in name or name.endswith((".tgz", ".txz", ".tbz2")))
+
+
 def detect_ztf_avro(path: Path) -> bool:
-    """Avro magic bytes (``Obj\\x01``) and a schema with ``candidate`` (checked from the header only)."""
-    if not is_avro(Path(path)):
+    """Avro magic bytes (``Obj\\x01``) and a schema with ``candidate`` (header only), or a tar with ``.avro`` members."""
+    path = Path(path)
+    if _is_tar(path):
+        with tarfile.open(path, "r|*") as tar:
+            for k, member in enumerate(tar):
+                if member.isfile():
+                    return member.name.endswith(".avro")
+                if k > 20:
+                    break
+        return False
+    if not is_avro(path):
         return False
     with open(path, "rb") as fh:
         head = fh.read(65536)
