@@ -39,7 +39,7 @@ C_LIGHT = 2.99792458e10  # cm / s
 T_UNIT = 1.0e4  # kernel temperature unit (K)
 N_EXTEND = 0  # step extensions tried after an accepted step
 SCREEN_ITER = 10  # iterations every start gets before successive halving keeps the better half
-STALL_TOL = 0.2  # χ² gain over 10 iterations below which a crawling fit is considered converged
+STALL_TOL = 0.02  # χ² gain over 10 iterations below which a crawling fit is considered converged
 
 # status codes (the extractor turns them into reasons)
 ST_OK = 0
