@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from earlyia.errors import SchemaError
 from earlyia.followup.db import FollowupDB
@@ -129,3 +131,34 @@ def test_cli_label_reports_and_stores(db, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0 and "1 label(s) stored" in out.out and "nobody" in out.err
     assert main(["followup", "label", str(f), "--db", str(db.path), "--strict"]) == 1
+
+
+TYPES_POOL = ["SN Ia", "SN II", "SN Ic", "SN", "SN Ia-91T-like", "CV", ""]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.tuples(st.sampled_from([f"ZTF{i}" for i in range(5)] + ["ghost"]), st.sampled_from(TYPES_POOL)),
+                                 max_size=12), min_size=1, max_size=3))
+def test_ingestion_invariants(tmp_path_factory, batches):
+    """Whatever the files say: every row is stored or reported exactly once, and no object ever holds two classes."""
+    d = FollowupDB(tmp_path_factory.mktemp("h") / "loop.db")
+    with d.transaction() as con:
+        con.execute("INSERT INTO score_files (id, path, sha256, n_alerts, n_objects, ingested_at) VALUES (1, 'x', 'y', 5, 5, 't')")
+        con.executemany("INSERT INTO scored_objects (score_file_id, object_id) VALUES (1, ?)", [(f"ZTF{i}",) for i in range(5)])
+    tm = TypeMap()
+    for rows in batches:
+        import pandas as pd
+
+        frame = pd.DataFrame({"object_id": [r[0] for r in rows], "type": [r[1] for r in rows], "date": "", "source": "s", "who": "",
+                              "line": range(2, len(rows) + 2)}, columns=["object_id", "type", "date", "source", "who", "line"])
+        rep = ingest_labels(d, frame, type_map=tm)
+        assert len(rep.inserted) + len(rep.problems) == len(rows)
+        assert all(p.object_id == "ghost" for p in rep.unknown)
+        assert not any(o == "ghost" for o, *_ in rep.inserted)
+    classes: dict[str, set[int]] = {}
+    for oid, lab in d.query("SELECT object_id, label FROM labels WHERE label >= 0"):
+        classes.setdefault(oid, set()).add(lab)
+    assert all(len(c) == 1 for c in classes.values())
+    pairs = d.query("SELECT object_id, type FROM labels")
+    assert len(pairs) == len(set(map(tuple, pairs)))  # no duplicate (object, type)
+    d.close()

@@ -166,7 +166,7 @@ def ingest_labels(db: FollowupDB, frame: pd.DataFrame, *, type_map: TypeMap | No
             if not row.object_id or row.object_id.lower() == "nan":
                 report.invalid.append(Problem(where, None, "no object id"))
                 continue
-            if not row.type_norm and row.label != UNLABELLED:
+            if not row.type_norm:
                 report.invalid.append(Problem(where, row.object_id, "no type"))
                 continue
             if not allow_unknown and row.object_id not in known:
@@ -185,7 +185,7 @@ def ingest_labels(db: FollowupDB, frame: pd.DataFrame, *, type_map: TypeMap | No
         now = utcnow()
         for row in valid_rows:
             where = f"{src}:{row.line}"
-            oid, typ, lab = row.object_id, row.type_norm or str(row.type).strip(), int(row.label)
+            oid, typ, lab = row.object_id, row.type_norm, int(row.label)
             key = (oid, typ)
             if key in seen or any(t == typ for t, _ in stored.get(oid, [])):
                 report.duplicates.append(Problem(where, oid, f"duplicate label {typ!r} (already stored or earlier in the file): skipped"))
