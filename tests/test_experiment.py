@@ -122,6 +122,11 @@ def test_rerun_skips_and_other_config_is_refused(df, tmp_path):
     again = run_experiment(df, ["random"], out_dir=tmp_path, **SMALL)
     assert again.n_computed == 0 and again.n_skipped == 3
     pd.testing.assert_frame_equal(_numbers(first.metrics), _numbers(again.metrics))
+    # more realisations and another strategy later: only the new ones are computed, the old ones are reused
+    more = run_experiment(df, ["random", "uncertainty"], out_dir=tmp_path, **{**SMALL, "n_realisations": 4})
+    assert more.n_computed == 1 + 4 and more.n_skipped == 3
+    old = more.metrics[(more.metrics["strategy"] == "random") & (more.metrics["realisation"] < 3)]
+    pd.testing.assert_frame_equal(_numbers(old).reset_index(drop=True), _numbers(first.metrics))
     with pytest.raises(ConfigError, match="another experiment"):
         run_experiment(df, ["random"], out_dir=tmp_path, **{**SMALL, "n_loops": 5})
 

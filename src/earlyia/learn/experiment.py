@@ -19,8 +19,9 @@ Why these choices:
 * Realisation ``r`` uses the same seed for every strategy (derived from ``(seed, r)``): the same
   initial labels, test set and forest seed, so strategies are compared *paired* and their
   difference is not split noise. The strategy's own random choices come from that seed too.
-* A re-run with the same configuration skips completed realisations (kill it and run it again);
-  a different configuration in the same folder is refused instead of mixing results.
+* A re-run with the same configuration skips completed realisations (kill it and run it again),
+  and more realisations or strategies can be added later in the same folder; a different
+  configuration (data, protocol, loops, classifier, seed...) there is refused instead of mixing results.
 * Same seed, same numbers: nothing depends on the order in which workers finish.
 """
 
@@ -378,7 +379,10 @@ def run_experiment(
         "data_sha256": data.sha256,
         "features": data.feature_names,
     }
-    cfg["config_hash"] = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+    # what one realisation's result depends on: everything but the list of strategies and how many
+    # realisations, so a finished experiment can be extended with more of either in the same folder
+    per_run = {k: v for k, v in cfg.items() if k not in ("strategies", "n_realisations")}
+    cfg["config_hash"] = hashlib.sha256(json.dumps(per_run, sort_keys=True, default=str).encode()).hexdigest()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_experiment(out, cfg)
