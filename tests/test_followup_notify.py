@@ -284,3 +284,18 @@ def test_light_curve_png_uploaded_and_linked(loop_db):
         assert {r["ctype"] for r in up.requests} == {"image/png"}
         images = {b["alt_text"].split()[-1]: b["image_url"] for m in slack.posted() for b in m["blocks"] if b["type"] == "image"}
         assert images == {o: f"http://127.0.0.1/img/{o}.png" for o in targets[:3]}  # objects without photometry: no image
+
+
+def test_retry_after_parsing_and_backoff_schedule():
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from earlyia.followup.notify import _retry_after
+
+    assert _retry_after("3") == 3.0 and _retry_after(" 0 ") == 0.0 and _retry_after(None) is None and _retry_after("soon") is None
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= _retry_after(when) <= 31
+    p = RetryPolicy(base_delay=0.5, factor=3.0, max_delay=5.0)
+    assert [p.delay(k) for k in range(1, 5)] == [0.5, 1.5, 4.5, 5.0]
+    with pytest.raises(ConfigError):
+        RetryPolicy(max_attempts=0)
