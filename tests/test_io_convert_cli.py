@@ -49,3 +49,26 @@ def test_convert_forced_format_and_list(tmp_path, capsys):
     assert main(["convert", str(src), "--format", "snana_dat", "--out", str(out)]) == 0
     assert LightCurves.read_parquet(out).n_objects == 1
     assert main(["convert", str(src), "--format", "ztf_avro", "--out", str(tmp_path / "x.parquet")]) == 2
+
+
+def test_convert_mixed_candid_types(tmp_path):
+    """String candids (the replay file) and integer candids (ZTF packets) end up in one column of strings."""
+    import pandas as pd
+
+    fink = tmp_path / "replay_like.parquet"
+    pd.DataFrame(
+        {
+            "objectId": ["ZTF18abc"],
+            "candid": ["ZTF18abc_3"],
+            "cjd": [[2459000.5, 2459001.5, 2459002.5]],
+            "cmagpsf": [[19.0, 18.9, 18.7]],
+            "csigmapsf": [[0.1, 0.1, 0.1]],
+            "cfid": [[1, 2, 1]],
+        }
+    ).to_parquet(fink)
+    avro = shared("fixtures/ztf_avro/472263571115115000.avro")
+    out = tmp_path / "mixed.parquet"
+    assert main(["convert", str(fink), str(avro), "--out", str(out)]) == 0
+    lc = LightCurves.read_parquet(out)
+    assert sorted(lc.alerts["alert_id"]) == sorted(["ZTF18abc_3", str(read(avro).alerts["alert_id"].iloc[0])])
+    assert set(map(type, lc.alerts["candid"].dropna())) == {str}

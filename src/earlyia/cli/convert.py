@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from earlyia.errors import InputError
-from earlyia.io import detect_format, expand_inputs, read_many, readers
+from earlyia.io import detect_format, expand_inputs, harmonise_columns, read_many, readers
 from earlyia.io.table import LightCurves
 
 EPILOG = """examples:
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         for p in problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
         raise InputError(f"nothing was read from {len(files)} input(s); see the problems above")
-    lc = LightCurves.concat(tables, source="<convert>") if len(tables) > 1 else tables[0]
+    lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:
         raise InputError("the inputs hold no light curve")

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import pandas as pd
+
 from earlyia.errors import EarlyIAError, InputError, Problem
 from earlyia.io import fink as _fink
 from earlyia.io import lsst as _lsst
@@ -28,6 +30,7 @@ __all__ = [
     "expand_inputs",
     "fluxcal_to_mag",
     "get_reader",
+    "harmonise_columns",
     "limit_to_flux_err",
     "mag_to_fluxcal",
     "read",
@@ -110,8 +113,31 @@ def read(paths: str | Path | Iterable[str | Path], format: str | None = None) ->
     if not tables:
         detail = "; ".join(str(p) for p in problems[:5])
         raise InputError(f"none of the {len(files)} inputs could be read: {detail}")
-    lc = LightCurves.concat(tables, source="<read>")
+    lc = harmonise_columns(LightCurves.concat(tables, source="<read>"))
     lc.problems = problems + lc.problems
+    return lc
+
+
+def _mixed_to_str(frame: pd.DataFrame) -> pd.DataFrame:
+    for c in frame.columns:
+        col = frame[c]
+        if col.dtype != object:
+            continue
+        kinds = {type(v) for v in col.dropna()}
+        kinds -= {float} if any(isinstance(v, float) and v != v for v in col) else set()
+        if len({str if issubclass(k, str) else k for k in kinds}) > 1:
+            frame[c] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in col]
+    return frame
+
+
+def harmonise_columns(lc: LightCurves) -> LightCurves:
+    """Columns that mix types after merging inputs (e.g. ZTF ``candid`` int vs the replay's string ids) become strings.
+
+    Arrow (hence ``to_parquet``) needs one type per column.
+    """
+    lc.objects = _mixed_to_str(lc.objects)
+    if not lc.alerts.empty:
+        lc.alerts = _mixed_to_str(lc.alerts)
     return lc
 
 
