@@ -136,3 +136,16 @@ def test_full_snpcc_archive():
     assert np.allclose(fast.flux, lc.flux, rtol=1e-6) and np.allclose(fast.flux_err, lc.flux_err, rtol=1e-6)
     for col in ("label", "sample", "sim_model"):
         assert list(fast.objects[col]) == list(lc.objects[col]), col
+
+
+def test_photflag_marks_detections(tmp_path):
+    text = (
+        "SURVEY: LSST\nSNID: 77\nSIM_TYPE_NAME: Ia\nVARLIST: MJD BAND FLUXCAL FLUXCALERR PHOTFLAG\n"
+        "OBS: 60000.0 g 1.5 2.0 0\nOBS: 60001.0 r 150.0 5.0 4096\nOBS: 60002.0 i 300.0 6.0 6144\nEND:\n"
+    )
+    p = tmp_path / "LSST_77.DAT"
+    p.write_text(text)
+    lc = read(p)
+    assert lc.survey == "LSST" and lc.detected.tolist() == [False, True, True]
+    assert np.allclose(lc.flux, [1.5, 150.0, 300.0])  # a forced-photometry non-detection keeps its flux
+    assert lc.objects.loc[0, "label"] == "SN Ia"
