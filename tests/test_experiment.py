@@ -138,6 +138,8 @@ def test_bad_input_is_a_clear_error(df, tmp_path):
         run_experiment(df, ["no-such-strategy"], out_dir=tmp_path, **SMALL)
     with pytest.raises(ConfigError):
         run_experiment(df, ["random"], out_dir=tmp_path, protocol="leaky", **SMALL)
+    with pytest.raises(ConfigError, match="classifier"):
+        run_experiment(df, ["random"], out_dir=tmp_path, **{**SMALL, "classifier": {"n_trees": 3}})
     with pytest.raises(InputError, match="not found"):
         run_experiment(tmp_path / "missing.parquet", ["random"], out_dir=tmp_path, **SMALL)
 

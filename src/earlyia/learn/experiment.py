@@ -363,6 +363,14 @@ def run_experiment(
     data = load_data(features, type_map)
     clf_cfg = {"n_estimators": 1000, "max_features": "sqrt", **(classifier or {})}
     clf_cfg.pop("random_state", None)
+    from earlyia.learn.forest import FastForest
+
+    try:
+        FastForest(**clf_cfg)
+    except TypeError as exc:
+        raise ConfigError(f"bad classifier parameters {clf_cfg}: {exc}") from exc
+    if int(clf_cfg["n_estimators"]) < 1:
+        raise ConfigError(f"the forest needs at least one tree, got n_estimators={clf_cfg['n_estimators']}")
     cfg = {
         "strategies": strategies,
         "n_loops": int(n_loops),
@@ -405,9 +413,13 @@ def run_experiment(
         else:
             with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo)), initializer=_init_worker, initargs=(data, cfg)) as pool:
                 futures = [pool.submit(_run_one, s, r, str(out)) for s, r in todo]
-                for fut in as_completed(futures):
-                    fut.result()
-                    bar.update(1)
+                try:
+                    for fut in as_completed(futures):
+                        fut.result()
+                        bar.update(1)
+                except BaseException:  # an error or Ctrl-C: do not start the queued realisations
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     finally:
         bar.close()
     return _aggregate(out, cfg, data, strategies, n_realisations, n_computed=len(todo), plots=plots)
