@@ -13,7 +13,7 @@ from earlyia.errors import ConfigError
 from earlyia.features import _rainbow_kernel as kern
 from earlyia.features.base import get_extractor
 from earlyia.features.passbands import effective_wavelengths, survey_bands
-from earlyia.features.rainbow import RainbowFeatures, fit_segments, rainbow_model
+from earlyia.features.rainbow import RainbowFeatures, fit_segments, rainbow_model, transient_gate
 from earlyia.io.table import LightCurves
 
 LSST = "ugrizY"
@@ -301,3 +301,38 @@ def test_configuration_errors():
         RainbowFeatures(survey="ZTF", bands=["g", "u"]).extract(*args, bands=("g",), survey="ZTF")
     X, ok, reason = RainbowFeatures(wavelengths={"g": 4800.0}).extract(*args, bands=("g",), survey="")
     assert X.shape == (1, len(RainbowFeatures().names)) and not ok[0] and "points" in reason[0]
+
+
+def test_transient_gate_rejects_flat_fading_and_noisy_constant_light_curves():
+    """Fink's flaw: flat light curves score high. The gate must score them 0 and keep real rises."""
+    rng = np.random.default_rng(7)
+    t_all, b_all, f_all, e_all, starts, ends, kind = [], [], [], [], [], [], []
+    pos = 0
+    for k in range(120):
+        n = int(rng.integers(8, 25))
+        t = np.sort(rng.uniform(0, 30, n)) + 60000.0
+        b = rng.integers(0, 6, n)
+        e = np.full(n, 10.0)
+        shape = ("flat", "noisy", "fading", "rising")[k % 4]
+        if shape == "flat":
+            f = 200.0 + rng.normal(0, 10, n)
+        elif shape == "noisy":
+            f = 200.0 + rng.normal(0, 60, n)  # errors underestimated 6x: the worst case
+        elif shape == "fading":
+            f = 600.0 * np.exp(-(t - t[0]) / 15.0) + rng.normal(0, 10, n)
+        else:
+            f = slow_model(t, WL[b], [60000 + 25, 2000, 3, 10000, 0.1, 5]) + rng.normal(0, 10, n)
+        t_all.append(t), b_all.append(b), f_all.append(f), e_all.append(e), kind.append(shape)
+        starts.append(pos)
+        pos += n
+        ends.append(pos)
+    ext = RainbowFeatures(intraday_window=0.0)
+    X, _ok, _ = ext.extract(
+        np.concatenate(t_all), np.concatenate(b_all), np.concatenate(f_all), np.concatenate(e_all), np.ones(pos, bool),
+        np.array(starts), np.array(ends), bands=tuple(LSST), survey="LSST",
+    )  # fmt: skip
+    keep = transient_gate(X, ext.names)
+    kind = np.array(kind)
+    assert not keep[kind == "flat"].any() and not keep[kind == "fading"].any()
+    assert keep[kind == "noisy"].mean() <= 0.1
+    assert keep[kind == "rising"].mean() >= 0.9
