@@ -6,6 +6,7 @@ subsets of the shared alert data.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -40,9 +41,8 @@ def test_grouped_frames_never_split_an_object(sizes, batch):
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-pyspark = pytest.importorskip("pyspark")
+needs_spark = pytest.mark.skipif(importlib.util.find_spec("pyspark") is None, reason="pyspark not installed (pip install 'earlyia[spark]')")
 pytestmark = [
-    pytest.mark.spark,
     pytest.mark.filterwarnings("ignore::FutureWarning"),  # pyspark 4.3 on pandas 3
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
@@ -53,6 +53,8 @@ N_POOL_ALERTS = 120
 
 @pytest.fixture(scope="module")
 def spark():
+    if importlib.util.find_spec("pyspark") is None:
+        pytest.skip("pyspark not installed")
     session = sp.get_session(
         "local[2]", shuffle_partitions=4, conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "40", "spark.default.parallelism": "2"}
     )
@@ -121,6 +123,19 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+def test_a_tampered_model_is_refused_before_any_task(data, tmp_path):
+    from earlyia.errors import ModelError
+
+    raw = bytearray(data["model"].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    bad = tmp_path / "bad.eia"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ModelError):
+        sp.ship_model(None, bad)  # no session needed: refused on the driver first
+
+
+@needs_spark
+@pytest.mark.spark
 @pytest.mark.parametrize("kind", ["replay", "pool", "canonical"])
 def test_spark_scores_equal_local_scores(spark, data, tmp_path, kind):
     from earlyia.score.model import Model
@@ -140,10 +155,13 @@ def test_spark_scores_equal_local_scores(spark, data, tmp_path, kind):
     assert meta["engine"] == "spark" and meta["model_hash"] == model.hash
 
 
+@needs_spark
+@pytest.mark.spark
 def test_model_is_loaded_once_per_worker_not_per_batch(spark, data):
     ref = sp.ship_model(spark, data["model"])
     df = sp.with_provenance(spark.read.parquet(str(data["replay"])))
-    out = sp.score_dataframe(df, ref, source=data["replay"].name, partitions=4, diagnostics=True)
+    # rows not grouped by object here (the other path; the equality tests use the default grouping)
+    out = sp.score_dataframe(df, ref, source=data["replay"].name, partitions=4, diagnostics=True, group_objects=False)
     out = sp._collect_arrow(out).to_pandas()
     per_worker = out.groupby("_worker_pid").agg(loads=("_model_loads", "max"), batches=("_batch", "nunique"))
     assert (per_worker["loads"] == 1).all(), per_worker
@@ -151,6 +169,8 @@ def test_model_is_loaded_once_per_worker_not_per_batch(spark, data):
     assert out["_batch"].nunique() >= 2
 
 
+@needs_spark
+@pytest.mark.spark
 def test_features_udf_equals_local_transform(spark, data):
     from earlyia.features import get_extractor
     from earlyia.io.fink import lightcurves_from_fink_frame
@@ -161,3 +181,24 @@ def test_features_udf_equals_local_transform(spark, data):
     remote = sp._collect_arrow(sp.features_dataframe(spark.read.parquet(str(data["pool"])), cfg, source="pool", partitions=2)).to_pandas()
     cols = list(local.columns)
     pd.testing.assert_frame_equal(_sorted(remote[cols]), _sorted(local), check_exact=True, check_dtype=False)
+
+
+@needs_spark
+@pytest.mark.spark
+def test_scalar_udf_gives_one_score_per_row_like_the_batch_function(spark, data):
+    from pyspark.sql import functions as sf
+
+    from earlyia.score.model import Model
+
+    table = pq.read_table(data["pool"])
+    pdf = table.to_pandas(maps_as_pydicts="strict").drop_duplicates("objectId").reset_index(drop=True)  # rows independent of batching
+    model = Model.load(data["model"])
+    expect = sp.score_rows_frame(pdf, model)
+    direct = sp.score_batch(pdf, model, kind="fink").set_index("alert_id")["score"]
+    np.testing.assert_array_equal(expect.to_numpy(), direct.reindex(pdf["candid"].astype(str)).to_numpy())
+    assert (expect > 0).any()
+    udf = sp.make_score_udf(sp.ship_model(spark, data["model"]))
+    sdf = spark.read.parquet(str(data["pool"])).join(spark.createDataFrame(pdf[["candid"]]), "candid")
+    cols = [c for c in sdf.columns]
+    got = sp._collect_arrow(sdf.select("candid", udf(sf.struct(*cols)).alias("s"))).to_pandas().set_index("candid")["s"]
+    np.testing.assert_array_equal(got.reindex(pdf["candid"]).to_numpy(), expect.to_numpy())

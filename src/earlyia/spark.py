@@ -93,7 +93,13 @@ def _load_model(ref: ModelRef):
 
     if ref.broadcast is None:
         return Model.load(ref.path)
-    data: bytes = ref.broadcast.value
+    return _model_from_bytes(ref.broadcast.value)
+
+
+def _model_from_bytes(data: bytes):
+    """``Model.load`` on bytes (the loader verifies the content hash, so corrupted bytes are refused)."""
+    from earlyia.score.model import Model
+
     fd, tmp = tempfile.mkstemp(suffix=".earlyia-model")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -108,8 +114,9 @@ def ship_model(spark, model_path: str | Path, *, broadcast: bool = True) -> Mode
     from earlyia.score.model import Model
 
     model_path = Path(model_path)
-    model = Model.load(model_path)  # refuse a bad model before any task starts
+    Model.load(model_path)  # refuse a bad model (with the path in the message) before any task starts
     data = model_path.read_bytes()
+    model = _model_from_bytes(data)  # exactly the bytes the executors get
     key = f"{model.hash}:{hashlib.sha256(data).hexdigest()[:16]}"
     _MODELS.setdefault(key, model)
     if not broadcast:
@@ -310,40 +317,42 @@ def input_kind(columns: Sequence[str]) -> str:
     )
 
 
-def _prepare(df, kind: str, partitions: int | None):
-    if kind != "fink":
+def _prepare(df, kind: str, partitions: int | None, group_objects: bool = True):
+    if kind != "fink" or not group_objects:
         return df.repartition(partitions) if partitions else df
     n = partitions or df.sparkSession.sparkContext.defaultParallelism
     return df.repartition(n, FINK_KEY).sortWithinPartitions(FINK_KEY)
 
 
-def _sample_frame(df, kind: str, n: int = 64) -> pd.DataFrame:
-    """A few whole objects of ``df`` on the driver, to infer the output schema."""
-    if kind == "fink":
-        ids = [r[0] for r in df.select(FINK_KEY).distinct().limit(max(1, n // 4)).collect()]
-        df = df.where(df[FINK_KEY].isin(ids))
-    else:
-        df = df.limit(n)
+def _sample_frame(df, n: int = 32) -> pd.DataFrame:
+    """A few rows of ``df`` on the driver, to infer the output schema (it depends on the columns only)."""
     # through Arrow, as the tasks see it (structs become dicts, not Rows)
-    return _collect_arrow(df).to_pandas(maps_as_pydicts="strict")
+    return _collect_arrow(df.limit(n)).to_pandas(maps_as_pydicts="strict")
 
 
-def map_spark(df, fn: Callable[[pd.DataFrame], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False):
-    """Apply a pandas -> pandas batch function to a Spark DataFrame, grouping Fink rows by object."""
+def map_spark(df, fn: Callable[[pd.DataFrame], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False,
+              group_objects: bool = True):
+    """Apply a pandas -> pandas batch function to a Spark DataFrame, grouping Fink rows by object.
+
+    ``group_objects=False`` skips the shuffle that brings an object's alerts together: faster, and
+    exact when every alert row carries its full history (a live Fink/ZTF stream), but an alert
+    no longer borrows older points that only another row of its object knew.
+    """
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    sample = _sample_frame(df, kind)
+    sample = _sample_frame(df)
     out = fn(sample)
     schema = output_schema(out)
     if diagnostics:
         for name in ("_worker_pid", "_model_loads", "_batch"):
             schema = schema.append(pa.field(name, pa.int64()))
-    prepared = _prepare(df, kind, partitions)
-    return prepared.mapInArrow(_make_mapper(fn, schema, FINK_KEY if kind == "fink" else None), from_arrow_schema(schema))
+    prepared = _prepare(df, kind, partitions, group_objects)
+    key = FINK_KEY if kind == "fink" and group_objects else None
+    return prepared.mapInArrow(_make_mapper(fn, schema, key), from_arrow_schema(schema))
 
 
 def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
-                    partitions: int | None = None, score_kwargs: dict | None = None, diagnostics: bool = False):
+                    partitions: int | None = None, score_kwargs: dict | None = None, diagnostics: bool = False, group_objects: bool = True):
     """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row per alert."""
     kind = input_kind(df.columns)
     df = _spark_safe(df)
@@ -354,7 +363,36 @@ def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey:
     def fn(pdf: pd.DataFrame) -> pd.DataFrame:
         return score_batch(pdf, model_ref.get(), kind=kind, source=source, survey=survey, table_meta=table_meta, score_kwargs=kw)
 
-    return map_spark(df, fn, kind=kind, partitions=partitions, diagnostics=diagnostics)
+    return map_spark(df, fn, kind=kind, partitions=partitions, diagnostics=diagnostics, group_objects=group_objects)
+
+
+def score_rows_frame(pdf: pd.DataFrame, model, *, survey: str = "ZTF", score_kwargs: dict | None = None) -> pd.Series:
+    """One score per input row, in input order (each row = one alert; rows of one object still merge)."""
+    pdf = pdf.reset_index(drop=True)
+    ids = [f"row{i}" for i in range(len(pdf))]
+    batch = pdf.drop(columns=[c for c in ("candid",) if c in pdf.columns]).assign(candid=ids)
+    out = score_batch(batch, model, kind="fink", source="<udf>", survey=survey, score_kwargs=score_kwargs)
+    return out.set_index("alert_id")["score"].reindex(ids).reset_index(drop=True).astype(np.float64)
+
+
+def make_score_udf(model_ref: ModelRef, *, survey: str = "ZTF", score_kwargs: dict | None = None):
+    """A scalar pandas UDF for Fink-style pipelines: ``df.withColumn("earlyia", udf(struct(cols...)))``.
+
+    Give it ``pyspark.sql.functions.struct`` of the Fink columns (``objectId, cjd, cmagpsf, csigmapsf,
+    cfid`` and any of ``cdsxmatch, ndethist, drb, classtar, jdstarthist, candidate, ...``); it returns
+    our score per row (0.0 where the selection or the features fail). Rows are not grouped by object
+    (each alert carries its history), so a row with no other row of its object in the batch is scored
+    on its own history, as Fink's modules do.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    kw = dict(score_kwargs or {})
+
+    @pandas_udf("double")
+    def earlyia_score(alerts: pd.DataFrame) -> pd.Series:
+        return score_rows_frame(alerts, model_ref.get(), survey=survey, score_kwargs=kw)
+
+    return earlyia_score
 
 
 def features_dataframe(df, extractor_config: dict, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
@@ -380,6 +418,7 @@ def score_spark(
     partitions: int | None = None,
     survey: str = "ZTF",
     score_kwargs: dict | None = None,
+    group_objects: bool = True,
 ) -> dict:
     """``earlyia score --engine spark``: score Parquet inputs with Spark and write the scores.
 
@@ -405,7 +444,8 @@ def score_spark(
     ref = ship_model(session, model_path)
     df = with_provenance(session.read.parquet(*[str(f) for f in files]))
     source = files[0].name if len(files) == 1 else f"{len(files)} files"
-    scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions, score_kwargs=score_kwargs)
+    scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions, score_kwargs=score_kwargs,
+                             group_objects=group_objects)
     out = Path(out)
     if out.suffix == ".parquet":
         result = _collect_arrow(scored).to_pandas()
