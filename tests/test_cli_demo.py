@@ -80,3 +80,12 @@ def test_demo_and_learn_errors_are_one_line(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["learn", "x.parquet"])  # --out is required
+
+
+def test_chunked_features_equal_one_call():
+    from earlyia.cli.demo import _transform_with_bar
+    from earlyia.features import get_extractor
+
+    lc = simulate(120, random_state=3)
+    ext = get_extractor("sigmoid", mode="robust")
+    pd.testing.assert_frame_equal(_transform_with_bar(ext, lc, False, 7), ext.transform(lc, per="alert"))

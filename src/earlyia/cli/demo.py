@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,19 @@ def _load(args) -> tuple:
     return simulate(args.n_objects, random_state=args.seed), f"built-in simulation ({args.n_objects} objects, seed {args.seed})"
 
 
+def _transform_with_bar(ext, lc, show: bool, n_chunks: int = 20):
+    """``ext.transform(lc, per="alert")`` in chunks of alerts, with a progress bar on a terminal."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    bounds = np.linspace(0, len(lc.alerts), n_chunks + 1).astype(int)
+    parts = []
+    for a, b in tqdm(list(itertools.pairwise(bounds)), desc="features", unit="chunk", disable=not show, leave=False):
+        if b > a:
+            parts.append(ext.transform(dataclasses.replace(lc, alerts=lc.alerts.iloc[a:b].reset_index(drop=True)), per="alert"))
+    return pd.concat(parts, ignore_index=True) if parts else ext.transform(lc, per="alert")
+
+
 def run(args: argparse.Namespace) -> int:
     from earlyia.features import get_extractor, write_features
     from earlyia.learn.experiment import run_experiment
@@ -119,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     ext = get_extractor(args.extractor, mode="robust") if args.extractor == "sigmoid" else get_extractor(args.extractor)
     _say(f"3/4 features ({ext!r})")
     t = time.perf_counter()
-    feats = ext.transform(sel_lc, per="alert")
+    feats = _transform_with_bar(ext, sel_lc, tty)
     write_features(feats, out / "features.parquet", ext, survey=lc.survey, bands=tuple(lc.bands),
                    extra={"source": source, "selection": not args.no_select})
     valid = feats["valid"].to_numpy(bool)
