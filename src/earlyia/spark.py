@@ -26,6 +26,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,13 @@ from earlyia.errors import ConfigError, InputError, SchemaError
 
 #: Process-level caches of the Python worker (one per executor process, reused across tasks).
 _MODELS: dict[str, Any] = {}
-_STATS = {"model_loads": 0, "batches": 0}
+_STATS: dict[str, float] = {"model_loads": 0, "batches": 0, "seconds": 0.0}
 
 FINK_KEY = "objectId"
 
 
 def worker_stats() -> dict[str, int]:
-    """This process's counters: models loaded and batches processed (for tests and monitoring)."""
+    """This process's counters: models loaded, batches processed, seconds spent in the batch function."""
     return {"pid": os.getpid(), **_STATS}
 
 
@@ -263,8 +264,9 @@ def _grouped_frames(batches: Iterator[pa.RecordBatch], key: str | None) -> Itera
         yield carry
 
 
-def _count_batch() -> None:
+def _count_batch(seconds: float) -> None:
     _STATS["batches"] += 1
+    _STATS["seconds"] += seconds
 
 
 def _make_mapper(fn: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, key: str | None):
@@ -274,8 +276,9 @@ def _make_mapper(fn: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, 
 
     def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for pdf in _grouped_frames(batches, key):
+            t0 = time.perf_counter()
             out = fn(pdf)
-            _count_batch()
+            _count_batch(time.perf_counter() - t0)
             if diagnostics:
                 stats = worker_stats()
                 out = out.assign(_worker_pid=stats["pid"], _model_loads=stats["model_loads"], _batch=stats["batches"])
