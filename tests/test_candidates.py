@@ -274,3 +274,24 @@ def test_compare_rule_and_stacking_counts_agree_with_direct_computation():
     assert t.loc[("stacked > 0.5", "object, <= 5 det."), "tp"] == int((obj_flag & obj_y).sum())
     # the informative score, learned, beats a rule that also requires the noise score > 0.5
     assert t.loc[("stacked > 0.5", "alert"), "efficiency"] > t.loc[("fixed rule", "alert"), "efficiency"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 80))
+def test_selection_matches_a_plain_per_object_reference(seed, n):
+    df = _alerts(n, seed)
+    df["mjd"] = np.round(df["mjd"], 0)  # ties on time, broken by ndethist then alert id
+    rule = CandidateRule(xmatch=XM, min_snn=0.3, min_drb=0.2, min_classtar=0.2)
+    got = select_candidates(df, rule).candidates.set_index("object_id")
+    ok = rule.evaluate(df).passed
+    want = {}
+    for r, passed in zip(df.to_dict("records"), ok, strict=True):
+        if passed:
+            key = (r["mjd"], r["ndethist"], r["alert_id"])
+            if r["object_id"] not in want or key > want[r["object_id"]][0]:
+                want[r["object_id"]] = (key, r)
+    assert sorted(got.index) == sorted(want)
+    for oid, (_, r) in want.items():
+        row = got.loc[oid]
+        for col in ("alert_id", "mjd", "score", "ra", "dec", "first_det_mag", "drb"):
+            assert row[col] == r[col], (oid, col)
