@@ -433,3 +433,16 @@ def test_avro_directory_chunks_keep_an_objects_alerts_together(tmp_path, model):
     score_files([alone], m, tmp_path / "alone.parquet", select=False)
     n_alone = pd.read_parquet(tmp_path / "alone.parquet")["n_detections"].iloc[0]
     assert a.loc[a["alert_id"] == str(later["candid"]), "n_detections"].iloc[0] > n_alone
+
+
+def test_fink_rule_reasons_match_the_rows(model):
+    """Fink's cuts on mixed alert and object rows: the reason names the failed cut with the row's own numbers."""
+    m, _, _ = model
+    fink_rule = Model(m.ensemble, {**m.card, "selection": {"rule": "fink"}})
+    lc = _random_lc(1)
+    out = score_lightcurves(lc, fink_rule)
+    few = out["n_detections"] < 4
+    assert few.any() and (~few).any() and (out["alert_id"] == "").any()
+    for _, r in out[few].iterrows():
+        assert r["reason"].startswith(f"Fink cuts: {r['n_detections']} detections < 4") and not r["passed"]
+    assert not out.loc[~few, "reason"].str.startswith("Fink cuts").any()

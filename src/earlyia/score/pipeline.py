@@ -223,30 +223,30 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
     for per, mask in (("alert", rows.alert_row >= 0), ("object", rows.alert_row < 0)):
         if not mask.any():
             continue
+        src = rows.alert_row[mask] if per == "alert" else rows.object_index[mask]
         if rule == "fink":
-            ok = np.asarray(sel_mod.fink_cuts(lc, per=per, **params), bool)
-            why = np.full(len(ok), "", dtype=object)
+            ok = np.asarray(sel_mod.fink_cuts(lc, per=per, **params), bool)[src]
+            why = np.full(len(src), "", dtype=object)
             bad = np.flatnonzero(~ok)
             if len(bad):
-                why[bad] = _fink_reasons(lc, per, bad, params)
+                why[bad] = _fink_reasons(lc, per, src[bad], params, rows.starts[mask][bad], rows.ends[mask][bad])
         else:
-            ok, why = _selection_arrays(sel_mod.select_early(lc, per=per, **params))
-        src = rows.alert_row[mask] if per == "alert" else rows.object_index[mask]
-        passed[mask] = ok[src]
-        reason[mask] = why[src]
+            ok_all, why_all = _selection_arrays(sel_mod.select_early(lc, per=per, **params))
+            ok, why = ok_all[src], why_all[src]
+        passed[mask] = ok
+        reason[mask] = why
     return passed, reason
 
 
-def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping) -> list[str]:
-    """Which of Fink's cuts each failing row missed (for the ``reason`` column only)."""
+def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping, starts: np.ndarray, ends: np.ndarray) -> list[str]:
+    """Which of Fink's cuts each failing row missed (``bad``: alert or object rows; their segments given)."""
     from earlyia.select import EXTRAGALACTIC_TYPES
 
     min_mags, max_nd = int(params.get("min_mags", 4)), float(params.get("max_ndethist", 20))
     allowed = set(params.get("allowed_xmatch", EXTRAGALACTIC_TYPES))
-    starts, ends = lc.alert_segments() if per == "alert" else (lc.starts, lc.ends)
     src = lc.alerts if per == "alert" else lc.objects
     cum = np.concatenate([[0], np.cumsum(lc.detected, dtype=np.int64)])
-    ndet = cum[ends[bad]] - cum[starts[bad]]
+    ndet = cum[ends] - cum[starts]
     nd = pd.to_numeric(src["ndethist"], errors="coerce").to_numpy(float)[bad] if "ndethist" in src.columns else np.full(len(bad), np.nan)
     xm = src["cdsxmatch"].to_numpy(object)[bad] if "cdsxmatch" in src.columns else np.full(len(bad), None, object)
     out = []
