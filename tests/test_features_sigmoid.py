@@ -187,3 +187,16 @@ def test_config_roundtrip_and_errors():
         _ = SigmoidFeatures(mode="magic").names
     with pytest.raises(ConfigError):
         _ = SigmoidFeatures(min_points=2).names
+
+
+def test_robust_features_are_finite_on_real_data():
+    """Every robust feature of every real light curve is finite and float32-safe (models cast to float32)."""
+    from conftest import shared
+    from earlyia.io import read
+
+    lc = read(shared("ztf_fink_tns_labelled/all_nonIa.csv.gz"))
+    ext = SigmoidFeatures()
+    df = ext.transform(lc)
+    X = df[ext.names].to_numpy()
+    assert np.isfinite(X).all() and np.abs(X).max() < 1e30
+    assert df["valid"].mean() > 0.3

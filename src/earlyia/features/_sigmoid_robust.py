@@ -205,9 +205,11 @@ def robust_features(
                         v += J[j, p_] * J[j, q]
                     M[p_, q] = v
             if _inv3_diag(M, dg) and dg[0] >= 0 and dg[1] >= 0 and dg[2] >= 0:
-                X[i, o + AERR] = np.sqrt(dg[0])
-                X[i, o + BERR] = np.sqrt(dg[1])
-                X[i, o + CERR] = np.sqrt(dg[2]) * ymax
+                # an uncertainty wider than the parameter's allowed range means "unconstrained": cap it there
+                # (keeps features finite and float32-safe for any model)
+                X[i, o + AERR] = min(np.sqrt(dg[0]), hi[0] - lo[0])
+                X[i, o + BERR] = min(np.sqrt(dg[1]), hi[1] - lo[1])
+                X[i, o + CERR] = min(np.sqrt(dg[2]), hi[2] - lo[2]) * ymax
             c *= ymax
             status[i, kb] = 0
             X[i, o + A] = a
