@@ -254,3 +254,19 @@ def test_content_hash_covers_everything(trained):
     assert content_hash(card, arrays) != trained.hash
     arrays["trees/threshold"] = arrays["trees/threshold"] + 1e-9
     assert content_hash(trained.card, arrays) != trained.hash
+
+
+def test_no_pickle_in_the_package_outside_the_pinned_fink_loader():
+    from pathlib import Path
+
+    import earlyia
+
+    root = Path(earlyia.__file__).parent
+    offenders = []
+    for f in root.rglob("*.py"):
+        if f.relative_to(root).as_posix() == "compat/fink_pickle.py":
+            continue
+        text = f.read_text()
+        if re.search(r"^\s*(import pickle|from pickle import|import joblib|import cloudpickle)", text, re.M) or "allow_pickle=True" in text:
+            offenders.append(str(f.relative_to(root)))
+    assert offenders == []
