@@ -1,0 +1,162 @@
+"""Active-learning loop speed: FastForest (exact incremental) vs the plain scikit-learn loop.
+
+Default run (Fink's configuration): 1000 trees, random_state 42, a 20 000-row pool, uncertainty
+sampling, 300 loops of 1 query for the fast loop; the plain loop (RandomForestClassifier refit +
+predict every loop) runs ``--plain-loops`` loops and is extrapolated per loop to 300. Both in the
+same process, pinned to one core, BLAS/numba threads 1. Wall and CPU (process) seconds are both
+printed: on a shared machine CPU seconds are the fairer figure.
+
+``--compare N``: N >= 10 realisations of both loops (same seeds, hence the same initial rows) in a
+smaller setting (``--compare-trees`` 100, ``--compare-pool`` 5 000, ``--compare-loops`` 100) and
+the final-loop metric distributions (mean +- std), Mann-Whitney U and KS p-values.
+
+    python bench/bench_al.py                      # speed, synthetic features
+    python bench/bench_al.py --features f.parquet --label label
+    python bench/bench_al.py --compare 10
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def pin_one_core() -> str:
+    try:
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}"
+    except (AttributeError, OSError) as exc:  # not Linux
+        return f"not pinned ({exc})"
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fink-like features: 12 columns, ~25 % positives, graded separability, failed fits as ties.
+
+    Each feature shifts with the class by a different amount (0 to 1.2 sigma), noise is
+    correlated, and 30 % of rows carry a fixed "failed fit" value in half the columns (Fink's
+    [0, 0, 0, 0.1, 1e8, 0] defaults), which makes many exact ties, as in the real features.
+    """
+    rng = np.random.default_rng(seed)
+    k = 12
+    y = rng.random(n) < 0.25
+    shift = np.linspace(0.0, 1.2, k)[rng.permutation(k)]
+    A = rng.normal(size=(k, k)) * 0.3 + np.eye(k)
+    X = rng.normal(size=(n, k)) @ A.T + np.outer(y, shift)
+    failed = rng.random(n) < 0.3
+    X[failed, :6] = np.array([0.0, 0.0, 0.0, 0.1, 1e8, 0.0])
+    return X, y
+
+
+def load_features(path: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    y = df[label].to_numpy()
+    X = df.drop(columns=[label]).select_dtypes("number").to_numpy(np.float64)
+    ok = np.isfinite(X).all(axis=1)
+    return X[ok], y[ok].astype(bool)
+
+
+def run(X, y, classifier, n_loops, seed, strategy="uncertainty"):
+    from earlyia.learn import run_active_learning
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = run_active_learning(X, y, strategy=strategy, protocol="fink", classifier=classifier, n_loops=n_loops,
+                              random_state=seed)
+    return res, time.perf_counter() - w0, time.process_time() - c0
+
+
+def speed(args) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from earlyia.learn import FastForest
+
+    X, y = (load_features(args.features, args.label) if args.features else synthetic(args.pool, args.seed))
+    print(f"pool {len(X)} rows x {X.shape[1]} features, {y.mean():.1%} positive; {args.trees} trees; "
+          f"strategy {args.strategy}")
+    t = time.perf_counter()
+    run(X[:300], y[:300], FastForest(n_estimators=5), 2, 0)  # numba compile / cache load, not timed
+    print(f"warm-up (numba compile or cache load): {time.perf_counter() - t:.1f} s")
+
+    fast, fw, fc = run(X, y, FastForest(n_estimators=args.trees, random_state=42), args.loops, args.seed, args.strategy)
+    per = fast.metrics["seconds"].to_numpy()
+    print(f"fast loop: {args.loops} loops in {fw:.1f} s wall, {fc:.1f} s CPU; per loop median {np.median(per[1:]) * 1e3:.0f} ms "
+          f"(first {per[1] * 1e3:.0f} ms, last {per[-1] * 1e3:.0f} ms); final FoM {fast.final()['fom']:.3f}")
+    st = fast.classifier.stats_ / max(args.loops, 1)
+    print(f"  per query: {st[0]:.0f} trees touched, {st[3]:.0f} subtrees rebuilt ({st[8]:.0f} at leaves), "
+          f"{st[4]:.0f} training rows and {st[5]:.0f} scored rows re-partitioned")
+
+    plain, pw, pc = run(X, y, RandomForestClassifier(n_estimators=args.trees, random_state=42, n_jobs=1), args.plain_loops,
+                        args.seed, args.strategy)
+    pper = plain.metrics["seconds"].to_numpy()
+    med = float(np.median(pper))
+    cpu_per = pc / (args.plain_loops + 1)
+    print(f"plain loop: {args.plain_loops} loops in {pw:.1f} s wall, {pc:.1f} s CPU; per loop median {med:.2f} s wall, "
+          f"mean {cpu_per:.2f} s CPU -> {args.loops} loops ~ {med * args.loops:.0f} s wall, {cpu_per * args.loops:.0f} s CPU")
+    print(f"ratio (plain extrapolated / fast, same run): wall {med * args.loops / fw:.1f}x, CPU {cpu_per * args.loops / fc:.1f}x")
+    n = min(len(fast.queried), len(plain.queried))
+    same = sum(np.array_equal(a, b) for a, b in zip(fast.queried[:n], plain.queried[:n], strict=True))
+    print(f"(the two loops use different forests, so their queries differ after a while: {same}/{n} identical)")
+
+
+def compare(args) -> None:
+    from scipy.stats import ks_2samp, mannwhitneyu
+    from sklearn.ensemble import RandomForestClassifier
+
+    from earlyia.learn import FastForest
+
+    X, y = (load_features(args.features, args.label) if args.features else synthetic(args.compare_pool, args.seed))
+    print(f"{args.compare} realisations x 2 loops: {len(X)} rows, {args.compare_trees} trees, {args.compare_loops} loops, "
+          f"strategy {args.strategy}")
+    cols = ["accuracy", "efficiency", "purity", "fom", "roc_auc"]
+    out = {"fast": [], "plain": []}
+    secs = {"fast": 0.0, "plain": 0.0}
+    for r in range(args.compare):
+        for name, clf in (("fast", FastForest(n_estimators=args.compare_trees, random_state=42)),
+                          ("plain", RandomForestClassifier(n_estimators=args.compare_trees, random_state=42, n_jobs=1))):
+            res, _, c = run(X, y, clf, args.compare_loops, 1000 + r, args.strategy)
+            out[name].append([res.final()[k] for k in cols])
+            secs[name] += c
+        print(f"  realisation {r + 1}/{args.compare} done", flush=True)
+    a, b = np.array(out["fast"]), np.array(out["plain"])
+    print(f"{'metric':<11} {'fast mean +- std':>20} {'plain mean +- std':>20} {'Mann-Whitney p':>15} {'KS p':>8}")
+    for j, k in enumerate(cols):
+        mw = mannwhitneyu(a[:, j], b[:, j]).pvalue
+        ks = ks_2samp(a[:, j], b[:, j]).pvalue
+        print(f"{k:<11} {a[:, j].mean():>11.4f} +- {a[:, j].std(ddof=1):.4f} {b[:, j].mean():>11.4f} +- {b[:, j].std(ddof=1):.4f} "
+              f"{mw:>15.3f} {ks:>8.3f}")
+    print(f"CPU seconds per realisation: fast {secs['fast'] / args.compare:.1f}, plain {secs['plain'] / args.compare:.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", help="parquet of numeric features plus a label column (default: synthetic)")
+    ap.add_argument("--label", default="label", help="label column of --features (bool or 0/1)")
+    ap.add_argument("--pool", type=int, default=20_000)
+    ap.add_argument("--trees", type=int, default=1000)
+    ap.add_argument("--loops", type=int, default=300)
+    ap.add_argument("--plain-loops", type=int, default=10)
+    ap.add_argument("--strategy", default="uncertainty")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare", type=int, default=0, help="number of realisations for the statistical comparison")
+    ap.add_argument("--compare-trees", type=int, default=100)
+    ap.add_argument("--compare-pool", type=int, default=5000)
+    ap.add_argument("--compare-loops", type=int, default=100)
+    args = ap.parse_args()
+    print(pin_one_core())
+    if args.compare:
+        compare(args)
+    else:
+        speed(args)
+
+
+if __name__ == "__main__":
+    main()
