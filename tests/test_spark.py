@@ -43,6 +43,7 @@ def test_grouped_frames_never_split_an_object(sizes, batch):
 # ---------------------------------------------------------------------------------------------- fixtures
 needs_spark = pytest.mark.skipif(importlib.util.find_spec("pyspark") is None, reason="pyspark not installed (pip install 'earlyia[spark]')")
 pytestmark = [
+    pytest.mark.xdist_group("spark"),  # one Spark session for the module under `pytest -n 2 --dist loadgroup`
     pytest.mark.filterwarnings("ignore::FutureWarning"),  # pyspark 4.3 on pandas 3
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
