@@ -39,7 +39,9 @@ C_LIGHT = 2.99792458e10  # cm / s
 T_UNIT = 1.0e4  # kernel temperature unit (K)
 N_EXTEND = 0  # step extensions tried after an accepted step
 SCREEN_ITER = 10  # iterations every start gets before successive halving keeps the better half
-STALL_TOL = 0.02  # χ² gain over 10 iterations below which a crawling fit is considered converged
+STALL_TOL = 0.01  # χ² gain over STALL_EVERY iterations below which a crawling fit is considered converged
+EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not constrain cannot block convergence
+STALL_EVERY = 5  # iterations between two stall checks
 
 # status codes (the extractor turns them into reasons)
 ST_OK = 0
@@ -296,7 +298,7 @@ def _edm(H, grad, p, lo, hi, free, A, rhs, step):
         free[a] = not (at_lo or at_hi)
         for b in range(NPAR):
             A[a, b] = H[a, b]
-        A[a, a] = H[a, a] * (1.0 + 1e-10) + 1e-12
+        A[a, a] = H[a, a] * (1.0 + EDM_RIDGE) + 1e-12
         rhs[a] = grad[a]
     if not _cholesky_solve(A, rhs, step, free):
         return np.inf
@@ -304,6 +306,13 @@ def _edm(H, grad, p, lo, hi, free, A, rhs, step):
     for a in range(NPAR):
         edm += grad[a] * step[a]
     return edm
+
+
+@numba.njit(cache=True, fastmath=FAST, inline="always")
+def _chi2_scale(cost, n):
+    """Tolerances are in units of the reduced χ² when the model fits worse than the errors say:
+    a parameter's error then scales with sqrt(χ²/dof), and so does a meaningful χ² change."""
+    return max(1.0, cost / max(n - NPAR, 1))
 
 
 @numba.njit(cache=True, fastmath=FAST)
@@ -320,8 +329,8 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
     stall_ref = cost
     for it in range(max_iter):
         # stalled: χ² improved by less than 10 x edm_tol over the last 10 iterations (statistically nothing)
-        if it > 0 and it % 10 == 0:
-            if stall_ref - cost < STALL_TOL:
+        if it > 0 and it % STALL_EVERY == 0:
+            if stall_ref - cost < STALL_TOL * _chi2_scale(cost, n):
                 converged = True
                 break
             stall_ref = cost
@@ -372,7 +381,8 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
                 cost = _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, grad)
                 lam = max(lam / 5.0, 1e-9)
                 accepted = True
-                if old - cost <= 1e-12 * (old + 1e-300) or dmax < 1e-10 or _edm(H, grad, p, lo, hi, free, A, rhs, step) < edm_tol:
+                tol = edm_tol * _chi2_scale(cost, n)
+                if old - cost <= 1e-12 * (old + 1e-300) or dmax < 1e-10 or _edm(H, grad, p, lo, hi, free, A, rhs, step) < tol:
                     converged = True
                 break
             lam *= 4.0
