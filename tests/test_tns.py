@@ -236,3 +236,19 @@ def test_cli_writes_reports_sends_and_records_only_after_success(tmp_path, monke
     summary = json.loads((tmp_path / "o3" / "summary.json").read_text())
     assert summary["n_candidates"] == 0 and len(summary["excluded_already_reported"]) == 3
     assert API_KEY not in capsys.readouterr().out
+
+
+def test_cli_calibration_thresholds_the_calibrated_probability(tmp_path):
+    from earlyia.report.calibration import ScoreCalibrator
+
+    scores = _scores_file(tmp_path)  # every alert scores 0.91
+    cal = tmp_path / "cal.json"
+    ScoreCalibrator.from_dict({"format": "earlyia.calibration/1", "method": "isotonic", "x": [0.0, 1.0], "y": [0.0, 0.4]}).save(cal)
+    base = ["candidates", str(scores), "--record", str(tmp_path / "r.sqlite")]
+    assert main([*base, "--out", str(tmp_path / "raw")]) == 0
+    assert main([*base, "--out", str(tmp_path / "cal"), "--calibration", str(cal)]) == 0
+    assert len(pd.read_csv(tmp_path / "raw" / "candidates.csv")) == 3
+    assert json.loads((tmp_path / "cal" / "summary.json").read_text())["n_candidates"] == 0
+    low = main([*base, "--out", str(tmp_path / "cal2"), "--calibration", str(cal), "--min-score", "0.3"])
+    got = pd.read_csv(tmp_path / "cal2" / "candidates.csv")
+    assert low == 0 and np.allclose(got["score"], 0.91 * 0.4) and np.allclose(got["score_raw"], 0.91)

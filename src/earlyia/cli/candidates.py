@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scores", nargs="+", help="SCORES Parquet file(s) written by `earlyia score`")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model", help="the model that made the scores: its training objects are never reported")
+    p.add_argument("--calibration", help="calibration JSON (python -m earlyia.report.calibration): the rule then thresholds the "
+                                         "calibrated probability; the raw score is kept as score_raw")
     g = p.add_argument_group("rule (Fink's defaults; 'none' disables a cut)")
     d = CandidateRule()
     g.add_argument("--min-score", type=_threshold, default=d.min_score, metavar="X")
@@ -111,6 +113,11 @@ def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     scores, hashes = read_scores(args.scores)
+    if args.calibration:
+        from earlyia.report.calibration import ScoreCalibrator
+
+        cal = ScoreCalibrator.load(args.calibration)
+        scores = scores.assign(score_raw=scores["score"], score=cal.transform(scores["score"].to_numpy(float)))
     max_nd = None if args.max_ndethist is None else int(args.max_ndethist)
     rule = CandidateRule(
         min_score=args.min_score,

@@ -155,3 +155,38 @@ class ScoreCalibrator:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, KeyError) as exc:
             raise ModelError(f"{path}: cannot read calibration ({exc})") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit a calibration of SCORES' ``score`` on labelled objects: print its reliability, write the map (JSON)."""
+    import argparse
+
+    from earlyia.cli.evaluate_early import read_labels
+    from earlyia.evaluate import PROTOCOL_TYPES
+    from earlyia.labels import POSITIVE, UNLABELLED
+
+    ap = argparse.ArgumentParser(prog="python -m earlyia.report.calibration", description=main.__doc__)
+    ap.add_argument("scores", help="SCORES Parquet (or any table with object_id/objectId and a score column)")
+    ap.add_argument("--labels", required=True, help="CSV: object id and type (e.g. ztf_fink_tns_labelled/objects.csv)")
+    ap.add_argument("--score-column", default="score")
+    ap.add_argument("--method", choices=("isotonic", "sigmoid"), default="isotonic")
+    ap.add_argument("--out", required=True, help="calibration JSON to write (use with `earlyia candidates --calibration`)")
+    args = ap.parse_args(argv)
+    df = pd.read_parquet(args.scores).rename(columns={"objectId": "object_id"})
+    if args.score_column not in df.columns:
+        raise InputError(f"no column {args.score_column!r}", source=args.scores)
+    y = PROTOCOL_TYPES.encode(df["object_id"].map(read_labels(args.labels)).to_numpy(object))
+    keep = (y != UNLABELLED) & np.isfinite(pd.to_numeric(df[args.score_column], errors="coerce").to_numpy(float))
+    s = df.loc[keep, args.score_column].to_numpy(float)
+    yy = y[keep] == POSITIVE
+    cal = ScoreCalibrator(args.method).fit(s, yy)
+    print(calibration_report(s, yy).to_markdown(f"{args.score_column} (raw)"))
+    after = calibration_report(cal.transform(s), yy)
+    print(f"calibrated ({args.method}, in-sample: optimistic): Brier {after.brier:.4f}, ECE {after.ece:.4f}")
+    cal.save(args.out)
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

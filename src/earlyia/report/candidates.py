@@ -39,6 +39,7 @@ CANDIDATE_COLUMNS = (
     "alert_id",
     "mjd",
     "score",
+    "score_raw",
     "snn_snia_vs_nonia",
     "snn_sn_vs_all",
     "snn_used",
