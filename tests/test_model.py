@@ -270,3 +270,30 @@ def test_no_pickle_in_the_package_outside_the_pinned_fink_loader():
         if re.search(r"^\s*(import pickle|from pickle import|import joblib|import cloudpickle)", text, re.M) or "allow_pickle=True" in text:
             offenders.append(str(f.relative_to(root)))
     assert offenders == []
+
+
+def test_grouped_held_out_metrics_when_objects_repeat():
+    """Alerts of one object are near copies: out-of-bag looks great, folds by object show there is no signal."""
+    from sklearn.model_selection import GroupKFold
+
+    rng = np.random.default_rng(5)
+    n_obj, per = 60, 5
+    centre = rng.normal(size=(n_obj, 3))
+    X = np.repeat(centre, per, axis=0) + 0.01 * rng.normal(size=(n_obj * per, 3))
+    lab = np.repeat(np.where(rng.random(n_obj) < 0.5, "SN Ia", "SN II"), per)  # labels unrelated to features
+    df = pd.DataFrame(X, columns=NAMES).assign(object_id=np.repeat([f"o{i}" for i in range(n_obj)], per), label=lab)
+    m = train_model(df, CONFIG, n_estimators=40, random_state=0, calibrate="isotonic")
+    met = m.card["metrics"]
+    assert met["oob"]["accuracy"] > 0.85 and "optimistic" in met["oob"]["note"]
+    assert met["grouped_cv"]["accuracy"] < 0.7 and met["grouped_cv"]["folds"] == 5
+    assert "grouped" in m.card["calibration"]["fitted_on"]
+    # reference: the same folds by hand
+    y = lab == "SN Ia"
+    oof = np.zeros(len(y))
+    for tr, te in GroupKFold(5).split(X, y, df["object_id"]):
+        f = RandomForestClassifier(n_estimators=40, random_state=0).fit(X[tr], y[tr])
+        oof[te] = f.predict_proba(X[te])[:, 1]
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(oof, y)
+    assert met["grouped_cv"]["accuracy"] == pytest.approx(((iso.predict(oof) > 0.5) == y).mean())
+    no_cv = train_model(df, CONFIG, n_estimators=10, cv_folds=0)
+    assert "grouped_cv" not in no_cv.card["metrics"]

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
+    p.add_argument(
+        "--cv-folds",
+        type=int,
+        default=5,
+        help="folds by object for honest metrics and calibration when objects have several rows (0: out-of-bag only)",
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--parent", help="parent model file (its hash is recorded for lineage)")
     p.set_defaults(func=run)
@@ -171,15 +177,18 @@ def run(args: argparse.Namespace) -> int:
         max_depth=args.max_depth,
         parent=parent,
         lineage={"features": str(args.features), **run_info},
+        cv_folds=args.cv_folds,
     )
     model.save(args.out)
     tr = model.card["training"]
-    oob = model.card["metrics"]["oob"]
+    held = "grouped_cv" if "grouped_cv" in model.card["metrics"] else "oob"
+    oob = model.card["metrics"][held]
     print(
         f"trained {model.card['n_trees']} trees on {tr['n_samples']} rows ({tr['n_positive']} positive, {tr['n_negative']} negative)"
         + (f" of {len(sample_ids)} run ids" if sample_ids is not None else "")
     )
     fmt = {k: (f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else v) for k, v in oob.items()}
-    print(f"out-of-bag: accuracy {fmt['accuracy']}, efficiency {fmt['efficiency']}, purity {fmt['purity']}, FoM {fmt['fom']}")
+    label = "held-out by object" if held == "grouped_cv" else "out-of-bag"
+    print(f"{label}: accuracy {fmt['accuracy']}, efficiency {fmt['efficiency']}, purity {fmt['purity']}, FoM {fmt['fom']}")
     print(f"wrote {args.out} (hash {model.hash[:16]})")
     return 0

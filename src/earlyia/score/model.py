@@ -461,6 +461,20 @@ def fink_extractor_config() -> dict:
 
 
 # ---------------------------------------------------------------------------- training
+def _grouped_out_of_fold(Cls, params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, n_jobs: int) -> np.ndarray:
+    """P(positive) of each row from a forest that saw none of its object's rows (NaN when a fold lacks a class)."""
+    from sklearn.model_selection import GroupKFold
+
+    out = np.full(len(y), np.nan)
+    k = min(int(folds), len(set(groups)))
+    for train, test in GroupKFold(n_splits=k).split(X, y, groups):
+        if y[train].all() or not y[train].any():
+            continue
+        f = Cls(**params, bootstrap=True, n_jobs=n_jobs).fit(X[train], y[train])
+        out[test] = f.predict_proba(X[test])[:, list(f.classes_).index(True)]
+    return out
+
+
 def _labels(df: pd.DataFrame, type_map: TypeMap, label_column: str | None) -> tuple[np.ndarray, str]:
     cols = [label_column] if label_column else [c for c in LABEL_COLUMNS if c in df.columns]
     if not cols or cols[0] not in df.columns:
@@ -497,6 +511,7 @@ def train_model(
     metrics: Mapping | None = None,
     lineage: Mapping | None = None,
     selection: Mapping | None = None,
+    cv_folds: int = 5,
     n_jobs: int = 1,
 ) -> Model:
     """Fit a forest on a labelled feature table and return it as a :class:`Model` with its card.
@@ -507,8 +522,10 @@ def train_model(
     ``ok``/``passed`` column that is False, or non-finite values) are left out. ``sample_ids``
     restricts training to rows whose ``alert_id`` or ``object_id`` is listed (e.g. an active-learning
     run's queried ids). ``selection``: keyword arguments of ``earlyia.select.select_early`` that
-    scoring with this model applies (default: its defaults). Out-of-bag predictions give honest training metrics and, with
-    ``calibrate``, the calibration map (no data is held out).
+    scoring with this model applies (default: its defaults). Held-out predictions give honest training
+    metrics and, with ``calibrate``, the calibration map: out-of-bag predictions when each object has one
+    row, else ``cv_folds`` folds split by object (``GroupKFold``; out-of-bag would be optimistic there
+    because other alerts of the same object sit in the bag). The final forest uses every row.
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
@@ -563,14 +580,29 @@ def train_model(
         forest.fit(X, yb)
     ensemble = TreeEnsemble.from_sklearn(forest, positive_class=True)
     oob = forest.oob_decision_function_[:, list(forest.classes_).index(True)]
-    has_oob = np.isfinite(oob)
+    # Out-of-bag rows of an object whose other alerts were in the bag are not unseen: with several rows
+    # per object, honest held-out predictions come from folds split by object instead.
+    groups = df["object_id"].astype(str).to_numpy() if "object_id" in df.columns else None
+    repeated = groups is not None and len(set(groups)) < len(groups)
+    held, held_name = oob, "oob"
+    if repeated and cv_folds >= 2:
+        held = _grouped_out_of_fold(Cls, params, X, yb, groups, cv_folds, n_jobs)
+        held_name = "grouped_cv"
+    has = np.isfinite(held)
     calibration = None
     if calibrate:
-        if has_oob.sum() < 10:
-            raise InputError(f"calibration needs out-of-bag predictions for at least 10 rows; got {int(has_oob.sum())} (use more trees)")
-        calibration = fit_calibration(oob[has_oob], yb[has_oob], calibrate)
-    oob_cal = _apply_calibration(oob[has_oob], calibration)
-    all_metrics = {"oob": binary_metrics(yb[has_oob], oob_cal)}
+        if has.sum() < 10:
+            raise InputError(f"calibration needs held-out predictions for at least 10 rows; got {int(has.sum())} (more trees or rows)")
+        calibration = fit_calibration(held[has], yb[has], calibrate)
+    has_oob = np.isfinite(oob)
+    all_metrics = {"oob": binary_metrics(yb[has_oob], _apply_calibration(oob[has_oob], calibration))}
+    if repeated:
+        all_metrics["oob"]["note"] = "optimistic: other rows of the same objects were in the bag"
+    if held_name == "grouped_cv":
+        all_metrics["grouped_cv"] = {
+            **binary_metrics(yb[has], _apply_calibration(held[has], calibration)),
+            "folds": int(min(cv_folds, len(set(groups)))),
+        }
     if metrics:
         all_metrics.update(dict(metrics))
 
@@ -595,7 +627,12 @@ def train_model(
             "labels": y.astype(int).tolist(),
         },
         "metrics": all_metrics,
-        "calibration": {"method": calibrate, "fitted_on": "out-of-bag probabilities"} if calibrate else None,
+        "calibration": {
+            "method": calibrate,
+            "fitted_on": "grouped out-of-fold probabilities (folds by object)" if held_name == "grouped_cv" else "out-of-bag probabilities",
+        }
+        if calibrate
+        else None,
         "versions": versions(),
         "parent": parent,
         "lineage": dict(lineage or {}),
