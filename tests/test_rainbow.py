@@ -308,18 +308,20 @@ def test_transient_gate_rejects_flat_fading_and_noisy_constant_light_curves():
     rng = np.random.default_rng(7)
     t_all, b_all, f_all, e_all, starts, ends, kind = [], [], [], [], [], [], []
     pos = 0
-    for k in range(120):
+    for k in range(150):
         n = int(rng.integers(8, 25))
         t = np.sort(rng.uniform(0, 30, n)) + 60000.0
         b = rng.integers(0, 6, n)
         e = np.full(n, 10.0)
-        shape = ("flat", "noisy", "fading", "rising")[k % 4]
+        shape = ("flat", "noisy", "fading", "rising", "peaked")[k % 5]
         if shape == "flat":
             f = 200.0 + rng.normal(0, 10, n)
         elif shape == "noisy":
             f = 200.0 + rng.normal(0, 60, n)  # errors underestimated 6x: the worst case
         elif shape == "fading":
             f = 600.0 * np.exp(-(t - t[0]) / 15.0) + rng.normal(0, 10, n)
+        elif shape == "peaked":  # a transient seen rising then fading: kept
+            f = 600.0 * np.exp(-0.5 * ((t - 60018.0) / 5.0) ** 2) + rng.normal(0, 10, n)
         else:
             f = slow_model(t, WL[b], [60000 + 25, 2000, 3, 10000, 0.1, 5]) + rng.normal(0, 10, n)
         t_all.append(t), b_all.append(b), f_all.append(f), e_all.append(e), kind.append(shape)
@@ -336,3 +338,4 @@ def test_transient_gate_rejects_flat_fading_and_noisy_constant_light_curves():
     assert not keep[kind == "flat"].any() and not keep[kind == "fading"].any()
     assert keep[kind == "noisy"].mean() <= 0.1
     assert keep[kind == "rising"].mean() >= 0.9
+    assert keep[kind == "peaked"].mean() >= 0.8

@@ -633,10 +633,11 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
 
 
 @numba.njit(cache=True)
-def slope_significance(t, flux, err, starts, ends):
+def slope_significance(t, flux, err, starts, ends, until_max):
     """Error-weighted linear slope of flux vs time divided by its standard error, per segment.
 
-    The error is inflated by the reduced χ² of the line when above 1. A rising transient has a large
+    ``until_max``: only the points up to the brightest one (the rise of a light curve that has
+    peaked). The error is inflated by the reduced χ² of the line when above 1. A rising transient has a large
     positive value; flat, noisy-constant and fading light curves do not, whatever a 6-parameter fit
     makes of them (NaN with fewer than 3 points).
     """
@@ -646,12 +647,23 @@ def slope_significance(t, flux, err, starts, ends):
         if ends[i] - starts[i] < 3:
             continue
         t0 = t[starts[i]]
+        t_end = np.inf
+        if until_max:
+            kmax = starts[i]
+            for k in range(starts[i], ends[i]):
+                if flux[k] > flux[kmax]:
+                    kmax = k
+            t_end = t[kmax]
+        m = 0
         s = 0.0
         sx = 0.0
         sy = 0.0
         sxx = 0.0
         sxy = 0.0
         for k in range(starts[i], ends[i]):
+            if t[k] > t_end:
+                continue
+            m += 1
             w = 1.0 / (err[k] * err[k])
             x = t[k] - t0
             s += w
@@ -660,15 +672,16 @@ def slope_significance(t, flux, err, starts, ends):
             sxx += w * x * x
             sxy += w * x * flux[k]
         det = s * sxx - sx * sx
-        if not (det > 0.0):
+        if m < 3 or not (det > 0.0):
             continue
         slope = (s * sxy - sx * sy) / det
         icpt = (sy - slope * sx) / s
         chi2 = 0.0
         for k in range(starts[i], ends[i]):
-            r = (flux[k] - icpt - slope * (t[k] - t0)) / err[k]
-            chi2 += r * r
+            if t[k] <= t_end:
+                r = (flux[k] - icpt - slope * (t[k] - t0)) / err[k]
+                chi2 += r * r
         # scatter beyond the quoted errors (underestimated noise, variability) widens the slope error
-        inflate = max(1.0, chi2 / (ends[i] - starts[i] - 2))
+        inflate = max(1.0, chi2 / (m - 2))
         out[i] = slope / math.sqrt(s / det * inflate)
     return out

@@ -120,7 +120,8 @@ def fit_segments(
         _init_array(init, len(np.asarray(starts))),
     )
     return {
-        "slope_sig": _k.slope_significance(t, f, e, s, en),
+        "slope_sig": _k.slope_significance(t, f, e, s, en, False),
+        "rise_sig": _k.slope_significance(t, f, e, s, en, True),
         "params": params,
         "cov": cov,
         "chi2": chi2,
@@ -166,8 +167,9 @@ class RainbowFeatures(FeatureExtractor):
 
     Features: ``t0`` relative to the last point (days), ``amplitude`` in units of the peak flux,
     ``rise_time``, ``T_min``, ``T_max``, ``delta_T`` (K), ``t_color``, ``reduced_chi2``, their
-    1-σ errors (``*_err``), ``n_points``, ``n_bands``, ``peak_flux`` (table flux units) and
-    ``slope_sig``, the significance of a weighted linear rise (see :func:`transient_gate`).
+    1-σ errors (``*_err``), ``n_points``, ``n_bands``, ``peak_flux`` (table flux units),
+    ``slope_sig``, the significance of a weighted linear trend of all points, and ``rise_sig``, the
+    same up to the brightest point (see :func:`transient_gate`).
     """
 
     name = "rainbow"
@@ -211,7 +213,7 @@ class RainbowFeatures(FeatureExtractor):
     @property
     def names(self) -> list[str]:
         main = ["t0", "amplitude", "rise_time", "T_min", "T_max", "delta_T", "t_color"]
-        return [*main, "reduced_chi2", *[f"{n}_err" for n in main], "n_points", "n_bands", "peak_flux", "slope_sig"]
+        return [*main, "reduced_chi2", *[f"{n}_err" for n in main], "n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig"]
 
     # ------------------------------------------------------------------ wavelengths
     def wavelength_table(self, survey: str | None = None) -> dict[str, float]:
@@ -299,6 +301,7 @@ def features_from_fit(res: dict[str, np.ndarray]) -> np.ndarray:
             res["n_bands"].astype(np.float64),
             peak,
             res["slope_sig"],
+            res["rise_sig"],
         ]
     X = np.column_stack(cols) if n else np.zeros((0, len(cols)))
     return np.ascontiguousarray(X, np.float64)
@@ -308,11 +311,11 @@ def transient_gate(X: np.ndarray, names: list[str], min_slope_sig: float = 3.0) 
     """Rows whose light curve rises significantly: score the others 0.
 
     Fink's early-Ia scores are high on flat light curves (a known, open flaw): a 6-parameter
-    fit always finds *some* sigmoid in noise. Demanding a weighted linear rise of at least
-    ``min_slope_sig`` standard errors removes flat, noisy-constant and fading light curves.
+    fit always finds *some* sigmoid in noise. Demanding that the points up to the brightest one
+    rise linearly by at least ``min_slope_sig`` standard errors (inflated by the scatter) removes
+    flat, noisy-constant and fading light curves, and keeps transients that have already peaked.
     """
-    k = list(names).index("slope_sig")
-    v = X[:, k]
+    v = X[:, list(names).index("rise_sig")]
     return np.isfinite(v) & (v >= min_slope_sig)
 
 
