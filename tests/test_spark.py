@@ -78,6 +78,9 @@ def data(tmp_path_factory):
     ids = rng.choice(replay["objectId"].unique(), N_REPLAY_OBJECTS, replace=False)
     sub = replay[replay["objectId"].isin(ids)].sample(frac=1, random_state=1).reset_index(drop=True)
     sub["TNS"] = sub["objectId"].map(labels)
+    bad = sub.iloc[[0]].assign(objectId="ZTF00badrow", candid="ZTF00badrow_3")
+    bad["cmagpsf"] = [bad["cmagpsf"].iloc[0][:-1]]  # lists of different lengths: the reader drops the row
+    sub = pd.concat([sub.iloc[:7], bad, sub.iloc[7:]], ignore_index=True)
     paths = {"replay": d / "replay.parquet", "pool": d / "pool.parquet", "canonical": d / "canonical.parquet"}
     sub.to_parquet(paths["replay"])
     lc = read_fink_parquet(paths["replay"])
@@ -124,6 +127,17 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+def test_an_unreadable_batch_becomes_a_reported_row_not_a_failed_job(data):
+    from earlyia.score.model import Model
+
+    model = Model.load(data["model"])
+    bad = pd.DataFrame({"objectId": ["A", "B"], "cjd": [[1.0, 2.0], None], "cmagpsf": [[19.0], [19.0]],
+                        "csigmapsf": [[0.1], [0.1]], "cfid": [[1], [1]]})
+    out = sp.score_batch(bad, model, kind="fink", source="batch.parquet")
+    assert len(out) == 1 and not out["passed"].any() and "no readable alert row" in out["reason"].iloc[0]
+    assert list(out.columns[-len(model.features):]) == model.features
+
+
 def test_a_tampered_model_is_refused_before_any_task(data, tmp_path):
     from earlyia.errors import ModelError
 
@@ -152,6 +166,8 @@ def test_spark_scores_equal_local_scores(spark, data, tmp_path, kind):
     assert list(remote.columns) == list(local.columns)
     pd.testing.assert_frame_equal(_sorted(remote), _sorted(local), check_exact=True)
     assert local["passed"].any()  # something was actually scored, not only rejected
+    if kind == "replay":  # the unreadable row is reported in both, with its row number in the file
+        assert local["reason"].str.contains("row 7: photometry lists of different lengths").sum() == 1
     meta = json.loads(pq.read_schema(spark_out).metadata[b"earlyia.scores"])
     assert meta["engine"] == "spark" and meta["model_hash"] == model.hash
 

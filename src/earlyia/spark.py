@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,16 @@ def _fink_lightcurves(pdf: pd.DataFrame, source: str, survey: str):
             ids[k] = f"{oid[k]}@{files[local[k]]}:{int(new_rows[k])}"
     row_out = np.where(known, new_rows, local).astype(np.int64)
     lc.alerts = a.assign(alert_id=ids, source=files[local], row=row_out)
+    lc.problems = [_file_row_problem(p, rows) for p in lc.problems]
     return lc
+
+
+def _file_row_problem(problem, rows: np.ndarray):
+    """A reader problem "row <i>: ..." about batch row i, renumbered to the row in the file."""
+    m = re.match(r"row (\d+):", problem.reason)
+    if not m or int(m.group(1)) >= len(rows) or not np.isfinite(rows[int(m.group(1))]):
+        return problem
+    return replace(problem, reason=f"row {int(rows[int(m.group(1))])}:" + problem.reason[m.end():])
 
 
 def lightcurves_from_batch(pdf: pd.DataFrame, kind: str, *, source: str, survey: str = "ZTF", table_meta: bytes | None = None):
@@ -177,11 +187,23 @@ def lightcurves_from_batch(pdf: pd.DataFrame, kind: str, *, source: str, survey:
 
 def score_batch(pdf: pd.DataFrame, model, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
                 table_meta: bytes | None = None, score_kwargs: dict | None = None) -> pd.DataFrame:
-    """Scores of one batch: the same calls as local scoring (reader -> ``score_lightcurves``)."""
-    from earlyia.score.pipeline import score_lightcurves
+    """Scores of one batch: the same calls as local scoring (reader -> ``score_lightcurves``).
 
-    lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
-    return score_lightcurves(lc, model, **(score_kwargs or {}))
+    Rows the reader cannot use become SCORES rows with the reason (``passed=False``), as in
+    ``earlyia score``; a batch that cannot be read at all becomes one such row: a bad alert never
+    fails the Spark job.
+    """
+    from earlyia.errors import EarlyIAError, Problem
+    from earlyia.score.pipeline import problem_rows, score_lightcurves
+
+    try:
+        lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
+    except EarlyIAError as exc:
+        return problem_rows([Problem(source, None, str(exc))], model.features)
+    out = score_lightcurves(lc, model, **(score_kwargs or {}))
+    if lc.problems:
+        out = pd.concat([out, problem_rows(lc.problems, model.features)], ignore_index=True)
+    return out
 
 
 def features_batch(pdf: pd.DataFrame, extractor_config: dict, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
@@ -446,7 +468,7 @@ def score_spark(
     session = spark or get_session(master)
     ref = ship_model(session, model_path)
     df = with_provenance(session.read.parquet(*[str(f) for f in files]))
-    source = files[0].name if len(files) == 1 else f"{len(files)} files"
+    source = str(files[0]) if len(files) == 1 else f"{len(files)} files"  # as the local reader names it
     scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions, score_kwargs=score_kwargs,
                              group_objects=group_objects)
     out = Path(out)
