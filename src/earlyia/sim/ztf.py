@@ -10,7 +10,8 @@ Model, per object (all vectorised over objects with one numpy Generator):
 * class drawn with the real class fractions (or ``class_mix``); label = TNS string
   (``'SN Ia', 'SN II', 'SN Ic', 'SN IIn', 'SLSN-I', 'AGN', 'CV'``);
 * supernovae and CV outbursts: a Bazin curve per band, ``A exp(-(t-t0)/tfall) / (1 + exp(-(t-t0)/trise))``,
-  class-specific log-normal rise and fall times, the r-band peak magnitude and the g-r colour at
+  class-specific log-normal rise and fall times (rise times scaled so that the time from first
+  detection to peak matches the real one), the r-band peak magnitude and the g-r colour at
   peak drawn from the real per-class distributions, and g fading faster than r by the measured
   ratio of fall times (the colour reddens after peak);
 * AGN: a damped random walk (Ornstein-Uhlenbeck) of the difference flux, which can be negative;
@@ -107,6 +108,7 @@ def simulate(
     random_state: int | np.random.Generator | None = None,
     max_detections: int = 20,
     id_prefix: str = "sim",
+    params: dict | None = None,
 ) -> LightCurves:
     """Simulate ``n_objects`` ZTF-like early light curves (g, r), labelled with TNS type strings.
 
@@ -116,6 +118,7 @@ def simulate(
         random_state: seed or numpy Generator (same seed, same light curves).
         max_detections: each light curve stops at this detection (default 20, Fink's ``ndethist`` cut).
         id_prefix: object ids are ``f"{id_prefix}{i:07d}"``.
+        params: numbers to use instead of the shipped ones (same layout as :func:`load_params`).
     """
     if int(n_objects) < 0:
         raise ConfigError(f"n_objects must be >= 0, got {n_objects}")
@@ -123,7 +126,7 @@ def simulate(
         raise ConfigError(f"max_detections must be >= 1, got {max_detections}")
     n = int(n_objects)
     rng = np.random.default_rng(random_state)
-    params = load_params()
+    params = load_params() if params is None else params
     counts = _class_counts(n, _mix(class_mix, params))
     cls = rng.permutation(np.repeat(np.arange(len(CLASSES)), counts))
 
@@ -162,7 +165,7 @@ def _simulate_block(cls: np.ndarray, rng: np.random.Generator, params: dict, max
         peak_r[sel] = p["peak_mag_r"]["median"] + p["peak_mag_r"]["sigma"] * rng.standard_normal(c)
         colour[sel] = p["gr_peak"]["median"] + min(p["gr_peak"]["sigma"], 0.4) * rng.standard_normal(c)
         if name in _BAZIN_CLASSES:
-            trise[sel] = np.clip(_lognormal(rng, p["trise"], c), 0.3, 40.0)
+            trise[sel] = np.clip(_lognormal(rng, p["trise"], c) * p.get("rise_scale", 1.0), 0.3, 40.0)
             tfall_r[sel] = np.clip(_lognormal(rng, p["tfall_r"], c), 3.0, 300.0)
             ratio[sel] = np.clip(_lognormal(rng, p["tfall_ratio_g_r"], c, 0.3), 0.3, 1.2)
     tfall_r = np.maximum(tfall_r, 2.5 * trise)
