@@ -78,10 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--any-xmatch", action="store_true", help="do not require an extragalactic SIMBAD type")
     g.add_argument("--ignore-selection", action="store_true", help="do not require the scorer's own selection cuts (passed)")
     t = p.add_argument_group("TNS")
-    t.add_argument("--reporting-group-id", default=os.environ.get("EARLYIA_TNS_REPORTING_GROUP_ID", ""))
-    t.add_argument("--data-source-id", default=os.environ.get("EARLYIA_TNS_DATA_SOURCE_ID") or None,
-                   help="TNS discovery data source group (default: the survey's, 48 for ZTF)")
-    t.add_argument("--reporter", default=os.environ.get("EARLYIA_TNS_REPORTER", ""))
+    t.add_argument("--reporting-group-id", help="TNS reporting group id (default $EARLYIA_TNS_REPORTING_GROUP_ID)")
+    t.add_argument("--data-source-id",
+                   help="TNS discovery data source group (default $EARLYIA_TNS_DATA_SOURCE_ID, else the survey's: 48 for ZTF)")
+    t.add_argument("--reporter", help="reporter line (default $EARLYIA_TNS_REPORTER)")
     t.add_argument("--survey", default="ZTF", help="selects TNS instrument and filter ids (ZTF, LSST)")
     t.add_argument("--send", action="store_true", help="post the report to the TNS (bot credentials from the environment)")
     t.add_argument("--tns-url", default=SANDBOX_URL, help=f"TNS (or compatible) base URL (default: the sandbox, {SANDBOX_URL})")
@@ -112,6 +112,9 @@ def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    args.reporting_group_id = args.reporting_group_id or os.environ.get("EARLYIA_TNS_REPORTING_GROUP_ID", "")
+    args.data_source_id = args.data_source_id or os.environ.get("EARLYIA_TNS_DATA_SOURCE_ID") or None
+    args.reporter = args.reporter or os.environ.get("EARLYIA_TNS_REPORTER", "")
     scores, hashes = read_scores(args.scores)
     if args.calibration:
         from earlyia.report.calibration import ScoreCalibrator
