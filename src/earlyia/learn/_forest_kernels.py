@@ -79,16 +79,25 @@ def _entropy(p):
 
 
 @numba.njit(cache=True)
-def _best_split(Xtr, ytr, w, buf, lo, hi, seed, key, max_features, fperm, vals, order):
+def _best_split(Xtr, ytr, w, buf, lo, hi, seed, key, max_features, fperm, vals, order, gorder, mark, stampc):
     """Best gini split of the rows buf[lo:hi]: (feature, threshold), feature -1 when none.
 
     Features are visited in a permutation drawn from (tree seed, node key); constant features are
     skipped and do not count (as in scikit-learn); the first ``max_features`` non-constant ones
     are searched. Ties keep the first feature / smallest threshold, so the result does not depend
-    on the order of the rows.
+    on the order of the rows. A node holding a large share of the training rows reads them in
+    sorted order from the global per-feature order ``gorder`` instead of sorting (same result).
     """
     k = Xtr.shape[1]
     n = hi - lo
+    n_s = gorder.shape[1]
+    use_global = n > 48 and 6 * n > n_s
+    st = 0
+    if use_global:
+        stampc[0] += 1
+        st = stampc[0]
+        for i in range(lo, hi):
+            mark[buf[i]] = st
     for i in range(k):
         fperm[i] = i
     s = _mix(seed ^ key)
@@ -112,41 +121,54 @@ def _best_split(Xtr, ytr, w, buf, lo, hi, seed, key, max_features, fperm, vals, 
     visited = 0
     for fi in range(k):
         f = fperm[fi]
-        vmin = np.inf
-        vmax = -np.inf
-        for i in range(n):
-            v = Xtr[buf[lo + i], f]
-            vals[i] = v
-            if v < vmin:
-                vmin = v
-            if v > vmax:
-                vmax = v
-        if not vmax > vmin:
-            continue
-        visited += 1
-        if n <= 48:
-            for q in range(n):
-                order[q] = q
-            for q in range(1, n):
-                key_i = order[q]
-                vq = vals[key_i]
-                r = q - 1
-                while r >= 0 and vals[order[r]] > vq:
-                    order[r + 1] = order[r]
-                    r -= 1
-                order[r + 1] = key_i
+        if use_global:
+            m = 0
+            for q in range(n_s):
+                r = gorder[f, q]
+                if mark[r] == st:
+                    order[m] = r
+                    m += 1
+            if not Xtr[order[n - 1], f] > Xtr[order[0], f]:
+                continue
         else:
-            order[:n] = np.argsort(vals[:n])
+            vmin = np.inf
+            vmax = -np.inf
+            for i in range(n):
+                v = Xtr[buf[lo + i], f]
+                vals[i] = v
+                if v < vmin:
+                    vmin = v
+                if v > vmax:
+                    vmax = v
+            if not vmax > vmin:
+                continue
+            if n <= 48:
+                for q in range(n):
+                    order[q] = q
+                for q in range(1, n):
+                    key_i = order[q]
+                    vq = vals[key_i]
+                    r = q - 1
+                    while r >= 0 and vals[order[r]] > vq:
+                        order[r + 1] = order[r]
+                        r -= 1
+                    order[r + 1] = key_i
+            else:
+                order[:n] = np.argsort(vals[:n])
+            for q in range(n):
+                order[q] = buf[lo + order[q]]
+        visited += 1
+        # order[:n] = the node's training rows sorted by feature f
         l0 = 0
         l1 = 0
         for q in range(n - 1):
-            r = buf[lo + order[q]]
+            r = order[q]
             if ytr[r]:
                 l1 += w[r]
             else:
                 l0 += w[r]
-            v = vals[order[q]]
-            vn = vals[order[q + 1]]
+            v = Xtr[r, f]
+            vn = Xtr[order[q + 1], f]
             if vn > v:
                 r0 = tot0 - l0
                 r1 = tot1 - l1
@@ -218,7 +240,7 @@ def _leaf_value(ytr, w, buf, lo, hi):
 
 
 @numba.njit(cache=True)
-def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K, free, meta, fperm, vals, order):
+def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K, free, meta, fperm, vals, order, gorder, mark, stampc):
     """Grow the subtree rooted at ``node`` (its key already set) from the rows buf[lo:hi]."""
     st_n = [node]
     st_lo = [lo]
@@ -232,7 +254,7 @@ def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K,
         f = -1
         thr = 0.0
         if w0 > 0 and w1 > 0:
-            f, thr = _best_split(Xtr, ytr, w, buf, a, b, seed, K[nd], max_features, fperm, vals, order)
+            f, thr = _best_split(Xtr, ytr, w, buf, a, b, seed, K[nd], max_features, fperm, vals, order, gorder, mark, stampc)
         if f < 0:
             F[nd] = -1
             T[nd] = -2.0
@@ -336,7 +358,7 @@ def _in_bag(W, t, n_s, buf):
 
 
 @numba.njit(cache=True)
-def fit_trees(t0, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, V, K, SL, SH, free, meta, Xs, perm, sp, sv, sh):
+def fit_trees(t0, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T, L, R, V, K, SL, SH, free, meta, Xs, perm, sp, sv, sh):
     """Build trees t0.. from scratch; return the index of the first tree not built (capacity)."""
     n_trees = seeds.shape[0]
     k = Xtr.shape[1]
@@ -344,6 +366,8 @@ def fit_trees(t0, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, V, K
     fperm = np.empty(k, np.int64)
     vals = np.empty(max(n_s, 1), np.float64)
     order = np.empty(max(n_s, 1), np.int64)
+    mark = np.zeros(max(n_s, 1), np.int64)
+    stampc = np.zeros(1, np.int64)
     cap = F.shape[0]
     n_sc = Xs.shape[1]
     for t in range(t0, n_trees):
@@ -353,7 +377,8 @@ def fit_trees(t0, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, V, K
         root = _alloc(free, meta)
         roots[t] = root
         K[root] = ROOT_KEY
-        _build(root, Xtr, ytr, W[t], buf, 0, m, seeds[t], max_features, F, T, L, R, V, K, free, meta, fperm, vals, order)
+        _build(root, Xtr, ytr, W[t], buf, 0, m, seeds[t], max_features, F, T, L, R, V, K, free, meta,
+               fperm, vals, order, gorder, mark, stampc)
         SL[root] = 0
         SH[root] = n_sc
         if n_sc > 0:
@@ -377,7 +402,8 @@ def assign_all(Xs, roots, F, T, L, R, V, SL, SH, perm, sp, sv, sh):
 
 
 @numba.njit(cache=True)
-def add_sample(t0, j, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, V, K, SL, SH, free, meta, Xs, perm, sp, sv, sh, stats):
+def add_sample(t0, j, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T, L, R, V, K, SL, SH, free, meta,
+               Xs, perm, sp, sv, sh, stats):
     """Insert training row j (already stored, weights drawn) into trees t0..; exact update.
 
     Walk the path of row j from the root: recompute the node's best split with the new row; while
@@ -394,6 +420,8 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, 
     fperm = np.empty(k, np.int64)
     vals = np.empty(max(n_s, 1), np.float64)
     order = np.empty(max(n_s, 1), np.int64)
+    mark = np.zeros(max(n_s, 1), np.int64)
+    stampc = np.zeros(1, np.int64)
     cap = F.shape[0]
     for t in range(t0, n_trees):
         if W[t, j] == 0:
@@ -414,7 +442,7 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, 
                 rebuild = True
                 stats[8] += 1
             else:
-                f, thr = _best_split(Xtr, ytr, w, buf, lo, hi, seeds[t], K[node], max_features, fperm, vals, order)
+                f, thr = _best_split(Xtr, ytr, w, buf, lo, hi, seeds[t], K[node], max_features, fperm, vals, order, gorder, mark, stampc)
                 stats[1] += 1
                 stats[2] += hi - lo
                 rebuild = not (f == F[node] and thr == T[node])
@@ -437,7 +465,8 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, seeds, max_features, roots, F, T, L, R, 
                 if Xs.shape[1] > 0:
                     _scored_remove(t, node, F, L, R, V, SL, SH, perm, sp, sv, sh)
                 _free_children(node, F, L, R, free, meta)
-                _build(node, Xtr, ytr, w, buf, lo, hi, seeds[t], max_features, F, T, L, R, V, K, free, meta, fperm, vals, order)
+                _build(node, Xtr, ytr, w, buf, lo, hi, seeds[t], max_features, F, T, L, R, V, K, free, meta,
+                       fperm, vals, order, gorder, mark, stampc)
                 if Xs.shape[1] > 0:
                     _scored_assign(t, node, Xs, F, T, L, R, V, SL, SH, perm, sp, sv, sh)
             break

@@ -169,7 +169,9 @@ class FastForest(ClassifierMixin, BaseEstimator):
         self._free = free
 
     def _train_args(self):
-        return self._Xtr, self._ytr, self._W, self._n_s, self.tree_seeds_, self.max_features_
+        # rows of the training set sorted by each feature (k, n_s): lets big nodes skip sorting
+        gorder = np.ascontiguousarray(np.argsort(self._Xtr[: self._n_s], axis=0, kind="stable").T)
+        return self._Xtr, self._ytr, self._W, self._n_s, gorder, self.tree_seeds_, self.max_features_
 
     def _tree_args(self):
         return self._roots, self._F, self._T, self._L, self._R, self._V, self._K, self._SL, self._SH, self._free, self._meta
