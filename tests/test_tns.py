@@ -238,6 +238,26 @@ def test_cli_writes_reports_sends_and_records_only_after_success(tmp_path, monke
     assert API_KEY not in capsys.readouterr().out
 
 
+def test_cli_sends_in_batches_and_records_each_accepted_batch(tmp_path, monkeypatch):
+    scores = _scores_file(tmp_path, n_obj=5)
+    rec = tmp_path / "reported.sqlite"
+    for k, v in (("EARLYIA_TNS_BOT_ID", "12345"), ("EARLYIA_TNS_BOT_NAME", "earlyia_bot"), ("EARLYIA_TNS_API_KEY", API_KEY)):
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("EARLYIA_TNS_REPORTING_GROUP_ID", "66")
+    monkeypatch.setenv("EARLYIA_TNS_REPORTER", "T. Ester")
+    args = ["candidates", str(scores), "--record", str(rec), "--send", "--batch-size", "2", "--out", str(tmp_path / "o")]
+    with FakeTNS([200, 400]) as tns:  # first batch accepted, second rejected, third never sent
+        assert main([*args, "--tns-url", tns.url]) == 2
+    assert len(tns.requests) == 2 and all(len(json.loads(r["fields"]["data"])["at_report"]) == 2 for r in tns.requests)
+    first_two = [json.loads(tns.requests[0]["fields"]["data"])["at_report"][k]["internal_name"] for k in ("0", "1")]
+    assert ReportedRecord(rec).reported() == set(first_two)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["sent_objects"] == first_two and "Bad request" in summary["send_error"]
+    with FakeTNS([200, 200]) as tns:  # the rest goes on the next run
+        assert main([*args, "--tns-url", tns.url]) == 0
+    assert len(ReportedRecord(rec).reported()) == 5 and len(tns.requests) == 2
+
+
 def test_cli_calibration_thresholds_the_calibrated_probability(tmp_path):
     from earlyia.report.calibration import ScoreCalibrator
 

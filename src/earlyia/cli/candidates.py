@@ -85,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--survey", default="ZTF", help="selects TNS instrument and filter ids (ZTF, LSST)")
     t.add_argument("--send", action="store_true", help="post the report to the TNS (bot credentials from the environment)")
     t.add_argument("--tns-url", default=SANDBOX_URL, help=f"TNS (or compatible) base URL (default: the sandbox, {SANDBOX_URL})")
+    t.add_argument("--batch-size", type=int, default=50, help="candidates per bulk report sent (default 50)")
     t.add_argument("--record", default=None, help=f"reported-objects record (SQLite; default ${ENV_RECORD} or ./{DEFAULT_RECORD})")
     p.set_defaults(func=run)
 
@@ -112,6 +113,8 @@ def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     args.reporting_group_id = args.reporting_group_id or os.environ.get("EARLYIA_TNS_REPORTING_GROUP_ID", "")
     args.data_source_id = args.data_source_id or os.environ.get("EARLYIA_TNS_DATA_SOURCE_ID") or None
     args.reporter = args.reporter or os.environ.get("EARLYIA_TNS_REPORTER", "")
@@ -178,15 +181,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.send and bulk.object_ids:
         creds = TNSCredentials.from_env()
-        try:
-            result = send_bulk_report(bulk.report, args.tns_url, creds)
-        except RemoteError as exc:
-            summary.update(sent=False, send_error=str(exc), tns_url=args.tns_url)
-            write_summary()
-            raise
-        rows = [{"object_id": o, "alert_id": a} for o, a in zip(bulk.object_ids, bulk.alert_ids, strict=True)]
-        record.add(rows, destination=args.tns_url, report_id=result.report_id)
-        summary.update(sent=True, report_id=result.report_id, tns_url=args.tns_url)
+        entries = list(bulk.report["at_report"].values())
+        sent: list[str] = []
+        report_ids: list[str | None] = []
+        summary.update(tns_url=args.tns_url, sent_objects=sent, report_ids=report_ids)
+        for start in range(0, len(entries), args.batch_size):
+            part = {"at_report": {str(i): e for i, e in enumerate(entries[start : start + args.batch_size])}}
+            ids = bulk.object_ids[start : start + args.batch_size]
+            alerts = bulk.alert_ids[start : start + args.batch_size]
+            try:
+                result = send_bulk_report(part, args.tns_url, creds)
+            except RemoteError as exc:
+                summary.update(sent=bool(sent), send_error=str(exc))
+                write_summary()
+                raise
+            # recorded batch by batch, only once the TNS accepted it
+            record.add([{"object_id": o, "alert_id": a} for o, a in zip(ids, alerts, strict=True)],
+                       destination=args.tns_url, report_id=result.report_id)
+            sent.extend(ids)
+            report_ids.append(result.report_id)
+        summary.update(sent=True, report_id=report_ids[-1] if len(report_ids) == 1 else report_ids)
     elif args.send:
         summary["notes"].append("nothing to send")
     write_summary()
@@ -194,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"{len(cand)} candidate(s) from {sel.n_alerts} alerts -> {out}/candidates.md, candidates.csv, tns_report.json")
     if summary.get("sent"):
-        print(f"sent to {args.tns_url} (report id {summary.get('report_id')}); {len(bulk.object_ids)} object(s) recorded in {record.path}")
+        print(f"sent to {args.tns_url} (report id(s) {summary.get('report_id')}); "
+              f"{len(bulk.object_ids)} object(s) recorded in {record.path}")
     return 0
 
