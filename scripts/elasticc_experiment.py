@@ -62,6 +62,27 @@ def table(y: np.ndarray, p: np.ndarray, thresholds) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def plot_curves(path: str, ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(ours["efficiency"], ours["purity"], "o-", label="earlyia Rainbow + AL (held-out alerts)")
+    ax.plot(theirs["efficiency"], theirs["purity"], "s--", label="Fink's stored score, same alerts")
+    for th, (e, pu) in FINK_ELASTICC.items():
+        ax.plot(e, pu, "k*", ms=9)
+        ax.annotate(f"Fink published {th}", (e, pu), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("efficiency")
+    ax.set_ylabel("purity")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0.4, 1.01)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loops", type=int, default=100)
@@ -71,6 +92,7 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-plasticc", action="store_true", help="skip the PLAsTiCC non-transient check")
+    ap.add_argument("--plot", default=None, help="save the efficiency/purity curves to this image file")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
 
@@ -118,6 +140,8 @@ def main() -> None:
     print("full curve (held-out alerts):")
     curve = table(yt, p, np.round(np.arange(0.05, 1.0, 0.05), 2))
     print(curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.plot:
+        plot_curves(args.plot, curve, table(yt, np.nan_to_num(anchor), curve["threshold"].to_numpy()))
     ndet = df["n_detections"].to_numpy()[test]
     print()
     print("by detections so far (threshold 0.5): n_det  alerts  efficiency  purity")
