@@ -50,6 +50,9 @@ def test_incremental_equals_refit(n, k, n_start, seed, ties):
     np.testing.assert_allclose(inc.scored_votes(), v, atol=1e-12)
     np.testing.assert_allclose(inc.scored_member_entropy(), h, atol=1e-10)
     np.testing.assert_allclose(inc.predict_proba(Xs)[:, 1], p, atol=1e-12)
+    inc.release_scored()
+    assert inc.scored_proba().shape == (0,)
+    np.testing.assert_allclose(inc.predict_proba(Xs)[:, 1], p, atol=1e-12)
 
 
 def test_predictions_match_ensemble_and_trees():

@@ -64,6 +64,10 @@ def test_fink_test_is_the_complement():
     res = run_active_learning(X, y, n_loops=5, classifier=FastForest(n_estimators=5, random_state=0), random_state=0)
     assert list(res.metrics["n"]) == [len(y) - 10 - i for i in range(6)]
     assert res.config["protocol"]["name"] == "fink" and res.test is None
+    # the final forest is usable as an estimator and was trained on exactly the labelled rows
+    ref = FastForest(n_estimators=5, random_state=0).fit(X[res.training_indices()], y[res.training_indices()],
+                                                         sample_keys=res.training_indices())
+    np.testing.assert_allclose(res.classifier.predict_proba(X), ref.predict_proba(X), atol=1e-12)
 
 
 def test_incremental_path_equals_generic_path():

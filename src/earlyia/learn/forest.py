@@ -213,6 +213,12 @@ class FastForest(ClassifierMixin, BaseEstimator):
                         self._perm, self._sp, self._sv, self._sh)
         return self
 
+    def release_scored(self) -> FastForest:
+        """Forget the registered rows (the per-tree permutations weigh n_trees x n_rows x 4 bytes)."""
+        self._check_fitted()
+        self._set_scored(np.zeros((0, self.n_features_in_)))
+        return self
+
     def add_sample(self, key: int, x, y) -> FastForest:
         """Add one labelled row (``key`` unique, e.g. its row index in X_all); exact update."""
         return self.add_samples(np.array([key]), np.asarray(x, dtype=np.float64).reshape(1, -1), np.array([y]))

@@ -42,7 +42,7 @@ class ALResult:
         queried_ids: the same as object ids (``ids[row]``; the row index when no ids were given).
         initial: the initial labelled rows; ``initial_ids`` their ids.
         test: the fixed test rows (honest), or ``None`` = every row not in training (fink).
-        classifier: the final fitted classifier.
+        classifier: the final fitted classifier (a FastForest's registered rows are released).
         config: strategy, protocol (name and fields), seed, n_loops, batch size, classifier class and
             parameters, fast path used or not.
         early_metrics: metrics per number of detections (``loop, n_detections, ...``) when
@@ -233,6 +233,8 @@ def run_active_learning(
         rec["seconds"] = time.perf_counter() - t0
         rows.append(rec)
 
+    if incremental:
+        clf.release_scored()  # the final forest stays usable; its pool bookkeeping is large
     config = {
         "strategy": strategy_name(strategy),
         "strategy_kwargs": {k: v for k, v in skw.items() if np.isscalar(v)},
