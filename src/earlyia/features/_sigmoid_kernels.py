@@ -35,12 +35,14 @@ FIT_BAD_START = -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _residuals(x, t, y, w, m, absres, out):
+def _residuals(x, t, y, w, m, absres, out, den):
+    """Residuals ``w (y - f)`` (absolute values when ``absres``); ``den`` receives ``1 + exp(-a (t - b))``."""
     a, b, c = x[0], x[1], x[2]
     ok = True
     for i in range(m):
         e = np.exp(-a * (t[i] - b))
-        r = w[i] * (y[i] - c / (1.0 + e))
+        den[i] = 1.0 + e
+        r = w[i] * (y[i] - c / den[i])
         if absres:
             r = abs(r)
         out[i] = r
@@ -50,7 +52,7 @@ def _residuals(x, t, y, w, m, absres, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _jacobian(x, t, y, w, m, f, fd_abs, J, tmp):
+def _jacobian(x, t, y, w, m, f, fd_abs, J, tmp, den, dtmp):
     if fd_abs:
         # scipy's '2-point' scheme: h = sqrt(eps) * sign(x) * max(1, |x|), on |residual|
         for j in range(3):
@@ -59,7 +61,11 @@ def _jacobian(x, t, y, w, m, f, fd_abs, J, tmp):
             h = SQRT_EPS * sgn * max(1.0, abs(xj))
             x[j] = xj + h
             dx = x[j] - xj
-            _residuals(x, t, y, w, m, True, tmp)
+            if j < 2:
+                _residuals(x, t, y, w, m, True, tmp, dtmp)
+            else:  # moving c leaves 1 + exp(-a (t - b)) unchanged: the same numbers without an exp
+                for i in range(m):
+                    tmp[i] = abs(w[i] * (y[i] - x[2] / den[i]))
             x[j] = xj
             for i in range(m):
                 J[i, j] = (tmp[i] - f[i]) / dx
@@ -225,6 +231,9 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     f = np.empty(m)
     fn = np.empty(m)
     tmp = np.empty(m)
+    den = np.empty(m)
+    dnew = np.empty(m)
+    dtmp = np.empty(m)
     A = np.empty((m, 3))
     s = np.empty(3)
     V = np.empty((3, 3))
@@ -236,10 +245,10 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     if bounded:
         for j in range(3):
             x[j] = min(max(x[j], lo[j]), hi[j])
-    if not _residuals(x, t, y, w, m, fd_abs, f):
+    if not _residuals(x, t, y, w, m, fd_abs, f, den):
         return FIT_BAD_START, 1
     nfev = 1
-    _jacobian(x, t, y, w, m, f, fd_abs, J, tmp)
+    _jacobian(x, t, y, w, m, f, fd_abs, J, tmp, den, dtmp)
     cost = 0.0
     for i in range(m):
         cost += f[i] * f[i]
@@ -290,7 +299,7 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
                 v = J[i, 0] * step[0] + J[i, 1] * step[1] + J[i, 2] * step[2]
                 q += v * v
             predicted = -(0.5 * q + step[0] * g[0] + step[1] * g[1] + step[2] * g[2])
-            ok = _residuals(xn, t, y, w, m, fd_abs, fn)
+            ok = _residuals(xn, t, y, w, m, fd_abs, fn, dnew)
             nfev += 1
             step_norm = np.sqrt(step[0] ** 2 + step[1] ** 2 + step[2] ** 2)
             if not ok:
@@ -332,8 +341,9 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
                 x[j] = xn[j]
             for i in range(m):
                 f[i] = fn[i]
+                den[i] = dnew[i]
             cost = cost_new
-            _jacobian(x, t, y, w, m, f, fd_abs, J, tmp)
+            _jacobian(x, t, y, w, m, f, fd_abs, J, tmp, den, dtmp)
             for j in range(3):
                 v = 0.0
                 for i in range(m):
@@ -342,7 +352,7 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     if status == -2:
         status = FIT_MAXFEV
     if fd_abs:  # leave the analytic Jacobian for covariance estimates
-        _jacobian(x, t, y, w, m, f, False, J, tmp)
+        _jacobian(x, t, y, w, m, f, False, J, tmp, den, dtmp)
     return status, nfev
 
 

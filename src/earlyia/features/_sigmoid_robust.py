@@ -179,7 +179,7 @@ def robust_features(
             x[0] = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate)
             x[1] = b0
             x[2] = 1.2
-            stt_, _nf = trf_fit(t, y, w, n, x, False, 1e-6, 1e-6, 1e-8, 100, lo, hi, True, J)
+            stt_, _nf = trf_fit(t, y, w, n, x, False, 1e-6, 1e-6, 1e-8, 50, lo, hi, True, J)
             if stt_ == FIT_BAD_START or not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2])):
                 status[i, kb] = 3
                 continue
