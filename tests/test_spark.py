@@ -188,14 +188,22 @@ def test_model_is_loaded_once_per_worker_not_per_batch(spark, data):
 
 @needs_spark
 @pytest.mark.spark
-def test_features_udf_equals_local_transform(spark, data):
+@pytest.mark.parametrize("kind", ["pool", "canonical"])
+def test_features_udf_equals_local_transform(spark, data, kind):
     from earlyia.features import get_extractor
     from earlyia.io.fink import lightcurves_from_fink_frame
+    from earlyia.io.table import LightCurves
 
     cfg = get_extractor("sigmoid", mode="fink").config()
-    table = pq.read_table(data["pool"])
-    local = get_extractor(cfg).transform(lightcurves_from_fink_frame(table.to_pandas(maps_as_pydicts="strict"), source="pool"), per="alert")
-    remote = sp._collect_arrow(sp.features_dataframe(spark.read.parquet(str(data["pool"])), cfg, source="pool", partitions=2)).to_pandas()
+    table = pq.read_table(data[kind])
+    if kind == "pool":
+        lc = lightcurves_from_fink_frame(table.to_pandas(maps_as_pydicts="strict"), source="pool")
+    else:
+        lc = LightCurves.read_parquet(data[kind])
+    local = get_extractor(cfg).transform(lc, per="alert")
+    meta = table.schema.metadata.get(b"earlyia") if kind == "canonical" else None
+    sdf = spark.read.parquet(str(data[kind]))
+    remote = sp._collect_arrow(sp.features_dataframe(sdf, cfg, source="pool", table_meta=meta, partitions=2)).to_pandas()
     cols = list(local.columns)
     pd.testing.assert_frame_equal(_sorted(remote[cols]), _sorted(local), check_exact=True, check_dtype=False)
 
