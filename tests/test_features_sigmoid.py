@@ -200,3 +200,29 @@ def test_robust_features_are_finite_on_real_data():
     X = df[ext.names].to_numpy()
     assert np.isfinite(X).all() and np.abs(X).max() < 1e30
     assert df["valid"].mean() > 0.3
+
+
+@settings(max_examples=40, deadline=None)
+@given(rising_curves())
+def test_robust_fit_reaches_scipy_bounded_minimum(curve):
+    """The robust mode's weighted, bounded fit ends at (or below) the best of scipy's bounded trf from 3 starts."""
+    t, y = curve
+    err = 0.05 * y.max() * np.ones_like(y)
+    lc = _lc_from([("A", 60000.2 + ti, "g", yi, ei, True) for ti, yi, ei in zip(t, y, err, strict=True)])
+    ext = SigmoidFeatures(bands=("g",), use_limit=False)
+    X, ok, _ = ext.extract_lc(lc)
+    if not ok[0]:  # the rising test may reject a noisy plateau; then there is no fit to compare
+        return
+    a, b, c = X[0, :3]
+    lo = [1e-3, -30.0, 1e-3 * y.max()]
+    hi = [5.0, t[-1] + 30.0, 10 * y.max()]
+
+    def cost(p):
+        return np.sum(((y - _model(p, t)) / err) ** 2)
+
+    best = np.inf
+    with np.errstate(over="ignore"):
+        for x0 in ([0.3, t[-1] / 2, y.max()], [1.0, t[-1], 2 * y.max()], [0.1, 0.0, 1.2 * y.max()]):
+            r = least_squares(lambda p: (y - _model(p, t)) / err, np.clip(x0, lo, hi), bounds=(lo, hi))
+            best = min(best, cost(r.x))
+    assert cost((a, b, c)) <= best * (1 + 1e-3) + 1e-6
