@@ -81,11 +81,13 @@ def data(tmp_path_factory):
     bad = sub.iloc[[0]].assign(objectId="ZTF00badrow", candid="ZTF00badrow_3")
     bad["cmagpsf"] = [bad["cmagpsf"].iloc[0][:-1]]  # lists of different lengths: the reader drops the row
     sub = pd.concat([sub.iloc[:7], bad, sub.iloc[7:]], ignore_index=True)
-    paths = {"replay": d / "replay.parquet", "pool": d / "pool.parquet", "canonical": d / "canonical.parquet"}
+    paths = {"replay": d / "replay.parquet", "pool": d / "pool.parquet", "canonical": d / "canonical.parquet", "ztf": d / "ztf.parquet"}
     sub.to_parquet(paths["replay"])
     lc = read_fink_parquet(paths["replay"])
     lc.to_parquet(paths["canonical"])
-    pq.write_table(_pool_as_fink(shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet")), paths["pool"])
+    raw = _early_pool_alerts(shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet"))
+    pq.write_table(raw, paths["ztf"])  # raw ZTF alerts (flattened candidate + prv_candidates), as stored
+    pq.write_table(_pool_as_fink(raw), paths["pool"])
 
     ex = get_extractor("sigmoid", mode="fink")
     feats = ex.transform(lc, per="alert")
@@ -95,12 +97,19 @@ def data(tmp_path_factory):
     return paths
 
 
-def _pool_as_fink(path) -> pa.Table:
-    """Pool alerts in Fink's schema: c* lists (history then current) and a nested ``candidate`` struct."""
-    pool = pq.read_table(path).to_pandas()
+def _early_pool_alerts(path) -> pa.Table:
+    """Up to N_POOL_ALERTS early pool alerts (<= 20 detections, >= 3 in the history: some pass the selection)."""
+    table = pq.read_table(path)
+    pool = table.select(["prv_candidates", "cand_ndethist"]).to_pandas()
     n_det = pool["prv_candidates"].map(lambda p: 0 if p is None else sum(e["magpsf"] is not None for e in p))
-    pool = pool[(n_det >= 3) & (pool["cand_ndethist"] <= 20)]  # early alerts: some pass the selection
-    pool = pool.sample(n=min(N_POOL_ALERTS, len(pool)), random_state=0).reset_index(drop=True)
+    idx = np.flatnonzero(((n_det >= 3) & (pool["cand_ndethist"] <= 20)).to_numpy())
+    idx = np.sort(np.random.default_rng(0).choice(idx, min(N_POOL_ALERTS, len(idx)), replace=False))
+    return table.take(idx)
+
+
+def _pool_as_fink(raw: pa.Table) -> pa.Table:
+    """Pool alerts in Fink's schema: c* lists (history then current) and a nested ``candidate`` struct."""
+    pool = raw.to_pandas()
     rows = {k: [] for k in ("cjd", "cfid", "cmagpsf", "csigmapsf", "cdiffmaglim")}
     cand = []
     for r in pool.itertuples(index=False):
@@ -151,7 +160,7 @@ def test_a_tampered_model_is_refused_before_any_task(data, tmp_path):
 
 @needs_spark
 @pytest.mark.spark
-@pytest.mark.parametrize("kind", ["replay", "pool", "canonical"])
+@pytest.mark.parametrize("kind", ["replay", "pool", "canonical", "ztf"])
 def test_spark_scores_equal_local_scores(spark, data, tmp_path, kind):
     from earlyia.score.model import Model
     from earlyia.score.pipeline import score_files

@@ -172,8 +172,15 @@ def _file_row_problem(problem, rows: np.ndarray):
     return replace(problem, reason=f"row {int(rows[int(m.group(1))])}:" + problem.reason[m.end():])
 
 
-def lightcurves_from_batch(pdf: pd.DataFrame, kind: str, *, source: str, survey: str = "ZTF", table_meta: bytes | None = None):
-    """A pandas batch -> LightCurves, exactly as the local readers do."""
+def lightcurves_from_batch(pdf: pd.DataFrame | pa.Table, kind: str, *, source: str, survey: str = "ZTF", table_meta: bytes | None = None):
+    """A batch (pandas, or Arrow for ZTF alerts) -> LightCurves, exactly as the local readers do."""
+    if kind == "ztf_alerts":
+        from earlyia.io.ztf import lightcurves_from_alert_table
+
+        table = pdf if isinstance(pdf, pa.Table) else pa.Table.from_pandas(pdf, preserve_index=False)
+        return lightcurves_from_alert_table(table, source=source, survey=survey)
+    if isinstance(pdf, pa.Table):
+        pdf = pdf.to_pandas(maps_as_pydicts="strict")
     if kind == "fink":
         return _fink_lightcurves(pdf, source, survey)
     if kind == "canonical":
@@ -182,10 +189,10 @@ def lightcurves_from_batch(pdf: pd.DataFrame, kind: str, *, source: str, survey:
         table = pa.Table.from_pandas(pdf.rename(columns=_unescape), preserve_index=False)
         table = table.replace_schema_metadata({b"earlyia": table_meta})
         return LightCurves.from_arrow(table, source=source)
-    raise InputError(f"unknown input kind {kind!r}; expected 'fink' or 'canonical'")
+    raise InputError(f"unknown input kind {kind!r}; expected 'fink', 'ztf_alerts' or 'canonical'")
 
 
-def score_batch(pdf: pd.DataFrame, model, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
+def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
                 table_meta: bytes | None = None, score_kwargs: dict | None = None) -> pd.DataFrame:
     """Scores of one batch: the same calls as local scoring (reader -> ``score_lightcurves``).
 
@@ -206,8 +213,8 @@ def score_batch(pdf: pd.DataFrame, model, *, kind: str = "fink", source: str = "
     return out
 
 
-def features_batch(pdf: pd.DataFrame, extractor_config: dict, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
-                   table_meta: bytes | None = None, per: str = "alert") -> pd.DataFrame:
+def features_batch(pdf: pd.DataFrame | pa.Table, extractor_config: dict, *, kind: str = "fink", source: str = "<spark>",
+                   survey: str = "ZTF", table_meta: bytes | None = None, per: str = "alert") -> pd.DataFrame:
     """Features of one batch: the reader then the extractor's ``transform``, as locally."""
     from earlyia.features import get_extractor
 
@@ -259,31 +266,35 @@ def _to_batch(out: pd.DataFrame, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
-def _grouped_frames(batches: Iterator[pa.RecordBatch], key: str | None) -> Iterator[pd.DataFrame]:
-    """pandas frames from Arrow batches; with ``key``, rows of one key value never straddle two frames.
+def _grouped_tables(batches: Iterator[pa.RecordBatch], key: str | None) -> Iterator[pa.Table]:
+    """Arrow tables from Arrow batches; with ``key``, rows of one key value never straddle two tables.
 
     Input must be sorted by ``key`` within the partition: the trailing key of each batch is held back
     and prepended to the next one.
     """
-    carry: pd.DataFrame | None = None
+    carry: pa.Table | None = None
     for rb in batches:
-        pdf = pa.Table.from_batches([rb]).to_pandas(maps_as_pydicts="strict")
-        if carry is not None and len(carry):
-            pdf = pd.concat([carry, pdf], ignore_index=True)
+        table = pa.Table.from_batches([rb])
+        if carry is not None and carry.num_rows:
+            table = pa.concat_tables([carry, table]).combine_chunks()
             carry = None
-        if key is None or pdf.empty:
-            if len(pdf):
-                yield pdf
+        if key is None or table.num_rows == 0:
+            if table.num_rows:
+                yield table
             continue
-        last = pdf[key].iloc[-1]
-        tail = (pdf[key] == last).to_numpy()
-        first_tail = int(np.argmax(tail))
-        carry = pdf.iloc[first_tail:].reset_index(drop=True)
-        head = pdf.iloc[:first_tail].reset_index(drop=True)
-        if len(head):
-            yield head
-    if carry is not None and len(carry):
+        keys = table.column(key).to_numpy(zero_copy_only=False)
+        first_tail = int(np.argmax(keys == keys[-1]))
+        carry = table.slice(first_tail)
+        if first_tail:
+            yield table.slice(0, first_tail)
+    if carry is not None and carry.num_rows:
         yield carry
+
+
+def _grouped_frames(batches: Iterator[pa.RecordBatch], key: str | None) -> Iterator[pd.DataFrame]:
+    """:func:`_grouped_tables` as pandas frames."""
+    for table in _grouped_tables(batches, key):
+        yield table.to_pandas(maps_as_pydicts="strict")
 
 
 def _count_batch(seconds: float) -> None:
@@ -291,15 +302,15 @@ def _count_batch(seconds: float) -> None:
     _STATS["seconds"] += seconds
 
 
-def _make_mapper(fn: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, key: str | None):
+def _make_mapper(fn: Callable[[Any], pd.DataFrame], schema: pa.Schema, key: str | None, arrow_input: bool = False):
     # Closures are pickled by value with copies of the module globals they name: touch the
     # process-level counters only through module-level functions (pickled by reference).
     diagnostics = "_worker_pid" in schema.names
 
     def mapper(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for pdf in _grouped_frames(batches, key):
+        for table in _grouped_tables(batches, key):
             t0 = time.perf_counter()
-            out = fn(pdf)
+            out = fn(table if arrow_input else table.to_pandas(maps_as_pydicts="strict"))
             _count_batch(time.perf_counter() - t0)
             if diagnostics:
                 stats = worker_stats()
@@ -323,7 +334,10 @@ def _unescape(name: str) -> str:
 
 
 def _spark_safe(df):
-    """``df`` with dots in column names replaced (undone inside the tasks)."""
+    """``df`` without image cutouts, dots in column names replaced (undone inside the tasks)."""
+    cutouts = [c for c in df.columns if c.startswith("cutout")]
+    if cutouts:
+        df = df.drop(*cutouts)
     if any("." in c for c in df.columns):
         return df.toDF(*[_escape(c) for c in df.columns])
     return df
@@ -332,30 +346,35 @@ def _spark_safe(df):
 def input_kind(columns: Sequence[str]) -> str:
     """``fink`` (concatenated ``c*`` columns), ``canonical`` (earlyia light-curve table) or an error."""
     cols = set(columns)
-    if {FINK_KEY, "cjd", "cmagpsf", "csigmapsf", "cfid"} <= cols:
+    fink_lists = {FINK_KEY, "cjd", "cmagpsf", "csigmapsf", "cfid"} <= cols
+    ztf = FINK_KEY in cols and ("candidate" in cols or {"cand_jd", "cand_magpsf"} <= cols)
+    if ztf and ("prv_candidates" in cols or not fink_lists):  # the local detection rule (io.ztf)
+        return "ztf_alerts"
+    if fink_lists:
         return "fink"
     if {"object_id", "mjd", "band", "flux", "flux_err", "detected"} <= cols:
         return "canonical"
     raise SchemaError(
-        "a Spark DataFrame to score needs Fink's ZTF columns (objectId, cjd, cmagpsf, csigmapsf, cfid) "
-        f"or an earlyia light-curve table; got columns {sorted(cols)[:15]}"
+        "a Spark DataFrame to score needs Fink's ZTF columns (objectId, cjd, cmagpsf, csigmapsf, cfid), ZTF alerts "
+        f"(objectId, candidate, prv_candidates) or an earlyia light-curve table; got columns {sorted(cols)[:15]}"
     )
 
 
 def _prepare(df, kind: str, partitions: int | None, group_objects: bool = True):
-    if kind != "fink" or not group_objects:
+    if kind not in ("fink", "ztf_alerts") or not group_objects:
         return df.repartition(partitions) if partitions else df
     n = partitions or df.sparkSession.sparkContext.defaultParallelism
     return df.repartition(n, FINK_KEY).sortWithinPartitions(FINK_KEY)
 
 
-def _sample_frame(df, n: int = 32) -> pd.DataFrame:
+def _sample_frame(df, n: int = 32, arrow: bool = False):
     """A few rows of ``df`` on the driver, to infer the output schema (it depends on the columns only)."""
     # through Arrow, as the tasks see it (structs become dicts, not Rows)
-    return _collect_arrow(df.limit(n)).to_pandas(maps_as_pydicts="strict")
+    table = _collect_arrow(df.limit(n))
+    return table if arrow else table.to_pandas(maps_as_pydicts="strict")
 
 
-def map_spark(df, fn: Callable[[pd.DataFrame], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False,
+def map_spark(df, fn: Callable[[Any], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False,
               group_objects: bool = True):
     """Apply a pandas -> pandas batch function to a Spark DataFrame, grouping Fink rows by object.
 
@@ -365,15 +384,16 @@ def map_spark(df, fn: Callable[[pd.DataFrame], pd.DataFrame], *, kind: str, part
     """
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    sample = _sample_frame(df)
+    arrow_input = kind == "ztf_alerts"
+    sample = _sample_frame(df, arrow=arrow_input)
     out = fn(sample)
     schema = output_schema(out)
     if diagnostics:
         for name in ("_worker_pid", "_model_loads", "_batch"):
             schema = schema.append(pa.field(name, pa.int64()))
     prepared = _prepare(df, kind, partitions, group_objects)
-    key = FINK_KEY if kind == "fink" and group_objects else None
-    return prepared.mapInArrow(_make_mapper(fn, schema, key), from_arrow_schema(schema))
+    key = FINK_KEY if kind in ("fink", "ztf_alerts") and group_objects else None
+    return prepared.mapInArrow(_make_mapper(fn, schema, key, arrow_input), from_arrow_schema(schema))
 
 
 def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
