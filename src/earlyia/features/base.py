@@ -33,6 +33,7 @@ _BUILTIN_MODULES = {
     "sigmoid": "earlyia.features.sigmoid",
     "rainbow": "earlyia.features.rainbow",
     "early": "earlyia.features.early",
+    "sigmoid_lsst": "earlyia.features.sigmoid_lsst",
 }
 
 
