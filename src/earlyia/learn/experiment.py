@@ -411,6 +411,7 @@ def run_experiment(
                 _run_one(s, r, str(out))
                 bar.update(1)
         else:
+            _warm_up()
             with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo)), initializer=_init_worker, initargs=(data, cfg)) as pool:
                 futures = [pool.submit(_run_one, s, r, str(out)) for s, r in todo]
                 try:
@@ -423,6 +424,20 @@ def run_experiment(
     finally:
         bar.close()
     return _aggregate(out, cfg, data, strategies, n_realisations, n_computed=len(todo), plots=plots)
+
+
+def _warm_up() -> None:
+    """Compile the forest's kernels once in this process before forking workers (else each worker compiles them)."""
+    import multiprocessing
+
+    if multiprocessing.get_start_method(allow_none=False) != "fork":
+        return
+    from earlyia.learn.forest import FastForest
+    from earlyia.learn.loop import run_active_learning
+
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    run_active_learning(X, np.arange(40) % 2 == 0, strategy="uncertainty", protocol="fink", n_loops=2, random_state=0,
+                        classifier=FastForest(n_estimators=2, random_state=0))
 
 
 def _check_same_experiment(out: Path, cfg: dict) -> None:
