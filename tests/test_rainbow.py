@@ -339,3 +339,28 @@ def test_transient_gate_rejects_flat_fading_and_noisy_constant_light_curves():
     assert keep[kind == "noisy"].mean() <= 0.1
     assert keep[kind == "rising"].mean() >= 0.9
     assert keep[kind == "peaked"].mean() >= 0.8
+
+
+def test_warm_start_from_a_previous_solution():
+    """``init`` (e.g. the previous alert's fit) alone reaches the same minimum, in few iterations."""
+    rng = np.random.default_rng(8)
+    t, b, f, e, s, en, _ = synth(rng, 30)
+    first = fit(t, b, f, e, s, en)
+    again = fit(t, b, f, e, s, en, n_starts=0, init=first["params"], max_iter=20)
+    ok = first["status"] == 0
+    assert (again["status"][ok] == 0).mean() >= 0.9
+    both = ok & (again["status"] == 0)
+    np.testing.assert_allclose(again["chi2"][both], first["chi2"][both], rtol=1e-3, atol=0.02)
+    with pytest.raises(ConfigError, match="init must have shape"):
+        fit(t, b, f, e, s, en, init=first["params"][:3])
+
+
+def test_fink_cuts_are_in_table_units():
+    ext = RainbowFeatures.fink()
+    assert ext.min_points == 7 and ext.intraday_window == 0.5
+    assert np.isclose(ext.min_flux, -10 * 10 ** (-0.4 * (31.4 - 27.5)))  # -10 nJy in FLUXCAL
+    t = 60000.0 + np.arange(9.0)
+    f = np.array([-1.0, 5, 10, 20, 40, 80, 120, 150, 170])  # -1 FLUXCAL = -36 nJy: dropped -> 8 points left
+    seg = (np.array([0]), np.array([9]))
+    X, _ok, _ = ext.extract(t, np.arange(9) % 6, f, np.ones(9), np.ones(9, bool), *seg, bands=tuple(LSST), survey="LSST")
+    assert X[0, ext.names.index("n_points")] == 8
