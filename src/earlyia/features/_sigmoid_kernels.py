@@ -105,7 +105,10 @@ def _svd3(J, m, f, s, V, uf, A, free):
                     continue
                 rotated = True
                 zeta = (beta - alpha) / (2.0 * gamma)
-                tt = (1.0 if zeta >= 0 else -1.0) / (abs(zeta) + np.sqrt(1.0 + zeta * zeta))
+                if abs(zeta) > 1e150:  # zeta**2 would overflow: tan = 1 / (2 zeta) to full precision
+                    tt = 0.5 / zeta
+                else:
+                    tt = (1.0 if zeta >= 0 else -1.0) / (abs(zeta) + np.sqrt(1.0 + zeta * zeta))
                 cs = 1.0 / np.sqrt(1.0 + tt * tt)
                 sn = cs * tt
                 for i in range(m):
