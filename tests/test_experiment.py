@@ -156,7 +156,7 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers(df, tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = tmp_path / "run" / "realisations" / "uncertainty"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if root.exists() and any((d / "done.json").exists() for d in root.glob("r*")):
             break
