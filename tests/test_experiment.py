@@ -132,6 +132,9 @@ def test_rerun_skips_and_other_config_is_refused(df, tmp_path):
 
 
 def test_bad_input_is_a_clear_error(df, tmp_path):
+    # a text column that is not a feature is not taken as one
+    res = run_experiment(df.assign(note="x"), ["random"], out_dir=tmp_path / "note", **{**SMALL, "n_realisations": 1, "n_loops": 1})
+    assert res.manifest["data"]["extractor"]["names"] == ["f_strong", "f_weak", "f_noise"]
     with pytest.raises(InputError, match="label"):
         run_experiment(df.drop(columns="label"), ["random"], out_dir=tmp_path, **SMALL)
     with pytest.raises(ConfigError):

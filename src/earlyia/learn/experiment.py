@@ -118,7 +118,8 @@ def load_data(features, type_map: TypeMap | None = None, feature_names: list[str
         raise InputError("the feature table has no 'label' column: active learning needs the true types of the rows "
                          "(give light curves with an object 'label' column to `earlyia features`)")
     if feature_names is None:
-        feature_names = list(extractor.get("names") or [c for c in df.columns if c not in _NON_FEATURES])
+        feature_names = list(extractor.get("names") or [c for c in df.columns if c not in _NON_FEATURES
+                                                        and (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))])
     missing = [c for c in feature_names if c not in df.columns]
     if missing:
         raise InputError(f"the feature table lacks feature column(s) {missing[:5]}")
