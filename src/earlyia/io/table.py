@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -55,6 +56,10 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes 0600 files; give the result the usual permissions (0666 minus umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -144,12 +149,7 @@ class LightCurves:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         obj = self.alerts["object_index"].to_numpy(np.int64)
         starts = self.offsets[obj]
-        ends = np.empty_like(starts)
-        amjd = self.alerts["mjd"].to_numpy(np.float64)
-        # per object, the number of points with time <= alert time (+ tolerance)
-        for k in range(len(obj)):  # searchsorted on a small slice: O(alerts * log n)
-            s, e = self.offsets[obj[k]], self.offsets[obj[k] + 1]
-            ends[k] = s + np.searchsorted(self.mjd[s:e], amjd[k] + DUPLICATE_EPOCH_DAYS, side="right")
+        ends = _prefix_ends(self.mjd, self.offsets, obj, self.alerts["mjd"].to_numpy(np.float64) + DUPLICATE_EPOCH_DAYS)
         return starts, ends
 
     def object_of_point(self) -> np.ndarray:
@@ -518,6 +518,23 @@ class LightCurves:
             survey=meta.get("survey", ""),
             alerts=alerts,
         )
+
+
+@numba.njit(cache=True)
+def _prefix_ends(mjd, offsets, obj, limit):
+    """Per alert, the end of its object's points with time <= limit (binary search in the object)."""
+    out = np.empty(obj.shape[0], np.int64)
+    for k in range(obj.shape[0]):
+        lo = offsets[obj[k]]
+        hi = offsets[obj[k] + 1]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mjd[mid] <= limit[k]:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[k] = lo
+    return out
 
 
 def _empty_alerts() -> pd.DataFrame:
