@@ -42,6 +42,9 @@ SCREEN_ITER = 10  # iterations every start gets before successive halving keeps 
 STALL_TOL = 0.01  # χ² gain over STALL_EVERY iterations below which a crawling fit is considered converged
 EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not constrain cannot block convergence
 STALL_EVERY = 5  # iterations between two stall checks
+#: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's start,
+#: rising-only, early rise then cooling (peaked light curves), cooling, heating, hot
+START_ORDER = (0, 1, 5, 3, 4, 2)
 
 # status codes (the extractor turns them into reasons)
 ST_OK = 0
@@ -539,7 +542,8 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
             P[0, 4] = init[i, 4]
             P[0, 5] = math.log(init[i, 5] / tscale)
             n_s = 1
-        for start in range(n_starts):
+        for j_start in range(n_starts):
+            start = START_ORDER[j_start] if j_start < len(START_ORDER) else j_start
             P[n_s, 0] = ts[kmax]
             rise0 = 1.0
             temp0 = 1.0
