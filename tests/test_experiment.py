@@ -74,6 +74,15 @@ def test_writes_everything_and_the_summary_matches_the_metrics(df, tmp_path):
         assert row["efficiency_std"] == pytest.approx(f["efficiency"].std(ddof=1))
         assert f"{f['purity'].mean():.3f} ± {f['purity'].std(ddof=1):.3f}" in text
     assert all(v in text for v in SUMMARY_METRICS.values())
+    # paired differences: per-realisation final FoM of uncertainty minus random, against a direct computation
+    u = final[final["strategy"] == "uncertainty"].set_index("realisation")["fom"]
+    r_ = final[final["strategy"] == "random"].set_index("realisation")["fom"]
+    d = (u - r_).to_numpy()
+    row = res.paired.iloc[0]
+    assert (row["strategy"], row["baseline"]) == ("uncertainty", "random")
+    assert row["fom_diff_mean"] == pytest.approx(d.mean()) and row["fom_diff_std"] == pytest.approx(d.std(ddof=1))
+    assert row["fom_wins"] == pytest.approx((d > 0).mean())
+    assert "Paired differences" in text
     # manifest: config, seeds, data hash, versions, protocol
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert man["status"] == "complete" and man["protocol"]["name"] == "honest"

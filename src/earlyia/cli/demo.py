@@ -156,9 +156,10 @@ def run(args: argparse.Namespace) -> int:
     _say(f"Final-loop metrics on the held-out objects (mean ± std over {args.realisations} realisations, "
          f"{int(res.summary['n_labels'].iloc[0])} labels each):")
     _say(format_table(res.summary))
-    u = res.summary.set_index("strategy")
-    gain = u.loc["uncertainty", "fom_mean"] - u.loc["random", "fom_mean"]
-    _say(f"\nUncertainty sampling minus random sampling, final FoM: {gain:+.3f}")
+    pr = res.paired.iloc[0]
+    gain = pr["fom_diff_mean"]
+    _say(f"\nUncertainty minus random sampling, final FoM, paired by realisation: {gain:+.3f} ± {pr['fom_diff_std']:.3f} "
+         f"(uncertainty better in {pr['fom_wins']:.0%} of {int(pr['n_realisations'])} realisations)")
     _say(f"Written to {out}/: learning_curves.png, early_metrics.png, summary.md, metrics.parquet, manifest.json, "
          f"best_model.eia, features.parquet")
     data = f"--data {' '.join(str(p) for p in args.data)}" if args.data else f"--n-objects {args.n_objects}"

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from earlyia.learn.experiment import run_experiment
-    from earlyia.learn.report import format_table
+    from earlyia.learn.report import format_paired, format_table
 
     if args.trees < 1:
         raise ConfigError(f"--trees must be >= 1, got {args.trees}")
@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{res.manifest['protocol_description']}")
         print(format_table(res.summary))
+        if res.paired is not None and len(res.paired):
+            print("\nPaired differences at the final loop (same start and test set per realisation; share of realisations won):")
+            print(format_paired(res.paired))
         if res.n_skipped:
             print(f"({res.n_skipped} realisation(s) were already complete and reused)")
         print(f"results in {res.out_dir}/ (summary.md, learning_curves.png, metrics.parquet, manifest.json)")

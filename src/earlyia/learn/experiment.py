@@ -84,6 +84,7 @@ class ExperimentResult:
     manifest: dict
     n_computed: int
     n_skipped: int
+    paired: pd.DataFrame | None = None
 
 
 # ------------------------------------------------------------------------------------ data
@@ -497,7 +498,7 @@ def _write_table(df: pd.DataFrame, base: Path) -> None:
 
 
 def _aggregate(out: Path, cfg: dict, data: ExperimentData, strategies, n_real: int, n_computed: int, plots: bool) -> ExperimentResult:
-    from earlyia.learn.report import summarise, write_summary
+    from earlyia.learn.report import paired_differences, summarise, write_summary
 
     metrics, early, queried, initial = [], [], [], []
     for r in range(n_real):
@@ -549,5 +550,6 @@ def _aggregate(out: Path, cfg: dict, data: ExperimentData, strategies, n_real: i
             figures.append("early_metrics.png")
     manifest = _write_manifest(out, cfg, data, strategies, n_real, status="complete",
                                extra={"best": best, "figures": figures, "n_computed_this_run": n_computed})
-    write_summary(out / "summary.md", summary, manifest, early=e)
-    return ExperimentResult(out, m, e, summary, best, manifest, n_computed, len(strategies) * n_real - n_computed)
+    paired = paired_differences(m)
+    write_summary(out / "summary.md", summary, manifest, early=e, paired=paired)
+    return ExperimentResult(out, m, e, summary, best, manifest, n_computed, len(strategies) * n_real - n_computed, paired)

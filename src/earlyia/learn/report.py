@@ -33,6 +33,51 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def paired_differences(metrics: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """Final-loop difference (strategy - baseline) per realisation, summarised: mean, std, share of realisations won.
+
+    Realisation ``r`` of every strategy starts from the same labels and test set, so the per-realisation
+    difference isolates the strategy (its spread is much smaller than the spread of each strategy).
+    ``baseline`` defaults to ``"random"`` when present, else the last strategy. Empty with one strategy.
+    """
+    strategies = list(dict.fromkeys(metrics["strategy"]))
+    if len(strategies) < 2:
+        return pd.DataFrame()
+    base = baseline or ("random" if "random" in strategies else strategies[-1])
+    last = metrics["loop"] == metrics.groupby(["strategy", "realisation"])["loop"].transform("max")
+    final = metrics[last].set_index(["strategy", "realisation"])
+    rows = []
+    for s in strategies:
+        if s == base:
+            continue
+        common = sorted(set(final.loc[s].index) & set(final.loc[base].index))
+        if not common:
+            continue
+        row = {"strategy": s, "baseline": base, "n_realisations": len(common)}
+        for m in ("fom", "efficiency", "purity", "roc_auc"):
+            d = final.loc[s].loc[common, m].to_numpy(float) - final.loc[base].loc[common, m].to_numpy(float)
+            d = d[np.isfinite(d)]
+            row[f"{m}_diff_mean"] = float(d.mean()) if len(d) else float("nan")
+            row[f"{m}_diff_std"] = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+            row[f"{m}_wins"] = float((d > 0).mean()) if len(d) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_paired(paired: pd.DataFrame, digits: int = 3) -> str:
+    """The paired differences as a Markdown table."""
+    names = {"fom": "FoM", "efficiency": "efficiency", "purity": "purity", "roc_auc": "AUC"}
+    lines = ["| strategy - baseline | realisations | " + " | ".join(f"Δ {v} (wins)" for v in names.values()) + " |",
+             "|" + "---|" * (2 + len(names))]
+    for _, r in paired.iterrows():
+        cells = [f"{r['strategy']} - {r['baseline']}", str(int(r["n_realisations"]))]
+        for m in names:
+            mean, std, wins = r[f"{m}_diff_mean"], r[f"{m}_diff_std"], r[f"{m}_wins"]
+            cells.append("n/a" if not np.isfinite(mean) else f"{mean:+.{digits}f} ± {std:.{digits}f} ({wins:.0%})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_table(summary: pd.DataFrame, digits: int = 3) -> str:
     """The summary as a Markdown table (``mean ± std``)."""
     head = ["strategy", "realisations", "labels", *SUMMARY_METRICS.values()]
@@ -46,7 +91,8 @@ def format_table(summary: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def write_summary(path: str | Path, summary: pd.DataFrame, manifest: dict, early: pd.DataFrame | None = None) -> str:
+def write_summary(path: str | Path, summary: pd.DataFrame, manifest: dict, early: pd.DataFrame | None = None,
+                  paired: pd.DataFrame | None = None) -> str:
     """Write ``summary.md`` (atomic) and return its text."""
     cfg = manifest["config"]
     data = manifest["data"]
@@ -65,6 +111,10 @@ def write_summary(path: str | Path, summary: pd.DataFrame, manifest: dict, early
         format_table(summary),
         "",
     ]
+    if paired is not None and len(paired):
+        lines += ["## Paired differences at the final loop (same initial labels and test set per realisation)", "",
+                  "mean ± std over realisations of (strategy - baseline); in brackets the share of realisations where the "
+                  "strategy is better", "", format_paired(paired), ""]
     best = manifest.get("best")
     if best:
         lines += [f"Best realisation ({best['rule']}): {best['strategy']} r{best['realisation']:03d}, "
