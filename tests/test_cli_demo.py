@@ -48,6 +48,9 @@ def test_demo_runs_the_whole_story(tmp_path, capsys):
     man = json.loads((out / "manifest.json").read_text())
     assert man["protocol"]["name"] == "honest" and man["config"]["strategies"] == ["uncertainty", "random"]
     assert "Reproduce: earlyia demo" in printed
+    # running the demo again with other settings in the same folder replaces the previous experiment
+    assert main(["demo", "--out", str(out), *TINY[:4], "--loops", "3", "--trees", "10", "--n-jobs", "1"]) == 0
+    assert pd.read_parquet(out / "metrics.parquet")["loop"].max() == 3
 
 
 def test_demo_on_data_and_learn_resumes(tmp_path, capsys):

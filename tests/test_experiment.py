@@ -138,6 +138,10 @@ def test_rerun_skips_and_other_config_is_refused(df, tmp_path):
     pd.testing.assert_frame_equal(_numbers(old).reset_index(drop=True), _numbers(first.metrics))
     with pytest.raises(ConfigError, match="another experiment"):
         run_experiment(df, ["random"], out_dir=tmp_path, **{**SMALL, "n_loops": 5})
+    (tmp_path / "mine.txt").write_text("not an experiment file")
+    replaced = run_experiment(df, ["random"], out_dir=tmp_path, overwrite=True, **{**SMALL, "n_loops": 5})
+    assert replaced.n_computed == 3 and (replaced.metrics["loop"].max() == 5)
+    assert not (tmp_path / "realisations" / "uncertainty").exists() and (tmp_path / "mine.txt").exists()
 
 
 def test_bad_input_is_a_clear_error(df, tmp_path):

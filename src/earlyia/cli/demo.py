@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=out,
         n_jobs=args.n_jobs,
         progress=tty,
+        overwrite=True,  # a previous demo with other settings (or an older version) in this folder is replaced
     )
     _say("")
     _say(f"Final-loop metrics on the held-out objects (mean ± std over {args.realisations} realisations, "

@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--out", required=True, help="output folder (created; an interrupted run in it is resumed)")
     p.add_argument("--no-models", action="store_true", help="do not write a model file per realisation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="if --out holds an experiment with another configuration, delete its results (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed table")
     p.set_defaults(func=run)
 
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         n_jobs=args.n_jobs,
         save_models=not args.no_models,
         progress=False if args.quiet else None,
+        overwrite=args.overwrite,
     )
     if not args.quiet:
         print(f"{res.manifest['protocol_description']}")

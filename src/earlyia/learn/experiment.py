@@ -334,6 +334,7 @@ def run_experiment(
     save_models: bool = True,
     progress: bool | None = None,
     plots: bool = True,
+    overwrite: bool = False,
 ) -> ExperimentResult:
     """Run ``n_realisations`` active-learning realisations per strategy and write the results to ``out_dir``.
 
@@ -349,6 +350,8 @@ def run_experiment(
         n_jobs: worker processes (1 = run in this process).
         save_models: write each realisation's final model (needed for ``best_model.eia``).
         progress: tqdm bar; ``None`` = only when stderr is a terminal.
+        overwrite: when ``out_dir`` holds an experiment with another configuration, delete its results
+            instead of refusing (``earlyia demo`` does, its folder is its own).
     """
     strategies = list(dict.fromkeys([strategies] if isinstance(strategies, str) else strategies))
     if not strategies:
@@ -395,7 +398,12 @@ def run_experiment(
     cfg["config_hash"] = hashlib.sha256(json.dumps(per_run, sort_keys=True, default=str).encode()).hexdigest()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_experiment(out, cfg)
+    try:
+        _check_same_experiment(out, cfg)
+    except ConfigError:
+        if not overwrite:
+            raise
+        _remove_results(out)
     cfg["created"] = datetime.now(UTC).isoformat(timespec="seconds")
 
     tasks = [(s, r) for r in range(n_realisations) for s in strategies]
@@ -456,6 +464,17 @@ def _check_same_experiment(out: Path, cfg: dict) -> None:
             f"{out} holds another experiment (config hash {old_hash[:12]} != {cfg['config_hash'][:12]}); "
             "use another output folder or remove this one"
         )
+
+
+#: Files an experiment writes at the top of its folder (deleted by ``overwrite=True``, nothing else is).
+RESULT_FILES = ("metrics.parquet", "metrics.csv", "early_metrics.parquet", "early_metrics.csv", "queried.parquet", "queried.csv",
+                "initial.csv", "best_model.eia", "best.json", "learning_curves.png", "early_metrics.png", "summary.md", MANIFEST)
+
+
+def _remove_results(out: Path) -> None:
+    shutil.rmtree(out / "realisations", ignore_errors=True)
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def _clean_stale(out: Path) -> None:
