@@ -41,6 +41,15 @@ def _inv3_diag(M, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _chi2(t, y, w, n, x):
+    c2 = 0.0
+    for j in range(n):
+        r = w[j] * (y[j] - x[2] / (1.0 + np.exp(-x[0] * (t[j] - x[1]))))
+        c2 += r * r
+    return c2
+
+
+@numba.njit(cache=True, nogil=True)
 def robust_features(
     mjd, band, flux, err, detected, starts, ends, codes, min_points, max_rate, c_max_factor, b_margin, rise_sigma, use_limit,
     X, status, npts,
@@ -62,6 +71,7 @@ def robust_features(
     lo = np.empty(3)
     hi = np.empty(3)
     J = np.empty((maxlen, 3))
+    x2 = np.empty(3)
     M = np.empty((3, 3))
     dg = np.empty(3)
     for i in range(nseg):
@@ -164,6 +174,8 @@ def robust_features(
             for j in range(n):
                 if y[j] >= 0.5 * ymax:
                     b0 = t[j]
+                    if j > 0 and y[j] > y[j - 1]:  # interpolate the half-maximum crossing
+                        b0 = t[j - 1] + (t[j] - t[j - 1]) * (0.5 * ymax - y[j - 1]) / (y[j] - y[j - 1])
                     break
             # fit in units of the band's maximum flux (c ~ 1): the 3 parameters get comparable scales, which
             # the trust region needs to converge fast; residuals (and chi2) are unchanged
@@ -176,9 +188,29 @@ def robust_features(
             hi[1] = tlast + b_margin
             lo[2] = 1e-3
             hi[2] = c_max_factor
-            x[0] = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate)
-            x[1] = b0
-            x[2] = 1.2
+            # start from the best of a few candidate rises (chi2 of the start only: cheap); one start at the
+            # half-maximum crossing can sit in a local minimum with the rise between the wrong points
+            best_start = np.inf
+            for ka in range(2):
+                a_try = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate) if ka == 0 else min(1.0, max_rate)
+                for kb2 in range(4):
+                    if kb2 == 0:
+                        b_try = b0
+                    elif kb2 == 1:
+                        b_try = t[0]
+                    elif kb2 == 2:
+                        b_try = 0.5 * (t[0] + tlast)
+                    else:
+                        b_try = tlast
+                    x2[0] = a_try
+                    x2[1] = b_try
+                    x2[2] = 1.2 if kb2 == 0 else 1.05
+                    c2 = _chi2(t, y, w, n, x2)
+                    if c2 < best_start:
+                        best_start = c2
+                        x[0] = x2[0]
+                        x[1] = x2[1]
+                        x[2] = x2[2]
             stt_, _nf = trf_fit(t, y, w, n, x, False, 1e-6, 1e-6, 1e-8, 50, lo, hi, True, J)
             if stt_ == FIT_BAD_START or not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2])):
                 status[i, kb] = 3
