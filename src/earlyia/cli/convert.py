@@ -43,7 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="files or directories (Avro, Parquet, CSV, SNANA DAT, tar archives)")
     p.add_argument("--out", "-o", help="output table (.parquet)")
-    p.add_argument("--format", "-f", choices=sorted(readers()), help="read every input with this format (default: detect per file)")
+    p.add_argument(
+        "--format",
+        "-f",
+        choices=sorted(readers()),
+        metavar="NAME",
+        help="read every input with this format (see --list-formats; default: detect per file)",
+    )
     p.add_argument("--max-problems", type=int, default=20, metavar="N", help="print at most N problems (default 20)")
     p.add_argument("--list-formats", action="store_true", help="list the known formats and exit")
     p.set_defaults(func=run)
