@@ -11,9 +11,11 @@ Conventions (documented in the README):
 
 * time ``mjd`` is Modified Julian Date (ZTF ``jd - 2400000.5``);
 * ``flux``/``flux_err`` are SNANA FLUXCAL (AB zero point 27.5): ``flux = 10**(-0.4 m + 11)``;
-* ``detected`` is False for upper limits / non-detections, whose ``flux`` is NaN and whose
-  ``flux_err`` is the 1-sigma flux noise (a 5-sigma limiting magnitude ``m_lim`` gives
-  ``10**(-0.4 m_lim + 11) / 5``), or NaN when the limit is unknown;
+* ``detected`` is False for non-detections. A ZTF upper limit has a NaN ``flux`` and a
+  ``flux_err`` equal to the 1-sigma flux noise (a 5-sigma limiting magnitude ``m_lim`` gives
+  ``10**(-0.4 m_lim + 11) / 5``), NaN when the limit is unknown; forced photometry below the
+  detection threshold (ELAsTiCC forced sources, PLAsTiCC ``detected_bool = 0``, SNANA
+  ``PHOTFLAG``) keeps its measured finite ``flux`` with ``detected`` False;
 * ``alert_id`` is the survey's identifier of the alert that measured the point (ZTF ``candid``),
   -1 where unknown.
 """
