@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: only on a terminal)"
     )
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local (default) or spark: the same scoring in Apache Spark tasks (pip install 'earlyia[spark]'; Parquet inputs)")
+    p.add_argument("--master", default="local[*]", help="Spark master URL for --engine spark (default local[*])")
     p.set_defaults(func=run)
 
 
@@ -48,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    if args.engine == "spark":  # added by the Spark helper (H6): see docs/spark.md
+        from earlyia.spark import score_spark
+
+        res = score_spark(args.input, args.model, args.out, master=args.master, score_kwargs={"select": not args.no_select})
+        print(f"earlyia score: {res['n_alerts']} rows with Spark ({res['master']}) -> {res['out']}", file=sys.stderr)
+        return 0
     model = Model.load(args.model)
     summary = score_files(
         args.input,
