@@ -182,3 +182,13 @@ def _assert_close(a, b, path="params"):
         assert b == pytest.approx(a, rel=1e-3, abs=1e-3), path
     else:
         assert a == b, path
+
+
+def test_params_override_and_copies():
+    p = load_params()
+    p["classes"]["SN Ia"]["peak_mag_r"]["median"] = 16.0  # editing the copy changes nothing shipped
+    assert load_params()["classes"]["SN Ia"]["peak_mag_r"]["median"] != 16.0
+    bright = simulate(300, class_mix={"SN Ia": 1}, random_state=2, params=p)
+    normal = simulate(300, class_mix={"SN Ia": 1}, random_state=2)
+    peak = [np.nanmax(lc.flux[lc.detected]) for lc in (bright, normal)]
+    assert peak[0] > 3 * peak[1]

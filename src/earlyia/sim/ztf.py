@@ -49,10 +49,14 @@ _SNR_DETECT = 5.0
 
 
 @lru_cache(maxsize=1)
+def _params_text() -> str:
+    return resources.files("earlyia.sim").joinpath("ztf_params.json").read_text()
+
+
 def load_params() -> dict[str, Any]:
-    """The derived simulator numbers (see ``scripts/derive_sim_params.py``)."""
-    text = resources.files("earlyia.sim").joinpath("ztf_params.json").read_text()
-    return json.loads(text)
+    """The derived simulator numbers (see ``scripts/derive_sim_params.py``); a fresh copy, safe to edit
+    and pass to :func:`simulate` as ``params``."""
+    return json.loads(_params_text())
 
 
 def _class_counts(n: int, fractions: np.ndarray) -> np.ndarray:
