@@ -58,3 +58,15 @@ def test_features_command_keeps_bad_objects(tmp_path):
     assert not df.loc["ZTFone", "valid"] and "points < 3" in df.loc["ZTFone", "reason"]
     if "ZTFlim" in df.index:
         assert not df.loc["ZTFlim", "valid"]
+
+
+def test_features_command_replays_early_prefixes(tmp_path):
+    src = shared("ztf_fink_tns_labelled/fink_cross_tns_sept2020.parquet")
+    out = tmp_path / "early.parquet"
+    assert main(["features", str(src), "--out", str(out), "--extractor", "early", "--replay", "3", "5"]) == 0
+    df, meta = read_features(out)
+    assert meta["extractor"]["extractor"] == "early"
+    # one row per detection k = 3..5 of each object, named <object>_<k>, seeing exactly k detections
+    k = df["alert_id"].str.rsplit("_", n=1).str[1].astype(int)
+    assert set(k) <= {3, 4, 5} and (df["n_detections"] == k).all() and (df["ndethist"] == k).all()
+    assert main(["features", str(src), "--out", str(out), "--replay", "5", "3"]) == 2

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from earlyia.errors import InputError
+
 EPILOG = """examples:
   earlyia features fink_cross_tns_202001.parquet all_nonIa.csv.gz --out features.parquet        # robust sigmoid, per alert
   earlyia features alerts/ --out fink_features.parquet --mode fink                             # Fink's production features
@@ -43,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bands", nargs="+", default=None, help="bands to use (default g r for ZTF-like data)")
     p.add_argument("--min-points", type=int, default=None, help="minimum points per band (default 4 fink, 3 robust)")
     p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
+    p.add_argument(
+        "--replay", nargs=2, type=int, metavar=("MIN", "MAX"),
+        help="replay each light curve detection by detection: one row per detection k = MIN..MAX with the history up to it "
+        "(training on early prefixes; replaces the input's own alerts)",
+    )
     p.set_defaults(func=run)
 
 
@@ -78,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     ext = build_extractor(args)
     _ = ext.names  # validate the configuration before reading anything
     lc = read(args.input, format=args.format)
+    if args.replay:
+        lo, hi = args.replay
+        if not 1 <= lo <= hi:
+            raise InputError(f"--replay needs 1 <= MIN <= MAX, got {lo} {hi}")
+        lc = lc.replay(min_detections=lo, max_detections=hi)
     per = args.per or ("alert" if not lc.alerts.empty else "object")
     t0 = time.perf_counter()
     df = ext.transform(lc, per=per)
