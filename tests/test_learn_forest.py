@@ -50,10 +50,81 @@ def test_incremental_equals_refit(n, k, n_start, seed, ties):
     np.testing.assert_allclose(inc.scored_votes(), v, atol=1e-12)
     np.testing.assert_allclose(inc.scored_member_entropy(), h, atol=1e-10)
     np.testing.assert_allclose(inc.predict_proba(Xs)[:, 1], p, atol=1e-12)
+    _assert_segments_valid(inc, Xs)
     inc.release_scored()
     assert inc.scored_proba().shape == (0,)
     np.testing.assert_allclose(inc.predict_proba(Xs)[:, 1], p, atol=1e-12)
 
+
+def _assert_segments_valid(ff: FastForest, Xs: np.ndarray):
+    """Every node's segment of perm[t] holds exactly the scored rows that reach it (slow walk)."""
+    for t, root in enumerate(ff._roots):
+        stack = [(root, np.arange(len(Xs)))]
+        while stack:
+            node, rows = stack.pop()
+            seg = ff._perm[t, ff._SL[node] : ff._SH[node]]
+            assert sorted(seg.tolist()) == rows.tolist(), (t, node)
+            f = ff._F[node]
+            if f >= 0:
+                go_left = Xs[rows, f] <= ff._T[node]
+                stack += [(ff._L[node], rows[go_left]), (ff._R[node], rows[~go_left])]
+
+
+def _assert_scored_consistent(ff: FastForest, Xs: np.ndarray):
+    p, v, h = ff.committee_summary(Xs.copy())  # a copy: a fresh walk, not the maintained sums
+    np.testing.assert_allclose(ff.scored_proba(), p, atol=1e-10)
+    np.testing.assert_allclose(ff.scored_votes(), v, atol=1e-12)
+    np.testing.assert_allclose(ff.scored_member_entropy(), h, atol=1e-10)
+
+
+def test_rebuild_of_subtree_without_scored_rows_regression():
+    """Regression: a leaf reached by no scored row was rebuilt into a split whose children reused
+    freed nodes; they kept the segments of the nodes they used to be (here the one scored row's
+    [0, 1)), so the next rebuild above them removed leaf values from rows they never had
+    (maintained P = -1.0, fresh P = 0.0). Minimal case: 1 tree, 1 scored row, 12 rows."""
+    X = np.array([[1, 1], [2, 0], [-1, 0], [0, 0], [1, 1], [0, -1], [0, -2], [0, 1], [1, 1], [-1, 1], [1, 0], [0, -2]], float)
+    y = np.array([0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0], bool)
+    Xs = np.array([[0.45040473, 0.75625726]])
+    ff = FastForest(n_estimators=1, random_state=651).fit(X[:1], y[:1]).register_scored(Xs)
+    for i in range(1, len(X)):
+        ff.add_sample(i, X[i], y[i])
+        _assert_segments_valid(ff, Xs)
+        _assert_scored_consistent(ff, Xs)
+    _assert_same_forest(ff, FastForest(n_estimators=1, random_state=651).fit(X, y))
+
+
+@pytest.mark.parametrize("n, k, n_start, seed, ties", [(26, 3, 1, 1251, True)])
+def test_incremental_scored_counterexample(n, k, n_start, seed, ties):
+    """The Hypothesis counterexample of the regression above, checked after every added row."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, k))
+    if ties:
+        X = np.round(X)
+    y = rng.random(n) < 0.4
+    keys = rng.permutation(1000)[:n]
+    order = rng.permutation(n)
+    start, rest = order[:n_start], order[n_start:]
+    inc = FastForest(n_estimators=7, random_state=seed % 97).fit(X[start], y[start], sample_keys=keys[start])
+    Xs = rng.normal(size=(50, k))
+    inc.register_scored(Xs)
+    for i in rest:
+        inc.add_sample(keys[i], X[i], y[i])
+        _assert_segments_valid(inc, Xs)
+        _assert_scored_consistent(inc, Xs)
+
+
+def test_refit_keeps_registered_rows_consistent():
+    """Regression: fit() on a forest with registered rows partitioned an all-zero permutation."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    y = rng.random(30) < 0.5
+    Xs = rng.normal(size=(20, 3))
+    ff = FastForest(n_estimators=5, random_state=0).fit(X[:10], y[:10]).register_scored(Xs)
+    ff.fit(X, y)
+    _assert_segments_valid(ff, Xs)
+    _assert_scored_consistent(ff, Xs)
+    ff.add_samples(np.arange(30, 40), rng.normal(size=(10, 3)), rng.random(10) < 0.5)
+    _assert_scored_consistent(ff, Xs)
 
 def test_predictions_match_ensemble_and_trees():
     rng = np.random.default_rng(0)

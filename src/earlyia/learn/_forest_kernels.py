@@ -303,10 +303,12 @@ def _scored_assign(t, node, Xs, F, T, L, R, V, SL, SH, perm, sp, sv, sh):
 
     The partition is out-of-place and branch-free (the comparison outcome is a coin flip for the
     CPU's branch predictor), then copied back: rows keep their relative order in each child.
+
+    Every node of the subtree gets its segment, an empty one included: a rebuilt subtree reuses
+    freed nodes whose SL/SH still describe the segment of another node, and a later rebuild inside
+    this subtree removes/re-partitions exactly the segments recorded here.
     """
     n = SH[node] - SL[node]
-    if n == 0:
-        return
     tmp_l = np.empty(n, np.int32)
     tmp_r = np.empty(n, np.int32)
     stack = [node]
@@ -382,6 +384,8 @@ def fit_trees(t0, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T, L,
         SL[root] = 0
         SH[root] = n_sc
         if n_sc > 0:
+            for i in range(n_sc):  # a refit keeps the registered rows: start from the identity
+                perm[t, i] = i
             _scored_assign(t, root, Xs, F, T, L, R, V, SL, SH, perm, sp, sv, sh)
     return n_trees
 
