@@ -297,3 +297,27 @@ def test_grouped_held_out_metrics_when_objects_repeat():
     assert met["grouped_cv"]["accuracy"] == pytest.approx(((iso.predict(oof) > 0.5) == y).mean())
     no_cv = train_model(df, CONFIG, n_estimators=10, cv_folds=0)
     assert "grouped_cv" not in no_cv.card["metrics"]
+
+
+def test_object_weights_make_every_object_count_once():
+    # object A is replayed at 30 alerts, the others once: with object weights the forest equals one trained
+    # on the same rows with explicit weights 1/30 and 1, and differs from the unweighted forest
+    df = _table(n=120, seed=5)
+    rep = pd.concat([df.iloc[[0]]] * 29, ignore_index=True)
+    rep["alert_id"] = [f"rep{i}" for i in range(len(rep))]
+    big = pd.concat([df, rep], ignore_index=True)
+    weighted = train_model(big, CONFIG, n_estimators=20, random_state=1, object_weights=True, cv_folds=0)
+    plain = train_model(big, CONFIG, n_estimators=20, random_state=1, cv_folds=0)
+    usable = big[big["label"] != "SN"]
+    X = usable[NAMES].to_numpy()
+    y = usable["label"].to_numpy() == "SN Ia"
+    w = 1.0 / usable["object_id"].map(usable["object_id"].value_counts()).to_numpy(float)
+    ref = RandomForestClassifier(20, random_state=1, oob_score=True).fit(X, y, sample_weight=w)
+    grid = np.random.default_rng(2).normal(size=(300, 3))
+    np.testing.assert_allclose(weighted.predict_proba(grid)[:, 1], ref.predict_proba(grid)[:, 1])
+    assert not np.allclose(weighted.predict_proba(grid), plain.predict_proba(grid))
+    assert weighted.card["classifier"]["object_weights"] is True
+    balanced = train_model(df, CONFIG, n_estimators=10, random_state=1, class_weight="balanced")
+    assert balanced.card["classifier"]["params"]["class_weight"] == "balanced"
+    with pytest.raises(InputError, match="class_weight"):
+        train_model(df, CONFIG, n_estimators=10, class_weight="heavy")

@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trees", type=int, default=1000, help="number of trees (default 1000)")
     p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
     p.add_argument("--max-depth", type=int, default=None)
+    p.add_argument("--min-samples-leaf", type=int, default=1, help="minimum rows per leaf (default 1, as Fink)")
+    p.add_argument("--class-weight", choices=("balanced", "balanced_subsample"), help="reweigh the classes")
+    p.add_argument(
+        "--object-weights", action="store_true",
+        help="weigh each row by 1/(rows of its object): objects replayed at many detections count once",
+    )
     p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
     p.add_argument(
         "--cv-folds",
@@ -175,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         sample_ids=sample_ids,
         label_column=args.label_column,
         max_depth=args.max_depth,
+        min_samples_leaf=args.min_samples_leaf,
+        class_weight=args.class_weight,
+        object_weights=args.object_weights,
         parent=parent,
         lineage={"features": str(args.features), **run_info},
         cv_folds=args.cv_folds,

@@ -461,7 +461,9 @@ def fink_extractor_config() -> dict:
 
 
 # ---------------------------------------------------------------------------- training
-def _grouped_out_of_fold(Cls, params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, n_jobs: int) -> np.ndarray:
+def _grouped_out_of_fold(
+    Cls, params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, n_jobs: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """P(positive) of each row from a forest that saw none of its object's rows (NaN when a fold lacks a class)."""
     from sklearn.model_selection import GroupKFold
 
@@ -470,7 +472,8 @@ def _grouped_out_of_fold(Cls, params: dict, X: np.ndarray, y: np.ndarray, groups
     for train, test in GroupKFold(n_splits=k).split(X, y, groups):
         if y[train].all() or not y[train].any():
             continue
-        f = Cls(**params, bootstrap=True, n_jobs=n_jobs).fit(X[train], y[train])
+        w = None if weights is None else weights[train]
+        f = Cls(**params, bootstrap=True, n_jobs=n_jobs).fit(X[train], y[train], sample_weight=w)
         out[test] = f.predict_proba(X[test])[:, list(f.classes_).index(True)]
     return out
 
@@ -507,6 +510,8 @@ def train_model(
     label_column: str | None = None,
     max_depth: int | None = None,
     min_samples_leaf: int = 1,
+    class_weight: str | None = None,
+    object_weights: bool = False,
     parent: str | None = None,
     metrics: Mapping | None = None,
     lineage: Mapping | None = None,
@@ -526,6 +531,8 @@ def train_model(
     metrics and, with ``calibrate``, the calibration map: out-of-bag predictions when each object has one
     row, else ``cv_folds`` folds split by object (``GroupKFold``; out-of-bag would be optimistic there
     because other alerts of the same object sit in the bag). The final forest uses every row.
+    ``object_weights`` weighs each row by 1 / (rows of its object), so that an object replayed at many
+    detections counts as much as one seen once; ``class_weight="balanced"`` reweighs the classes.
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
@@ -569,24 +576,38 @@ def train_model(
     if isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(2**31 - 1))
     Cls = RandomForestClassifier if classifier == "rf" else ExtraTreesClassifier
-    params = {"n_estimators": int(n_estimators), "random_state": seed, "max_depth": max_depth, "min_samples_leaf": min_samples_leaf}
+    if class_weight not in (None, "balanced", "balanced_subsample"):
+        raise InputError(f"class_weight must be None, 'balanced' or 'balanced_subsample', got {class_weight!r}")
+    params = {
+        "n_estimators": int(n_estimators),
+        "random_state": seed,
+        "max_depth": max_depth,
+        "min_samples_leaf": min_samples_leaf,
+        "class_weight": class_weight,
+    }
     forest = Cls(**params, bootstrap=True, oob_score=True, n_jobs=n_jobs)
+    groups = df["object_id"].astype(str).to_numpy() if "object_id" in df.columns else None
+    weights = None
+    if object_weights:
+        if groups is None:
+            raise InputError("object_weights needs an object_id column in the feature table")
+        counts = pd.Series(groups).map(pd.Series(groups).value_counts()).to_numpy(float)
+        weights = 1.0 / counts
     yb = y == POSITIVE
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(out-of-bag|OOB).*")  # tiny forests: some rows have no OOB trees
         warnings.filterwarnings("ignore", message="invalid value encountered")
-        forest.fit(X, yb)
+        forest.fit(X, yb, sample_weight=weights)
     ensemble = TreeEnsemble.from_sklearn(forest, positive_class=True)
     oob = forest.oob_decision_function_[:, list(forest.classes_).index(True)]
     # Out-of-bag rows of an object whose other alerts were in the bag are not unseen: with several rows
     # per object, honest held-out predictions come from folds split by object instead.
-    groups = df["object_id"].astype(str).to_numpy() if "object_id" in df.columns else None
     repeated = groups is not None and len(set(groups)) < len(groups)
     held, held_name = oob, "oob"
     if repeated and cv_folds >= 2:
-        held = _grouped_out_of_fold(Cls, params, X, yb, groups, cv_folds, n_jobs)
+        held = _grouped_out_of_fold(Cls, params, X, yb, groups, cv_folds, n_jobs, weights)
         held_name = "grouped_cv"
     has = np.isfinite(held)
     calibration = None
@@ -615,7 +636,9 @@ def train_model(
         "features": names,
         "positive_class": sorted(type_map.positive_set()),
         "type_map": type_map.config(),
-        "classifier": {"kind": classifier, "params": params, "bootstrap": True, "input_dtype": "float32"},
+        "classifier": {
+            "kind": classifier, "params": params, "bootstrap": True, "input_dtype": "float32", "object_weights": bool(object_weights),
+        },
         "training": {
             "n_samples": len(y),
             "n_positive": n_pos,
