@@ -446,3 +446,23 @@ def test_fink_rule_reasons_match_the_rows(model):
     for _, r in out[few].iterrows():
         assert r["reason"].startswith(f"Fink cuts: {r['n_detections']} detections < 4") and not r["passed"]
     assert not out.loc[~few, "reason"].str.startswith("Fink cuts").any()
+
+
+def test_cli_train_records_the_selection_scoring_applies(tmp_path, small_input, model):
+    _, feats, ext = model
+    path, _ = small_input
+    write_features(feats, tmp_path / "feats.parquet", ext, survey="ZTF", bands=("g", "r"))
+    base = ["train", str(tmp_path / "feats.parquet"), "--trees", "10", "--cv-folds", "0"]
+    assert main([*base, "--out", str(tmp_path / "strict.eia")]) == 0
+    assert main([*base, "--out", str(tmp_path / "loose.eia"), "--select-min-points", "1", "--select-no-rising"]) == 0
+    assert Model.load(tmp_path / "loose.eia").card["selection"] == {"min_points_per_band": 1, "require_rising": False}
+    for name in ("strict", "loose"):
+        assert main(["score", str(path), "--model", str(tmp_path / f"{name}.eia"), "--out", str(tmp_path / f"{name}.parquet")]) in (0, 1)
+    strict = pd.read_parquet(tmp_path / "strict.parquet")
+    loose = pd.read_parquet(tmp_path / "loose.parquet")
+    # the card's selection is what scoring applies: the default cuts reject on 3 nights per band and on the rising
+    # test; the recorded looser ones never do, and an alert passing the strict cuts passes the loose ones too
+    assert strict["reason"].str.contains("points < 3").any() and strict["reason"].str.contains("not rising in").any()
+    assert not loose["reason"].str.contains("points < 3|not rising in").any()
+    assert not (strict.set_index("alert_id")["passed"] & ~loose.set_index("alert_id")["passed"]).any()
+    assert main([*base, "--out", str(tmp_path / "x.eia"), "--select-min-points", "-1"]) == 2

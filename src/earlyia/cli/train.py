@@ -48,6 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument("--min-samples-leaf", type=int, default=1, help="minimum rows per leaf (default 1, as Fink)")
+    p.add_argument(
+        "--select-min-points", type=int, default=None, metavar="N",
+        help="selection applied when scoring with this model: nights with a detection needed per band (default 3)",
+    )
+    p.add_argument(
+        "--select-no-rising", action="store_true",
+        help="selection applied when scoring with this model: do not require a rising light curve (the model judges it)",
+    )
     p.add_argument("--class-weight", choices=("balanced", "balanced_subsample"), help="reweigh the classes")
     p.add_argument(
         "--object-weights", action="store_true",
@@ -160,6 +168,18 @@ def attach_labels(df: pd.DataFrame, labels_csv: str) -> pd.DataFrame:
     return out
 
 
+def _selection(args: argparse.Namespace) -> dict | None:
+    """Keyword arguments of ``earlyia.select.select_early`` recorded in the card (None: its defaults)."""
+    sel = {}
+    if args.select_min_points is not None:
+        if args.select_min_points < 0:
+            raise InputError(f"--select-min-points must be >= 0, got {args.select_min_points}")
+        sel["min_points_per_band"] = args.select_min_points
+    if args.select_no_rising:
+        sel["require_rising"] = False
+    return sel or None
+
+
 def run(args: argparse.Namespace) -> int:
     from earlyia.features.io import read_features
     from earlyia.score.model import Model, train_model
@@ -184,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         min_samples_leaf=args.min_samples_leaf,
         class_weight=args.class_weight,
         object_weights=args.object_weights,
+        selection=_selection(args),
         parent=parent,
         lineage={"features": str(args.features), **run_info},
         cv_folds=args.cv_folds,
