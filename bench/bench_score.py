@@ -165,6 +165,22 @@ def bench_anchor(sample: pd.DataFrame, model: Model, tmp: Path, repeats: int) ->
     return statistics.median(anchor), (statistics.median(ours), statistics.median(core))
 
 
+def spark_speedup(n_alerts: int, model_path: Path, tmp: Path, repeats: int) -> None:
+    """The same scoring on Spark local[1] and local[2] (bench_spark's timing), printed with the speed-up."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        print("\nSpark: pyspark not installed (pip install -e '.[spark]'); speed-up skipped")
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_spark
+
+    alerts = bench_spark.make_alerts(n_alerts, tmp)
+    t1, _ = bench_spark.time_spark("local[1]", alerts, model_path, repeats)
+    t2, _ = bench_spark.time_spark("local[2]", alerts, model_path, repeats)
+    print(f"\nSpark, {n_alerts:,} alerts, median of {repeats}: local[1] {t1:.2f} s, local[2] {t2:.2f} s, speed-up {t1 / t2:.2f}x")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:7])
@@ -176,6 +192,7 @@ def main() -> None:
     ap.add_argument("--anchor-alerts", type=int, default=1000, help="alerts timed with the anchor path (0: skip)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--core", type=int, default=0, help="core the scoring child is pinned to")
+    ap.add_argument("--spark-alerts", type=int, default=20_000, help="alerts for the Spark local[2]/local[1] speed-up (0: skip)")
     args = ap.parse_args()
 
     source = reference_dir() / REPLAY
@@ -217,6 +234,8 @@ def main() -> None:
                 f"  ours end to end (read+select+features+score+write, incl. fixed per-call costs): {o[0]:,.0f}  ratio {o[0] / a:,.0f}x\n"
                 f"  ours scoring core on the same features path (select+features+score, in memory):  {o[1]:,.0f}  ratio {o[1] / a:,.0f}x"
             )
+        if args.spark_alerts:
+            spark_speedup(args.spark_alerts, model_path, tmp, args.repeats)
         print("\nmeasured under load (2 cores shared by several jobs): figures are noisy.")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
