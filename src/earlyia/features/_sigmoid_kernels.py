@@ -410,12 +410,48 @@ def _nightly(mjd, flux, err, idx, n, jd_offset, use_abs, tn, yn, en):
     return k + 1
 
 
+# Fink's per-band rules (ZTF production and ELAsTiCC), one kernel parametrised by them.
+# band status codes: meaningful for both rule sets (ST_FAINT only when the faint check is on)
+ST_OK, ST_FEW, ST_NOT_RISING, ST_FAILED, ST_FAINT = 0, 1, 2, 3, 4
+#: rising rules: every difference of the EWM(com=3) mean >= 0 (ZTF), or only the last point (ELAsTiCC)
+RISE_EWM_ALL, RISE_LAST = 0, 1
+
+
 @numba.njit(cache=True, nogil=True)
-def fink_features(mjd, band, flux, err, detected, starts, ends, codes, min_points, low_bound, fd_abs, X, status, npts):
+def fink_features(
+    mjd,
+    band,
+    flux,
+    err,
+    detected,
+    starts,
+    ends,
+    codes,
+    min_points,
+    night_offset,
+    abs_flux,
+    finite_only,
+    faint_check,
+    min_max_flux,
+    low_bound,
+    low_relative,
+    rising_rule,
+    fd_abs,
+    X,
+    status,
+    npts,
+):
     """Fink's per-band sigmoid features for every segment; X (n, 6 * nb) must be pre-filled with placeholders.
 
-    status[i, k]: 0 = fitted, 1 = too few nightly points (npts holds the count), 2 = not rising,
-    3 = fit failed (non-finite residuals at the start).
+    Rules: nights are ``rint(mjd + night_offset)`` (ZTF: 2400000.5, i.e. JD; LSST: 0) and averaged
+    (on ``|flux|`` when ``abs_flux``, as Fink's ZTF code); ``finite_only`` drops points with a
+    non-finite error and rejects fits ending at non-finite parameters; with ``faint_check`` a band
+    whose maximum nightly flux is not above ``min_max_flux`` is skipped; nights below ``low_bound``
+    (times the maximum nightly flux when ``low_relative``) are dropped; ``rising_rule`` is
+    :data:`RISE_EWM_ALL` or :data:`RISE_LAST`.
+
+    status[i, k]: ST_OK = fitted, ST_FEW = too few nightly points (npts holds the count), ST_NOT_RISING,
+    ST_FAILED = fit failed, ST_FAINT = skipped by the faint check.
     """
     nseg = starts.shape[0]
     nb = codes.shape[0]
@@ -438,23 +474,34 @@ def fink_features(mjd, band, flux, err, detected, starts, ends, codes, min_point
             code = codes[kb]
             n = 0
             for r in range(starts[i], ends[i]):
-                if band[r] == code and detected[r] and np.isfinite(flux[r]):
+                if band[r] == code and detected[r] and np.isfinite(flux[r]) and (not finite_only or np.isfinite(err[r])):
                     idx[n] = r
                     n += 1
-            nn = _nightly(mjd, flux, err, idx, n, 2400000.5, True, tn, yn, en) if n > 0 else 0
+            nn = _nightly(mjd, flux, err, idx, n, night_offset, abs_flux, tn, yn, en) if n > 0 else 0
+            fmax = -np.inf
+            for j in range(nn):
+                fmax = max(fmax, yn[j])
+            if faint_check and (nn == 0 or not (fmax > min_max_flux)):
+                status[i, kb] = ST_FAINT
+                continue
+            bound = low_bound * fmax if low_relative else low_bound
             m = 0
             for j in range(nn):
-                if yn[j] >= low_bound:
+                if yn[j] >= bound:
                     ty[m] = tn[j]
                     yy[m] = yn[j]
                     ee[m] = en[j]
                     m += 1
             npts[i, kb] = m
             if m < min_points:
-                status[i, kb] = 1
+                status[i, kb] = ST_FEW
                 continue
-            if not _ewm_all_rising(yy, m, 3.0):
-                status[i, kb] = 2
+            if rising_rule == RISE_LAST:
+                rising = not (yy[m - 1] < yy[m - 2])
+            else:
+                rising = _ewm_all_rising(yy, m, 3.0)
+            if not rising:
+                status[i, kb] = ST_NOT_RISING
                 continue
             t0 = ty[0]
             snr = 0.0
@@ -468,24 +515,19 @@ def fink_features(mjd, band, flux, err, detected, starts, ends, codes, min_point
                 if yy[j] < yy[imin]:
                     imin = j
             snr /= m
+            # Fink's starting point; the guards only differ from Fink's where its guess divides by zero
             cg = yy[imax]
-            if ty[imax] > 0:
-                ag = (imax - imin) / (ty[imax] - ty[imin])
-            else:
-                ag = 1.0
+            ag = (imax - imin) / (ty[imax] - ty[imin]) if ty[imax] > 0 and ty[imax] != ty[imin] else 1.0
             f0 = yy[0]
-            if f0 > 0 and cg / f0 != 1.0:
-                bg = np.log(cg / f0 - 1.0) / ag
-            else:
-                bg = 1.0
+            bg = np.log(cg / f0 - 1.0) / ag if f0 > 0 and cg / f0 > 1.0 else 1.0
             x[0] = ag
             x[1] = bg
             x[2] = cg
             st, _nf = trf_fit(ty, yy, w, m, x, fd_abs, 1e-8, 1e-8, 1e-8, 300, lo, lo, False, J)
-            if st == FIT_BAD_START:
-                status[i, kb] = 3
+            if st == FIT_BAD_START or (finite_only and not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2]))):
+                status[i, kb] = ST_FAILED
                 continue
-            status[i, kb] = 0
+            status[i, kb] = ST_OK
             a, b, c = x[0], x[1], x[2]
             # mse of the normalised light curve vs the prediction rounded to 4 decimals (0 -> 1e-5)
             sy = 0.0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from earlyia.errors import ConfigError
-from earlyia.features._sigmoid_kernels import fink_features
+from earlyia.features._sigmoid_kernels import RISE_EWM_ALL, fink_features
 from earlyia.features._sigmoid_robust import robust_features
 from earlyia.features.base import FeatureExtractor, register_extractor
 
@@ -155,7 +155,8 @@ class SigmoidFeatures(FeatureExtractor):
         )
         if n:
             if self.mode == "fink":
-                fink_features(*args, self.n_min, -10.0, True, X, status, npts)
+                # Fink's ZTF rules: nights on JD, |flux|, flux >= -10, every EWM difference rising, no faint check
+                fink_features(*args, self.n_min, 2400000.5, True, False, False, -np.inf, -10.0, False, RISE_EWM_ALL, True, X, status, npts)
             else:
                 robust_features(
                     *args,

@@ -3,9 +3,10 @@
 Fink's LSST/ELAsTiCC early-SN-Ia module used per-filter sigmoids with rules looser than its ZTF ones
 (``docs/lsst.md``): a band is skipped when its maximum flux is <= 100 nJy; points below -0.1 x that
 maximum are dropped; 3 points are enough; only the last point has to be rising (ZTF: every point).
-Everything else is the ZTF "fink" mode of :mod:`earlyia.features.sigmoid`: nightly averaging, the
-unweighted fit of ``c / (1 + exp(-a (dt - b)))`` (residual ``|flux - f|``) from Fink's starting point with the same
-trust-region algorithm (:func:`earlyia.features._sigmoid_kernels.trf_fit`, reused, not copied), and
+Everything else is the ZTF "fink" mode of :mod:`earlyia.features.sigmoid`, run by the same compiled
+kernel (:func:`earlyia.features._sigmoid_kernels.fink_features`, given the ELAsTiCC rules): nightly
+averaging, the unweighted fit of ``c / (1 + exp(-a (dt - b)))`` (residual ``|flux - f|``) from Fink's
+starting point with the same trust-region algorithm, and
 the six features ``a, b, c, snratio, mse, nrise`` per band with the placeholders
 ``[0, 0, 0, 0.1, 1e8, 0]`` for a band that fails.
 
@@ -15,115 +16,17 @@ UTC), not by ``rint(JD)`` as for ZTF.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from earlyia.errors import ConfigError
-from earlyia.features._sigmoid_kernels import FIT_BAD_START, _nightly, trf_fit
+from earlyia.features._sigmoid_kernels import RISE_LAST, ST_FAILED, ST_FAINT, ST_FEW, ST_NOT_RISING, ST_OK, fink_features
 from earlyia.features.base import FeatureExtractor, register_extractor
 from earlyia.features.sigmoid import FINK_BAND_FEATURES, FINK_PLACEHOLDER
 
 #: nJy -> FLUXCAL (zero points 31.4 and 27.5); Fink's thresholds are in nJy.
 NJY_TO_FLUXCAL = 10.0 ** (-0.4 * (31.4 - 27.5))
 
-ST_OK, ST_FEW, ST_NOT_RISING, ST_FAILED, ST_FAINT = 0, 1, 2, 3, 4
-
-
-@numba.njit(cache=True, nogil=True)
-def elasticc_sigmoid_features(
-    mjd, band, flux, err, detected, starts, ends, codes, min_points, min_max_flux, low_fraction, night_offset, X, status, npts
-):
-    """Per-band features of every segment; ``X`` (n, 6 * nb) must be pre-filled with the placeholders."""
-    nseg = starts.shape[0]
-    nb = codes.shape[0]
-    maxlen = 1
-    for i in range(nseg):
-        maxlen = max(maxlen, ends[i] - starts[i])
-    idx = np.empty(maxlen, np.int64)
-    tn = np.empty(maxlen)
-    yn = np.empty(maxlen)
-    en = np.empty(maxlen)
-    ty = np.empty(maxlen)
-    yy = np.empty(maxlen)
-    ee = np.empty(maxlen)
-    w = np.ones(maxlen)
-    x = np.empty(3)
-    lo = np.empty(3)
-    J = np.empty((maxlen, 3))
-    for i in range(nseg):
-        for kb in range(nb):
-            code = codes[kb]
-            n = 0
-            for r in range(starts[i], ends[i]):
-                if band[r] == code and detected[r] and np.isfinite(flux[r]) and np.isfinite(err[r]):
-                    idx[n] = r
-                    n += 1
-            nn = _nightly(mjd, flux, err, idx, n, night_offset, False, tn, yn, en) if n > 0 else 0
-            fmax = -np.inf
-            for j in range(nn):
-                fmax = max(fmax, yn[j])
-            if nn == 0 or not (fmax > min_max_flux):
-                status[i, kb] = ST_FAINT
-                continue
-            m = 0
-            for j in range(nn):
-                if yn[j] >= low_fraction * fmax:
-                    ty[m] = tn[j]
-                    yy[m] = yn[j]
-                    ee[m] = en[j]
-                    m += 1
-            npts[i, kb] = m
-            if m < min_points:
-                status[i, kb] = ST_FEW
-                continue
-            if yy[m - 1] < yy[m - 2]:  # only the last point must be rising
-                status[i, kb] = ST_NOT_RISING
-                continue
-            t0 = ty[0]
-            snr = 0.0
-            imax = 0
-            imin = 0
-            for j in range(m):
-                ty[j] = ty[j] - t0
-                snr += yy[j] / ee[j]
-                if yy[j] > yy[imax]:
-                    imax = j
-                if yy[j] < yy[imin]:
-                    imin = j
-            snr /= m
-            cg = yy[imax]
-            ag = (imax - imin) / (ty[imax] - ty[imin]) if ty[imax] > 0 and ty[imax] != ty[imin] else 1.0
-            f0 = yy[0]
-            bg = np.log(cg / f0 - 1.0) / ag if f0 > 0 and cg / f0 > 1.0 else 1.0
-            x[0] = ag
-            x[1] = bg
-            x[2] = cg
-            st, _nf = trf_fit(ty, yy, w, m, x, True, 1e-8, 1e-8, 1e-8, 300, lo, lo, False, J)
-            if st == FIT_BAD_START or not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2])):
-                status[i, kb] = ST_FAILED
-                continue
-            status[i, kb] = ST_OK
-            a, b, c = x[0], x[1], x[2]
-            sy = 0.0
-            sp = 0.0
-            for j in range(m):
-                p = np.rint(c / (1.0 + np.exp(-a * (ty[j] - b))) * 1e4) / 1e4
-                if p == 0.0:
-                    p = 1e-5
-                ee[j] = p
-                sy += yy[j]
-                sp += p
-            mse = 0.0
-            for j in range(m):
-                d = yy[j] / sy - ee[j] / sp
-                mse += d * d
-            o = 6 * kb
-            X[i, o] = a
-            X[i, o + 1] = b
-            X[i, o + 2] = c
-            X[i, o + 3] = snr
-            X[i, o + 4] = mse / m
-            X[i, o + 5] = m
+__all__ = ["NJY_TO_FLUXCAL", "ST_FAILED", "ST_FAINT", "ST_FEW", "ST_NOT_RISING", "ST_OK", "ElasticcSigmoidFeatures"]
 
 
 class ElasticcSigmoidFeatures(FeatureExtractor):
@@ -174,7 +77,7 @@ class ElasticcSigmoidFeatures(FeatureExtractor):
         status = np.full((n, nb), ST_FAINT, np.int8)
         npts = np.zeros((n, nb), np.int64)
         if n:
-            elasticc_sigmoid_features(
+            fink_features(
                 np.ascontiguousarray(mjd, np.float64),
                 np.ascontiguousarray(band, np.int8),
                 np.ascontiguousarray(flux, np.float64),
@@ -184,9 +87,15 @@ class ElasticcSigmoidFeatures(FeatureExtractor):
                 np.ascontiguousarray(ends, np.int64),
                 codes,
                 int(self.min_points),
+                float(self.night_offset),
+                False,  # nights average the signed flux
+                True,  # drop non-finite errors, reject non-finite fits
+                True,  # skip faint bands
                 float(self.min_max_flux_njy) * NJY_TO_FLUXCAL,
                 float(self.low_fraction),
-                float(self.night_offset),
+                True,  # lower bound relative to the maximum
+                RISE_LAST,
+                True,  # Fink's |residual| with finite differences
                 X,
                 status,
                 npts,
