@@ -257,20 +257,15 @@ def lightcurves_from_elasticc_table(
                 True,
             )
         )
-        items, lens = _flat_list(table, "prvDiaSources")
-        if items is not None:
-            m = len(items)
-            parts.append(
-                (np.repeat(np.arange(n), lens), _num(_field(items, "midPointTai"), m), _str(_field(items, "filterName"), m),
-                 _num(_field(items, "psFlux"), m), _num(_field(items, "psFluxErr"), m), True)
-            )  # fmt: skip
-        if forced:
-            items, lens = _flat_list(table, "prvDiaForcedSources")
+        # previous detections, then (optionally) forced photometry kept as non-detections with their flux
+        histories = [("prvDiaSources", True)] + ([("prvDiaForcedSources", False)] if forced else [])
+        for column, detected in histories:
+            items, lens = _flat_list(table, column)
             if items is not None:
                 m = len(items)
                 parts.append(
                     (np.repeat(np.arange(n), lens), _num(_field(items, "midPointTai"), m), _str(_field(items, "filterName"), m),
-                     _num(_field(items, "psFlux"), m), _num(_field(items, "psFluxErr"), m), False)
+                     _num(_field(items, "psFlux"), m), _num(_field(items, "psFluxErr"), m), detected)
                 )  # fmt: skip
         if all(c in names for c in _AGG):
             parts.append(_aggregated_part(table)[0])  # Fink's accumulated history: may reach beyond prvDiaSources
