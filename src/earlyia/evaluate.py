@@ -22,22 +22,20 @@ import pandas as pd
 
 from earlyia.errors import InputError
 from earlyia.labels import POSITIVE, UNLABELLED, TypeMap
+from earlyia.learn.metrics import FOM_WEIGHT, counts_to_metrics
 
-FOM_WEIGHT = 3.0
 #: The replay protocol's labels: 'SN Ia' positive, any other non-empty type negative.
 PROTOCOL_TYPES = TypeMap(unlabelled=("",))
 
 
 def counts_metrics(tp: np.ndarray, fp: np.ndarray, n_pos: int, w: float = FOM_WEIGHT) -> dict[str, np.ndarray]:
-    """Efficiency, purity and FoM from true/false positive counts (purity 0 when nothing flagged)."""
+    """Efficiency, purity and FoM of flagged objects from true/false positive counts and the positives present.
+
+    The formulas live in :func:`earlyia.learn.metrics.counts_to_metrics` (0 for an empty denominator).
+    """
     tp = np.asarray(tp, float)
-    fp = np.asarray(fp, float)
-    eff = tp / n_pos if n_pos else np.zeros_like(tp)
-    flagged = tp + fp
-    pur = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
-    denom = tp + w * fp
-    fom = eff * np.divide(tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"efficiency": eff, "purity": pur, "fom": fom}
+    met = counts_to_metrics(tp, fp, np.zeros_like(tp), n_pos - tp, fom_weight=w)
+    return {k: met[k] for k in ("efficiency", "purity", "fom")}
 
 
 @dataclass
