@@ -9,9 +9,10 @@ import time
 from earlyia.errors import InputError
 
 EPILOG = """examples:
-  earlyia features fink_cross_tns_202001.parquet all_nonIa.csv.gz --out features.parquet        # robust sigmoid, per alert
-  earlyia features alerts/ --out fink_features.parquet --mode fink                             # Fink's production features
-  earlyia features lightcurves.parquet --out features.parquet --per object --bands g r i
+  earlyia features fink_cross_tns_202001.parquet all_nonIa.csv.gz --out features.parquet --replay 3 20   # training set
+  earlyia features alerts/ --out features.parquet                                              # early + robust sigmoid, per alert
+  earlyia features alerts/ --out fink_features.parquet --mode fink                             # Fink's production sigmoid features
+  earlyia features lightcurves.parquet --out features.parquet --extractor sigmoid --per object --bands g r i
   earlyia features elasticc/ --out rainbow.parquet --extractor rainbow                         # another registered extractor
 
 Rows: one per alert when the input has alerts (else per object); columns object_id, alert_id, mjd, n_detections,
@@ -24,7 +25,7 @@ Exit code 0 when at least one row is valid, 1 when none is, 2 on a usage or inpu
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "features",
-        help="compute features (sigmoid by default) of every alert or object",
+        help="compute features (early-epoch + robust sigmoid by default) of every alert or object",
         description=(
             "Read light curves or alerts (format detected per file), compute the features of each alert's history (or of "
             "each object) in one compiled batch, and write a Parquet feature table whose metadata records the extractor "
@@ -35,9 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", nargs="+", help="input files or directories (any supported format)")
     p.add_argument("--out", required=True, help="feature table to write (Parquet, atomic)")
-    p.add_argument("--extractor", default="sigmoid", help="registered feature extractor (default sigmoid)")
     p.add_argument(
-        "--mode", choices=("robust", "fink"), default="robust", help="sigmoid mode (default robust; fink = Fink's exact features)"
+        "--extractor",
+        default=None,
+        help="registered feature extractor: early (default: early-epoch features + robust sigmoid), sigmoid, rainbow, "
+        "sigmoid_lsst; --mode alone selects sigmoid",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("robust", "fink"),
+        default=None,
+        help="sigmoid mode (robust by default; fink = Fink's exact production features)",
     )
     p.add_argument(
         "--per", choices=("alert", "object"), default=None, help="one row per alert or per object (default: alert when there are alerts)"
@@ -57,14 +66,17 @@ def build_extractor(args: argparse.Namespace):
     """The extractor the options describe (shared with other commands)."""
     from earlyia.features import get_extractor
 
+    name = args.extractor or ("sigmoid" if args.mode else "early")
     params = {}
-    if args.extractor == "sigmoid":
-        params["mode"] = args.mode
+    if name == "sigmoid":
+        params["mode"] = args.mode or "robust"
         if args.min_points is not None:
             params["min_points"] = args.min_points
+    elif name == "early" and args.mode:
+        params["sigmoid"] = args.mode
     if args.bands:
         params["bands"] = tuple(args.bands)
-    return get_extractor(args.extractor, **params)
+    return get_extractor(name, **params)
 
 
 def summarise(df, problems, seconds: float) -> tuple[str, list[str]]:
