@@ -27,6 +27,7 @@ from earlyia.features.base import FeatureExtractor, get_extractor, register_extr
 
 ZP = 27.5
 _PER_BAND = ("n_det", "rise_rate", "recent_rate", "fade")
+_COLOUR = ("colour_mean", "colour_last", "colour_rate", "n_colour")
 _GLOBAL = (
     "n_det",
     "frac_negative",
@@ -55,14 +56,30 @@ class EarlyFeatures(FeatureExtractor):
         bands: the bands of the per-band features; the colour is ``bands[0] - bands[1]``.
         pair_days: two points of different bands closer than this make a colour measurement.
         sigmoid: None, or the mode of :class:`~earlyia.features.sigmoid.SigmoidFeatures` to append.
+        extra_colours: more colours ``(blue, red)`` (e.g. ``(("r", "i"), ("i", "z"))`` for LSST), each with
+            the four colour features (``early_colour_mean_r_i``...), placed after the per-band features.
     """
 
     name = "early"
 
-    def __init__(self, bands: tuple[str, ...] = ("g", "r"), pair_days: float = 1.0, sigmoid: str | None = "robust"):
+    def __init__(
+        self,
+        bands: tuple[str, ...] = ("g", "r"),
+        pair_days: float = 1.0,
+        sigmoid: str | None = "robust",
+        extra_colours: tuple[tuple[str, str], ...] = (),
+    ):
         self.bands = bands
         self.pair_days = pair_days
         self.sigmoid = sigmoid
+        self.extra_colours = extra_colours
+
+    def _extra_pairs(self) -> list[tuple[str, str]]:
+        pairs = [tuple(p) for p in (self.extra_colours or ())]
+        bad = [p for p in pairs if len(p) != 2]
+        if bad:
+            raise InputError(f"extra_colours must be (blue, red) band pairs, got {bad!r}")
+        return pairs
 
     def _sigmoid(self):
         if self.sigmoid is None:
@@ -74,6 +91,8 @@ class EarlyFeatures(FeatureExtractor):
         own = [f"early_{n}" for n in _GLOBAL]
         for b in self.bands:
             own += [f"early_{n}_{b}" for n in _PER_BAND]
+        for blue, red in self._extra_pairs():
+            own += [f"early_{n}_{blue}_{red}" for n in _COLOUR]
         sig = self._sigmoid()
         return own + (list(sig.names) if sig is not None else [])
 
@@ -81,6 +100,7 @@ class EarlyFeatures(FeatureExtractor):
         if len(self.bands) < 2:
             raise InputError(f"EarlyFeatures needs at least two bands for the colour, got bands={self.bands!r}")
         codes = np.array([bands.index(b) if b in bands else -1 for b in self.bands], np.int64)
+        xcodes = np.array([[bands.index(b) if b in bands else -1 for b in p] for p in self._extra_pairs()], np.int64).reshape(-1, 2)
         X, n_det = _early_kernel(
             np.asarray(mjd, np.float64),
             np.asarray(band, np.int64),
@@ -91,6 +111,7 @@ class EarlyFeatures(FeatureExtractor):
             np.asarray(ends, np.int64),
             codes,
             float(self.pair_days),
+            xcodes,
         )
         ok = n_det > 0
         reason = np.where(ok, "", "no detection").astype(object)
@@ -128,11 +149,47 @@ def _wslope(t, m, w, n):
 
 
 @numba.njit(cache=True)
-def _early_kernel(mjd, band, flux, err, det, starts, ends, codes, pair_days):
+def _colour(mjd, band, flux, det, a, e, c0, c1, pair_days, tb, mb, wb, row, col):
+    """Colour c0 - c1 of positive detections paired within ``pair_days``: mean, latest, rate, count -> row[col:col+4]."""
+    n_col = 0
+    col_sum = 0.0
+    col_last = 0.0
+    t_col_last = -np.inf
+    for i in range(a, e):
+        if not (det[i] and flux[i] > 0 and band[i] == c0):
+            continue
+        best = -1
+        bdt = pair_days
+        for j in range(a, e):
+            if det[j] and flux[j] > 0 and band[j] == c1:
+                d = abs(mjd[j] - mjd[i])
+                if d <= bdt:
+                    bdt = d
+                    best = j
+        if best >= 0:
+            c = -2.5 * np.log10(flux[i] / flux[best])
+            tb[n_col] = 0.5 * (mjd[i] + mjd[best])
+            mb[n_col] = c
+            wb[n_col] = 1.0
+            col_sum += c
+            n_col += 1
+            if tb[n_col - 1] >= t_col_last:
+                t_col_last = tb[n_col - 1]
+                col_last = c
+    if n_col > 0:
+        row[col] = col_sum / n_col
+        row[col + 1] = col_last
+        row[col + 2] = _wslope(tb, mb, wb, n_col)
+    row[col + 3] = n_col
+
+
+@numba.njit(cache=True)
+def _early_kernel(mjd, band, flux, err, det, starts, ends, codes, pair_days, xcodes):
     n_seg = starts.shape[0]
     nb = codes.shape[0]
+    n_extra = xcodes.shape[0]
     n_glob = 17
-    k = n_glob + 4 * nb
+    k = n_glob + 4 * nb + 4 * n_extra
     X = np.zeros((n_seg, k))
     n_det_out = np.zeros(n_seg, np.int64)
     maxlen = 1
@@ -206,37 +263,10 @@ def _early_kernel(mjd, band, flux, err, det, starts, ends, codes, pair_days):
         row[8] = mag_peak
         row[9] = mag_last
         row[10] = t_last - t_peak
-        # ---- colour bands[0] - bands[1] at matched times
-        n_col = 0
-        col_sum = 0.0
-        col_last = 0.0
-        t_col_last = -np.inf
-        for i in range(a, e):
-            if not (det[i] and flux[i] > 0 and band[i] == codes[0]):
-                continue
-            best = -1
-            bdt = pair_days
-            for j in range(a, e):
-                if det[j] and flux[j] > 0 and band[j] == codes[1]:
-                    d = abs(mjd[j] - mjd[i])
-                    if d <= bdt:
-                        bdt = d
-                        best = j
-            if best >= 0:
-                c = -2.5 * np.log10(flux[i] / flux[best])
-                tb[n_col] = 0.5 * (mjd[i] + mjd[best])
-                mb[n_col] = c
-                wb[n_col] = 1.0
-                col_sum += c
-                n_col += 1
-                if tb[n_col - 1] >= t_col_last:
-                    t_col_last = tb[n_col - 1]
-                    col_last = c
-        if n_col > 0:
-            row[11] = col_sum / n_col
-            row[12] = col_last
-            row[13] = _wslope(tb, mb, wb, n_col)
-        row[14] = n_col
+        # ---- colour bands[0] - bands[1] at matched times (and the extra colours, after the per-band block)
+        _colour(mjd, band, flux, det, a, e, codes[0], codes[1], pair_days, tb, mb, wb, row, 11)
+        for xi in range(n_extra):
+            _colour(mjd, band, flux, det, a, e, xcodes[xi, 0], xcodes[xi, 1], pair_days, tb, mb, wb, row, n_glob + 4 * nb + 4 * xi)
         # ---- non-constancy and brightening significance over all detections
         sw = 0.0
         sf = 0.0
