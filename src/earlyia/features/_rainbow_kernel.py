@@ -37,10 +37,11 @@ K_BOLTZMANN = 1.380649e-16  # erg / K
 SIGMA_SB = 5.6703744191844314e-05  # erg / (cm² s K⁴)
 C_LIGHT = 2.99792458e10  # cm / s
 T_UNIT = 1.0e4  # kernel temperature unit (K)
-N_EXTEND = 0  # step extensions tried after an accepted step
 SCREEN_ITER = 10  # iterations every start gets before successive halving keeps the better half
 STALL_TOL = 0.01  # χ² gain over STALL_EVERY iterations below which a crawling fit is considered converged
 EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not constrain cannot block convergence
+#: variance (kernel units: scaled time, log scales) above which a parameter counts as unconstrained (degenerate fit)
+MAX_KERNEL_VAR = 1e12
 STALL_EVERY = 5  # iterations between two stall checks
 #: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's start,
 #: rising-only, early rise then cooling (peaked light curves), cooling, heating, hot
@@ -57,14 +58,10 @@ ST_FEW_BANDS = 5
 
 @numba.njit(cache=True, inline="always", fastmath=FAST)
 def _sigmoid_pair(z):
-    """(1 / (1 + e^z), e^z / (1 + e^z)²) without overflow."""
-    if z > 0.0:
-        e = math.exp(-z)
-        s = e / (1.0 + e)
-        return s, s * (1.0 - s)
-    e = math.exp(z)
-    s = 1.0 / (1.0 + e)
-    return s, s * (1.0 - s)
+    """(1 / (1 + e^z), e^z / (1 + e^z)²) without overflow (one exp, one division, no branch)."""
+    e = math.exp(-abs(z))
+    d = 1.0 / (1.0 + e)
+    return (e * d if z > 0.0 else d), e * d * d
 
 
 @numba.njit(cache=True, inline="always", fastmath=FAST)
@@ -172,72 +169,183 @@ def preprocess(mjd, band, flux, flux_err, detected, starts, ends, nu_band, use_d
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, g):
-    """Fill H = JᵀJ, g = Jᵀr (r = (model - data) / err) in scaled units; return the cost."""
-    for a in range(NPAR):
-        g[a] = 0.0
-        for b in range(NPAR):
-            H[a, b] = 0.0
-    t0, amp, rise, tmid, tamp, tcol = p[0], math.exp(p[1]), math.exp(p[2]), math.exp(p[3]), p[4], math.exp(p[5])
-    J = np.empty(NPAR)
-    cost = 0.0
+def point_constants(nus, nu_ref, n, xk, ck):
+    """Per-point constants of the spectral factor, so that a pass over the points needs no powers of ν:
+    with T in kernel units, x = h ν / (k T) = ``xk / T`` and g = ``ck`` e^-x / ((1 - e^-x) T⁴)."""
+    cg = 2.0 * math.pi * H_PLANCK / (C_LIGHT * C_LIGHT * SIGMA_SB) / T_UNIT**4
+    for k in range(n):
+        nu = nus[k]
+        xk[k] = H_PLANCK * nu / (K_BOLTZMANN * T_UNIT)
+        ck[k] = cg * nu * nu * nu * nu_ref
+
+
+@numba.njit(cache=True, inline="always", fastmath=FAST)
+def _spectral(xk, ck, temp):
+    """g and d ln g / dT (kernel temperature units) from the per-point constants."""
+    it = 1.0 / temp
+    x = xk * it
+    if x > 700.0:
+        return 0.0, 0.0
+    ex = math.exp(-x)
+    iem = 1.0 / (1.0 - ex if x > 0.1 else -math.expm1(-x))
+    it2 = it * it
+    return ck * ex * iem * it2 * it2, (x * iem - 4.0) * it
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _evaluate(ts, xk, ck, n, p, buf):
+    """The expensive part of a pass (three exponentials per point), stored per point in ``buf`` (6, n):
+    s_b, s_b (1 - s_b), 2 s_c - 1, s_c (1 - s_c), g and d ln g / dT. A cost pass fills it and, when the
+    step is accepted, the normal equations at the same parameters reuse it."""
+    t0, tmid, tamp = p[0], math.exp(p[3]), p[4]
+    irise = math.exp(-p[2])
+    itcol = math.exp(-p[5])
     for k in range(n):
         dt = ts[k] - t0
-        sb, sb1 = _sigmoid_pair(-dt / rise)
-        sc, sc1 = _sigmoid_pair(dt / tcol)
+        sb, sb1 = _sigmoid_pair(-dt * irise)
+        sc, sc1 = _sigmoid_pair(dt * itcol)
         two_sc = 2.0 * sc - 1.0
-        tnorm = 1.0 + tamp * two_sc
-        temp = tmid * tnorm
-        gk, dlng = _g_and_dlng(nus[k], nu_ref, temp * T_UNIT)
-        w = ws[k]
-        m = amp * sb * gk
-        r = (m - fs[k]) * w
+        gk, dlng = _spectral(xk[k], ck[k], tmid * (1.0 + tamp * two_sc))
+        buf[0, k] = sb
+        buf[1, k] = sb1
+        buf[2, k] = two_sc
+        buf[3, k] = sc1
+        buf[4, k] = gk
+        buf[5, k] = dlng
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _cost_from(fs, ws, n, p, prior_w, buf, profile, lo_amp, hi_amp):
+    """Cost of the evaluated point; with ``profile``, first set ``p[1]`` (ln A) to the best amplitude.
+
+    The model is linear in A, so its optimum is closed-form (clipped to the bounds): the fit then
+    only searches the five nonlinear parameters (variable projection), and the long valley along
+    which t0 and A trade off on rising-only light curves disappears."""
+    if profile:
+        shh = 0.0
+        sfh = 0.0
+        for k in range(n):
+            h = buf[0, k] * buf[4, k] * ws[k]
+            shh += h * h
+            sfh += h * fs[k] * ws[k]
+        la = math.log(sfh / shh) if (sfh > 0.0 and shh > 0.0) else lo_amp
+        p[1] = min(max(la, lo_amp), hi_amp)
+    amp = math.exp(p[1])
+    cost = 0.0
+    for k in range(n):
+        r = (amp * buf[0, k] * buf[4, k] - fs[k]) * ws[k]
         cost += r * r
-        # d model / d T(t) in kernel temperature units
-        dm_dT = m * dlng * T_UNIT
+    if prior_w > 0.0:
+        cost += (p[4] * prior_w) ** 2
+    return cost
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _normal_from(ts, fs, ws, n, p, prior_w, H, g, buf):
+    """Fill H = JᵀJ, g = Jᵀr (r = (model - data) / err) from the evaluated point; return the cost.
+
+    The 21 distinct entries of H are accumulated in scalars (registers), not in the matrix."""
+    t0, amp, tmid, tamp = p[0], math.exp(p[1]), math.exp(p[3]), p[4]
+    irise = math.exp(-p[2])
+    itcol = math.exp(-p[5])
+    h00 = h10 = h11 = h20 = h21 = h22 = h30 = h31 = h32 = h33 = 0.0
+    h40 = h41 = h42 = h43 = h44 = h50 = h51 = h52 = h53 = h54 = h55 = 0.0
+    g0 = g1 = g2 = g3 = g4 = g5 = 0.0
+    cost = 0.0
+    ttc = 2.0 * tmid * tamp * itcol
+    for k in range(n):
+        dt = ts[k] - t0
+        two_sc = buf[2, k]
+        w = ws[k]
+        ag = amp * buf[4, k] * w
+        m = ag * buf[0, k]
+        r = m - fs[k] * w
+        cost += r * r
         # derivatives with respect to (t0, ln A, ln rise, ln T_mid, T_amp, ln t_color)
-        J[0] = (-amp * gk * sb1 / rise + dm_dT * 2.0 * tmid * tamp * sc1 / tcol) * w
-        J[1] = m * w
-        J[2] = -amp * gk * sb1 * dt / rise * w
-        J[3] = dm_dT * tnorm * tmid * w
-        J[4] = dm_dT * tmid * two_sc * w
-        J[5] = dm_dT * 2.0 * tmid * tamp * sc1 * dt / tcol * w
-        for a in range(NPAR):
-            g[a] += J[a] * r
-            for b in range(a + 1):
-                H[a, b] += J[a] * J[b]
+        dmT = m * buf[5, k]
+        q = dmT * ttc * buf[3, k]
+        b = ag * buf[1, k] * irise
+        j0 = q - b
+        j1 = m
+        j2 = -b * dt
+        j4 = dmT * tmid * two_sc
+        j3 = dmT * tmid + j4 * tamp  # dmT * T(t)
+        j5 = q * dt
+        g0 += j0 * r
+        g1 += j1 * r
+        g2 += j2 * r
+        g3 += j3 * r
+        g4 += j4 * r
+        g5 += j5 * r
+        h00 += j0 * j0
+        h10 += j1 * j0
+        h11 += j1 * j1
+        h20 += j2 * j0
+        h21 += j2 * j1
+        h22 += j2 * j2
+        h30 += j3 * j0
+        h31 += j3 * j1
+        h32 += j3 * j2
+        h33 += j3 * j3
+        h40 += j4 * j0
+        h41 += j4 * j1
+        h42 += j4 * j2
+        h43 += j4 * j3
+        h44 += j4 * j4
+        h50 += j5 * j0
+        h51 += j5 * j1
+        h52 += j5 * j2
+        h53 += j5 * j3
+        h54 += j5 * j4
+        h55 += j5 * j5
     if prior_w > 0.0:
         rp = tamp * prior_w
         cost += rp * rp
-        H[4, 4] += prior_w * prior_w
-        g[4] += prior_w * rp
-    for a in range(NPAR):
-        for b in range(a):
-            H[b, a] = H[a, b]
+        h44 += prior_w * prior_w
+        g4 += prior_w * rp
+    g[0], g[1], g[2], g[3], g[4], g[5] = g0, g1, g2, g3, g4, g5
+    H[0, 0] = h00
+    H[1, 0] = H[0, 1] = h10
+    H[1, 1] = h11
+    H[2, 0] = H[0, 2] = h20
+    H[2, 1] = H[1, 2] = h21
+    H[2, 2] = h22
+    H[3, 0] = H[0, 3] = h30
+    H[3, 1] = H[1, 3] = h31
+    H[3, 2] = H[2, 3] = h32
+    H[3, 3] = h33
+    H[4, 0] = H[0, 4] = h40
+    H[4, 1] = H[1, 4] = h41
+    H[4, 2] = H[2, 4] = h42
+    H[4, 3] = H[3, 4] = h43
+    H[4, 4] = h44
+    H[5, 0] = H[0, 5] = h50
+    H[5, 1] = H[1, 5] = h51
+    H[5, 2] = H[2, 5] = h52
+    H[5, 3] = H[3, 5] = h53
+    H[5, 4] = H[4, 5] = h54
+    H[5, 5] = h55
     return cost
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _cost_only(ts, nus, fs, ws, n, p, nu_ref, prior_w):
-    t0, amp, rise, tmid, tamp, tcol = p[0], math.exp(p[1]), math.exp(p[2]), math.exp(p[3]), p[4], math.exp(p[5])
-    cost = 0.0
-    for k in range(n):
-        dt = ts[k] - t0
-        sb, _ = _sigmoid_pair(-dt / rise)
-        sc, _ = _sigmoid_pair(dt / tcol)
-        temp = tmid * (1.0 + tamp * (2.0 * sc - 1.0))
-        gk, _ = _g_and_dlng(nus[k], nu_ref, temp * T_UNIT)
-        r = (amp * sb * gk - fs[k]) * ws[k]
-        cost += r * r
-    if prior_w > 0.0:
-        cost += (tamp * prior_w) ** 2
-    return cost
+def _normal_equations(ts, xk, ck, fs, ws, n, p, prior_w, H, g, buf):
+    """Normal equations at ``p`` from scratch (evaluate, then assemble)."""
+    _evaluate(ts, xk, ck, n, p, buf)
+    return _normal_from(ts, fs, ws, n, p, prior_w, H, g, buf)
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _cholesky_solve(A, b, x, free):
-    """Solve A x = b on the free parameters (others: x = 0). False if A is not positive definite."""
-    L = np.zeros((NPAR, NPAR))
+def _cost_only(ts, xk, ck, fs, ws, n, p, prior_w, buf):
+    """χ² + prior at ``p`` (amplitude as given)."""
+    _evaluate(ts, xk, ck, n, p, buf)
+    return _cost_from(fs, ws, n, p, prior_w, buf, False, 0.0, 0.0)
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _cholesky_solve(A, b, x, free, L, y):
+    """Solve A x = b on the free parameters (others: x = 0); ``L``, ``y``: work arrays.
+    False if A is not positive definite."""
     for i in range(NPAR):
         if not free[i]:
             continue
@@ -254,7 +362,6 @@ def _cholesky_solve(A, b, x, free):
                 L[i, i] = math.sqrt(s)
             else:
                 L[i, j] = s / L[j, j]
-    y = np.zeros(NPAR)
     for i in range(NPAR):
         if not free[i]:
             continue
@@ -277,15 +384,20 @@ def _cholesky_solve(A, b, x, free):
 
 @numba.njit(cache=True, fastmath=FAST)
 def _invert_spd(A, out):
-    """Inverse of a symmetric positive-definite 6x6 matrix (False when singular)."""
+    """Inverse of a symmetric positive-definite 6x6 matrix (False when singular or when a variance
+    exceeds :data:`MAX_KERNEL_VAR`, i.e. the data do not constrain a parameter at all)."""
     free = np.ones(NPAR, np.bool_)
     e = np.zeros(NPAR)
     x = np.zeros(NPAR)
+    L = np.zeros((NPAR, NPAR))
+    y = np.zeros(NPAR)
     for c in range(NPAR):
         for k in range(NPAR):
             e[k] = 0.0
         e[c] = 1.0
-        if not _cholesky_solve(A, e, x, free):
+        if not _cholesky_solve(A, e, x, free, L, y):
+            return False
+        if not (x[c] < MAX_KERNEL_VAR):
             return False
         for k in range(NPAR):
             out[k, c] = x[k]
@@ -293,7 +405,7 @@ def _invert_spd(A, out):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _edm(H, grad, p, lo, hi, free, A, rhs, step):
+def _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y):
     """Expected χ² decrease of an undamped Gauss-Newton step on the free parameters (Migrad's EDM)."""
     for a in range(NPAR):
         at_lo = p[a] <= lo[a] and grad[a] > 0.0
@@ -303,7 +415,7 @@ def _edm(H, grad, p, lo, hi, free, A, rhs, step):
             A[a, b] = H[a, b]
         A[a, a] = H[a, a] * (1.0 + EDM_RIDGE) + 1e-12
         rhs[a] = grad[a]
-    if not _cholesky_solve(A, rhs, step, free):
+    if not _cholesky_solve(A, rhs, step, free, L, y):
         return np.inf
     edm = 0.0
     for a in range(NPAR):
@@ -319,19 +431,29 @@ def _chi2_scale(cost, n):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, grad):
-    """Projected Levenberg-Marquardt from ``p`` (modified in place). Returns (cost, converged)."""
-    free = np.ones(NPAR, np.bool_)
-    step = np.zeros(NPAR)
-    trial = np.zeros(NPAR)
-    A = np.zeros((NPAR, NPAR))
-    rhs = np.zeros(NPAR)
-    cost = _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, grad)
-    lam = 1e-3
+def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, profile, buf, counter, lam0, wm, wv, free):
+    """Projected Levenberg-Marquardt from ``p`` (modified in place). Returns (cost, converged, damping).
+
+    ``profile``: the amplitude is not searched but set to its optimum after every step (variable
+    projection; the damping then acts on the five nonlinear parameters only). ``lam0``: initial
+    damping (e.g. where the previous round of this start stopped). ``counter[0]`` counts model
+    evaluations (passes computing the exponentials of every point). ``wm`` (2, 6, 6), ``wv`` (4, 6), ``free``: work arrays."""
+    A = wm[0]
+    L = wm[1]
+    step = wv[0]
+    trial = wv[1]
+    rhs = wv[2]
+    y = wv[3]
+    _evaluate(ts, xk, ck, n, p, buf)
+    counter[0] += 1
+    if profile:
+        _cost_from(fs, ws, n, p, prior_w, buf, True, lo[P_AMP], hi[P_AMP])
+    cost = _normal_from(ts, fs, ws, n, p, prior_w, H, grad, buf)
+    lam = lam0
     converged = False
     stall_ref = cost
     for it in range(max_iter):
-        # stalled: χ² improved by less than 10 x edm_tol over the last 10 iterations (statistically nothing)
+        # stalled: χ² improved by less than STALL_TOL over the last STALL_EVERY iterations (statistically nothing)
         if it > 0 and it % STALL_EVERY == 0:
             if stall_ref - cost < STALL_TOL * _chi2_scale(cost, n):
                 converged = True
@@ -351,9 +473,9 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
             for a in range(NPAR):
                 for b in range(NPAR):
                     A[a, b] = H[a, b]
-                A[a, a] = H[a, a] * (1.0 + lam) + 1e-12
+                A[a, a] = H[a, a] * (1.0 + (0.0 if profile and a == P_AMP else lam)) + 1e-12
                 rhs[a] = -grad[a]
-            if not _cholesky_solve(A, rhs, step, free):
+            if not _cholesky_solve(A, rhs, step, free, L, y):
                 lam *= 10.0
                 continue
             for a in range(NPAR):
@@ -363,29 +485,20 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
                 elif v > hi[a]:
                     v = hi[a]
                 trial[a] = v
-            new_cost = _cost_only(ts, nus, fs, ws, n, trial, nu_ref, prior_w)
+            _evaluate(ts, xk, ck, n, trial, buf)
+            counter[0] += 1
+            new_cost = _cost_from(fs, ws, n, trial, prior_w, buf, profile, lo[P_AMP], hi[P_AMP])
             if new_cost < cost:
-                # crawl along narrow valleys faster: extend the accepted step while it keeps paying
-                for _ext in range(N_EXTEND):
-                    for a in range(NPAR):
-                        v = p[a] + 2.0 * (trial[a] - p[a])
-                        rhs[a] = min(max(v, lo[a]), hi[a])
-                    ext_cost = _cost_only(ts, nus, fs, ws, n, rhs, nu_ref, prior_w)
-                    if not (ext_cost < new_cost):
-                        break
-                    new_cost = ext_cost
-                    for a in range(NPAR):
-                        trial[a] = rhs[a]
                 dmax = 0.0
                 for a in range(NPAR):
                     dmax = max(dmax, abs(trial[a] - p[a]) / (abs(p[a]) + 1e-8))
                     p[a] = trial[a]
                 old = cost
-                cost = _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, grad)
+                cost = _normal_from(ts, fs, ws, n, p, prior_w, H, grad, buf)  # buf holds this point
                 lam = max(lam / 5.0, 1e-9)
                 accepted = True
                 tol = edm_tol * _chi2_scale(cost, n)
-                if old - cost <= 1e-12 * (old + 1e-300) or dmax < 1e-10 or _edm(H, grad, p, lo, hi, free, A, rhs, step) < tol:
+                if old - cost <= 1e-12 * (old + 1e-300) or dmax < 1e-10 or _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < tol:
                     converged = True
                 break
             lam *= 4.0
@@ -395,15 +508,19 @@ def _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, max_iter, edm_tol, H, gr
             # no descent step even with huge damping: a (constrained) minimum
             converged = True
             break
-    return cost, converged and math.isfinite(cost)
+    return cost, converged and math.isfinite(cost), lam
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_points, min_bands, max_iter, edm_tol, n_starts, n_bands, init):
+def fit_batch(
+    t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_points, min_bands, max_iter, edm_tol, n_starts, n_bands, init,
+    profile=True, screen_iter=SCREEN_ITER,
+):  # fmt: skip
     """Fit every segment (``init`` (n, 6): physical starting parameters, a NaN row = none).
 
     Returns ``(params (n, 6), cov (n, 6, 6), chi2 (n,), n_pts, n_bnd,
-    peak_flux, t_last, status)`` with params/cov in physical units (days, flux units, K)."""
+    peak_flux, t_last, status, n_passes)`` with params/cov in physical units (days, flux units, K);
+    ``n_passes`` counts the passes over the points (the cost of a fit)."""
     n_seg = starts.shape[0]
     params = np.full((n_seg, NPAR), np.nan)
     cov = np.full((n_seg, NPAR, NPAR), np.nan)
@@ -413,6 +530,8 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
     peak = np.full(n_seg, np.nan)
     t_last = np.full(n_seg, np.nan)
     status = np.zeros(n_seg, np.int64)
+    passes = np.zeros(n_seg, np.int64)
+    counter = np.zeros(1, np.int64)
     prior_w = 1.0 / prior_sigma if prior_sigma > 0.0 else 0.0
     max_n = 0
     for i in range(n_seg):
@@ -421,6 +540,9 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
     fs = np.empty(max_n)
     ws = np.empty(max_n)
     nus = np.empty(max_n)
+    xk = np.empty(max_n)
+    ck = np.empty(max_n)
+    buf = np.empty((6, max_n))
     seen = np.zeros(n_bands, np.bool_)
     H = np.zeros((NPAR, NPAR))
     grad = np.zeros(NPAR)
@@ -434,6 +556,10 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
     P = np.zeros((n_max_starts, NPAR))
     C = np.zeros(n_max_starts)
     CONV = np.zeros(n_max_starts, np.bool_)
+    LAM = np.zeros(n_max_starts)
+    wm = np.zeros((2, NPAR, NPAR))
+    wv = np.zeros((4, NPAR))
+    free = np.ones(NPAR, np.bool_)
     order = np.zeros(n_max_starts, np.int64)
     for i in range(n_seg):
         s0 = starts[i]
@@ -481,6 +607,7 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
             fs[k] = flux[s0 + k] / fscale
             ws[k] = fscale / err[s0 + k]
             nus[k] = nu[s0 + k]
+        point_constants(nus, nu_ref, n, xk, ck)
         # initial guesses and bounds (scaled units), as light-curve 0.13.3 sets them
         fmin_s = np.inf
         fmax_s = -np.inf
@@ -578,9 +705,11 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
                 P[k, a] = min(max(P[k, a], lo[a]), hi[a])
             C[k] = np.inf
             CONV[k] = False
+            LAM[k] = 1e-3
             order[k] = k
         alive = n_s
-        budget = SCREEN_ITER if n_s > 1 else max_iter
+        counter[0] = 0
+        budget = screen_iter if n_s > 1 else max_iter
         while alive > 0:
             for j in range(alive):
                 k = order[j]
@@ -588,7 +717,9 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
                     continue
                 for a in range(NPAR):
                     p[a] = P[k, a]
-                C[k], CONV[k] = _lm(ts, nus, fs, ws, n, p, lo, hi, nu_ref, prior_w, budget, edm_tol, H, grad)
+                C[k], CONV[k], LAM[k] = _lm(
+                    ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, budget, edm_tol, H, grad, profile, buf, counter, LAM[k], wm, wv, free
+                )
                 for a in range(NPAR):
                     P[k, a] = p[a]
             # sort the alive starts by cost (insertion sort, a handful of entries)
@@ -611,7 +742,8 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
         for a in range(NPAR):
             p[a] = best[a]
         # final normal equations for the covariance and the data-only chi2
-        _normal_equations(ts, nus, fs, ws, n, p, nu_ref, prior_w, H, grad)
+        _normal_equations(ts, xk, ck, fs, ws, n, p, prior_w, H, grad, buf)
+        passes[i] = counter[0] + 1
         chi2[i] = best_cost - ((p[4] * prior_w) ** 2 if prior_w > 0.0 else 0.0)
         # physical values and d(physical)/d(kernel parameter)
         params[i, 0] = p[0] * tscale + tmean
@@ -633,7 +765,7 @@ def fit_batch(t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_poi
             status[i] = ST_OK if any_conv else ST_NOT_CONVERGED
         else:
             status[i] = ST_SINGULAR if any_conv else ST_NOT_CONVERGED
-    return params, cov, chi2, n_pts, n_bnd, peak, t_last, status
+    return params, cov, chi2, n_pts, n_bnd, peak, t_last, status, passes
 
 
 @numba.njit(cache=True)

@@ -70,6 +70,8 @@ def fit_segments(
     edm_tol: float = 2e-4,
     n_starts: int = 6,
     init: np.ndarray | None = None,
+    profile_amplitude: bool = True,
+    screen_iter: int = 10,
 ) -> dict[str, np.ndarray]:
     """Fit Rainbow to every segment ``starts[i]:ends[i]``; the array-level core of :class:`RainbowFeatures`.
 
@@ -101,7 +103,7 @@ def fit_segments(
         float(intraday_window),
     )
     prior = 0.0 if t_amplitude_prior is None else float(t_amplitude_prior)
-    params, cov, chi2, n_pts, n_bnd, peak, t_last, status = _k.fit_batch(
+    params, cov, chi2, n_pts, n_bnd, peak, t_last, status, passes = _k.fit_batch(
         t,
         nu,
         f,
@@ -118,6 +120,8 @@ def fit_segments(
         int(n_starts),
         max(len(nu_band), 1),
         _init_array(init, len(np.asarray(starts))),
+        bool(profile_amplitude),
+        int(screen_iter),
     )
     return {
         "slope_sig": _k.slope_significance(t, f, e, s, en, False),
@@ -130,6 +134,7 @@ def fit_segments(
         "peak_flux": peak,
         "t_last": t_last,
         "status": status,
+        "n_passes": passes,
     }
 
 
