@@ -212,7 +212,19 @@ def _str(arr: pa.Array | None, n: int) -> np.ndarray:
 
 
 _CLASS_RE = re.compile(r"classId=(\d+)")
-_DIAOBJECT_FIELDS = ("hostgal_zphot", "hostgal_zphot_err", "hostgal_zspec", "hostgal_snsep", "mwebv", "z_final", "z_final_err")
+#: host-galaxy fields of ``diaObject`` copied to the objects (alert content, not truth: usable as features)
+_DIAOBJECT_FIELDS = (
+    "hostgal_zphot",
+    "hostgal_zphot_err",
+    "hostgal_zspec",
+    "hostgal_snsep",
+    "mwebv",
+    "z_final",
+    "z_final_err",
+    *(f"hostgal_mag_{b}" for b in "ugrizY"),
+    "hostgal_ellipticity",
+    "hostgal_sqradius",
+)
 
 
 _AGG = ("cmidPointTai", "cfilterName", "cpsFlux", "cpsFluxErr")
