@@ -11,6 +11,8 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.isotonic import IsotonicRegression
 
@@ -321,3 +323,63 @@ def test_object_weights_make_every_object_count_once():
     assert balanced.card["classifier"]["params"]["class_weight"] == "balanced"
     with pytest.raises(InputError, match="class_weight"):
         train_model(df, CONFIG, n_estimators=10, class_weight="heavy")
+
+
+def _slow_operating_point(obj, det, pos, score, n, min_purity):
+    """Brute force: every threshold (highest first), objects flagged when any alert with <= n detections is above it."""
+    best = (np.nan, 0.0, np.nan)
+    n_pos = len({o for o, p in zip(obj, pos, strict=True) if p})
+    for t in sorted({np.nextafter(s, -np.inf) for s in score}, reverse=True):  # ties: the highest threshold
+        flagged = {o for o, d, s in zip(obj, det, score, strict=True) if d <= n and s > t}
+        positives = {o for o, p in zip(obj, pos, strict=True) if p}
+        tp, fp = len(flagged & positives), len(flagged - positives)
+        if tp + fp and tp / (tp + fp) >= min_purity and tp / n_pos > best[1]:
+            best = (t, tp / n_pos, tp / (tp + fp))
+    return best
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(3, 30), st.sampled_from([0.6, 0.8]))
+def test_operating_points_match_a_brute_force_reference(seed, n_obj, min_purity):
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 6, n_obj)
+    obj = np.repeat([f"o{i}" for i in range(n_obj)], per)
+    pos = np.repeat(rng.random(n_obj) < 0.5, per)
+    det = np.concatenate([np.arange(1, k + 1) * rng.integers(1, 6) for k in per])
+    score = np.round(rng.random(len(obj)) * 0.6 + 0.4 * pos, 2)  # ties on purpose
+    ops = model_mod.operating_points(obj, det, pos, score, targets=((5, min_purity), (20, min_purity)))
+    if not pos.any():
+        assert ops == []
+        return
+    for op, n in zip(ops, (5, 20), strict=True):
+        t, eff, pur = _slow_operating_point(obj, det, pos, score, n, min_purity)
+        if np.isnan(t):
+            assert op["efficiency"] == 0.0
+            continue
+        assert op["efficiency"] == pytest.approx(eff) and op["purity"] == pytest.approx(pur)
+        # the threshold reproduces the point when applied
+        flagged = {o for o, d, s in zip(obj, det, score, strict=True) if d <= n and s > op["threshold"]}
+        tp = len(flagged & set(obj[pos]))
+        assert tp / len(set(obj[pos])) == pytest.approx(eff)
+
+
+def test_card_records_operating_points_from_grouped_scores(tmp_path):
+    """Replayed alerts (object_id + ndethist): the card carries the purity >= 0.8 thresholds, estimated on
+    held-out objects only, and they survive saving."""
+    rng = np.random.default_rng(11)
+    n_obj, per = 120, 4
+    centre = rng.normal(size=(n_obj, 3))
+    ia = centre[:, 0] + 0.5 * rng.normal(size=n_obj) > 0
+    X = np.repeat(centre, per, axis=0) + 0.3 * rng.normal(size=(n_obj * per, 3))
+    df = pd.DataFrame(X, columns=NAMES).assign(
+        object_id=np.repeat([f"o{i}" for i in range(n_obj)], per),
+        ndethist=np.tile(np.arange(3, 3 + per) * 3, n_obj),
+        label=np.repeat(np.where(ia, "SN Ia", "SN II"), per),
+    )
+    m = train_model(df, CONFIG, n_estimators=30, random_state=0)
+    ops = m.card["operating_points"]
+    assert [(o["max_detections"], o["min_purity"]) for o in ops] == [(10, 0.8), (20, 0.8)]
+    assert all(o["purity"] >= 0.8 and 0 < o["efficiency"] <= 1 and "grouped" in o["estimated_on"] for o in ops)
+    assert Model.load(m.save(tmp_path / "m.eia")).card["operating_points"] == ops
+    # without a detections column there is no replay to estimate them on
+    assert train_model(df.drop(columns="ndethist"), CONFIG, n_estimators=10, random_state=0).card["operating_points"] == []

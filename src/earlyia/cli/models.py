@@ -67,6 +67,11 @@ def describe(model: Model, path: str = "") -> str:
             lines.append((f"metrics.{name}", ", ".join(f"{k}={_fmt(v)}" for k, v in m.items())))
         else:
             lines.append((f"metrics.{name}", _fmt(m)))
+    for op in c.get("operating_points") or []:
+        lines.append((
+            f"threshold(purity>={op['min_purity']:g}, N<={op['max_detections']})",
+            f"{_fmt(op['threshold'])} (efficiency {_fmt(op['efficiency'])}, purity {_fmt(op['purity'])} on {op['estimated_on']})",
+        ))
     lines.append(("versions", ", ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)

@@ -478,6 +478,47 @@ def _grouped_out_of_fold(
     return out
 
 
+#: (max detections, min purity) of the operating points a card records (the replay protocol's goals).
+OPERATING_POINTS = ((10, 0.8), (20, 0.8))
+
+
+def operating_points(
+    object_ids: np.ndarray,
+    detections: np.ndarray,
+    positive: np.ndarray,
+    score: np.ndarray,
+    targets=OPERATING_POINTS,
+    estimated_on: str = "held-out scores",
+) -> list[dict]:
+    """Thresholds reaching each target purity with the replay protocol (``earlyia.evaluate``) on held-out scores.
+
+    Why: a deployed model needs a threshold for "purity >= 0.8 within N detections"; reading it off the
+    scores of the objects one evaluates is optimistic, so the card carries one chosen on the training
+    objects' grouped out-of-fold scores, and a later test on new objects can apply it blind.
+    """
+    from earlyia.evaluate import evaluate_early
+
+    frame = pd.DataFrame(
+        {
+            "object_id": np.asarray(object_ids).astype(str),
+            "ndethist": np.asarray(detections, float),
+            "label": np.where(np.asarray(positive, bool), "positive", "negative"),
+            "score": np.asarray(score, float),
+        }
+    )
+    if not frame["label"].eq("positive").any():
+        return []
+    rep = evaluate_early(frame, max_detections=sorted({n for n, _ in targets}), type_map=TypeMap(positive=("positive",)))
+    out = []
+    for n, purity in targets:
+        best = rep.best_at_purity(n, purity)
+        out.append(
+            {"max_detections": int(n), "min_purity": float(purity), **{k: float(v) for k, v in best.items()},
+             "estimated_on": f"{estimated_on} of the training objects (replay protocol)"}
+        )
+    return out
+
+
 def _labels(df: pd.DataFrame, type_map: TypeMap, label_column: str | None) -> tuple[np.ndarray, str]:
     cols = [label_column] if label_column else [c for c in LABEL_COLUMNS if c in df.columns]
     if not cols or cols[0] not in df.columns:
@@ -626,6 +667,13 @@ def train_model(
         }
     if metrics:
         all_metrics.update(dict(metrics))
+    ops: list[dict] = []
+    det_col = next((c for c in ("ndethist", "n_detections") if c in df.columns), None)
+    if (held_name == "grouped_cv" or not repeated) and groups is not None and det_col is not None and has.any():
+        det = pd.to_numeric(df[det_col], errors="coerce").to_numpy(float)
+        ok = has & np.isfinite(det)
+        source = "grouped out-of-fold scores" if held_name == "grouped_cv" else "out-of-bag scores (one row per object)"
+        ops = operating_points(groups[ok], det[ok], yb[ok], _apply_calibration(held[ok], calibration), estimated_on=source)
 
     def ids(col: str) -> list[str]:
         return df[col].astype(str).tolist() if col in df.columns else []
@@ -660,5 +708,6 @@ def train_model(
         "parent": parent,
         "lineage": dict(lineage or {}),
         "selection": dict(selection) if selection else None,
+        "operating_points": ops,
     }
     return Model(ensemble, card, calibration)
