@@ -14,7 +14,8 @@ from earlyia.labels import TypeMap
 
 EPILOG = """examples:
   earlyia features lightcurves.parquet --out features.parquet
-  earlyia train features.parquet --out model.eia
+  earlyia train features.parquet --out model.eia                               # recipe from the table: early or fink
+  earlyia train features.parquet --out model.eia --recipe fink                 # Fink's settings on any table
   earlyia train features.parquet --out model.eia --positive "SN Ia" --include-subtypes --trees 300 --calibrate isotonic
   earlyia train features.parquet --labels objects.csv --out model.eia          # labels from a CSV (objectId, tns_type)
   earlyia train features.parquet --from-run runs/uncertainty --out model.eia   # only an AL run's initial + queried ids
@@ -47,19 +48,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trees", type=int, default=1000, help="number of trees (default 1000)")
     p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
     p.add_argument("--max-depth", type=int, default=None)
-    p.add_argument("--min-samples-leaf", type=int, default=1, help="minimum rows per leaf (default 1, as Fink)")
+    p.add_argument(
+        "--recipe", choices=("auto", "early", "fink"), default="auto",
+        help="defaults of the options below: early (leaf 5, balanced classes, object weights, 100 impostors per kind, loose "
+        "selection) or fink (Fink's settings); auto = early for an `early` feature table, else fink",
+    )
+    p.add_argument("--min-samples-leaf", type=int, default=None, help="minimum rows per leaf (recipe: early 5, fink 1)")
     p.add_argument(
         "--select-min-points", type=int, default=None, metavar="N",
-        help="selection applied when scoring with this model: nights with a detection needed per band (default 3)",
+        help="selection applied when scoring with this model: nights with a detection needed per band (recipe: early 0, fink 3)",
     )
     p.add_argument(
-        "--select-no-rising", action="store_true",
-        help="selection applied when scoring with this model: do not require a rising light curve (the model judges it)",
+        "--select-no-rising", action="store_true", default=None,
+        help="selection applied when scoring with this model: do not require a rising light curve (early recipe: the model judges it)",
     )
-    p.add_argument("--class-weight", choices=("balanced", "balanced_subsample"), help="reweigh the classes")
     p.add_argument(
-        "--object-weights", action="store_true",
-        help="weigh each row by 1/(rows of its object): objects replayed at many detections count once",
+        "--class-weight", choices=("balanced", "balanced_subsample", "none"), default=None,
+        help="reweigh the classes (recipe: early balanced, fink none)",
+    )
+    p.add_argument(
+        "--object-weights", action=argparse.BooleanOptionalAction, default=None,
+        help="weigh each row by 1/(rows of its object): objects replayed at many detections count once (recipe: early yes)",
+    )
+    p.add_argument(
+        "--impostors", type=int, default=None, metavar="N",
+        help="add N generated flat, N fading and N noisy-constant light curves (replayed) as negatives, ZTF tables only "
+        "(recipe: early 100, fink 0)",
     )
     p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
     p.add_argument(
@@ -168,9 +182,9 @@ def attach_labels(df: pd.DataFrame, labels_csv: str) -> pd.DataFrame:
     return out
 
 
-def _selection(args: argparse.Namespace) -> dict | None:
+def _selection(args: argparse.Namespace, recipe: dict) -> dict | None:
     """Keyword arguments of ``earlyia.select.select_early`` recorded in the card (None: its defaults)."""
-    sel = {}
+    sel = dict(recipe.get("selection") or {})
     if args.select_min_points is not None:
         if args.select_min_points < 0:
             raise InputError(f"--select-min-points must be >= 0, got {args.select_min_points}")
@@ -180,9 +194,15 @@ def _selection(args: argparse.Namespace) -> dict | None:
     return sel or None
 
 
+def _option(value, recipe: dict, key: str):
+    """A command-line value, else the recipe's."""
+    return recipe[key] if value is None else value
+
+
 def run(args: argparse.Namespace) -> int:
     from earlyia.features.io import read_features
     from earlyia.score.model import Model, train_model
+    from earlyia.score.recipes import recipe_for
 
     df, meta = read_features(args.features)
     if args.labels:
@@ -190,6 +210,20 @@ def run(args: argparse.Namespace) -> int:
     sample_ids, run_info = read_run_ids(args.from_run) if args.from_run else (None, {})
     parent = Model.load(args.parent).hash if args.parent else None
     type_map = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
+    recipe_name, recipe = recipe_for(meta["extractor"], args.recipe)
+    class_weight = _option(args.class_weight, recipe, "class_weight")
+    n_impostors = int(_option(args.impostors, recipe, "impostors"))
+    if n_impostors < 0:
+        raise InputError(f"--impostors must be >= 0, got {n_impostors}")
+    lineage = {"features": str(args.features), "recipe": recipe_name, **run_info}
+    if n_impostors and str(meta.get("survey", "ZTF")).upper() == "ZTF":
+        from earlyia.sim.impostors import impostor_features
+
+        extra = impostor_features(meta["extractor"], n_impostors, random_state=args.seed)
+        if sample_ids is not None:
+            sample_ids = [*sample_ids, *extra["object_id"].astype(str).unique()]
+        df = pd.concat([df, extra], ignore_index=True)
+        lineage["impostors"] = {"n_per_kind": n_impostors, "seed": args.seed, "rows": len(extra), "generator": "earlyia.sim.impostors"}
     model = train_model(
         df,
         meta["extractor"],
@@ -201,12 +235,12 @@ def run(args: argparse.Namespace) -> int:
         sample_ids=sample_ids,
         label_column=args.label_column,
         max_depth=args.max_depth,
-        min_samples_leaf=args.min_samples_leaf,
-        class_weight=args.class_weight,
-        object_weights=args.object_weights,
-        selection=_selection(args),
+        min_samples_leaf=int(_option(args.min_samples_leaf, recipe, "min_samples_leaf")),
+        class_weight=None if class_weight == "none" else class_weight,
+        object_weights=bool(_option(args.object_weights, recipe, "object_weights")),
+        selection=_selection(args, recipe),
         parent=parent,
-        lineage={"features": str(args.features), **run_info},
+        lineage=lineage,
         cv_folds=args.cv_folds,
     )
     model.save(args.out)

@@ -1,0 +1,44 @@
+"""Training recipes: the defaults of ``earlyia train`` for each kind of feature table.
+
+Why: the early model and Fink's configuration need different forests. The ``early`` recipe is what
+the replay ablation kept (README, issue 7): leaves of >= 5 rows, balanced classes, every object
+weighing the same whatever its number of replayed alerts, generated flat / fading / noisy-constant
+impostors as negatives (so they never score high), and a selection that lets the model judge young
+light curves itself (no per-band minimum, no rising cut; the SIMBAD and ``ndethist`` cuts stay).
+The ``fink`` recipe is Fink's production setting (full-depth trees, no weights, Fink's cuts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from earlyia.errors import ConfigError
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "early": {
+        "min_samples_leaf": 5,
+        "class_weight": "balanced",
+        "object_weights": True,
+        "impostors": 100,
+        "selection": {"min_points_per_band": 0, "require_rising": False},
+    },
+    "fink": {
+        "min_samples_leaf": 1,
+        "class_weight": None,
+        "object_weights": False,
+        "impostors": 0,
+        "selection": None,
+    },
+}
+
+
+def recipe_for(extractor_config: Mapping, name: str = "auto") -> tuple[str, dict[str, Any]]:
+    """The recipe ``name``, or with ``"auto"`` the one that suits the extractor (``early`` for the early
+    extractor on ZTF bands, else ``fink``)."""
+    if name == "auto":
+        ext = str(extractor_config.get("extractor", ""))
+        name = "early" if ext == "early" else "fink"
+    if name not in RECIPES:
+        raise ConfigError(f"unknown training recipe {name!r}; choose from {['auto', *RECIPES]}")
+    return name, dict(RECIPES[name])
