@@ -205,6 +205,49 @@ def test_default_starts_find_the_reference_minimum():
     assert worse <= 4
 
 
+def test_profiled_amplitude_is_the_least_squares_amplitude():
+    """Variable projection: for the other parameters fixed, the kernel's amplitude minimises the cost
+    (closed form in numpy, and no better amplitude nearby), clipped to its bounds."""
+    rng = np.random.default_rng(9)
+    n = 20
+    ts = np.sort(rng.uniform(-2, 2, n))
+    nus = C / (rng.choice(WL, n) * 1e-8)
+    fs = rng.uniform(0.1, 1, n)
+    ws = rng.uniform(1, 10, n)
+    xk, ck, buf = np.empty(n), np.empty(n), np.empty((6, n))
+    kern.point_constants(nus, C / (REF_WL * 1e-8), n, xk, ck)
+    for _ in range(10):
+        q = np.array([rng.uniform(-1, 1), 0.0, np.log(rng.uniform(0.2, 2)), np.log(rng.uniform(0.5, 2)), rng.uniform(-0.8, 0.8), 0.0])
+        kern._evaluate(ts, xk, ck, n, q, buf)
+        cost = kern._cost_from(fs, ws, n, q, 4.0, buf, True, -30.0, 30.0)
+        m1 = buf[0, :n] * buf[4, :n]  # the evaluation does not depend on A: the model at A = 1
+        best = np.sum(m1 * fs * ws**2) / np.sum(m1**2 * ws**2)
+        assert np.isclose(np.exp(q[1]), best, rtol=1e-10)
+        for da in (-1e-3, 1e-3):
+            assert kern._cost_only(ts, xk, ck, fs, ws, n, q + np.r_[0, da, 0, 0, 0, 0], 4.0, buf) >= cost
+        q_hi = q.copy()
+        kern._evaluate(ts, xk, ck, n, q_hi, buf)
+        kern._cost_from(fs, ws, n, q_hi, 4.0, buf, True, -30.0, np.log(best) - 0.5)
+        assert q_hi[1] == np.log(best) - 0.5  # clipped to the upper bound
+
+
+def test_projected_fit_is_no_worse_than_the_plain_six_parameter_fit():
+    """The default (amplitude profiled out) against the plain LM over all six parameters from the same
+    starts: it reaches the same or a lower χ² on nearly every light curve."""
+    rng = np.random.default_rng(11)
+    t, b, f, e, s, en, _ = synth(rng, 60, n_min=8, n_max=30, noise=0.05)
+    new = fit(t, b, f, e, s, en)
+    old = fit(t, b, f, e, s, en, profile_amplitude=False)
+    c_new = new["chi2"] + (new["params"][:, 4] / 0.25) ** 2
+    c_old = old["chi2"] + (old["params"][:, 4] / 0.25) ** 2
+    both = (new["status"] == 0) & (old["status"] == 0)
+    assert both.mean() >= 0.9 and (new["status"] == 0).mean() >= (old["status"] == 0).mean()
+    d = (c_new - c_old)[both]
+    tol = 0.01 + 1e-4 * c_old[both]
+    assert np.mean(d > tol) <= 0.1
+    assert np.mean(d < -tol) >= np.mean(d > tol)
+
+
 def _slow_preprocess(t, b, f, e, d, nu_band, detected_only, min_flux, window):
     keep = np.isfinite(f) & np.isfinite(e) & (e > 0) & (f >= min_flux) & (nu_band[b] > 0)
     if detected_only:
@@ -288,8 +331,13 @@ def test_feature_invariances_under_flux_scale_and_time_shift():
     X2, ok2, _ = ext.extract(t + 123.0, b, 7.0 * f, 7.0 * e, det, s, en, **kw)
     assert np.array_equal(ok, ok2)
     names = ext.names
-    same = [names.index(n) for n in ("t0", "amplitude", "rise_time", "T_min", "T_max", "t_color", "reduced_chi2", "n_points")]
-    np.testing.assert_allclose(X2[ok][:, same], X[ok][:, same], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(X2[ok][:, names.index("n_points")], X[ok][:, names.index("n_points")])
+    np.testing.assert_allclose(X2[ok][:, names.index("reduced_chi2")], X[ok][:, names.index("reduced_chi2")], rtol=1e-3)
+    # the same fit up to rounding: a shifted time axis changes the last digits of the scaled data, which can
+    # stop the iterations one step apart on a flat cost, so parameters agree to a small fraction of their error
+    for n in ("t0", "amplitude", "rise_time", "T_min", "T_max", "t_color"):
+        k, ke = names.index(n), names.index(f"{n}_err")
+        assert np.all(np.abs(X2[ok, k] - X[ok, k]) <= 1e-3 * X[ok, ke] + 1e-6 * np.abs(X[ok, k])), n
     k = names.index("peak_flux")
     np.testing.assert_allclose(X2[ok, k], 7.0 * X[ok, k], rtol=1e-12)
 

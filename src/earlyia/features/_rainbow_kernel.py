@@ -43,9 +43,14 @@ EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not
 #: variance (kernel units: scaled time, log scales) above which a parameter counts as unconstrained (degenerate fit)
 MAX_KERNEL_VAR = 1e12
 STALL_EVERY = 5  # iterations between two stall checks
+EDM_SKIP = 1e4  # the EDM is only computed once a step gains less than EDM_SKIP x its tolerance
+LAM_INIT = 1.0  # initial Marquardt damping of every start (the starts are rough: cautious first steps)
 #: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's start,
-#: rising-only, early rise then cooling (peaked light curves), cooling, heating, hot
-START_ORDER = (0, 1, 5, 3, 4, 2)
+#: rising-only, early rise then cooling, rise just before the peak then cooling from hot, cooling,
+#: heating, sharp rise at the first point, rise before the data then long cooling, hot.
+#: The three peaked-light-curve shapes (5, 6, 7, 8) are what most often finds the lowest minimum on
+#: ELAsTiCC alerts, whose light curves are mostly past their peak.
+START_ORDER = (0, 1, 5, 6, 3, 4, 7, 8, 2)
 
 # status codes (the extractor turns them into reasons)
 ST_OK = 0
@@ -450,6 +455,7 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
         _cost_from(fs, ws, n, p, prior_w, buf, True, lo[P_AMP], hi[P_AMP])
     cost = _normal_from(ts, fs, ws, n, p, prior_w, H, grad, buf)
     lam = lam0
+    nu_d = 2.0
     converged = False
     stall_ref = cost
     for it in range(max_iter):
@@ -489,19 +495,36 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
             counter[0] += 1
             new_cost = _cost_from(fs, ws, n, trial, prior_w, buf, profile, lo[P_AMP], hi[P_AMP])
             if new_cost < cost:
+                # Nielsen's damping update from the gain ratio rho = actual / predicted decrease
+                # (quadratic model: -(2 gᵀd + dᵀHd)): shrink a lot after a step the model predicted well
+                pred = 0.0
+                for a in range(NPAR):
+                    da = trial[a] - p[a]
+                    hd = 0.0
+                    for b in range(NPAR):
+                        hd += H[a, b] * (trial[b] - p[b])
+                    pred -= da * (2.0 * grad[a] + hd)
+                rho = (cost - new_cost) / pred if pred > 0.0 else 1.0
+                lam = max(lam * max(1.0 / 3.0, min(1.0 - (2.0 * rho - 1.0) ** 3, 1.0)), 1e-9)
+                nu_d = 2.0
                 dmax = 0.0
                 for a in range(NPAR):
                     dmax = max(dmax, abs(trial[a] - p[a]) / (abs(p[a]) + 1e-8))
                     p[a] = trial[a]
                 old = cost
                 cost = _normal_from(ts, fs, ws, n, p, prior_w, H, grad, buf)  # buf holds this point
-                lam = max(lam / 5.0, 1e-9)
                 accepted = True
                 tol = edm_tol * _chi2_scale(cost, n)
-                if old - cost <= 1e-12 * (old + 1e-300) or dmax < 1e-10 or _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < tol:
+                # (the EDM solve is skipped while steps still gain much more than the tolerance)
+                if (
+                    old - cost <= 1e-12 * (old + 1e-300)
+                    or dmax < 1e-10
+                    or (old - cost < EDM_SKIP * tol and _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < tol)
+                ):
                     converged = True
                 break
-            lam *= 4.0
+            lam *= nu_d
+            nu_d *= 2.0
         if converged:
             break
         if not accepted:
@@ -692,8 +715,25 @@ def fit_batch(
                 rise0 = 0.05
                 tamp0 = 0.5
                 tcol0 = max(ptp_t, 2.0 * width)
-            elif start >= 6:
-                P[n_s, 0] = tlo + ptp_t * ((start - 5) / 4.0)
+            elif start == 6:
+                # rose before the brightest point, hot and cooling over the span (peaked light curves)
+                P[n_s, 0] = ts[kmax] - width
+                rise0 = 0.1 * width
+                tamp0 = 0.8
+                tcol0 = ptp_t
+            elif start == 7:
+                P[n_s, 0] = tlo
+                rise0 = 0.02
+                tamp0 = 0.3
+                tcol0 = 0.5 * ptp_t
+            elif start == 8:
+                # rose before the data, long cooling
+                P[n_s, 0] = tlo - 0.2 * ptp_t
+                rise0 = 0.05
+                tamp0 = 0.9
+                tcol0 = 0.3 * ptp_t
+            elif start >= 9:
+                P[n_s, 0] = tlo + ptp_t * ((start - 8) / 4.0)
             P[n_s, 1] = math.log(max(ptp_f, 1e-6))
             P[n_s, 2] = math.log(rise0)
             P[n_s, 3] = math.log(temp0)
@@ -705,7 +745,7 @@ def fit_batch(
                 P[k, a] = min(max(P[k, a], lo[a]), hi[a])
             C[k] = np.inf
             CONV[k] = False
-            LAM[k] = 1e-3
+            LAM[k] = LAM_INIT
             order[k] = k
         alive = n_s
         counter[0] = 0

@@ -68,7 +68,7 @@ def fit_segments(
     t_amplitude_prior: float | None = 0.25,
     max_iter: int = 100,
     edm_tol: float = 2e-4,
-    n_starts: int = 6,
+    n_starts: int = 8,
     init: np.ndarray | None = None,
     profile_amplitude: bool = True,
     screen_iter: int = 10,
@@ -81,6 +81,11 @@ def fit_segments(
     ``t_last`` (after cuts and averaging) and ``status`` (0 = converged fit, see the kernel).
     ``init`` (n, 6), same order and units, adds a start per segment (NaN rows: none): e.g. the
     previous alert's solution, which makes refitting a growing light curve cheap and stable.
+    ``n_starts`` starts (see ``_rainbow_kernel.START_ORDER``) each get ``screen_iter`` iterations, then
+    successive halving keeps the better half until one is iterated to convergence. ``profile_amplitude``
+    (default) solves the amplitude in closed form after every step (variable projection) instead of
+    searching it with the other five; False is the plain six-parameter fit, kept for comparison.
+    ``n_passes`` counts the model evaluations per segment (the work of the fit).
     """
     nu_band = _nu_hz(band_wavelength_aa)
     if not (reference_wavelength_aa > 0):
@@ -192,7 +197,7 @@ class RainbowFeatures(FeatureExtractor):
         t_amplitude_prior: float | None = 0.25,
         max_iter: int = 100,
         edm_tol: float = 2e-4,
-        n_starts: int = 6,
+        n_starts: int = 8,
     ):
         self.bands = bands
         self.survey = survey
