@@ -1,0 +1,119 @@
+"""The default early pipeline: recipe, generated impostors, and what must never score above 0.5 (issue 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import reference, shared
+from earlyia.cli.main import main
+from earlyia.errors import ConfigError
+from earlyia.features import get_extractor
+from earlyia.score.model import Model
+from earlyia.score.recipes import recipe_for
+from earlyia.sim.impostors import KINDS, generate, impostor_features
+
+
+def _per_object(lc):
+    for i, oid in enumerate(lc.objects["object_id"]):
+        a, b = lc.offsets[i], lc.offsets[i + 1]
+        yield oid, lc.mjd[a:b], lc.band[a:b], lc.flux[a:b], lc.flux_err[a:b]
+
+
+def test_impostors_are_what_they_say():
+    lc = generate(40, random_state=3, min_detections=4, max_detections=12)
+    again = generate(40, random_state=3, min_detections=4, max_detections=12)
+    np.testing.assert_array_equal(lc.flux, again.flux)
+    assert not np.array_equal(lc.flux, generate(40, random_state=4, min_detections=4, max_detections=12).flux)
+    kinds = lc.objects["label"].to_numpy()
+    assert sorted(set(kinds)) == sorted(KINDS) and (pd.Series(kinds).value_counts() == 40).all()
+    chi2 = {k: [] for k in KINDS}
+    for (_oid, t, band, f, e), kind in zip(_per_object(lc), kinds, strict=True):
+        assert 4 <= len(t) <= 12 and np.all(np.diff(t) > 0) and set(band) <= {0, 1}
+        for b in np.unique(band):
+            fb, eb, tb = f[band == b], e[band == b], t[band == b]
+            mu = np.average(fb, weights=eb**-2)
+            chi2[kind].append(np.sum(((fb - mu) / eb) ** 2) / max(len(fb) - 1, 1))
+            if kind == "declining" and len(fb) >= 2:
+                assert np.polyfit(tb - tb[0], -2.5 * np.log10(fb), 1)[0] > 0  # fading
+    assert 0.6 < np.median(chi2["flat"]) < 1.6  # errors right: scatter explained
+    assert np.median(chi2["noisy_constant"]) > 5  # errors too small: scatter looks significant
+    with pytest.raises(ConfigError):
+        generate(1, kinds=("rising",))
+
+
+def test_impostor_features_are_labelled_negatives():
+    df = impostor_features(get_extractor("early").config(), 5, random_state=1)
+    assert set(df["label"]) == {f"impostor ({k})" for k in KINDS}
+    assert (df["n_detections"] >= 3).all() and (df["n_detections"] <= 20).all()
+
+
+def test_recipe_follows_the_feature_table():
+    assert recipe_for(get_extractor("early").config())[0] == "early"
+    assert recipe_for(get_extractor("sigmoid", mode="fink").config())[0] == "fink"
+    assert recipe_for(get_extractor("early").config(), "fink")[1]["impostors"] == 0
+    with pytest.raises(ConfigError, match="recipe"):
+        recipe_for({}, "best")
+
+
+@pytest.fixture(scope="module")
+def early_models(tmp_path_factory):
+    """`earlyia features` + `earlyia train` with defaults on the shared replay (fewer trees), and the same without impostors."""
+    tmp = tmp_path_factory.mktemp("early_default")
+    replay = reference("ztf_replay_alerts_with_anchor.parquet")
+    labels = shared("ztf_fink_tns_labelled/objects.csv")
+    feats = tmp / "f.parquet"
+    assert main(["features", str(replay), "--out", str(feats)]) == 0
+    default, plain = tmp / "default.eia", tmp / "plain.eia"
+    common = ["--labels", str(labels), "--trees", "60", "--cv-folds", "3"]
+    assert main(["train", str(feats), "--out", str(default), *common]) == 0
+    assert main(["train", str(feats), "--out", str(plain), *common[:4], "--cv-folds", "0", "--impostors", "0"]) == 0
+    return tmp, Model.load(default), Model.load(plain), replay
+
+
+def _score(tmp, model, data, name, code=0):
+    """Write ``data`` (light curves or a Fink-format frame) and the model, run `earlyia score`, return SCORES."""
+    path, model_path, out = tmp / f"{name}.parquet", tmp / f"{name}.eia", tmp / f"{name}_scores.parquet"
+    data.to_parquet(path)
+    model.save(model_path)
+    assert main(["score", str(path), "--model", str(model_path), "--out", str(out)]) == code
+    return pd.read_parquet(out)
+
+
+def test_default_model_card(early_models):
+    _, model, plain, _ = early_models
+    card = model.card
+    assert card["extractor"]["extractor"] == "early" and card["lineage"]["recipe"] == "early"
+    assert card["classifier"]["params"]["min_samples_leaf"] == 5 and card["classifier"]["params"]["class_weight"] == "balanced"
+    assert card["classifier"]["object_weights"] and card["lineage"]["impostors"]["n_per_kind"] == 100
+    assert card["selection"] == {"min_points_per_band": 0, "require_rising": False}
+    assert [o["max_detections"] for o in card["operating_points"]] == [10, 20]
+    assert "impostors" not in plain.card["lineage"]
+
+
+def test_flat_fading_and_noisy_constant_never_score_above_half(early_models):
+    """Fresh impostors (a seed training never used) through `earlyia score`: none above 0.5 at any alert.
+    The same model trained without impostors does flag some: the check can fail."""
+    tmp, model, plain, _ = early_models
+    lc = generate(60, random_state=2024).replay(3, 20)
+    s = _score(tmp, model, lc, "imp_default")
+    assert len(s) == len(lc.alerts) and s["passed"].all()
+    assert s["score"].max() <= 0.5, s.sort_values("score").tail(3)[["object_id", "score"]]
+    s_plain = _score(tmp, plain, lc, "imp_plain")
+    assert (s_plain["score"] > 0.5).any()
+
+
+def test_simbad_star_matches_score_zero(early_models):
+    """Alerts of real SN Ia relabelled as SIMBAD stars/variables: the selection scores them 0 and says why."""
+    tmp, model, _, replay = early_models
+    df = pd.read_parquet(replay)
+    labels = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    ia = df[df["objectId"].map(labels).eq("SN Ia")]
+    ia = ia[ia["objectId"].isin(ia["objectId"].drop_duplicates().iloc[:40])].copy()
+    before = _score(tmp, model, ia, "ia_before")
+    assert (before["score"] > 0.5).any()  # these light curves do score high as extragalactic transients
+    types = np.array(["RRLyr", "Star", "EB*", "CV*", "Mira"], dtype=object)
+    ia["cdsxmatch"] = types[np.arange(len(ia)) % len(types)]
+    after = _score(tmp, model, ia, "ia_star", code=1)  # exit 1: nothing could be scored
+    assert (after["score"] == 0).all() and after["reason"].str.contains("SIMBAD").all()
