@@ -14,7 +14,15 @@ its preprocessing; light-curve's does not (it gets the preprocessed arrays), whi
 Agreement (on the light-curve sample): among fits where both converge, the fraction whose six
 parameters all agree within the two fits' combined 1-sigma errors, and the χ² difference.
 
-Run:  python bench/bench_rainbow.py --n-lc 200 --repeats 5
+Against an earlier version of the fit (per light curve, all of them): ``--save FILE.npz`` stores the cost
+(χ² + prior) and status of the first configuration; ``--against FILE.npz`` compares with a stored run, e.g.
+of the code at an older commit (this script only needs ``fit_segments``)::
+
+    git worktree add /tmp/rainbow_old c3ddf5a
+    PYTHONPATH=/tmp/rainbow_old/src python bench/bench_rainbow.py --n-starts 6 --repeats 1 --n-lc 20 --save old.npz
+    python bench/bench_rainbow.py --n-lc 500 --repeats 3 --against old.npz
+
+Run:  python bench/bench_rainbow.py --n-lc 500 --repeats 3
 """
 
 from __future__ import annotations
@@ -110,7 +118,9 @@ def main() -> None:
     ap.add_argument("--max-alerts", type=int, default=None, help="cap on the light curves we fit (default: all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-starts", type=int, nargs="+", default=[6, 3, 1], help="earlyia start counts to measure (6 = default)")
+    ap.add_argument("--n-starts", type=int, nargs="+", default=[8, 6, 4], help="earlyia start counts to measure (8 = default)")
+    ap.add_argument("--save", help="store per-light-curve cost and status of the first configuration (.npz)")
+    ap.add_argument("--against", help="compare the first configuration with a run stored by --save")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to CPU 0")
     args = ap.parse_args()
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
@@ -140,15 +150,16 @@ def main() -> None:
     )
     print()
     print(
-        "| n_starts | earlyia LC/s/core | speed-up | converged | both converged | all 6 params within 1 sigma | "
+        "| n_starts | earlyia LC/s/core | speed-up | evaluations per fit | converged | both converged | all 6 params within 1 sigma | "
         "median chi2 ours - theirs | ours lower (>0.01) | ours higher (>1) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n_starts in args.n_starts:
         res = results[n_starts]
         ours_rate = float(np.median(ours_rates[n_starts]))
         speedup = float(np.median(np.array(ours_rates[n_starts]) / np.array(theirs_rates)))
         conv = (res["status"] == 0).mean()
+        evals = f"{res['n_passes'].mean():.0f}" if "n_passes" in res else "-"
         agree, dchi2 = [], []
         for k, i in enumerate(sample):
             if out[k] is None or res["status"][i] != 0:
@@ -163,7 +174,7 @@ def main() -> None:
             agree.append(np.abs(ours - theirs) <= sig)
         agree, dchi2 = np.array(agree), np.array(dchi2)
         print(
-            f"| {n_starts} | {ours_rate:,.0f} | {speedup:,.0f}x | {conv:.1%} | {len(agree)}/{len(sample)} | "
+            f"| {n_starts} | {ours_rate:,.0f} | {speedup:,.0f}x | {evals} | {conv:.1%} | {len(agree)}/{len(sample)} | "
             f"{agree.all(axis=1).mean():.1%} | {np.median(dchi2):+.3f} | {(dchi2 < -0.01).mean():.1%} | {(dchi2 > 1).mean():.1%} |"
         )
         if n_starts == args.n_starts[0]:
@@ -171,6 +182,32 @@ def main() -> None:
             detail = f"(n_starts={n_starts}) per parameter within 1 sigma: {per}"
     print()
     print(detail)
+    first = results[args.n_starts[0]]
+    cost = first["chi2"] + (first["params"][:, 4] / 0.25) ** 2
+    if args.save:
+        np.savez(args.save, cost=cost, status=first["status"], starts=starts, ends=ends)
+        print(f"saved n_starts={args.n_starts[0]} per-light-curve costs to {args.save}")
+    if args.against:
+        compare_runs(cost, first["status"], starts, np.load(args.against), args.n_starts[0], args.against)
+
+
+def compare_runs(cost, status, starts, old, n_starts, name):
+    """Same light curves, two versions of the fit: who reaches the lower cost (χ² + prior)."""
+    if not np.array_equal(old["starts"], starts):
+        raise SystemExit(f"{name} was run on other light curves (different --max-alerts/--seed?)")
+    ok, old_ok = status == 0, old["status"] == 0
+    both = ok & old_ok
+    d = (cost - old["cost"])[both]
+    tol = 0.01 + 1e-4 * old["cost"][both]
+    print()
+    print(
+        f"n_starts={n_starts} against {name}, all {len(starts)} light curves: converged {ok.mean():.1%} "
+        f"(stored run {old_ok.mean():.1%}); among the {both.sum()} both converged,"
+    )
+    print(
+        f"cost (chi2 + prior) lower by > 0.01: {np.mean(d < -tol):.1%}, within 0.01: {np.mean(np.abs(d) <= tol):.1%}, higher by > 0.01: "
+        f"{np.mean(d > tol):.1%}, higher by > 1: {np.mean(d > 1):.1%}; median difference {np.median(d):+.3f}"
+    )
 
 
 if __name__ == "__main__":
