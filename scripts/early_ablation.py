@@ -7,7 +7,9 @@ efficiency with purity >= 0.80 along the curve (threshold chosen on the evaluate
 optimistic; reported beside the fixed threshold).
 
 Usage:
-    python scripts/early_ablation.py [--replay PATH] [--labels PATH] [--folds 5] [--trees 300] [--out TABLE.md]
+    python scripts/early_ablation.py [--replay PATH] [--labels PATH] [--folds 5] [--trees 300] [--only TEXT] [--out TABLE.md]
+
+``--only TEXT`` runs the variants whose name contains TEXT (e.g. ``--only impostors``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from earlyia.data import data_dir, reference_dir
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
 from earlyia.features import get_extractor
 from earlyia.io import read
+from earlyia.sim.impostors import generate
 
 
 def object_weights(object_ids: np.ndarray) -> np.ndarray:
@@ -33,11 +36,16 @@ def object_weights(object_ids: np.ndarray) -> np.ndarray:
     return 1.0 / counts.to_numpy(float)
 
 
-def oof_scores(X, y, groups, make, weights, folds, seed) -> np.ndarray:
+def oof_scores(X, y, groups, make, weights, folds, seed, extra=None) -> np.ndarray:
+    """Out-of-fold scores, folds by object; ``extra = (X, y, w)`` rows are added to every training fold."""
     p = np.zeros(len(y))
     for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(X, y, groups):
         model = make()
-        model.fit(X[train], y[train], sample_weight=None if weights is None else weights[train])
+        Xt, yt = X[train], y[train]
+        wt = None if weights is None else weights[train]
+        if extra is not None:
+            Xt, yt, wt = np.vstack([Xt, extra[0]]), np.concatenate([yt, extra[1]]), np.concatenate([wt, extra[2]])
+        model.fit(Xt, yt, sample_weight=wt)
         p[test] = model.predict_proba(X[test])[:, 1]
     return p
 
@@ -55,17 +63,19 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--trees", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", help="run only the variants whose name contains this text")
     ap.add_argument("--out", help="write the Markdown table here too")
     args = ap.parse_args()
 
     lc = read([args.replay])
     labels = pd.read_csv(args.labels).set_index("objectId")["tns_type"]
     tables = {}
-    for key, ext in {
+    extractors = {
         "fink": get_extractor("sigmoid", mode="fink"),
         "robust": get_extractor("sigmoid", mode="robust"),
         "early": get_extractor("early", sigmoid=None),
-    }.items():
+    }
+    for key, ext in extractors.items():
         t0 = time.perf_counter()
         tables[key] = (ext.transform(lc, per="alert"), list(ext.names))
         print(f"features {key}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -76,15 +86,22 @@ def main() -> None:
     groups = meta["object_id"].to_numpy(object)
     w = object_weights(groups)
 
-    def cols(*keys):
-        return np.clip(np.hstack([tables[k][0][tables[k][1]].to_numpy(float) for k in keys]), -1e6, 1e6)
+    def cols(*keys, source=None):
+        src = source or {k: tables[k][0] for k in keys}
+        return np.clip(np.hstack([src[k][tables[k][1]].to_numpy(float) for k in keys]), -1e6, 1e6)
+
+    # generated flat / fading / noisy-constant light curves, replayed, as negatives (earlyia.sim.impostors)
+    imp_lc = generate(100, random_state=args.seed).replay(3, 20)
+    imp = {k: extractors[k].transform(imp_lc, per="alert") for k in ("early", "robust")}
+    imp_groups = imp["early"]["object_id"].to_numpy(object)
+    imp_rows = (cols("early", "robust", source=imp), np.zeros(len(imp_groups), bool), object_weights(imp_groups))
 
     def rf(leaf=1, balanced=False):
         return lambda: RandomForestClassifier(
             args.trees, min_samples_leaf=leaf, class_weight="balanced" if balanced else None, random_state=args.seed, n_jobs=1
         )
 
-    variants = [
+    variants = [  # (name, X, model factory, row weights[, extra training rows])
         ("Fink features (fink mode), RF full depth", cols("fink"), rf(), None),
         ("robust sigmoid, RF full depth", cols("robust"), rf(), None),
         ("early features, RF full depth", cols("early"), rf(), None),
@@ -92,15 +109,19 @@ def main() -> None:
         ("early + robust sigmoid, RF leaf 5", cols("early", "robust"), rf(5), None),
         ("early + robust sigmoid, RF leaf 5, object weights", cols("early", "robust"), rf(5), w),
         ("early + robust sigmoid, RF leaf 5, object + class weights", cols("early", "robust"), rf(5, True), w),
+        ("early + robust sigmoid, RF leaf 5, object + class weights, impostors (default recipe)", cols("early", "robust"), rf(5, True), w,
+         imp_rows),
         ("early + robust sigmoid, gradient boosting, object weights", cols("early", "robust"),
          lambda: HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=args.seed), w),
         ("early + robust sigmoid, RF leaf 5, object weights, isotonic calibration", cols("early", "robust"),
          lambda: CalibratedClassifierCV(rf(5)(), method="isotonic", cv=3), w),
     ]
+    if args.only:
+        variants = [v for v in variants if args.only in v[0]]
     rows = []
-    for name, X, make, weights in variants:
+    for name, X, make, weights, *extra in variants:
         t0 = time.perf_counter()
-        p = oof_scores(X, y, groups, make, weights, args.folds, args.seed)
+        p = oof_scores(X, y, groups, make, weights, args.folds, args.seed, extra[0] if extra else None)
         rep = evaluate_early(meta.assign(score=p), max_detections=(10, 20))
         s = rep.summary.set_index("max_detections")
         row = {"variant": name}
