@@ -78,5 +78,7 @@ def test_same_parameters_as_light_curve_rainbowfit():
     # full agreement report: docs/lsst.md (bench/bench_rainbow.py); here a regression guard
     assert agree.all(axis=1).mean() >= 0.6, dict(zip(PARAM_NAMES, agree.mean(0), strict=True))
     # where we differ we are mostly at a lower minimum: rarely worse by more than Δχ² = 1
-    assert (dchi2 > 1.0).mean() <= 0.15
+    # (1 of 58 with the 8 starts and the profiled amplitude; 2 of 59 with the former 6-start plain fit)
+    assert (dchi2 > 1.0).mean() <= 0.08
+    assert np.mean(agree.all(axis=1) | (dchi2 < -0.01)) >= 0.9
     assert np.median(dchi2) <= 0.01
