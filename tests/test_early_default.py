@@ -117,3 +117,23 @@ def test_simbad_star_matches_score_zero(early_models):
     ia["cdsxmatch"] = types[np.arange(len(ia)) % len(types)]
     after = _score(tmp, model, ia, "ia_star", code=1)  # exit 1: nothing could be scored
     assert (after["score"] == 0).all() and after["reason"].str.contains("SIMBAD").all()
+
+
+def test_candidates_can_use_the_card_threshold(early_models):
+    """`earlyia candidates --min-score card` applies the card's purity >= 0.8 threshold for N <= 20."""
+    tmp, model, _, replay = early_models
+    df = pd.read_parquet(replay)
+    sub = df[df["objectId"].isin(df["objectId"].drop_duplicates().iloc[:150])].copy()
+    sub["objectId"] = "NEW" + sub["objectId"]  # not the model's training objects, which are never reported
+    s = _score(tmp, model, sub, "cand")
+    thr = max(model.card["operating_points"], key=lambda o: o["max_detections"])["threshold"]
+    assert (s["score"] > 0.5).sum() > (s["score"] > thr).sum() > 0  # the two rules differ here
+    loose = ["--min-snn", "none", "--min-drb", "none", "--min-classtar", "none"]
+    out = {}
+    for name, value in (("card", "card"), ("number", repr(thr)), ("half", "0.5")):
+        main(["candidates", str(tmp / "cand_scores.parquet"), "--model", str(tmp / "cand.eia"), "--out", str(tmp / name),
+              "--min-score", value, *loose, "--record", str(tmp / f"{name}.sqlite")])
+        out[name] = pd.read_csv(tmp / name / "candidates.csv")
+    pd.testing.assert_frame_equal(out["card"], out["number"])
+    assert len(out["half"]) > len(out["card"]) > 0
+    assert main(["candidates", str(tmp / "cand_scores.parquet"), "--out", str(tmp / "x"), "--min-score", "card"]) == 2

@@ -41,13 +41,30 @@ lists the objects already sent; an object enters it only after the TNS accepted 
 """
 
 
-def _threshold(text: str) -> float | None:
+def _threshold(text: str) -> float | str | None:
     if text.strip().lower() in ("none", "off", "no"):
         return None
+    if text.strip().lower() == "card":
+        return "card"
     try:
         return float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from exc
+
+
+def card_threshold(model_path: str | None, max_ndethist: int | None) -> float:
+    """The operating threshold a model card records for the largest N <= ``max_ndethist`` (any N when None)."""
+    if not model_path:
+        raise InputError("--min-score card needs --model (the card holds the threshold)")
+    from earlyia.score.model import Model
+
+    ops = [o for o in Model.load(model_path).card.get("operating_points") or []
+           if o.get("threshold") is not None and (max_ndethist is None or o["max_detections"] <= max_ndethist)]
+    if not ops:
+        raise InputError(
+            f"the model card has no operating threshold for <= {max_ndethist} detections (train on replayed alerts with "
+            "object ids and ndethist to get one)", source=model_path)
+    return float(max(ops, key=lambda o: o["max_detections"])["threshold"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "calibrated probability; the raw score is kept as score_raw")
     g = p.add_argument_group("rule (Fink's defaults; 'none' disables a cut)")
     d = CandidateRule()
-    g.add_argument("--min-score", type=_threshold, default=d.min_score, metavar="X")
+    g.add_argument(
+        "--min-score", type=_threshold, default=d.min_score, metavar="X",
+        help="score threshold, or 'card': the model card's threshold for purity >= 0.8 within --max-ndethist detections "
+        "(chosen by `earlyia train` on held-out training objects; needs --model)",
+    )
     g.add_argument("--min-snn", type=_threshold, default=d.min_snn, metavar="X", help="SuperNNova threshold (either column)")
     g.add_argument("--max-ndethist", type=_threshold, default=d.max_ndethist, metavar="N")
     g.add_argument("--min-drb", type=_threshold, default=d.min_drb, metavar="X")
@@ -125,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         cal = ScoreCalibrator.load(args.calibration)
         scores = scores.assign(score_raw=scores["score"], score=cal.transform(scores["score"].to_numpy(float)))
     max_nd = None if args.max_ndethist is None else int(args.max_ndethist)
+    if args.min_score == "card":
+        args.min_score = card_threshold(args.model, max_nd)
     rule = CandidateRule(
         min_score=args.min_score,
         min_snn=args.min_snn,
