@@ -436,12 +436,13 @@ def _chi2_scale(cost, n):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, profile, buf, counter, lam0, wm, wv, free):
+def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, profile, buf, counter, lam0, wm, wv, free, resume, cost0):
     """Projected Levenberg-Marquardt from ``p`` (modified in place). Returns (cost, converged, damping).
 
     ``profile``: the amplitude is not searched but set to its optimum after every step (variable
     projection; the damping then acts on the five nonlinear parameters only). ``lam0``: initial
-    damping (e.g. where the previous round of this start stopped). ``counter[0]`` counts model
+    damping (e.g. where the previous round of this start stopped); ``resume``: ``H``, ``grad`` and
+    ``cost0`` already hold the normal equations and cost at ``p`` (saves one evaluation per round). ``counter[0]`` counts model
     evaluations (passes computing the exponentials of every point). ``wm`` (2, 6, 6), ``wv`` (4, 6), ``free``: work arrays."""
     A = wm[0]
     L = wm[1]
@@ -449,11 +450,14 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
     trial = wv[1]
     rhs = wv[2]
     y = wv[3]
-    _evaluate(ts, xk, ck, n, p, buf)
-    counter[0] += 1
-    if profile:
-        _cost_from(fs, ws, n, p, prior_w, buf, True, lo[P_AMP], hi[P_AMP])
-    cost = _normal_from(ts, fs, ws, n, p, prior_w, H, grad, buf)
+    if resume:
+        cost = cost0  # H and grad hold the normal equations at p from the previous round
+    else:
+        _evaluate(ts, xk, ck, n, p, buf)
+        counter[0] += 1
+        if profile:
+            _cost_from(fs, ws, n, p, prior_w, buf, True, lo[P_AMP], hi[P_AMP])
+        cost = _normal_from(ts, fs, ws, n, p, prior_w, H, grad, buf)
     lam = lam0
     nu_d = 2.0
     converged = False
@@ -580,6 +584,8 @@ def fit_batch(
     C = np.zeros(n_max_starts)
     CONV = np.zeros(n_max_starts, np.bool_)
     LAM = np.zeros(n_max_starts)
+    HS = np.zeros((n_max_starts, NPAR, NPAR))  # normal equations where each start stands (resumed next round)
+    GS = np.zeros((n_max_starts, NPAR))
     wm = np.zeros((2, NPAR, NPAR))
     wv = np.zeros((4, NPAR))
     free = np.ones(NPAR, np.bool_)
@@ -750,6 +756,7 @@ def fit_batch(
         alive = n_s
         counter[0] = 0
         budget = screen_iter if n_s > 1 else max_iter
+        first_round = True
         while alive > 0:
             for j in range(alive):
                 k = order[j]
@@ -758,10 +765,12 @@ def fit_batch(
                 for a in range(NPAR):
                     p[a] = P[k, a]
                 C[k], CONV[k], LAM[k] = _lm(
-                    ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, budget, edm_tol, H, grad, profile, buf, counter, LAM[k], wm, wv, free
-                )
+                    ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, budget, edm_tol, HS[k], GS[k], profile, buf, counter, LAM[k], wm, wv, free,
+                    not first_round, C[k],
+                )  # fmt: skip
                 for a in range(NPAR):
                     P[k, a] = p[a]
+            first_round = False
             # sort the alive starts by cost (insertion sort, a handful of entries)
             for j in range(1, alive):
                 k = order[j]
