@@ -1,23 +1,33 @@
-"""Early SN Ia classifier on ELAsTiCC alerts: Rainbow features + active learning, held-out objects.
+"""Early SN Ia classifier on ELAsTiCC alerts: every alert scored, active learning, held-out objects.
 
 Data: the ELAsTiCC SN Ia (class 111) / SN II (113) alerts processed by Fink (``elasticc_fink_ia_ii``),
-one light curve per alert (its history as of the alert, detections only). Features: earlyia Rainbow
-with Fink's cuts (>= 7 points after intraday averaging, flux >= -10 nJy); an alert that fails the cuts,
-the fit or the transient gate (no significant rise: flat, fading, noisy-constant) scores 0, like Fink.
+one light curve per alert (its history as of the alert; with ``--forced`` also the forced photometry the
+alert carries). Features, defined for every alert, even with one point in one band:
 
-Protocol: objects are split once (seeded, stratified): ``--test-fraction`` of the objects are held out
-and only measure the model; the alerts of the other objects form the pool. Active learning as Fink's
-ELAsTiCC setup: 50 initial labels (25 SN Ia), batches of 20 queried by uncertainty, ``--loops`` loops;
-classifier earlyia ``FastForest`` (``--trees``). The table gives efficiency / purity per alert of the
-held-out objects at thresholds 0.5, 0.6, 0.7 and the full curve, next to Fink's published ELAsTiCC
-figures and Fink's own score (``rf_snia_vs_nonia``, stored in the alerts) on the same held-out alerts.
-Caveat: Fink's published figures are on the full ELAsTiCC stream (all classes); this set has only
-SN Ia and SN II.
+* earlyia's early features (:class:`~earlyia.features.early.EarlyFeatures`) on the six LSST bands (colour
+  g - r, per-band rise/fade rates, last non-detection, brightening significance, magnitudes...);
+* Rainbow (:class:`~earlyia.features.rainbow.RainbowFeatures`, Fink's flux cut and intraday averaging) with
+  ``--rainbow-min-points`` (3 by default, Fink uses 7): an alert where the fit fails keeps its early features,
+  its Rainbow columns get a placeholder and ``rainbow_valid`` = 0;
+* host galaxy as the alert's ``diaObject`` carries it (``--host full``: photo-z and its error, MW extinction,
+  host r magnitude, colours, ellipticity, size, separation; ``z``: the first three; ``none``). Never the SNANA
+  truth (``ZCMB``...), nor ``z_final``, whose origin is unclear.
 
-Also: the fraction of PLAsTiCC non-transient objects (M-dwarf, EB, RRL, Mira, AGN; light curve up to
-the 20th detection) scored > 0.5 by the final model.
+Protection (``rise_gate``): an alert with >= 3 points (after Rainbow's cuts) and no significant rise up to
+its brightest point (flat, noisy-constant, fading from the start) scores 0; shorter light curves cannot be
+judged and are scored. Both the protected and the unprotected scores are reported.
 
-Run:  python scripts/elasticc_experiment.py --loops 100 --seed 0
+Protocol: objects are split once per seed (stratified): ``--test-fraction`` of the objects are held out;
+the alerts of the others form the pool. Active learning as Fink's ELAsTiCC setup: 50 initial labels
+(25 SN Ia), batches of 20 queried by uncertainty, ``--loops`` loops; classifier earlyia ``FastForest``
+(``--trees``). Efficiency / purity per alert of the held-out objects at 0.5 / 0.6 / 0.7, next to Fink's
+published ELAsTiCC figures and Fink's own score (``rf_snia_vs_nonia``, stored in the alerts) on the same
+held-out alerts; the efficiency by days since the first detection; and the fraction of PLAsTiCC
+non-transient objects (M-dwarf, EB, RRL, Mira, AGN; light curve up to the 20th detection) scored > 0.5.
+Caveat: Fink's published figures are on the full ELAsTiCC stream (all classes); this set has only SN Ia
+and SN II.
+
+Run:  python scripts/elasticc_experiment.py --forced --loops 100 --trees 200 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -28,20 +38,72 @@ import time
 import numpy as np
 import pandas as pd
 
-from earlyia.features.rainbow import RainbowFeatures, transient_gate
+from earlyia.features.early import EarlyFeatures
+from earlyia.features.gates import rise_gate
+from earlyia.features.rainbow import RainbowFeatures
 from earlyia.io import datasets
 from earlyia.learn import FastForest, Protocol, binary_metrics, run_active_learning
 
 FINK_ELASTICC = {0.5: (0.70, 0.70), 0.6: (0.49, 0.77), 0.7: (0.26, 0.85)}
 NON_TRANSIENT = ("M-dwarf", "EB", "RRL", "Mira", "AGN")
+LSST_EARLY_BANDS = ("g", "r", "i", "z", "u", "Y")  # per-band features for all six bands
+EXTRA_COLOURS = (("r", "i"), ("i", "z"), ("u", "g"))  # besides g - r
+HOST_Z = ("hostgal_zphot", "hostgal_zphot_err", "mwebv")
+HOST_GALAXY = ("hostgal_mag_r", "hostgal_ellipticity", "hostgal_sqradius", "hostgal_snsep")
+HOST_COLOURS = (("g", "r"), ("r", "i"), ("u", "g"), ("i", "z"))
+# ELAsTiCC's values when no host galaxy is matched (PLAsTiCC's galactic objects, photo-z exactly 0, get them)
+HOSTLESS = {"hostgal_zphot": -999.0, "hostgal_zphot_err": -999.0, "hostgal_ellipticity": -9999.0, "hostgal_sqradius": -9999.0,
+            "hostgal_snsep": -9.0, **{f"hostgal_mag_{b}": 999.0 for b in "ugrizY"}}  # fmt: skip
+PLACEHOLDER = -999.0
+DAY_BINS = ((0, 0.5), (0.5, 7), (7, 14), (14, 21), (21, 30), (30, 1e9))
 
 
-def features(lc, per: str, forced: bool = False):
-    ext = RainbowFeatures.fink(survey="LSST", detections_only=not forced)
-    df = ext.transform(lc, per=per)
-    X = df[ext.names].to_numpy(np.float64)
-    usable = df["valid"].to_numpy(bool) & transient_gate(X, ext.names) & np.isfinite(X).all(axis=1)
-    return df, X, usable, ext.names
+def host_columns(lc, per: str, host: str) -> tuple[np.ndarray, list[str]]:
+    """Host-galaxy columns per alert/object: ``"z"`` = photo-z, its error, MW extinction; ``"full"`` adds the
+    host's r magnitude, colours, ellipticity, size and separation.
+
+    PLAsTiCC (metadata ``hostgal_photoz``): galactic objects (photo-z exactly 0) get ELAsTiCC's hostless values;
+    PLAsTiCC has no host magnitudes or shapes, so those of its extragalactic objects are unknown (placeholder).
+    """
+    o = lc.objects.copy()
+    if "hostgal_zphot" not in o.columns and "hostgal_photoz" in o.columns:
+        hostless = ~(o["hostgal_photoz"].to_numpy(np.float64) > 0)
+        o["hostgal_zphot"] = o["hostgal_photoz"]
+        o["hostgal_zphot_err"] = o["hostgal_photoz_err"]
+        for c, v in HOSTLESS.items():
+            col = o[c].to_numpy(np.float64) if c in o.columns else np.full(len(o), np.nan)
+            o[c] = np.where(hostless, v, col)
+    get = {c: (o[c].to_numpy(np.float64) if c in o.columns else np.full(len(o), np.nan)) for c in (*HOST_Z, *HOST_GALAXY, *HOSTLESS)}
+    names = list(HOST_Z)
+    cols = [get[c] for c in HOST_Z]
+    if host == "full":
+        names += [*HOST_GALAXY, *[f"hostgal_{a}-{b}" for a, b in HOST_COLOURS]]
+        cols += [get[c] for c in HOST_GALAXY]
+        cols += [get[f"hostgal_mag_{a}"] - get[f"hostgal_mag_{b}"] for a, b in HOST_COLOURS]
+    rows = lc.alerts["object_index"].to_numpy(np.int64) if per == "alert" else np.arange(lc.n_objects)
+    return np.column_stack(cols)[rows], names
+
+
+def features(lc, per: str, forced: bool, rainbow_min_points: int, host: str):
+    """(meta frame, X, names, gate) for every alert (or object) of ``lc``."""
+    early = EarlyFeatures(bands=LSST_EARLY_BANDS, sigmoid=None, extra_colours=EXTRA_COLOURS)
+    rb = RainbowFeatures.fink(survey="LSST", detections_only=not forced, min_points=rainbow_min_points)
+    de = early.transform(lc, per=per)
+    dr = rb.transform(lc, per=per)
+    XR = dr[rb.names].to_numpy(np.float64)
+    gate = rise_gate(XR, rb.names)
+    valid = dr["valid"].to_numpy(bool)
+    keep_always = [rb.names.index(c) for c in ("n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig")]
+    XR_f = np.where(valid[:, None], XR, PLACEHOLDER)
+    XR_f[:, keep_always] = XR[:, keep_always]  # defined without a fit
+    parts = [de[early.names].to_numpy(np.float64), XR_f, valid[:, None].astype(np.float64)]
+    names = [*early.names, *[f"rainbow_{n}" for n in rb.names], "rainbow_valid"]
+    if host != "none":
+        cols, host_names = host_columns(lc, per, host)
+        parts.append(cols)
+        names += host_names
+    X = np.nan_to_num(np.hstack(parts), nan=PLACEHOLDER, posinf=1e6, neginf=-1e6)
+    return de, X, names, gate
 
 
 def split_objects(objects: np.ndarray, positive: np.ndarray, test_fraction: float, rng) -> np.ndarray:
@@ -62,15 +124,15 @@ def table(y: np.ndarray, p: np.ndarray, thresholds) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_curves(path: str, ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+def plot_curves(path: str, curves: dict[str, pd.DataFrame]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(ours["efficiency"], ours["purity"], "o-", label="earlyia Rainbow + AL (held-out alerts)")
-    ax.plot(theirs["efficiency"], theirs["purity"], "s--", label="Fink's stored score, same alerts")
+    for (label, c), style in zip(curves.items(), ("o-", "^-", "s--"), strict=False):
+        ax.plot(c["efficiency"], c["purity"], style, ms=3, label=label)
     for th, (e, pu) in FINK_ELASTICC.items():
         ax.plot(e, pu, "k*", ms=9)
         ax.annotate(f"Fink published {th}", (e, pu), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -83,93 +145,105 @@ def plot_curves(path: str, ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
     fig.savefig(path, dpi=120)
 
 
+def run_seed(seed, args, X, y, obj, gate):
+    rng = np.random.default_rng(seed)
+    test_ids = split_objects(obj, y, args.test_fraction, rng)
+    is_test = np.isin(obj, test_ids)
+    pool = np.flatnonzero(~is_test)
+    proto = Protocol(name="fink", n_initial=args.initial, n_initial_positive=args.initial // 2, n_loops=args.loops, batch_size=args.batch)
+    t0 = time.perf_counter()
+    res = run_active_learning(
+        X[pool], y[pool], strategy="uncertainty", protocol=proto,
+        classifier=FastForest(n_estimators=args.trees, random_state=seed), random_state=seed, ids=obj[pool],
+    )  # fmt: skip
+    n_lab = len(res.training_indices())
+    test = np.flatnonzero(is_test)
+    p_raw = res.classifier.predict_proba(X[test])[:, 1]
+    p = np.where(gate[test], p_raw, 0.0)
+    print(f"seed {seed}: {n_lab} labels, AL {time.perf_counter() - t0:.0f} s; held-out {len(test_ids)} objects, {len(test)} alerts "
+          f"({y[test].mean():.1%} SN Ia), gate passes {gate[test].mean():.1%}")  # fmt: skip
+    return res, test, p, p_raw, n_lab
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loops", type=int, default=100)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--initial", type=int, default=50)
-    ap.add_argument("--trees", type=int, default=100)
+    ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--test-fraction", type=float, default=0.3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--rainbow-min-points", type=int, default=3, help="Rainbow fit needs this many points (Fink: 7)")
+    ap.add_argument("--host", choices=("none", "z", "full"), default="full", help="host-galaxy columns (see host_columns)")
     ap.add_argument("--no-plasticc", action="store_true", help="skip the PLAsTiCC non-transient check")
-    ap.add_argument("--forced", action="store_true", help="also fit the forced photometry carried by the alerts (not only detections)")
-    ap.add_argument("--plot", default=None, help="save the efficiency/purity curves to this image file")
+    ap.add_argument("--forced", action="store_true", help="also use the forced photometry carried by the alerts")
+    ap.add_argument("--plot", default=None, help="save the efficiency/purity curves (first seed) to this image file")
     args = ap.parse_args()
-    rng = np.random.default_rng(args.seed)
 
     t0 = time.perf_counter()
     lc = datasets.elasticc(forced=args.forced)
-    df, X, usable, _names = features(lc, per="alert", forced=args.forced)
-    y = (df["label"] == "SN Ia").to_numpy(bool)
-    obj = df["object_id"].to_numpy(object)
-    print(
-        f"ELAsTiCC: {len(df)} alerts of {lc.n_objects} objects; usable (cuts, fit, rising): {usable.mean():.1%}; "
-        f"features in {time.perf_counter() - t0:.0f} s"
-    )
+    de, X, names, gate = features(lc, "alert", args.forced, args.rainbow_min_points, args.host)
+    y = (de["label"] == "SN Ia").to_numpy(bool)
+    obj = de["object_id"].to_numpy(object)
+    days = de["early_duration"].to_numpy(np.float64)  # alert time - first detection (the alert is a detection)
+    anchor_all = lc.alerts["rf_snia_vs_nonia"].to_numpy(float) if "rf_snia_vs_nonia" in lc.alerts else np.zeros(len(de))
+    print(f"ELAsTiCC: {len(de)} alerts of {lc.n_objects} objects, {len(names)} features, all alerts scored; "
+          f"rise gate passes {gate.mean():.1%} (SN Ia {gate[y].mean():.1%}); features in {time.perf_counter() - t0:.0f} s")  # fmt: skip
 
-    test_ids = split_objects(obj, y, args.test_fraction, rng)
-    is_test = np.isin(obj, test_ids)
-    pool = np.flatnonzero(~is_test & usable)
-    proto = Protocol(name="fink", n_initial=args.initial, n_initial_positive=args.initial // 2, n_loops=args.loops, batch_size=args.batch)
-    t0 = time.perf_counter()
-    res = run_active_learning(
-        X[pool], y[pool], strategy="uncertainty", protocol=proto,
-        classifier=FastForest(n_estimators=args.trees, random_state=args.seed), random_state=args.seed, ids=obj[pool],
-    )  # fmt: skip
-    n_lab = len(res.training_indices())
-    print(f"active learning: {n_lab} labels ({args.initial} initial + {args.loops} x {args.batch}), {time.perf_counter() - t0:.0f} s")
+    ths = (0.5, 0.6, 0.7)
+    rows, by_day, pl_rows = [], [], []
+    pl = None
+    for k, seed in enumerate(args.seeds):
+        res, test, p, p_raw, n_lab = run_seed(seed, args, X, y, obj, gate)
+        yt = y[test]
+        for name, score in (("protected", p), ("unprotected", p_raw), ("fink_stored", np.nan_to_num(anchor_all[test]))):
+            for _, r in table(yt, score, ths).iterrows():
+                rows.append({"seed": seed, "labels": n_lab, "score": name, **r.to_dict()})
+        for lo, hi in DAY_BINS:
+            sel = (days[test] >= lo) & (days[test] < hi)
+            for name, score in (("protected", p), ("unprotected", p_raw)):
+                m = binary_metrics(yt[sel], score[sel], threshold=0.5)
+                by_day.append({"seed": seed, "days": f"[{lo:g}, {hi:g})" if hi < 1e8 else f">= {lo:g}", "score": name,
+                               "alerts": int(sel.sum()), "efficiency": m["efficiency"], "purity": m["purity"]})  # fmt: skip
+        if k == 0 and args.plot:
+            grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
+            plot_curves(args.plot, {"earlyia, protected (rise gate)": table(yt, p, grid), "earlyia, unprotected": table(yt, p_raw, grid),
+                                    "Fink's stored score, same alerts": table(yt, np.nan_to_num(anchor_all[test]), grid)})  # fmt: skip
+        if not args.no_plasticc:
+            if pl is None:
+                full = datasets.plasticc()
+                keep = np.flatnonzero(full.objects["label"].isin(NON_TRANSIENT).to_numpy())
+                pl = full.take(keep).truncate(20)
+                _dp, Xp, _np, gate_p = features(pl, "object", args.forced, args.rainbow_min_points, args.host)
+                labels_p = pl.objects["label"].to_numpy()
+            pp_raw = res.classifier.predict_proba(Xp)[:, 1]
+            pp = np.where(gate_p, pp_raw, 0.0)
+            for lab in (*NON_TRANSIENT, "all"):
+                sel = labels_p == lab if lab != "all" else np.ones(len(labels_p), bool)
+                pl_rows.append({"seed": seed, "class": lab, "objects": int(sel.sum()), "gate passes": gate_p[sel].mean(),
+                                "protected > 0.5": (pp[sel] > 0.5).mean(), "unprotected > 0.5": (pp_raw[sel] > 0.5).mean()})  # fmt: skip
 
-    test = np.flatnonzero(is_test)
-    p = np.zeros(len(test))
-    ok = usable[test]
-    p[ok] = res.classifier.predict_proba(X[test][ok])[:, 1]
-    anchor = lc.alerts["rf_snia_vs_nonia"].to_numpy(float)[test] if "rf_snia_vs_nonia" in lc.alerts else np.zeros(len(test))
-    yt = y[test]
-    print(f"held-out: {len(test_ids)} objects, {len(test)} alerts ({yt.mean():.1%} SN Ia); usable {ok.mean():.1%}")
-    print()
-    print(
-        "| threshold | earlyia efficiency | earlyia purity | Fink published (all ELAsTiCC) eff / pur | Fink's stored score here eff / pur |"
-    )
+    res_df = pd.DataFrame(rows)
+    fmt = {"float_format": lambda v: f"{v:.3f}"}
+    print("\nper seed:")
+    print(res_df.to_string(index=False, **fmt))
+    mean = res_df.groupby(["score", "threshold"])[["efficiency", "purity"]].mean().reset_index()
+    print(f"\nmean over seeds {args.seeds}:")
+    print("| threshold | earlyia protected eff / pur | earlyia unprotected eff / pur | Fink's stored score, same alerts | Fink published |")
     print("|---|---|---|---|---|")
-    ours = table(yt, p, (0.5, 0.6, 0.7))
-    theirs = table(yt, np.nan_to_num(anchor), (0.5, 0.6, 0.7))
-    for (_, a), (_, b) in zip(ours.iterrows(), theirs.iterrows(), strict=True):
-        fe, fp = FINK_ELASTICC[a["threshold"]]
-        fink_here = f"{b['efficiency']:.3f} / {b['purity']:.3f}"
-        print(f"| {a['threshold']:.1f} | {a['efficiency']:.3f} | {a['purity']:.3f} | {fe:.2f} / {fp:.2f} | {fink_here} |")
-    print()
-    print("full curve (held-out alerts):")
-    curve = table(yt, p, np.round(np.arange(0.05, 1.0, 0.05), 2))
-    print(curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if args.plot:
-        plot_curves(args.plot, curve, table(yt, np.nan_to_num(anchor), curve["threshold"].to_numpy()))
-    ndet = df["n_detections"].to_numpy()[test]
-    print()
-    print("by detections so far (threshold 0.5): n_det  alerts  efficiency  purity")
-    for lo, hi in ((1, 7), (8, 10), (11, 15), (16, 1000)):
-        sel = (ndet >= lo) & (ndet <= hi)
-        if sel.sum():
-            m = binary_metrics(yt[sel], p[sel], threshold=0.5)
-            print(f"  {lo}-{hi}: {sel.sum():6d}  {m['efficiency']:.3f}  {m['purity']:.3f}")
-
-    if not args.no_plasticc:
-        pl = datasets.plasticc()
-        keep = np.flatnonzero(pl.objects["label"].isin(NON_TRANSIENT).to_numpy())
-        sub = pl.take(keep).truncate(20)
-        dfp, Xp, usable_p, _ = features(sub, per="object", forced=args.forced)
-        pp = np.zeros(len(dfp))
-        pp[usable_p] = res.classifier.predict_proba(Xp[usable_p])[:, 1]
-        print()
-        fitted = dfp["valid"].to_numpy(bool) & np.isfinite(Xp).all(axis=1)
-        pp_nogate = np.zeros(len(dfp))
-        pp_nogate[fitted] = res.classifier.predict_proba(Xp[fitted])[:, 1]
-        print(
-            f"PLAsTiCC non-transients ({', '.join(NON_TRANSIENT)}; first 20 detections): {len(dfp)} objects, "
-            f"usable {usable_p.mean():.1%}, scored > 0.5: {(pp > 0.5).mean():.2%} "
-            f"(without the transient gate: {(pp_nogate > 0.5).mean():.2%})"
-        )
-        for lab, grp in pd.DataFrame({"label": sub.objects["label"].to_numpy(), "p": pp}).groupby("label"):
-            print(f"  {lab}: {len(grp)} objects, > 0.5: {(grp['p'] > 0.5).mean():.2%}")
+    for th in ths:
+        cells = []
+        for name in ("protected", "unprotected", "fink_stored"):
+            r = mean[(mean["score"] == name) & (mean["threshold"] == th)].iloc[0]
+            cells.append(f"{r['efficiency']:.3f} / {r['purity']:.3f}")
+        print(f"| {th:.1f} | {' | '.join(cells)} | {FINK_ELASTICC[th][0]:.2f} / {FINK_ELASTICC[th][1]:.2f} |")
+    bd = pd.DataFrame(by_day).groupby(["score", "days"], sort=False)[["alerts", "efficiency", "purity"]].mean().reset_index()
+    print("\nthreshold 0.5 by days since the first detection (mean over seeds):")
+    print(bd.to_string(index=False, **fmt))
+    if pl_rows:
+        pr = pd.DataFrame(pl_rows).groupby("class", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
+        print("\nPLAsTiCC non-transients, first 20 detections: fraction scored > 0.5 (mean over seeds):")
+        print(pr.to_string(index=False, **fmt))
 
 
 if __name__ == "__main__":
