@@ -4,8 +4,8 @@ Data: the ELAsTiCC SN Ia (class 111) / SN II (113) alerts processed by Fink (``e
 one light curve per alert (its history as of the alert; with ``--forced`` also the forced photometry the
 alert carries). Features, defined for every alert, even with one point in one band:
 
-* earlyia's early features (:class:`~earlyia.features.early.EarlyFeatures`) on the six LSST bands (colour
-  g - r, per-band rise/fade rates, last non-detection, brightening significance, magnitudes...);
+* earlyia's early features (:class:`~earlyia.features.early.EarlyFeatures`) on the six LSST bands (colours
+  g - r, r - i, i - z, u - g, per-band rise/fade rates, last non-detection, brightening significance, magnitudes...);
 * Rainbow (:class:`~earlyia.features.rainbow.RainbowFeatures`, Fink's flux cut and intraday averaging) with
   ``--rainbow-min-points`` (3 by default, Fink uses 7): an alert where the fit fails keeps its early features,
   its Rainbow columns get a placeholder and ``rainbow_valid`` = 0;
@@ -22,7 +22,8 @@ the alerts of the others form the pool. Active learning as Fink's ELAsTiCC setup
 (25 SN Ia), batches of 20 queried by uncertainty, ``--loops`` loops; classifier earlyia ``FastForest``
 (``--trees``). Efficiency / purity per alert of the held-out objects at 0.5 / 0.6 / 0.7, next to Fink's
 published ELAsTiCC figures and Fink's own score (``rf_snia_vs_nonia``, stored in the alerts) on the same
-held-out alerts; the efficiency by days since the first detection; and the fraction of PLAsTiCC
+held-out alerts; the efficiency by days since the first detection; the fraction of generated flat,
+noisy-constant, fading, rising and peaked light curves scored > 0.5; and the fraction of PLAsTiCC
 non-transient objects (M-dwarf, EB, RRL, Mira, AGN; light curve up to the 20th detection) scored > 0.5.
 Caveat: Fink's published figures are on the full ELAsTiCC stream (all classes); this set has only SN Ia
 and SN II.
@@ -104,6 +105,43 @@ def features(lc, per: str, forced: bool, rainbow_min_points: int, host: str):
         names += host_names
     X = np.nan_to_num(np.hstack(parts), nan=PLACEHOLDER, posinf=1e6, neginf=-1e6)
     return de, X, names, gate
+
+
+def generated_shapes(n_per_shape: int = 100, seed: int = 0):
+    """Generated ugrizY light curves (flat, noisy-constant with errors underestimated 6x, fading from the first
+    point, rising, peaked; 3-25 detections over 30 days, amplitudes 30-3000 FLUXCAL) with a typical host
+    (z = 0.4), as in ``tests/test_features_gates.py``: what the trained model does with flat and fading curves."""
+    from earlyia.io.table import LightCurves
+
+    rng = np.random.default_rng(seed)
+    rows, kinds = [], []
+    for k in range(5 * n_per_shape):
+        kind = ("flat", "noisy", "fading", "rising", "peaked")[k % 5]
+        n = int(rng.integers(3, 26))
+        t = np.sort(rng.uniform(0, 30, n)) + 60000.0
+        amp = 10 ** rng.uniform(1.5, 3.5)
+        err = 0.05 * amp
+        if kind == "flat":
+            f = amp + rng.normal(0, err, n)
+        elif kind == "noisy":
+            f = amp + rng.normal(0, 6 * err, n)
+        elif kind == "fading":
+            f = 3 * amp * np.exp(-(t - t[0]) / 15.0) + rng.normal(0, err, n)
+        elif kind == "peaked":
+            f = 3 * amp * np.exp(-0.5 * ((t - 60018.0) / 5.0) ** 2) + rng.normal(0, err, n)
+        else:
+            f = 10 * amp / (1 + np.exp(-(t - 60025.0) / 3.0)) + rng.normal(0, err, n)
+        bands = np.asarray(LSST_EARLY_BANDS, dtype=object)[rng.integers(0, 6, n)]
+        rows += [(f"gen{k}", ti, bi, fi, err, True) for ti, bi, fi in zip(t, bands, f, strict=True)]
+        kinds.append(kind)
+    lc = LightCurves.from_frames(pd.DataFrame(rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"]), survey="LSST")
+    mags = dict(zip([f"hostgal_mag_{b}" for b in "ugrizY"], (24.0, 23.0, 22.0, 21.6, 21.3, 21.1), strict=True))
+    host = {"hostgal_zphot": 0.4, "hostgal_zphot_err": 0.05, "mwebv": 0.02, "hostgal_ellipticity": 0.3, "hostgal_sqradius": 5.0,
+            "hostgal_snsep": 0.5, **mags}  # fmt: skip
+    for c, v in host.items():
+        lc.objects[c] = v
+    order = {f"gen{k}": kind for k, kind in enumerate(kinds)}
+    return lc, np.array([order[o] for o in lc.objects["object_id"]])
 
 
 def split_objects(objects: np.ndarray, positive: np.ndarray, test_fraction: float, rng) -> np.ndarray:
@@ -191,8 +229,10 @@ def main() -> None:
           f"rise gate passes {gate.mean():.1%} (SN Ia {gate[y].mean():.1%}); features in {time.perf_counter() - t0:.0f} s")  # fmt: skip
 
     ths = (0.5, 0.6, 0.7)
-    rows, by_day, pl_rows = [], [], []
+    rows, by_day, pl_rows, gen_rows = [], [], [], []
     pl = None
+    gen_lc, gen_kind = generated_shapes()
+    _dg, Xg, _ng, gate_g = features(gen_lc, "object", args.forced, args.rainbow_min_points, args.host)
     for k, seed in enumerate(args.seeds):
         res, test, p, p_raw, n_lab = run_seed(seed, args, X, y, obj, gate)
         yt = y[test]
@@ -209,6 +249,12 @@ def main() -> None:
             grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
             plot_curves(args.plot, {"earlyia, protected (rise gate)": table(yt, p, grid), "earlyia, unprotected": table(yt, p_raw, grid),
                                     "Fink's stored score, same alerts": table(yt, np.nan_to_num(anchor_all[test]), grid)})  # fmt: skip
+        pg_raw = res.classifier.predict_proba(Xg)[:, 1]
+        for kind in ("flat", "noisy", "fading", "rising", "peaked"):
+            sel = gen_kind == kind
+            gen_rows.append({"seed": seed, "shape": kind, "gate passes": gate_g[sel].mean(),
+                             "protected > 0.5": ((pg_raw > 0.5) & gate_g)[sel].mean(),
+                             "unprotected > 0.5": (pg_raw[sel] > 0.5).mean()})  # fmt: skip
         if not args.no_plasticc:
             if pl is None:
                 full = datasets.plasticc()
@@ -240,6 +286,9 @@ def main() -> None:
     bd = pd.DataFrame(by_day).groupby(["score", "days"], sort=False)[["alerts", "efficiency", "purity"]].mean().reset_index()
     print("\nthreshold 0.5 by days since the first detection (mean over seeds):")
     print(bd.to_string(index=False, **fmt))
+    gr = pd.DataFrame(gen_rows).groupby("shape", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
+    print("\ngenerated light curves (100 per shape, 3-25 points): fraction scored > 0.5 (mean over seeds):")
+    print(gr.to_string(index=False, **fmt))
     if pl_rows:
         pr = pd.DataFrame(pl_rows).groupby("class", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
         print("\nPLAsTiCC non-transients, first 20 detections: fraction scored > 0.5 (mean over seeds):")
