@@ -71,14 +71,15 @@ def compare_with_light_curve(lc, n_max: int | None = None, fit=None, wl=None):
 def test_same_parameters_as_light_curve_rainbowfit():
     fit, wl = _light_curve_fit()
     lc = read(shared("fixtures/elasticc/test_elasticc_earlysnia_aggregated.parquet"))
-    rows = compare_with_light_curve(lc, n_max=60, fit=fit, wl=wl)
-    assert len(rows) >= 30
+    # all alert light curves of the fixture (~190 fits, a few seconds): the fractions below are stable to a few fits
+    rows = compare_with_light_curve(lc, fit=fit, wl=wl)
+    assert len(rows) >= 150
     agree = np.array([r[0] for r in rows])
     dchi2 = np.array([r[1] for r in rows])
     # full agreement report: docs/lsst.md (bench/bench_rainbow.py); here a regression guard
     assert agree.all(axis=1).mean() >= 0.6, dict(zip(PARAM_NAMES, agree.mean(0), strict=True))
     # where we differ we are mostly at a lower minimum: rarely worse by more than Δχ² = 1
-    # (1 of 58 with the 8 starts and the profiled amplitude; 2 of 59 with the former 6-start plain fit)
+    # (5 of 190 with the 8 starts and the profiled amplitude; 9 of 194 with the former 6-start plain fit)
     assert (dchi2 > 1.0).mean() <= 0.08
     assert np.mean(agree.all(axis=1) | (dchi2 < -0.01)) >= 0.9
     assert np.median(dchi2) <= 0.01

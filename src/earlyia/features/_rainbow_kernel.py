@@ -44,7 +44,7 @@ EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not
 MAX_KERNEL_VAR = 1e12
 STALL_EVERY = 5  # iterations between two stall checks
 EDM_SKIP = 1e4  # the EDM is only computed once a step gains less than EDM_SKIP x its tolerance
-LAM_INIT = 1.0  # initial Marquardt damping of every start (the starts are rough: cautious first steps)
+LAM_INIT = 3.0  # initial Marquardt damping of every start (the starts are rough: cautious first steps)
 #: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's start,
 #: rising-only, early rise then cooling, rise just before the peak then cooling from hot, cooling,
 #: heating, sharp rise at the first point, rise before the data then long cooling, hot.
