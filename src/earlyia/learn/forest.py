@@ -38,7 +38,9 @@ from earlyia.errors import ConfigError, InputError, ModelError
 from earlyia.learn import _forest_kernels as kern
 from earlyia.score.trees import TreeEnsemble
 
-_NODE_ARRAYS = ("F", "T", "L", "R", "V", "K", "SL", "SH")
+_NODE_ARRAYS = ("F", "T", "L", "R", "V", "K")
+#: memory budget of the scored rows' prefix bitsets (bytes); sets the checkpoint spacing
+_PREFIX_BYTES = 32 * 2**20
 
 
 def resolve_max_features(max_features, n_features: int) -> int:
@@ -151,8 +153,6 @@ class FastForest(ClassifierMixin, BaseEstimator):
         self._R = np.full(cap, -1, np.int64)
         self._V = np.zeros(cap)
         self._K = np.zeros(cap, np.uint64)
-        self._SL = np.zeros(cap, np.int64)
-        self._SH = np.zeros(cap, np.int64)
         self._free = np.zeros(cap, np.int64)
         self._meta = np.zeros(2, np.int64)
 
@@ -174,19 +174,24 @@ class FastForest(ClassifierMixin, BaseEstimator):
         return self._Xtr, self._ytr, self._W, self._n_s, gorder, self.tree_seeds_, self.max_features_
 
     def _tree_args(self):
-        return self._roots, self._F, self._T, self._L, self._R, self._V, self._K, self._SL, self._SH, self._free, self._meta
+        return self._roots, self._F, self._T, self._L, self._R, self._V, self._K, self._free, self._meta
 
     def _scored_args(self):
-        return self._Xs, self._perm, self._sp, self._sv, self._sh
+        return self._svals, self._sord, self._pref, self._full, self._block, self._sp, self._sv, self._sh, self._track
 
     def _set_scored(self, X_all: np.ndarray) -> None:
         self._Xs_src = X_all
-        self._Xs = np.ascontiguousarray(X_all.T)  # (k, n): one feature's column is contiguous when partitioning
-        n = len(X_all)
-        self._perm = np.zeros((self.n_estimators, n), np.int32)
-        self._sp = np.zeros(n)
+        n, k = X_all.shape
+        nw = (n + 63) // 64
+        # prefix bitsets every `block` rows of each feature's sorted order: k * (n / block) * nw words
+        block = 64 * max(1, math.ceil(k * (n / 64 + 1) * nw * 8 / _PREFIX_BYTES))
+        self._block = block
+        self._svals, self._sord, self._pref, self._full = kern.scored_index(np.ascontiguousarray(X_all.T), block)
+        # fixed-point sums over trees (kern.FX_SCALE): exact integers, independent of the update history
+        self._sp = np.zeros(n, np.int64)
         self._sv = np.zeros(n, np.int64)
-        self._sh = np.zeros(n)
+        self._sh = np.zeros(n, np.int64)
+        self._track = False  # votes and entropies are maintained once asked for (committee strategies)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_roots"):
@@ -202,19 +207,22 @@ class FastForest(ClassifierMixin, BaseEstimator):
         if not np.isfinite(X_all).all():
             raise InputError("X_all has non-finite values")
         self._set_scored(X_all)
-        kern.assign_all(self._Xs, self._roots, self._F, self._T, self._L, self._R, self._V, self._SL, self._SH,
-                        self._perm, self._sp, self._sv, self._sh)
+        self._assign(True, False)
         return self
 
+    def _assign(self, do_p: bool, do_c: bool) -> None:
+        kern.assign_all(self._roots, self._F, self._T, self._L, self._R, self._V, self._svals, self._sord, self._pref,
+                        self._full, self._block, self._sp, self._sv, self._sh, do_p, do_c)
+
     def refresh_scored(self) -> FastForest:
-        """Recompute the running sums from scratch (removes accumulated rounding, ~1e-13)."""
+        """Recompute the maintained sums from scratch (a consistency reset: the sums are exact
+        integers, so the result equals what was maintained)."""
         self._check_fitted()
-        kern.assign_all(self._Xs, self._roots, self._F, self._T, self._L, self._R, self._V, self._SL, self._SH,
-                        self._perm, self._sp, self._sv, self._sh)
+        self._assign(True, self._track)
         return self
 
     def release_scored(self) -> FastForest:
-        """Forget the registered rows (the per-tree permutations weigh n_trees x n_rows x 4 bytes)."""
+        """Forget the registered rows (their index: sorted columns and prefix bitsets, <= ~50 MB)."""
         self._check_fitted()
         self._set_scored(np.zeros((0, self.n_features_in_)))
         return self
@@ -248,15 +256,28 @@ class FastForest(ClassifierMixin, BaseEstimator):
 
     def scored_proba(self) -> np.ndarray:
         """P(positive) of every registered row (mean over trees of the leaf probability)."""
-        return self._sp / self.n_estimators
+        return self._from_fixed(self._sp)
+
+    def _from_fixed(self, s: np.ndarray) -> np.ndarray:
+        return s * (1.0 / kern.FX_SCALE) / self.n_estimators
+
+    def _start_tracking(self) -> None:
+        if not self._track:
+            self._assign(False, True)
+            self._track = True
 
     def scored_votes(self) -> np.ndarray:
-        """Fraction of trees voting positive (leaf probability > 0.5) for every registered row."""
+        """Fraction of trees voting positive (leaf probability > 0.5) for every registered row.
+
+        The first call turns on the maintenance of the vote and entropy sums, so a strategy that
+        never asks for them does not pay for them."""
+        self._start_tracking()
         return self._sv / self.n_estimators
 
     def scored_member_entropy(self) -> np.ndarray:
         """Mean over trees of the binary entropy (nats) of the leaf probability, per registered row."""
-        return np.maximum(self._sh / self.n_estimators, 0.0)
+        self._start_tracking()
+        return self._from_fixed(self._sh)
 
     @property
     def n_samples_(self) -> int:
@@ -296,5 +317,4 @@ class FastForest(ClassifierMixin, BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise InputError(f"X has shape {X.shape}; expected (n, {self.n_features_in_})")
         sp, sv, sh = kern.summary(X, self._roots, self._F, self._T, self._L, self._R, self._V)
-        m = self.n_estimators
-        return sp / m, sv / m, np.maximum(sh / m, 0.0)
+        return self._from_fixed(sp), sv / self.n_estimators, self._from_fixed(sh)
