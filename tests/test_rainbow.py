@@ -403,6 +403,14 @@ def test_warm_start_from_a_previous_solution():
     np.testing.assert_allclose(again["chi2"][both], first["chi2"][both], rtol=1e-3, atol=0.02)
     with pytest.raises(ConfigError, match="init must have shape"):
         fit(t, b, f, e, s, en, init=first["params"][:3])
+    # without any start (n_starts=0, a NaN init row) a light curve is reported as not fitted, never given
+    # another light curve's solution
+    partial = first["params"].copy()
+    partial[1] = np.nan
+    only = fit(t, b, f, e, s, en, n_starts=0, init=partial)
+    assert only["status"][1] == kern.ST_NOT_CONVERGED and np.isnan(only["params"][1]).all()
+    with pytest.raises(ConfigError, match="n_starts >= 0"):
+        fit(t, b, f, e, s, en, n_starts=-1)
 
 
 def test_fink_cuts_are_in_table_units():

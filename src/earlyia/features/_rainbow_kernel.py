@@ -753,6 +753,10 @@ def fit_batch(
             CONV[k] = False
             LAM[k] = LAM_INIT
             order[k] = k
+        if n_s == 0:
+            # no start at all (n_starts = 0 and no init row): nothing was fitted
+            status[i] = ST_NOT_CONVERGED
+            continue
         alive = n_s
         counter[0] = 0
         budget = screen_iter if n_s > 1 else max_iter

@@ -107,6 +107,8 @@ def fit_segments(
         -np.inf if min_flux is None else float(min_flux),
         float(intraday_window),
     )
+    if int(n_starts) < 0 or int(screen_iter) < 1 or int(max_iter) < 1:
+        raise ConfigError(f"need n_starts >= 0, screen_iter >= 1 and max_iter >= 1, got {n_starts}, {screen_iter}, {max_iter}")
     prior = 0.0 if t_amplitude_prior is None else float(t_amplitude_prior)
     params, cov, chi2, n_pts, n_bnd, peak, t_last, status, passes = _k.fit_batch(
         t,
