@@ -9,7 +9,8 @@ printed: on a shared machine CPU seconds are the fairer figure.
 smaller setting (``--compare-trees`` 100, ``--compare-pool`` 5 000, ``--compare-loops`` 100) and
 the final-loop metric distributions (mean +- std), Mann-Whitney U and KS p-values.
 
-    python bench/bench_al.py                      # speed, synthetic features
+    python bench/bench_al.py                      # speed, synthetic features (medians of --repeats 3)
+    python bench/bench_al.py --pool 5000 --trees 200 --loops 100 --repeats 1   # quick check
     python bench/bench_al.py --features f.parquet --label label
     python bench/bench_al.py --compare 10
 """
@@ -80,18 +81,25 @@ def speed(args) -> None:
 
     X, y = (load_features(args.features, args.label) if args.features else synthetic(args.pool, args.seed))
     print(f"pool {len(X)} rows x {X.shape[1]} features, {y.mean():.1%} positive; {args.trees} trees; "
-          f"strategy {args.strategy}")
+          f"strategy {args.strategy}; {args.loops} loops; medians over {args.repeats} repeats; load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     t = time.perf_counter()
     run(X[:300], y[:300], FastForest(n_estimators=5), 2, 0)  # numba compile / cache load, not timed
     print(f"warm-up (numba compile or cache load): {time.perf_counter() - t:.1f} s")
 
-    fast, fw, fc = run(X, y, FastForest(n_estimators=args.trees, random_state=42), args.loops, args.seed, args.strategy)
+    fw_all, fc_all = [], []
+    for _ in range(args.repeats):
+        fast, fw, fc = run(X, y, FastForest(n_estimators=args.trees, random_state=42), args.loops, args.seed, args.strategy)
+        fw_all.append(fw)
+        fc_all.append(fc)
+    fw, fc = float(np.median(fw_all)), float(np.median(fc_all))
     per = fast.metrics["seconds"].to_numpy()
-    print(f"fast loop: {args.loops} loops in {fw:.1f} s wall, {fc:.1f} s CPU; per loop median {np.median(per[1:]) * 1e3:.0f} ms "
+    print(f"fast loop: {args.loops} loops in {fw:.1f} s wall, {fc:.1f} s CPU (median; CPU per repeat "
+          f"{', '.join(f'{c:.1f}' for c in fc_all)}); per loop median {np.median(per[1:]) * 1e3:.0f} ms "
           f"(first {per[1] * 1e3:.0f} ms, last {per[-1] * 1e3:.0f} ms); final FoM {fast.final()['fom']:.3f}")
     st = fast.classifier.stats_ / max(args.loops, 1)
-    print(f"  per query: {st[0]:.0f} trees touched, {st[3]:.0f} subtrees rebuilt ({st[8]:.0f} at leaves), "
-          f"{st[4]:.0f} training rows and {st[5]:.0f} scored rows re-partitioned")
+    print(f"  per query: {st[0]:.0f} trees touched, {st[3]:.0f} subtrees rebuilt ({st[8]:.0f} at leaves, {st[6]:.0f} keeping "
+          f"their feature), {st[4]:.0f} training rows regrown, {st[5]:.0f} scored rows under rebuilt subtrees")
 
     plain, pw, pc = run(X, y, RandomForestClassifier(n_estimators=args.trees, random_state=42, n_jobs=1), args.plain_loops,
                         args.seed, args.strategy)
@@ -99,25 +107,30 @@ def speed(args) -> None:
     print(f"plain loop (real run, first {args.plain_loops} loops, 10-{10 + args.plain_loops} labels): {pw:.1f} s wall, "
           f"{pc:.1f} s CPU; per loop median {np.median(pper):.2f} s wall, mean {pc / (args.plain_loops + 1):.2f} s CPU")
     # A loop costs more as the training set grows (deeper trees): time one plain loop step (fit on n
-    # labelled rows + predict every other row) at several n and integrate over the 300 loops.
+    # labelled rows + predict every other row) at several n (median over repeats) and integrate over
+    # the loops. The plain loop's metrics and strategy are not counted: the ratio is conservative.
     sizes = np.linspace(10, 10 + args.loops, 4).astype(int)
     wall, cpu = [], []
     rng = np.random.default_rng(args.seed)
     for n_lab in sizes:
         idx = rng.choice(len(X), n_lab, replace=False)
         rest = np.setdiff1d(np.arange(len(X)), idx)
-        w0, c0 = time.perf_counter(), time.process_time()
-        rf = RandomForestClassifier(n_estimators=args.trees, random_state=42, n_jobs=1).fit(X[idx], y[idx])
-        rf.predict_proba(X[rest])
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
+        ws, cs = [], []
+        for _ in range(args.repeats):
+            w0, c0 = time.perf_counter(), time.process_time()
+            rf = RandomForestClassifier(n_estimators=args.trees, random_state=42, n_jobs=1).fit(X[idx], y[idx])
+            rf.predict_proba(X[rest])
+            ws.append(time.perf_counter() - w0)
+            cs.append(time.process_time() - c0)
+        wall.append(float(np.median(ws)))
+        cpu.append(float(np.median(cs)))
     loops = np.arange(10, 10 + args.loops + 1)
     total_wall = float(np.interp(loops, sizes, wall).sum())
     total_cpu = float(np.interp(loops, sizes, cpu).sum())
     steps = ", ".join(f"{n}: {w:.2f}/{c:.2f}" for n, w, c in zip(sizes, wall, cpu, strict=True))
-    print(f"plain loop step (fit + predict) at n labels (s wall/CPU): {steps}")
+    print(f"plain loop step (fit + predict) at n labels (s wall/CPU, medians): {steps}")
     print(f"plain loop, {args.loops} loops integrated: ~{total_wall:.0f} s wall, ~{total_cpu:.0f} s CPU")
-    print(f"ratio (plain / fast, same run): wall {total_wall / fw:.1f}x, CPU {total_cpu / fc:.1f}x")
+    print(f"ratio (plain / fast, same run, medians): wall {total_wall / fw:.1f}x, CPU {total_cpu / fc:.1f}x")
     n = min(len(fast.queried), len(plain.queried))
     same = sum(np.array_equal(a, b) for a, b in zip(fast.queried[:n], plain.queried[:n], strict=True))
     print(f"(the two loops use different forests, so their queries differ after a while: {same}/{n} identical)")
@@ -160,6 +173,7 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=1000)
     ap.add_argument("--loops", type=int, default=300)
     ap.add_argument("--plain-loops", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="speed: repeats of the fast loop and of each timed plain step (medians)")
     ap.add_argument("--strategy", default="uncertainty")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare", type=int, default=0, help="number of realisations for the statistical comparison")

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 
+import earlyia.learn.forest as forest_module
 from earlyia.errors import ConfigError, InputError, ModelError
 from earlyia.learn.forest import FastForest, resolve_max_features
 from earlyia.learn.strategies import binary_entropy
@@ -188,3 +189,26 @@ def test_grows_arrays_beyond_initial_capacity():
     inc.add_samples(np.arange(2, 300), X[2:], y[2:])
     ref = FastForest(n_estimators=5, random_state=0).fit(X, y)
     _assert_same_forest(inc, ref)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), n_scored=st.integers(1, 700), committee_from=st.integers(0, 30))
+def test_scored_bitsets_coarse_checkpoints(seed, n_scored, committee_from):
+    """The registered rows' bitset index with prefix checkpoints far apart (block of several words,
+    many tied values) keeps the maintained sums exactly equal to a fresh walk, whenever the vote
+    and entropy sums start being tracked."""
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(40, 3)) * 2)
+    y = rng.random(40) < 0.4
+    Xs = np.round(rng.normal(size=(n_scored, 3)) * 2) / 2
+    with pytest.MonkeyPatch.context() as mp:  # a tiny memory budget: prefix checkpoints as sparse as possible
+        mp.setattr(forest_module, "_PREFIX_BYTES", 1)
+        ff = FastForest(n_estimators=6, random_state=seed % 89).fit(X[:5], y[:5]).register_scored(Xs)
+    assert ff._block > 64 or n_scored < 64
+    for i in range(5, 40):
+        ff.add_sample(i, X[i], y[i])
+        if i - 5 == committee_from:
+            ff.scored_votes()  # turns on the maintenance of votes and entropies
+    _assert_scored_consistent(ff, Xs)
+    _assert_same_forest(ff, FastForest(n_estimators=6, random_state=seed % 89).fit(X, y))
+
