@@ -12,9 +12,12 @@ this forest updates itself instead, and gives the *same* forest as a refit from 
   tree is a deterministic function of its weighted rows; adding a row only changes the nodes on
   its path: walking from the root, the best split is recomputed; while unchanged the walk
   descends, where it changes (or at a leaf) only that subtree is rebuilt;
-- predictions on registered rows (``register_scored``) are maintained incrementally: per tree each
-  node owns a contiguous segment of a permutation of the scored rows; a rebuilt subtree only
-  re-partitions its segment and updates per-row running sums (probability, votes, entropy).
+- predictions on registered rows (``register_scored``) are maintained incrementally as exact
+  fixed-point sums over trees (bitwise equal to a fresh walk, whatever the update history): the
+  rows reaching a rebuilt subtree are a bitset (AND of the split sets above it, each one a stored
+  prefix bitset of a feature's sorted order plus a few bits), and only rows whose leaf terms
+  change are updated (P = 0 leaves contribute nothing; P = 1 leaves only where they appear or
+  disappear). Votes and entropies are maintained from their first request.
 
 It is also an ordinary estimator: ``FastForest(n_estimators=1000, random_state=42).fit(X, y)
 .predict_proba(X)``; ``to_ensemble()`` gives a :class:`~earlyia.score.trees.TreeEnsemble`.
