@@ -101,6 +101,9 @@ def speed(args) -> None:
     print(f"  per query: {st[0]:.0f} trees touched, {st[3]:.0f} subtrees rebuilt ({st[8]:.0f} at leaves, {st[6]:.0f} keeping "
           f"their feature), {st[4]:.0f} training rows regrown, {st[5]:.0f} scored rows under rebuilt subtrees")
 
+    if args.breakdown:
+        breakdown(X, y, fast, args.trees, fc)
+
     plain, pw, pc = run(X, y, RandomForestClassifier(n_estimators=args.trees, random_state=42, n_jobs=1), args.plain_loops,
                         args.seed, args.strategy)
     pper = plain.metrics["seconds"].to_numpy()
@@ -134,6 +137,25 @@ def speed(args) -> None:
     n = min(len(fast.queried), len(plain.queried))
     same = sum(np.array_equal(a, b) for a, b in zip(fast.queried[:n], plain.queried[:n], strict=True))
     print(f"(the two loops use different forests, so their queries differ after a while: {same}/{n} identical)")
+
+
+def breakdown(X, y, fast, n_trees: int, loop_cpu: float) -> None:
+    """Replay the fast loop's queries through FastForest.add_sample, without then with registered
+    rows: CPU of the tree updates, of the prediction updates, and of the loop around them."""
+    from earlyia.learn import FastForest
+
+    keys = np.concatenate(fast.queried)
+    cpu = {}
+    for scored in (False, True):
+        ff = FastForest(n_estimators=n_trees, random_state=42).fit(X[fast.initial], y[fast.initial], sample_keys=fast.initial)
+        if scored:
+            ff.register_scored(X)
+        c0 = time.process_time()
+        for k in keys:
+            ff.add_sample(k, X[k], y[k])
+        cpu[scored] = time.process_time() - c0
+    print(f"  breakdown (replay of the same queries, CPU): tree updates {cpu[False]:.1f} s, prediction updates "
+          f"{cpu[True] - cpu[False]:.1f} s, loop around them (metrics, strategy, copies) {loop_cpu - cpu[True]:.1f} s")
 
 
 def compare(args) -> None:
@@ -173,6 +195,7 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=1000)
     ap.add_argument("--loops", type=int, default=300)
     ap.add_argument("--plain-loops", type=int, default=5)
+    ap.add_argument("--breakdown", action="store_true", help="speed: also replay the queries to split the fast loop's CPU")
     ap.add_argument("--repeats", type=int, default=3, help="speed: repeats of the fast loop and of each timed plain step (medians)")
     ap.add_argument("--strategy", default="uncertainty")
     ap.add_argument("--seed", type=int, default=0)
