@@ -318,8 +318,12 @@ def _leaf_value(ytr, w, buf, lo, hi):
 
 
 @numba.njit(cache=True)
-def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K, free, meta, fperm, vals, order, gorder, mark, stampc):
-    """Grow the subtree rooted at ``node`` (its key already set) from the rows buf[lo:hi]."""
+def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K, free, meta, fperm, vals, order, gorder, mark, stampc,
+           f0=-2, t0=0.0):
+    """Grow the subtree rooted at ``node`` (its key already set) from the rows buf[lo:hi].
+
+    ``f0, t0``: the best split of these rows at ``node`` when the caller already searched it
+    (``f0 = -2``: not searched)."""
     st_n = [node]
     st_lo = [lo]
     st_hi = [hi]
@@ -331,7 +335,11 @@ def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K,
         V[nd] = v
         f = -1
         thr = 0.0
-        if w0 > 0 and w1 > 0:
+        if nd == node and f0 != -2:
+            if w0 > 0 and w1 > 0:
+                f = f0
+                thr = t0
+        elif w0 > 0 and w1 > 0:
             f, thr = _best_split(Xtr, ytr, w, buf, a, b, seed, K[nd], max_features, fperm, vals, order, gorder, mark, stampc)
         if f < 0:
             F[nd] = -1
@@ -626,6 +634,8 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T
         hi = m
         stats[0] += 1
         while True:
+            f = -2  # the new best split of node, when searched
+            thr = 0.0
             if F[node] < 0:
                 v, w0, w1 = _leaf_value(ytr, w, buf, lo, hi)
                 if (w0 == 0 or w1 == 0) and v == V[node]:
@@ -673,7 +683,7 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T
                 _apply(node, cur, -1, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, True, track, acc_old, True)
             _free_children(node, F, L, R, free, meta)
             _build(node, Xtr, ytr, w, buf, lo, hi, seeds[t], max_features, F, T, L, R, V, K, free, meta,
-                   fperm, vals, order, gorder, mark, stampc)
+                   fperm, vals, order, gorder, mark, stampc, f, thr)
             if n_sc > 0:
                 _apply(node, pbits[0], 1, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, True, track, acc_new, True)
                 _flip_ones(acc_old, acc_new, sp, sv, track)
