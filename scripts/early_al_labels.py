@@ -57,11 +57,6 @@ def evaluate(meta: pd.DataFrame, score: np.ndarray, card_threshold: dict[int, fl
     return row
 
 
-def card_thresholds(model: Model) -> dict[int, float]:
-    ops = model.card.get("operating_points") or []
-    return {int(op["max_detections"]): float(op["threshold"]) if op.get("threshold") is not None else np.nan for op in ops}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="experiment folder of `earlyia learn --protocol honest` (with model files)")
@@ -105,7 +100,7 @@ def main() -> None:
                 score = model.predict_proba(test)[:, 1]
                 row = {"strategy": strategy, "realisation": r, "model": name,
                        "labels": int(model.card["training"]["n_samples"])}
-                row |= evaluate(tmeta, score, card_thresholds(model) if use_card else None)
+                row |= evaluate(tmeta, score, model.operating_thresholds() if use_card else None)
                 results.append(row)
                 print(row, flush=True)
     res = pd.DataFrame(results)

@@ -91,7 +91,7 @@ def main() -> None:
             s["fold"] = k
             scores.append(s)
             model = Model.load(model_path)
-            thr = {int(o["max_detections"]): o["threshold"] for o in model.card.get("operating_points") or []}
+            thr = model.operating_thresholds()
             blind.append((set(s["object_id"]), thr, s))
             imp_scores.append(model.predict_proba(imp_feats)[:, 1])
             print(f"fold {k}: {time.perf_counter() - t0:.0f} s, card thresholds {thr}", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -58,13 +59,13 @@ def card_threshold(model_path: str | None, max_ndethist: int | None) -> float:
         raise InputError("--min-score card needs --model (the card holds the threshold)")
     from earlyia.score.model import Model
 
-    ops = [o for o in Model.load(model_path).card.get("operating_points") or []
-           if o.get("threshold") is not None and (max_ndethist is None or o["max_detections"] <= max_ndethist)]
+    ops = {n: t for n, t in Model.load(model_path).operating_thresholds().items()
+           if math.isfinite(t) and (max_ndethist is None or n <= max_ndethist)}
     if not ops:
         raise InputError(
             f"the model card has no operating threshold for <= {max_ndethist} detections (train on replayed alerts with "
             "object ids and ndethist to get one)", source=model_path)
-    return float(max(ops, key=lambda o: o["max_detections"])["threshold"])
+    return ops[max(ops)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

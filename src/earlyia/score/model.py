@@ -276,6 +276,11 @@ class Model:
         """Objects used in training: never reported as discoveries by this model."""
         return frozenset(str(i) for i in self.card.get("training", {}).get("object_ids", []))
 
+    def operating_thresholds(self) -> dict[int, float]:
+        """Max detections N -> the card's threshold for purity >= its target within N (NaN when none reached it)."""
+        ops = self.card.get("operating_points") or []
+        return {int(o["max_detections"]): float("nan") if o.get("threshold") is None else float(o["threshold"]) for o in ops}
+
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"trees/{k}": v for k, v in self.ensemble.arrays().items()}
         if self.calibration:
