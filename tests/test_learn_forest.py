@@ -19,15 +19,8 @@ def _assert_same_forest(a: FastForest, b: FastForest):
         np.testing.assert_array_equal(ea[k], eb[k], err_msg=k)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    n=st.integers(4, 40),
-    k=st.integers(1, 5),
-    n_start=st.integers(1, 10),
-    seed=st.integers(0, 2**31),
-    ties=st.booleans(),
-)
-def test_incremental_equals_refit(n, k, n_start, seed, ties):
+def _grow(n, k, n_start, seed, ties, after_each=None):
+    """A random 7-tree FastForest started on a few rows, then grown row by row; returns what the tests compare."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, k))
     if ties:  # many repeated values, like features that fail and get a default value
@@ -42,6 +35,21 @@ def test_incremental_equals_refit(n, k, n_start, seed, ties):
     inc.register_scored(Xs)
     for i in rest:
         inc.add_sample(keys[i], X[i], y[i])
+        if after_each is not None:
+            after_each(inc, Xs)
+    return rng, X, y, keys, inc, Xs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(4, 40),
+    k=st.integers(1, 5),
+    n_start=st.integers(1, 10),
+    seed=st.integers(0, 2**31),
+    ties=st.booleans(),
+)
+def test_incremental_equals_refit(n, k, n_start, seed, ties):
+    rng, X, y, keys, inc, Xs = _grow(n, k, n_start, seed, ties)
     perm = rng.permutation(n)  # the refit sees the rows in another order
     ref = FastForest(n_estimators=7, random_state=seed % 97).fit(X[perm], y[perm], sample_keys=keys[perm])
     _assert_same_forest(inc, ref)
@@ -82,20 +90,7 @@ def test_rebuild_of_subtree_without_scored_rows_regression():
 @pytest.mark.parametrize("n, k, n_start, seed, ties", [(26, 3, 1, 1251, True)])
 def test_incremental_scored_counterexample(n, k, n_start, seed, ties):
     """The Hypothesis counterexample of the regression above, checked after every added row."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, k))
-    if ties:
-        X = np.round(X)
-    y = rng.random(n) < 0.4
-    keys = rng.permutation(1000)[:n]
-    order = rng.permutation(n)
-    start, rest = order[:n_start], order[n_start:]
-    inc = FastForest(n_estimators=7, random_state=seed % 97).fit(X[start], y[start], sample_keys=keys[start])
-    Xs = rng.normal(size=(50, k))
-    inc.register_scored(Xs)
-    for i in rest:
-        inc.add_sample(keys[i], X[i], y[i])
-        _assert_scored_consistent(inc, Xs)
+    _grow(n, k, n_start, seed, ties, after_each=_assert_scored_consistent)
 
 
 def test_refit_keeps_registered_rows_consistent():
