@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
@@ -126,3 +128,33 @@ def test_select_top_errors_and_registry():
         select_top(np.ones(3), 1, cost=np.array([1.0, -1.0, 1.0]))
     with pytest.raises(ConfigError, match="unknown strategy"):
         get_strategy("nope")
+
+
+class _FixedProba:
+    """A 'classifier' whose P(positive) for pool row i is p[i] (X_pool holds the row numbers)."""
+
+    classes_ = np.array([False, True])
+
+    def __init__(self, p):
+        self.p = np.asarray(p, np.float64)
+
+    def predict_proba(self, X):
+        p = self.p[np.asarray(X, np.int64)[:, 0]]
+        return np.column_stack([1.0 - p, p])
+
+
+@settings(max_examples=60, deadline=None)
+@given(votes=st.lists(st.integers(0, 50), min_size=3, max_size=60), k=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_binary_uncertainty_family_picks_the_same_levels(votes, k, seed):
+    """For two classes, entropy, margin and least confident rank the pool like |p - 0.5|: with forest-like
+    probabilities (vote fractions, many exact ties) each picks rows of the same uncertainty levels, so their
+    active-learning runs are uncertainty sampling up to the tie-break (why the README runs only one of them)."""
+    p = np.asarray(votes, np.float64) / 50.0
+    X = np.arange(len(p))[:, None]
+    clf = _FixedProba(p)
+    k = min(k, len(p))
+    level = np.round(np.abs(p - 0.5), 9)
+    ref, _ = get_strategy("uncertainty")(clf, X, n_instances=k, random_state=seed)
+    for name in ("entropy", "margin", "least_confident"):
+        idx, _ = get_strategy(name)(clf, X, n_instances=k, random_state=seed)
+        assert sorted(level[idx]) == sorted(level[ref]), name
