@@ -28,6 +28,10 @@ non-transient objects (M-dwarf, EB, RRL, Mira, AGN; light curve up to the 20th d
 Caveat: Fink's published figures are on the full ELAsTiCC stream (all classes); this set has only SN Ia
 and SN II.
 
+The features are the registered ``lsst_early`` extractor's, so the classifier this script measures is the one
+``earlyia features --extractor lsst_early`` + ``earlyia train`` (recipe ``lsst``: rise gate in the card) +
+``earlyia score`` deploy.
+
 Run:  python scripts/elasticc_experiment.py --forced --loops 100 --trees 200 --seeds 0 1 2
 """
 
@@ -39,72 +43,23 @@ import time
 import numpy as np
 import pandas as pd
 
-from earlyia.features.early import EarlyFeatures
-from earlyia.features.gates import rise_gate
-from earlyia.features.rainbow import RainbowFeatures
+from earlyia.features.gates import apply_gate, gate_spec
+from earlyia.features.lsst_early import LSST_EARLY_BANDS, LsstEarlyFeatures
 from earlyia.io import datasets
 from earlyia.learn import FastForest, Protocol, binary_metrics, run_active_learning
 
 FINK_ELASTICC = {0.5: (0.70, 0.70), 0.6: (0.49, 0.77), 0.7: (0.26, 0.85)}
 NON_TRANSIENT = ("M-dwarf", "EB", "RRL", "Mira", "AGN")
-LSST_EARLY_BANDS = ("g", "r", "i", "z", "u", "Y")  # per-band features for all six bands
-EXTRA_COLOURS = (("r", "i"), ("i", "z"), ("u", "g"))  # besides g - r
-HOST_Z = ("hostgal_zphot", "hostgal_zphot_err", "mwebv")
-HOST_GALAXY = ("hostgal_mag_r", "hostgal_ellipticity", "hostgal_sqradius", "hostgal_snsep")
-HOST_COLOURS = (("g", "r"), ("r", "i"), ("u", "g"), ("i", "z"))
-# ELAsTiCC's values when no host galaxy is matched (PLAsTiCC's galactic objects, photo-z exactly 0, get them)
-HOSTLESS = {"hostgal_zphot": -999.0, "hostgal_zphot_err": -999.0, "hostgal_ellipticity": -9999.0, "hostgal_sqradius": -9999.0,
-            "hostgal_snsep": -9.0, **{f"hostgal_mag_{b}": 999.0 for b in "ugrizY"}}  # fmt: skip
-PLACEHOLDER = -999.0
 DAY_BINS = ((0, 0.5), (0.5, 7), (7, 14), (14, 21), (21, 30), (30, 1e9))
 
 
-def host_columns(lc, per: str, host: str) -> tuple[np.ndarray, list[str]]:
-    """Host-galaxy columns per alert/object: ``"z"`` = photo-z, its error, MW extinction; ``"full"`` adds the
-    host's r magnitude, colours, ellipticity, size and separation.
-
-    PLAsTiCC (metadata ``hostgal_photoz``): galactic objects (photo-z exactly 0) get ELAsTiCC's hostless values;
-    PLAsTiCC has no host magnitudes or shapes, so those of its extragalactic objects are unknown (placeholder).
-    """
-    o = lc.objects.copy()
-    if "hostgal_zphot" not in o.columns and "hostgal_photoz" in o.columns:
-        hostless = ~(o["hostgal_photoz"].to_numpy(np.float64) > 0)
-        o["hostgal_zphot"] = o["hostgal_photoz"]
-        o["hostgal_zphot_err"] = o["hostgal_photoz_err"]
-        for c, v in HOSTLESS.items():
-            col = o[c].to_numpy(np.float64) if c in o.columns else np.full(len(o), np.nan)
-            o[c] = np.where(hostless, v, col)
-    get = {c: (o[c].to_numpy(np.float64) if c in o.columns else np.full(len(o), np.nan)) for c in (*HOST_Z, *HOST_GALAXY, *HOSTLESS)}
-    names = list(HOST_Z)
-    cols = [get[c] for c in HOST_Z]
-    if host == "full":
-        names += [*HOST_GALAXY, *[f"hostgal_{a}-{b}" for a, b in HOST_COLOURS]]
-        cols += [get[c] for c in HOST_GALAXY]
-        cols += [get[f"hostgal_mag_{a}"] - get[f"hostgal_mag_{b}"] for a, b in HOST_COLOURS]
-    rows = lc.alerts["object_index"].to_numpy(np.int64) if per == "alert" else np.arange(lc.n_objects)
-    return np.column_stack(cols)[rows], names
-
-
 def features(lc, per: str, forced: bool, rainbow_min_points: int, host: str):
-    """(meta frame, X, names, gate) for every alert (or object) of ``lc``."""
-    early = EarlyFeatures(bands=LSST_EARLY_BANDS, sigmoid=None, extra_colours=EXTRA_COLOURS)
-    rb = RainbowFeatures.fink(survey="LSST", detections_only=not forced, min_points=rainbow_min_points)
-    de = early.transform(lc, per=per)
-    dr = rb.transform(lc, per=per)
-    XR = dr[rb.names].to_numpy(np.float64)
-    gate = rise_gate(XR, rb.names)
-    valid = dr["valid"].to_numpy(bool)
-    keep_always = [rb.names.index(c) for c in ("n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig")]
-    XR_f = np.where(valid[:, None], XR, PLACEHOLDER)
-    XR_f[:, keep_always] = XR[:, keep_always]  # defined without a fit
-    parts = [de[early.names].to_numpy(np.float64), XR_f, valid[:, None].astype(np.float64)]
-    names = [*early.names, *[f"rainbow_{n}" for n in rb.names], "rainbow_valid"]
-    if host != "none":
-        cols, host_names = host_columns(lc, per, host)
-        parts.append(cols)
-        names += host_names
-    X = np.nan_to_num(np.hstack(parts), nan=PLACEHOLDER, posinf=1e6, neginf=-1e6)
-    return de, X, names, gate
+    """(feature frame, X, names, gate) for every alert (or object) of ``lc``: the ``lsst_early`` extractor, as
+    ``earlyia features --extractor lsst_early`` computes it, and the rise gate a model card applies."""
+    ext = LsstEarlyFeatures(rainbow_min_points=rainbow_min_points, forced=forced, host=host)
+    df = ext.transform(lc, per=per)
+    X = df[ext.names].to_numpy(np.float64)
+    return df, X, ext.names, apply_gate(gate_spec("rise", ext.names), X, ext.names)
 
 
 def generated_shapes(n_per_shape: int = 100, seed: int = 0):
@@ -142,6 +97,16 @@ def generated_shapes(n_per_shape: int = 100, seed: int = 0):
         lc.objects[c] = v
     order = {f"gen{k}": kind for k, kind in enumerate(kinds)}
     return lc, np.array([order[o] for o in lc.objects["object_id"]])
+
+
+#: alert time - simulated peak (days, observer frame): the whole pre-peak phase, then its parts and after
+PHASE_BINS = ((-np.inf, 0.0), (-np.inf, -10.0), (-10.0, -5.0), (-5.0, 0.0), (0.0, 10.0), (10.0, np.inf))
+
+
+def _bin_name(lo: float, hi: float) -> str:
+    if np.isinf(lo):
+        return f"< {hi:g}"
+    return f">= {lo:g}" if np.isinf(hi) else f"[{lo:g}, {hi:g})"
 
 
 def split_objects(objects: np.ndarray, positive: np.ndarray, test_fraction: float, rng) -> np.ndarray:
@@ -224,12 +189,15 @@ def main() -> None:
     y = (de["label"] == "SN Ia").to_numpy(bool)
     obj = de["object_id"].to_numpy(object)
     days = de["early_duration"].to_numpy(np.float64)  # alert time - first detection (the alert is a detection)
+    # phase of the alert relative to the simulated peak: SNANA truth, used only to group the evaluation
+    peak = de["object_id"].map(lc.objects.set_index("object_id")["PEAKMJD"]).to_numpy(np.float64)
+    phase = de["mjd"].to_numpy(np.float64) - peak
     anchor_all = lc.alerts["rf_snia_vs_nonia"].to_numpy(float) if "rf_snia_vs_nonia" in lc.alerts else np.zeros(len(de))
     print(f"ELAsTiCC: {len(de)} alerts of {lc.n_objects} objects, {len(names)} features, all alerts scored; "
           f"rise gate passes {gate.mean():.1%} (SN Ia {gate[y].mean():.1%}); features in {time.perf_counter() - t0:.0f} s")  # fmt: skip
 
     ths = (0.5, 0.6, 0.7)
-    rows, by_day, pl_rows, gen_rows = [], [], [], []
+    rows, by_day, by_phase, pl_rows, gen_rows = [], [], [], [], []
     pl = None
     gen_lc, gen_kind = generated_shapes()
     _dg, Xg, _ng, gate_g = features(gen_lc, "object", args.forced, args.rainbow_min_points, args.host)
@@ -245,6 +213,12 @@ def main() -> None:
                 m = binary_metrics(yt[sel], score[sel], threshold=0.5)
                 by_day.append({"seed": seed, "days": f"[{lo:g}, {hi:g})" if hi < 1e8 else f">= {lo:g}", "score": name,
                                "alerts": int(sel.sum()), "efficiency": m["efficiency"], "purity": m["purity"]})  # fmt: skip
+        for lo, hi in PHASE_BINS:
+            sel = (phase[test] >= lo) & (phase[test] < hi)
+            for name, score in (("protected", p), ("unprotected", p_raw)):
+                m = binary_metrics(yt[sel], score[sel], threshold=0.5)
+                by_phase.append({"seed": seed, "phase": _bin_name(lo, hi), "score": name, "alerts": int(sel.sum()),
+                                 "SN Ia alerts": int(yt[sel].sum()), "efficiency": m["efficiency"], "purity": m["purity"]})  # fmt: skip
         if k == 0 and args.plot:
             grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
             plot_curves(args.plot, {"earlyia, protected (rise gate)": table(yt, p, grid), "earlyia, unprotected": table(yt, p_raw, grid),
@@ -286,6 +260,9 @@ def main() -> None:
     bd = pd.DataFrame(by_day).groupby(["score", "days"], sort=False)[["alerts", "efficiency", "purity"]].mean().reset_index()
     print("\nthreshold 0.5 by days since the first detection (mean over seeds):")
     print(bd.to_string(index=False, **fmt))
+    bp = pd.DataFrame(by_phase).groupby(["score", "phase"], sort=False)[["alerts", "SN Ia alerts", "efficiency", "purity"]].mean()
+    print("\nthreshold 0.5 by days from the simulated peak (PEAKMJD, truth; mean over seeds):")
+    print(bp.reset_index().to_string(index=False, **fmt))
     gr = pd.DataFrame(gen_rows).groupby("shape", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
     print("\ngenerated light curves (100 per shape, 3-25 points): fraction scored > 0.5 (mean over seeds):")
     print(gr.to_string(index=False, **fmt))

@@ -236,3 +236,30 @@ def test_scalar_udf_gives_one_score_per_row_like_the_batch_function(spark, data)
     cols = [c for c in sdf.columns]
     got = sp._collect_arrow(sdf.select("candid", udf(sf.struct(*cols)).alias("s"))).to_pandas().set_index("candid")["s"]
     np.testing.assert_array_equal(got.reindex(pdf["candid"]).to_numpy(), expect.to_numpy())
+
+
+@needs_spark
+@pytest.mark.spark
+def test_lsst_early_model_and_its_gate_score_the_same_on_spark(spark, tmp_path):
+    """An LSST model (lsst_early features with host columns, rise gate in its card) on a canonical ELAsTiCC table."""
+    from earlyia.features import get_extractor
+    from earlyia.features.gates import GATE_REASON
+    from earlyia.io import read
+    from earlyia.score.model import train_model
+    from earlyia.score.pipeline import score_files
+
+    root = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820"
+    train = read([shared(f"{root}/classId=111/part-0-0.parquet"), shared(f"{root}/classId=113/part-0-0.parquet")])
+    ext = get_extractor("lsst_early")
+    model = train_model(ext.transform(train, per="alert"), ext.config(), n_estimators=15, random_state=3, cv_folds=0,
+                        selection={"rule": "none"}, gate="rise")  # fmt: skip
+    model_path, canonical = tmp_path / "lsst.eia", tmp_path / "lsst.parquet"
+    model.save(model_path)
+    read([shared(f"{root}/classId=111/part-0-1000.parquet")]).to_parquet(canonical)
+    local_out, spark_out = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    score_files([canonical], model, local_out, progress=False)
+    sp.score_spark(canonical, model_path, spark_out, spark=spark, partitions=3)
+    local, remote = pd.read_parquet(local_out), pd.read_parquet(spark_out)
+    pd.testing.assert_frame_equal(_sorted(remote), _sorted(local), check_exact=True)
+    assert local["passed"].any() and (local["reason"] == GATE_REASON).any()
+    assert local["hostgal_zphot"].notna().all() and (local["hostgal_zphot"] != -999.0).any()

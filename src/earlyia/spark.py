@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -398,7 +399,11 @@ def map_spark(df, fn: Callable[[Any], pd.DataFrame], *, kind: str, partitions: i
 
 def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
                     partitions: int | None = None, score_kwargs: dict | None = None, diagnostics: bool = False, group_objects: bool = True):
-    """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row per alert."""
+    """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row per alert.
+
+    Tables whose column names differ only in case (ELAsTiCC: ``dec`` and the truth's ``DEC``) need the
+    session's ``spark.sql.caseSensitive`` = true, as :func:`score_spark` sets while it runs.
+    """
     kind = input_kind(df.columns)
     df = _spark_safe(df)
     if kind == "canonical" and table_meta is None:
@@ -487,22 +492,39 @@ def score_spark(
     table_meta = meta.get(b"earlyia")
     session = spark or get_session(master)
     ref = ship_model(session, model_path)
-    df = with_provenance(session.read.parquet(*[str(f) for f in files]))
-    source = str(files[0]) if len(files) == 1 else f"{len(files)} files"  # as the local reader names it
-    scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions, score_kwargs=score_kwargs,
-                             group_objects=group_objects)
-    out = Path(out)
-    if out.suffix == ".parquet":
-        result = _collect_arrow(scored).to_pandas()
-        order = [c for c in ("object_id", "mjd", "alert_id") if c in result.columns]
-        result = result.sort_values(order, kind="mergesort").reset_index(drop=True)
-        _write_scores(result, out, ref.get(), inputs=[str(f) for f in files], master=session.sparkContext.master)
-        n = len(result)
-    else:
-        scored.write.mode("overwrite").parquet(str(out))
-        n = session.read.parquet(str(out)).count()
+    with _case_sensitive(session):
+        df = with_provenance(session.read.parquet(*[str(f) for f in files]))
+        source = str(files[0]) if len(files) == 1 else f"{len(files)} files"  # as the local reader names it
+        scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions,
+                                 score_kwargs=score_kwargs, group_objects=group_objects)
+        out = Path(out)
+        if out.suffix == ".parquet":
+            result = _collect_arrow(scored).to_pandas()
+            order = [c for c in ("object_id", "mjd", "alert_id") if c in result.columns]
+            result = result.sort_values(order, kind="mergesort").reset_index(drop=True)
+            _write_scores(result, out, ref.get(), inputs=[str(f) for f in files], master=session.sparkContext.master)
+            n = len(result)
+        else:
+            scored.write.mode("overwrite").parquet(str(out))
+            n = session.read.parquet(str(out)).count()
     return {"engine": "spark", "master": session.sparkContext.master, "inputs": [str(f) for f in files], "out": str(out),
             "n_alerts": int(n)}
+
+
+@contextmanager
+def _case_sensitive(session):
+    """Column names compared case-sensitively while a job is built and run, then the session's setting back.
+
+    ELAsTiCC tables hold both alert columns (``dec``) and SNANA truth columns (``DEC``): Spark's default
+    case-insensitive resolution refuses to read them at all.
+    """
+    key = "spark.sql.caseSensitive"
+    before = session.conf.get(key, "false")
+    session.conf.set(key, "true")
+    try:
+        yield
+    finally:
+        session.conf.set(key, before)
 
 
 def with_provenance(df):

@@ -14,6 +14,7 @@ EPILOG = """examples:
   earlyia features alerts/ --out fink_features.parquet --mode fink                             # Fink's production sigmoid features
   earlyia features lightcurves.parquet --out features.parquet --extractor sigmoid --per object --bands g r i
   earlyia features elasticc/ --out rainbow.parquet --extractor rainbow                         # another registered extractor
+  earlyia features elasticc/ --out lsst.parquet --extractor lsst_early                         # the ELAsTiCC classifier's features
 
 Rows: one per alert when the input has alerts (else per object); columns object_id, alert_id, mjd, n_detections,
 label, valid, reason, the alert context (ndethist, cdsxmatch, drb, classtar...) and the features. A light curve whose
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--extractor",
         default=None,
         help="registered feature extractor: early (default: early-epoch features + robust sigmoid), sigmoid, rainbow, "
-        "sigmoid_lsst; --mode alone selects sigmoid",
+        "sigmoid_lsst, lsst_early (LSST: early features on ugrizY + Rainbow + host galaxy); --mode alone selects sigmoid",
     )
     p.add_argument(
         "--mode",

@@ -14,8 +14,9 @@ from earlyia.labels import TypeMap
 
 EPILOG = """examples:
   earlyia features lightcurves.parquet --out features.parquet
-  earlyia train features.parquet --out model.eia                               # recipe from the table: early or fink
+  earlyia train features.parquet --out model.eia                               # recipe from the table: early, lsst or fink
   earlyia train features.parquet --out model.eia --recipe fink                 # Fink's settings on any table
+  earlyia train lsst.parquet --out lsst.eia                                     # lsst_early table: lsst recipe (every alert, rise gate)
   earlyia train features.parquet --out model.eia --positive "SN Ia" --include-subtypes --trees 300 --calibrate isotonic
   earlyia train features.parquet --labels objects.csv --out model.eia          # labels from a CSV (objectId, tns_type)
   earlyia train features.parquet --from-run runs/uncertainty --out model.eia   # only an AL run's initial + queried ids
@@ -49,9 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument(
-        "--recipe", choices=("auto", "early", "fink"), default="auto",
+        "--recipe", choices=("auto", "early", "fink", "lsst"), default="auto",
         help="defaults of the options below: early (leaf 5, balanced classes, object weights, 100 impostors per kind, loose "
-        "selection) or fink (Fink's settings); auto = early for an `early` feature table, else fink",
+        "selection), fink (Fink's settings) or lsst (every alert scored, rise gate); auto = early for an `early` feature "
+        "table, lsst for `lsst_early`, else fink",
     )
     p.add_argument("--min-samples-leaf", type=int, default=None, help="minimum rows per leaf (recipe: early 5, fink 1)")
     p.add_argument(
@@ -74,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--impostors", type=int, default=None, metavar="N",
         help="add N generated flat, N fading and N noisy-constant light curves (replayed) as negatives, ZTF tables only "
         "(recipe: early 100, fink 0)",
+    )
+    p.add_argument(
+        "--gate", choices=("none", "rise"), default=None,
+        help="score 0 the alerts whose light curve has >= 3 points and no significant rise (flat, noisy-constant, fading); "
+        "needs Rainbow's rise_sig among the features (recipe: lsst rise, others none)",
     )
     p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
     p.add_argument(
@@ -239,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         class_weight=None if class_weight == "none" else class_weight,
         object_weights=bool(_option(args.object_weights, recipe, "object_weights")),
         selection=_selection(args, recipe),
+        gate=_option(args.gate, recipe, "gate"),
         parent=parent,
         lineage=lineage,
         cv_folds=args.cv_folds,

@@ -34,6 +34,7 @@ _BUILTIN_MODULES = {
     "rainbow": "earlyia.features.rainbow",
     "early": "earlyia.features.early",
     "sigmoid_lsst": "earlyia.features.sigmoid_lsst",
+    "lsst_early": "earlyia.features.lsst_early",
 }
 
 
@@ -93,8 +94,12 @@ class FeatureExtractor:
         """
         raise NotImplementedError
 
-    def extract_lc(self, lc, starts: np.ndarray | None = None, ends: np.ndarray | None = None):
-        """:meth:`extract` on the arrays of ``lc`` (default segments: whole objects)."""
+    def extract_lc(self, lc, starts: np.ndarray | None = None, ends: np.ndarray | None = None, object_index: np.ndarray | None = None):
+        """:meth:`extract` on the arrays of ``lc`` (default segments: whole objects).
+
+        ``object_index`` (the object of each segment) is for extractors that also read object columns
+        (e.g. ``lsst_early``'s host galaxy); photometry-only extractors ignore it.
+        """
         if starts is None:
             starts, ends = lc.starts, lc.ends
         return self.extract(
@@ -134,7 +139,7 @@ class FeatureExtractor:
             alert_ids = np.full(len(obj), None, dtype=object)
             carry_src = lc.objects
             carry_rows = obj
-        X, ok, reason = self.extract_lc(lc, starts, ends)
+        X, ok, reason = self.extract_lc(lc, starts, ends, object_index=obj)
         names = list(self.names)
         if X.shape != (len(starts), len(names)):
             raise FeatureMismatchError(f"{self.name}: extract returned shape {X.shape}, expected {(len(starts), len(names))}")

@@ -562,6 +562,7 @@ def train_model(
     metrics: Mapping | None = None,
     lineage: Mapping | None = None,
     selection: Mapping | None = None,
+    gate: str = "none",
     cv_folds: int = 5,
     n_jobs: int = 1,
 ) -> Model:
@@ -579,6 +580,8 @@ def train_model(
     because other alerts of the same object sit in the bag). The final forest uses every row.
     ``object_weights`` weighs each row by 1 / (rows of its object), so that an object replayed at many
     detections counts as much as one seen once; ``class_weight="balanced"`` reweighs the classes.
+    ``gate`` (``"none"`` or ``"rise"``, :mod:`earlyia.features.gates`): scoring gives 0 to rows the gate
+    rejects (flat, noisy-constant, fading light curves); the model itself learns from every row.
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
@@ -590,6 +593,9 @@ def train_model(
     if n_estimators < 1:
         raise InputError(f"n_estimators must be >= 1, got {n_estimators}")
     names = feature_names_of(extractor_config)
+    from earlyia.features.gates import gate_spec
+
+    gate_entry = gate_spec(gate, names)
     missing = [n for n in names if n not in features_df.columns]
     if missing:
         raise FeatureMismatchError(f"the feature table lacks feature column(s) {missing} of extractor {extractor_name(extractor_config)}")
@@ -713,6 +719,7 @@ def train_model(
         "parent": parent,
         "lineage": dict(lineage or {}),
         "selection": dict(selection) if selection else None,
+        "gate": gate_entry,
         "operating_points": ops,
     }
     return Model(ensemble, card, calibration)

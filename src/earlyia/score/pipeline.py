@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem
+from earlyia.features.gates import GATE_REASON, apply_gate
 from earlyia.score.model import Model
 
 #: Schema metadata key of a SCORES Parquet file.
@@ -202,14 +203,16 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
 
 
 #: Selection rules a model card may name (``card["selection"]["rule"]``).
-SELECTION_RULES = ("early", "fink")
+SELECTION_RULES = ("early", "fink", "none")
 
 
 def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Selection on each row: ``(passed bool, reason str)``.
 
     ``params["rule"]``: ``"early"`` (default; ``earlyia.select.select_early``, the other keys are its
-    keyword arguments) or ``"fink"`` (``earlyia.select.fink_cuts``: Fink's own pre-fit cuts, for Fink's models).
+    keyword arguments), ``"fink"`` (``earlyia.select.fink_cuts``: Fink's own pre-fit cuts, for Fink's models)
+    or ``"none"`` (every row: the model judges every alert, e.g. LSST, where SIMBAD and ``ndethist`` cuts do
+    not apply).
     """
     from earlyia import select as sel_mod
 
@@ -220,6 +223,8 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
     rule = params.pop("rule", "early")
     if rule not in SELECTION_RULES:
         raise ConfigError(f"unknown selection rule {rule!r}; expected one of {SELECTION_RULES}")
+    if rule == "none":
+        return passed, reason
     for per, mask in (("alert", rows.alert_row >= 0), ("object", rows.alert_row < 0)):
         if not mask.any():
             continue
@@ -278,11 +283,12 @@ def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ok, bool), np.asarray(why, dtype=object)
 
 
-def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of the segments; when the batch call raises, each segment alone so one bad alert cannot sink the chunk."""
+def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of the segments (of objects ``objects``); when the batch call raises, each segment alone so one bad
+    alert cannot sink the chunk."""
     k = len(extractor.names)
     try:
-        X, ok, why = extractor.extract_lc(lc, starts, ends)
+        X, ok, why = extractor.extract_lc(lc, starts, ends, object_index=objects)
         return np.asarray(X, np.float64), np.asarray(ok, bool), np.asarray(why, dtype=object)
     except Exception:  # batch isolation boundary: retried one segment at a time below
         pass
@@ -292,7 +298,7 @@ def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray) -> tuple[
     why = np.full(n, "", dtype=object)
     for i in range(n):
         try:
-            x1, o1, w1 = extractor.extract_lc(lc, starts[i : i + 1], ends[i : i + 1])
+            x1, o1, w1 = extractor.extract_lc(lc, starts[i : i + 1], ends[i : i + 1], object_index=objects[i : i + 1])
             X[i], ok[i], why[i] = x1[0], o1[0], w1[0]
         except Exception as exc:
             why[i] = f"feature extraction failed: {type(exc).__name__}: {exc}"
@@ -333,11 +339,14 @@ def score_lightcurves(
     X = np.full((n, k), np.nan)
     todo = np.flatnonzero(passed)
     if len(todo):
-        Xs, ok, why = _safe_extract(extractor, lc, rows.starts[todo], rows.ends[todo])
+        Xs, ok, why = _safe_extract(extractor, lc, rows.starts[todo], rows.ends[todo], rows.object_index[todo])
         X[todo] = Xs
         bad = todo[~ok]
         passed[bad] = False
         reason[bad] = [w or "features failed" for w in why[~ok]]
+        gated = todo[ok & ~apply_gate(model.card.get("gate"), Xs, extractor.names)]
+        passed[gated] = False
+        reason[gated] = GATE_REASON
     score = np.zeros(n)
     if passed.any():
         score[passed] = model.predict_proba(X[passed])[:, 1]

@@ -6,6 +6,9 @@ weighing the same whatever its number of replayed alerts, generated flat / fadin
 impostors as negatives (so they never score high), and a selection that lets the model judge young
 light curves itself (no per-band minimum, no rising cut; the SIMBAD and ``ndethist`` cuts stay).
 The ``fink`` recipe is Fink's production setting (full-depth trees, no weights, Fink's cuts).
+The ``lsst`` recipe is the ELAsTiCC classifier's (README, issue 6): full-depth trees, every alert scored
+(SIMBAD and ``ndethist`` cuts do not apply to LSST alerts), and the rise gate, which scores flat,
+noisy-constant and fading light curves 0 (the ZTF impostor generator does not apply).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "object_weights": True,
         "impostors": 100,
         "selection": {"min_points_per_band": 0, "require_rising": False},
+        "gate": "none",
     },
     "fink": {
         "min_samples_leaf": 1,
@@ -29,16 +33,25 @@ RECIPES: dict[str, dict[str, Any]] = {
         "object_weights": False,
         "impostors": 0,
         "selection": None,
+        "gate": "none",
+    },
+    "lsst": {
+        "min_samples_leaf": 1,
+        "class_weight": None,
+        "object_weights": False,
+        "impostors": 0,
+        "selection": {"rule": "none"},
+        "gate": "rise",
     },
 }
+#: the recipe ``auto`` picks for each extractor (others: ``fink``)
+AUTO = {"early": "early", "lsst_early": "lsst"}
 
 
 def recipe_for(extractor_config: Mapping, name: str = "auto") -> tuple[str, dict[str, Any]]:
-    """The recipe ``name``, or with ``"auto"`` the one that suits the extractor (``early`` for the early
-    extractor on ZTF bands, else ``fink``)."""
+    """The recipe ``name``, or with ``"auto"`` the one that suits the extractor (:data:`AUTO`, else ``fink``)."""
     if name == "auto":
-        ext = str(extractor_config.get("extractor", ""))
-        name = "early" if ext == "early" else "fink"
+        name = AUTO.get(str(extractor_config.get("extractor", "")), "fink")
     if name not in RECIPES:
         raise ConfigError(f"unknown training recipe {name!r}; choose from {['auto', *RECIPES]}")
     return name, dict(RECIPES[name])

@@ -1,0 +1,141 @@
+"""lsst_early: the ELAsTiCC classifier's features from one extractor, and its model scored through `earlyia score`
+with the card's extractor and rise gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import shared
+from earlyia.cli.main import main
+from earlyia.errors import ConfigError, InputError
+from earlyia.features import get_extractor, read_features
+from earlyia.features.early import EarlyFeatures
+from earlyia.features.gates import GATE_REASON, apply_gate, gate_spec, rise_gate
+from earlyia.features.lsst_early import HOSTLESS, LsstEarlyFeatures, host_columns
+from earlyia.features.rainbow import RainbowFeatures
+from earlyia.io.lsst import read_elasticc
+from earlyia.io.table import LightCurves
+from earlyia.score.model import Model
+
+ROOT = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820"
+
+
+@pytest.fixture(scope="module")
+def alerts():
+    return read_elasticc(shared(f"{ROOT}/classId=111/part-0-0.parquet"))
+
+
+def test_blocks_match_their_extractors_and_host_columns_follow_the_object(alerts):
+    ext = LsstEarlyFeatures()
+    df = ext.transform(alerts, per="alert")
+    X = df[ext.names].to_numpy()
+    starts, ends = alerts.alert_segments()
+    # the early block is EarlyFeatures on the same bands; Rainbow's block its extractor where it fitted
+    early = EarlyFeatures(bands=("g", "r", "i", "z", "u", "Y"), sigmoid=None, extra_colours=(("r", "i"), ("i", "z"), ("u", "g")))
+    XE, _, _ = early.extract_lc(alerts, starts, ends)
+    np.testing.assert_array_equal(X[:, : len(early.names)], np.nan_to_num(XE, nan=-999.0, posinf=1e6, neginf=-1e6))
+    rb = RainbowFeatures.fink(survey="LSST", min_points=3, detections_only=False)
+    XR, fitted, _ = rb.extract_lc(alerts, starts, ends)
+    assert fitted.any() and not fitted.all()
+    j0 = len(early.names)
+    block = X[:, j0 : j0 + len(rb.names)]
+    np.testing.assert_array_equal(df["rainbow_valid"].to_numpy() == 1, fitted)
+    np.testing.assert_allclose(block[fitted], np.nan_to_num(XR[fitted], nan=-999.0, posinf=1e6, neginf=-1e6))
+    always = [rb.names.index(c) for c in ("n_points", "rise_sig")]
+    np.testing.assert_allclose(block[~fitted][:, always], np.nan_to_num(XR[~fitted][:, always], nan=-999.0))
+    assert (block[~fitted][:, rb.names.index("amplitude")] == -999.0).all()
+    # host columns: slow reference, alert by alert, from the alert's own object row
+    obj = alerts.alerts["object_index"].to_numpy()
+    for i in np.random.default_rng(0).choice(len(df), 25, replace=False):
+        o = alerts.objects.iloc[obj[i]]
+        assert df["hostgal_zphot"].iloc[i] == pytest.approx(o["hostgal_zphot"])
+        assert df["hostgal_g-r"].iloc[i] == pytest.approx(o["hostgal_mag_g"] - o["hostgal_mag_r"])
+        assert df["object_id"].iloc[i] == o["object_id"]
+
+
+def test_host_settings_and_plasticc_mapping(alerts):
+    assert LsstEarlyFeatures(host="z").names[-3:] == ["hostgal_zphot", "hostgal_zphot_err", "mwebv"]
+    none = LsstEarlyFeatures(host="none")
+    starts, ends = alerts.alert_segments()
+    X1, _, _ = none.extract(alerts.mjd, alerts.band, alerts.flux, alerts.flux_err, alerts.detected, starts, ends,
+                            bands=tuple(alerts.bands), survey=alerts.survey)  # fmt: skip
+    X2, _, _ = LsstEarlyFeatures().extract_lc(alerts, starts, ends)
+    np.testing.assert_array_equal(X1, X2[:, : len(none.names)])
+    with pytest.raises(ConfigError, match="host-galaxy columns"):
+        LsstEarlyFeatures().extract(alerts.mjd, alerts.band, alerts.flux, alerts.flux_err, alerts.detected, starts, ends,
+                                    bands=tuple(alerts.bands), survey=alerts.survey)  # fmt: skip
+    with pytest.raises(ConfigError, match="host must be one of"):
+        _ = LsstEarlyFeatures(host="all").names
+    # PLAsTiCC metadata: photo-z 0 = galactic = ELAsTiCC's no-host values; unknown magnitudes stay NaN
+    meta = pd.DataFrame({"hostgal_photoz": [0.0, 0.31], "hostgal_photoz_err": [0.0, 0.02], "mwebv": [0.1, 0.02]})
+    H = host_columns(meta, "full")
+    assert H[0, 0] == HOSTLESS["hostgal_zphot"] and H[1, 0] == 0.31 and H[1, 2] == 0.02
+    assert np.isnan(H[1, 3]) and H[0, 3] == HOSTLESS["hostgal_mag_r"]
+
+
+def test_gate_spec_finds_prefixed_features_and_refuses_models_without_them():
+    names = LsstEarlyFeatures().names
+    spec = gate_spec("rise", names)
+    assert spec["prefix"] == "rainbow_" and gate_spec("none", names) is None
+    X = np.zeros((3, len(names)))
+    X[:, names.index("rainbow_n_points")] = [2, 5, 5]
+    X[:, names.index("rainbow_rise_sig")] = [0.0, 1.0, 4.0]
+    np.testing.assert_array_equal(apply_gate(spec, X, names), [True, False, True])
+    np.testing.assert_array_equal(apply_gate(None, X, names), [True, True, True])
+    np.testing.assert_array_equal(apply_gate(spec, X, names), rise_gate(X, names, prefix="rainbow_"))
+    with pytest.raises(InputError, match="rise_sig"):
+        gate_spec("rise", get_extractor("early").names)
+    with pytest.raises(InputError, match="unknown gate"):
+        gate_spec("bright", names)
+
+
+def _flat_and_fading(n=12, seed=3):
+    """LSST light curves that must not score: flat and fading from the first point, 8-14 points in ugrizY."""
+    rng = np.random.default_rng(seed)
+    rows, hosts = [], []
+    for k in range(n):
+        m = int(rng.integers(8, 15))
+        t = np.sort(rng.uniform(0, 30, m)) + 60000.0
+        f = 300.0 + rng.normal(0, 10, m) if k % 2 else 900.0 * np.exp(-(t - t[0]) / 12.0) + rng.normal(0, 10, m)
+        bands = np.asarray(list("ugrizY"), object)[rng.integers(0, 6, m)]
+        rows += [(f"gen{k}", ti, b, fi, 10.0, True) for ti, b, fi in zip(t, bands, f, strict=True)]
+        hosts.append(f"gen{k}")
+    lc = LightCurves.from_frames(pd.DataFrame(rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"]), survey="LSST")
+    lc.objects["hostgal_zphot"] = 0.3
+    return lc
+
+
+def test_features_train_score_through_the_cli(tmp_path):
+    ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
+    feats, model_path, out = tmp_path / "f.parquet", tmp_path / "m.eia", tmp_path / "s.parquet"
+    assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
+    df, meta = read_features(feats)
+    assert meta["extractor"]["extractor"] == "lsst_early" and meta["survey"] == "LSST"
+    assert main(["train", str(feats), "--out", str(model_path), "--trees", "40", "--cv-folds", "0"]) == 0
+    model = Model.load(model_path)
+    card = model.card
+    assert card["lineage"]["recipe"] == "lsst" and card["gate"]["kind"] == "rise" and card["selection"] == {"rule": "none"}
+    other = shared(f"{ROOT}/classId=111/part-0-1000.parquet")
+    assert main(["score", str(other), "--model", str(model_path), "--out", str(out)]) == 0
+    scores = pd.read_parquet(out)
+    n_alerts = len(pd.read_parquet(other, columns=["alertId"]))
+    assert len(scores) == n_alerts  # every alert is scored: no SIMBAD / ndethist cut on LSST
+    # the same numbers as the extractor + model + gate called by hand
+    lc = read_elasticc(other)
+    ref = get_extractor(card["extractor"]).transform(lc, per="alert").set_index("alert_id").loc[scores["alert_id"].astype(str)]
+    Xr = ref[model.features].to_numpy()
+    keep = apply_gate(card["gate"], Xr, model.features)
+    assert keep.any() and not keep.all()
+    expect = np.where(keep, model.predict_proba(Xr)[:, 1], 0.0)
+    np.testing.assert_allclose(scores["score"].to_numpy(), expect, atol=1e-12)
+    assert (scores.loc[~keep, "reason"] == GATE_REASON).all() and not scores.loc[~keep, "passed"].any()
+    # flat and fading light curves: gated to 0 by the card, whatever the forest says
+    gen = _flat_and_fading()
+    gpath = tmp_path / "gen.parquet"
+    gen.to_parquet(gpath)
+    # exit code 1: nothing could be scored (the table still says why for every alert)
+    assert main(["score", str(gpath), "--model", str(model_path), "--out", str(tmp_path / "g.parquet")]) == 1
+    g = pd.read_parquet(tmp_path / "g.parquet")
+    assert len(g) == 12 and (g["score"] == 0).all() and (g["reason"] == GATE_REASON).all()
