@@ -207,6 +207,13 @@ def main() -> None:
         for name, score in (("protected", p), ("unprotected", p_raw), ("fink_stored", np.nan_to_num(anchor_all[test]))):
             for _, r in table(yt, score, ths).iterrows():
                 rows.append({"seed": seed, "labels": n_lab, "score": name, **r.to_dict()})
+        # the alerts the gate accepts: the population a cut-based module (Fink's) reports on
+        g = gate[test]
+        for _, r in table(yt[g], p[g], ths).iterrows():
+            rows.append({"seed": seed, "labels": n_lab, "score": "protected_gate_accepted", **r.to_dict()})
+        pre = phase[test] < 0  # before the simulated peak (truth, evaluation only)
+        for _, r in table(yt[pre], p[pre], ths).iterrows():
+            rows.append({"seed": seed, "labels": n_lab, "score": "protected_before_peak", **r.to_dict()})
         for lo, hi in DAY_BINS:
             sel = (days[test] >= lo) & (days[test] < hi)
             for name, score in (("protected", p), ("unprotected", p_raw)):
@@ -249,11 +256,12 @@ def main() -> None:
     print(res_df.to_string(index=False, **fmt))
     mean = res_df.groupby(["score", "threshold"])[["efficiency", "purity"]].mean().reset_index()
     print(f"\nmean over seeds {args.seeds}:")
-    print("| threshold | earlyia protected eff / pur | earlyia unprotected eff / pur | Fink's stored score, same alerts | Fink published |")
-    print("|---|---|---|---|---|")
+    print("| threshold | earlyia protected eff / pur | earlyia unprotected eff / pur | Fink's stored score, same alerts "
+          "| earlyia protected, alerts the gate accepts | earlyia protected, alerts before the simulated peak | Fink published |")
+    print("|---|---|---|---|---|---|---|")
     for th in ths:
         cells = []
-        for name in ("protected", "unprotected", "fink_stored"):
+        for name in ("protected", "unprotected", "fink_stored", "protected_gate_accepted", "protected_before_peak"):
             r = mean[(mean["score"] == name) & (mean["threshold"] == th)].iloc[0]
             cells.append(f"{r['efficiency']:.3f} / {r['purity']:.3f}")
         print(f"| {th:.1f} | {' | '.join(cells)} | {FINK_ELASTICC[th][0]:.2f} / {FINK_ELASTICC[th][1]:.2f} |")
