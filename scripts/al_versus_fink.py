@@ -13,8 +13,9 @@ labels: >= +0.10 FoM and >= +0.15 efficiency over Fink's configuration at equal 
 Data sets:
   ``ztf``    the 19 778 replayed alerts (detections 3-20) of the 1 444 labelled real ZTF objects, one row per
              alert (``../shared/reference/ztf_replay_alerts_with_anchor.parquet``, labels from ``objects.csv``);
-  ``snpcc``  the 21 319 SNPCC objects, g and r only, detections = points with S/N > 5, each light curve cut at
-             its 20th detection (alerts with < 20 detections), one row per object.
+  ``snpcc``  the SNPCC objects, g and r only, detections = points with S/N > 5, each light curve cut at its 20th
+             detection (alerts with < 20 detections), one row per object; objects never detected are left out
+             (19 950 of 21 319).
 ``--subset fink-valid`` keeps only the rows where Fink's features exist in both bands (Fink's production score
 is non-zero only there; Leoni et al. 2022 learned from such alerts): the comparison on Fink's home ground.
 
@@ -57,7 +58,8 @@ def _light_curves(data: str):
     lc = datasets.snpcc()
     lc = lc._filter_points(np.isin(lc.band, [lc.band_code("g"), lc.band_code("r")]))
     lc.detected = lc.detected & (lc.flux / lc.flux_err > 5)
-    return lc.truncate(20), "object"
+    seen = np.bincount(lc.object_of_point()[lc.detected], minlength=lc.n_objects) > 0
+    return lc.take(np.flatnonzero(seen)).truncate(20), "object"  # an object never detected sends no alert
 
 
 def feature_tables(data: str, work: Path) -> dict[str, Path]:
@@ -157,6 +159,9 @@ def main() -> None:
     if args.subset == "fink-valid":
         paths = fink_valid_subset(paths, args.work, args.data)
         tag += "_finkvalid"
+    n_rows = min(len(read_features(p)[0]) for p in paths.values())
+    if n_rows < 2 * (10 + args.loops * args.batch_size):
+        raise SystemExit(f"{tag}: only {n_rows} rows, too few for {args.loops} loops of {args.batch_size} and a test set")
     runs = {}
     for c, path in paths.items():
         out = args.work / "runs" / (f"{tag}_{c}_{args.protocol}" + (f"_batch{args.batch_size}" if args.batch_size > 1 else ""))
