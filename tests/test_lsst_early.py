@@ -113,6 +113,7 @@ def test_features_train_score_through_the_cli(tmp_path):
     assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
     df, meta = read_features(feats)
     assert meta["extractor"]["extractor"] == "lsst_early" and meta["survey"] == "LSST"
+    assert df["valid"].all() and set(df["label"]) == {"SN Ia", "SN II"}  # every alert has features, even one point
     assert main(["train", str(feats), "--out", str(model_path), "--trees", "40", "--cv-folds", "0"]) == 0
     model = Model.load(model_path)
     card = model.card
