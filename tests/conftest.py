@@ -3,15 +3,24 @@
 ``shared(relpath)`` returns the path under ``$EARLYIA_DATA`` (default ``../shared/data``) and
 skips the test when it is absent, unless ``EARLYIA_STRICT_DATA=1`` (set by ``.ci/run``), in
 which case absent data fails the test.
+
+Hypothesis: ``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run``) derandomises the property tests, so a
+clean-clone CI run is reproducible; a developer's run keeps exploring new examples (and a failure
+found there becomes an ``@example``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from earlyia.data import data_dir, reference_dir, strict
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def _require(path: Path) -> Path:
