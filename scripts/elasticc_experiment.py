@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--rainbow-min-points", type=int, default=3, help="Rainbow fit needs this many points (Fink: 7)")
-    ap.add_argument("--host", choices=("none", "z", "full"), default="full", help="host-galaxy columns (see host_columns)")
+    ap.add_argument("--host", choices=("none", "z", "full"), default="full", help="host-galaxy columns (see earlyia.features.lsst_early)")
     ap.add_argument("--no-plasticc", action="store_true", help="skip the PLAsTiCC non-transient check")
     ap.add_argument("--forced", action="store_true", help="also use the forced photometry carried by the alerts")
     ap.add_argument("--max-detections", type=int, default=None,

@@ -52,7 +52,8 @@ def gate_spec(kind: str, names, min_slope_sig: float = 3.0, min_points: int = 3)
     if kind not in GATE_KINDS:
         raise InputError(f"unknown gate {kind!r}; choose from {['none', *GATE_KINDS]}")
     names = list(names)
-    prefixes = [n[: -len("rise_sig")] for n in names if n.endswith("rise_sig") and f"{n[: -len('rise_sig')]}n_points" in names]
+    stems = [n.removesuffix("rise_sig") for n in names if n.endswith("rise_sig")]
+    prefixes = [p for p in stems if f"{p}n_points" in names]
     if not prefixes:
         raise InputError("gate 'rise' needs Rainbow's rise_sig and n_points among the model's features "
                          "(extractors rainbow or lsst_early)")  # fmt: skip
