@@ -70,6 +70,14 @@ def test_demo_on_data_and_learn_resumes(tmp_path, capsys):
     assert main(args) == 0
     assert "2 realisation(s) were already complete" in capsys.readouterr().out
     assert (tmp_path / "learn" / "learning_curves.png").exists()
+    # the same bytes under another path are the same experiment (the content is hashed, not the path)
+    moved = tmp_path / "elsewhere" / "feats.parquet"
+    moved.parent.mkdir()
+    (out / "features.parquet").rename(moved)
+    assert main([*args[:1], str(moved), *args[2:]]) == 0
+    assert "2 realisation(s) were already complete" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "learn" / "manifest.json").read_text())
+    assert str(moved) in json.dumps(manifest)  # provenance names the file actually read
 
 
 def test_demo_and_learn_errors_are_one_line(tmp_path, capsys):

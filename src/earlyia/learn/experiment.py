@@ -394,7 +394,9 @@ def run_experiment(
     }
     # what one realisation's result depends on: everything but the list of strategies and how many
     # realisations, so a finished experiment can be extended with more of either in the same folder
+    # and the data's content, not where the file lies (a moved feature table resumes)
     per_run = {k: v for k, v in cfg.items() if k not in ("strategies", "n_realisations")}
+    per_run["data_sha256"] = sorted(data.sha256.values())
     cfg["config_hash"] = hashlib.sha256(json.dumps(per_run, sort_keys=True, default=str).encode()).hexdigest()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
