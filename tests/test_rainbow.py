@@ -12,8 +12,9 @@ from scipy.optimize import least_squares
 from earlyia.errors import ConfigError
 from earlyia.features import _rainbow_kernel as kern
 from earlyia.features.base import get_extractor
+from earlyia.features.gates import rise_gate
 from earlyia.features.passbands import effective_wavelengths, survey_bands
-from earlyia.features.rainbow import RainbowFeatures, fit_segments, rainbow_model, transient_gate
+from earlyia.features.rainbow import RainbowFeatures, fit_segments, rainbow_model
 from earlyia.io.table import LightCurves
 
 LSST = "ugrizY"
@@ -355,7 +356,7 @@ def test_configuration_errors():
     assert X.shape == (1, len(RainbowFeatures().names)) and not ok[0] and "points" in reason[0]
 
 
-def test_transient_gate_rejects_flat_fading_and_noisy_constant_light_curves():
+def test_rise_gate_rejects_flat_fading_and_noisy_constant_light_curves():
     """Fink's flaw: flat light curves score high. The gate must score them 0 and keep real rises."""
     rng = np.random.default_rng(7)
     t_all, b_all, f_all, e_all, starts, ends, kind = [], [], [], [], [], [], []
@@ -385,7 +386,7 @@ def test_transient_gate_rejects_flat_fading_and_noisy_constant_light_curves():
         np.concatenate(t_all), np.concatenate(b_all), np.concatenate(f_all), np.concatenate(e_all), np.ones(pos, bool),
         np.array(starts), np.array(ends), bands=tuple(LSST), survey="LSST",
     )  # fmt: skip
-    keep = transient_gate(X, ext.names)
+    keep = rise_gate(X, ext.names, min_points=0)  # a rise required everywhere
     kind = np.array(kind)
     assert not keep[kind == "flat"].any() and not keep[kind == "fading"].any()
     assert keep[kind == "noisy"].mean() <= 0.1

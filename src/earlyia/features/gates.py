@@ -1,12 +1,14 @@
 """Which alerts a classifier may score at all: protection against flat and fading light curves.
 
 Fink's early-Ia scores are high on flat light curves (an open complaint). The Rainbow extractor
-measures ``rise_sig``, the significance of the rise up to the brightest point (scatter-inflated,
-see :func:`earlyia.features.rainbow.transient_gate`). Requiring it everywhere, as
-``transient_gate`` does, also rejects every alert with one or two points, where no light curve
-can be called flat or fading yet: on ELAsTiCC that is a fifth of the alerts, and most of the
-first alerts of every supernova. :func:`rise_gate` judges only light curves that have enough
-points to be judged.
+measures two rise statistics up to the brightest point, both with their error inflated by the
+scatter: ``rise_sig``, a straight line through all points, and ``rise_sig_band``, a common slope
+with one offset per band (a rise seen in a bright and a faint band, which the pooled line loses in
+the colour scatter: on ELAsTiCC it recovers 5 % of the SN Ia alerts, a third of them before peak,
+and lets no more generated flat or fading curves through). Requiring a rise everywhere would also
+reject every alert with one or two points, where no light curve can be called flat or fading yet:
+on ELAsTiCC that is a fifth of the alerts, and most of the first alerts of every supernova.
+:func:`rise_gate` judges only light curves that have enough points to be judged.
 """
 
 from __future__ import annotations
@@ -16,25 +18,34 @@ import numpy as np
 from earlyia.errors import InputError
 
 
-def rise_gate(X: np.ndarray, names, min_slope_sig: float = 3.0, min_points: int = 3, prefix: str = "") -> np.ndarray:
+def rise_gate(
+    X: np.ndarray,
+    names,
+    min_slope_sig: float = 3.0,
+    min_points: int = 3,
+    prefix: str = "",
+    band_offsets: bool = True,
+) -> np.ndarray:
     """Rows a classifier may score: a significant rise, or too few points to judge.
 
-    ``X``/``names``: a feature matrix holding Rainbow's ``rise_sig`` and ``n_points`` (points
-    after its cuts, whether or not the fit ran), named with ``prefix`` (``"rainbow_"`` in
-    ``lsst_early``). A row passes when ``rise_sig >= min_slope_sig`` or when it has fewer than
-    ``min_points`` points. A light curve with ``min_points`` or more points that is flat,
-    noisy-constant or fading from its first point (``rise_sig`` small or undefined) is rejected:
-    score it 0.
+    ``X``/``names``: a feature matrix holding Rainbow's ``rise_sig``, ``n_points`` (points after
+    its cuts, whether or not the fit ran) and, with ``band_offsets``, ``rise_sig_band``, named with
+    ``prefix`` (``"rainbow_"`` in ``lsst_early``). A row passes when either rise statistic is
+    ``>= min_slope_sig`` or when it has fewer than ``min_points`` points (``min_points=0``: a rise is
+    required everywhere). A light curve with ``min_points`` or more points that is flat,
+    noisy-constant or fading from its first point (no significant rise) is rejected: score it 0.
     """
     names = list(names)
-    rise_name, n_name = f"{prefix}rise_sig", f"{prefix}n_points"
-    missing = [c for c in (rise_name, n_name) if c not in names]
+    rise_cols = [f"{prefix}rise_sig", *([f"{prefix}rise_sig_band"] if band_offsets else [])]
+    n_col = f"{prefix}n_points"
+    missing = [c for c in (*rise_cols, n_col) if c not in names]
     if missing:
         raise InputError(f"rise_gate needs the Rainbow features {missing} (have {names[:8]}...)")
     X = np.asarray(X, np.float64)
-    rise = X[:, names.index(rise_name)]
-    n = X[:, names.index(n_name)]
-    return (np.isfinite(rise) & (rise >= min_slope_sig)) | (np.isfinite(n) & (n < min_points))
+    with np.errstate(invalid="ignore"):  # NaN (undefined statistic): no rise
+        rises = np.logical_or.reduce([X[:, names.index(c)] >= min_slope_sig for c in rise_cols])
+    n = X[:, names.index(n_col)]
+    return rises | (np.isfinite(n) & (n < min_points))
 
 
 #: Gates a model card can name (``card["gate"]["kind"]``).
@@ -57,7 +68,10 @@ def gate_spec(kind: str, names, min_slope_sig: float = 3.0, min_points: int = 3)
     if not prefixes:
         raise InputError("gate 'rise' needs Rainbow's rise_sig and n_points among the model's features "
                          "(extractors rainbow or lsst_early)")  # fmt: skip
-    return {"kind": kind, "prefix": prefixes[0], "min_slope_sig": float(min_slope_sig), "min_points": int(min_points)}
+    prefix = prefixes[0]
+    # models trained before rise_sig_band existed keep the single-statistic gate (no key in their card)
+    offsets = {"band_offsets": True} if f"{prefix}rise_sig_band" in names else {}
+    return {"kind": kind, "prefix": prefix, "min_slope_sig": float(min_slope_sig), "min_points": int(min_points), **offsets}
 
 
 def apply_gate(spec: dict | None, X: np.ndarray, names) -> np.ndarray:
@@ -67,7 +81,9 @@ def apply_gate(spec: dict | None, X: np.ndarray, names) -> np.ndarray:
         return np.ones(len(X), bool)
     if spec.get("kind") != "rise":
         raise InputError(f"unknown gate {spec!r} in the model card; this version knows {list(GATE_KINDS)}")
-    return rise_gate(X, names, spec["min_slope_sig"], spec["min_points"], prefix=spec.get("prefix", ""))
+    return rise_gate(
+        X, names, spec["min_slope_sig"], spec["min_points"], prefix=spec.get("prefix", ""), band_offsets=bool(spec.get("band_offsets"))
+    )
 
 
 GATE_REASON = "gate: no significant rise (flat, noisy-constant or fading light curve)"

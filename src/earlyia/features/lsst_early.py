@@ -9,7 +9,7 @@ registered, configured object (locally and on Spark alike).
 * :class:`~earlyia.features.rainbow.RainbowFeatures` with Fink's ELAsTiCC cuts (flux >= -10 nJy,
   intraday averaging) and ``rainbow_min_points`` (Fink: 7). Where the fit fails, the fitted columns hold
   :data:`PLACEHOLDER` and ``rainbow_valid`` is 0, while the columns defined without a fit (``n_points``,
-  ``n_bands``, ``peak_flux``, ``slope_sig``, ``rise_sig``) keep their values: the row stays usable.
+  ``n_bands``, ``peak_flux``, ``slope_sig``, ``rise_sig``, ``rise_sig_band``) keep their values: the row stays usable.
 * Host galaxy as the alert's ``diaObject`` carries it (``host="z"``: photo-z, its error, Milky-Way
   E(B-V); ``"full"`` adds host r magnitude, ellipticity, size, separation and four host colours). Never the
   simulation's truth. PLAsTiCC metadata (``hostgal_photoz``) is mapped: a photo-z of exactly 0 (galactic)
@@ -38,7 +38,7 @@ HOST_COLOURS = (("g", "r"), ("r", "i"), ("u", "g"), ("i", "z"))
 HOSTLESS = {"hostgal_zphot": -999.0, "hostgal_zphot_err": -999.0, "hostgal_ellipticity": -9999.0, "hostgal_sqradius": -9999.0,
             "hostgal_snsep": -9.0, **{f"hostgal_mag_{b}": 999.0 for b in "ugrizY"}}  # fmt: skip
 #: Rainbow columns defined without a fit (kept when the fit fails)
-RAINBOW_ALWAYS = ("n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig")
+RAINBOW_ALWAYS = ("n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig", "rise_sig_band")
 HOST_SETTINGS = ("none", "z", "full")
 
 

@@ -31,6 +31,9 @@ from earlyia.features.passbands import EFFECTIVE_WAVELENGTH_AA, effective_wavele
 PARAM_NAMES = ("reference_time", "amplitude", "rise_time", "T", "T_amplitude", "t_color")
 #: ELAsTiCC fluxes are in nJy (zero point 31.4); the table stores FLUXCAL (zero point 27.5).
 NJY_TO_FLUXCAL = 10.0 ** (-0.4 * (31.4 - 27.5))
+#: degrees of freedom ``rise_sig_band`` needs to measure the scatter that inflates its error (3: noise with
+#: errors underestimated 6x passes a 3-sigma cut ~1 % of the time, tests/test_features_gates.py)
+RISE_BAND_MIN_DOF = 3
 
 _REASONS = {
     _k.ST_FEW_POINTS: "fewer than {min_points} points after cuts",
@@ -133,6 +136,7 @@ def fit_segments(
     return {
         "slope_sig": _k.slope_significance(t, f, e, s, en, False),
         "rise_sig": _k.slope_significance(t, f, e, s, en, True),
+        "rise_sig_band": _k.banded_rise_significance(t, f, e, b, s, en, max(len(nu_band), 1), RISE_BAND_MIN_DOF),
         "params": params,
         "cov": cov,
         "chi2": chi2,
@@ -180,8 +184,9 @@ class RainbowFeatures(FeatureExtractor):
     Features: ``t0`` relative to the last point (days), ``amplitude`` in units of the peak flux,
     ``rise_time``, ``T_min``, ``T_max``, ``delta_T`` (K), ``t_color``, ``reduced_chi2``, their
     1-σ errors (``*_err``), ``n_points``, ``n_bands``, ``peak_flux`` (table flux units),
-    ``slope_sig``, the significance of a weighted linear trend of all points, and ``rise_sig``, the
-    same up to the brightest point (see :func:`transient_gate`).
+    ``slope_sig``, the significance of a weighted linear trend of all points, ``rise_sig``, the
+    same up to the brightest point, and ``rise_sig_band``, the rise with one offset per band (colour
+    cannot hide it; see :mod:`earlyia.features.gates`, which uses both).
     """
 
     name = "rainbow"
@@ -225,7 +230,8 @@ class RainbowFeatures(FeatureExtractor):
     @property
     def names(self) -> list[str]:
         main = ["t0", "amplitude", "rise_time", "T_min", "T_max", "delta_T", "t_color"]
-        return [*main, "reduced_chi2", *[f"{n}_err" for n in main], "n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig"]
+        trend = ["slope_sig", "rise_sig", "rise_sig_band"]
+        return [*main, "reduced_chi2", *[f"{n}_err" for n in main], "n_points", "n_bands", "peak_flux", *trend]
 
     # ------------------------------------------------------------------ wavelengths
     def wavelength_table(self, survey: str | None = None) -> dict[str, float]:
@@ -314,21 +320,10 @@ def features_from_fit(res: dict[str, np.ndarray]) -> np.ndarray:
             peak,
             res["slope_sig"],
             res["rise_sig"],
+            res["rise_sig_band"],
         ]
     X = np.column_stack(cols) if n else np.zeros((0, len(cols)))
     return np.ascontiguousarray(X, np.float64)
-
-
-def transient_gate(X: np.ndarray, names: list[str], min_slope_sig: float = 3.0) -> np.ndarray:
-    """Rows whose light curve rises significantly: score the others 0.
-
-    Fink's early-Ia scores are high on flat light curves (a known, open flaw): a 6-parameter
-    fit always finds *some* sigmoid in noise. Demanding that the points up to the brightest one
-    rise linearly by at least ``min_slope_sig`` standard errors (inflated by the scatter) removes
-    flat, noisy-constant and fading light curves, and keeps transients that have already peaked.
-    """
-    v = X[:, list(names).index("rise_sig")]
-    return np.isfinite(v) & (v >= min_slope_sig)
 
 
 def _ci(name: str, table: dict[str, float]) -> str | None:
