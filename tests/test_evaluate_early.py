@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from conftest import reference, shared
 from earlyia.errors import InputError
-from earlyia.evaluate import evaluate_early
+from earlyia.evaluate import best_at_purity, efficiency_purity_curve, evaluate_early
 from earlyia.labels import TypeMap
 
 
@@ -76,3 +76,23 @@ def test_cli_on_replay_file(tmp_path, capsys):
     curves = pd.read_csv(tmp_path / "curves.csv")
     assert set(curves["max_detections"]) == {10, 20}
     assert main(["evaluate-early", str(reference("ztf_replay_alerts_with_anchor.parquet")), "--score-column", "nope"]) == 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.55, 0.9, 1.0]), st.booleans()), min_size=1, max_size=60),
+       st.sampled_from([0.5, 0.8, 0.95]))  # fmt: skip
+def test_per_row_curve_and_best_at_purity_match_direct_counts(rows, min_purity):
+    score = np.array([r[0] for r in rows])
+    y = np.array([r[1] for r in rows])
+    curve = efficiency_purity_curve(score, y)
+    for _, c in curve.iterrows():  # every point: flag score > threshold, count directly
+        flagged = score > c["threshold"]
+        assert (c["tp"], c["fp"]) == ((flagged & y).sum(), (flagged & ~y).sum())
+    # slow reference of the best point: try every distinct score as the lowest flagged one
+    best = 0.0
+    for s in np.unique(score):
+        flagged = score >= s
+        tp = (flagged & y).sum()
+        if tp and tp / flagged.sum() >= min_purity:
+            best = max(best, tp / max(y.sum(), 1))
+    assert best_at_purity(curve, min_purity)["efficiency"] == pytest.approx(best)

@@ -56,12 +56,7 @@ class EarlyReport:
         Choosing the threshold on the evaluated data is optimistic; it is reported beside the fixed
         threshold, never instead of it.
         """
-        c = self.curves[n]
-        ok = c[c["purity"] >= min_purity]
-        if ok.empty:
-            return {"threshold": float("nan"), "efficiency": 0.0, "purity": float("nan")}
-        row = ok.loc[ok["efficiency"].idxmax()]
-        return {"threshold": float(row["threshold"]), "efficiency": float(row["efficiency"]), "purity": float(row["purity"])}
+        return best_at_purity(self.curves[n], min_purity)
 
     def to_markdown(self) -> str:
         lines = [
@@ -166,6 +161,21 @@ def evaluate_early(
         threshold=threshold,
         score_column=score_column,
     )
+
+
+def best_at_purity(curve: pd.DataFrame, min_purity: float = 0.8) -> dict[str, float]:
+    """Highest efficiency on an efficiency-purity ``curve`` with purity >= ``min_purity`` (and its threshold)."""
+    ok = curve[curve["purity"] >= min_purity]
+    if ok.empty:
+        return {"threshold": float("nan"), "efficiency": 0.0, "purity": float("nan")}
+    row = ok.loc[ok["efficiency"].idxmax()]
+    return {"threshold": float(row["threshold"]), "efficiency": float(row["efficiency"]), "purity": float(row["purity"])}
+
+
+def efficiency_purity_curve(score: np.ndarray, y: np.ndarray) -> pd.DataFrame:
+    """Efficiency / purity / FoM of flagging ``score`` > each distinct threshold (per row: alerts or objects)."""
+    y = np.asarray(y, bool)
+    return _curve(np.asarray(score, np.float64), y, int(y.sum()))
 
 
 def _curve(best: np.ndarray, y: np.ndarray, n_pos: int) -> pd.DataFrame:
