@@ -83,6 +83,12 @@ def test_gate_spec_finds_prefixed_features_and_refuses_models_without_them():
     X[:, names.index("rainbow_n_points")] = [2, 5, 5]
     X[:, names.index("rainbow_rise_sig")] = [0.0, 1.0, 4.0]
     np.testing.assert_array_equal(apply_gate(spec, X, names), [True, False, True])
+    # the rise with one offset per band opens the gate too, unless the card predates it (no band_offsets key)
+    assert spec["band_offsets"] is True
+    X[:, names.index("rainbow_rise_sig_band")] = [0.0, 3.5, -999.0]
+    np.testing.assert_array_equal(apply_gate(spec, X, names), [True, True, True])
+    old_card = {k: v for k, v in spec.items() if k != "band_offsets"}
+    np.testing.assert_array_equal(apply_gate(old_card, X, names), [True, False, True])
     np.testing.assert_array_equal(apply_gate(None, X, names), [True, True, True])
     np.testing.assert_array_equal(apply_gate(spec, X, names), rise_gate(X, names, prefix="rainbow_"))
     with pytest.raises(InputError, match="rise_sig"):
