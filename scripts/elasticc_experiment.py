@@ -219,9 +219,9 @@ def main() -> None:
         # thresholds are not comparable across classifiers (calibration): compare at Fink's purities on the curve
         for name, score in (("protected", p), ("unprotected", p_raw)):
             curve = efficiency_purity_curve(score, yt)
-            for th, (_e, pu) in FINK_ELASTICC.items():
+            for point, pu in (*((f"Fink at {th}", pu) for th, (_e, pu) in FINK_ELASTICC.items()), ("goal", 0.80)):
                 b = best_at_purity(curve, pu)
-                at_fink.append({"seed": seed, "score": name, "Fink threshold": th, "Fink purity": pu, "efficiency": b["efficiency"],
+                at_fink.append({"seed": seed, "score": name, "point": point, "min purity": pu, "efficiency": b["efficiency"],
                                 "purity": b["purity"], "our threshold": b["threshold"]})  # fmt: skip
         # the alerts the gate accepts: the population a cut-based module (Fink's) reports on
         g = gate[test]
@@ -281,8 +281,9 @@ def main() -> None:
             r = mean[(mean["score"] == name) & (mean["threshold"] == th)].iloc[0]
             cells.append(f"{r['efficiency']:.3f} / {r['purity']:.3f}")
         print(f"| {th:.1f} | {' | '.join(cells)} | {FINK_ELASTICC[th][0]:.2f} / {FINK_ELASTICC[th][1]:.2f} |")
-    af = pd.DataFrame(at_fink).groupby(["Fink threshold", "Fink purity", "score"])[["efficiency", "purity", "our threshold"]].mean()
-    print("\nall held-out alerts, on the efficiency-purity curve: best efficiency at Fink's published purity (mean over seeds):")
+    af = pd.DataFrame(at_fink).groupby(["min purity", "point", "score"])[["efficiency", "purity", "our threshold"]].mean()
+    print("\nall held-out alerts, on the efficiency-purity curve: best efficiency at Fink's published purities and at the goal's 0.80 "
+          "(mean over seeds):")
     print(af.reset_index().to_string(index=False, **fmt))
     bd = pd.DataFrame(by_day).groupby(["score", "days"], sort=False)[["alerts", "efficiency", "purity"]].mean().reset_index()
     print("\nthreshold 0.5 by days since the first detection (mean over seeds):")
