@@ -52,6 +52,14 @@ def test_impostor_features_are_labelled_negatives():
 def test_recipe_follows_the_feature_table():
     assert recipe_for(get_extractor("early").config())[0] == "early"
     assert recipe_for(get_extractor("sigmoid", mode="fink").config())[0] == "fink"
+    # another survey than ZTF: the lsst recipe (no ZTF selection); its gate only where the features can feed it
+    rainbow, sig_lsst = get_extractor("rainbow").config(), get_extractor("sigmoid_lsst").config()
+    assert recipe_for(rainbow, survey="ZTF")[0] == "fink"
+    name, rec = recipe_for(rainbow, survey="LSST")
+    assert name == "lsst" and rec["gate"] == "rise" and rec["selection"] == {"rule": "none"}
+    name, rec = recipe_for(sig_lsst, survey="LSST")
+    assert name == "lsst" and rec["gate"] == "none"
+    assert recipe_for(sig_lsst, "lsst", survey="LSST")[1]["gate"] == "rise"  # asked for by name: kept (train then says why not)
     assert recipe_for(get_extractor("early").config(), "fink")[1]["impostors"] == 0
     with pytest.raises(ConfigError, match="recipe"):
         recipe_for({}, "best")

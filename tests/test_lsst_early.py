@@ -146,3 +146,20 @@ def test_features_train_score_through_the_cli(tmp_path):
     assert main(["score", str(gpath), "--model", str(model_path), "--out", str(tmp_path / "g.parquet")]) == 1
     g = pd.read_parquet(tmp_path / "g.parquet")
     assert len(g) == 12 and (g["score"] == 0).all() and (g["reason"] == GATE_REASON).all()
+
+
+def test_a_rainbow_table_of_lsst_alerts_trains_the_lsst_recipe_and_scores(tmp_path):
+    """`earlyia train` on any LSST feature table picks the lsst recipe: Fink's ZTF selection (g and r points,
+    ndethist, SIMBAD) would leave every LSST alert unscored."""
+    ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
+    feats, model_path, out = tmp_path / "rb.parquet", tmp_path / "rb.eia", tmp_path / "s.parquet"
+    assert main(["features", str(ia), str(ii), "--extractor", "rainbow", "--out", str(feats)]) == 0
+    assert main(["train", str(feats), "--out", str(model_path), "--trees", "30", "--cv-folds", "0"]) == 0
+    card = Model.load(model_path).card
+    assert card["lineage"]["recipe"] == "lsst" and card["selection"] == {"rule": "none"} and card["gate"]["band_offsets"]
+    assert main(["score", str(shared(f"{ROOT}/classId=111/part-0-1000.parquet")), "--model", str(model_path), "--out", str(out)]) == 0
+    scores = pd.read_parquet(out)
+    assert scores["passed"].any() and (scores["score"] > 0.5).any()
+    # the rows not scored failed Rainbow's own cuts or its gate, never a ZTF cut
+    reasons = set(scores.loc[~scores["passed"], "reason"])
+    assert not any("ndethist" in r or "band g" in r or "SIMBAD" in r for r in reasons), reasons

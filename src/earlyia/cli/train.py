@@ -16,7 +16,7 @@ EPILOG = """examples:
   earlyia features lightcurves.parquet --out features.parquet
   earlyia train features.parquet --out model.eia                               # recipe from the table: early, lsst or fink
   earlyia train features.parquet --out model.eia --recipe fink                 # Fink's settings on any table
-  earlyia train lsst.parquet --out lsst.eia                                     # lsst_early table: lsst recipe (every alert, rise gate)
+  earlyia train lsst.parquet --out lsst.eia                                     # LSST table: lsst recipe (every alert, rise gate)
   earlyia train features.parquet --out model.eia --positive "SN Ia" --include-subtypes --trees 300 --calibrate isotonic
   earlyia train features.parquet --labels objects.csv --out model.eia          # labels from a CSV (objectId, tns_type)
   earlyia train features.parquet --from-run runs/uncertainty --out model.eia   # only an AL run's initial + queried ids
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     sample_ids, run_info = read_run_ids(args.from_run) if args.from_run else (None, {})
     parent = Model.load(args.parent).hash if args.parent else None
     type_map = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
-    recipe_name, recipe = recipe_for(meta["extractor"], args.recipe)
+    recipe_name, recipe = recipe_for(meta["extractor"], args.recipe, survey=meta.get("survey"))
     class_weight = _option(args.class_weight, recipe, "class_weight")
     n_impostors = int(_option(args.impostors, recipe, "impostors"))
     if n_impostors < 0:

@@ -6,9 +6,10 @@ weighing the same whatever its number of replayed alerts, generated flat / fadin
 impostors as negatives (so they never score high), and a selection that lets the model judge young
 light curves itself (no per-band minimum, no rising cut; the SIMBAD and ``ndethist`` cuts stay).
 The ``fink`` recipe is Fink's production setting (full-depth trees, no weights, Fink's cuts).
-The ``lsst`` recipe is the ELAsTiCC classifier's (README, issue 6): full-depth trees, every alert scored
-(SIMBAD and ``ndethist`` cuts do not apply to LSST alerts), and the rise gate, which scores flat,
-noisy-constant and fading light curves 0 (the ZTF impostor generator does not apply).
+The ``lsst`` recipe is the ELAsTiCC classifier's (README, issue 6), and the automatic choice for any table of
+another survey than ZTF: full-depth trees, every alert scored (SIMBAD and ``ndethist`` cuts do not apply to
+LSST alerts), and the rise gate, which scores flat, noisy-constant and fading light curves 0 (the ZTF impostor
+generator does not apply).
 """
 
 from __future__ import annotations
@@ -44,14 +45,25 @@ RECIPES: dict[str, dict[str, Any]] = {
         "gate": "rise",
     },
 }
-#: the recipe ``auto`` picks for each extractor (others: ``fink``)
+#: the recipe ``auto`` picks for each extractor; others: ``lsst`` for a table of another survey than ZTF, else ``fink``
 AUTO = {"early": "early", "lsst_early": "lsst"}
 
 
-def recipe_for(extractor_config: Mapping, name: str = "auto") -> tuple[str, dict[str, Any]]:
-    """The recipe ``name``, or with ``"auto"`` the one that suits the extractor (:data:`AUTO`, else ``fink``)."""
-    if name == "auto":
-        name = AUTO.get(str(extractor_config.get("extractor", "")), "fink")
+def recipe_for(extractor_config: Mapping, name: str = "auto", survey: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The recipe ``name``, or with ``"auto"`` the one that suits the feature table.
+
+    ``auto``: :data:`AUTO` by extractor; otherwise ``lsst`` when the table's ``survey`` is not ZTF (Fink's ZTF
+    selection needs g and r points, ``ndethist`` and SIMBAD, which LSST alerts do not have: a Rainbow model
+    trained on ELAsTiCC would score nothing), else ``fink``. An automatic ``lsst`` recipe on features without
+    Rainbow's rise statistics (``sigmoid_lsst``) gets no gate, since the gate could not be evaluated.
+    """
+    auto = name == "auto"
+    if auto:
+        ext = str(extractor_config.get("extractor", ""))
+        name = AUTO.get(ext) or ("lsst" if survey and str(survey).upper() != "ZTF" else "fink")
     if name not in RECIPES:
         raise ConfigError(f"unknown training recipe {name!r}; choose from {['auto', *RECIPES]}")
-    return name, dict(RECIPES[name])
+    recipe = dict(RECIPES[name])
+    if auto and recipe["gate"] != "none" and not any(str(n).endswith("rise_sig") for n in extractor_config.get("names", ())):
+        recipe["gate"] = "none"
+    return name, recipe
