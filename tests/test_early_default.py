@@ -60,6 +60,8 @@ def test_recipe_follows_the_feature_table():
     name, rec = recipe_for(sig_lsst, survey="LSST")
     assert name == "lsst" and rec["gate"] == "none"
     assert recipe_for(sig_lsst, "lsst", survey="LSST")[1]["gate"] == "rise"  # asked for by name: kept (train then says why not)
+    assert recipe_for(get_extractor("early").config(), survey="LSST") == ("lsst", {**recipe_for(sig_lsst, survey="LSST")[1]})
+    assert recipe_for(get_extractor("early").config(), survey="ZTF")[0] == "early"
     assert recipe_for(get_extractor("early").config(), "fink")[1]["impostors"] == 0
     with pytest.raises(ConfigError, match="recipe"):
         recipe_for({}, "best")

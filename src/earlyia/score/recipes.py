@@ -45,22 +45,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         "gate": "rise",
     },
 }
-#: the recipe ``auto`` picks for each extractor; others: ``lsst`` for a table of another survey than ZTF, else ``fink``
+#: the recipe ``auto`` picks for each extractor on ZTF tables (others: ``fink``); any other survey gets ``lsst``
 AUTO = {"early": "early", "lsst_early": "lsst"}
 
 
 def recipe_for(extractor_config: Mapping, name: str = "auto", survey: str | None = None) -> tuple[str, dict[str, Any]]:
     """The recipe ``name``, or with ``"auto"`` the one that suits the feature table.
 
-    ``auto``: :data:`AUTO` by extractor; otherwise ``lsst`` when the table's ``survey`` is not ZTF (Fink's ZTF
-    selection needs g and r points, ``ndethist`` and SIMBAD, which LSST alerts do not have: a Rainbow model
-    trained on ELAsTiCC would score nothing), else ``fink``. An automatic ``lsst`` recipe on features without
-    Rainbow's rise statistics (``sigmoid_lsst``) gets no gate, since the gate could not be evaluated.
+    ``auto``: ``lsst`` whenever the table's ``survey`` is known and not ZTF, whatever the extractor (the ZTF
+    recipes select with Fink's ZTF cuts, ``ndethist`` and SIMBAD, and the ``fink`` one with g and r points,
+    which LSST alerts do not have: a Rainbow model trained on ELAsTiCC scored none of them); otherwise
+    :data:`AUTO` by extractor, else ``fink``. An automatic ``lsst`` recipe on features without Rainbow's rise
+    statistics (``sigmoid_lsst``, ``early``) gets no gate, since the gate could not be evaluated.
     """
     auto = name == "auto"
     if auto:
-        ext = str(extractor_config.get("extractor", ""))
-        name = AUTO.get(ext) or ("lsst" if survey and str(survey).upper() != "ZTF" else "fink")
+        other_survey = bool(survey) and str(survey).upper() != "ZTF"
+        name = "lsst" if other_survey else AUTO.get(str(extractor_config.get("extractor", "")), "fink")
     if name not in RECIPES:
         raise ConfigError(f"unknown training recipe {name!r}; choose from {['auto', *RECIPES]}")
     recipe = dict(RECIPES[name])
