@@ -3,6 +3,8 @@ with the card's extractor and rise gate."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,7 +115,7 @@ def _flat_and_fading(n=12, seed=3):
     return lc
 
 
-def test_features_train_score_through_the_cli(tmp_path):
+def test_features_train_score_through_the_cli(tmp_path, capsys):
     ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
     feats, model_path, out = tmp_path / "f.parquet", tmp_path / "m.eia", tmp_path / "s.parquet"
     assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
@@ -124,6 +126,9 @@ def test_features_train_score_through_the_cli(tmp_path):
     model = Model.load(model_path)
     card = model.card
     assert card["lineage"]["recipe"] == "lsst" and card["gate"]["kind"] == "rise" and card["selection"] == {"rule": "none"}
+    assert main(["models", "show", str(model_path)]) == 0
+    shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert json.loads(shown["gate"]) == card["gate"] and json.loads(shown["selection"]) == {"rule": "none"}
     other = shared(f"{ROOT}/classId=111/part-0-1000.parquet")
     assert main(["score", str(other), "--model", str(model_path), "--out", str(out)]) == 0
     scores = pd.read_parquet(out)

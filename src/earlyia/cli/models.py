@@ -59,6 +59,9 @@ def describe(model: Model, path: str = "") -> str:
             f"(prohibited list: {len(set(tr.get('object_ids', [])))} object ids)",
         ),
         ("calibration", cal.get("method") or "none"),
+        # what `earlyia score` does before and after the features: which alerts this model never scores
+        ("selection", json.dumps(c["selection"], sort_keys=True) if c.get("selection") is not None else "select_early defaults"),
+        ("gate", json.dumps(c["gate"], sort_keys=True) if c.get("gate") else "none"),
     ]
     if c.get("lineage"):
         lines.append(("lineage", json.dumps(c["lineage"], sort_keys=True)))
