@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import lzma
-import os
 import pickle
 
 import numpy as np
@@ -15,7 +13,7 @@ from conftest import reference, shared
 from earlyia.compat.fink_pickle import FINK_SIGMOID_FEATURES, fink_feature_names, fink_scores, load_fink_model
 from earlyia.errors import IntegrityError
 from earlyia.features.sigmoid import SigmoidFeatures
-from earlyia.io.photometry import mag_to_fluxcal
+from earlyia.io import datasets
 from earlyia.select import fink_cuts
 
 MODEL = "anchor_models_fink/default-model_sigmoid.obj.xz"
@@ -53,26 +51,8 @@ def test_unlisted_pickle_is_refused(tmp_path):
 
 def _fink_inputs():
     """Every monthly row and every all_nonIa object exactly as Fink saw them (repeated rows kept)."""
-    base = shared("ztf_fink_tns_labelled/objects.csv").parent
-    segs = []
-    for p in sorted(glob.glob(str(base / "fink_cross_tns_*.parquet"))):
-        df = pd.read_parquet(p)
-        src = os.path.basename(p)
-        for i, r in enumerate(df.itertuples()):
-            segs.append((f"{src}|{i}", r.cjd, r.cfid, r.cmagpsf, r.csigmapsf))
-    c = pd.read_csv(base / "all_nonIa.csv.gz")
-    for oid, g in c.groupby("objectId", sort=False):
-        g = g.sort_values("cjd", kind="stable")
-        segs.append((f"all_nonIa.csv.gz|{oid}", g.cjd, g.cfid, g.cmagpsf, g.csigmapsf))
-    jd = np.concatenate([np.asarray(s[1], float) for s in segs])
-    fid = np.concatenate([np.asarray(s[2], int) for s in segs])
-    mag = np.concatenate([np.asarray(s[3], float) for s in segs])
-    sig = np.concatenate([np.asarray(s[4], float) for s in segs])
-    lens = np.array([len(s[1]) for s in segs])
-    ends = np.cumsum(lens)
-    flux, err = mag_to_fluxcal(mag, sig)
-    band = np.select([fid == 1, fid == 2], [0, 1], 2).astype(np.int8)
-    return [s[0] for s in segs], (jd - 2400000.5, band, flux, err, np.isfinite(flux), ends - lens, ends)
+    base = shared("ztf_fink_tns_labelled/objects.csv").parent.parent  # skips (strict mode: fails) without the data
+    return datasets.fink_reference_inputs(base)
 
 
 def _cost(t, y, p):

@@ -57,6 +57,33 @@ def ztf_tns_labelled(data_dir: str | Path | None = None) -> LightCurves:
     return lc
 
 
+def fink_reference_inputs(data_dir: str | Path | None = None) -> tuple[list[str], tuple[np.ndarray, ...]]:
+    """The light curves Fink's reference features were computed on, exactly as Fink saw them.
+
+    One segment per monthly-file row (key ``"<file>|<row>"``) and per ``all_nonIa.csv.gz`` object (key
+    ``"all_nonIa.csv.gz|<objectId>"``, sorted by ``cjd``, repeated rows kept): what
+    ``fink_sigmoid_reference_ztf.parquet`` describes, unmerged (no :class:`LightCurves`, which would
+    deduplicate epochs). Returns ``(keys, (mjd, band, flux, flux_err, detected, starts, ends))`` with bands
+    coded g 0, r 1, other 2.
+    """
+    from earlyia.io.photometry import mag_to_fluxcal
+
+    d = _need(_base(data_dir) / ZTF_TNS_DIR)
+    segs = []
+    for p in sorted(d.glob("fink_cross_tns_*.parquet")):
+        for i, r in enumerate(pd.read_parquet(p).itertuples()):
+            segs.append((f"{p.name}|{i}", r.cjd, r.cfid, r.cmagpsf, r.csigmapsf))
+    for oid, g in pd.read_csv(_need(d / "all_nonIa.csv.gz")).groupby("objectId", sort=False):
+        g = g.sort_values("cjd", kind="stable")
+        segs.append((f"all_nonIa.csv.gz|{oid}", g.cjd, g.cfid, g.cmagpsf, g.csigmapsf))
+    jd, fid, mag, sig = (np.concatenate([np.asarray(s[k], float) for s in segs]) for k in (1, 2, 3, 4))
+    lens = np.array([len(s[1]) for s in segs])
+    ends = np.cumsum(lens)
+    flux, err = mag_to_fluxcal(mag, sig)
+    band = np.select([fid == 1, fid == 2], [0, 1], 2).astype(np.int8)
+    return [s[0] for s in segs], (jd - 2400000.5, band, flux, err, np.isfinite(flux), ends - lens, ends)
+
+
 def snpcc(data_dir: str | Path | None = None, *, from_archive: bool = False) -> LightCurves:
     """SNPCC (SIMGEN_PUBLIC_DES): 21 319 DES griz light curves with simulated truth (5 088 SN Ia).
 
