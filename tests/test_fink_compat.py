@@ -169,3 +169,22 @@ def test_reproduces_anchor_scores_of_the_replay(anchor):
     assert len(d) == 19778
     assert (d <= 1e-6).mean() >= 0.99 and d.max() <= 0.01
     assert np.array_equal(score > 0, want > 0)  # every zero / non-zero decision
+
+
+def test_fink_own_call_does_not_reproduce_the_reference_fits_either(tmp_path):
+    """scripts/fink_fit_agreement.py: Fink's scipy call, refitted here, lands on the reference's a, b, c for ~95 %
+    of the fitted bands, as earlyia does, and agrees with earlyia about as often (README, docs/features.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    shared("ztf_fink_tns_labelled/objects.csv")  # skips (strict mode: fails) without the data
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fink_fit_agreement.py"
+    spec = importlib.util.spec_from_file_location("fink_fit_agreement", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.dump(str(tmp_path / "fits.npz"))
+    c = script.refit(str(tmp_path / "fits.npz"))
+    assert c["bands"] == 352  # the reference's 151 g + 201 r fits
+    agree = [c["fink_vs_reference"], c["fink_vs_earlyia"], c["earlyia_vs_reference"]]
+    assert min(agree) >= 0.93 * 352, c
+    assert max(c["fink_vs_reference"], c["earlyia_vs_reference"]) < 0.99 * 352, c  # the issue's 99 %: out of Fink's own reach
