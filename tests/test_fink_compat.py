@@ -187,4 +187,4 @@ def test_fink_own_call_does_not_reproduce_the_reference_fits_either(tmp_path):
     assert c["bands"] == 352  # the reference's 151 g + 201 r fits
     agree = [c["fink_vs_reference"], c["fink_vs_earlyia"], c["earlyia_vs_reference"]]
     assert min(agree) >= 0.93 * 352, c
-    assert max(c["fink_vs_reference"], c["earlyia_vs_reference"]) < 0.99 * 352, c  # the 99 %: out of Fink's own reach
+    assert c["fink_vs_reference"] < 0.99 * 352, c  # the 99 %: out of reach of Fink's own call
