@@ -52,6 +52,14 @@ def rise_gate(
 GATE_KINDS = ("rise",)
 
 
+def rise_prefix(names) -> str | None:
+    """The prefix under which ``names`` hold Rainbow's ``rise_sig`` and ``n_points`` (``""``, ``"rainbow_"``...),
+    or None when these features cannot feed the rise gate."""
+    names = list(names)
+    stems = [n.removesuffix("rise_sig") for n in names if n.endswith("rise_sig")]
+    return next((p for p in stems if f"{p}n_points" in names), None)
+
+
 def gate_spec(kind: str, names, min_slope_sig: float = 3.0, min_points: int = 3) -> dict | None:
     """The card entry of gate ``kind`` (``"none"`` -> None) for a model on features ``names``.
 
@@ -63,12 +71,10 @@ def gate_spec(kind: str, names, min_slope_sig: float = 3.0, min_points: int = 3)
     if kind not in GATE_KINDS:
         raise InputError(f"unknown gate {kind!r}; choose from {['none', *GATE_KINDS]}")
     names = list(names)
-    stems = [n.removesuffix("rise_sig") for n in names if n.endswith("rise_sig")]
-    prefixes = [p for p in stems if f"{p}n_points" in names]
-    if not prefixes:
+    prefix = rise_prefix(names)
+    if prefix is None:
         raise InputError("gate 'rise' needs Rainbow's rise_sig and n_points among the model's features "
                          "(extractors rainbow or lsst_early)")  # fmt: skip
-    prefix = prefixes[0]
     # models trained before rise_sig_band existed keep the single-statistic gate (no key in their card)
     offsets = {"band_offsets": True} if f"{prefix}rise_sig_band" in names else {}
     return {"kind": kind, "prefix": prefix, "min_slope_sig": float(min_slope_sig), "min_points": int(min_points), **offsets}

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from earlyia.errors import ConfigError
+from earlyia.features.gates import rise_prefix
 
 RECIPES: dict[str, dict[str, Any]] = {
     "early": {
@@ -65,6 +66,6 @@ def recipe_for(extractor_config: Mapping, name: str = "auto", survey: str | None
     if name not in RECIPES:
         raise ConfigError(f"unknown training recipe {name!r}; choose from {['auto', *RECIPES]}")
     recipe = dict(RECIPES[name])
-    if auto and recipe["gate"] != "none" and not any(str(n).endswith("rise_sig") for n in extractor_config.get("names", ())):
+    if auto and recipe["gate"] != "none" and rise_prefix(extractor_config.get("names", ())) is None:
         recipe["gate"] = "none"
     return name, recipe
