@@ -825,6 +825,16 @@ def fit_batch(
 
 
 @numba.njit(cache=True)
+def _time_of_max(t, flux, start, end):
+    """Time of the brightest point of ``start:end`` (the first one on ties)."""
+    kmax = start
+    for k in range(start, end):
+        if flux[k] > flux[kmax]:
+            kmax = k
+    return t[kmax]
+
+
+@numba.njit(cache=True)
 def slope_significance(t, flux, err, starts, ends, until_max):
     """Error-weighted linear slope of flux vs time divided by its standard error, per segment.
 
@@ -839,13 +849,7 @@ def slope_significance(t, flux, err, starts, ends, until_max):
         if ends[i] - starts[i] < 3:
             continue
         t0 = t[starts[i]]
-        t_end = np.inf
-        if until_max:
-            kmax = starts[i]
-            for k in range(starts[i], ends[i]):
-                if flux[k] > flux[kmax]:
-                    kmax = k
-            t_end = t[kmax]
+        t_end = _time_of_max(t, flux, starts[i], ends[i]) if until_max else np.inf
         m = 0
         s = 0.0
         sx = 0.0
@@ -901,11 +905,7 @@ def banded_rise_significance(t, flux, err, band, starts, ends, n_bands, min_dof)
         if ends[i] - starts[i] < 3:
             continue
         t0 = t[starts[i]]
-        kmax = starts[i]
-        for k in range(starts[i], ends[i]):
-            if flux[k] > flux[kmax]:
-                kmax = k
-        t_end = t[kmax]
+        t_end = _time_of_max(t, flux, starts[i], ends[i])
         for b in range(n_bands):
             sw[b] = 0.0
             swx[b] = 0.0
