@@ -182,21 +182,25 @@ class SigmoidFeatures(FeatureExtractor):
         ok = (status == 0).all(axis=1) if self.mode == "fink" else (status == 0).any(axis=1)
         reason = np.full(n, "", dtype=object)
         unit = "nights" if self.mode == "fink" else "points"
-        for i in np.flatnonzero(~ok):
-            parts = []
-            for k, b in enumerate(self.bands):
-                st = status[i, k]
-                if codes[k] < 0:
-                    parts.append(f"band {b}: not in this survey")
-                elif st == 1:
-                    parts.append(f"band {b}: {npts[i, k]} {unit} < {self.n_min}")
-                elif st == 2:
-                    parts.append(f"band {b}: not rising")
-                elif st == 3:
-                    parts.append(f"band {b}: fit failed")
-                elif st == 4:
-                    parts.append(f"band {b}: no positive flux")
-            reason[i] = "; ".join(parts)
+        idx = np.flatnonzero(~ok)
+        out = np.full(len(idx), "", dtype=object)
+        # column by column (a few distinct messages per band), not a Python loop over light curves
+        for k, b in enumerate(self.bands):
+            st = status[idx, k]
+            part = np.full(len(idx), "", dtype=object)
+            if codes[k] < 0:
+                part[:] = f"band {b}: not in this survey"
+            else:
+                for code, text in ((2, "not rising"), (3, "fit failed"), (4, "no positive flux")):
+                    part[st == code] = f"band {b}: {text}"
+                few = st == 1
+                if few.any():
+                    counts, inv = np.unique(npts[idx[few], k], return_inverse=True)
+                    part[few] = np.array([f"band {b}: {c} {unit} < {self.n_min}" for c in counts], dtype=object)[inv]
+            sep = np.full(len(idx), "", dtype=object)
+            sep[(out != "") & (part != "")] = "; "
+            out = out + sep + part
+        reason[idx] = out
         return ok, reason
 
 
