@@ -258,3 +258,69 @@ def test_robust_fit_reaches_scipy_bounded_minimum():
     assert len(d) >= 200
     assert np.mean(d <= 0.01) >= 0.95
     assert np.mean(d <= 1.0) >= 0.99
+
+
+@st.composite
+def _projection_problems(draw):
+    """Points, weights and an (a, b) for the robust fit's one-pass normal equations (scaled units: y ~ 1)."""
+    n = draw(st.integers(3, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    t = np.sort(rng.uniform(-30.0, 60.0, n))
+    y = rng.uniform(-0.2, 1.2, n)
+    w = rng.uniform(0.5, 50.0, n)
+    a = draw(st.floats(1e-3, 5.0))
+    b = draw(st.floats(-40.0, 70.0))
+    return t, y, w, a, b
+
+
+@given(_projection_problems())
+@settings(max_examples=150, deadline=None)
+def test_robust_normal_equations_match_a_slow_reference(problem):
+    """``_normal3`` (one pass, sums recombined with the projected c) equals the plain computation: c by weighted
+    linear least squares clipped to its bounds, the residual vector, the n x 3 Jacobian from the textbook
+    derivatives of the logistic, then J^T J and J^T r as matrix products."""
+    from earlyia.features._sigmoid_robust import _normal3
+
+    t, y, w, a, b = problem
+    lo_c, hi_c = 1e-3, 10.0
+    x = np.array([a, b, 1.0])
+    H = np.empty((3, 3))
+    g = np.empty(3)
+    cost = _normal3(t, y, w, len(t), x, lo_c, hi_c, H, g)
+    s = 1.0 / (1.0 + np.exp(-a * (t - b)))
+    c = float(np.clip(np.sum(w**2 * s * y) / np.sum(w**2 * s * s), lo_c, hi_c))
+
+    def resid(p):
+        return w * (y - p[2] / (1.0 + np.exp(-p[0] * (t - p[1]))))
+
+    p0 = np.array([a, b, c])
+    # f = c s: df/da = c s (1 - s) (t - b), df/db = -c s (1 - s) a, df/dc = s; r = w (y - f);
+    # 1 - s = 1 / (1 + exp(a (t - b))) exactly (written so, it keeps its precision when s ~ 1)
+    ds = s / (1.0 + np.exp(a * (t - b)))
+    J = -w[:, None] * np.column_stack([c * ds * (t - b), -c * ds * a, s])
+    r = resid(p0)
+    assert x[2] == pytest.approx(c, rel=1e-12, abs=1e-15)
+    assert cost == pytest.approx(0.5 * np.sum(r**2), rel=1e-8, abs=1e-9 * np.sum((w * y) ** 2))
+    scale = np.sqrt(np.outer(np.diag(J.T @ J), np.diag(J.T @ J))) + 1e-12
+    np.testing.assert_array_less(np.abs(H - J.T @ J) / scale, 1e-5)
+    gscale = np.sqrt(np.diag(J.T @ J) * np.sum(r**2)) + 1e-12
+    np.testing.assert_array_less(np.abs(g - J.T @ r) / gscale, 1e-5)
+
+
+@given(_projection_problems())
+@settings(max_examples=100, deadline=None)
+def test_robust_start_scoring_matches_direct_chi2(problem):
+    """The start search's factored logistic (one exponential per point for every b) gives the chi2 and c of the
+    direct formula."""
+    from earlyia.features._sigmoid_robust import _projected_chi2
+
+    t, y, w, a, _ = problem
+    for b in (t[0], 0.5 * (t[0] + t[-1]), t[-1]):
+        if a * (t[-1] - t[0]) > 300:
+            continue
+        e = np.exp(-a * (t - t[0]))
+        chi2, c = _projected_chi2(y, w, len(t), e, np.exp(a * (b - t[0])), 1e-3, 10.0)
+        s = 1.0 / (1.0 + np.exp(-a * (t - b)))
+        c_ref = float(np.clip(np.sum(w**2 * s * y) / np.sum(w**2 * s * s), 1e-3, 10.0))
+        assert c == pytest.approx(c_ref, rel=1e-9)
+        assert chi2 == pytest.approx(np.sum((w * (y - c_ref * s)) ** 2), rel=1e-7, abs=1e-9 * np.sum((w * y) ** 2))
