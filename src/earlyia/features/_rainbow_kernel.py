@@ -46,6 +46,7 @@ EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not
 #: variance (kernel units: scaled time, log scales) above which a parameter counts as unconstrained (degenerate fit)
 MAX_KERNEL_VAR = 1e12
 STALL_EVERY = 5  # iterations between two stall checks
+STALL_EDM = 0.02  # expected χ² gain left below which a stalled fit is considered converged
 EDM_SKIP = 1e4  # the EDM is only computed once a step gains less than EDM_SKIP x its tolerance
 LAM_INIT = 3.0  # initial Marquardt damping of every start (the starts are rough: cautious first steps)
 #: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's start,
@@ -466,9 +467,12 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
     converged = False
     stall_ref = cost
     for it in range(max_iter):
-        # stalled: χ² improved by less than STALL_TOL over the last STALL_EVERY iterations (statistically nothing)
+        # stalled: χ² improved by less than STALL_TOL over the last STALL_EVERY iterations (statistically nothing),
+        # unless the Gauss-Newton model still expects more than STALL_EDM: a slow crawl towards a minimum that is
+        # still a sizeable fraction of Δχ² = 1 away is not a minimum
         if it > 0 and it % STALL_EVERY == 0:
-            if stall_ref - cost < STALL_TOL * _chi2_scale(cost, n):
+            scale = _chi2_scale(cost, n)
+            if stall_ref - cost < STALL_TOL * scale and _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < STALL_EDM * scale:
                 converged = True
                 break
             stall_ref = cost
