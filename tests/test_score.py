@@ -317,6 +317,24 @@ def test_cli_refuses_tampered_and_mismatched_models(tmp_path, small_input, model
     assert not (tmp_path / "s.parquet").exists()
 
 
+def test_cli_notes_a_model_trained_by_another_release(tmp_path, small_input, model, capsys):
+    """Feature values can change between releases (a fitter change): scoring says so, and still scores."""
+    from earlyia import __version__
+    from earlyia.score.model import Model
+
+    m, _, _ = model
+    path, _ = small_input
+    assert m.version_note() is None
+    rc = main(["score", str(path), "--model", str(m.save(tmp_path / "now.eia")), "--out", str(tmp_path / "a.parquet")])
+    assert rc == 0 and "trained with earlyia" not in capsys.readouterr().err
+    card = dict(m.card, versions=dict(m.card["versions"], earlyia="0.0.1"))
+    old = Model(m.ensemble, card, m.calibration).save(tmp_path / "old.eia")
+    rc = main(["score", str(path), "--model", str(old), "--out", str(tmp_path / "b.parquet")])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"trained with earlyia 0.0.1, this is earlyia {__version__}" in err
+    assert (tmp_path / "b.parquet").exists()
+
+
 def test_cli_exit_code_when_nothing_scored(tmp_path, small_input, model, capsys):
     m, _, _ = model
     _, sub = small_input

@@ -51,13 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    model = Model.load(args.model)  # refuses a bad model file before any input is read
+    note = model.version_note()
+    if note:
+        print(f"earlyia score: note: {note}", file=sys.stderr)
     if args.engine == "spark":  # added by the Spark helper (H6): see docs/spark.md
         from earlyia.spark import score_spark
 
         res = score_spark(args.input, args.model, args.out, master=args.master, score_kwargs={"select": not args.no_select})
         print(f"earlyia score: {res['n_alerts']} rows with Spark ({res['master']}) -> {res['out']}", file=sys.stderr)
         return 0
-    model = Model.load(args.model)
     summary = score_files(
         args.input,
         model,

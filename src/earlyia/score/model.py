@@ -260,6 +260,19 @@ class Model:
     def hash(self) -> str:
         return self.card["hash"]
 
+    def version_note(self) -> str | None:
+        """A note when this model was trained by another earlyia release, whose extractors may compute slightly
+        different feature values (e.g. a changed fitter); None when the versions match or were not recorded."""
+        from earlyia import __version__
+
+        trained = (self.card.get("versions") or {}).get("earlyia")
+        if not trained or trained == __version__:
+            return None
+        return (
+            f"model {self.hash[:12]} was trained with earlyia {trained}, this is earlyia {__version__}: feature values "
+            "can differ between releases (see CHANGELOG.md); re-extract the features and re-train to be exact"
+        )
+
     @property
     def features(self) -> list[str]:
         return list(self.card["features"])
