@@ -39,6 +39,15 @@ def _inv3_diag(M, out):
     return True
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _best_c(s_ss, s_sy, s_yy, fallback, lo_c, hi_c):
+    """Variable projection of the amplitude: from ``sum w^2 s^2``, ``sum w^2 s y`` and ``sum w^2 y^2``, the
+    least-squares ``c`` clipped to [lo_c, hi_c] (``fallback`` when every s vanishes) and the chi2 it leaves."""
+    c = s_sy / s_ss if s_ss > 0 else fallback
+    c = min(max(c, lo_c), hi_c)
+    return c, s_yy - 2.0 * c * s_sy + c * c * s_ss
+
+
 @numba.njit(cache=True, nogil=True)
 def _projected_chi2(y, w, n, e, k, lo_c, hi_c):
     """chi2 of the rise ``s_j = 1 / (1 + e_j k)`` (``e_j = exp(-a (t_j - t_0))``, ``k = exp(a (b - t_0))``: one
@@ -52,9 +61,8 @@ def _projected_chi2(y, w, n, e, k, lo_c, hi_c):
         sss += ww * s * s
         ssy += ww * s * y[j]
         syy += ww * y[j] * y[j]
-    c = ssy / sss if sss > 0 else hi_c
-    c = min(max(c, lo_c), hi_c)
-    return syy - 2.0 * c * ssy + c * c * sss, c
+    c, chi2 = _best_c(sss, ssy, syy, hi_c, lo_c, hi_c)
+    return chi2, c
 
 
 #: Levenberg-Marquardt settings of the robust fit: stop after two accepted steps in a row that each lower the
@@ -96,8 +104,7 @@ def _normal3(t, y, w, n, x, lo_c, hi_c, H, g):
         m_ts += wd * dt * s
         m_y += wd * yj
         m_ty += wd * dt * yj
-    c = s_sy / s_ss if s_ss > 0 else x[2]
-    c = min(max(c, lo_c), hi_c)
+    c, chi2 = _best_c(s_ss, s_sy, s_yy, x[2], lo_c, hi_c)
     x[2] = c
     # J columns: -w c ds dt, w c ds a, -w s
     H[0, 0] = c * c * d_tt
@@ -109,8 +116,7 @@ def _normal3(t, y, w, n, x, lo_c, hi_c, H, g):
     g[0] = -c * (m_ty - c * m_ts)
     g[1] = c * a * (m_y - c * m_s)
     g[2] = -(s_sy - c * s_ss)
-    cost = 0.5 * (s_yy - 2.0 * c * s_sy + c * c * s_ss)
-    return cost if np.isfinite(cost) else np.nan
+    return 0.5 * chi2 if np.isfinite(chi2) else np.nan
 
 
 @numba.njit(cache=True, nogil=True)
