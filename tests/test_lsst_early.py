@@ -126,6 +126,10 @@ def test_features_train_score_through_the_cli(tmp_path, capsys):
     model = Model.load(model_path)
     card = model.card
     assert card["lineage"]["recipe"] == "lsst" and card["gate"]["kind"] == "rise" and card["selection"] == {"rule": "none"}
+    # the recipe learns only from the alerts the gate lets it score
+    accepted = apply_gate(card["gate"], df[model.features].to_numpy(), model.features)
+    assert card["training"]["rows"] == "gate" and 0 < card["training"]["n_gate_rejected"] == int((~accepted).sum())
+    assert sorted(card["training"]["alert_ids"]) == sorted(df.loc[accepted, "alert_id"].astype(str))
     assert main(["models", "show", str(model_path)]) == 0
     shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert json.loads(shown["gate"]) == card["gate"] and json.loads(shown["selection"]) == {"rule": "none"}
@@ -168,3 +172,25 @@ def test_a_rainbow_table_of_lsst_alerts_trains_the_lsst_recipe_and_scores(tmp_pa
     # the rows not scored failed Rainbow's own cuts or its gate, never a ZTF cut
     reasons = set(scores.loc[~scores["passed"], "reason"])
     assert not any("ndethist" in r or "band g" in r or "SIMBAD" in r for r in reasons), reasons
+
+
+def test_train_rows_follow_the_gate_and_need_one(tmp_path):
+    """`--train-rows gate` (the lsst recipe's) needs a gate; `--gate none` falls back to every row; the library
+    refuses gate rows without a gate instead of silently training on everything."""
+    from earlyia.score.model import train_model
+
+    ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
+    feats = tmp_path / "f.parquet"
+    assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
+    df, meta = read_features(feats)
+    with pytest.raises(InputError, match="needs a gate"):
+        train_model(df, meta["extractor"], n_estimators=5, gate="none", train_rows="gate", cv_folds=0)
+    with pytest.raises(InputError, match="train_rows"):
+        train_model(df, meta["extractor"], n_estimators=5, gate="rise", train_rows="accepted", cv_folds=0)
+    path = tmp_path / "m.eia"
+    assert main(["train", str(feats), "--out", str(path), "--trees", "5", "--cv-folds", "0", "--gate", "none"]) == 0
+    card = Model.load(path).card
+    assert card["gate"] is None and card["training"]["rows"] == "all" and card["training"]["n_samples"] == len(df)
+    assert main(["train", str(feats), "--out", str(path), "--trees", "5", "--cv-folds", "0", "--train-rows", "all"]) == 0
+    card = Model.load(path).card
+    assert card["gate"]["kind"] == "rise" and card["training"]["rows"] == "all" and card["training"]["n_samples"] == len(df)

@@ -82,6 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score 0 the alerts whose light curve has >= 3 points and no significant rise (flat, noisy-constant, fading); "
         "needs Rainbow's rise_sig among the features (recipe: lsst rise, others none)",
     )
+    p.add_argument(
+        "--train-rows", choices=("all", "gate"), default=None,
+        help="learn from every labelled row, or only from the rows the gate accepts (the ones the model will score; "
+        "recipe: lsst gate, others all; all when there is no gate)",
+    )
     p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
     p.add_argument(
         "--cv-folds",
@@ -222,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
     n_impostors = int(_option(args.impostors, recipe, "impostors"))
     if n_impostors < 0:
         raise InputError(f"--impostors must be >= 0, got {n_impostors}")
+    gate = _option(args.gate, recipe, "gate")
+    train_rows = _option(args.train_rows, recipe, "train_rows")
+    if args.train_rows is None and gate == "none":
+        train_rows = "all"  # a recipe's "gate" rows mean nothing once --gate none switched the gate off
     lineage = {"features": str(args.features), "recipe": recipe_name, **run_info}
     if n_impostors and str(meta.get("survey", "ZTF")).upper() == "ZTF":
         from earlyia.sim.impostors import impostor_features
@@ -246,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
         class_weight=None if class_weight == "none" else class_weight,
         object_weights=bool(_option(args.object_weights, recipe, "object_weights")),
         selection=_selection(args, recipe),
-        gate=_option(args.gate, recipe, "gate"),
+        gate=gate,
+        train_rows=train_rows,
         parent=parent,
         lineage=lineage,
         cv_folds=args.cv_folds,
@@ -258,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"trained {model.card['n_trees']} trees on {tr['n_samples']} rows ({tr['n_positive']} positive, {tr['n_negative']} negative)"
         + (f" of {len(sample_ids)} run ids" if sample_ids is not None else "")
+        + (f"; {tr['n_gate_rejected']} labelled rows the gate rejects left out" if tr.get("rows") == "gate" else "")
     )
     fmt = {k: (f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else v) for k, v in oob.items()}
     label = "held-out by object" if held == "grouped_cv" else "out-of-bag"

@@ -28,6 +28,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "impostors": 100,
         "selection": {"min_points_per_band": 0, "require_rising": False},
         "gate": "none",
+        "train_rows": "all",
     },
     "fink": {
         "min_samples_leaf": 1,
@@ -36,6 +37,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "impostors": 0,
         "selection": None,
         "gate": "none",
+        "train_rows": "all",
     },
     "lsst": {
         "min_samples_leaf": 1,
@@ -44,6 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "impostors": 0,
         "selection": {"rule": "none"},
         "gate": "rise",
+        "train_rows": "gate",
     },
 }
 #: the recipe ``auto`` picks for each extractor on ZTF tables (others: ``fink``); any other survey gets ``lsst``
@@ -68,4 +71,5 @@ def recipe_for(extractor_config: Mapping, name: str = "auto", survey: str | None
     recipe = dict(RECIPES[name])
     if auto and recipe["gate"] != "none" and rise_prefix(extractor_config.get("names", ())) is None:
         recipe["gate"] = "none"
+        recipe["train_rows"] = "all"
     return name, recipe
