@@ -264,3 +264,48 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
         with pytest.raises(KeyboardInterrupt):
             retrain(db, pd.concat([base, new], ignore_index=True), EXTRACTOR, n_estimators=N_TREES, margin=10.0)
         assert db.snapshot() == before
+
+
+def test_retrain_keeps_the_parents_recipe(tmp_path, monkeypatch):
+    """A retrained candidate keeps production's forest settings, selection, gate, training rows and generated
+    impostors (regenerated with the parent's count and seed); an explicit keyword still wins."""
+    from earlyia.followup.labels import ingest_labels
+    from earlyia.followup.registry import register
+    from earlyia.followup.retrain import retrain
+    from earlyia.score.model import training_settings
+    from earlyia.sim import impostors
+
+    names = ["f0", "f1", "rise_sig", "n_points"]
+    extractor = {"extractor": "synthetic", "params": {}, "names": names}
+    world = make_world(240, 31, "ZTF26base", 60000).rename(columns={"f2": "rise_sig", "f3": "n_points"})
+    world["rise_sig"] = 3 * world["rise_sig"] + 1  # about a quarter of the rows have no significant rise
+    world["n_points"] = 5.0
+    base, new = world[world["object_id"] < "ZTF26base0120"], world[world["object_id"] >= "ZTF26base0120"]
+    selection = {"min_points_per_band": 0, "require_rising": False}
+    m0 = train_model(base, extractor, n_estimators=N_TREES, random_state=0, min_samples_leaf=3, class_weight="balanced",
+                     object_weights=True, selection=selection, gate="rise", train_rows="gate", cv_folds=0,
+                     lineage={"impostors": {"n_per_kind": 7, "seed": 5}})
+    m0.save(tmp_path / "m0.eia")
+    calls = []
+
+    def fake_impostors(config, n_per_kind, random_state=None):  # the generator needs a real extractor
+        calls.append((config["names"], n_per_kind, random_state))
+        rows = make_world(n_per_kind, 99, "imp", 60000).rename(columns={"f2": "rise_sig", "f3": "n_points"})
+        return rows.assign(rise_sig=10.0, n_points=5.0, label="impostor (flat)").drop(columns=["tns_type"])
+
+    monkeypatch.setattr(impostors, "impostor_features", fake_impostors)
+    objs = new.drop_duplicates("object_id")
+    with FollowupDB(tmp_path / "loop.db") as db:
+        register(db, tmp_path / "m0.eia", production=True)
+        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
+                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        r = retrain(db, world, extractor, n_estimators=N_TREES, margin=10.0, cv_folds=0)
+        card = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r.version,))[0]["path"]).card
+        assert training_settings(card) == training_settings(m0.card)
+        assert card["gate"] == m0.card["gate"] and card["selection"] == selection
+        assert calls == [(names, 7, 5)] and card["lineage"]["impostors"] == {"n_per_kind": 7, "seed": 5}
+        assert sum(o.startswith("imp") for o in card["training"]["object_ids"]) > 0
+        assert card["training"]["n_gate_rejected"] > 0  # labelled rows without a rise were left out, as the parent did
+        r2 = retrain(db, world, extractor, n_estimators=N_TREES, margin=10.0, cv_folds=0, min_samples_leaf=1)
+        card2 = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r2.version,))[0]["path"]).card
+        assert card2["classifier"]["params"]["min_samples_leaf"] == 1 and card2["gate"] == m0.card["gate"]

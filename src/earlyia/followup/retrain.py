@@ -1,7 +1,8 @@
 """Retrain with the new spectroscopic labels, compare with production honestly, promote if not worse.
 
 The candidate is trained on production's training set plus every usable label the database
-holds (minus the validation objects). Both models are then scored on the same *fixed*
+holds (minus the validation objects), with production's recipe: its forest settings, selection,
+gate and generated impostors (``training_settings`` of its card). Both models are then scored on the same *fixed*
 validation set: objects that neither model trained on, chosen once (object-level, stratified,
 seeded) and stored in the database, so successive retrains are compared on the same ground.
 The candidate replaces production only when ``metric(candidate) >= metric(production) - margin``;
@@ -104,8 +105,9 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
             drawn the first time (``validation_fraction`` of the labelled objects no model trained on).
         margin: tolerated loss in ``metric`` against production (0: must be at least as good).
         use_feature_labels: also take labels from the feature table's own label column (bootstrap).
+        train_kwargs: :func:`~earlyia.score.model.train_model` settings that override production's recipe.
     """
-    from earlyia.score.model import train_model
+    from earlyia.score.model import train_model, training_settings
 
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {METRICS}, got {metric!r}")
@@ -174,8 +176,18 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
     if train_rows.empty:
         raise InputError("no training rows: none of the labelled objects has features in the feature table")
 
+    # the parent's recipe (forest settings, selection, gate, generated impostors); explicit keywords win
+    settings = {**(training_settings(prod.card) if prod is not None else {}), **train_kwargs}
+    lineage = {"recipe": f"inherited from {prod_version}"} if prod is not None else {}
+    impostors = (prod.card.get("lineage") or {}).get("impostors") if prod is not None else None
+    if impostors:
+        from earlyia.sim.impostors import impostor_features
+
+        extra = impostor_features(extractor_config, int(impostors["n_per_kind"]), random_state=impostors.get("seed"))
+        train_rows = pd.concat([train_rows, extra.assign(label=NEGATIVE)], ignore_index=True)
+        lineage["impostors"] = dict(impostors)
     model = train_model(train_rows, extractor_config, type_map=type_map, label_column="label", parent=prod_version,
-                        n_estimators=n_estimators, random_state=random_state, **train_kwargs)
+                        n_estimators=n_estimators, random_state=random_state, lineage=lineage, **settings)
     training = training[training["object_id"].isin(set(model.prohibited_object_ids()))]
     n_new = int((training["origin"] == "label").sum())
 

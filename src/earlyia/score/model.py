@@ -558,6 +558,30 @@ def _labels(df: pd.DataFrame, type_map: TypeMap, label_column: str | None) -> tu
     return type_map.encode(s.tolist()), col
 
 
+def training_settings(card: Mapping) -> dict[str, Any]:
+    """The :func:`train_model` keyword arguments that trained the model of ``card`` (forest settings,
+    selection, gate, training rows, calibration).
+
+    Why: a retrain of the live loop must change the labels, not the recipe; a candidate that silently
+    lost its parent's gate or selection would score alerts its parent never scored.
+    """
+    clf = card.get("classifier") or {}
+    params = clf.get("params") or {}
+    out: dict[str, Any] = {k: params[k] for k in ("max_depth", "min_samples_leaf", "class_weight") if k in params}
+    if clf.get("kind") in CLASSIFIERS:
+        out["classifier"] = clf["kind"]
+    if "object_weights" in clf:
+        out["object_weights"] = bool(clf["object_weights"])
+    if card.get("selection"):
+        out["selection"] = dict(card["selection"])
+    gate = card.get("gate")
+    out["gate"] = gate["kind"] if gate else "none"
+    out["train_rows"] = (card.get("training") or {}).get("rows", "all")
+    if card.get("calibration"):
+        out["calibrate"] = card["calibration"].get("method")
+    return out
+
+
 def train_model(
     features_df: pd.DataFrame,
     extractor_config: Mapping,
