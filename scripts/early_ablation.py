@@ -10,6 +10,9 @@ Usage:
     python scripts/early_ablation.py [--replay PATH] [--labels PATH] [--folds 5] [--trees 300] [--only TEXT] [--out TABLE.md]
 
 ``--only TEXT`` runs the variants whose name contains TEXT (e.g. ``--only impostors``).
+``--learning-curve 0.25 0.5 1`` instead trains the default recipe's variant (leaf 5, object + class weights,
+impostors) on those fractions of each training fold's objects, over ``--fold-seeds`` fold splits: is the goal
+short of labels or of information?
 """
 
 from __future__ import annotations
@@ -36,10 +39,19 @@ def object_weights(object_ids: np.ndarray) -> np.ndarray:
     return 1.0 / counts.to_numpy(float)
 
 
-def oof_scores(X, y, groups, make, weights, folds, seed, extra=None) -> np.ndarray:
-    """Out-of-fold scores, folds by object; ``extra = (X, y, w)`` rows are added to every training fold."""
+def oof_scores(X, y, groups, make, weights, folds, seed, extra=None, train_fraction=1.0) -> np.ndarray:
+    """Out-of-fold scores, folds by object; ``extra = (X, y, w)`` rows are added to every training fold.
+
+    ``train_fraction`` < 1 trains each fold on that fraction of its training objects (drawn with ``seed``,
+    all alerts of a drawn object kept): the learning curve. The test folds are the same as with 1.
+    """
     p = np.zeros(len(y))
+    rng = np.random.default_rng(seed)
     for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(X, y, groups):
+        if train_fraction < 1:
+            objs = np.unique(groups[train])
+            drawn = rng.choice(objs, size=max(2, round(train_fraction * len(objs))), replace=False)
+            train = train[np.isin(groups[train], drawn)]
         model = make()
         Xt, yt = X[train], y[train]
         wt = None if weights is None else weights[train]
@@ -65,6 +77,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", help="run only the variants whose name contains this text")
     ap.add_argument("--out", help="write the Markdown table here too")
+    ap.add_argument("--learning-curve", type=float, nargs="+", metavar="FRACTION",
+                    help="train the default recipe on these fractions of the training objects instead of the ablation")
+    ap.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2], help="fold splits of the learning curve")
     args = ap.parse_args()
 
     lc = read([args.replay])
@@ -116,6 +131,9 @@ def main() -> None:
         ("early + robust sigmoid, RF leaf 5, object weights, isotonic calibration", cols("early", "robust"),
          lambda: CalibratedClassifierCV(rf(5)(), method="isotonic", cv=3), w),
     ]
+    if args.learning_curve:
+        learning_curve(args, variants[7], y, groups, meta)
+        return
     if args.only:
         variants = [v for v in variants if args.only in v[0]]
     rows = []
@@ -142,6 +160,36 @@ def main() -> None:
                     f"eff@pur>=0.8 N<={n}": fink.best_at_purity(n, 0.8)["efficiency"]}.items()})
     table = pd.DataFrame(rows)
     text = markdown(table)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+def learning_curve(args, variant, y, groups, meta) -> None:
+    """Efficiency at purity >= 0.8 (curve) and at 0.5 against the number of training objects, mean over fold splits."""
+    name, X, make, weights, extra = variant
+    n_objects = len(np.unique(groups))
+    rows = []
+    for frac in sorted(args.learning_curve):
+        for fs in args.fold_seeds:
+            p = oof_scores(X, y, groups, make, weights, args.folds, fs, extra, train_fraction=frac)
+            rep = evaluate_early(meta.assign(score=p), max_detections=(10, 20))
+            s = rep.summary.set_index("max_detections")
+            row = {"fraction": frac, "fold seed": fs, "training objects": round(frac * n_objects * (args.folds - 1) / args.folds)}
+            for n in (10, 20):
+                row |= {f"eff@pur>=0.8 N<={n}": rep.best_at_purity(n, 0.8)["efficiency"], f"eff@0.5 N<={n}": s.loc[n, "efficiency"],
+                        f"pur@0.5 N<={n}": s.loc[n, "purity"]}
+            rows.append(row)
+            print(row, flush=True)
+    df = pd.DataFrame(rows)
+    mean = df.drop(columns="fold seed").groupby("fraction", as_index=False).mean()
+    std = df.drop(columns="fold seed").groupby("fraction").std().reset_index(drop=True)
+    for c in ("eff@pur>=0.8 N<=10", "eff@pur>=0.8 N<=20"):
+        mean[c + " (std)"] = std[c]
+    mean["training objects"] = mean["training objects"].round().astype(int)
+    print(f"{name}: learning curve, mean over fold splits {args.fold_seeds}")
+    text = markdown(mean)
     print(text)
     if args.out:
         with open(args.out, "w") as fh:
