@@ -159,17 +159,21 @@ def run_seed(seed, args, X, y, obj, gate):
     pool = np.flatnonzero(~is_test & (gate if args.pool == "gated" else True))
     proto = Protocol(name="fink", n_initial=args.initial, n_initial_positive=args.initial // 2, n_loops=args.loops, batch_size=args.batch)
     t0 = time.perf_counter()
-    res = run_active_learning(
-        X[pool], y[pool], strategy="uncertainty", protocol=proto,
-        classifier=FastForest(n_estimators=args.trees, random_state=seed), random_state=seed, ids=obj[pool],
-    )  # fmt: skip
-    n_lab = len(res.training_indices())
+    if args.all_labels:  # what `earlyia train` deploys: one forest on every labelled pool alert
+        classifier = FastForest(n_estimators=args.trees, random_state=seed).fit(X[pool], y[pool])
+        n_lab = len(pool)
+    else:
+        res = run_active_learning(
+            X[pool], y[pool], strategy="uncertainty", protocol=proto,
+            classifier=FastForest(n_estimators=args.trees, random_state=seed), random_state=seed, ids=obj[pool],
+        )  # fmt: skip
+        n_lab, classifier = len(res.training_indices()), res.classifier
     test = np.flatnonzero(is_test)
-    p_raw = res.classifier.predict_proba(X[test])[:, 1]
+    p_raw = classifier.predict_proba(X[test])[:, 1]
     p = np.where(gate[test], p_raw, 0.0)
     print(f"seed {seed}: {n_lab} labels, AL {time.perf_counter() - t0:.0f} s; held-out {len(test_ids)} objects, {len(test)} alerts "
           f"({y[test].mean():.1%} SN Ia), gate passes {gate[test].mean():.1%}")  # fmt: skip
-    return res, test, p, p_raw, n_lab
+    return classifier, test, p, p_raw, n_lab
 
 
 def main() -> None:
@@ -189,6 +193,8 @@ def main() -> None:
     ap.add_argument("--pool", choices=("all", "gated"), default="gated",
                     help="gated (default): active learning chooses only among the alerts the rise gate accepts, the ones the model "
                     "will score (as the lsst recipe of earlyia train learns only from them); all: every pool alert")
+    ap.add_argument("--all-labels", action="store_true",
+                    help="no active learning: one forest on every pool label, as `earlyia train` fits (the pool follows --pool)")
     ap.add_argument("--plot", default=None, help="save the efficiency/purity curves (first seed) to this image file")
     args = ap.parse_args()
 
@@ -216,7 +222,7 @@ def main() -> None:
     gen_lc, gen_kind = generated_shapes()
     _dg, Xg, _ng, gate_g = features(gen_lc, "object", args.forced, args.rainbow_min_points, args.host)
     for k, seed in enumerate(args.seeds):
-        res, test, p, p_raw, n_lab = run_seed(seed, args, X, y, obj, gate)
+        clf, test, p, p_raw, n_lab = run_seed(seed, args, X, y, obj, gate)
         yt = y[test]
         for name, score in (("protected", p), ("unprotected", p_raw), ("fink_stored", np.nan_to_num(anchor_all[test]))):
             for _, r in table(yt, score, ths).iterrows():
@@ -251,7 +257,7 @@ def main() -> None:
             grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
             plot_curves(args.plot, {"earlyia, protected (rise gate)": table(yt, p, grid), "earlyia, unprotected": table(yt, p_raw, grid),
                                     "Fink's stored score, same alerts": table(yt, np.nan_to_num(anchor_all[test]), grid)})  # fmt: skip
-        pg_raw = res.classifier.predict_proba(Xg)[:, 1]
+        pg_raw = clf.predict_proba(Xg)[:, 1]
         for kind in ("flat", "noisy", "fading", "rising", "peaked"):
             sel = gen_kind == kind
             gen_rows.append({"seed": seed, "shape": kind, "gate passes": gate_g[sel].mean(),
@@ -264,7 +270,7 @@ def main() -> None:
                 pl = full.take(keep).truncate(20)
                 _dp, Xp, _np, gate_p = features(pl, "object", args.forced, args.rainbow_min_points, args.host)
                 labels_p = pl.objects["label"].to_numpy()
-            pp_raw = res.classifier.predict_proba(Xp)[:, 1]
+            pp_raw = clf.predict_proba(Xp)[:, 1]
             pp = np.where(gate_p, pp_raw, 0.0)
             for lab in (*NON_TRANSIENT, "all"):
                 sel = labels_p == lab if lab != "all" else np.ones(len(labels_p), bool)
