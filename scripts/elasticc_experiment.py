@@ -193,6 +193,8 @@ def main() -> None:
     ap.add_argument("--pool", choices=("all", "gated"), default="gated",
                     help="gated (default): active learning chooses only among the alerts the rise gate accepts, the ones the model "
                     "will score (as the lsst recipe of earlyia train learns only from them); all: every pool alert")
+    ap.add_argument("--generated", type=int, default=400,
+                    help="generated light curves per shape (flat, noisy-constant, fading, rising, peaked) for the protection check")
     ap.add_argument("--all-labels", action="store_true",
                     help="no active learning: one forest on every pool label, as `earlyia train` fits (the pool follows --pool)")
     ap.add_argument("--plot", default=None, help="save the efficiency/purity curves (first seed) to this image file")
@@ -219,7 +221,7 @@ def main() -> None:
     ths = (0.5, 0.6, 0.7)
     rows, by_day, by_phase, pl_rows, gen_rows, at_fink = [], [], [], [], [], []
     pl = None
-    gen_lc, gen_kind = generated_shapes()
+    gen_lc, gen_kind = generated_shapes(args.generated)
     _dg, Xg, _ng, gate_g = features(gen_lc, "object", args.forced, args.rainbow_min_points, args.host)
     for k, seed in enumerate(args.seeds):
         clf, test, p, p_raw, n_lab = run_seed(seed, args, X, y, obj, gate)
@@ -303,7 +305,7 @@ def main() -> None:
     print("\nthreshold 0.5 by days from the simulated peak (PEAKMJD, truth; mean over seeds):")
     print(bp.reset_index().to_string(index=False, **fmt))
     gr = pd.DataFrame(gen_rows).groupby("shape", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
-    print("\ngenerated light curves (100 per shape, 3-25 points): fraction scored > 0.5 (mean over seeds):")
+    print("\ngenerated light curves ({args.generated} per shape, 3-25 points): fraction scored > 0.5 (mean over seeds):")
     print(gr.to_string(index=False, **fmt))
     if pl_rows:
         pr = pd.DataFrame(pl_rows).groupby("class", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
