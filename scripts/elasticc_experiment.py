@@ -305,7 +305,7 @@ def main() -> None:
     print("\nthreshold 0.5 by days from the simulated peak (PEAKMJD, truth; mean over seeds):")
     print(bp.reset_index().to_string(index=False, **fmt))
     gr = pd.DataFrame(gen_rows).groupby("shape", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
-    print("\ngenerated light curves ({args.generated} per shape, 3-25 points): fraction scored > 0.5 (mean over seeds):")
+    print(f"\ngenerated light curves ({args.generated} per shape, 3-25 points): fraction scored > 0.5 (mean over seeds):")
     print(gr.to_string(index=False, **fmt))
     if pl_rows:
         pr = pd.DataFrame(pl_rows).groupby("class", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
