@@ -133,6 +133,7 @@ def test_features_train_score_through_the_cli(tmp_path, capsys):
     assert main(["models", "show", str(model_path)]) == 0
     shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
     assert json.loads(shown["gate"]) == card["gate"] and json.loads(shown["selection"]) == {"rule": "none"}
+    assert f"only rows the gate accepts ({card['training']['n_gate_rejected']} labelled rows left out)" in shown["training"]
     other = shared(f"{ROOT}/classId=111/part-0-1000.parquet")
     assert main(["score", str(other), "--model", str(model_path), "--out", str(out)]) == 0
     scores = pd.read_parquet(out)

@@ -56,7 +56,8 @@ def describe(model: Model, path: str = "") -> str:
             "training",
             f"{tr.get('n_samples')} samples ({tr.get('n_positive')} positive, {tr.get('n_negative')} negative), "
             f"{tr.get('n_objects') if tr.get('n_objects') is not None else len(set(tr.get('object_ids', [])))} objects "
-            f"(prohibited list: {len(set(tr.get('object_ids', [])))} object ids)",
+            f"(prohibited list: {len(set(tr.get('object_ids', [])))} object ids)"
+            + (f"; only rows the gate accepts ({tr.get('n_gate_rejected')} labelled rows left out)" if tr.get("rows") == "gate" else ""),
         ),
         ("calibration", cal.get("method") or "none"),
         # what `earlyia score` does before and after the features: which alerts this model never scores
