@@ -175,6 +175,36 @@ def test_a_rainbow_table_of_lsst_alerts_trains_the_lsst_recipe_and_scores(tmp_pa
     assert not any("ndethist" in r or "band g" in r or "SIMBAD" in r for r in reasons), reasons
 
 
+def test_learn_with_the_gate_queries_only_alerts_the_model_will_score(tmp_path, capsys):
+    """`earlyia learn --gate rise`: the pool and the test rows are the alerts the gate accepts; the run's labels
+    then train the lsst recipe without any being left out; a table without Rainbow's statistics is refused."""
+    ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
+    feats, out = tmp_path / "f.parquet", tmp_path / "run"
+    assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
+    df, meta = read_features(feats)
+    names = meta["extractor"]["names"]
+    accepted = apply_gate(gate_spec("rise", names), df[names].to_numpy(), names)
+    args = ["learn", str(feats), "--strategy", "uncertainty", "--loops", "4", "--batch-size", "5", "--initial", "10",
+            "--realisations", "1", "--trees", "20", "--n-jobs", "1", "--quiet", "--gate", "rise", "--out", str(out)]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["gate"] == "rise" and manifest["data"]["dropped"]["gate"] == int((~accepted).sum()) > 0
+    assert manifest["data"]["n_rows"] == int(accepted.sum())
+    ids = json.loads(next(out.rglob("ids.json")).read_text())
+    chosen = set(ids["initial_ids"]) | set(ids["queried_ids"])
+    assert len(chosen) == 30 and chosen <= set(df.loc[accepted, "alert_id"].astype(str))
+    model_path = tmp_path / "m.eia"
+    assert main(["train", str(feats), "--from-run", str(next(out.rglob("ids.json")).parent), "--out", str(model_path),
+                 "--trees", "5", "--cv-folds", "0"]) == 0
+    training = Model.load(model_path).card["training"]
+    assert training["n_samples"] == 30 and training["n_gate_rejected"] == 0
+    sig = tmp_path / "sigmoid.parquet"
+    assert main(["features", str(ia), str(ii), "--extractor", "sigmoid", "--out", str(sig)]) == 0
+    capsys.readouterr()
+    assert main([*args[:1], str(sig), *args[2:-1], str(tmp_path / "run2")]) != 0
+    assert "gate 'rise' needs Rainbow's rise_sig" in capsys.readouterr().err
+
+
 def test_train_rows_follow_the_gate_and_need_one(tmp_path):
     """`--train-rows gate` (the lsst recipe's) needs a gate; `--gate none` falls back to every row; the library
     refuses gate rows without a gate instead of silently training on everything."""

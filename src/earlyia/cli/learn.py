@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--positive", action="extend", nargs="+", metavar="TYPE", help="type(s) of the positive class (default: 'SN Ia')")
     p.add_argument("--include-subtypes", action="store_true", help="count SN Ia sub-types (91T, 91bg, pec, CSM, Iax...) as positive")
     p.add_argument("--seed", type=int, default=42, help="experiment seed (default 42)")
+    p.add_argument("--gate", choices=("none", "rise"), default="none",
+                   help="rise: learn and evaluate only on the alerts the rise gate accepts, the ones a gated model (recipe lsst) scores")
     p.add_argument("--n-jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--out", required=True, help="output folder (created; an interrupted run in it is resumed)")
     p.add_argument("--no-models", action="store_true", help="do not write a model file per realisation")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         save_models=not args.no_models,
         progress=False if args.quiet else None,
         overwrite=args.overwrite,
+        gate=args.gate,
     )
     if not args.quiet:
         print(f"{res.manifest['protocol_description']}")

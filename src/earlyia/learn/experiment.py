@@ -96,8 +96,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_data(features, type_map: TypeMap | None = None, feature_names: list[str] | None = None) -> ExperimentData:
-    """Rows of a feature table (path written by ``write_features`` or a DataFrame) ready for the loop."""
+def load_data(features, type_map: TypeMap | None = None, feature_names: list[str] | None = None, gate: str = "none") -> ExperimentData:
+    """Rows of a feature table (path written by ``write_features`` or a DataFrame) ready for the loop.
+
+    ``gate="rise"`` keeps only the rows the rise gate accepts (:mod:`earlyia.features.gates`): a model whose
+    card carries the gate scores the others 0 whatever it learnt, so labels spent on them are wasted.
+    """
     type_map = type_map or TypeMap()
     extractor: dict = {}
     sha: dict = {}
@@ -142,6 +146,12 @@ def load_data(features, type_map: TypeMap | None = None, feature_names: list[str
     finite = np.isfinite(X).all(axis=1)
     dropped["non_finite"] = int((~finite & keep).sum())
     keep &= finite
+    if gate != "none":
+        from earlyia.features.gates import apply_gate, gate_spec
+
+        accepted = apply_gate(gate_spec(gate, feature_names), X, feature_names)
+        dropped["gate"] = int((~accepted & keep).sum())
+        keep &= accepted
     df = df[keep]
     X = X[keep]
     y = codes[keep] == POSITIVE
@@ -335,6 +345,7 @@ def run_experiment(
     progress: bool | None = None,
     plots: bool = True,
     overwrite: bool = False,
+    gate: str = "none",
 ) -> ExperimentResult:
     """Run ``n_realisations`` active-learning realisations per strategy and write the results to ``out_dir``.
 
@@ -352,6 +363,8 @@ def run_experiment(
         progress: tqdm bar; ``None`` = only when stderr is a terminal.
         overwrite: when ``out_dir`` holds an experiment with another configuration, delete its results
             instead of refusing (``earlyia demo`` does, its folder is its own).
+        gate: ``"rise"`` learns and evaluates only on the rows the rise gate accepts (see :func:`load_data`):
+            the pool and the metrics are then those of the alerts a gated model scores.
     """
     strategies = list(dict.fromkeys([strategies] if isinstance(strategies, str) else strategies))
     if not strategies:
@@ -365,7 +378,7 @@ def run_experiment(
     if n_realisations < 1 or n_loops < 0 or batch_size < 1 or n_initial < 2 or n_jobs < 1:
         raise ConfigError("need n_realisations >= 1, n_loops >= 0, batch_size >= 1, n_initial >= 2 and n_jobs >= 1")
     type_map = TypeMap(positive=tuple(positive), include_subtypes=include_subtypes)
-    data = load_data(features, type_map)
+    data = load_data(features, type_map, gate=gate)
     clf_cfg = {"n_estimators": 1000, "max_features": "sqrt", **(classifier or {})}
     clf_cfg.pop("random_state", None)
     from earlyia.learn.forest import FastForest
@@ -392,6 +405,8 @@ def run_experiment(
         "data_sha256": data.sha256,
         "features": data.feature_names,
     }
+    if gate != "none":  # only then, so that the runs of earlier releases keep their configuration hash and resume
+        cfg["gate"] = gate
     # what one realisation's result depends on: everything but the list of strategies and how many
     # realisations, so a finished experiment can be extended with more of either in the same folder
     # and the data's content, not where the file lies (a moved feature table resumes)
