@@ -176,6 +176,7 @@ def _scipy_reference(t, b, f, e, p0, prior_sigma):
 @given(seed=st.integers(0, 2**31 - 1), prior=st.sampled_from([0.25, None]), n_min=st.sampled_from([8, 15, 30]))
 @example(seed=1755, prior=0.25, n_min=8)  # stopped 0.012 in chi2 above the minimum, parameters within 0.08 sigma
 @example(seed=787972558, prior=0.25, n_min=8)  # a stalled crawl stopped 0.25 above the minimum (before STALL_EDM)
+@example(seed=787972558, prior=None, n_min=15)  # scipy leaves our valley over a barrier of Δχ² 23 for one 0.41 lower
 def test_fit_is_a_minimum_of_the_same_cost_for_scipy(seed, prior, n_min):
     """Our converged fit is a (bounded) minimum of the same cost: scipy's trf started there cannot improve it by
     more than a small fraction of the Δχ² = 1 that moves a parameter by one sigma (the fit stops on ``edm_tol``)."""
@@ -190,10 +191,30 @@ def test_fit_is_a_minimum_of_the_same_cost_for_scipy(seed, prior, n_min):
     ref, ref_cost, success = _scipy_reference(t, b, f, e, ours, prior)
     if not success:
         return
-    assert np.isclose(ours_cost, np.sum(((slow_model(t, WL[b], ours) - f) / e) ** 2) + penalty(ours), rtol=1e-9)
+    def cost(p):
+        return np.sum(((slow_model(t, WL[b], p) - f) / e) ** 2) + penalty(p)
+
+    assert np.isclose(ours_cost, cost(ours), rtol=1e-9)
+    if max(cost(ours + lam * (ref - ours)) for lam in np.linspace(0, 1, 21)) > ours_cost + 1:
+        # scipy's large first steps crossed a barrier into another valley (the cost is multi-modal): ours must
+        # still be a minimum of its own valley, i.e. stationary: the expected gain of a Gauss-Newton step is tiny
+        assert _expected_gain(t, b, f, e, ours, prior) < 0.05
+        return
     assert ref_cost >= ours_cost - 0.05 - 1e-4 * ours_cost
     sig = np.sqrt(np.diag(res["cov"][0]))
     assert np.all(np.abs(ours - ref) <= 0.2 * sig + 1e-6 * np.abs(ref))
+
+
+def _expected_gain(t, b, f, e, p, prior_sigma) -> float:
+    """χ² decrease a Gauss-Newton step from ``p`` expects (Migrad's EDM), with a finite-difference Jacobian."""
+    def resid(q):
+        r = (slow_model(t, WL[b], q) - f) / e
+        return np.append(r, q[4] / prior_sigma) if prior_sigma else r
+
+    step = 1e-6 * np.maximum(np.abs(p), 1e-3)
+    J = np.column_stack([(resid(p + dp) - resid(p - dp)) / (2 * h) for h, dp in ((h, np.eye(6)[k] * h) for k, h in enumerate(step))])
+    g = J.T @ resid(p)
+    return float(g @ np.linalg.pinv(J.T @ J) @ g) / 2
 
 
 def test_default_starts_find_the_reference_minimum():
