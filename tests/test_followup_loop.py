@@ -306,6 +306,18 @@ def test_retrain_keeps_the_parents_recipe(tmp_path, monkeypatch):
         assert calls == [(names, 7, 5)] and card["lineage"]["impostors"] == {"n_per_kind": 7, "seed": 5}
         assert sum(o.startswith("imp") for o in card["training"]["object_ids"]) > 0
         assert card["training"]["n_gate_rejected"] > 0  # labelled rows without a rise were left out, as the parent did
+        # both models are compared as `earlyia score` runs them: the gate's rejects score 0
+        from earlyia.features.gates import apply_gate
+        from earlyia.followup.retrain import evaluate
+        from earlyia.learn.metrics import binary_metrics
+
+        val = world.iloc[:50]
+        yv = val["tns_type"].eq("SN Ia").to_numpy()
+        keep = apply_gate(m0.card["gate"], val[names].to_numpy(), names)
+        assert 0 < keep.sum() < len(val)
+        expect = binary_metrics(yv, np.where(keep, m0.predict_proba(val[names])[:, 1], 0.0))
+        assert evaluate(m0, val, yv.astype(int))["efficiency"] == pytest.approx(expect["efficiency"])
+        assert evaluate(m0, val, yv.astype(int))["purity"] == pytest.approx(expect["purity"])
         r2 = retrain(db, world, extractor, n_estimators=N_TREES, margin=10.0, cv_folds=0, min_samples_leaf=1)
         card2 = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r2.version,))[0]["path"]).card
         assert card2["classifier"]["params"]["min_samples_leaf"] == 1 and card2["gate"] == m0.card["gate"]

@@ -85,10 +85,13 @@ def split_validation(labels: pd.DataFrame, fraction: float, random_state) -> pd.
 
 
 def evaluate(model, rows: pd.DataFrame, y: np.ndarray, threshold: float = 0.5) -> dict:
-    """Alert-level metrics of ``model`` on validation rows (earlyia.learn.metrics definitions)."""
+    """Alert-level metrics of ``model`` on validation rows (earlyia.learn.metrics definitions), scored as
+    ``earlyia score`` would: rows the card's gate rejects score 0."""
+    from earlyia.features.gates import apply_gate
     from earlyia.learn.metrics import binary_metrics
 
     p = model.predict_proba(rows)[:, 1]
+    p = np.where(apply_gate(model.card.get("gate"), rows[model.features].to_numpy(np.float64), model.features), p, 0.0)
     out = binary_metrics(y.astype(bool), p, threshold=threshold)
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
 
