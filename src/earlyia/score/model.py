@@ -623,7 +623,7 @@ def train_model(
     ``gate`` (``"none"`` or ``"rise"``, :mod:`earlyia.features.gates`): scoring gives 0 to rows the gate
     rejects (flat, noisy-constant, fading light curves). ``train_rows``: ``"all"`` learns from every usable
     row; ``"gate"`` only from the rows the gate accepts, i.e. the ones the model will ever score (on
-    ELAsTiCC this raises the efficiency at every threshold: README, issue 6).
+    ELAsTiCC: the same efficiency-purity curve, with each fixed threshold further along it, README issue 6).
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
