@@ -129,6 +129,27 @@ def test_simbad_star_matches_score_zero(early_models):
     assert (after["score"] == 0).all() and after["reason"].str.contains("SIMBAD").all()
 
 
+#: SIMBAD types these classes carry in real Fink alerts (seen in the shared alert pool's cdsxmatch)
+SIMBAD_OF = {"CV": ("CataclyV*", "CataclyV*_Candidate"), "AGN": ("AGN", "QSO", "AGN_Candidate"),
+             "Varstar": ("RRLyrae", "EclBin", "LongPeriodV*", "Mira", "delSctV*", "RSCVnV*")}
+
+
+def test_real_variables_with_their_simbad_match_score_zero(early_models):
+    """The shared non-Ia classes CV, AGN and Varstar, with the SIMBAD types such objects carry in real alerts (the
+    replay has none): every alert scores 0 with the SIMBAD reason, where without them they are scored."""
+    tmp, model, _, replay = early_models
+    df = pd.read_parquet(replay)
+    labels = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    var = df[df["objectId"].map(labels).isin(list(SIMBAD_OF))].copy()
+    assert set(var["objectId"].map(labels)) == set(SIMBAD_OF) and var["objectId"].nunique() > 50
+    before = _score(tmp, model, var, "var_before")
+    assert before["passed"].mean() > 0.9  # without SIMBAD information they are scored like any transient
+    k = var.groupby("objectId").ngroup().to_numpy()
+    var["cdsxmatch"] = [SIMBAD_OF[labels[o]][i % len(SIMBAD_OF[labels[o]])] for o, i in zip(var["objectId"], k, strict=True)]
+    after = _score(tmp, model, var, "var_simbad", code=1)  # exit 1: nothing could be scored
+    assert len(after) == len(var) and (after["score"] == 0).all() and after["reason"].str.contains("SIMBAD").all()
+
+
 def test_candidates_can_use_the_card_threshold(early_models):
     """`earlyia candidates --min-score card` applies the card's purity >= 0.8 threshold for N <= 20."""
     tmp, model, _, replay = early_models
