@@ -377,11 +377,12 @@ def robust_features(
             # start from the best of a few candidate rises (chi2 with the best c for each: one pass each); one
             # start at the half-maximum crossing can sit in a local minimum with the rise between the wrong points
             best_start = np.inf
-            x[0] = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate)  # used if no candidate can be scored
+            a_slow = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate)  # a rise over the whole light curve
+            x[0] = a_slow  # used if no candidate can be scored
             x[1] = b0
             x[2] = 1.0
             for ka in range(2):
-                a_try = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate) if ka == 0 else min(1.0, max_rate)
+                a_try = a_slow if ka == 0 else min(1.0, max_rate)
                 if a_try * (tlast - t[0]) > 300.0:
                     continue  # e_j k would over/underflow; the light curve is long enough for the other rate
                 for j in range(n):
