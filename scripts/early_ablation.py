@@ -62,6 +62,30 @@ def oof_scores(X, y, groups, make, weights, folds, seed, extra=None, train_fract
     return p
 
 
+def early_metrics(meta: pd.DataFrame, scores: np.ndarray) -> dict:
+    """Replay-protocol figures of one set of alert scores: efficiency and purity at 0.5 and the best efficiency
+    at purity >= 0.8 on the curve, within 10 and 20 detections."""
+    rep = evaluate_early(meta.assign(score=scores), max_detections=(10, 20))
+    s = rep.summary.set_index("max_detections")
+    row = {}
+    for n in (10, 20):
+        row |= {
+            f"eff@0.5 N<={n}": s.loc[n, "efficiency"],
+            f"pur@0.5 N<={n}": s.loc[n, "purity"],
+            f"eff@pur>=0.8 N<={n}": rep.best_at_purity(n, 0.8)["efficiency"],
+        }
+    return row
+
+
+def emit(table: pd.DataFrame, out: str | None) -> None:
+    """Print ``table`` as Markdown, and write it to ``out`` when given."""
+    text = markdown(table)
+    print(text)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+
+
 def markdown(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns)
     body = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -140,30 +164,12 @@ def main() -> None:
     for name, X, make, weights, *extra in variants:
         t0 = time.perf_counter()
         p = oof_scores(X, y, groups, make, weights, args.folds, args.seed, extra[0] if extra else None)
-        rep = evaluate_early(meta.assign(score=p), max_detections=(10, 20))
-        s = rep.summary.set_index("max_detections")
-        row = {"variant": name}
-        for n in (10, 20):
-            b = rep.best_at_purity(n, 0.8)
-            row |= {
-                f"eff@0.5 N<={n}": s.loc[n, "efficiency"],
-                f"pur@0.5 N<={n}": s.loc[n, "purity"],
-                f"eff@pur>=0.8 N<={n}": b["efficiency"],
-            }
+        row = {"variant": name} | early_metrics(meta, p)
         rows.append(row)
         print(f"{name}: {time.perf_counter() - t0:.0f} s  {row}", flush=True)
-    fink = evaluate_early(meta.assign(score=base["anchor_score"].to_numpy(float)), max_detections=(10, 20))
-    s = fink.summary.set_index("max_detections")
     rows.insert(0, {"variant": "Fink production model (anchor_score; probably trained on some of these objects)"}
-                | {k: v for n in (10, 20) for k, v in {
-                    f"eff@0.5 N<={n}": s.loc[n, "efficiency"], f"pur@0.5 N<={n}": s.loc[n, "purity"],
-                    f"eff@pur>=0.8 N<={n}": fink.best_at_purity(n, 0.8)["efficiency"]}.items()})
-    table = pd.DataFrame(rows)
-    text = markdown(table)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+                | early_metrics(meta, base["anchor_score"].to_numpy(float)))
+    emit(pd.DataFrame(rows), args.out)
 
 
 def learning_curve(args, variant, y, groups, meta) -> None:
@@ -174,12 +180,8 @@ def learning_curve(args, variant, y, groups, meta) -> None:
     for frac in sorted(args.learning_curve):
         for fs in args.fold_seeds:
             p = oof_scores(X, y, groups, make, weights, args.folds, fs, extra, train_fraction=frac)
-            rep = evaluate_early(meta.assign(score=p), max_detections=(10, 20))
-            s = rep.summary.set_index("max_detections")
             row = {"fraction": frac, "fold seed": fs, "training objects": round(frac * n_objects * (args.folds - 1) / args.folds)}
-            for n in (10, 20):
-                row |= {f"eff@pur>=0.8 N<={n}": rep.best_at_purity(n, 0.8)["efficiency"], f"eff@0.5 N<={n}": s.loc[n, "efficiency"],
-                        f"pur@0.5 N<={n}": s.loc[n, "purity"]}
+            row |= early_metrics(meta, p)
             rows.append(row)
             print(row, flush=True)
     df = pd.DataFrame(rows)
@@ -189,11 +191,7 @@ def learning_curve(args, variant, y, groups, meta) -> None:
         mean[c + " (std)"] = std[c]
     mean["training objects"] = mean["training objects"].round().astype(int)
     print(f"{name}: learning curve, mean over fold splits {args.fold_seeds}")
-    text = markdown(mean)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(mean, args.out)
 
 
 if __name__ == "__main__":
