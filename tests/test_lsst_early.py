@@ -115,11 +115,19 @@ def _flat_and_fading(n=12, seed=3):
     return lc
 
 
-def test_features_train_score_through_the_cli(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def lsst_table(tmp_path_factory):
+    """`earlyia features --extractor lsst_early` on one SN Ia and one SN II file: (path, table, metadata, inputs)."""
     ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
-    feats, model_path, out = tmp_path / "f.parquet", tmp_path / "m.eia", tmp_path / "s.parquet"
+    feats = tmp_path_factory.mktemp("lsst_table") / "f.parquet"
     assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
     df, meta = read_features(feats)
+    return feats, df, meta, (ia, ii)
+
+
+def test_features_train_score_through_the_cli(tmp_path, capsys, lsst_table):
+    feats, df, meta, _ = lsst_table
+    model_path, out = tmp_path / "m.eia", tmp_path / "s.parquet"
     assert meta["extractor"]["extractor"] == "lsst_early" and meta["survey"] == "LSST"
     assert df["valid"].all() and set(df["label"]) == {"SN Ia", "SN II"}  # every alert has features, even one point
     assert main(["train", str(feats), "--out", str(model_path), "--trees", "40", "--cv-folds", "0"]) == 0
@@ -175,13 +183,11 @@ def test_a_rainbow_table_of_lsst_alerts_trains_the_lsst_recipe_and_scores(tmp_pa
     assert not any("ndethist" in r or "band g" in r or "SIMBAD" in r for r in reasons), reasons
 
 
-def test_learn_with_the_gate_queries_only_alerts_the_model_will_score(tmp_path, capsys):
+def test_learn_with_the_gate_queries_only_alerts_the_model_will_score(tmp_path, capsys, lsst_table):
     """`earlyia learn --gate rise`: the pool and the test rows are the alerts the gate accepts; the run's labels
     then train the lsst recipe without any being left out; a table without Rainbow's statistics is refused."""
-    ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
-    feats, out = tmp_path / "f.parquet", tmp_path / "run"
-    assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
-    df, meta = read_features(feats)
+    feats, df, meta, (ia, ii) = lsst_table
+    out = tmp_path / "run"
     names = meta["extractor"]["names"]
     accepted = apply_gate(gate_spec("rise", names), df[names].to_numpy(), names)
     args = ["learn", str(feats), "--strategy", "uncertainty", "--loops", "4", "--batch-size", "5", "--initial", "10",
@@ -205,15 +211,12 @@ def test_learn_with_the_gate_queries_only_alerts_the_model_will_score(tmp_path, 
     assert "gate 'rise' needs Rainbow's rise_sig" in capsys.readouterr().err
 
 
-def test_train_rows_follow_the_gate_and_need_one(tmp_path):
+def test_train_rows_follow_the_gate_and_need_one(tmp_path, lsst_table):
     """`--train-rows gate` (the lsst recipe's) needs a gate; `--gate none` falls back to every row; the library
     refuses gate rows without a gate instead of silently training on everything."""
     from earlyia.score.model import train_model
 
-    ia, ii = shared(f"{ROOT}/classId=111/part-0-0.parquet"), shared(f"{ROOT}/classId=113/part-0-0.parquet")
-    feats = tmp_path / "f.parquet"
-    assert main(["features", str(ia), str(ii), "--extractor", "lsst_early", "--out", str(feats)]) == 0
-    df, meta = read_features(feats)
+    feats, df, meta, _ = lsst_table
     with pytest.raises(InputError, match="needs a gate"):
         train_model(df, meta["extractor"], n_estimators=5, gate="none", train_rows="gate", cv_folds=0)
     with pytest.raises(InputError, match="train_rows"):
