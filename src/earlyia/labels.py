@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from earlyia.errors import InputError
 
 #: Sub-types of SN Ia as spelled on the TNS.
 IA_SUBTYPES = (
@@ -91,3 +95,28 @@ class TypeMap:
 def is_positive(types: Iterable[object], positive: Iterable[str] = ("SN Ia",), include_subtypes: bool = False) -> np.ndarray:
     """Boolean positive-class mask (unlabelled types count as not positive)."""
     return TypeMap(tuple(positive), include_subtypes).encode(types) == POSITIVE
+
+
+#: Column names recognised in a labels CSV, in order of preference.
+LABEL_ID_COLUMNS = ("objectId", "object_id", "id", "name")
+LABEL_TYPE_COLUMNS = ("tns_type", "type", "label", "TNS", "classification")
+
+
+def read_labels(path: str | Path) -> pd.Series:
+    """Object id -> type string from a labels CSV (id column ``objectId``/``object_id``/``id``/``name``, type column
+    ``tns_type``/``type``/``label``/``TNS``/``classification``; the last row of a repeated id wins)."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read labels CSV: {exc}", source=str(path)) from exc
+    id_col = next((c for c in LABEL_ID_COLUMNS if c in df.columns), None)
+    type_col = next((c for c in LABEL_TYPE_COLUMNS if c in df.columns), None)
+    if id_col is None or type_col is None:
+        raise InputError(
+            f"labels need an object id column (one of {list(LABEL_ID_COLUMNS)}) and a type column (one of "
+            f"{list(LABEL_TYPE_COLUMNS)}); found {list(df.columns)[:10]}",
+            source=str(path),
+        )
+    if df.empty:
+        raise InputError("the labels CSV has no rows", source=str(path))
+    return df.drop_duplicates(id_col, keep="last").set_index(id_col)[type_col].astype(str)

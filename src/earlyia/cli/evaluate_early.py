@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from earlyia.errors import InputError
 from earlyia.evaluate import evaluate_early, plot_efficiency_vs_detections
 from earlyia.io.table import atomic_write
+from earlyia.labels import read_labels
 
 EPILOG = """examples:
   # Fink's production scores stored in the shared replay file
@@ -20,6 +21,9 @@ EPILOG = """examples:
   earlyia evaluate-early SCORES.parquet --labels objects.csv --max-detections 5 10 20
   # any labelled light-curve input: replayed detection by detection and scored with a model
   earlyia evaluate-early lightcurves.parquet --model MODEL.eia --out eval
+  # stress report: the same held-out light curves perturbed as the stream delivers them, beside Fink's forest
+  earlyia evaluate-early held_out.parquet --labels objects.csv --model MODEL.eia --stress --out stress \
+      --fink-model ../shared/data/anchor_models_fink/default-model_sigmoid.obj.xz
 """
 
 
@@ -42,20 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-detections", type=int, nargs="+", default=[5, 10, 20], metavar="N")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--out", help="directory for tables, the report and the PNG")
+    g = p.add_argument_group("stress report (labelled light curves and --model)")
+    g.add_argument(
+        "--stress", action="store_true",
+        help="replay the light curves perturbed every way the stream delivers them (no upper limits, 30-day history, one "
+        "band, cadence halved, +-1 mag, from the 1st detection, negative differences) and report efficiency and purity "
+        "per case at the model's threshold and at 0.5 (objects the model trained on are left out)",
+    )
+    g.add_argument("--cases", nargs="+", metavar="CASE", help="stress cases to run (default: all; names as in the report)")
+    g.add_argument("--fink-model", help="Fink's production forest (its pinned pickle, .obj or .obj.xz) to report beside")
+    g.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
     p.set_defaults(func=run)
-
-
-def read_labels(path: str) -> pd.Series:
-    """Object id -> type string from a CSV with recognisable column names."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read labels CSV: {exc}", source=path) from exc
-    id_col = next((c for c in ("objectId", "object_id", "id", "name") if c in df.columns), None)
-    type_col = next((c for c in ("tns_type", "type", "label", "TNS", "classification") if c in df.columns), None)
-    if id_col is None or type_col is None:
-        raise InputError(f"labels need an object id and a type column; found {list(df.columns)}", source=path)
-    return df.drop_duplicates(id_col, keep="last").set_index(id_col)[type_col].astype(str)
 
 
 def _load_scores(args) -> pd.DataFrame:
@@ -82,6 +83,10 @@ def _load_scores(args) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stress:
+        return run_stress(args)
+    if args.cases or args.fink_model:
+        raise InputError("--cases and --fink-model belong to --stress")
     scores = _load_scores(args)
     labels = read_labels(args.labels) if args.labels else None
     det_col = "ndethist" if "ndethist" in scores.columns else "n_detections"
@@ -100,5 +105,45 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(out / "curves.csv", lambda tmp: curves.to_csv(tmp, index=False))
         atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text + "\n"))
         plot_efficiency_vs_detections(report, out / "efficiency_vs_detections.png")
+        print(f"wrote {out}/")
+    return 0
+
+
+def run_stress(args: argparse.Namespace) -> int:
+    from earlyia import stress
+    from earlyia.io import read
+    from earlyia.score.model import Model
+
+    if not args.model:
+        raise InputError("--stress needs --model (the model to stress) and labelled light curves")
+    cases = [stress.case_named(c) for c in args.cases] if args.cases else list(stress.CASES)
+    model = Model.load(args.model)
+    lc = read(args.input)
+    if args.labels:
+        lc.objects["label"] = lc.objects["object_id"].astype(str).map(read_labels(args.labels))
+    if "label" not in lc.objects.columns or lc.objects["label"].isna().all():
+        raise InputError("--stress needs labelled light curves: give --labels objects.csv")
+    trained = model.prohibited_object_ids()
+    keep = [i for i, (o, lab) in enumerate(zip(lc.objects["object_id"].astype(str), lc.objects["label"], strict=True))
+            if o not in trained and isinstance(lab, str) and lab]
+    if not keep:
+        raise InputError(
+            f"every labelled object of the input was used to train model {model.hash[:12]}: a stress report needs objects "
+            "it never saw (hold some out, or use scripts/stress_cv.py, which cross-validates the recipe)"
+        )
+    print(f"{len(keep)} held-out labelled objects ({lc.n_objects - len(keep)} left out: trained on or unlabelled)", flush=True)
+    lc = lc.take(keep)
+    scorers = [stress.model_scorer(model, "earlyia")]
+    if args.fink_model:
+        scorers.append(stress.StressScorer("Fink", stress.model_scorer(Model.from_fink(args.fink_model)).score, None))
+    table = stress.stress_test(lc, scorers, cases=cases, max_detections=sorted(set(args.max_detections)), random_state=args.seed)
+    text = stress.to_markdown(table, max(args.max_detections))
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "stress.csv", lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(out / "stress.md", lambda tmp: Path(tmp).write_text(text + "\n"))
+        stress.plot(table, out / "stress.png", max_detections=max(args.max_detections))
         print(f"wrote {out}/")
     return 0

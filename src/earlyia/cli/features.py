@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--extractor",
         default=None,
-        help="registered feature extractor: early (default: early-epoch features + robust sigmoid), sigmoid, rainbow, "
+        help="registered feature extractor: early (default: early-epoch features + robust sigmoid + SN Ia template, "
+        "without upper limits or apparent brightness), sigmoid, rainbow, "
         "sigmoid_lsst, lsst_early (LSST: early features on ugrizY + Rainbow + host galaxy); --mode alone selects sigmoid",
     )
     p.add_argument(
@@ -69,6 +70,10 @@ def build_extractor(args: argparse.Namespace):
 
     name = args.extractor or ("sigmoid" if args.mode else "early")
     params = {}
+    if name == "early":
+        from earlyia.features.early import STREAM_PARAMS
+
+        params.update(STREAM_PARAMS)  # the default early model's features
     if name == "sigmoid":
         params["mode"] = args.mode or "robust"
         if args.min_points is not None:

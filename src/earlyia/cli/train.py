@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError
-from earlyia.labels import TypeMap
+from earlyia.labels import TypeMap, read_labels
 
 EPILOG = """examples:
+  earlyia train replay.parquet --labels objects.csv --out model.eia            # light curves: the default early model
+                                                                               # (augmented, calibrated by evidence)
   earlyia features lightcurves.parquet --out features.parquet
   earlyia train features.parquet --out model.eia                               # recipe from the table: early, lsst or fink
   earlyia train features.parquet --out model.eia --recipe fink                 # Fink's settings on any table
@@ -39,14 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("features", help="feature table (Parquet written by `earlyia features`) with a label column")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="labelled light curves or alerts in any supported format (the early recipe then replays and augments them), "
+        "or one feature table written by `earlyia features`",
+    )
     p.add_argument("--out", required=True, help="model file to write (atomically)")
     p.add_argument("--labels", help="CSV of labels (object id column objectId/object_id, type column tns_type/type/label)")
     p.add_argument("--label-column", help="column of the feature table holding labels (default: label, tns_type or type)")
     p.add_argument("--from-run", metavar="RUN_DIR", help="train only on the initial + queried ids of an active-learning run")
     p.add_argument("--positive", nargs="+", default=["SN Ia"], metavar="TYPE", help="type(s) of the positive class (default: 'SN Ia')")
     p.add_argument("--include-subtypes", action="store_true", help="count SN Ia sub-types (91T, 91bg, pec, CSM, Iax...) as positive")
-    p.add_argument("--trees", type=int, default=1000, help="number of trees (default 1000)")
+    p.add_argument("--trees", type=int, default=None, help="number of trees (recipe: early 300, fink and lsst 1000)")
+    p.add_argument(
+        "--augment-copies", type=int, default=None, metavar="N",
+        help="augmented copies of every labelled light curve (light-curve inputs; recipe: early 2, others 0)",
+    )
     p.add_argument("--classifier", choices=("rf", "extratrees"), default="rf")
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument(
@@ -87,7 +97,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="learn from every labelled row, or only from the rows the gate accepts (the ones the model will score; "
         "recipe: lsst gate, others all; all when there is no gate)",
     )
-    p.add_argument("--calibrate", choices=("isotonic", "sigmoid"), help="calibrate probabilities on out-of-bag predictions")
+    p.add_argument(
+        "--calibrate", choices=("evidence", "isotonic", "sigmoid", "none"), default=None,
+        help="calibrate probabilities on held-out predictions: per evidence stratum with operating curves for any "
+        "prevalence (recipe: early), one isotonic or sigmoid map, or none (recipe: fink, lsst)",
+    )
     p.add_argument(
         "--cv-folds",
         type=int,
@@ -95,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folds by object for honest metrics and calibration when objects have several rows (0: out-of-bag only)",
     )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--jobs", type=int, default=-1, help="processes for the forests (default -1: every core; results do not depend on it)")
     p.add_argument("--parent", help="parent model file (its hash is recorded for lineage)")
     p.set_defaults(func=run)
 
@@ -182,8 +197,6 @@ def read_run_ids(run: str | Path) -> tuple[list[str], dict]:
 
 def attach_labels(df: pd.DataFrame, labels_csv: str) -> pd.DataFrame:
     """The feature table with a ``label`` column (type strings) looked up by object id in a labels CSV."""
-    from earlyia.cli.evaluate_early import read_labels
-
     types = read_labels(labels_csv)
     if "object_id" not in df.columns:
         raise InputError("the feature table has no object_id column to match labels on")
@@ -206,62 +219,64 @@ def _selection(args: argparse.Namespace, recipe: dict) -> dict | None:
     return sel or None
 
 
-def _option(value, recipe: dict, key: str):
-    """A command-line value, else the recipe's."""
-    return recipe[key] if value is None else value
-
-
 def run(args: argparse.Namespace) -> int:
-    from earlyia.features.io import read_features
-    from earlyia.score.model import Model, train_model
-    from earlyia.score.recipes import recipe_for
+    from earlyia.features.io import is_feature_table, read_features
+    from earlyia.io import read
+    from earlyia.score.model import Model
+    from earlyia.score.recipes import RECIPES, train_recipe
 
-    df, meta = read_features(args.features)
-    if args.labels:
-        df = attach_labels(df, args.labels)
+    if args.trees is not None and args.trees < 1:
+        raise InputError(f"--trees must be >= 1, got {args.trees}")
+    if len(args.inputs) == 1 and is_feature_table(args.inputs[0]):
+        data, meta = read_features(args.inputs[0])
+        if args.labels:
+            data = attach_labels(data, args.labels)
+    else:
+        meta = None
+        data = read(args.inputs)
+        if args.labels:
+            data.objects["label"] = data.objects["object_id"].astype(str).map(read_labels(args.labels))
     sample_ids, run_info = read_run_ids(args.from_run) if args.from_run else (None, {})
     parent = Model.load(args.parent).hash if args.parent else None
     type_map = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
-    recipe_name, recipe = recipe_for(meta["extractor"], args.recipe, survey=meta.get("survey"))
-    class_weight = _option(args.class_weight, recipe, "class_weight")
-    n_impostors = int(_option(args.impostors, recipe, "impostors"))
-    if n_impostors < 0:
-        raise InputError(f"--impostors must be >= 0, got {n_impostors}")
-    gate = _option(args.gate, recipe, "gate")
-    train_rows = _option(args.train_rows, recipe, "train_rows")
-    if args.train_rows is None and gate == "none":
-        train_rows = "all"  # a recipe's "gate" rows mean nothing once --gate none switched the gate off
-    lineage = {"features": str(args.features), "recipe": recipe_name, **run_info}
-    if n_impostors and str(meta.get("survey", "ZTF")).upper() == "ZTF":
-        from earlyia.sim.impostors import impostor_features
-
-        extra = impostor_features(meta["extractor"], n_impostors, random_state=args.seed)
-        if sample_ids is not None:
-            sample_ids = [*sample_ids, *extra["object_id"].astype(str).unique()]
-        df = pd.concat([df, extra], ignore_index=True)
-        lineage["impostors"] = {"n_per_kind": n_impostors, "seed": args.seed, "rows": len(extra), "generator": "earlyia.sim.impostors"}
-    model = train_model(
-        df,
-        meta["extractor"],
+    base = RECIPES.get(args.recipe, RECIPES["early"]) if args.recipe != "auto" else {}
+    overrides = {
+        "min_samples_leaf": args.min_samples_leaf,
+        "class_weight": args.class_weight,
+        "object_weights": args.object_weights,
+        "impostors": args.impostors,
+        "gate": args.gate,
+        "train_rows": args.train_rows,
+        "calibrate": args.calibrate,
+        "n_estimators": args.trees,
+        "augment_copies": args.augment_copies,
+    }
+    if args.select_min_points is not None or args.select_no_rising:
+        overrides["selection"] = _selection(args, base or RECIPES["early"])
+    model = train_recipe(
+        data,
+        args.recipe,
+        meta=meta,
         type_map=type_map,
-        n_estimators=args.trees,
+        overrides=overrides,
         random_state=args.seed,
-        classifier=args.classifier,
-        calibrate=args.calibrate,
+        n_jobs=args.jobs,
+        cv_folds=args.cv_folds,
         sample_ids=sample_ids,
         label_column=args.label_column,
+        classifier=args.classifier,
         max_depth=args.max_depth,
-        min_samples_leaf=int(_option(args.min_samples_leaf, recipe, "min_samples_leaf")),
-        class_weight=None if class_weight == "none" else class_weight,
-        object_weights=bool(_option(args.object_weights, recipe, "object_weights")),
-        selection=_selection(args, recipe),
-        gate=gate,
-        train_rows=train_rows,
         parent=parent,
-        lineage=lineage,
-        cv_folds=args.cv_folds,
+        lineage={"features": ", ".join(str(i) for i in args.inputs), **run_info},
+        progress=lambda line: print(line, flush=True),
     )
     model.save(args.out)
+    _report(model, sample_ids)
+    print(f"wrote {args.out} (hash {model.hash[:16]})")
+    return 0
+
+
+def _report(model, sample_ids) -> None:
     tr = model.card["training"]
     held = "grouped_cv" if "grouped_cv" in model.card["metrics"] else "oob"
     oob = model.card["metrics"][held]
@@ -272,6 +287,18 @@ def run(args: argparse.Namespace) -> int:
     )
     fmt = {k: (f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else v) for k, v in oob.items()}
     label = "held-out by object" if held == "grouped_cv" else "out-of-bag"
-    print(f"{label}: accuracy {fmt['accuracy']}, efficiency {fmt['efficiency']}, purity {fmt['purity']}, FoM {fmt['fom']}")
-    print(f"wrote {args.out} (hash {model.hash[:16]})")
-    return 0
+    print(f"{label}, per alert: accuracy {fmt['accuracy']}, efficiency {fmt['efficiency']}, purity {fmt['purity']}, FoM {fmt['fom']}")
+    for op in model.card.get("operating_points") or []:
+        t = op.get("threshold")
+        if t is not None and np.isfinite(t):
+            print(f"operating point, purity >= {op['min_purity']:g} within {op['max_detections']} detections: threshold {t:.3f}, "
+                  f"efficiency {op['efficiency']:.3f} (held out)")
+        else:
+            print(f"operating point, purity >= {op['min_purity']:g} within {op['max_detections']} detections: "
+                  "not reached on held-out objects")
+    ev = model.card.get("evidence")
+    if ev:
+        judged = ev.get("judged_from")
+        print(f"calibrated at prevalence {ev['prevalence']:.3f}; "
+              + (f"alerts can reach the candidate threshold from {judged} positive detection(s)" if judged else
+                 "no evidence level reaches the candidate threshold"))

@@ -35,6 +35,7 @@ _BUILTIN_MODULES = {
     "early": "earlyia.features.early",
     "sigmoid_lsst": "earlyia.features.sigmoid_lsst",
     "lsst_early": "earlyia.features.lsst_early",
+    "ia_template": "earlyia.features.template",
 }
 
 

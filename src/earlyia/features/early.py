@@ -13,8 +13,21 @@ colour and rise; Fink adds the last upper limit before the first detection):
   curves of variable stars have chi2/dof ~ 1),
 * counts (detections per band, negative-difference detections) and apparent magnitudes.
 
-Optionally the robust sigmoid features are appended (``sigmoid="robust"``), so one extractor
-gives the whole default feature vector.
+Optionally the robust sigmoid features are appended (``sigmoid="robust"``) and the SN Ia template-fit
+features (``template=True``, :mod:`earlyia.features.template`), so one extractor gives the whole
+default feature vector.
+
+Three options make the features hold on what the stream delivers rather than on one curated source
+(the defaults keep the behaviour of earlier releases, so their models still score):
+
+* ``limits=False``: upper limits are ignored. In the shared labelled ZTF set their presence is an
+  artefact of how it was assembled (89 % of the SN Ia light curves carry non-detections, 36 % of the
+  others), and detections-only sources carry none: a model that sees them learns the artefact;
+* ``magnitudes=False``: no apparent brightness (magnitudes, the sigmoid amplitude and its signal to
+  noise): the same supernova 1 mag further away must score the same;
+* ``negatives="separate"``: the shape features come from the positive detections only; negative
+  differences (``isdiffpos = 'f'``, a subtraction residual or a source fainter than its reference) are
+  counted in ``early_frac_negative``, and a light curve without a positive detection is not scored.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from earlyia.errors import InputError
+from earlyia.errors import ConfigError, InputError
 from earlyia.features.base import FeatureExtractor, get_extractor, register_extractor
 
 ZP = 27.5
@@ -47,6 +60,14 @@ _GLOBAL = (
     "log_chi2_const",
     "brightening_sig",
 )
+#: Apparent-brightness features, left out with ``magnitudes=False`` (``early_`` and sigmoid names).
+BRIGHTNESS_FEATURES = ("early_mag_first", "early_mag_peak", "early_mag_last")
+BRIGHTNESS_SIGMOID = ("c", "c_err", "snratio")
+NEGATIVES = ("keep", "separate")
+#: The configuration of the default early model (``earlyia features`` and the ``early`` recipe): every option that
+#: makes the features hold on what the stream delivers (module docstring). The class defaults are the earlier
+#: releases' features, which their model files name.
+STREAM_PARAMS = {"limits": False, "magnitudes": False, "negatives": "separate", "template": True}
 
 
 class EarlyFeatures(FeatureExtractor):
@@ -58,6 +79,10 @@ class EarlyFeatures(FeatureExtractor):
         sigmoid: None, or the mode of :class:`~earlyia.features.sigmoid.SigmoidFeatures` to append.
         extra_colours: more colours ``(blue, red)`` (e.g. ``(("r", "i"), ("i", "z"))`` for LSST), each with
             the four colour features (``early_colour_mean_r_i``...), placed after the per-band features.
+        limits: use upper limits (True) or ignore every non-detection (False).
+        magnitudes: keep the apparent-brightness features (True) or leave them out (False).
+        negatives: ``"keep"`` (negative detections enter every feature) or ``"separate"`` (module docstring).
+        template: append the SN Ia template-fit features of :class:`~earlyia.features.template.IaTemplateFeatures`.
     """
 
     name = "early"
@@ -68,11 +93,19 @@ class EarlyFeatures(FeatureExtractor):
         pair_days: float = 1.0,
         sigmoid: str | None = "robust",
         extra_colours: tuple[tuple[str, str], ...] = (),
+        limits: bool = True,
+        magnitudes: bool = True,
+        negatives: str = "keep",
+        template: bool = False,
     ):
         self.bands = bands
         self.pair_days = pair_days
         self.sigmoid = sigmoid
         self.extra_colours = extra_colours
+        self.limits = limits
+        self.magnitudes = magnitudes
+        self.negatives = negatives
+        self.template = template
 
     def _extra_pairs(self) -> list[tuple[str, str]]:
         pairs = [tuple(p) for p in (self.extra_colours or ())]
@@ -86,19 +119,65 @@ class EarlyFeatures(FeatureExtractor):
             return None
         return get_extractor("sigmoid", mode=self.sigmoid, bands=tuple(self.bands))
 
-    @property
-    def names(self) -> list[str]:
+    def _template(self):
+        if not self.template:
+            return None
+        return get_extractor("ia_template", bands=tuple(self.bands[:2]))
+
+    def _check(self) -> None:
+        if self.negatives not in NEGATIVES:
+            raise ConfigError(f"EarlyFeatures: negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+        for name in ("limits", "magnitudes", "template"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"EarlyFeatures: {name} must be True or False, got {getattr(self, name)!r}")
+
+    def _all_names(self) -> list[str]:
         own = [f"early_{n}" for n in _GLOBAL]
         for b in self.bands:
             own += [f"early_{n}_{b}" for n in _PER_BAND]
         for blue, red in self._extra_pairs():
             own += [f"early_{n}_{blue}_{red}" for n in _COLOUR]
         sig = self._sigmoid()
-        return own + (list(sig.names) if sig is not None else [])
+        tmpl = self._template()
+        return own + (list(sig.names) if sig is not None else []) + (list(tmpl.names) if tmpl is not None else [])
+
+    def _kept(self, names: list[str]) -> list[bool]:
+        if self.magnitudes:
+            return [True] * len(names)
+        drop = set(BRIGHTNESS_FEATURES) | {f"{n}_{b}" for n in BRIGHTNESS_SIGMOID for b in self.bands}
+        return [n not in drop for n in names]
+
+    @property
+    def names(self) -> list[str]:
+        self._check()
+        names = self._all_names()
+        return [n for n, k in zip(names, self._kept(names), strict=True) if k]
 
     def extract(self, mjd, band, flux, flux_err, detected, starts, ends, *, bands, survey):
+        self._check()
         if len(self.bands) < 2:
             raise InputError(f"EarlyFeatures needs at least two bands for the colour, got bands={self.bands!r}")
+        mjd = np.asarray(mjd, np.float64)
+        flux = np.asarray(flux, np.float64)
+        detected = np.asarray(detected, np.bool_)
+        starts = np.asarray(starts, np.int64)
+        ends = np.asarray(ends, np.int64)
+        frac_negative = None
+        keep = None
+        if self.negatives == "separate":
+            negative = detected & ~(flux > 0)
+            cum_det = np.concatenate([[0], np.cumsum(detected, dtype=np.int64)])
+            cum_neg = np.concatenate([[0], np.cumsum(negative, dtype=np.int64)])
+            n_all = cum_det[ends] - cum_det[starts]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac_negative = np.where(n_all > 0, (cum_neg[ends] - cum_neg[starts]) / np.maximum(n_all, 1), 0.0)
+            keep = ~negative
+        if not self.limits:
+            keep = detected if keep is None else keep & detected
+        if keep is not None:  # the same segments over the points kept
+            cum = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+            starts, ends = cum[starts], cum[ends]
+            mjd, band, flux, flux_err, detected = (np.asarray(a)[keep] for a in (mjd, band, flux, flux_err, detected))
         codes = np.array([bands.index(b) if b in bands else -1 for b in self.bands], np.int64)
         xcodes = np.array([[bands.index(b) if b in bands else -1 for b in p] for p in self._extra_pairs()], np.int64).reshape(-1, 2)
         X, n_det = _early_kernel(
@@ -114,11 +193,18 @@ class EarlyFeatures(FeatureExtractor):
             xcodes,
         )
         ok = n_det > 0
-        reason = np.where(ok, "", "no detection").astype(object)
-        sig = self._sigmoid()
-        if sig is not None:
-            Xs, _ok_s, _reason_s = sig.extract(mjd, band, flux, flux_err, detected, starts, ends, bands=bands, survey=survey)
-            X = np.hstack([X, Xs])
+        empty = "no positive detection" if self.negatives == "separate" else "no detection"
+        reason = np.where(ok, "", empty).astype(object)
+        if frac_negative is not None:
+            X[:, _GLOBAL.index("frac_negative")] = frac_negative
+        parts = [X]
+        for extra in (self._sigmoid(), self._template()):
+            if extra is not None:
+                Xe, _ok_e, _reason_e = extra.extract(mjd, band, flux, flux_err, detected, starts, ends, bands=bands, survey=survey)
+                parts.append(Xe)
+        X = np.hstack(parts) if len(parts) > 1 else X
+        if not self.magnitudes:
+            X = X[:, np.flatnonzero(self._kept(self._all_names()))]
         return X, ok, reason
 
 

@@ -51,6 +51,20 @@ def write_features(
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
+def is_feature_table(path: str | Path) -> bool:
+    """True when ``path`` is a Parquet file carrying :data:`META_KEY` (written by :func:`write_features`)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                return False
+        return META_KEY in (pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowException):
+        return False
+
+
 def read_features(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``(table, metadata)`` of a file written by :func:`write_features` (:class:`FormatError` otherwise)."""
     try:

@@ -161,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     """Fit a calibration of SCORES' ``score`` on labelled objects: print its reliability, write the map (JSON)."""
     import argparse
 
-    from earlyia.cli.evaluate_early import read_labels
     from earlyia.evaluate import PROTOCOL_TYPES
-    from earlyia.labels import POSITIVE, UNLABELLED
+    from earlyia.labels import POSITIVE, UNLABELLED, read_labels
 
     ap = argparse.ArgumentParser(prog="python -m earlyia.report.calibration", description=main.__doc__)
     ap.add_argument("scores", help="SCORES Parquet (or any table with object_id/objectId and a score column)")

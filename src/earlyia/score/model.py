@@ -38,7 +38,7 @@ CARD = "card.json"
 TREES = "trees.npz"
 CALIBRATION = "calibration.npz"
 _MEMBERS = (CARD, TREES, CALIBRATION)
-CALIBRATION_METHODS = ("isotonic", "sigmoid")
+CALIBRATION_METHODS = ("isotonic", "sigmoid", "evidence")
 CLASSIFIERS = ("rf", "extratrees")
 #: which labelled rows train the forest: every usable one, or only those the gate lets the model score
 TRAIN_ROWS = ("all", "gate")
@@ -179,10 +179,18 @@ def apply_calibration(p: np.ndarray, calibration: Mapping[str, np.ndarray] | Non
     return _apply_calibration(p, calibration)
 
 
-def _apply_calibration(p: np.ndarray, calibration: Mapping[str, np.ndarray] | None) -> np.ndarray:
+def _apply_calibration(
+    p: np.ndarray, calibration: Mapping[str, np.ndarray] | None, evidence: np.ndarray | None = None
+) -> np.ndarray:
     if not calibration:
         return p
     kind = str(np.asarray(calibration["method"]).reshape(-1)[0])
+    if kind == "evidence":
+        from earlyia.score.evidence import EvidenceCalibration
+
+        if evidence is None:
+            raise ModelError("this model's calibration depends on the evidence of each row: score it with its features")
+        return EvidenceCalibration.from_arrays(calibration).apply(p, evidence)
     if kind == "isotonic":
         return np.interp(p, calibration["x"], calibration["y"])
     if kind == "sigmoid":
@@ -358,8 +366,62 @@ class Model:
             with np.errstate(over="ignore"):
                 X = X.astype(np.float32).astype(np.float64)
         p = self.ensemble.predict_proba(X)[:, 1]
-        p = _apply_calibration(p, self.calibration)
+        p = _apply_calibration(p, self.calibration, self._evidence(X))
         return np.column_stack([1.0 - p, p])
+
+    # -------------------------------------------------------------- evidence and operating points
+    def evidence_calibration(self):
+        """The :class:`~earlyia.score.evidence.EvidenceCalibration` of this model, or None."""
+        if not self.calibration or str(np.asarray(self.calibration["method"]).reshape(-1)[0]) != "evidence":
+            return None
+        from earlyia.score.evidence import EvidenceCalibration
+
+        return EvidenceCalibration.from_arrays(self.calibration)
+
+    def _evidence(self, X: np.ndarray) -> np.ndarray | None:
+        cal = self.evidence_calibration()
+        if cal is None:
+            return None
+        if cal.feature not in self.features:
+            raise ModelError(f"the calibration reads feature {cal.feature!r}, which the model does not have")
+        return X[:, self.features.index(cal.feature)]
+
+    def evidence(self, X: np.ndarray) -> np.ndarray | None:
+        """The evidence (positive detections) of each row of ``X`` (model feature order) when the calibration uses it."""
+        return self._evidence(np.asarray(X, np.float64))
+
+    @property
+    def prevalence(self) -> float | None:
+        """Fraction of positive objects the calibration was fitted on (scores are probabilities at this prevalence)."""
+        ev = (self.card.get("evidence") or {}).get("prevalence")
+        return None if ev is None else float(ev)
+
+    def operating_curves(self) -> dict[int, Any]:
+        """Max detections N -> the held-out :class:`~earlyia.score.evidence.OperatingCurve` the card records."""
+        from earlyia.score.evidence import OperatingCurve
+
+        return {int(c["max_detections"]): OperatingCurve.from_card(c) for c in self.card.get("operating_curves") or []}
+
+    def threshold(self, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None) -> dict[str, float]:
+        """The score threshold for purity >= ``min_purity`` within ``max_detections`` at ``prevalence``
+        (default: the training prevalence), with the efficiency and purity expected there.
+
+        Models with operating curves recompute it for any prevalence; older cards give their fixed threshold
+        (and refuse another prevalence).
+        """
+        curves = self.operating_curves()
+        if max_detections in curves:
+            return curves[max_detections].threshold_for(min_purity, prevalence)
+        if prevalence is not None:
+            raise ModelError(
+                f"model {self.hash[:12]} records no operating curve for {max_detections} detections: it cannot move its "
+                "threshold to another prevalence (re-train with this release)"
+            )
+        for o in self.card.get("operating_points") or []:
+            if int(o["max_detections"]) == int(max_detections) and float(o["min_purity"]) == float(min_purity):
+                t = o.get("threshold")
+                return {"threshold": float("nan") if t is None else float(t), "efficiency": o.get("efficiency"), "purity": o.get("purity")}
+        raise ModelError(f"model {self.hash[:12]} records no operating point for purity {min_purity} within {max_detections} detections")
 
     # -------------------------------------------------------------- files
     def save(self, path: str | Path) -> Path:
@@ -605,6 +667,8 @@ def train_model(
     train_rows: str = "all",
     cv_folds: int = 5,
     n_jobs: int = 1,
+    augmentation: Mapping | None = None,
+    evidence_feature: str = "early_n_det",
 ) -> Model:
     """Fit a forest on a labelled feature table and return it as a :class:`Model` with its card.
 
@@ -624,6 +688,11 @@ def train_model(
     rejects (flat, noisy-constant, fading light curves). ``train_rows``: ``"all"`` learns from every usable
     row; ``"gate"`` only from the rows the gate accepts, i.e. the ones the model will ever score (on
     ELAsTiCC: the same efficiency-purity curve, with each fixed threshold further along it, README issue 6).
+
+    ``calibrate="evidence"`` (:mod:`earlyia.score.training`): probabilities calibrated per evidence stratum
+    (``evidence_feature``, positive detections) on held-out original alerts, operating curves that move to any
+    prevalence, and the evidence from which the model can flag. A ``view`` column marks rows that only train
+    (augmented copies, generated impostors: any value but 0); ``augmentation`` (what made them) goes into the card.
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
@@ -669,6 +738,7 @@ def train_model(
         n_rejected = int((usable & ~accepted).sum())
         usable &= accepted
     X, y, df = X[usable], y[usable], df[usable]
+    view = pd.to_numeric(df["view"], errors="coerce").fillna(0).to_numpy(np.int64) if "view" in df.columns else np.zeros(len(df), np.int64)
     f32 = float(np.finfo(np.float32).max)
     X = np.clip(X, -f32, f32)  # scikit-learn works in float32; beyond its range a value routes like the largest one
     n_pos = int((y == POSITIVE).sum())
@@ -716,10 +786,91 @@ def train_model(
         held_name = "grouped_cv"
     has = np.isfinite(held)
     calibration = None
-    if calibrate:
+    evidence_entry, curves = None, []
+    if calibrate == "evidence":
+        from earlyia.score.training import held_out_evidence
+
+        if groups is None:
+            raise InputError("calibrate='evidence' needs an object_id column (folds are split by object)")
+        det_col = next((c for c in ("ndethist", "n_detections") if c in df.columns), None)
+        if det_col is None:
+            raise InputError("calibrate='evidence' needs the number of detections of each alert (ndethist or n_detections)")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(out-of-bag|OOB).*")
+            fit = held_out_evidence(
+                lambda: Cls(**params, bootstrap=True, n_jobs=n_jobs), X, yb, groups, weights, view,
+                pd.to_numeric(df[det_col], errors="coerce").to_numpy(float), names,
+                evidence_feature=evidence_feature, folds=cv_folds, seed=seed if isinstance(seed, int) else 0,
+            )
+        calibration = fit["calibration"]
+        evidence_entry, curves = fit["evidence"], fit["curves"]
+        rows, cross = fit["calibrated_held_out"]
+        all_metrics = {"grouped_cv": {**binary_metrics(yb[rows], cross), "folds": evidence_entry["folds"],
+                                      "note": "per alert, original labelled alerts, cross-fitted calibration"}}
+        if metrics:
+            all_metrics.update(dict(metrics))
+        ops = fit["operating_points"]
+        held_name = "grouped_cv"
+    elif calibrate:
         if has.sum() < 10:
             raise InputError(f"calibration needs held-out predictions for at least 10 rows; got {int(has.sum())} (more trees or rows)")
         calibration = fit_calibration(held[has], yb[has], calibrate)
+    if calibrate != "evidence":
+        all_metrics, ops = _plain_metrics(oob, held, held_name, has, yb, calibration, repeated, cv_folds, groups, metrics, df)
+
+    def ids(col: str) -> list[str]:
+        return df[col].astype(str).tolist() if col in df.columns else []
+
+    original = view == 0
+    card = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "extractor": dict(extractor_config),
+        "features": names,
+        "positive_class": sorted(type_map.positive_set()),
+        "type_map": type_map.config(),
+        "classifier": {
+            "kind": classifier, "params": params, "bootstrap": True, "input_dtype": "float32", "object_weights": bool(object_weights),
+        },
+        "training": {
+            "n_samples": len(y),
+            "n_positive": n_pos,
+            "n_negative": n_neg,
+            "n_objects": int(df.loc[original, "object_id"].nunique()) if "object_id" in df.columns else None,
+            "n_training_only_rows": int((~original).sum()),
+            "label_column": label_col,
+            "rows": train_rows,
+            "n_gate_rejected": n_rejected,
+            "object_ids": [o for o, keep in zip(ids("object_id"), original, strict=False) if keep],
+            "alert_ids": [a for a, keep in zip(ids("alert_id"), original, strict=False) if keep],
+            "labels": y[original].astype(int).tolist(),
+        },
+        "metrics": all_metrics,
+        "calibration": {
+            "method": calibrate,
+            "fitted_on": (
+                "held-out original alerts, per evidence stratum" if calibrate == "evidence"
+                else "grouped out-of-fold probabilities (folds by object)" if held_name == "grouped_cv" else "out-of-bag probabilities"
+            ),
+        }
+        if calibrate
+        else None,
+        "versions": versions(),
+        "parent": parent,
+        "lineage": dict(lineage or {}),
+        "selection": dict(selection) if selection else None,
+        "gate": gate_entry,
+        "operating_points": ops,
+    }
+    if evidence_entry is not None:
+        card["evidence"] = evidence_entry
+        card["operating_curves"] = curves
+    if augmentation:
+        card["augmentation"] = dict(augmentation)
+    return Model(ensemble, card, calibration)
+
+
+def _plain_metrics(oob, held, held_name, has, yb, calibration, repeated, cv_folds, groups, metrics, df):
+    """Metrics and operating points of a model calibrated (or not) without evidence strata."""
     has_oob = np.isfinite(oob)
     all_metrics = {"oob": binary_metrics(yb[has_oob], _apply_calibration(oob[has_oob], calibration))}
     if repeated:
@@ -739,42 +890,4 @@ def train_model(
         source = "grouped out-of-fold scores" if held_name == "grouped_cv" else "out-of-bag scores (one row per object)"
         ops = operating_points(groups[ok], det[ok], yb[ok], _apply_calibration(held[ok], calibration), estimated_on=source)
 
-    def ids(col: str) -> list[str]:
-        return df[col].astype(str).tolist() if col in df.columns else []
-
-    card = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "extractor": dict(extractor_config),
-        "features": names,
-        "positive_class": sorted(type_map.positive_set()),
-        "type_map": type_map.config(),
-        "classifier": {
-            "kind": classifier, "params": params, "bootstrap": True, "input_dtype": "float32", "object_weights": bool(object_weights),
-        },
-        "training": {
-            "n_samples": len(y),
-            "n_positive": n_pos,
-            "n_negative": n_neg,
-            "n_objects": int(df["object_id"].nunique()) if "object_id" in df.columns else None,
-            "label_column": label_col,
-            "rows": train_rows,
-            "n_gate_rejected": n_rejected,
-            "object_ids": ids("object_id"),
-            "alert_ids": ids("alert_id"),
-            "labels": y.astype(int).tolist(),
-        },
-        "metrics": all_metrics,
-        "calibration": {
-            "method": calibrate,
-            "fitted_on": "grouped out-of-fold probabilities (folds by object)" if held_name == "grouped_cv" else "out-of-bag probabilities",
-        }
-        if calibrate
-        else None,
-        "versions": versions(),
-        "parent": parent,
-        "lineage": dict(lineage or {}),
-        "selection": dict(selection) if selection else None,
-        "gate": gate_entry,
-        "operating_points": ops,
-    }
-    return Model(ensemble, card, calibration)
+    return all_metrics, ops

@@ -350,6 +350,9 @@ def score_lightcurves(
     score = np.zeros(n)
     if passed.any():
         score[passed] = model.predict_proba(X[passed])[:, 1]
+        thin = _too_little(model, X[passed])
+        if thin is not None:
+            reason[np.flatnonzero(passed)[thin[0]]] = thin[1]
     cols: dict[str, Any] = {
         "object_id": lc.objects["object_id"].astype(str).to_numpy(object)[rows.object_index] if n else np.zeros(0, object),
         "alert_id": rows.alert_id,
@@ -368,6 +371,28 @@ def score_lightcurves(
     extras = _broker_columns(lc, rows, set(extractor.names))
     feats = pd.DataFrame(X, columns=list(extractor.names))
     return pd.concat([out, extras, feats], axis=1)
+
+
+def _too_little(model: Model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows whose evidence is below the level from which the model can reach its candidate threshold, and why.
+
+    Their score stays the calibrated probability (near the training prevalence): it says how little the alert
+    shows, and it cannot cross the threshold.
+    """
+    ev = (model.card.get("evidence") or {})
+    judged = ev.get("judged_from")
+    evidence = model.evidence(X)
+    if evidence is None:
+        return None
+    if judged is None:
+        why = "too little to judge: this model reaches its candidate threshold at no evidence level"
+        return np.ones(len(X), bool), np.full(len(X), why, object)
+    low = np.nan_to_num(evidence, nan=0.0) < judged
+    why = np.array(
+        [f"too little to judge: {int(v)} positive detection(s); this model can flag from {judged}" for v in np.nan_to_num(evidence[low])],
+        dtype=object,
+    )
+    return low, why
 
 
 def _broker_columns(lc, rows: Rows, feature_names: set[str]) -> pd.DataFrame:

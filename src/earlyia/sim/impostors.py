@@ -86,8 +86,12 @@ def impostor_features(
     min_detections: int = 3,
     max_detections: int = 20,
     random_state: int | np.random.Generator | None = 0,
+    replay_from: int | None = None,
 ) -> pd.DataFrame:
     """Feature rows (one per replayed detection) of generated impostors, labelled ``"impostor (<kind>)"``.
+
+    Each light curve has ``min_detections`` to ``max_detections`` detections; alerts are replayed from
+    detection ``replay_from`` (default ``min_detections``).
 
     Why: real labelled sets hold few flat or purely fading sources, so a forest trained on them alone
     can score such light curves high; adding them as negatives teaches it not to. The label strings
@@ -97,6 +101,7 @@ def impostor_features(
 
     ext = get_extractor(extractor_config)
     lc = generate(n_per_kind, min_detections=min_detections, max_detections=max_detections, random_state=random_state)
-    df = ext.transform(lc.replay(min_detections=min_detections, max_detections=max_detections), per="alert")
+    first = min_detections if replay_from is None else int(replay_from)
+    df = ext.transform(lc.replay(min_detections=first, max_detections=max_detections), per="alert")
     df["label"] = "impostor (" + df["object_id"].str.rsplit("_", n=1).str[0] + ")"
     return df

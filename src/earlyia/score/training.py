@@ -1,0 +1,168 @@
+"""Held-out estimates for a model trained on augmented light curves: calibration by evidence and operating curves.
+
+Why a separate step: with augmentation and generated impostors, many training rows are not objects the
+model will ever be judged on. Every estimate here is made on the *original* labelled alerts (``view``
+0) of objects held out by folds split by object, while the forests of each fold learn from every row
+(augmented copies and impostors included) of the other objects:
+
+1. held-out raw scores of the original alerts, ``folds`` folds stratified by class and grouped by object;
+2. a calibration by evidence (:mod:`earlyia.score.evidence`) fitted on all of them: the model's;
+3. cross-fitted calibrated scores (each fold calibrated by the maps of the other folds), from which the
+   operating curves are measured, so the card's thresholds are chosen on scores the calibration never
+   saw: they hold their purity on new objects instead of on the training folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from earlyia.errors import InputError
+from earlyia.score.evidence import EVIDENCE_EDGES, OperatingCurve, fit_evidence_calibration
+
+#: (max detections, min purity) of the operating points a card records.
+TARGETS = ((10, 0.8), (20, 0.8))
+#: Platt calibration per stratum, with one pseudo-object at the stratum's prevalence.
+CALIBRATION = {"method": "platt", "pseudo_count": 1.0}
+
+
+def _folds(groups: np.ndarray, y: np.ndarray, eval_rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index of every row: objects split into ``k`` folds stratified on their label."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    obj = pd.Series(y[eval_rows], index=groups[eval_rows]).groupby(level=0).first()
+    fold_of = {}
+    for j, (_tr, te) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(obj.index, obj.to_numpy(), obj.index)):
+        for o in obj.index[te]:
+            fold_of[o] = j
+    # objects that have no original row (impostors, augmented-only) train in every fold
+    return np.array([fold_of.get(g, -1) for g in groups], np.int64)
+
+
+def held_out_evidence(
+    make_forest,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    weights: np.ndarray | None,
+    view: np.ndarray,
+    detections: np.ndarray,
+    names: Sequence[str],
+    *,
+    evidence_feature: str,
+    folds: int = 5,
+    seed: int = 0,
+    targets=TARGETS,
+) -> dict[str, Any]:
+    """Calibration arrays, card entries and held-out metrics of a model trained on ``X`` (see the module docstring).
+
+    ``make_forest()`` returns an unfitted classifier; ``view`` is 0 for original labelled alerts, anything
+    else for rows that only train; ``detections`` the number of detections of each alert (the protocol's N).
+    """
+    names = list(names)
+    if evidence_feature not in names:
+        raise InputError(f"calibration by evidence needs feature {evidence_feature!r}; the model has {names[:6]}...")
+    eval_rows = np.asarray(view) == 0
+    y = np.asarray(y, bool)
+    n_obj = len(set(groups[eval_rows]))
+    k = min(int(folds), n_obj)
+    if k < 2:
+        raise InputError(
+            f"calibration by evidence needs at least 2 folds of held-out objects (folds={folds}, {n_obj} labelled "
+            "object(s)); give more folds, or no calibration (--calibrate none)"
+        )
+    fold = _folds(groups, y, eval_rows, k, seed)
+    raw = np.full(len(y), np.nan)
+    for j in range(k):
+        train = fold != j
+        test = eval_rows & (fold == j)
+        if not test.any():
+            continue
+        if y[train].all() or not y[train].any():
+            raise InputError("a training fold holds only one class: too few labelled objects of one class")
+        f = make_forest().fit(X[train], y[train], sample_weight=None if weights is None else weights[train])
+        raw[test] = f.predict_proba(X[test])[:, list(f.classes_).index(True)]
+    rows = np.flatnonzero(eval_rows & np.isfinite(raw))
+    ev = X[rows, names.index(evidence_feature)]
+    g = groups[rows]
+    cal = fit_evidence_calibration(raw[rows], y[rows], ev, feature=evidence_feature, groups=g, edges=EVIDENCE_EDGES, **CALIBRATION)
+    cross = np.empty(len(rows))
+    for j in range(k):
+        m = fold[rows] == j
+        if not m.any():
+            continue
+        cj = fit_evidence_calibration(raw[rows][~m], y[rows][~m], ev[~m], feature=evidence_feature, groups=g[~m], **CALIBRATION)
+        cross[m] = cj.apply(raw[rows][m], ev[m])
+    det = np.asarray(detections, np.float64)[rows]
+    curves, ops = [], []
+    for n in sorted({n for n, _ in targets}):
+        early = det <= n
+        frame = pd.DataFrame({"o": g[early], "s": cross[early], "y": y[rows][early]}).groupby("o").agg(s=("s", "max"), y=("y", "first"))
+        if frame["y"].all() or not frame["y"].any():
+            continue
+        curve = OperatingCurve.from_object_scores(frame["s"].to_numpy(), frame["y"].to_numpy(bool), n)
+        curves.append(curve)
+        for nn, purity in targets:
+            if nn == n:
+                best = curve.threshold_for(purity)
+                ops.append({"max_detections": int(n), "min_purity": float(purity), **best,
+                            "estimated_on": "cross-fitted calibrated held-out scores of the training objects (replay protocol)"})
+    ops.sort(key=lambda o: o["max_detections"])
+    judged_from = None
+    t20 = next((o["threshold"] for o in ops if o["max_detections"] == max(n for n, _ in targets)), float("nan"))
+    top = cal.stratum_max()
+    if np.isfinite(t20):
+        reach = np.flatnonzero(top > t20)
+        judged_from = int(cal.edges[reach[0]]) if len(reach) else None
+    evidence = {
+        "feature": evidence_feature,
+        "edges": [int(e) for e in cal.edges],
+        "stratum_prevalence": [float(v) for v in cal.stratum_prevalence],
+        "stratum_objects": [float(v) for v in cal.stratum_weight],
+        "stratum_max": [float(v) for v in top],
+        "prevalence": float(cal.prevalence),
+        "judged_from": judged_from,
+        "calibration": dict(CALIBRATION),
+        "folds": int(k),
+    }
+    return {
+        "calibration": cal.to_arrays(),
+        "calibrated_held_out": (rows, cross),
+        "curves": [c.to_card() for c in curves],
+        "operating_points": ops,
+        "evidence": evidence,
+    }
+
+
+def training_table(lc, extractor, augmentation, *, random_state=None) -> pd.DataFrame:
+    """The feature table a model learns from: every view of :meth:`earlyia.augment.Augmentation.views` of ``lc``.
+
+    One row per replayed alert: ``object_id`` (the original object in every view), ``alert_id``
+    (``<object>_<k>``, with ``~<view>`` for augmented copies), ``view``, ``ndethist`` (detections so far,
+    the protocol's N), ``n_detections`` (detections in the history the alert carries), ``label`` (when
+    ``lc.objects`` has it), ``valid``, ``reason``, then ``extractor.names``.
+    """
+    names = list(extractor.names)
+    parts = []
+    for view, seg in augmentation.views(lc, random_state):
+        X, ok, why = extractor.extract_lc(seg.lc, seg.starts, seg.ends, object_index=seg.object_index)
+        oid = seg.lc.objects["object_id"].astype(str).to_numpy(object)[seg.object_index]
+        suffix = "" if view == 0 else f"~{view}"
+        cum = np.concatenate([[0], np.cumsum(seg.lc.detected, dtype=np.int64)])
+        cols: dict[str, Any] = {
+            "object_id": oid,
+            "alert_id": np.array([f"{o}_{k}{suffix}" for o, k in zip(oid, seg.ndethist, strict=True)], dtype=object),
+            "view": np.full(len(oid), view, np.int64),
+            "ndethist": seg.ndethist.astype(np.int64),
+            "n_detections": (cum[seg.ends] - cum[seg.starts]).astype(np.int64),
+        }
+        if "label" in seg.lc.objects.columns:
+            cols["label"] = seg.lc.objects["label"].to_numpy(object)[seg.object_index]
+        cols["valid"] = np.asarray(ok, bool)
+        cols["reason"] = np.asarray(why, dtype=object)
+        frame = pd.DataFrame(cols)
+        parts.append(pd.concat([frame, pd.DataFrame(np.asarray(X, np.float64), columns=names)], axis=1))
+    return pd.concat(parts, ignore_index=True)
