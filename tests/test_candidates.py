@@ -124,9 +124,24 @@ def test_enabled_cut_without_its_column_is_an_error_naming_it():
     with pytest.raises(SchemaError, match="classtar"):
         CandidateRule(xmatch=XM).evaluate(df)
     CandidateRule(min_classtar=None, xmatch=XM).evaluate(df)  # disabled: fine
+    # a column the input cannot carry (unknown for every alert): the cut is skipped and says so, never an empty result
     unknown = _alerts(10).assign(drb=np.nan)
     res = CandidateRule(xmatch=XM).evaluate(unknown)
-    assert not res.passed.any() and any("drb is unknown for every alert" in n for n in res.notes)
+    known = CandidateRule(xmatch=XM, min_drb=None).evaluate(unknown)
+    assert res.passed.any() and (res.passed == known.passed).all()
+    assert any("drb is unknown for every alert" in n and "skipped" in n for n in res.notes)
+    # partly known: a missing value fails the cut, as in Fink (NaN compares false)
+    partly = _alerts(10).assign(drb=[np.nan] + [0.9] * 9)
+    assert not CandidateRule(xmatch=XM).evaluate(partly).passed[0]
+
+
+def test_no_simbad_information_counts_as_unknown_and_says_so():
+    df = _alerts(10).assign(cdsxmatch="")
+    res = CandidateRule().evaluate(df)
+    assert res.passed.any() and any("no SIMBAD cross-match" in n for n in res.notes)
+    stars = _alerts(10).assign(cdsxmatch=["RRLyr"] * 5 + [""] * 5)
+    res = CandidateRule().evaluate(stars)
+    assert not res.passed[:5].any() and not any("no SIMBAD" in n for n in res.notes)
 
 
 def test_one_candidate_per_object_from_its_latest_qualifying_alert_without_mixing():

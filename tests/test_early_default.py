@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import reference, shared
@@ -165,8 +169,9 @@ def test_real_variables_with_their_simbad_match_score_zero(early_models):
     assert len(after) == len(var) and (after["score"] == 0).all() and after["reason"].str.contains("SIMBAD").all()
 
 
-def test_candidates_can_use_the_card_threshold(early_models):
-    """`earlyia candidates --min-score card` applies the card's purity >= 0.8 threshold for N <= 20."""
+def test_candidates_use_the_card_threshold_at_the_streams_prevalence(early_models):
+    """`earlyia candidates` applies the card's purity >= 0.8 threshold for N <= 20 by default: at the training prevalence
+    it is the card's fixed number; estimated from a stream of fewer SN Ia, it is stricter."""
     tmp, model, _, replay = early_models
     df = pd.read_parquet(replay)
     sub = df[df["objectId"].isin(df["objectId"].drop_duplicates().iloc[:150])].copy()
@@ -176,10 +181,26 @@ def test_candidates_can_use_the_card_threshold(early_models):
     assert (s["score"] > 0.5).sum() > (s["score"] > thr).sum() > 0  # the two rules differ here
     loose = ["--min-snn", "none", "--min-drb", "none", "--min-classtar", "none"]
     out = {}
-    for name, value in (("card", "card"), ("number", repr(thr)), ("half", "0.5")):
-        main(["candidates", str(tmp / "cand_scores.parquet"), "--model", str(tmp / "cand.eia"), "--out", str(tmp / name),
-              "--min-score", value, *loose, "--record", str(tmp / f"{name}.sqlite")])
+    for name, value in (("card", ["--prevalence", "training"]), ("number", ["--min-score", repr(thr)]), ("half", ["--min-score", "0.5"]),
+                        ("metadata", ["--prevalence", "training"])):
+        model_opt = [] if name == "metadata" else ["--model", str(tmp / "cand.eia")]
+        assert main(["candidates", str(tmp / "cand_scores.parquet"), *model_opt, "--out", str(tmp / name), *value, *loose,
+                     "--record", str(tmp / f"{name}.sqlite")]) == 0
         out[name] = pd.read_csv(tmp / name / "candidates.csv")
-    pd.testing.assert_frame_equal(out["card"], out["number"])
+    pd.testing.assert_frame_equal(out["card"].drop(columns="probability", errors="ignore"), out["number"])
+    pd.testing.assert_frame_equal(out["metadata"], out["card"])  # the card summary in the scores' metadata is enough
     assert len(out["half"]) > len(out["card"]) > 0
-    assert main(["candidates", str(tmp / "cand_scores.parquet"), "--out", str(tmp / "x"), "--min-score", "card"]) == 2
+    # a stream with a tenth of the SN Ia: the estimated prevalence is lower and the threshold stricter
+    labels = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    is_ia = s["object_id"].str.removeprefix("NEW").map(labels).eq("SN Ia")
+    keep_ia = set(s.loc[is_ia, "object_id"].drop_duplicates().iloc[::10])
+    thin = s[~is_ia | s["object_id"].isin(keep_ia)]
+    meta = pq.read_schema(tmp / "cand_scores.parquet").metadata
+    thin_path = tmp / "thin_scores.parquet"
+    pq.write_table(pa.Table.from_pandas(thin, preserve_index=False).replace_schema_metadata(meta), thin_path)
+    assert main(["candidates", str(thin_path), "--model", str(tmp / "cand.eia"), "--out", str(tmp / "thin"), *loose,
+                 "--record", str(tmp / "thin.sqlite")]) == 0
+    summary = json.loads((tmp / "thin" / "summary.json").read_text())
+    op = summary["operating_point"]
+    assert op["prevalence"] < 0.8 * model.card["evidence"]["prevalence"] and "estimated" in op["prevalence_source"]
+    assert op["threshold"] > thr and summary["rule"]["min_score"] == op["threshold"]

@@ -144,7 +144,7 @@ def select_early(
     xm = _column(src, "cdsxmatch", rows)
     if xm is None and per == "alert":
         xm = _column(lc.objects, "cdsxmatch", obj)
-    xm = np.full(n, "Unknown", dtype=object) if xm is None else np.array([_xmatch(v) for v in xm], dtype=object)
+    xm = np.full(n, "Unknown", dtype=object) if xm is None else np.array([simbad_type(v) for v in xm], dtype=object)
 
     codes = np.array([lc.band_code(b) for b in bands], np.int8)
     nights = np.zeros((n, len(bands)), np.int64)
@@ -179,8 +179,8 @@ def select_early(
     )
 
 
-def _xmatch(value) -> str:
-    """Fink's cdsxmatch as a SIMBAD type: missing -> "Unknown"; newer Fink's "(SIMBAD) " prefix removed;
+def simbad_type(value) -> str:
+    """Fink's cdsxmatch as a SIMBAD type: missing or empty -> "Unknown"; newer Fink's "(SIMBAD) " prefix removed;
     a TNS supernova classification ("(TNS) SN II-pec") counts as "SN" (it is a supernova, not a star)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "Unknown"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,19 +53,70 @@ def _threshold(text: str) -> float | str | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from exc
 
 
-def card_threshold(model_path: str | None, max_ndethist: int | None) -> float:
-    """The operating threshold a model card records for the largest N <= ``max_ndethist`` (any N when None)."""
-    if not model_path:
-        raise InputError("--min-score card needs --model (the card holds the threshold)")
-    from earlyia.score.model import Model
+def _prevalence(text: str) -> float | str:
+    t = text.strip().lower()
+    if t in ("auto", "training"):
+        return t
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), 'auto' or 'training', got {text!r}") from exc
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a prevalence must be strictly between 0 and 1, got {text!r}")
+    return value
 
-    ops = {n: t for n, t in Model.load(model_path).operating_thresholds().items()
-           if math.isfinite(t) and (max_ndethist is None or n <= max_ndethist)}
-    if not ops:
-        raise InputError(
-            f"the model card has no operating threshold for <= {max_ndethist} detections (train on replayed alerts with "
-            "object ids and ndethist to get one)", source=model_path)
-    return ops[max(ops)]
+
+def operating_threshold(card: dict | None, scores: pd.DataFrame, *, prevalence, max_detections: int | None,
+                        min_purity: float) -> tuple[float, dict]:
+    """The candidate threshold a model card gives at the stream's prevalence, and what it rests on (printed and
+    stored in summary.json). ``prevalence``: a number, ``"training"`` or ``"auto"`` (EM estimate from the scores)."""
+    from earlyia.score.evidence import adjust_prevalence, card_threshold, stream_prevalence
+
+    if card is None:
+        raise InputError("the card threshold needs the model: give --model (or scores whose metadata names a model)")
+    n_det = 20 if max_detections is None else int(max_detections)
+    ns = sorted({int(c["max_detections"]) for c in card.get("operating_curves") or card.get("operating_points") or []})
+    usable = [n for n in ns if n <= n_det]
+    if not usable:
+        raise InputError(f"the model card has no operating point within {n_det} detections (train on replayed alerts with "
+                         "object ids and ndethist to get one)")
+    n = max(usable)
+    trained = (card.get("evidence") or {}).get("prevalence")
+    if prevalence == "training" or (prevalence == "auto" and trained is None):
+        pi, how = None, "training prevalence" + ("" if trained is not None else " (the model predates prevalence curves)")
+        n_obj = None
+    elif prevalence == "auto":
+        pi, n_obj, how = stream_prevalence(scores, card)
+        if how.startswith("training"):
+            pi = None
+    else:
+        pi, how, n_obj = float(prevalence), "given", None
+    best = card_threshold(card, n, min_purity, pi)
+    info = {"max_detections": n, "min_purity": min_purity, "prevalence": trained if pi is None else pi,
+            "prevalence_source": how, "training_prevalence": trained, "objects_used": n_obj, **best}
+    if not np.isfinite(best["threshold"]):
+        raise InputError(f"no threshold reaches purity {min_purity:g} within {n} detections at prevalence "
+                         f"{info['prevalence']:.3g} ({how}): lower --min-purity, or give --min-score")
+    info["adjust"] = (lambda p: adjust_prevalence(p, trained, pi)) if (pi is not None and trained is not None) else None
+    return float(best["threshold"]), info
+
+
+def _card_of(model_path: str | None, paths: list[str]) -> dict | None:
+    """The model card: from --model, else the card summary the SCORES metadata carries."""
+    if model_path:
+        from earlyia.score.model import Model
+
+        return Model.load(model_path).card
+    for path in paths:
+        meta = (pq.read_schema(path).metadata or {}).get(b"earlyia.scores")
+        if meta:
+            try:
+                card = json.loads(meta).get("model")
+            except json.JSONDecodeError:
+                card = None
+            if isinstance(card, dict):
+                return card
+    return None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,9 +140,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("rule (Fink's defaults; 'none' disables a cut)")
     d = CandidateRule()
     g.add_argument(
-        "--min-score", type=_threshold, default=d.min_score, metavar="X",
-        help="score threshold, or 'card': the model card's threshold for purity >= 0.8 within --max-ndethist detections "
-        "(chosen by `earlyia train` on held-out training objects; needs --model)",
+        "--min-score", type=_threshold, default="card", metavar="X",
+        help="score threshold; default 'card': the model card's threshold for purity >= --min-purity within --max-ndethist "
+        "detections at the stream's prevalence (see --prevalence), from the held-out curve `earlyia train` measured",
+    )
+    g.add_argument("--min-purity", type=float, default=0.8, metavar="P", help="purity the card threshold aims at (default 0.8)")
+    g.add_argument(
+        "--prevalence", type=_prevalence, default="auto", metavar="PI",
+        help="fraction of SN Ia among the stream's objects: a number, 'training' (the model's), or 'auto' (default: estimated "
+        "from these scores by EM prior adjustment, Saerens et al. 2002); moves the card threshold and the probabilities",
     )
     g.add_argument("--min-snn", type=_threshold, default=d.min_snn, metavar="X", help="SuperNNova threshold (either column)")
     g.add_argument("--max-ndethist", type=_threshold, default=d.max_ndethist, metavar="N")
@@ -147,8 +204,24 @@ def run(args: argparse.Namespace) -> int:
         cal = ScoreCalibrator.load(args.calibration)
         scores = scores.assign(score_raw=scores["score"], score=cal.transform(scores["score"].to_numpy(float)))
     max_nd = None if args.max_ndethist is None else int(args.max_ndethist)
+    notes: list[str] = []
+    operating: dict | None = None
     if args.min_score == "card":
-        args.min_score = card_threshold(args.model, max_nd)
+        card = _card_of(args.model, args.scores)
+        if card is None or not (card.get("operating_curves") or card.get("operating_points")):
+            args.min_score = 0.5
+            notes.append("the model card has no operating point: candidates use score > 0.5")
+        else:
+            args.min_score, operating = operating_threshold(card, scores, prevalence=args.prevalence, max_detections=max_nd,
+                                                            min_purity=args.min_purity)
+            adjust = operating.pop("adjust")
+            if adjust is not None:
+                scores = scores.assign(probability=adjust(scores["score"].to_numpy(float)))
+            print(f"prevalence {operating['prevalence']:.3f} ({operating['prevalence_source']}); threshold {args.min_score:.3f} "
+                  f"for purity >= {args.min_purity:g} within {operating['max_detections']} detections "
+                  f"(held-out efficiency {operating['efficiency']:.3f} at that prevalence)")
+    elif args.prevalence not in ("auto", "training"):
+        notes.append("--prevalence moves only the card threshold: with a fixed --min-score it changes nothing")
     rule = CandidateRule(
         min_score=args.min_score,
         min_snn=args.min_snn,
@@ -160,7 +233,6 @@ def run(args: argparse.Namespace) -> int:
     )
     prohibited: frozenset[str] = frozenset()
     model_id = hashes[0][:12] if len(hashes) == 1 else None
-    notes: list[str] = []
     if args.model:
         from earlyia.score.model import Model
 
@@ -195,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     md = f"# Early SN Ia candidates\n\n{len(cand)} candidate(s) from {sel.n_alerts} alerts ({sel.n_alerts_passing} pass the rule).\n\n"
     md += markdown_table(table)
     atomic_write(out / "candidates.md", lambda tmp: Path(tmp).write_text(md))
-    summary = {**sel.summary(), "notes": sel.notes + notes, "record": str(record.path), "sent": False, "model": model_id}
+    summary = {**sel.summary(), "notes": sel.notes + notes, "record": str(record.path), "sent": False, "model": model_id,
+               "operating_point": operating}
 
     summary["in_tns_report"] = bulk.object_ids
 

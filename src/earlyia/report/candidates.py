@@ -40,6 +40,7 @@ CANDIDATE_COLUMNS = (
     "mjd",
     "score",
     "score_raw",
+    "probability",
     "snn_snia_vs_nonia",
     "snn_sn_vs_all",
     "snn_used",
@@ -121,14 +122,16 @@ class CandidateRule:
             reason[fail] = why
             ok &= passed
 
-        def column(name: str, option: str) -> np.ndarray:
+        def column(name: str, option: str) -> np.ndarray | None:
+            """The column's values, or None (cut skipped, with a note) when no alert knows it."""
             if name not in scores.columns:
                 raise SchemaError(f"scores lack column {name!r} needed by the {option} cut; disable that cut to report without it",
                                   source=source)
             values = pd.to_numeric(scores[name], errors="coerce").to_numpy(np.float64)
             if n and not np.isfinite(values).any():
-                notes.append(f"{name} is unknown for every alert, so every alert fails the {option} cut; disable it ({option} = None) "
-                             "if the data cannot have it")
+                notes.append(f"{name} is unknown for every alert (the input does not carry it): the {option} cut is skipped; "
+                             f"disable it ({option} = None) to silence this")
+                return None
             return values
 
         if self.require_passed and "passed" in scores.columns:
@@ -152,19 +155,27 @@ class CandidateRule:
                 if (~snn_used).any():
                     notes.append(f"{int((~snn_used).sum())} of {n} alerts have no value in {snn_present}: our score alone decides for them")
                 cut("snn", above | ~snn_used, f"{' and '.join(snn_present)} <= {self.min_snn}")
-        if self.max_ndethist is not None:
-            cut("ndethist", column("ndethist", "max_ndethist") <= self.max_ndethist, f"ndethist > {self.max_ndethist} (or unknown)")
-        if self.min_drb is not None:
-            cut("drb", column("drb", "min_drb") > self.min_drb, f"drb <= {self.min_drb} (or unknown)")
-        if self.min_classtar is not None:
-            cut("classtar", column("classtar", "min_classtar") > self.min_classtar, f"classtar <= {self.min_classtar} (or unknown)")
+        for name, option, limit, above in (("ndethist", "max_ndethist", self.max_ndethist, False),
+                                           ("drb", "min_drb", self.min_drb, True),
+                                           ("classtar", "min_classtar", self.min_classtar, True)):
+            if limit is None:
+                continue
+            values = column(name, option)
+            if values is not None:
+                cut(name, values > limit if above else values <= limit,
+                    f"{name} {'<=' if above else '>'} {limit} (or unknown)")
         allowed = self.allowed_xmatch()
         if allowed is not None:
             if "cdsxmatch" not in scores.columns:
                 raise SchemaError("scores lack column 'cdsxmatch' needed by the xmatch cut; disable that cut to report without it",
                                   source=source)
-            xm = scores["cdsxmatch"].astype(object).to_numpy()
-            good = np.array([isinstance(v, str) and v in allowed for v in xm], bool)
+            from earlyia.select import simbad_type
+
+            xm = np.array([simbad_type(v) for v in scores["cdsxmatch"].astype(object).to_numpy()], dtype=object)
+            if n and (xm == "Unknown").all():
+                notes.append("no SIMBAD cross-match in the input (cdsxmatch empty or Unknown for every alert): every alert counts "
+                             "as 'Unknown', which the extragalactic cut accepts; stars and variables cannot be told apart")
+            good = np.array([v in allowed for v in xm], bool)
             fail = ok & ~good
             reason[fail] = [f"cdsxmatch {v!r} not extragalactic" for v in xm[fail]]
             ok &= good

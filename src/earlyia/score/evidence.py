@@ -382,3 +382,43 @@ class OperatingCurve:
             return cls(int(entry["max_detections"]), thr, tpr, fpr, int(entry["n_pos"]), int(entry["n_neg"]), float(entry["prevalence"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed operating curve in the model card ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------- thresholds from a model card
+def card_threshold(card: Mapping, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None) -> dict[str, float]:
+    """The threshold reaching ``min_purity`` within ``max_detections`` at ``prevalence`` (default: the training one)
+    from a model card (or the card summary a SCORES file carries): its operating curve when it has one, else its
+    fixed operating point (which cannot move to another prevalence). Returns threshold, efficiency, purity."""
+    for c in card.get("operating_curves") or []:
+        if int(c["max_detections"]) == int(max_detections):
+            return OperatingCurve.from_card(c).threshold_for(min_purity, prevalence)
+    if prevalence is not None:
+        raise ModelError(
+            f"the model card records no operating curve for {max_detections} detections: its threshold cannot move to another "
+            "prevalence (re-train with this release, or use the training prevalence)"
+        )
+    for o in card.get("operating_points") or []:
+        if int(o["max_detections"]) == int(max_detections) and float(o["min_purity"]) == float(min_purity):
+            t = o.get("threshold")
+            return {"threshold": float("nan") if t is None else float(t), "efficiency": o.get("efficiency"), "purity": o.get("purity")}
+    raise ModelError(f"the model card records no operating point for purity {min_purity} within {max_detections} detections")
+
+
+def stream_prevalence(scores, card: Mapping, *, min_objects: int = 30) -> tuple[float, int, str]:
+    """The prevalence of positives among the objects of a SCORES table, estimated by EM from each object's latest
+    scored alert (calibrated probabilities at the card's training prevalence). Returns ``(prevalence, objects,
+    how)``; with fewer than ``min_objects`` scored objects, or a model without calibration by evidence, the
+    training prevalence (``how`` says which)."""
+    trained = (card.get("evidence") or {}).get("prevalence")
+    if trained is None:
+        raise ModelError("the model is not calibrated by evidence: its scores are not probabilities, so no prevalence can be "
+                         "estimated from them (give --prevalence training)")
+    df = scores[scores["passed"].fillna(False).astype(bool)] if "passed" in scores.columns else scores
+    order = [c for c in ("object_id", "mjd", "alert_id") if c in df.columns]
+    latest = df.sort_values(order, kind="mergesort").drop_duplicates("object_id", keep="last")
+    p = pd.to_numeric(latest["score"], errors="coerce").to_numpy(np.float64)
+    p = p[np.isfinite(p)]
+    if len(p) < min_objects:
+        return float(trained), len(p), f"training prevalence: only {len(p)} scored object(s), too few to estimate the stream's"
+    est, it = estimate_prevalence(p, float(trained))
+    return est, len(p), f"estimated from {len(p)} scored objects (EM prior adjustment, {it} iterations)"

@@ -404,24 +404,11 @@ class Model:
 
     def threshold(self, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None) -> dict[str, float]:
         """The score threshold for purity >= ``min_purity`` within ``max_detections`` at ``prevalence``
-        (default: the training prevalence), with the efficiency and purity expected there.
+        (default: the training prevalence), with the efficiency and purity expected there
+        (:func:`earlyia.score.evidence.card_threshold`)."""
+        from earlyia.score.evidence import card_threshold
 
-        Models with operating curves recompute it for any prevalence; older cards give their fixed threshold
-        (and refuse another prevalence).
-        """
-        curves = self.operating_curves()
-        if max_detections in curves:
-            return curves[max_detections].threshold_for(min_purity, prevalence)
-        if prevalence is not None:
-            raise ModelError(
-                f"model {self.hash[:12]} records no operating curve for {max_detections} detections: it cannot move its "
-                "threshold to another prevalence (re-train with this release)"
-            )
-        for o in self.card.get("operating_points") or []:
-            if int(o["max_detections"]) == int(max_detections) and float(o["min_purity"]) == float(min_purity):
-                t = o.get("threshold")
-                return {"threshold": float("nan") if t is None else float(t), "efficiency": o.get("efficiency"), "purity": o.get("purity")}
-        raise ModelError(f"model {self.hash[:12]} records no operating point for purity {min_purity} within {max_detections} detections")
+        return card_threshold(self.card, max_detections, min_purity, prevalence)
 
     # -------------------------------------------------------------- files
     def save(self, path: str | Path) -> Path:
