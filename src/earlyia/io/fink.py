@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
-from earlyia.io.photometry import diffpos_sign, limit_to_flux_err, mag_to_fluxcal
+from earlyia.io.photometry import DETECTION_SNR, diffpos_sign, limit_to_flux_err, mag_to_fluxcal
 from earlyia.io.table import JD_MJD_OFFSET, SURVEY_BANDS, LightCurves
 
 #: Fink concatenated photometry columns (required).
@@ -214,11 +214,15 @@ def points_to_lightcurves(
     survey: str = "ZTF",
     fid_bands: Mapping[int, str] | None = None,
     time_offset: float = JD_MJD_OFFSET,
+    forced: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> LightCurves:
     """The vectorised core: flat point arrays of all rows, row ``i`` owning the next ``lengths[i]`` points.
 
     Every row must have at least one point. ``candid`` (int64 per point, -1 unknown) is optional; the row's own
-    ``candid`` (in ``alert_columns``) is put on the row's last point when that point has none.
+    ``candid`` (in ``alert_columns``) is put on the row's last point when that point has none. ``forced``:
+    ``(FLUXCAL, FLUXCALERR, is_forced)`` per point for forced photometry (:func:`ztf_forced_to_fluxcal`): those
+    points keep their measured signed flux, detected when it is :data:`DETECTION_SNR` sigma from zero; forced
+    points whose measurement is unusable are left out (counted per object in ``problems``).
     """
     fid_bands = dict(fid_bands or ZTF_FID_BANDS)
     lengths = np.asarray(lengths, np.int64)
@@ -235,6 +239,21 @@ def points_to_lightcurves(
     lim_err = limit_to_flux_err(diffmaglim) if diffmaglim is not None else np.full(len(m), np.nan)
     flux = np.where(detected, flux, np.nan)
     err = np.where(detected, err, lim_err)
+    keep_point = np.ones(len(m), bool)
+    forced_problems: list[Problem] = []
+    if forced is not None:
+        f_flux, f_err, is_forced = (np.asarray(a) for a in forced)
+        usable = is_forced & np.isfinite(f_flux)
+        flux = np.where(usable, f_flux, flux)
+        err = np.where(usable, f_err, err)
+        with np.errstate(invalid="ignore"):
+            detected = np.where(usable, np.abs(f_flux) >= DETECTION_SNR * f_err, detected)
+        bad = is_forced & ~usable
+        keep_point &= ~bad
+        if bad.any():
+            counts = pd.Series(oid_rows[row_of_point[bad]]).value_counts()
+            forced_problems = [Problem(source, str(o), f"{int(c)} forced-photometry point(s) without a usable measurement "
+                                       "(missing flux, or procstatus != 0) left out") for o, c in counts.items()]
     band = np.full(len(f), "?", dtype=object)
     for code, name in fid_bands.items():
         band[f == code] = name
@@ -260,7 +279,7 @@ def points_to_lightcurves(
             "detected": detected,
             "alert_id": pid,
         }
-    )
+    )[keep_point]
     # the same epoch repeated in many alerts of an object: drop exact repeats early (cheap), keeping a known alert id
     phot = phot.sort_values("alert_id", ascending=False, kind="mergesort")
     phot = phot.drop_duplicates(["object_id", "mjd", "band", "flux", "flux_err", "detected"], keep="first")
@@ -283,7 +302,7 @@ def points_to_lightcurves(
         objects["label"] = lab.loc[objects.index].to_numpy(object)
         # a label given in any row of the object counts (latest non-null wins)
         objects = objects.groupby("object_id", sort=False).last().reset_index()
-    return LightCurves.from_frames(
+    lc = LightCurves.from_frames(
         phot,
         objects,
         alerts,
@@ -291,6 +310,8 @@ def points_to_lightcurves(
         survey=survey,
         source=source,
     )
+    lc.problems = forced_problems + lc.problems
+    return lc
 
 
 # ---------------------------------------------------------------------------------------------- Fink frame

@@ -86,3 +86,26 @@ def fluxcal_to_mag(flux, flux_err=None):
 def njy_to_fluxcal(flux_njy, zeropoint_njy: float = 31.4) -> np.ndarray:
     """Flux in nJy (ELAsTiCC/Rubin ``psFlux``, AB zero point 31.4) -> FLUXCAL (zero point 27.5)."""
     return np.asarray(flux_njy, dtype=np.float64) * 10.0 ** (-0.4 * (zeropoint_njy - FLUXCAL_ZEROPOINT))
+
+
+#: ZTF's marker of a missing forced-photometry flux.
+ZTF_FORCED_MISSING = -99999.0
+#: Signal to noise above which a forced measurement is a detection (ZTF's alert threshold).
+DETECTION_SNR = 5.0
+
+
+def ztf_forced_to_fluxcal(flux_dn, flux_unc_dn, magzpsci, procstatus=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ZTF forced photometry (``forcediffimflux`` and its uncertainty in DN, zero point ``magzpsci``) -> ``(FLUXCAL,
+    FLUXCALERR, usable)``: ``flux = forcediffimflux * 10**(0.4 (27.5 - magzpsci))``, signed (a measurement, not a
+    detection or a limit). Unusable (NaN, ``usable`` False): a missing flux (null or -99999), a non-positive or
+    missing uncertainty or zero point, or a ``procstatus`` other than ``'0'`` (a processing warning)."""
+    f = np.asarray(flux_dn, dtype=np.float64)
+    e = np.asarray(flux_unc_dn, dtype=np.float64)
+    zp = np.asarray(magzpsci, dtype=np.float64)
+    ok = np.isfinite(f) & (f != ZTF_FORCED_MISSING) & np.isfinite(e) & (e > 0) & np.isfinite(zp)
+    if procstatus is not None:
+        status = np.asarray(procstatus, dtype=object)
+        ok &= np.array([s is None or str(s).strip() in ("0", "") for s in status.ravel()], bool).reshape(status.shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = 10.0 ** (0.4 * (27.5 - zp))
+    return np.where(ok, f * scale, np.nan), np.where(ok, e * scale, np.nan), ok

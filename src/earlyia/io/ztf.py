@@ -1,7 +1,11 @@
 """ZTF alert packets: Avro files (one alert or a multi-alert container) and alert tables in Parquet.
 
 An alert is ``candidate`` (the new detection) plus ``prv_candidates`` (up to 30 days of history: detections,
-and non-detections with a null ``magpsf`` whose ``diffmaglim`` is the 5-sigma limit). Each alert becomes one
+and non-detections with a null ``magpsf`` whose ``diffmaglim`` is the 5-sigma limit), and from schema 4.0
+``fp_hists``: forced photometry at the alert's position on every recent image. A forced-photometry record
+(``forcediffimflux`` in DN with its ``magzpsci``, in ``fp_hists`` or, as in schema 3.5's test packets, in
+``prv_candidates``) is a measurement: its signed flux and error in FLUXCAL, detected above 5 sigma, never an
+upper limit; records with ``procstatus`` other than ``'0'`` or a missing flux are left out (counted per object). Each alert becomes one
 row of ``LightCurves.alerts`` (``alert_id = str(candid)``); the photometry of all alerts of an object is merged
 (duplicate epochs removed). ``isdiffpos`` is applied (negative differences give negative fluxes), and the
 candidate's fields ``ra, dec, ndethist, jdstarthist, drb, rb, classtar, isdiffpos, magnr...`` and the top-level
@@ -35,6 +39,8 @@ from earlyia.io.registry import is_avro, parquet_schema
 from earlyia.io.table import LightCurves
 
 POINT_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim", "isdiffpos", "candid")
+#: Fields of a forced-photometry record (``fp_hists`` of schema 4.x, or such records inside ``prv_candidates``).
+FORCED_FIELDS = ("forcediffimflux", "forcediffimfluxunc", "magzpsci", "procstatus")
 _SKIP_TOP = {"candidate", "prv_candidates", "fp_hists", "cutoutScience", "cutoutTemplate", "cutoutDifference", "objectId"}
 
 
@@ -42,7 +48,7 @@ _SKIP_TOP = {"candidate", "prv_candidates", "fp_hists", "cutoutScience", "cutout
 def lightcurves_from_alert_records(records: list[Mapping], *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
     """ZTF alert packets as dictionaries (``objectId, candid, candidate, prv_candidates``, extra scalars)."""
     problems: list[Problem] = []
-    cols: dict[str, list] = {k: [] for k in POINT_FIELDS}
+    cols: dict[str, list] = {k: [] for k in (*POINT_FIELDS, *FORCED_FIELDS, "_forced")}
     lengths: list[int] = []
     oids: list[str] = []
     alert_rows: list[dict] = []
@@ -56,9 +62,11 @@ def lightcurves_from_alert_records(records: list[Mapping], *, source: str = "<me
             problems.append(Problem(source, str(oid), f"alert {k}: candidate without jd/fid; skipped"))
             continue
         prv = rec.get("prv_candidates") or []
-        pts = [p for p in prv if isinstance(p, Mapping)] + [cand]
-        for name in POINT_FIELDS:
+        fp = rec.get("fp_hists") or []
+        pts = [p for p in prv if isinstance(p, Mapping)] + [p for p in fp if isinstance(p, Mapping)] + [cand]
+        for name in (*POINT_FIELDS, *FORCED_FIELDS):
             cols[name].extend(p.get(name) for p in pts)
+        cols["_forced"].extend(_is_forced_record(p) for p in pts)
         lengths.append(len(pts))
         oids.append(str(oid))
         row = {name: cand.get(name) for name in CANDIDATE_ALERT_FIELDS if name in cand}
@@ -88,9 +96,26 @@ def lightcurves_from_alert_records(records: list[Mapping], *, source: str = "<me
         alert_columns=alerts,
         source=source,
         survey=survey,
+        forced=_forced(cols["forcediffimflux"], cols["forcediffimfluxunc"], cols["magzpsci"], cols["procstatus"], cols["_forced"]),
     )
     lc.problems = problems + lc.problems
     return lc
+
+
+def _is_forced_record(p: Mapping) -> bool:
+    """A forced-photometry record: it carries ``forcediffimflux`` and no PSF-fit magnitude of its own."""
+    return "forcediffimflux" in p and p.get("magpsf") is None
+
+
+def _forced(flux, unc, zp, status, is_forced) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per point: forced FLUXCAL, its error and whether the point is a forced record (None when none is)."""
+    from earlyia.io.photometry import ztf_forced_to_fluxcal
+
+    is_forced = np.asarray(is_forced, bool)
+    if not is_forced.any():
+        return None
+    f, e, _ok = ztf_forced_to_fluxcal(_floats(flux), _floats(unc), _floats(zp), np.asarray(status, dtype=object))
+    return np.where(is_forced, f, np.nan), np.where(is_forced, e, np.nan), is_forced
 
 
 def _floats(values: list) -> np.ndarray:
@@ -239,27 +264,50 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
     if missing:
         raise SchemaError(f"ZTF candidate lacks field(s) {missing}", source=source)
 
-    # history: list<struct>; null list -> no history
-    if "prv_candidates" in names:
-        prv = table.column("prv_candidates").combine_chunks()
-        prv = prv.fill_null(pa.scalar([], type=prv.type)) if prv.null_count else prv
-        prv_len = pc.list_value_length(prv).to_numpy(zero_copy_only=False).astype(np.int64)
-        items = prv.flatten()
-    else:
-        prv_len = np.zeros(n, np.int64)
-        items = None
-    lengths = prv_len + 1
+    # history: list<struct> columns (null list -> none); per row its prv_candidates, then fp_hists, then the candidate
+    def history(column: str) -> tuple[np.ndarray, pa.Array | None]:
+        if column not in names:
+            return np.zeros(n, np.int64), None
+        col = table.column(column).combine_chunks()
+        if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+            if pa.types.is_null(col.type):
+                return np.zeros(n, np.int64), None  # every row null: no history
+            raise SchemaError(f"column {column!r} must be a list of records, got {col.type}", source=source)
+        col = col.fill_null(pa.scalar([], type=col.type)) if col.null_count else col
+        return pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64), col.flatten()
+
+    prv_len, items = history("prv_candidates")
+    fp_len, fp_items = history("fp_hists")
+    lengths = prv_len + fp_len + 1
     total = int(lengths.sum())
-    is_cand = np.zeros(total, bool)
-    is_cand[np.cumsum(lengths) - 1] = True
+    row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    kind = np.zeros(total, np.int8)  # 0 prv_candidates, 1 fp_hists, 2 candidate
+    kind[np.cumsum(lengths) - 1] = 2
+    if fp_len.any():
+        first_fp = np.repeat(row_start + prv_len, fp_len)
+        kind[first_fp + (np.arange(int(fp_len.sum())) - np.repeat(np.cumsum(fp_len) - fp_len, fp_len))] = 1
 
     def merged(name: str, conv) -> np.ndarray:
-        c = conv(cfield(name), n)
-        p = conv(_struct_field(items, name) if items is not None and len(items) else None, total - n)
-        out = np.empty(total, dtype=c.dtype if c.dtype == p.dtype else object)
-        out[is_cand] = c
-        out[~is_cand] = p
+        parts = (
+            conv(_struct_field(items, name) if items is not None and len(items) else None, int(prv_len.sum())),
+            conv(_struct_field(fp_items, name) if fp_items is not None and len(fp_items) else None, int(fp_len.sum())),
+            conv(cfield(name), n),
+        )
+        out = np.empty(total, dtype=parts[0].dtype if all(p.dtype == parts[0].dtype for p in parts) else object)
+        for k, values in enumerate(parts):
+            out[kind == k] = values
         return out
+
+    forced_flux = merged("forcediffimflux", _np_float)
+    is_forced = np.isfinite(forced_flux) | (kind == 1)
+    is_forced &= ~np.isfinite(merged("magpsf", _np_float))
+    forced = None
+    if is_forced.any():
+        from earlyia.io.photometry import ztf_forced_to_fluxcal
+
+        ff, fe, _ok = ztf_forced_to_fluxcal(forced_flux, merged("forcediffimfluxunc", _np_float), merged("magzpsci", _np_float),
+                                            merged("procstatus", _np_obj))
+        forced = (np.where(is_forced, ff, np.nan), np.where(is_forced, fe, np.nan), is_forced)
 
     jd = merged("jd", _np_float)
     mag = merged("magpsf", _np_float)
@@ -309,6 +357,7 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
         alert_columns=alerts,
         source=source,
         survey=survey,
+        forced=forced,
     )
 
 
