@@ -2,5 +2,5 @@
 
 from earlyia.errors import EarlyIAError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["EarlyIAError", "__version__"]

@@ -60,6 +60,7 @@ def describe(model: Model, path: str = "") -> str:
             + (f"; only rows the gate accepts ({tr.get('n_gate_rejected')} labelled rows left out)" if tr.get("rows") == "gate" else ""),
         ),
         ("calibration", cal.get("method") or "none"),
+        *_evidence_lines(c),
         # what `earlyia score` does before and after the features: which alerts this model never scores
         ("selection", json.dumps(c["selection"], sort_keys=True) if c.get("selection") is not None else "select_early defaults"),
         ("gate", json.dumps(c["gate"], sort_keys=True) if c.get("gate") else "none"),
@@ -79,6 +80,24 @@ def describe(model: Model, path: str = "") -> str:
     lines.append(("versions", ", ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())))
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def _evidence_lines(card: dict) -> list[tuple[str, str]]:
+    """What a model calibrated by evidence says about thin alerts, its prevalence and its augmentation."""
+    out = []
+    ev = card.get("evidence")
+    if ev:
+        judged = ev.get("judged_from")
+        out.append(("evidence", f"calibrated per {ev['feature']} stratum {ev['edges']} at prevalence {ev['prevalence']:.3f}; "
+                    + (f"can reach the candidate threshold from {judged} positive detection(s)" if judged else
+                       "reaches the candidate threshold at no evidence level")))
+    aug = card.get("augmentation")
+    if aug:
+        steps = ", ".join(f"{s['name']} {s['probability']:g}" for s in aug.get("steps", []))
+        win = f"; {aug['window_days']:g}-day history {aug['window_probability']:g}" if aug.get("window_days") else ""
+        out.append(("augmentation", f"{aug['copies']} copies, detections {aug['min_detections']}-{aug['max_detections']} replayed; "
+                    f"{steps}{win}; seed {aug.get('seed')}"))
+    return out
 
 
 def _register_show(actions: argparse._SubParsersAction) -> None:

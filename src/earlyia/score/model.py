@@ -768,7 +768,7 @@ def train_model(
     # per object, honest held-out predictions come from folds split by object instead.
     repeated = groups is not None and len(set(groups)) < len(groups)
     held, held_name = oob, "oob"
-    if repeated and cv_folds >= 2:
+    if repeated and cv_folds >= 2 and calibrate != "evidence":  # the evidence fit makes its own held-out folds
         held = _grouped_out_of_fold(Cls, params, X, yb, groups, cv_folds, n_jobs, weights)
         held_name = "grouped_cv"
     has = np.isfinite(held)
