@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from earlyia.data import data_dir
 from earlyia.io import read_many
-from earlyia.io.table import LightCurves
 from earlyia.score.model import Model
 from earlyia.score.pipeline import score_lightcurves
 
