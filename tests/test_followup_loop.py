@@ -20,6 +20,7 @@ from earlyia.cli.main import main
 from earlyia.features.io import write_features
 from earlyia.followup.db import FollowupDB
 from earlyia.followup.labels import current_labels
+from earlyia.followup.promotion import PromotionRule
 from earlyia.learn.metrics import roc_auc
 from earlyia.score.model import Model, train_model
 from test_followup_notify import FakeSlack
@@ -27,6 +28,8 @@ from test_followup_notify import FakeSlack
 NAMES = ["f0", "f1", "f2", "f3"]
 EXTRACTOR = {"extractor": "synthetic", "params": {}, "names": NAMES}
 N_TREES = 60
+#: A promotion rule that accepts any candidate on a small validation set (to exercise the writing paths).
+LOOSE = PromotionRule(margin=10.0, min_objects=5, min_positive=1, n_bootstrap=200)
 
 
 def make_world(n: int, seed: int, prefix: str, mjd0: float, ids: list[str] | None = None) -> pd.DataFrame:
@@ -80,10 +83,12 @@ def test_two_nights_the_loop_learns(tmp_path, monkeypatch, capsys):
     w0 = make_world(16, 0, "ZTF26init", 60990)
     m0 = train_model(w0, EXTRACTOR, n_estimators=N_TREES, random_state=0)
     m0.save(tmp_path / "m0.eia")
+    write_features(m0.training_rows, tmp_path / "m0_rows.parquet", EXTRACTOR)
     validation = make_world(300, 99, "ZTF26val", 60000)
     write_features(validation, tmp_path / "val.parquet", EXTRACTOR)
     test = make_world(1500, 7, "ZTF26test", 60000)
-    assert main(["followup", "register", str(tmp_path / "m0.eia"), "--production"]) == 0
+    assert main(["followup", "register", str(tmp_path / "m0.eia"), "--production", "--training-rows",
+                 str(tmp_path / "m0_rows.parquet")]) == 0
     with FollowupDB(db_path) as db:
         assert db.query("SELECT status FROM models")[0][0] == "production"
         assert {r[0] for r in db.query("SELECT object_id FROM training_set")} == set(w0["object_id"])
@@ -128,9 +133,9 @@ def test_two_nights_the_loop_learns(tmp_path, monkeypatch, capsys):
             with FollowupDB(db_path) as db:
                 labelled = set(current_labels(db)["object_id"])
                 assert labelled == requested_before
-            # retrain
+            # retrain: the feature table holds tonight's objects only; production's rows come from the registry
             all_features.append(night)
-            write_features(pd.concat(all_features, ignore_index=True), tmp_path / f"features{k}.parquet", EXTRACTOR)
+            write_features(night, tmp_path / f"features{k}.parquet", EXTRACTOR)
             assert main(["followup", "retrain", "--features", str(tmp_path / f"features{k}.parquet"), "--validation",
                          str(tmp_path / "val.parquet"), "--n-estimators", str(N_TREES), "--margin", "0.02"]) == 0
             out = capsys.readouterr().out
@@ -147,6 +152,9 @@ def test_two_nights_the_loop_learns(tmp_path, monkeypatch, capsys):
                 assert all(r["label"] == int(truth[r["object_id"]] == "SN Ia") for r in train)
                 metrics = json.loads(new["metrics"])
                 assert metrics["n_validation_objects"] == 300 and metrics["decision"]["margin"] == 0.02
+                ev = metrics["decision"]["evidence"]
+                assert ev["n_objects"] == 300 and ev["n_resamples"] >= 1000 and "lower_bound" in ev
+                assert (new["status"] == "production") == (ev["lower_bound"] >= -0.02)
                 cand = Model.load(new["path"])
                 assert cand.card["parent"] == production.hash
                 assert set(cand.prohibited_object_ids()) == set(w0["object_id"]) | requested_before
@@ -188,7 +196,7 @@ def test_retrain_refuses_a_worse_model_and_rollback_walks_history(tmp_path):
     extra = make_world(200, 12, "ZTF26new", 60000)
     validation = make_world(300, 13, "ZTF26val", 60000)
     with FollowupDB(tmp_path / "loop.db") as db:
-        register(db, tmp_path / "m0.eia", production=True)
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
         # labels that are all wrong: the retrained model must be worse and stay a candidate
         objs = extra.drop_duplicates("object_id")
         wrong = pd.DataFrame({"object_id": objs["object_id"], "type": np.where(objs["tns_type"] == "SN Ia", "SN II", "SN Ia"),
@@ -198,13 +206,13 @@ def test_retrain_refuses_a_worse_model_and_rollback_walks_history(tmp_path):
         before = db.snapshot()
         feats = pd.concat([base, extra], ignore_index=True)
         r = retrain(db, feats, EXTRACTOR, validation=validation, n_estimators=N_TREES)
-        assert not r.promoted and "worse" in r.reason
-        assert r.candidate_metrics["fom"] < r.production_metrics["fom"]
+        assert not r.promoted and "not shown to be no worse" in r.reason
+        assert r.candidate_metrics["fom"] < r.production_metrics["fom"] and r.evidence["lower_bound"] < -0.02
         status = {row[0]: row[1] for row in db.query("SELECT version, status FROM models")}
         assert status == {m0.hash: "production", r.version: "candidate"}
         assert db.snapshot()["labels"] == before["labels"]
         # a huge margin accepts it; explicit promote and rollback work on the history
-        r2 = retrain(db, feats, EXTRACTOR, validation=validation, n_estimators=N_TREES, random_state=1, margin=10.0)
+        r2 = retrain(db, feats, EXTRACTOR, validation=validation, n_estimators=N_TREES, random_state=1, rule=LOOSE)
         assert r2.promoted
         assert promote(db, r.version[:8])[1] == r2.version
         assert rollback(db) == (r2.version, r.version)
@@ -224,19 +232,20 @@ def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
     new = make_world(120, 22, "ZTF26new", 60000)
     objs = new.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
-        register(db, tmp_path / "m0.eia", production=True)
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
         half = objs.iloc[:60]
         ingest_labels(db, pd.DataFrame({"object_id": half["object_id"], "type": half["tns_type"], "date": "", "source": "s",
                                         "who": "", "line": range(60)}), allow_unknown=True)
         feats = pd.concat([base, new], ignore_index=True)
-        r1 = retrain(db, feats, EXTRACTOR, n_estimators=N_TREES, margin=1.0)
+        r1 = retrain(db, feats, EXTRACTOR, n_estimators=N_TREES, rule=LOOSE)
         val1 = {row[0] for row in db.query("SELECT object_id FROM validation_set")}
         assert len(val1) == 18 and val1 <= set(half["object_id"])  # 30 % of the new labels, none of production's
         assert not val1 & {row[0] for row in db.query("SELECT object_id FROM training_set WHERE model_version = ?", (r1.version,))}
         rest = objs.iloc[60:]
         ingest_labels(db, pd.DataFrame({"object_id": rest["object_id"], "type": rest["tns_type"], "date": "", "source": "s",
                                         "who": "", "line": range(60)}), allow_unknown=True)
-        r2 = retrain(db, feats, EXTRACTOR, n_estimators=N_TREES, margin=1.0)
+        # the second retrain gets a feature table without the validation objects: their stored rows are used
+        r2 = retrain(db, feats[~feats["object_id"].isin(val1)], EXTRACTOR, n_estimators=N_TREES, rule=LOOSE)
         assert {row[0] for row in db.query("SELECT object_id FROM validation_set")} == val1  # fixed
         assert r2.n_validation == 18 and r2.parent == r1.version
 
@@ -252,7 +261,7 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
     new = make_world(80, 32, "ZTF26new", 60000)
     objs = new.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
-        registry.register(db, tmp_path / "m0.eia", production=True)
+        registry.register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
         ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
                                         "who": "", "line": range(len(objs))}), allow_unknown=True)
         before = db.snapshot()
@@ -262,18 +271,17 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
 
         monkeypatch.setattr(registry, "_promote", boom)
         with pytest.raises(KeyboardInterrupt):
-            retrain(db, pd.concat([base, new], ignore_index=True), EXTRACTOR, n_estimators=N_TREES, margin=10.0)
+            retrain(db, new, EXTRACTOR, n_estimators=N_TREES, rule=LOOSE)
         assert db.snapshot() == before
 
 
-def test_retrain_keeps_the_parents_recipe(tmp_path, monkeypatch):
-    """A retrained candidate keeps production's forest settings, selection, gate, training rows and generated
-    impostors (regenerated with the parent's count and seed); an explicit keyword still wins."""
+def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
+    """A retrained candidate keeps production's forest settings, selection, gate and training rows (its generated
+    impostors among them, inherited from the stored rows); an explicit keyword still wins."""
     from earlyia.followup.labels import ingest_labels
     from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
     from earlyia.score.model import training_settings
-    from earlyia.sim import impostors
 
     names = ["f0", "f1", "rise_sig", "n_points"]
     extractor = {"extractor": "synthetic", "params": {}, "names": names}
@@ -281,43 +289,167 @@ def test_retrain_keeps_the_parents_recipe(tmp_path, monkeypatch):
     world["rise_sig"] = 3 * world["rise_sig"] + 1  # about a quarter of the rows have no significant rise
     world["n_points"] = 5.0
     base, new = world[world["object_id"] < "ZTF26base0120"], world[world["object_id"] >= "ZTF26base0120"]
+    imp = make_world(7, 99, "imp", 60000).rename(columns={"f2": "rise_sig", "f3": "n_points"})
+    imp = imp.assign(rise_sig=10.0, n_points=5.0, tns_type="impostor (flat)", view=-1)
     selection = {"min_points_per_band": 0, "require_rising": False}
-    m0 = train_model(base, extractor, n_estimators=N_TREES, random_state=0, min_samples_leaf=3, class_weight="balanced",
-                     object_weights=True, selection=selection, gate="rise", train_rows="gate", cv_folds=0,
-                     lineage={"impostors": {"n_per_kind": 7, "seed": 5}})
+    m0 = train_model(pd.concat([base.assign(view=0), imp], ignore_index=True), extractor, n_estimators=N_TREES, random_state=0,
+                     min_samples_leaf=3, class_weight="balanced", object_weights=True, selection=selection, gate="rise",
+                     train_rows="gate", cv_folds=0, lineage={"impostors": {"n_per_kind": 7, "seed": 5}})
     m0.save(tmp_path / "m0.eia")
-    calls = []
-
-    def fake_impostors(config, n_per_kind, random_state=None):  # the generator needs a real extractor
-        calls.append((config["names"], n_per_kind, random_state))
-        rows = make_world(n_per_kind, 99, "imp", 60000).rename(columns={"f2": "rise_sig", "f3": "n_points"})
-        return rows.assign(rise_sig=10.0, n_points=5.0, label="impostor (flat)").drop(columns=["tns_type"])
-
-    monkeypatch.setattr(impostors, "impostor_features", fake_impostors)
+    assert set(m0.training_rows.loc[m0.training_rows["view"] == -1, "object_id"]) == set(imp["object_id"])
     objs = new.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
-        register(db, tmp_path / "m0.eia", production=True)
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
         ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
                                         "who": "", "line": range(len(objs))}), allow_unknown=True)
-        r = retrain(db, world, extractor, n_estimators=N_TREES, margin=10.0, cv_folds=0)
-        card = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r.version,))[0]["path"]).card
+        r = retrain(db, new, extractor, n_estimators=N_TREES, rule=LOOSE, cv_folds=0)
+        cand = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r.version,))[0]["path"])
+        card = cand.card
         assert training_settings(card) == training_settings(m0.card)
         assert card["gate"] == m0.card["gate"] and card["selection"] == selection
-        assert calls == [(names, 7, 5)] and card["lineage"]["impostors"] == {"n_per_kind": 7, "seed": 5}
-        assert sum(o.startswith("imp") for o in card["training"]["object_ids"]) > 0
+        assert card["lineage"]["impostors"] == {"n_per_kind": 7, "seed": 5}
+        rows = cand.training_rows if cand.training_rows is not None else None
+        assert rows is None  # the rows are never part of the model file...
+        from earlyia.followup.registry import model_rows
+
+        stored = model_rows(db, r.version)  # ...but the registry keeps them
+        inherited = stored["object_id"].isin(imp["object_id"])
+        assert set(imp["object_id"]) <= set(stored["object_id"]) and (stored.loc[inherited, "view"] == -1).all()
+        assert set(m0.training_rows["object_id"]) <= set(stored["object_id"])  # every row production learned from
         assert card["training"]["n_gate_rejected"] > 0  # labelled rows without a rise were left out, as the parent did
         # both models are compared as `earlyia score` runs them: the gate's rejects score 0
         from earlyia.features.gates import apply_gate
-        from earlyia.followup.retrain import evaluate
-        from earlyia.learn.metrics import binary_metrics
+        from earlyia.followup.retrain import object_scores
 
         val = world.iloc[:50]
-        yv = val["tns_type"].eq("SN Ia").to_numpy()
         keep = apply_gate(m0.card["gate"], val[names].to_numpy(), names)
         assert 0 < keep.sum() < len(val)
-        expect = binary_metrics(yv, np.where(keep, m0.predict_proba(val[names])[:, 1], 0.0))
-        assert evaluate(m0, val, yv.astype(int))["efficiency"] == pytest.approx(expect["efficiency"])
-        assert evaluate(m0, val, yv.astype(int))["purity"] == pytest.approx(expect["purity"])
-        r2 = retrain(db, world, extractor, n_estimators=N_TREES, margin=10.0, cv_folds=0, min_samples_leaf=1)
+        expect = pd.Series(np.where(keep, m0.predict_proba(val[names])[:, 1], 0.0), index=val["object_id"]).groupby(level=0).max()
+        pd.testing.assert_series_equal(object_scores(m0, val).sort_index(), expect.sort_index(), check_names=False)
+        r2 = retrain(db, new, extractor, n_estimators=N_TREES, rule=LOOSE, cv_folds=0, min_samples_leaf=1)
         card2 = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r2.version,))[0]["path"]).card
         assert card2["classifier"]["params"]["min_samples_leaf"] == 1 and card2["gate"] == m0.card["gate"]
+
+
+def test_retrain_starts_from_productions_rows_whatever_table_the_user_passes(tmp_path):
+    """Production learned from 300 objects; the user passes a table of tonight's 40 labelled objects only: the candidate
+    still learns from production's 300 plus the new ones, and never from production's objects taken from the table."""
+    from earlyia.followup.labels import ingest_labels
+    from earlyia.followup.registry import register
+    from earlyia.followup.retrain import retrain
+
+    base = make_world(300, 41, "ZTF26base", 60000)
+    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0.save(tmp_path / "m0.eia")
+    tonight = make_world(40, 42, "ZTF26new", 60000)
+    objs = tonight.drop_duplicates("object_id")
+    with FollowupDB(tmp_path / "loop.db") as db:
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
+        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
+                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        validation = make_world(200, 43, "ZTF26val", 60000)
+        r = retrain(db, tonight, EXTRACTOR, validation=validation, n_estimators=N_TREES)
+        assert r.n_train == 300 + 40 and r.n_new_labels == 40
+        assert set(r.training["object_id"]) == set(base["object_id"]) | set(objs["object_id"])
+
+
+def test_no_stored_rows_is_a_clear_error_and_rows_must_match_the_card(tmp_path):
+    from earlyia.errors import ConfigError
+    from earlyia.followup.registry import register
+    from earlyia.followup.retrain import retrain
+
+    base = make_world(60, 51, "ZTF26base", 60000)
+    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0.save(tmp_path / "m0.eia")
+    with FollowupDB(tmp_path / "a.db") as db:
+        register(db, tmp_path / "m0.eia", production=True)
+        with pytest.raises(ConfigError, match="registered without the rows it learned from"):
+            retrain(db, base, EXTRACTOR, n_estimators=N_TREES)
+    with FollowupDB(tmp_path / "b.db") as db, pytest.raises(ConfigError, match="not the rows model"):
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows.iloc[:-40])
+    # the stored rows are verified on every read
+    with FollowupDB(tmp_path / "c.db") as db:
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
+        from earlyia.errors import IntegrityError
+        from earlyia.followup.registry import model_rows, rows_dir
+
+        path = next(rows_dir(db).glob("*.parquet"))
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError, match="sha256"):
+            model_rows(db, m0.hash)
+
+
+def test_a_tie_on_a_handful_of_objects_never_promotes(tmp_path):
+    """The failure this rule exists for: a candidate trained on a few objects, validated on a few, "as good" as
+    production (0.25 vs 0.25) was promoted. Now the validation size and the bootstrap bound decide."""
+    from earlyia.followup.labels import ingest_labels
+    from earlyia.followup.registry import register
+    from earlyia.followup.retrain import retrain
+
+    base = make_world(300, 61, "ZTF26base", 60000)
+    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0.save(tmp_path / "m0.eia")
+    new = make_world(20, 62, "ZTF26new", 60000)
+    objs = new.drop_duplicates("object_id")
+    with FollowupDB(tmp_path / "loop.db") as db:
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
+        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
+                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        r = retrain(db, new, EXTRACTOR, n_estimators=N_TREES)  # 30 % of 20 objects validate: 6
+        assert r.n_validation == 6 and not r.promoted and "too few to decide" in r.reason
+        assert db.query("SELECT status FROM models WHERE version = ?", (r.version,))[0][0] == "candidate"
+        stored = json.loads(db.query("SELECT metrics FROM models WHERE version = ?", (r.version,))[0][0])
+        assert stored["decision"]["promoted"] is False and stored["decision"]["evidence"]["n_objects"] == 6
+
+
+def _slow_bootstrap(best_c, best_p, y, thr_c, thr_p, metric, n, seed):
+    """Reference: one resample at a time, metrics from explicit counts."""
+    rng = np.random.default_rng(seed)
+    out = []
+    idx_all = rng.integers(0, len(y), (n, len(y)))
+    for idx in idx_all:
+        vals = []
+        for best, thr in ((best_c, thr_c), (best_p, thr_p)):
+            tp = fp = fn = 0
+            for i in idx:
+                flagged = best[i] > thr
+                tp += flagged and y[i]
+                fp += flagged and not y[i]
+                fn += (not flagged) and y[i]
+            eff = tp / (tp + fn) if tp + fn else 0.0
+            pur = tp / (tp + fp) if tp + fp else 0.0
+            fom = eff * (tp / (tp + 3 * fp) if tp + fp else 0.0)
+            vals.append({"efficiency": eff, "purity": pur, "fom": fom}[metric])
+        out.append(vals[0] - vals[1])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("metric", ["fom", "efficiency", "purity"])
+def test_paired_bootstrap_equals_the_slow_reference(metric):
+    from earlyia.followup.retrain import paired_bootstrap
+
+    rng = np.random.default_rng(5)
+    y = rng.random(40) < 0.4
+    best_c, best_p = rng.random(40), rng.random(40)
+    fast = paired_bootstrap(best_c, best_p, y, 0.5, 0.6, metric, 300, 11)
+    np.testing.assert_allclose(fast, _slow_bootstrap(best_c, best_p, y, 0.5, 0.6, metric, 300, 11))
+
+
+def test_model_versions_are_hashes_matched_exactly_or_by_unambiguous_prefix(tmp_path):
+    from earlyia.errors import ConfigError
+    from earlyia.followup.registry import promote, register
+
+    a = train_model(make_world(40, 71, "A", 60000), EXTRACTOR, n_estimators=10, random_state=0)
+    b = train_model(make_world(40, 72, "B", 60000), EXTRACTOR, n_estimators=10, random_state=0)
+    a.save(tmp_path / "a.eia")
+    b.save(tmp_path / "b.eia")
+    with FollowupDB(tmp_path / "loop.db") as db:
+        register(db, tmp_path / "a.eia", production=True)
+        for bad in ("%%%%%%", "______", "a%", "' OR 1=1 --"):
+            with pytest.raises(ConfigError, match="hexadecimal"):
+                promote(db, bad)
+        register(db, tmp_path / "b.eia")
+        assert promote(db, b.hash.upper()[:12])[0] == b.hash
+    assert main(["models", "promote", "%%%%%%", "--db", str(tmp_path / "loop.db")]) == 2

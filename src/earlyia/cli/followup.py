@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from earlyia.errors import ConfigError
+from earlyia.followup.promotion import METRICS, PromotionRule
 
 EPILOG = """the nightly loop:
   export EARLYIA_DB=$HOME/earlyia/loop.db                  # or --db PATH (default ./earlyia.db)
@@ -45,10 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     fs = p.add_subparsers(dest="followup_command", metavar="ACTION")
 
     r = fs.add_parser("register", help="add a model file to the registry (--production to serve it)",
-                      description="Register an existing model (its card gives the training set = prohibited list).",
-                      epilog="example:\n  earlyia followup register model.eia --production",
+                      description="Register an existing model (its card gives the training set = prohibited list) and the "
+                                  "rows it learned from (needed to retrain it), stored beside the database.",
+                      epilog="example:\n  earlyia train lc.parquet --labels objects.csv --out model.eia --training-rows rows.parquet\n"
+                             "  earlyia followup register model.eia --training-rows rows.parquet --production",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("model", help="an earlyia model file (earlyia train)")
+    r.add_argument("--training-rows", metavar="ROWS",
+                   help="the rows the model learned from (`earlyia train --training-rows`); without them it cannot be retrained")
     r.add_argument("--production", action="store_true", help="put it in production (the current one is retired)")
     _add_db(r)
     r.set_defaults(func=run_register)
@@ -116,21 +121,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(lab)
     lab.set_defaults(func=run_label)
 
-    t = fs.add_parser("retrain", help="retrain with the new labels; promote if not worse than production",
-                      description="Train on production's training set + the database's labels, compare with production on "
-                                  "a fixed object-level validation set (efficiency, purity, FoM, AUC), and promote when "
-                                  "metric(candidate) >= metric(production) - margin.",
-                      epilog="example:\n  earlyia followup retrain --features features.parquet --margin 0.01",
+    t = fs.add_parser("retrain", help="retrain with the new labels; promote only on evidence that it is not worse",
+                      description="Train on production's stored training rows + the rows of the objects labelled since, "
+                                  "compare both models as deployed (per object, each at its own card threshold) on the fixed "
+                                  "validation rows, and promote when the validation set is large enough and a paired bootstrap "
+                                  "over its objects bounds the loss of the metric by --margin with --confidence.",
+                      epilog="example:\n  earlyia followup retrain --features tonight_features.parquet\n"
+                             "  earlyia followup retrain --features f.parquet --margin 0.01 --confidence 0.95",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--features", required=True, help="feature table (earlyia features) with the labelled objects' rows")
-    t.add_argument("--validation", help="labelled feature table to validate on (default: the database's fixed validation set)")
-    t.add_argument("--margin", type=float, default=0.0, help="tolerated loss of the metric (default 0)")
-    t.add_argument("--metric", default="fom", help="fom (default), efficiency, purity, roc_auc, accuracy, f1")
+    t.add_argument("--features", required=True,
+                   help="feature table (earlyia features) with the rows of the newly labelled objects (and, the first time, "
+                        "of the validation objects); production's own rows come from the registry")
+    t.add_argument("--validation", help="labelled feature table to validate on (default: the database's fixed validation rows)")
+    d = PromotionRule()
+    t.add_argument("--metric", default=d.metric, choices=METRICS, help=f"metric of the decision (default {d.metric})")
+    t.add_argument("--margin", type=float, default=d.margin, help=f"tolerated loss of the metric (default {d.margin})")
+    t.add_argument("--confidence", type=float, default=d.confidence,
+                   help=f"confidence that the loss is within the margin (default {d.confidence})")
+    t.add_argument("--min-validation-objects", type=int, default=d.min_objects,
+                   help=f"no promotion with fewer validation objects (default {d.min_objects})")
+    t.add_argument("--min-validation-positives", type=int, default=d.min_positive,
+                   help=f"no promotion with fewer positive validation objects (default {d.min_positive})")
+    t.add_argument("--bootstrap", type=int, default=d.n_bootstrap, help=f"paired bootstrap resamples (default {d.n_bootstrap})")
     t.add_argument("--validation-fraction", type=float, default=0.3)
     t.add_argument("--use-feature-labels", action="store_true", help="also learn from the feature table's own labels")
     t.add_argument("--no-promote", action="store_true", help="register the candidate without promoting it")
     t.add_argument("--include-subtypes", action="store_true")
-    t.add_argument("--n-estimators", type=int, default=300)
+    t.add_argument("--n-estimators", type=int, default=None, help="trees (default: production's)")
     t.add_argument("--seed", type=int, default=42)
     _add_db(t)
     t.set_defaults(func=run_retrain)
@@ -152,7 +169,7 @@ def run_register(args) -> int:
     from earlyia.followup.registry import register
 
     with _open(args) as db:
-        version = register(db, args.model, production=args.production)
+        version = register(db, args.model, production=args.production, training_rows=args.training_rows)
     print(f"registered model {version[:12]} as {'production' if args.production else 'candidate'}")
     return 0
 
@@ -234,10 +251,12 @@ def run_retrain(args) -> int:
     feats, meta = read_features(args.features)
     validation = read_features(args.validation)[0] if args.validation else None
     tm = TypeMap(include_subtypes=args.include_subtypes)
-    if args.margin < 0:
-        raise ConfigError(f"--margin must be >= 0, got {args.margin}")
+    rule = PromotionRule(metric=args.metric, margin=args.margin, confidence=args.confidence,
+                         min_objects=args.min_validation_objects, min_positive=args.min_validation_positives,
+                         n_bootstrap=args.bootstrap, random_state=args.seed)
+    rule.check()
     with _open(args) as db:
-        rep = retrain(db, feats, meta["extractor"], validation=validation, margin=args.margin, metric=args.metric, type_map=tm,
+        rep = retrain(db, feats, meta["extractor"], validation=validation, rule=rule, type_map=tm,
                       validation_fraction=args.validation_fraction, use_feature_labels=args.use_feature_labels,
                       auto_promote=not args.no_promote, n_estimators=args.n_estimators, random_state=args.seed)
     print(rep.summary())

@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or one feature table written by `earlyia features`",
     )
     p.add_argument("--out", required=True, help="model file to write (atomically)")
+    p.add_argument(
+        "--training-rows", metavar="ROWS",
+        help="also write the rows the forest learned from (Parquet: features, labels, views): what `earlyia followup "
+        "register --training-rows` needs to retrain the model later",
+    )
     p.add_argument("--labels", help="CSV of labels (object id column objectId/object_id, type column tns_type/type/label)")
     p.add_argument("--label-column", help="column of the feature table holding labels (default: label, tns_type or type)")
     p.add_argument("--from-run", metavar="RUN_DIR", help="train only on the initial + queried ids of an active-learning run")
@@ -271,8 +276,14 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, flush=True),
     )
     model.save(args.out)
+    if args.training_rows:
+        from earlyia.features.io import write_features
+
+        write_features(model.training_rows, args.training_rows, model.card["extractor"],
+                       extra={"training_rows_of": model.hash})
     _report(model, sample_ids)
-    print(f"wrote {args.out} (hash {model.hash[:16]})")
+    rows_note = f" and its training rows {args.training_rows}" if args.training_rows else ""
+    print(f"wrote {args.out} (hash {model.hash[:16]}){rows_note}")
     return 0
 
 

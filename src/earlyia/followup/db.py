@@ -162,9 +162,32 @@ def _migration_1(con: sqlite3.Connection) -> None:
         con.execute(sql)
 
 
+def _migration_rows(con: sqlite3.Connection) -> None:
+    """The rows every model learned from and the fixed validation rows, stored content-addressed beside the database."""
+    con.execute(
+        """CREATE TABLE model_rows (
+            model_version TEXT PRIMARY KEY REFERENCES models(version),
+            sha256 TEXT NOT NULL,
+            n_rows INTEGER NOT NULL,
+            n_objects INTEGER NOT NULL,
+            added_at TEXT NOT NULL
+        )"""
+    )
+    con.execute(
+        """CREATE TABLE validation_rows (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            sha256 TEXT NOT NULL,
+            n_rows INTEGER NOT NULL,
+            n_objects INTEGER NOT NULL,
+            added_at TEXT NOT NULL
+        )"""
+    )
+
+
 #: Ordered schema migrations: (version, function). Append new ones; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (1, _migration_1),
+    (2, _migration_rows),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

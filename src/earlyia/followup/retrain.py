@@ -1,21 +1,30 @@
-"""Retrain with the new spectroscopic labels, compare with production honestly, promote if not worse.
+"""Retrain with the new spectroscopic labels; promote only on evidence that the candidate is not worse.
 
-The candidate is trained on production's training set plus every usable label the database
-holds (minus the validation objects), with production's recipe: its forest settings, selection,
-gate and generated impostors (``training_settings`` of its card). Both models are then scored on the same *fixed*
-validation set: objects that neither model trained on, chosen once (object-level, stratified,
-seeded) and stored in the database, so successive retrains are compared on the same ground.
-The candidate replaces production only when ``metric(candidate) >= metric(production) - margin``;
-otherwise it stays registered as a candidate (``earlyia models promote`` can still force it).
+The candidate learns from **production's own training rows** (stored content-addressed beside the
+database when production was registered or trained here: the exact rows, augmented copies and
+generated impostors included) plus the rows of the objects labelled since, taken from the feature
+table the user passes, with production's recipe (``training_settings`` of its card). A production
+model registered without its rows cannot be retrained: that is an error saying how to register it.
 
-Training happens outside any transaction (it can take minutes and must not lock the database);
-the results are then written in one transaction, which first checks that production did not
-change meanwhile.
+Both models are then compared on the same *fixed* validation rows (objects neither trained on,
+drawn once, stratified and seeded, and stored with their rows), as they would be deployed: per
+object, flagged when any of its alerts (within 20 detections) scores above the model's own card
+threshold (0.5 for a card without one), the gate applied. The :class:`PromotionRule` decides:
+
+* the validation set must hold at least ``min_objects`` objects and ``min_positive`` positives;
+* a paired bootstrap over validation objects (the same resampled objects for both models) must show
+  the candidate's ``metric`` not below production's by more than ``margin`` with ``confidence``: the
+  ``1 - confidence`` quantile of ``metric(candidate) - metric(production)`` is at least ``-margin``.
+
+A tie on a handful of objects therefore never promotes. The decision and its evidence (counts,
+observed difference, bound, resamples, seed) are stored in the candidate's metrics and printed.
+Training happens outside any transaction (it can take minutes and must not lock the database); the
+results are written in one transaction that first checks that production did not change meanwhile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,10 +32,13 @@ import pandas as pd
 from earlyia.errors import ConfigError, FeatureMismatchError, InputError
 from earlyia.followup.db import FollowupDB, utcnow
 from earlyia.followup.labels import current_labels
-from earlyia.followup.registry import insert_model, load_production, production_version
+from earlyia.followup.promotion import PromotionRule
+from earlyia.followup.registry import insert_model, load_production, load_rows, model_rows, production_version, store_rows
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
+from earlyia.learn.metrics import counts_to_metrics, roc_auc
 
-METRICS = ("fom", "efficiency", "purity", "roc_auc", "accuracy", "f1")
+#: Validation alerts count within this many detections (the replay protocol's N), when they carry ``ndethist``.
+MAX_DETECTIONS = 20
 
 
 @dataclass
@@ -41,22 +53,34 @@ class RetrainReport:
     n_new_labels: int
     n_validation: int
     metric: str = "fom"
+    evidence: dict = field(default_factory=dict)
+    missing: list = field(default_factory=list)
     training: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def summary(self) -> str:
         def f(d):
             if not d:
                 return "n/a"
-            return ", ".join(f"{k} {d.get(k, float('nan')):.3f}" for k in ("efficiency", "purity", "fom", "roc_auc"))
+            return ", ".join(f"{k} {_fmt(d.get(k))}" for k in ("efficiency", "purity", "fom", "roc_auc", "threshold"))
 
-        return (
+        lines = [
             f"candidate {self.version[:12]} (parent {str(self.parent)[:12]}): {self.n_train} training objects "
-            f"({self.n_new_labels} new labels), validated on {self.n_validation} objects\n"
-            f"  candidate : {f(self.candidate_metrics)}\n  production: {f(self.production_metrics)}\n"
-            f"  -> {'PROMOTED' if self.promoted else 'kept as candidate'}: {self.reason}"
-        )
+            f"({self.n_new_labels} new labels), validated on {self.n_validation} objects",
+            f"  candidate : {f(self.candidate_metrics)}",
+            f"  production: {f(self.production_metrics)}",
+        ]
+        if self.missing:
+            lines.append(f"  {len(self.missing)} labelled object(s) not in the feature table, left out: {', '.join(self.missing[:5])}"
+                         + (" ..." if len(self.missing) > 5 else ""))
+        lines.append(f"  -> {'PROMOTED' if self.promoted else 'kept as candidate'}: {self.reason}")
+        return "\n".join(lines)
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+
+
+# ---------------------------------------------------------------------------- labels and rows
 def _object_labels(features: pd.DataFrame, type_map: TypeMap) -> pd.DataFrame:
     """Labels carried by the feature table itself (label 1/0/-1 or type strings), one per object."""
     for col in ("label", "tns_type", "type"):
@@ -84,55 +108,154 @@ def split_validation(labels: pd.DataFrame, fraction: float, random_state) -> pd.
     return pd.concat(parts) if parts else labels.iloc[:0]
 
 
-def evaluate(model, rows: pd.DataFrame, y: np.ndarray, threshold: float = 0.5) -> dict:
-    """Alert-level metrics of ``model`` on validation rows (earlyia.learn.metrics definitions), scored as
+def _rows_of(feats: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The feature rows of the labelled objects, with their (database) label as ``label`` 1/0 and ``view`` 0."""
+    rows = feats[feats["object_id"].isin(set(labels["object_id"]))].drop(
+        columns=[c for c in ("label", "tns_type", "type", "view") if c in feats.columns])
+    return rows.merge(labels[["object_id", "label"]], on="object_id", how="inner").assign(view=0)
+
+
+# ---------------------------------------------------------------------------- deployed comparison
+def object_scores(model, rows: pd.DataFrame, max_detections: int = MAX_DETECTIONS) -> pd.Series:
+    """Per object, the highest score of its rows within ``max_detections`` (when rows carry ``ndethist``), scored as
     ``earlyia score`` would: rows the card's gate rejects score 0."""
     from earlyia.features.gates import apply_gate
-    from earlyia.learn.metrics import binary_metrics
 
-    p = model.predict_proba(rows)[:, 1]
-    p = np.where(apply_gate(model.card.get("gate"), rows[model.features].to_numpy(np.float64), model.features), p, 0.0)
-    out = binary_metrics(y.astype(bool), p, threshold=threshold)
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
+    X = rows[model.features].to_numpy(np.float64)
+    p = model.predict_proba(X)[:, 1]
+    p = np.where(apply_gate(model.card.get("gate"), X, model.features), p, 0.0)
+    det = pd.to_numeric(rows["ndethist"], errors="coerce").to_numpy(float) if "ndethist" in rows.columns else None
+    if det is not None:
+        p = np.where(~(det > max_detections), p, -np.inf)  # later alerts do not count; unknown N counts
+    best = pd.Series(p, index=rows["object_id"].astype(str).to_numpy()).groupby(level=0).max()
+    return best.where(np.isfinite(best), 0.0)
 
 
+def deployed_threshold(model, max_detections: int = MAX_DETECTIONS) -> float:
+    """The model's own candidate threshold (its card, purity >= 0.8 within ``max_detections``), else 0.5."""
+    from earlyia.errors import ModelError
+
+    try:
+        t = model.threshold(max_detections, 0.8)["threshold"]
+    except ModelError:
+        return 0.5
+    return float(t) if t is not None and np.isfinite(t) else 0.5
+
+
+def object_metrics(best: np.ndarray, y: np.ndarray, threshold: float) -> dict:
+    """Efficiency, purity, FoM of flagging objects whose best score is above ``threshold``; ROC AUC of the scores."""
+    y = np.asarray(y, bool)
+    flag = np.asarray(best) > threshold
+    tp, fp = int((flag & y).sum()), int((flag & ~y).sum())
+    fn, tn = int((~flag & y).sum()), int((~flag & ~y).sum())
+    m = counts_to_metrics(np.array([tp]), np.array([fp]), np.array([tn]), np.array([fn]))
+    out = {k: float(m[k][0]) for k in ("efficiency", "purity", "fom")}
+    out["roc_auc"] = float(roc_auc(y, np.asarray(best, float))) if 0 < y.sum() < len(y) else float("nan")
+    out.update(tp=tp, fp=fp, n_objects=len(y), n_positive=int(y.sum()), threshold=float(threshold))
+    return out
+
+
+def paired_bootstrap(best_c: np.ndarray, best_p: np.ndarray, y: np.ndarray, thr_c: float, thr_p: float, metric: str,
+                     n: int, random_state) -> np.ndarray:
+    """``metric(candidate) - metric(production)`` on ``n`` resamples of the objects (the same for both models)."""
+    rng = np.random.default_rng(random_state)
+    y = np.asarray(y, bool)
+    k = len(y)
+    idx = rng.integers(0, k, (n, k))
+    yy = y[idx]
+    if metric == "roc_auc":
+        out = np.full(n, np.nan)
+        for i in range(n):
+            if 0 < yy[i].sum() < k:
+                out[i] = roc_auc(yy[i], best_c[idx[i]]) - roc_auc(yy[i], best_p[idx[i]])
+        return out[np.isfinite(out)]
+
+    def resampled(best, thr):
+        flag = (np.asarray(best) > thr)[idx]
+        tp, fp = (flag & yy).sum(axis=1), (flag & ~yy).sum(axis=1)
+        fn, tn = (~flag & yy).sum(axis=1), (~flag & ~yy).sum(axis=1)
+        return counts_to_metrics(tp, fp, tn, fn)[metric]
+
+    return resampled(best_c, thr_c) - resampled(best_p, thr_p)
+
+
+def decide(
+    rule: PromotionRule, cand: pd.Series, prod: pd.Series | None, y: pd.Series, thr_c: float, thr_p: float
+) -> tuple[bool, str, dict]:
+    """Whether the candidate may replace production, why, and the evidence (see :class:`PromotionRule`)."""
+    objs = y.index
+    yv = y.to_numpy(bool)
+    evidence: dict = {"rule": asdict(rule), "n_objects": len(objs), "n_positive": int(yv.sum())}
+    if prod is None:
+        return True, "no model in production yet", evidence
+    if len(objs) < rule.min_objects or yv.sum() < rule.min_positive:
+        return False, (f"validation holds {len(objs)} object(s), {int(yv.sum())} positive: too few to decide (the rule needs "
+                       f">= {rule.min_objects} and >= {rule.min_positive}); label more objects or lower the minimum"), evidence
+    bc, bp = cand.reindex(objs).to_numpy(float), prod.reindex(objs).to_numpy(float)
+    mc, mp = object_metrics(bc, yv, thr_c)[rule.metric], object_metrics(bp, yv, thr_p)[rule.metric]
+    deltas = paired_bootstrap(bc, bp, yv, thr_c, thr_p, rule.metric, rule.n_bootstrap, rule.random_state)
+    if len(deltas) < rule.n_bootstrap // 2:
+        return False, f"{rule.metric} undefined on most resamples of the validation objects: not comparable", evidence
+    lower = float(np.quantile(deltas, 1 - rule.confidence))
+    evidence.update(candidate=mc, production=mp, difference=mc - mp, lower_bound=lower, n_resamples=len(deltas),
+                    mean_difference=float(deltas.mean()))
+    ok = lower >= -rule.margin
+    reason = (f"{rule.metric} {_fmt(mc)} vs production {_fmt(mp)} (difference {mc - mp:+.3f}); "
+              f"{rule.confidence:.0%} lower bound {lower:+.3f} {'>=' if ok else '<'} -{rule.margin:g} over {len(deltas)} "
+              f"paired resamples of {len(objs)} validation objects: " + ("not worse" if ok else "not shown to be no worse"))
+    return ok, reason, evidence
+
+
+# ---------------------------------------------------------------------------- retrain
 def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, validation: pd.DataFrame | None = None,
-            margin: float = 0.0, metric: str = "fom", type_map: TypeMap | None = None, validation_fraction: float = 0.3,
-            use_feature_labels: bool = False, auto_promote: bool = True, n_estimators: int = 300, random_state: int = 42,
-            threshold: float = 0.5, **train_kwargs) -> RetrainReport:
-    """Train a candidate from production's training set + the database's labels; promote it if not worse.
+            rule: PromotionRule | None = None, type_map: TypeMap | None = None, validation_fraction: float = 0.3,
+            use_feature_labels: bool = False, auto_promote: bool = True, n_estimators: int | None = None,
+            random_state: int = 42, **train_kwargs) -> RetrainReport:
+    """Train a candidate from production's stored rows + the rows of newly labelled objects; promote it on evidence.
 
     Args:
-        features: a feature table (one row per alert or per object) with ``object_id`` and the extractor's columns.
-        validation: a labelled feature table to validate on; default: the database's fixed validation set,
-            drawn the first time (``validation_fraction`` of the labelled objects no model trained on).
-        margin: tolerated loss in ``metric`` against production (0: must be at least as good).
+        features: a feature table (one row per alert or per object) with ``object_id`` and production's features,
+            holding the newly labelled objects (and, the first time, the validation objects).
+        validation: a labelled feature table to validate on instead of the database's fixed validation rows.
+        rule: the :class:`PromotionRule` (default: its defaults).
         use_feature_labels: also take labels from the feature table's own label column (bootstrap).
         train_kwargs: :func:`~earlyia.score.model.train_model` settings that override production's recipe.
     """
     from earlyia.score.model import train_model, training_settings
 
-    if metric not in METRICS:
-        raise ConfigError(f"--metric must be one of {METRICS}, got {metric!r}")
+    rule = rule or PromotionRule()
+    rule.check()
     if "object_id" not in features.columns:
         raise InputError("the feature table needs an object_id column")
     type_map = type_map or TypeMap()
     feats = features.copy()
     feats["object_id"] = feats["object_id"].astype(str)
 
-    # --- read the state (consistent snapshot) ---------------------------------------------
+    # --- production and its training rows -----------------------------------------------------------
     prod_version = production_version(db.con)
     prod = load_production(db)
-    cols = ["object_id", "label", "origin", "label_id"]
-    sql = "SELECT object_id, label, origin, label_id FROM training_set WHERE model_version = ?"
-    rows = db.query(sql, (prod_version,)) if prod_version else []
-    parent_set = pd.DataFrame([dict(r) for r in rows], columns=cols)
-    parent_set = parent_set[parent_set["label"].isin([POSITIVE, NEGATIVE])]
+    prod_rows = None
+    if prod is not None:
+        prod_rows = model_rows(db, prod_version)
+        if prod_rows is None:
+            raise ConfigError(
+                f"production model {prod_version[:12]} was registered without the rows it learned from, so it cannot be "
+                "retrained: register it again with `earlyia followup register MODEL --production --training-rows ROWS` "
+                "(ROWS written by `earlyia train ... --training-rows ROWS`)"
+            )
+        prod.check_extractor(extractor_config)
+        missing_feats = [n for n in prod.features if n not in feats.columns]
+        if missing_feats:
+            raise FeatureMismatchError(f"the feature table lacks production's feature(s) {missing_feats[:5]}")
+    parent_objects = set(prod_rows.loc[pd.to_numeric(prod_rows.get("view", 0), errors="coerce").fillna(0) == 0, "object_id"]
+                         .astype(str)) if prod_rows is not None else set()
     db_labels = current_labels(db)
     stored_val = pd.DataFrame([dict(r) for r in db.query("SELECT object_id, label FROM validation_set")], columns=["object_id", "label"])
+    stored_val_rows = db.query("SELECT sha256 FROM validation_rows WHERE id = 1")
 
-    # --- validation set ------------------------------------------------------------------------
+    # --- validation rows -----------------------------------------------------------------------------
     new_validation = None
+    new_val_rows = None
     if validation is not None:
         if "object_id" not in validation.columns:
             raise InputError("the validation table needs an object_id column")
@@ -141,90 +264,95 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
         vlab = _object_labels(val, type_map)
         if vlab.empty:
             raise InputError("the validation table has no usable label column (label 1/0 or TNS type strings)")
-        val = val.merge(vlab, on="object_id", how="inner", suffixes=("_orig", ""))
-        val_ids = set(vlab["object_id"])
+        val = _rows_of(val, vlab)
+    elif stored_val_rows:
+        val = load_rows(db, stored_val_rows[0]["sha256"])
     else:
         if stored_val.empty:
             pool = db_labels[["object_id", "label"]]
             if use_feature_labels:
                 pool = pd.concat([pool, _object_labels(feats, type_map)]).drop_duplicates("object_id", keep="first")
-            pool = pool[~pool["object_id"].isin(set(parent_set["object_id"]))]
-            pool = pool[pool["object_id"].isin(set(feats["object_id"]))]
+            pool = pool[~pool["object_id"].isin(parent_objects) & pool["object_id"].isin(set(feats["object_id"]))]
             new_validation = split_validation(pool.sort_values("object_id"), validation_fraction, random_state)
             stored_val = new_validation
-        val_ids = set(stored_val["object_id"])
-        val = feats[feats["object_id"].isin(val_ids)].drop(columns=[c for c in ("label",) if c in feats.columns])
-        val = val.merge(stored_val, on="object_id", how="inner")
-    leak = val_ids & set(parent_set["object_id"])
-    if leak:
-        # production trained on some validation objects: compare only on the others
-        val = val[~val["object_id"].isin(leak)]
+        val = _rows_of(feats, stored_val)
+        new_val_rows = val
+    val = val[~val["object_id"].astype(str).isin(parent_objects)]  # never judge production on what it learned
+    val_ids = set(val["object_id"].astype(str)) | set(stored_val["object_id"])
 
-    # --- training set: parent's + new labels, minus validation ----------------------------------
-    train_labels = parent_set[["object_id", "label", "origin", "label_id"]].copy()
-    new = db_labels[~db_labels["object_id"].isin(set(train_labels["object_id"]))]
-    new = new.assign(origin="label")[["object_id", "label", "origin", "label_id"]]
-    parts = [train_labels, new]
+    # --- training rows: production's + the new labels' ------------------------------------------------------
+    new = db_labels[~db_labels["object_id"].isin(parent_objects | val_ids)][["object_id", "label", "label_id"]]
     if use_feature_labels:
         fl = _object_labels(feats, type_map)
-        fl = fl[~fl["object_id"].isin(set(train_labels["object_id"]) | set(new["object_id"]))]
-        parts.append(fl.assign(origin="features", label_id=None))
-    training = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else train_labels
-    training = training[~training["object_id"].isin(val_ids)]
-    training = training[training["object_id"].isin(set(feats["object_id"]))]
+        fl = fl[~fl["object_id"].isin(parent_objects | val_ids | set(new["object_id"]))]
+        new = pd.concat([new, fl.assign(label_id=None)], ignore_index=True)
     missing = sorted(set(new["object_id"]) - set(feats["object_id"]))
-    train_rows = feats[feats["object_id"].isin(set(training["object_id"]))].drop(
-        columns=[c for c in ("label", "tns_type", "type") if c in feats.columns])
-    train_rows = train_rows.merge(training[["object_id", "label"]], on="object_id", how="inner")
-    if train_rows.empty:
-        raise InputError("no training rows: none of the labelled objects has features in the feature table")
+    new = new[new["object_id"].isin(set(feats["object_id"]))]
+    new_rows = _rows_of(feats, new)
+    parts = [r for r in (prod_rows, new_rows) if r is not None and len(r)]
+    if not parts:
+        raise InputError("no training rows: no model in production and none of the labelled objects has features in the table")
+    train_rows = pd.concat(parts, ignore_index=True)
 
-    # the parent's recipe (forest settings, selection, gate, generated impostors); explicit keywords win
     settings = {**(training_settings(prod.card) if prod is not None else {}), **train_kwargs}
-    lineage = {"recipe": f"inherited from {prod_version}"} if prod is not None else {}
-    impostors = (prod.card.get("lineage") or {}).get("impostors") if prod is not None else None
-    if impostors:
-        from earlyia.sim.impostors import impostor_features
-
-        extra = impostor_features(extractor_config, int(impostors["n_per_kind"]), random_state=impostors.get("seed"))
-        train_rows = pd.concat([train_rows, extra.assign(label=NEGATIVE)], ignore_index=True)
-        lineage["impostors"] = dict(impostors)
+    if n_estimators is not None:
+        settings["n_estimators"] = int(n_estimators)
+    elif prod is not None:
+        settings.setdefault("n_estimators", int(prod.card.get("n_trees") or 300))
+    lineage: dict = {"recipe": f"inherited from {prod_version}"} if prod is not None else {}
+    if prod is not None:
+        lineage.update(inherited_rows=len(prod_rows), new_objects=int(new["object_id"].nunique()))
+        if (prod.card.get("lineage") or {}).get("impostors"):
+            lineage["impostors"] = dict(prod.card["lineage"]["impostors"])
     model = train_model(train_rows, extractor_config, type_map=type_map, label_column="label", parent=prod_version,
-                        n_estimators=n_estimators, random_state=random_state, lineage=lineage, **settings)
-    training = training[training["object_id"].isin(set(model.prohibited_object_ids()))]
+                        random_state=random_state, lineage=lineage,
+                        augmentation=prod.card.get("augmentation") if prod is not None else None, **settings)
+    origin = pd.concat([
+        pd.DataFrame({"object_id": sorted(parent_objects), "origin": "parent"}),
+        new.drop_duplicates("object_id").assign(origin=lambda d: np.where(d["label_id"].isna(), "features", "label"))[
+            ["object_id", "origin"]],
+    ], ignore_index=True).drop_duplicates("object_id", keep="first")
+    training = pd.DataFrame({"object_id": model.card["training"]["object_ids"], "label": model.card["training"]["labels"]})
+    training = training.drop_duplicates("object_id", keep="last").merge(origin, on="object_id", how="left")
+    training["origin"] = training["origin"].fillna("parent")
+    ids = db_labels.set_index("object_id")["label_id"] if "label_id" in db_labels.columns else pd.Series(dtype=object)
+    training["label_id"] = [ids.get(o) if g == "label" else None for o, g in zip(training["object_id"], training["origin"], strict=True)]
     n_new = int((training["origin"] == "label").sum())
 
-    # --- evaluate on the same validation rows -------------------------------------------------------
+    # --- compare as deployed, decide ---------------------------------------------------------------------------
     if val.empty:
-        raise InputError("the validation set is empty: label more objects, pass --validation, or lower --validation-fraction")
-    y_val = val["label"].to_numpy(int)
-    cand_m = evaluate(model, val, y_val, threshold)
-    prod_m = None
-    reason = ""
+        raise InputError("the validation set is empty: label more objects, pass --validation, or raise --validation-fraction")
+    y_val = val.groupby(val["object_id"].astype(str))["label"].first().astype(int) == POSITIVE
+    cand_best = object_scores(model, val)
+    thr_c = deployed_threshold(model)
+    cand_m = object_metrics(cand_best.reindex(y_val.index).to_numpy(), y_val.to_numpy(), thr_c)
+    prod_m, prod_best, thr_p, note = None, None, 0.5, ""
     if prod is not None:
         try:
             prod.check_features(model.features)
-            prod_m = evaluate(prod, val, y_val, threshold)
+            prod_best = object_scores(prod, val)
+            thr_p = deployed_threshold(prod)
+            prod_m = object_metrics(prod_best.reindex(y_val.index).to_numpy(), y_val.to_numpy(), thr_p)
         except FeatureMismatchError as exc:
-            reason = f"production uses other features ({exc}); not comparable: "
-    if prod is None:
-        promoted, reason = auto_promote, "no model in production yet"
-    elif prod_m is None:
-        promoted, reason = False, reason + "promote by hand with `earlyia models promote`"
+            note = f"production uses other features ({exc}); not comparable: promote by hand with `earlyia models promote`"
+    if prod is not None and prod_m is None:
+        ok, reason, evidence = False, note, {"rule": asdict(rule)}
     else:
-        c, p = cand_m.get(metric), prod_m.get(metric)
-        c = -np.inf if c is None else c
-        p = -np.inf if p is None else p
-        ok = c >= p - margin
-        promoted = bool(ok and auto_promote)
-        reason = f"{metric} {c:.4f} vs production {p:.4f} (margin {margin}): " + ("not worse" if ok else "worse")
-        if ok and not auto_promote:
-            reason += " (auto-promotion disabled)"
-    metrics = {"validation": cand_m, "production_validation": prod_m, "n_validation_objects": int(val["object_id"].nunique()),
-               "decision": {"metric": metric, "margin": margin, "promoted": promoted, "reason": reason},
-               "missing_features": missing[:50], "oob": model.card.get("metrics", {}).get("oob")}
+        ok, reason, evidence = decide(rule, cand_best, prod_best, y_val, thr_c, thr_p)
+    promoted = bool(ok and auto_promote)
+    if ok and not auto_promote:
+        reason += " (auto-promotion disabled)"
+    metrics = {"validation": cand_m, "production_validation": prod_m, "n_validation_objects": len(y_val),
+               "decision": {"metric": rule.metric, "margin": rule.margin, "promoted": promoted, "reason": reason,
+                            "evidence": evidence},
+               "missing_features": missing[:50], "grouped_cv": model.card.get("metrics", {}).get("grouped_cv")}
 
-    # --- write everything in one transaction -------------------------------------------------------------
+    # --- write everything in one transaction ---------------------------------------------------------------------
+    rows_sha = (store_rows(db, model.training_rows, what=f"training rows of {model.hash}"), len(model.training_rows),
+                int(model.training_rows["object_id"].nunique()))
+    val_sha = None
+    if new_val_rows is not None and not stored_val_rows:
+        val_sha = (store_rows(db, new_val_rows, what="validation rows"), len(new_val_rows), int(new_val_rows["object_id"].nunique()))
     with db.transaction() as con:
         if production_version(con) != prod_version:
             raise ConfigError("production changed while retraining (another process promoted a model); re-run retrain")
@@ -234,12 +362,18 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
             now = utcnow()
             con.executemany("INSERT INTO validation_set (object_id, label, added_at) VALUES (?, ?, ?)",
                             [(str(r.object_id), int(r.label), now) for r in new_validation.itertuples(index=False)])
+        if val_sha is not None:
+            if con.execute("SELECT COUNT(*) FROM validation_rows").fetchone()[0]:
+                raise ConfigError("the validation rows were stored by another process meanwhile; re-run retrain")
+            con.execute("INSERT INTO validation_rows (id, sha256, n_rows, n_objects, added_at) VALUES (1, ?, ?, ?, ?)",
+                        (*val_sha, utcnow()))
         version = insert_model(con, db, model, status="candidate", parent=prod_version, metrics=metrics,
-                               training=training, note="retrained with follow-up labels")
+                               training=training[["object_id", "label", "origin", "label_id"]],
+                               note="retrained with follow-up labels", rows_sha=rows_sha)
         if promoted:
             from earlyia.followup.registry import _promote
 
             _promote(con, version, reason)
     return RetrainReport(version=version, parent=prod_version, promoted=promoted, reason=reason, candidate_metrics=cand_m,
-                         production_metrics=prod_m, n_train=len(training), n_new_labels=n_new,
-                         n_validation=int(val["object_id"].nunique()), metric=metric, training=training)
+                         production_metrics=prod_m, n_train=int(training["object_id"].nunique()), n_new_labels=n_new,
+                         n_validation=len(y_val), metric=rule.metric, evidence=evidence, missing=missing, training=training)

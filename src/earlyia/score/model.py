@@ -59,6 +59,8 @@ ID_COLUMNS = (
     "source",
     "row",
 )
+#: Identity and protocol columns kept with the features in a model's training rows (``Model.training_rows``).
+TRAINING_ROW_KEYS = ("object_id", "alert_id", "view", "ndethist", "n_detections", "label")
 #: Label columns looked for, in this order, when the caller names none.
 LABEL_COLUMNS = ("label", "tns_type", "type")
 
@@ -254,6 +256,7 @@ class Model:
     """
 
     def __init__(self, ensemble: TreeEnsemble, card: Mapping, calibration: Mapping[str, np.ndarray] | None = None):
+        self.training_rows: pd.DataFrame | None = None  # set by train_model; not part of the model file
         self.ensemble = ensemble
         self.calibration = dict(calibration) if calibration else None
         card = _jsonable(dict(card))
@@ -853,7 +856,13 @@ def train_model(
         card["operating_curves"] = curves
     if augmentation:
         card["augmentation"] = dict(augmentation)
-    return Model(ensemble, card, calibration)
+    model = Model(ensemble, card, calibration)
+    keep = [c for c in (*TRAINING_ROW_KEYS, *names) if c in df.columns and c not in ("label", "view")]
+    rows = df[keep].reset_index(drop=True).copy()
+    rows["label"] = y.astype(np.int8)
+    rows["view"] = view
+    model.training_rows = rows  # what the forest learned from, for the registry (never written into the model file)
+    return model
 
 
 def _plain_metrics(oob, held, held_name, has, yb, calibration, repeated, cv_folds, groups, metrics, df):
