@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import InputError, RemoteError
+from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
 from earlyia.report.candidates import CandidateRule, ReportedRecord, select_candidates
 from earlyia.report.tns import (
@@ -263,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     table = human_table(cand)
     text = json.dumps(bulk.report, indent=2)
     atomic_write(out / "tns_report.json", lambda tmp: Path(tmp).write_text(text))
-    atomic_write(out / "candidates.csv", lambda tmp: cand.to_csv(tmp, index=False))
+    write_csv_for_people(cand, out / "candidates.csv")
     md = f"# Early SN Ia candidates\n\n{len(cand)} candidate(s) from {sel.n_alerts} alerts ({sel.n_alerts_passing} pass the rule).\n\n"
     md += markdown_table(table)
     atomic_write(out / "candidates.md", lambda tmp: Path(tmp).write_text(md))
