@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from earlyia.cli.main import main
 from earlyia.errors import InputError, SchemaError
+from earlyia.io.spreadsheet import spreadsheet_safe
 from earlyia.report.calibration import (
     ScoreCalibrator,
     brier_score,
@@ -190,6 +193,30 @@ def test_default_rule_uses_the_shared_extragalactic_list():
     allowed = CandidateRule().allowed_xmatch()
     assert allowed == frozenset(select.EXTRAGALACTIC_TYPES)
     assert "Star" not in allowed
+
+
+def test_candidates_csv_cannot_run_formulas(tmp_path):
+    """Alert text in candidates.csv (object ids, SIMBAD types, labels) never runs as a spreadsheet formula."""
+    df = _alerts(3, seed=1).assign(object_id=['=HYPERLINK("http://evil.example","click")', "ZTF2", "ZTF3"], passed=True,
+                                   score=0.9, ndethist=5.0, drb=0.9, classtar=0.9, dec=[-12.5, 3.0, 4.0],
+                                   cdsxmatch=["SN", "@SUM(1+1)*cmd|' /C calc'!A0", "SN"], label=["+1", "-2", "\tx"])
+    scores = tmp_path / "scores.parquet"
+    df.to_parquet(scores)
+    code = main(["candidates", str(scores), "--out", str(tmp_path / "o"), "--record", str(tmp_path / "r.sqlite"), "--min-score", "0.5",
+                 "--min-snn", "none", "--any-xmatch"])
+    assert code == 0
+    with open(tmp_path / "o" / "candidates.csv", newline="") as fh:
+        body = list(csv.reader(fh))[1:]
+    assert len(body) == 3
+    for row in body:
+        for cell in row:
+            if cell and cell[0] in "=+-@\t\r":
+                float(cell)  # only numbers (a negative declination) may start so
+    cells = {c for row in body for c in row}
+    assert "'" + '=HYPERLINK("http://evil.example","click")' in cells and "'+1" in cells and "'\tx" in cells and "-12.5" in cells
+    assert np.allclose(sorted(pd.read_csv(tmp_path / "o" / "candidates.csv")["dec"]), [-12.5, 3.0, 4.0])
+    safe = spreadsheet_safe(pd.DataFrame({"a": ["=1", "ok", "", "-x", "\r1"], "n": [-1, 2, 3, 4, 5]}))
+    assert safe["a"].tolist() == ["'=1", "ok", "", "'-x", "'\r1"] and safe["n"].tolist() == [-1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------------------------------------- calibration

@@ -102,7 +102,10 @@ def test_context_matches_a_slow_reference(seed):
             assert cols["last_band"][i] == lc.bands[lc.band[last]]
             want = 27.5 - 2.5 * np.log10(lc.flux[last]) if lc.flux[last] > 0 else np.nan
             np.testing.assert_allclose(cols["last_mag"][i], want)
-            before = [j for j in seg if not lc.detected[j] and j < f]
+            want_err = 1.0857 * lc.flux_err[f] / lc.flux[f] if lc.flux[f] > 0 else np.nan
+            np.testing.assert_allclose(cols["first_det_mag_err"][i], want_err, rtol=1e-4)
+            # the last upper limit before the first detection IN THE FIRST DETECTION'S BAND (as Fink reports it)
+            before = [j for j in seg if not lc.detected[j] and j < f and lc.band[j] == lc.band[f]]
         else:
             assert np.isnan(cols["first_det_mjd"][i]) and cols["first_det_band"][i] == ""
             before = [j for j in seg if not lc.detected[j]]
@@ -112,6 +115,38 @@ def test_context_matches_a_slow_reference(seed):
             np.testing.assert_allclose(cols["last_nondet_limit_mag"][i], 27.5 - 2.5 * np.log10(5 * lc.flux_err[j]))
         else:
             assert np.isnan(cols["last_nondet_mjd"][i]) and cols["last_nondet_band"][i] == ""
+
+
+def test_first_detection_error_limit_and_the_nondetection_in_its_band():
+    """What the TNS report needs: the first detection's magnitude error and epoch limit, and the last upper limit
+    before it in the same band (a later upper limit in another band is not the one to report)."""
+    flux = 10 ** (-0.4 * 19.0 + 11)  # a 19.0 mag detection
+    phot = pd.DataFrame(
+        [
+            ("A", 59000.0, "r", np.nan, 10 ** (-0.4 * 20.5 + 11) / 5, False, -1),
+            ("A", 59001.0, "g", np.nan, 10 ** (-0.4 * 20.9 + 11) / 5, False, -1),  # later, but in g
+            ("A", 59002.0, "r", flux, 0.1 * flux, True, 1001),
+            ("A", 59003.0, "g", flux, 0.05 * flux, True, 1002),
+            ("B", 59000.0, "g", flux, 0.02 * flux, True, 2001),  # its own alert is not in the input
+            ("B", 59001.0, "g", flux, 0.02 * flux, True, 2002),
+        ],
+        columns=["object_id", "mjd", "band", "flux", "flux_err", "detected", "alert_id"],
+    )
+    alerts = pd.DataFrame({"object_id": ["A", "A", "B"], "alert_id": ["1001", "1002", "2002"], "mjd": [59002.0, 59003.0, 59001.0],
+                           "diffmaglim": [20.3, 20.1, 20.6]})
+    lc = LightCurves.from_frames(phot, alerts=alerts, survey="ZTF")
+    rows = score_rows(lc)
+    cols = pd.DataFrame(context_columns(lc, rows)).assign(alert_id=rows.alert_id).set_index("alert_id")
+    for a in ("1001", "1002"):
+        row = cols.loc[a]
+        assert row["first_det_band"] == "r" and row["first_det_mag"] == pytest.approx(19.0)
+        assert row["first_det_mag_err"] == pytest.approx(1.0857 * 0.1, rel=1e-4)
+        assert row["first_det_limit_mag"] == pytest.approx(20.3)  # the epoch of the first detection, not the alert's
+        assert row["last_nondet_mjd"] == 59000.0 and row["last_nondet_band"] == "r"
+        assert row["last_nondet_limit_mag"] == pytest.approx(20.5)
+    b = cols.loc["2002"]
+    assert np.isnan(b["first_det_limit_mag"]) and b["first_det_mag_err"] == pytest.approx(1.0857 * 0.02, rel=1e-4)
+    assert np.isnan(b["last_nondet_mjd"]) and b["last_nondet_band"] == ""
 
 
 def test_score_lightcurves_schema_and_consistency(small_input, model):

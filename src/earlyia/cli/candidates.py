@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import InputError, RemoteError
+from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
 from earlyia.report.candidates import CandidateRule, ReportedRecord, select_candidates
+from earlyia.report.submit import SubmitResult, SubmitSettings, collect_earlier, submit_candidates
 from earlyia.report.tns import (
     SANDBOX_URL,
     TNSConfig,
@@ -22,7 +25,7 @@ from earlyia.report.tns import (
     build_bulk_report,
     human_table,
     markdown_table,
-    send_bulk_report,
+    redact_url,
 )
 
 ENV_RECORD = "EARLYIA_REPORTED_DB"
@@ -36,9 +39,13 @@ EPILOG = """examples:
   earlyia candidates scores.parquet --out cands --min-drb none --min-classtar none
   # send to the TNS sandbox (bot credentials from EARLYIA_TNS_BOT_ID, EARLYIA_TNS_BOT_NAME, EARLYIA_TNS_API_KEY)
   earlyia candidates scores.parquet --out cands --model model.eia --send --tns-url https://sandbox.wis-tns.org
+  # after checking on the TNS that reports of unknown outcome did not arrive: let them be sent again
+  earlyia candidates --release-unknown ZTF24aaaaaaa ZTF24aaaaaab
 
 Objects are reported once: the record (--record, default $EARLYIA_REPORTED_DB or ./earlyia-reported.sqlite)
-lists the objects already sent; an object enters it only after the TNS accepted the report.
+keeps each object's state (pending, sent, accepted with its TNS name, rejected, unknown). A report whose
+outcome is unknown (no reply after it was sent) is never re-sent blindly: check its objects on the TNS,
+then release those it does not have with --release-unknown.
 """
 
 
@@ -132,8 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("scores", nargs="+", help="SCORES Parquet file(s) written by `earlyia score`")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("scores", nargs="*", help="SCORES Parquet file(s) written by `earlyia score`")
+    p.add_argument("--out", help="output directory (required with SCORES)")
     p.add_argument("--model", help="the model that made the scores: its training objects are never reported")
     p.add_argument("--calibration", help="calibration JSON (python -m earlyia.report.calibration): the rule then thresholds the "
                                          "calibrated probability; the raw score is kept as score_raw")
@@ -162,11 +169,46 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TNS discovery data source group (default $EARLYIA_TNS_DATA_SOURCE_ID, else the survey's: 48 for ZTF)")
     t.add_argument("--reporter", help="reporter line (default $EARLYIA_TNS_REPORTER)")
     t.add_argument("--survey", default="ZTF", help="selects TNS instrument and filter ids (ZTF, LSST)")
+    t.add_argument("--portal-url", default=None, metavar="URL",
+                   help="broker portal the remarks link to as URL/<object id> (default $EARLYIA_TNS_PORTAL_URL, else the "
+                   "survey's: https://fink-portal.org for ZTF); 'none' for no link")
     t.add_argument("--send", action="store_true", help="post the report to the TNS (bot credentials from the environment)")
     t.add_argument("--tns-url", default=SANDBOX_URL, help=f"TNS (or compatible) base URL (default: the sandbox, {SANDBOX_URL})")
     t.add_argument("--batch-size", type=int, default=50, help="candidates per bulk report sent (default 50)")
     t.add_argument("--record", default=None, help=f"reported-objects record (SQLite; default ${ENV_RECORD} or ./{DEFAULT_RECORD})")
+    t.add_argument("--release-unknown", nargs="+", metavar="OBJECT",
+                   help="run alone (no SCORES): forget these objects whose report outcome is unknown, after checking that the "
+                   "TNS does not have them, so that they may be reported again")
+    n = p.add_argument_group("TNS network (defaults suit the TNS)")
+    n.add_argument("--tns-timeout", type=_timeout, default=60.0, metavar="S", help="seconds without an answer before a request "
+                   "counts as unanswered (default 60; a report then has an unknown outcome)")
+    n.add_argument("--retry-wait", type=_positive, default=2.0, metavar="S",
+                   help="first wait before re-trying a refused connection or a 429 without Retry-After, doubled each time "
+                   "(default 2; at most 5 attempts)")
+    n.add_argument("--reply-wait", type=_positive, default=5.0, metavar="S",
+                   help="first wait before asking the TNS for its answer to a report, doubled while it is processing (default 5)")
+    n.add_argument("--reply-polls", type=int, default=6, metavar="N",
+                   help="times to ask for the answer before leaving the report 'sent' for the next run (default 6)")
+    n.add_argument("--lock-wait", type=_positive, default=600.0, metavar="S",
+                   help="seconds to wait for another run sending with the same record (default 600)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from exc
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds, got {text!r}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _positive(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a timeout must be more than 0 seconds, got {text!r}")
+    return value
 
 
 def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -190,7 +232,43 @@ def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
     return df, sorted(set(hashes))
 
 
+def _record(args: argparse.Namespace) -> ReportedRecord:
+    return ReportedRecord(args.record or os.environ.get(ENV_RECORD) or DEFAULT_RECORD)
+
+
+def release_unknown(args: argparse.Namespace) -> int:
+    if args.scores or args.send:
+        raise InputError("--release-unknown runs alone: give only the object ids (and --record)")
+    record = _record(args)
+    if not record.path.exists():
+        raise InputError("no such record", source=str(record.path))
+    with record.exclusive(wait=args.lock_wait):
+        released = record.release_unknown(args.release_unknown)
+    print(f"released {len(released)} object(s) from {record.path}; they may be reported again: {', '.join(released)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.release_unknown:
+        return release_unknown(args)
+    if not args.scores:
+        raise InputError("give the SCORES Parquet file(s) to select candidates from")
+    if not args.out:
+        raise InputError("--out is required: the directory for candidates.csv/.md, tns_report.json and summary.json")
+    record = _record(args)
+    if not args.send:
+        return _run(args, record, None)
+    parts = urllib.parse.urlsplit(args.tns_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--tns-url {redact_url(args.tns_url)!r} is not an http(s)://host URL")
+    settings = SubmitSettings(url=args.tns_url, credentials=TNSCredentials.from_env(), batch_size=args.batch_size,
+                              timeout=args.tns_timeout, retry_wait=args.retry_wait, reply_wait=args.reply_wait,
+                              reply_polls=max(1, args.reply_polls))
+    with record.exclusive(wait=args.lock_wait):
+        return _run(args, record, settings)
+
+
+def _run(args: argparse.Namespace, record: ReportedRecord, settings: SubmitSettings | None) -> int:
     out = Path(args.out)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -245,14 +323,17 @@ def run(args: argparse.Namespace) -> int:
                 "give the model that scored them (its training objects must not be reported)", source=args.model)
     else:
         notes.append("no --model given: the model's training objects could not be excluded")
-    record = ReportedRecord(args.record or os.environ.get(ENV_RECORD) or DEFAULT_RECORD)
+    # the TNS's answers to earlier reports first: an object it has since rejected is a candidate again
+    earlier = collect_earlier(record, settings) if settings is not None else None
     sel = select_candidates(scores, rule, prohibited=prohibited, record=record, source=", ".join(args.scores))
     cand = sel.candidates
+    portal = args.portal_url if args.portal_url is not None else os.environ.get("EARLYIA_TNS_PORTAL_URL")
     config = TNSConfig(
         reporting_group_id=str(args.reporting_group_id),
         reporter=args.reporter,
         discovery_data_source_id=args.data_source_id,
         survey=args.survey,
+        portal_url="" if portal is not None and portal.strip().lower() in ("", "none", "off") else portal,
     )
     if args.send:
         config.validate()
@@ -263,49 +344,81 @@ def run(args: argparse.Namespace) -> int:
     table = human_table(cand)
     text = json.dumps(bulk.report, indent=2)
     atomic_write(out / "tns_report.json", lambda tmp: Path(tmp).write_text(text))
-    atomic_write(out / "candidates.csv", lambda tmp: cand.to_csv(tmp, index=False))
+    write_csv_for_people(cand, out / "candidates.csv")
     md = f"# Early SN Ia candidates\n\n{len(cand)} candidate(s) from {sel.n_alerts} alerts ({sel.n_alerts_passing} pass the rule).\n\n"
     md += markdown_table(table)
     atomic_write(out / "candidates.md", lambda tmp: Path(tmp).write_text(md))
     summary = {**sel.summary(), "notes": sel.notes + notes, "record": str(record.path), "sent": False, "model": model_id,
                "operating_point": operating}
-
     summary["in_tns_report"] = bulk.object_ids
 
     def write_summary() -> None:
         stext = json.dumps(summary, indent=2, default=str)
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(stext))
 
-    if args.send and bulk.object_ids:
-        creds = TNSCredentials.from_env()
-        entries = list(bulk.report["at_report"].values())
-        sent: list[str] = []
-        report_ids: list[str | None] = []
-        summary.update(tns_url=args.tns_url, sent_objects=sent, report_ids=report_ids)
-        for start in range(0, len(entries), args.batch_size):
-            part = {"at_report": {str(i): e for i, e in enumerate(entries[start : start + args.batch_size])}}
-            ids = bulk.object_ids[start : start + args.batch_size]
-            alerts = bulk.alert_ids[start : start + args.batch_size]
-            try:
-                result = send_bulk_report(part, args.tns_url, creds)
-            except RemoteError as exc:
-                summary.update(sent=bool(sent), send_error=str(exc))
-                write_summary()
-                raise
-            # recorded batch by batch, only once the TNS accepted it
-            record.add([{"object_id": o, "alert_id": a} for o, a in zip(ids, alerts, strict=True)],
-                       destination=args.tns_url, report_id=result.report_id)
-            sent.extend(ids)
-            report_ids.append(result.report_id)
-        summary.update(sent=True, report_id=report_ids[-1] if len(report_ids) == 1 else report_ids)
-    elif args.send:
-        summary["notes"].append("nothing to send")
+    result = None
+    if settings is not None:
+        summary["tns_url"] = settings.destination
+        write_summary()  # what is about to be sent is on disk before anything goes out
+        result = submit_candidates(bulk, record, settings, result=earlier)
+        summary.update(sent=bool(result.report_ids), tns=result.to_dict())
+        if not bulk.object_ids:
+            summary["notes"].append("nothing to send")
+        if result.failed:
+            summary["send_error"] = _error_line(result, out)
     write_summary()
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"{len(cand)} candidate(s) from {sel.n_alerts} alerts -> {out}/candidates.md, candidates.csv, tns_report.json")
-    if summary.get("sent"):
-        print(f"sent to {args.tns_url} (report id(s) {summary.get('report_id')}); "
-              f"{len(bulk.object_ids)} object(s) recorded in {record.path}")
+    if result is not None:
+        _print_result(result, settings.destination, record)
+        if result.failed:
+            raise RemoteError(summary["send_error"], permanent=False)
     return 0
 
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _print_result(result: SubmitResult, destination: str, record: ReportedRecord) -> None:
+    for o in result.earlier + result.objects:
+        if o.state == "accepted":
+            print(f"accepted by the TNS: {o.object_id} -> {o.tns_name}")
+        elif o.state == "rejected":
+            print(f"rejected by the TNS: {o.object_id}: {_one_line(o.message)}")
+        elif o.state == "unknown" and o.previous != "unknown":
+            print(f"outcome unknown: {o.object_id} (report {o.report_key}): {_one_line(o.message)}")
+        elif o.state == "not sent":
+            print(f"not sent: {o.object_id}: {_one_line(o.message)}")
+    waiting = result.with_state("sent")
+    if waiting:
+        ids = sorted({o.report_id for o in waiting})
+        print(f"awaiting the TNS's answer: {len(waiting)} object(s) of report(s) {', '.join(map(str, ids))} "
+              f"({destination}); the next --send run asks again")
+    if result.not_attempted:
+        print(f"not attempted after that failure: {len(result.not_attempted)} object(s); the next run sends them")
+    if result.to_check:
+        ids = [o.object_id for o in result.to_check]
+        print(f"check on the TNS: {len(ids)} object(s) whose report may or may not have arrived: {', '.join(ids)}. "
+              f"Those the TNS does not list can be released: earlyia candidates --release-unknown {' '.join(ids)} "
+              f"--record {record.path}")
+    for dest, n in result.other_destinations.items():
+        print(f"note: {n} object(s) await an answer from {dest}: run --send --tns-url {dest} (with its credentials) to collect it")
+    if result.report_ids:
+        print(f"sent to {destination} (report id(s) {', '.join(result.report_ids)}); states recorded in {record.path}")
+
+
+def _error_line(result: SubmitResult, out: Path) -> str:
+    counts = []
+    for state, word in (("rejected", "rejected by the TNS"), ("unknown", "with an unknown outcome"), ("not sent", "not sent")):
+        n = len([o for o in result.with_state(state) if o.state != o.previous])
+        if n:
+            counts.append(f"{n} object(s) {word}")
+    if result.interrupted:
+        counts.append(f"{len(result.interrupted)} object(s) left with an unknown outcome by an interrupted run")
+    text = "TNS: " + (", ".join(counts) or "sending stopped")
+    if result.stopped:
+        text += f" ({_one_line(result.stopped, 200)})"
+    return _one_line(f"{text}; details in {out / 'summary.json'}", 500)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from earlyia.errors import InputError
+from earlyia.io.spreadsheet import write_csv_for_people
 
 EPILOG = """examples:
   earlyia demo                                   # simulated data, writes ./earlyia-demo
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         from earlyia.select import select_early
 
         sel = select_early(lc, per="alert")
-        sel.to_csv(out / "selection.csv", index=False)
+        write_csv_for_people(sel, out / "selection.csv")
         passed = sel["passed"].to_numpy(bool)
         if not passed.any():
             raise InputError(f"{source}: no alert passed the early-SN selection (see {out / 'selection.csv'}); try --no-select")

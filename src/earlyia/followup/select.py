@@ -39,7 +39,8 @@ REQUIRED = ("object_id", "mjd", "score")
 #: Columns of a score file that are not features (everything else numeric is used for diversity).
 NON_FEATURES = {
     "object_id", "alert_id", "mjd", "score", "passed", "reason", "ra", "dec", "ndethist", "jdstarthist", "drb", "classtar",
-    "cdsxmatch", "n_detections", "first_det_mjd", "first_det_mag", "first_det_band", "last_nondet_mjd",
+    "cdsxmatch", "n_detections", "first_det_mjd", "first_det_mag", "first_det_mag_err", "first_det_limit_mag",
+    "first_det_band", "last_nondet_mjd",
     "last_nondet_limit_mag", "last_nondet_band", "last_mag", "last_band", "label", "type", "tns_type",
     "rf_snia_vs_nonia", "snn_snia_vs_nonia", "snn_sn_vs_all", "finkclass", "classification", "days_since_first",
 }

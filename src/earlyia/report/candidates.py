@@ -8,25 +8,25 @@ which mixes fields of different alerts (the RA of one alert, the magnitude of an
 * every threshold is a field of the frozen :class:`CandidateRule` (``None`` disables a cut);
 * other brokers' classifiers (SuperNNova) are optional: when their columns are absent the rule
   uses our score alone and says so (``notes`` and the ``snn_used`` column);
-* one report per object, built from that object's single LATEST qualifying alert;
+* one report per object, built from that object's single LATEST qualifying alert; the one field
+  drawn from several alerts is the position, which (as Fink reports it) is the mean of the object's
+  alert positions up to that alert, with their scatter as its error (``ra_mean``, ``dec_mean``,
+  ``ra_err_arcsec``, ``dec_err_arcsec``, ``n_positions``);
 * objects the model was trained on (``prohibited``) and objects already reported (a
-  :class:`ReportedRecord`) are excluded, and the exclusions are counted.
+  :class:`~earlyia.report.record.ReportedRecord`) are excluded, and the exclusions are counted.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Iterable, Sequence
-from contextlib import closing
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from earlyia.errors import ConfigError, SchemaError
+from earlyia.errors import SchemaError
+from earlyia.report.record import BLOCKING, ReportedRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ CANDIDATE_COLUMNS = (
     "snn_used",
     "ra",
     "dec",
+    "ra_mean",
+    "dec_mean",
+    "ra_err_arcsec",
+    "dec_err_arcsec",
+    "n_positions",
     "ndethist",
     "n_detections",
     "drb",
@@ -54,6 +59,7 @@ CANDIDATE_COLUMNS = (
     "first_det_mjd",
     "first_det_mag",
     "first_det_mag_err",
+    "first_det_limit_mag",
     "first_det_band",
     "last_nondet_mjd",
     "last_nondet_limit_mag",
@@ -62,6 +68,14 @@ CANDIDATE_COLUMNS = (
     "last_band",
     "label",
 )
+
+
+#: How the notes name the record's states.
+STATE_WORDS = {"accepted": "accepted by the TNS", "sent": "awaiting the TNS's answer", "pending": "being sent",
+               "unknown": "with an unknown outcome"}
+
+__all__ = ["CANDIDATE_COLUMNS", "CandidateRule", "CandidateSelection", "ReportedRecord", "RuleResult", "mean_positions",
+           "select_candidates"]
 
 
 def extragalactic_types() -> tuple[str, ...]:
@@ -247,13 +261,22 @@ def select_candidates(
     latest = latest.loc[~is_prohibited]
     excluded_reported: list[str] = []
     if record is not None and len(latest):
-        done = record.reported(latest["object_id"])
-        excluded_reported = sorted(set(latest["object_id"]) & done)
+        known = record.objects(latest["object_id"])
+        done = {k for k, v in known.items() if v.state in BLOCKING}
+        excluded_reported = sorted(done)
         latest = latest.loc[~latest["object_id"].isin(done)]
+        if excluded_reported:
+            by_state = pd.Series([known[k].state for k in excluded_reported]).value_counts()
+            notes.append(f"{len(excluded_reported)} object(s) excluded: already reported ("
+                         + ", ".join(f"{n} {STATE_WORDS.get(s, s)}" for s, n in by_state.items()) + ")")
+        again = sorted(k for k, v in known.items() if v.state == "rejected")
+        if again:
+            notes.append(f"{len(again)} object(s) the TNS rejected before are candidates again: {', '.join(again[:10])}")
+    if len(latest):
+        means = mean_positions(scores, latest)
+        latest = latest.drop(columns=[c for c in means.columns if c in latest.columns]).join(means, on="object_id")
     if excluded_prohibited:
         notes.append(f"{len(excluded_prohibited)} object(s) excluded: in the model's training set")
-    if excluded_reported:
-        notes.append(f"{len(excluded_reported)} object(s) excluded: already reported")
     cols = [c for c in CANDIDATE_COLUMNS if c in latest.columns]
     cand = latest.sort_values(["score", "object_id"], ascending=[False, True], kind="mergesort")[cols].reset_index(drop=True)
     return CandidateSelection(
@@ -267,49 +290,38 @@ def select_candidates(
     )
 
 
-class ReportedRecord:
-    """Objects already reported (a small SQLite file): a candidate is reported once per object.
+def mean_positions(scores: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """Per object of ``chosen`` (rows with ``object_id``, ``mjd``): the mean RA/Dec of its alerts in ``scores`` up to
+    the chosen alert's time, and their scatter (arcsec on the sky, population standard deviation as Fink's).
 
-    SQLite transactions make every update atomic (a crash leaves the old or the new state, never a
-    half-written file) and safe with several processes. Rows are added only after a successful send.
+    Each alert is a detection with its own measured position. RA is averaged across the 0/360 wrap. Returns
+    ``ra_mean, dec_mean, ra_err_arcsec, dec_err_arcsec, n_positions`` indexed by object id.
     """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = sqlite3.connect(self.path, timeout=30)
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS reported (object_id TEXT PRIMARY KEY, alert_id TEXT, "
-                "reported_at TEXT NOT NULL, destination TEXT, report_id TEXT)"
-            )
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{self.path}: not a usable reported-objects record ({exc}); point --record elsewhere") from exc
-        return con
-
-    def reported(self, object_ids: Iterable[str] | None = None) -> set[str]:
-        """The ids among ``object_ids`` (all when None) that were already reported."""
-        if not self.path.exists():
-            return set()
-        with closing(self._connect()) as con:
-            rows = con.execute("SELECT object_id FROM reported").fetchall()
-        done = {r[0] for r in rows}
-        return done if object_ids is None else done & set(map(str, object_ids))
-
-    def add(self, rows: Sequence[dict], *, destination: str = "", report_id: str | None = None) -> None:
-        """Record ``rows`` (dicts with ``object_id`` and ``alert_id``) as reported, in one transaction."""
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        with closing(self._connect()) as con, con:
-            con.executemany(
-                "INSERT OR IGNORE INTO reported (object_id, alert_id, reported_at, destination, report_id) VALUES (?, ?, ?, ?, ?)",
-                [(str(r["object_id"]), str(r.get("alert_id", "")), now, destination, None if report_id is None else str(report_id))
-                 for r in rows],
-            )
-
-    def table(self) -> pd.DataFrame:
-        if not self.path.exists():
-            return pd.DataFrame(columns=["object_id", "alert_id", "reported_at", "destination", "report_id"])
-        with closing(self._connect()) as con:
-            return pd.read_sql_query("SELECT * FROM reported ORDER BY reported_at, object_id", con)
+    cols = ["ra_mean", "dec_mean", "ra_err_arcsec", "dec_err_arcsec", "n_positions"]
+    if not {"ra", "dec"} <= set(scores.columns):
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="object_id"))
+    until = chosen.set_index("object_id")["mjd"].astype(float)
+    pos = pd.DataFrame({
+        "object_id": scores["object_id"].astype(str).to_numpy(),
+        "alert_id": scores["alert_id"].astype(str).to_numpy() if "alert_id" in scores.columns else np.arange(len(scores)).astype(str),
+        "mjd": pd.to_numeric(scores["mjd"], errors="coerce").to_numpy(np.float64),
+        "ra": pd.to_numeric(scores["ra"], errors="coerce").to_numpy(np.float64),
+        "dec": pd.to_numeric(scores["dec"], errors="coerce").to_numpy(np.float64),
+    })
+    pos = pos[pos["object_id"].isin(until.index) & np.isfinite(pos["ra"]) & np.isfinite(pos["dec"])]
+    pos = pos[pos["mjd"].to_numpy() <= pos["object_id"].map(until).to_numpy() + 1e-9]
+    pos = pos.drop_duplicates(["object_id", "alert_id"])
+    if pos.empty:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="object_id"))
+    ref = pos.groupby("object_id")["ra"].transform("first")
+    pos = pos.assign(dra=((pos["ra"] - ref + 180.0) % 360.0) - 180.0)
+    g = pos.groupby("object_id")
+    out = pd.DataFrame({
+        "ra_mean": (g["ra"].first() + g["dra"].mean()) % 360.0,
+        "dec_mean": g["dec"].mean(),
+        "n_positions": g.size().astype(np.int64),
+    })
+    out["ra_err_arcsec"] = g["dra"].std(ddof=0) * np.cos(np.radians(out["dec_mean"])) * 3600.0
+    out["dec_err_arcsec"] = g["dec"].std(ddof=0) * 3600.0
+    out.index.name = "object_id"
+    return out[cols]

@@ -1,25 +1,20 @@
-"""Transient Name Server (TNS) AT reports: the bulk-report JSON, human tables, and sending.
+"""Transient Name Server (TNS) AT reports: the bulk-report JSON, human tables, bot credentials and URLs.
 
-The JSON follows the TNS bulk-report format (``{"at_report": {"0": {...}, "1": {...}}}``): position,
-reporting group and discovery data source, discovery date = the FIRST detection (with its
-magnitude and filter), the last non-detection before it (or an archival statement when none is
-known), and remarks with our score. Sending is a multipart POST of ``api_key`` and ``data`` to
-``<url>/api/bulk-report`` with the bot's ``User-Agent: tns_marker{...}`` header; bot id, name and API
-key come from the environment only and are never logged, printed or written.
+The JSON follows the TNS bulk-report format (``{"at_report": {"0": {...}, "1": {...}}}``) with the
+content Fink's fink-tns sends: the mean position of the object's detections with their scatter as
+the error, reporting group and discovery data source, discovery date = the FIRST detection (its
+magnitude, magnitude error, limiting magnitude and filter), the last non-detection before it in the
+same band (or an archival statement when none is known), and remarks with our score and a link to
+the object's page in the broker portal. Posting it and reading the TNS's answer:
+:mod:`earlyia.report.tns_api`; sending each object exactly once: :mod:`earlyia.report.submit`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from earlyia import __version__
-from earlyia.errors import ConfigError, Problem, RemoteError
+from earlyia.errors import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +31,14 @@ log = logging.getLogger(__name__)
 #: 110/111/112, source group 48 = ZTF). LSST values are from the Lasair TNS notes: check them on the
 #: TNS sandbox before a real report.
 SURVEY_TNS = {
-    "ZTF": {"instrument": "196", "filters": {"g": "110", "r": "111", "i": "112"}, "exptime": "30", "data_source": "48"},
+    "ZTF": {"instrument": "196", "filters": {"g": "110", "r": "111", "i": "112"}, "exptime": "30", "data_source": "48",
+            "portal": "https://fink-portal.org"},
     "LSST": {
         "instrument": "287",
         "filters": {"u": "160", "g": "161", "r": "162", "i": "163", "z": "164", "Y": "165"},
         "exptime": "30",
         "data_source": "165",
+        "portal": None,
     },
 }
 SANDBOX_URL = "https://sandbox.wis-tns.org"
@@ -61,7 +58,10 @@ class TNSConfig:
         reporter: the reporter line (names, "on behalf of ...").
         survey: selects instrument and filter ids from :data:`SURVEY_TNS`.
         at_type: TNS AT type ("1" = PSN, possible supernova).
-        position_error_arcsec: RA/Dec uncertainty written in the report.
+        position_error_arcsec: RA/Dec uncertainty written when fewer than two positions of the object
+            are known (otherwise the scatter of its detections' positions is the error).
+        portal_url: base URL of the broker portal; the remarks link to ``<portal_url>/<object id>``.
+            ``None``: the survey's default (ZTF: https://fink-portal.org, LSST: none); ``""``: no link.
     """
 
     reporting_group_id: str
@@ -72,6 +72,14 @@ class TNSConfig:
     position_error_arcsec: float = 0.5
     flux_units: str = "1"  # TNS code for AB magnitudes
     extra_remarks: str = ""
+    portal_url: str | None = None
+
+    def object_url(self, object_id: str) -> str | None:
+        """The object's page in the broker portal, or None when there is no portal."""
+        base = self.survey_values().get("portal") if self.portal_url is None else self.portal_url
+        if not base:
+            return None
+        return f"{base.rstrip('/')}/{urllib.parse.quote(str(object_id), safe='')}"
 
     def survey_values(self) -> dict:
         if self.survey not in SURVEY_TNS:
@@ -107,8 +115,8 @@ def _finite(value) -> bool:
         return False
 
 
-def remarks_for(row: pd.Series, model_id: str | None = None, extra: str = "") -> str:
-    """One line: our score (3 decimals), the other classifiers when used, the alert that triggered."""
+def remarks_for(row: pd.Series, model_id: str | None = None, extra: str = "", url: str | None = None) -> str:
+    """One line: our score (3 decimals), the other classifiers when used, the alert that triggered, the portal link."""
     parts = [f"Early SN Ia candidate (earlyia {__version__}): score {float(row['score']):.3f}"]
     if model_id:
         parts[0] += f" (model {model_id})"
@@ -121,30 +129,49 @@ def remarks_for(row: pd.Series, model_id: str | None = None, extra: str = "") ->
     parts.append(trig)
     if extra:
         parts.append(extra)
-    return "; ".join(parts) + "."
+    text = "; ".join(parts) + "."
+    return f"{text} Object data at {url}" if url else text
+
+
+def _position(row: pd.Series, config: TNSConfig) -> tuple[float, float, float, float]:
+    """RA, Dec (deg) and their errors (arcsec): the mean of the detections and their scatter when the row has
+    them from two positions or more, else the alert's position with ``config.position_error_arcsec``."""
+    fallback = float(config.position_error_arcsec)
+    if _finite(row.get("ra_mean")) and _finite(row.get("dec_mean")):
+        ra, dec = float(row["ra_mean"]), float(row["dec_mean"])
+        n = float(row["n_positions"]) if _finite(row.get("n_positions")) else 1.0
+        if n >= 2 and _finite(row.get("ra_err_arcsec")) and _finite(row.get("dec_err_arcsec")):
+            return ra, dec, float(row["ra_err_arcsec"]), float(row["dec_err_arcsec"])
+        return ra, dec, fallback, fallback
+    ra = float(row["ra"]) if _finite(row.get("ra")) else np.nan
+    dec = float(row["dec"]) if _finite(row.get("dec")) else np.nan
+    return ra, dec, fallback, fallback
 
 
 def at_report_entry(row: pd.Series, config: TNSConfig, *, model_id: str | None = None) -> dict:
     """The TNS AT-report dict of one candidate row (see :data:`earlyia.report.candidates.CANDIDATE_COLUMNS`)."""
     sv = config.survey_values()
     filters = sv["filters"]
-    err = _num(config.position_error_arcsec, ".2f")
     first_band = str(row.get("first_det_band", ""))
     if not _finite(row.get("first_det_mjd")) or not _finite(row.get("first_det_mag")):
         raise ConfigError("no first detection (date and magnitude) to report")
+    ra, dec, ra_err, dec_err = _position(row, config)
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        raise ConfigError("no position to report")
     entry = {
-        "ra": {"value": _num(row["ra"], ".6f"), "error": err, "units": "arcsec"},
-        "dec": {"value": _num(row["dec"], "+.6f"), "error": err, "units": "arcsec"},
+        "ra": {"value": _num(ra, ".6f"), "error": _num(ra_err, ".2f"), "units": "arcsec"},
+        "dec": {"value": _num(dec, "+.6f"), "error": _num(dec_err, ".2f"), "units": "arcsec"},
         "reporting_group_id": str(config.reporting_group_id),
         "discovery_data_source_id": str(config.discovery_data_source_id or sv["data_source"]),
         "reporter": config.reporter,
         "discovery_datetime": mjd_to_tns_datetime(row["first_det_mjd"]),
         "at_type": str(config.at_type),
         "internal_name": str(row["object_id"]),
-        "remarks": remarks_for(row, model_id, config.extra_remarks),
+        "remarks": remarks_for(row, model_id, config.extra_remarks, config.object_url(str(row["object_id"]))),
     }
     nd_band = str(row.get("last_nondet_band", ""))
-    if _finite(row.get("last_nondet_mjd")) and _finite(row.get("last_nondet_limit_mag")) and nd_band in filters:
+    same_band = nd_band == first_band and nd_band in filters
+    if _finite(row.get("last_nondet_mjd")) and _finite(row.get("last_nondet_limit_mag")) and same_band:
         entry["non_detection"] = {
             "obsdate": mjd_to_tns_datetime(row["last_nondet_mjd"]),
             "limiting_flux": _num(row["last_nondet_limit_mag"], ".3f"),
@@ -153,11 +180,11 @@ def at_report_entry(row: pd.Series, config: TNSConfig, *, model_id: str | None =
             "instrument_value": sv["instrument"],
             "exptime": sv["exptime"],
             "observer": "Robot",
-            "comments": "last non-detection before the first detection",
+            "comments": "last non-detection before the first detection, same filter",
         }
     else:
-        why = "no non-detection before the first detection in the alert history"
-        if _finite(row.get("last_nondet_mjd")):
+        why = "no non-detection before the first detection in its filter in the alert history"
+        if _finite(row.get("last_nondet_mjd")) and same_band:
             why = f"last non-detection at {mjd_to_tns_datetime(row['last_nondet_mjd'])} UTC, limiting magnitude unknown"
         entry["non_detection"] = {"archiveid": "0", "archival_remarks": why}
     if first_band not in filters:
@@ -168,7 +195,7 @@ def at_report_entry(row: pd.Series, config: TNSConfig, *, model_id: str | None =
                 "obsdate": mjd_to_tns_datetime(row["first_det_mjd"]),
                 "flux": _num(row["first_det_mag"], ".3f"),
                 "flux_error": _num(row.get("first_det_mag_err"), ".3f"),
-                "limiting_flux": "",
+                "limiting_flux": _num(row.get("first_det_limit_mag"), ".3f"),
                 "flux_units": config.flux_units,
                 "filter_value": filters[first_band],
                 "instrument_value": sv["instrument"],
@@ -248,6 +275,8 @@ def human_table(candidates: pd.DataFrame) -> pd.DataFrame:
             if key in ("score", "snn_snia_vs_nonia", "snn_sn_vs_all"):
                 v = v.map(lambda x: f"{x:.3f}" if _finite(x) else "")
             elif key in ("ra", "dec"):
+                if f"{key}_mean" in c.columns:  # the reported position where known
+                    v = c[f"{key}_mean"].where(pd.to_numeric(c[f"{key}_mean"], errors="coerce").notna(), v)
                 v = v.map(lambda x: f"{x:.5f}" if _finite(x) else "")
             elif key in ("first_det_mag", "last_nondet_limit_mag"):
                 v = v.map(lambda x: f"{x:.2f}" if _finite(x) else "")
@@ -292,113 +321,34 @@ class TNSCredentials:
 
 def bulk_report_url(url: str) -> str:
     """``<url>/api/bulk-report`` unless ``url`` already names the endpoint."""
+    return _endpoint(url, "bulk-report")
+
+
+def bulk_report_reply_url(url: str) -> str:
+    """``<url>/api/bulk-report-reply`` (the per-entry answer to a bulk report), from the base or the report URL."""
+    return _endpoint(url, "bulk-report-reply")
+
+
+def _endpoint(url: str, name: str) -> str:
     url = url.rstrip("/")
-    if url.endswith("/bulk-report"):
-        return url
+    for known in ("/bulk-report-reply", "/bulk-report"):
+        if url.endswith(known):
+            return url[: -len(known)] + "/" + name
     if url.endswith("/api"):
-        return url + "/bulk-report"
-    return url + "/api/bulk-report"
+        return f"{url}/{name}"
+    return f"{url}/api/{name}"
 
 
-def _multipart(fields: dict[str, str]) -> tuple[bytes, str]:
-    boundary = "earlyia-" + uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode("utf-8") + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-@dataclass
-class SendResult:
-    report_id: str | None
-    attempts: int
-    reply: dict
-
-
-def send_bulk_report(
-    report: dict,
-    url: str,
-    credentials: TNSCredentials,
-    *,
-    max_attempts: int = 5,
-    backoff: float = 2.0,
-    max_wait: float = 120.0,
-    timeout: float = 60.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> SendResult:
-    """POST ``report`` to a TNS-compatible ``/api/bulk-report``; retry on 429 and 5xx with backoff.
-
-    A 429 waits for the server's ``x-rate-limit-reset`` / ``Retry-After`` seconds when given
-    (capped at ``max_wait``), else ``backoff * 2**attempt``. A 4xx other than 429, or a reply whose
-    ``id_code`` is not 200, raises :class:`RemoteError` (``permanent=True``) with the server's
-    message; exhausted retries raise it with ``permanent=False``.
-    """
-    endpoint = bulk_report_url(url)
-    opener = _opener(endpoint)
-    body, content_type = _multipart({"api_key": credentials.api_key, "data": json.dumps(report)})
-    headers = {"User-Agent": credentials.user_agent(), "Content-Type": content_type, "Accept": "application/json"}
-    last = ""
-    for attempt in range(1, max_attempts + 1):
-        req = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-        try:
-            with opener.open(req, timeout=timeout) as resp:
-                status, text, resp_headers = resp.status, resp.read().decode("utf-8", "replace"), resp.headers
-        except urllib.error.HTTPError as exc:
-            status, text, resp_headers = exc.code, exc.read().decode("utf-8", "replace"), exc.headers
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            status, text, resp_headers = None, str(getattr(exc, "reason", exc)), {}
-        if status == 200:
-            try:
-                reply = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RemoteError(f"{endpoint}: the reply is not JSON: {text[:200]!r}", status=status) from exc
-            code = reply.get("id_code", 200)
-            if int(code) != 200:
-                raise RemoteError(f"{endpoint}: report rejected: {code} {reply.get('id_message', '')}".strip(), status=int(code))
-            data = reply.get("data") or {}
-            report_id = data.get("report_id") if isinstance(data, dict) else None
-            log.info("TNS bulk report accepted by %s (report id %s, attempt %d)", endpoint, report_id, attempt)
-            return SendResult(None if report_id is None else str(report_id), attempt, reply)
-        retriable = status is None or status == 429 or status >= 500
-        last = f"HTTP {status}: {_message(text)}" if status is not None else f"connection failed: {text}"
-        if not retriable:
-            raise RemoteError(f"{endpoint}: report rejected ({last})", status=status, permanent=True)
-        if attempt == max_attempts:
-            break
-        wait = backoff * 2 ** (attempt - 1)
-        hinted = None
-        if resp_headers is not None and len(resp_headers):
-            hinted = resp_headers.get("x-rate-limit-reset") or resp_headers.get("Retry-After")
-        if status == 429 and hinted is not None:
-            with contextlib.suppress(ValueError):
-                wait = float(hinted)
-        wait = min(max(wait, 0.0), max_wait)
-        log.warning("TNS %s (attempt %d/%d); retrying in %.1f s", last, attempt, max_attempts, wait)
-        sleep(wait)
-    raise RemoteError(f"{endpoint}: gave up after {max_attempts} attempts ({last})", status=status, permanent=False)
-
-
-def _opener(url: str) -> urllib.request.OpenerDirector:
-    """Loopback URLs (test servers) never go through an HTTP proxy from the environment."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host in ("127.0.0.1", "localhost", "::1"):
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener()
-
-
-def _message(text: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: the form shown in messages and stored in files."""
     try:
-        reply = json.loads(text)
-    except json.JSONDecodeError:
-        return text[:200]
-    if isinstance(reply, dict):
-        msg = reply.get("id_message") or reply.get("message") or ""
-        data = reply.get("data")
-        if data:
-            msg = f"{msg} {json.dumps(data)[:300]}".strip()
-        return msg or text[:200]
-    return text[:200]
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return str(url)
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def config_dict(config: TNSConfig) -> dict:

@@ -53,6 +53,8 @@ SCORE_SCHEMA = pa.schema(
         ("n_detections", pa.int64()),
         ("first_det_mjd", pa.float64()),
         ("first_det_mag", pa.float64()),
+        ("first_det_mag_err", pa.float64()),
+        ("first_det_limit_mag", pa.float64()),
         ("first_det_band", pa.string()),
         ("last_nondet_mjd", pa.float64()),
         ("last_nondet_limit_mag", pa.float64()),
@@ -69,6 +71,8 @@ _CONTEXT = {"ra": "f", "dec": "f", "ndethist": "f", "jdstarthist": "f", "drb": "
 _NOT_CARRIED = {"object_index", "alert_id", "mjd", "object_id", "label"}
 ZEROPOINT = 27.5
 LIMIT_SIGMA = 5.0
+#: Magnitude error of a flux measurement: 2.5 / ln(10) * sigma_flux / flux.
+MAG_ERR_FACTOR = 2.5 / np.log(10.0)
 
 
 # ============================================================================ pure core
@@ -147,8 +151,13 @@ def _lookup_column(lc, rows: Rows, name: str, kind: str) -> np.ndarray:
 
 
 def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
-    """The SCORES context columns of each row, from its segment (first/last detection, last upper limit...)."""
+    """The SCORES context columns of each row, from its segment (first/last detection, last upper limit...).
+
+    The last non-detection is the last upper limit before the first detection **in the first detection's band**
+    (as Fink reports it to the TNS); a row without any detection gets the segment's last upper limit.
+    """
     det = np.asarray(lc.detected, bool)
+    band_code = np.asarray(lc.band, np.int64)
     s, e = rows.starts, rows.ends
     n = len(s)
     cum = np.concatenate([[0], np.cumsum(det, dtype=np.int64)])
@@ -161,16 +170,27 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
     last = np.full(n, -1, np.int64)
     first[has] = det_idx[cum[s[has]]]
     last[has] = det_idx[cum[e[has]] - 1]
-    # last upper limit before the first detection (before the segment end when nothing was detected)
-    bound = np.where(has, first, e)
-    k = ncum[bound] - 1
-    has_nd = (k >= ncum[s]) & (k >= 0)
     lnd = np.full(n, -1, np.int64)
-    lnd[has_nd] = nd_idx[k[has_nd]]
+    # nothing detected: the last upper limit of the segment, any band
+    k = ncum[e] - 1
+    ok = ~has & (k >= ncum[s]) & (k >= 0)
+    lnd[ok] = nd_idx[k[ok]]
+    # detected: the last upper limit before the first detection, in that detection's band
+    first_band = np.where(has, band_code[np.maximum(first, 0)] if len(band_code) else -1, -1)
+    for b in np.unique(first_band[has]):
+        nd_b = ~det & (band_code == b)
+        cum_b = np.concatenate([[0], np.cumsum(nd_b, dtype=np.int64)])
+        idx_b = np.flatnonzero(nd_b)
+        sel = np.flatnonzero(has & (first_band == b))
+        k = cum_b[first[sel]] - 1
+        ok = k >= cum_b[s[sel]]
+        lnd[sel[ok]] = idx_b[k[ok]]
 
     bands = np.asarray([*list(lc.bands), ""], dtype=object)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(lc.flux > 0, ZEROPOINT - 2.5 * np.log10(np.where(lc.flux > 0, lc.flux, 1.0)), np.nan)
+        positive = lc.flux > 0
+        mag = np.where(positive, ZEROPOINT - 2.5 * np.log10(np.where(positive, lc.flux, 1.0)), np.nan)
+        mag_err = np.where(positive & (lc.flux_err > 0), MAG_ERR_FACTOR * lc.flux_err / np.where(positive, lc.flux, 1.0), np.nan)
         lim = np.where(lc.flux_err > 0, ZEROPOINT - 2.5 * np.log10(LIMIT_SIGMA * np.where(lc.flux_err > 0, lc.flux_err, 1.0)), np.nan)
 
     def take(arr, idx, fill):
@@ -179,7 +199,7 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
         out[ok] = arr[idx[ok]]
         return out
 
-    band_names = bands[np.asarray(lc.band, np.int64)] if len(lc.band) else np.zeros(0, object)
+    band_names = bands[band_code] if len(lc.band) else np.zeros(0, object)
     cols: dict[str, np.ndarray] = {}
     for name, kind in _CONTEXT.items():
         cols[name] = _lookup_column(lc, rows, name, kind)
@@ -188,6 +208,8 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
             "n_detections": n_det.astype(np.int64),
             "first_det_mjd": take(lc.mjd, first, np.nan),
             "first_det_mag": take(mag, first, np.nan),
+            "first_det_mag_err": take(mag_err, first, np.nan),
+            "first_det_limit_mag": _detection_limits(lc, first),
             "first_det_band": take(band_names, first, None),
             "last_nondet_mjd": take(lc.mjd, lnd, np.nan),
             "last_nondet_limit_mag": take(lim, lnd, np.nan),
@@ -200,6 +222,28 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
         cols[c] = np.where(pd.isna(cols[c]), "", cols[c]).astype(object)
     cols["cdsxmatch"] = np.where(pd.isna(cols["cdsxmatch"]), "", cols["cdsxmatch"]).astype(object)
     return cols
+
+
+def _detection_limits(lc, points: np.ndarray) -> np.ndarray:
+    """The limiting magnitude of the epoch of each detection point (-1: none), NaN when unknown.
+
+    Known when the point was measured by an alert of the input that carries the epoch's ``diffmaglim``
+    (ZTF: the alert whose ``candid`` is the point's ``alert_id``); a point of an alert's history whose own
+    alert is not in the input has no known limit.
+    """
+    out = np.full(len(points), np.nan)
+    if "diffmaglim" not in lc.alerts.columns or not len(points):
+        return out
+    limits = pd.to_numeric(lc.alerts["diffmaglim"], errors="coerce").to_numpy(np.float64)
+    ids = lc.alerts["alert_id"].astype(str).to_numpy(object)
+    by_id = {a: v for a, v in zip(ids, limits, strict=True) if np.isfinite(v)}
+    if not by_id:
+        return out
+    point_ids = np.asarray(lc.alert_id, np.int64)
+    for i, p in enumerate(points):
+        if p >= 0 and point_ids[p] >= 0:
+            out[i] = by_id.get(str(int(point_ids[p])), np.nan)
+    return out
 
 
 #: Selection rules a model card may name (``card["selection"]["rule"]``).
