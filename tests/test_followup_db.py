@@ -29,17 +29,19 @@ def test_new_migration_is_applied_once_in_order(tmp_path, monkeypatch):
     path = tmp_path / "loop.db"
     FollowupDB(path).close()
 
-    def m2(con):
+    nxt = SCHEMA_VERSION + 1
+
+    def m_next(con):
         con.execute("ALTER TABLE labels ADD COLUMN comment TEXT")
 
-    monkeypatch.setattr(dbmod, "MIGRATIONS", [*dbmod.MIGRATIONS, (2, m2)])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", [*dbmod.MIGRATIONS, (nxt, m_next)])
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", nxt)
     with FollowupDB(path) as db:
-        assert db.schema_version() == 2
+        assert db.schema_version() == nxt
         cols = [r[1] for r in db.query("PRAGMA table_info(labels)")]
         assert "comment" in cols
     with FollowupDB(path) as db:
-        assert db.schema_version() == 2
+        assert db.schema_version() == nxt
 
 
 def test_failing_migration_leaves_the_old_schema(tmp_path, monkeypatch):
@@ -50,13 +52,13 @@ def test_failing_migration_leaves_the_old_schema(tmp_path, monkeypatch):
         con.execute("CREATE TABLE extra (x INTEGER)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(dbmod, "MIGRATIONS", [*dbmod.MIGRATIONS, (2, bad)])
-    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(dbmod, "MIGRATIONS", [*dbmod.MIGRATIONS, (SCHEMA_VERSION + 1, bad)])
+    monkeypatch.setattr(dbmod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError):
         FollowupDB(path)
     monkeypatch.undo()
     with FollowupDB(path) as db:
-        assert db.schema_version() == 1
+        assert db.schema_version() == SCHEMA_VERSION
         assert "extra" not in db.counts()
 
 

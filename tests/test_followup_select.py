@@ -15,7 +15,7 @@ import pytest
 
 from earlyia.errors import SchemaError
 from earlyia.followup.config import Constraints, EarlyList
-from earlyia.followup.db import FollowupDB
+from earlyia.followup.db import SCHEMA_VERSION, FollowupDB
 from earlyia.followup.select import MJD_OFFSET, choose, latest_alerts, select
 
 TYPES = ("Unknown", "Galaxy", "SN")
@@ -205,6 +205,6 @@ def test_cli_select_and_status(tmp_path, capsys):
     assert "Active-learning targets (uncertainty): 5" in out and "fink" not in out.lower()
     assert main(["followup", "status", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert "requests[al] selected: 5" in out and "schema v1" in out
+    assert "requests[al] selected: 5" in out and f"schema v{SCHEMA_VERSION}" in out
     assert main(["followup", "select", "--scores", str(tmp_path / "nope.parquet"), "--db", db]) == 2
     assert "nope.parquet" in capsys.readouterr().err
