@@ -119,13 +119,13 @@ def test_two_nights_the_loop_learns(tmp_path, monkeypatch, capsys):
                 assert not chosen & set(production.prohibited_object_ids())
             # notify (local webhook)
             n_before = len(slack.requests)
-            assert main(["followup", "notify", "--backoff", "0.01"]) == 0
+            assert main(["followup", "notify", "--backoff", "0.01", "--pace", "0"]) == 0
             posted = [json.loads(r["body"]) for r in slack.requests[n_before:]]
             posted_ids = [p["blocks"][0]["text"]["text"].split("|")[1].split(">")[0] for p in posted]
             assert sorted(posted_ids) == sorted(chosen)
             with FollowupDB(db_path) as db:
                 assert {r[0] for r in db.query("SELECT status FROM requests")} == {"posted"}
-            assert main(["followup", "notify"]) == 0 and len(slack.requests) == n_before + len(chosen)  # idempotent
+            assert main(["followup", "notify", "--pace", "0"]) == 0 and len(slack.requests) == n_before + len(chosen)  # idempotent
             requested_before |= chosen
             # label: the observers answer what they received
             answer(posted_ids, truth, tmp_path / f"labels{k}.csv")

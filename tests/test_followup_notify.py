@@ -13,6 +13,7 @@ from earlyia.followup.config import EarlyList, RetryPolicy
 from earlyia.followup.db import FollowupDB
 from earlyia.followup.notify import FileSink, SlackSink, format_message, notify, pending_targets
 from earlyia.followup.select import select
+from fake_slack import FakeSlackAPI
 from test_followup_select import CONSTRAINTS, make_scores, write_scores
 
 SECRET_PATH = "/services/T000/B000/s3cr3tT0k3n"
@@ -168,16 +169,17 @@ def test_interrupted_send_is_not_reposted_automatically(loop_db):
     class Boom:
         channel = "slack"
 
-        def send(self, message, object_id):
+        def send(self, post):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         notify(loop_db, Boom())
-    assert sorted(_statuses(loop_db).values()) == ["posting"] + ["selected"] * 5
+    # the interruption is recorded: the message may or may not have gone out
+    assert sorted(_statuses(loop_db).values()) == ["selected"] * 5 + ["unknown"]
     with FakeSlack() as srv:
         rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
-        assert len(rep.posted) == 5
-        rep2 = notify(loop_db, SlackSink(srv.url, retry=FAST), resend_interrupted=True)
+        assert len(rep.posted) == 5 and len(rep.still_unknown) == 1 and rep.ok
+        rep2 = notify(loop_db, SlackSink(srv.url, retry=FAST), retry_unknown=True)
         assert len(rep2.posted) == 1 and set(_statuses(loop_db).values()) == {"posted"}
 
 
@@ -299,3 +301,37 @@ def test_retry_after_parsing_and_backoff_schedule():
     assert [p.delay(k) for k in range(1, 5)] == [0.5, 1.5, 4.5, 5.0]
     with pytest.raises(ConfigError):
         RetryPolicy(max_attempts=0)
+
+
+@pytest.mark.parametrize("action", ["drop", ("hang", 3.0), "garbage"], ids=["dropped", "hang", "not-http"])
+def test_webhook_that_got_the_post_but_gave_no_answer_is_not_sent_again(loop_db, action):
+    """The webhook received the message, then the connection dropped, timed out or answered non-HTTP."""
+    sink_retry = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, timeout=1.0)
+    with FakeSlackAPI(script={"webhook": [action]}) as srv:
+        rep = notify(loop_db, SlackSink(srv.webhook_url, retry=sink_retry))
+        texts = [m["text"] for m in srv.webhook]
+        assert len(texts) == len(set(texts)) == 6  # every target once, the unanswered one included
+        assert sorted(_statuses(loop_db).values()) == ["posted"] * 5 + ["unknown"]
+        assert not rep.ok and len(rep.unknown) == 1 and "--retry-unknown" in rep.unknown[0][1]
+        rep2 = notify(loop_db, SlackSink(srv.webhook_url, retry=sink_retry))
+        assert len(srv.webhook) == 6 and rep2.ok and len(rep2.still_unknown) == 1
+
+
+def test_alert_fields_cannot_mention_or_link():
+    m = format_message({"object_id": "ZTF<!channel>", "list": "al", "classification": "<https://evil.example|click> & co",
+                        "last_band": "<@U1>", "model_version": "<!here>", "ra": 1.0, "dec": 2.0, "score": 0.5})
+    text = json.dumps(m)
+    for raw in ("<!channel>", "<!here>", "<https://evil", "<@U1>", "& co"):
+        assert raw not in text
+    assert "&lt;!channel&gt;" in m["text"] and "&lt;https://evil.example|click&gt; &amp; co" in m["text"]
+    assert m["blocks"][0]["text"]["text"].startswith("*<https://fink-portal.org/ZTF%3C%21channel%3E|ZTF&lt;!channel&gt;>*")
+    fields = " ".join(f["text"] for f in m["blocks"][1]["fields"])
+    assert "&lt;@U1&gt;" in fields and "&lt;!here&gt;" in fields
+
+
+@pytest.mark.parametrize("url", ["https://hooks.slack.com:s3cr3t/services/x", "http://[::1/s3cr3t", "https://h/s3cr3t\nX: 1"])
+def test_malformed_webhook_url_is_a_config_error_that_hides_it(loop_db, url):
+    with pytest.raises(ConfigError) as info:
+        notify(loop_db, SlackSink(url, retry=FAST))
+    assert "s3cr3t" not in str(info.value) and "not a valid" in str(info.value)
+    assert set(_statuses(loop_db).values()) == {"selected"}

@@ -12,7 +12,7 @@ EPILOG = """the nightly loop:
   export EARLYIA_DB=$HOME/earlyia/loop.db                  # or --db PATH (default ./earlyia.db)
   earlyia followup register MODEL.eia --production         # once: the model that scores the stream
   earlyia followup select --scores SCORES.parquet --n 30   # uncertainty sampling + early-SN-Ia list
-  EARLYIA_SLACK_WEBHOOK=https://hooks.slack.com/... earlyia followup notify
+  EARLYIA_SLACK_BOT_TOKEN=xoxb-... earlyia followup notify --sink slack-bot --al-channel C0123ABCDEF --early-channel C0456GHIJKL
   earlyia followup label classifications.csv               # or: --format tns tns_search.csv
   earlyia followup retrain --features FEATURES.parquet     # promoted only if not worse than production
   earlyia models list | earlyia models rollback
@@ -84,24 +84,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_db(s)
     s.set_defaults(func=run_select)
 
-    n = fs.add_parser("notify", help="post the pending targets (Slack webhook, a file or stdout), each once",
-                      description="Post each selected target once. The Slack webhook URL is read from "
-                                  "EARLYIA_SLACK_WEBHOOK and never printed. 429/5xx are retried with backoff; "
-                                  "a 4xx marks the target failed and the command exits 1.",
-                      epilog="examples:\n  EARLYIA_SLACK_WEBHOOK=... earlyia followup notify\n"
-                             "  earlyia followup notify --sink file:tonight.jsonl\n  earlyia followup notify --sink stdout --list al",
+    n = fs.add_parser("notify", help="post the pending targets (Slack bot or webhook, a file or stdout), each once",
+                      description="Post each selected target exactly once. --sink slack-bot (like Fink's bot) posts with "
+                                  "the bot token in EARLYIA_SLACK_BOT_TOKEN: a nightly summary first in each list's channel, "
+                                  "one message per target, its light curve and cutouts as files. --sink slack posts to the "
+                                  "incoming webhook in EARLYIA_SLACK_WEBHOOK. Secrets are never printed. A post whose "
+                                  "outcome is unknown (timeout after sending, dropped connection) is never re-sent blindly: "
+                                  "the bot checks the channel's history first; a webhook cannot, so the post is reported "
+                                  "and re-sent only with --retry-unknown.",
+                      epilog="examples:\n"
+                             "  EARLYIA_SLACK_BOT_TOKEN=xoxb-... earlyia followup notify --sink slack-bot \\\n"
+                             "      --al-channel C0123ABCDEF --early-channel C0456GHIJKL --lightcurves alerts/\n"
+                             "  EARLYIA_SLACK_WEBHOOK=... earlyia followup notify\n"
+                             "  earlyia followup notify --sink file:tonight.jsonl\n  earlyia followup notify --sink stdout --list al\n"
+                             "  earlyia followup notify --retry-unknown ZTF24abcdefg   # after checking it is not in the channel",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    n.add_argument("--sink", default="slack", help="slack (default), stdout or file:PATH")
+    n.add_argument("--sink", default="slack",
+                   help="slack (incoming webhook, default), slack-bot (Web API: summary, files, history checks), stdout or file:PATH")
+    n.add_argument("--al-channel", help="slack-bot: channel ID of the active-learning list (default $EARLYIA_SLACK_AL_CHANNEL)")
+    n.add_argument("--early-channel", help="slack-bot: channel ID of the early-SN-Ia list (default $EARLYIA_SLACK_EARLY_CHANNEL)")
     n.add_argument("--list", choices=["al", "early", "both"], default="both", help="which list to post (default both)")
     n.add_argument("--retry-failed", action="store_true", help="also re-send requests that failed permanently before")
-    n.add_argument("--resend-interrupted", action="store_true",
-                   help="re-send requests left 'posting' by a crash (they may have gone out already)")
+    n.add_argument("--retry-unknown", nargs="*", metavar="OBJECT_ID", default=None,
+                   help="re-send posts whose outcome is unknown and cannot be checked (webhook): all, or only these objects; "
+                        "pass it after checking the channel for their 'earlyia ref'")
+    n.add_argument("--resend-interrupted", action="store_true", help=argparse.SUPPRESS)  # the former name of --retry-unknown
+    n.add_argument("--summary", action=argparse.BooleanOptionalAction, default=None,
+                   help="post each list's nightly summary first in its channel (default: on for slack-bot only)")
+    n.add_argument("--pace", type=float, default=None, help="seconds between two posts (default 3 for slack and slack-bot, else 0)")
+    n.add_argument("--verify-after", type=float, default=30.0,
+                   help="slack-bot: seconds after an unknown outcome before the channel's history is read (default 30)")
     n.add_argument("--max-attempts", type=int, default=5)
     n.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles each time)")
     n.add_argument("--max-delay", type=float, default=60.0)
     n.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per attempt (s)")
-    n.add_argument("--lightcurves", help="light curves of the targets (any input `earlyia convert` reads): adds a light-curve PNG")
-    n.add_argument("--upload-url", help="where to POST the PNGs (answers JSON {\"url\": ...}); default $EARLYIA_UPLOAD_URL")
+    n.add_argument("--lightcurves", help="light curves of the targets (any input `earlyia convert` reads): a light-curve PNG "
+                                         "(slack-bot uploads it with the alerts' cutouts; slack needs --upload-url)")
+    n.add_argument("--no-cutouts", action="store_true", help="slack-bot: do not attach the cutouts of the --lightcurves alerts")
+    n.add_argument("--upload-url", help="slack: where to POST the PNGs (answers JSON {\"url\": ...}); default $EARLYIA_UPLOAD_URL")
     _add_db(n)
     n.set_defaults(func=run_notify)
 
@@ -199,30 +219,58 @@ def run_notify(args) -> int:
     from earlyia.followup.config import RetryPolicy
     from earlyia.followup.notify import make_sink, notify
 
+    for option in ("pace", "verify_after", "timeout", "backoff", "max_delay"):
+        value = getattr(args, option)
+        if value is not None and not value >= 0:
+            raise ConfigError(f"--{option.replace('_', '-')} must be >= 0, got {value}")
     retry = RetryPolicy(max_attempts=args.max_attempts, base_delay=args.backoff, max_delay=args.max_delay, timeout=args.timeout)
-    sink = make_sink(args.sink, retry=retry)
+    bot = args.sink == "slack-bot"
     lists = ("al", "early") if args.list == "both" else (args.list,)
-    image_for = None
+    sink = make_sink(args.sink, retry=retry, channels={"al": args.al_channel, "early": args.early_channel})
+    if bot:
+        for list_ in lists:
+            sink.destination(list_)  # a missing channel is a clear error before anything is posted
+    image_for = attachments = None
     if args.lightcurves:
         import os
 
-        from earlyia.followup.notify import ImageUploader
         from earlyia.io import read
 
-        url = args.upload_url or os.environ.get("EARLYIA_UPLOAD_URL", "")
-        if not url:
-            raise ConfigError("--lightcurves needs --upload-url (or EARLYIA_UPLOAD_URL): where to upload the PNGs")
-        image_for = ImageUploader(read(args.lightcurves), url, retry=retry)
+        lc = read(args.lightcurves)
+        if bot:
+            from earlyia.followup.cutouts import TargetFiles
+
+            attachments = TargetFiles(lc, None if args.no_cutouts else args.lightcurves)
+        else:
+            from earlyia.followup.notify import ImageUploader
+
+            url = args.upload_url or os.environ.get("EARLYIA_UPLOAD_URL", "")
+            if not url:
+                raise ConfigError("--lightcurves with --sink slack needs --upload-url (or EARLYIA_UPLOAD_URL): where to upload "
+                                  "the PNGs; --sink slack-bot uploads them to Slack itself")
+            image_for = ImageUploader(lc, url, retry=retry)
+    retry_unknown = True if args.resend_interrupted or args.retry_unknown == [] else set(args.retry_unknown or ())
+    pace = args.pace if args.pace is not None else (3.0 if args.sink in ("slack", "slack-bot") else 0.0)
     with _open(args) as db:
-        report = notify(db, sink, lists=lists, retry_failed=args.retry_failed, resend_interrupted=args.resend_interrupted,
-                        image_for=image_for)
-    for err in getattr(image_for, "errors", []):
+        report = notify(db, sink, lists=lists, retry_failed=args.retry_failed, retry_unknown=retry_unknown or False,
+                        image_for=image_for, attachments_for=attachments, summary=bot if args.summary is None else args.summary,
+                        pace=pace, verify_after=args.verify_after, max_sends=2)
+    for err in [*getattr(image_for, "errors", []), *getattr(attachments, "problems", []), *report.warnings]:
         print(f"  warning: {err}", file=sys.stderr)
     out = sys.stderr if args.sink == "stdout" else sys.stdout
-    print(f"{len(report.posted)} posted to {sink.channel if args.sink != 'slack' else 'slack'}, {len(report.failed)} failed, "
-          f"{len(report.deferred)} deferred, {len(report.skipped)} taken by another process", file=out)
-    for oid, why in report.failed + report.deferred:
-        print(f"  {oid}: {why}", file=sys.stderr)
+    parts = [f"{len(report.posted)} posted to {sink.channel}", f"{len(report.failed)} failed", f"{len(report.deferred)} deferred",
+             f"{len(report.unknown)} unknown", f"{len(report.skipped)} taken by another process"]
+    if report.found:
+        parts.append(f"{len(report.found)} found already in the channel (not re-sent)")
+    if report.summaries:
+        parts.append(f"summary posted for {' and '.join(report.summaries)}")
+    if report.files:
+        parts.append(f"files posted for {len(report.files)}")
+    print(", ".join(parts), file=out)
+    for label, why in report.failed + report.deferred + report.unknown:
+        print(f"  {label}: {why}", file=sys.stderr)
+    for label, why in report.still_unknown:
+        print(f"  {label}: {why}", file=sys.stderr)
     if report.stopped:
         print(f"stopped: {report.stopped}", file=sys.stderr)
     return 0 if report.ok else 1
@@ -273,6 +321,9 @@ def run_status(args) -> int:
             print(f"  {t:16s} {k}")
         for r in by_status:
             print(f"  requests[{r['list']}] {r['status']}: {r['n']}")
+        if "posts" in counts:
+            for r in db.query("SELECT kind, status, COUNT(*) AS n FROM posts GROUP BY kind, status ORDER BY kind, status"):
+                print(f"  posts[{r['kind']}] {r['status']}: {r['n']}")
         print(f"  production model: {prod[0]['version'][:12] if prod else 'none'}")
     return 0
 

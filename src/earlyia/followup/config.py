@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 from earlyia.errors import ConfigError
 
@@ -98,6 +99,19 @@ def slack_webhook_url(env: dict | None = None) -> str:
     url = env.get(SLACK_WEBHOOK_ENV, "").strip()
     if not url:
         raise ConfigError(f"set {SLACK_WEBHOOK_ENV} to the Slack incoming-webhook URL, or use --sink stdout / --sink file:PATH")
-    if not url.startswith(("https://", "http://")):
-        raise ConfigError(f"{SLACK_WEBHOOK_ENV} must be an http(s) URL (value not shown)")
+    return check_url(url, SLACK_WEBHOOK_ENV)
+
+
+def check_url(url: str, what: str) -> str:
+    """``url`` if it is a well-formed http(s) URL; otherwise a :class:`ConfigError` that does not show it."""
+    bad = ConfigError(f"{what} is not a valid http(s) URL (value not shown); check it")
+    if not isinstance(url, str) or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a non-numeric or out-of-range port raises here
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad
     return url

@@ -25,7 +25,9 @@ from earlyia.errors import ConfigError
 #: Seconds a writer waits for another process's transaction before giving up.
 DEFAULT_BUSY_TIMEOUT = 30.0
 
-REQUEST_STATUSES = ("selected", "posting", "posted", "failed")
+REQUEST_STATUSES = ("selected", "posting", "posted", "failed", "unknown")
+#: States of one post (a summary, a target's message, a target's files) in the ``posts`` ledger.
+POST_STATUSES = ("pending", "posting", "posted", "failed", "unknown")
 MODEL_STATUSES = ("candidate", "production", "retired")
 
 
@@ -184,10 +186,70 @@ def _migration_rows(con: sqlite3.Connection) -> None:
     )
 
 
+_REQUEST_COLUMNS = (
+    "id, object_id, list, selection_id, created_at, model_version, strategy, channel, message_id, status, attempts, "
+    "error, updated_at"
+)
+
+
+def _migration_posts(con: sqlite3.Connection) -> None:
+    """Exactly-once posting: requests may end ``unknown``; every post is recorded in ``posts``.
+
+    SQLite cannot change a CHECK constraint, so ``requests`` is rebuilt with the same rows (and a
+    ``post_key`` column: the idempotency key its message carries). ``posts`` is the delivery
+    ledger: one row per idempotency key, written before the network call (``posting``) and after
+    it (``posted`` / ``failed`` / ``unknown``; ``pending`` when nothing was sent). ``created_at`` is
+    the first attempt (a channel's history is searched from there), ``started_at`` the latest one.
+    """
+    con.execute(
+        """CREATE TABLE requests_v2 (
+            id INTEGER PRIMARY KEY,
+            object_id TEXT NOT NULL,
+            list TEXT NOT NULL,
+            selection_id INTEGER NOT NULL REFERENCES selections(id),
+            created_at TEXT NOT NULL,
+            model_version TEXT,
+            strategy TEXT NOT NULL,
+            channel TEXT,
+            message_id TEXT,
+            status TEXT NOT NULL CHECK (status IN ('selected', 'posting', 'posted', 'failed', 'unknown')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            updated_at TEXT NOT NULL,
+            post_key TEXT,
+            UNIQUE (object_id, list)
+        )"""
+    )
+    con.execute(f"INSERT INTO requests_v2 ({_REQUEST_COLUMNS}) SELECT {_REQUEST_COLUMNS} FROM requests")
+    con.execute("DROP TABLE requests")
+    con.execute("ALTER TABLE requests_v2 RENAME TO requests")
+    con.execute(
+        """CREATE TABLE posts (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('summary', 'target', 'files')),
+            request_id INTEGER REFERENCES requests(id),
+            selection_id INTEGER REFERENCES selections(id),
+            list TEXT,
+            sink TEXT NOT NULL,
+            destination TEXT,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'posting', 'posted', 'failed', 'unknown')),
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            message_id TEXT,
+            file_ids TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    con.execute("CREATE INDEX posts_request ON posts(request_id)")
+
+
 #: Ordered schema migrations: (version, function). Append new ones; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_rows),
+    (3, _migration_posts),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
