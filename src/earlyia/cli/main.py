@@ -14,42 +14,52 @@ import sys
 from earlyia import __version__
 from earlyia.errors import EarlyIAError
 
-#: Subcommand modules, in the order ``earlyia --help`` lists them.
-SUBCOMMANDS = (
-    "demo",
-    "convert",
-    "select",
-    "features",
-    "learn",
-    "train",
-    "models",
-    "score",
-    "candidates",
-    "evaluate_early",
-    "followup",
-)
+#: Subcommands in the order ``earlyia --help`` lists them: command -> (module of this package, one-line help).
+#: A module is imported only when its command runs, so ``earlyia --help`` stays fast; each module's
+#: ``register(subparsers)`` adds the full parser (a test keeps its help equal to the line here).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the whole pipeline on built-in simulated data (offline, ~1 minute)"),
+    "convert": ("convert", "read alerts / light curves of any supported format into one canonical table"),
+    "select": ("select", "apply the early-SN selection cuts"),
+    "features": ("features", "compute features (early-epoch + robust sigmoid by default) of every alert or object"),
+    "learn": ("learn", "run an active-learning experiment (strategies x realisations) on a feature table"),
+    "train": ("train", "train a model file from a labelled feature table"),
+    "models": ("models", "inspect (and manage) model files"),
+    "score": ("score", "score alerts with a model file"),
+    "candidates": ("candidates", "early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report"),
+    "evaluate-early": ("evaluate_early", "efficiency/purity of early flagging with the alert-by-alert replay protocol"),
+    "followup": ("followup", "live active learning: select targets, notify Slack, ingest spectra, retrain, promote"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the first argument that is not an option), if any."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``earlyia`` parser with ``command``'s full parser (``"*"``: every command's); the other commands are
+    one-line entries of the listing."""
     parser = argparse.ArgumentParser(
         prog="earlyia",
         description="Find Type Ia supernovae early in alert streams, with active learning.",
     )
     parser.add_argument("--version", action="version", version=f"earlyia {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"earlyia.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"earlyia.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+    for name, (module_name, help_line) in COMMANDS.items():
+        if command in (name, "*"):
+            importlib.import_module(f"earlyia.cli.{module_name}").register(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
