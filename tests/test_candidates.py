@@ -340,7 +340,7 @@ def test_selection_matches_a_plain_per_object_reference(seed, n):
 
 
 def test_calibration_command_writes_a_usable_map(tmp_path, capsys):
-    from earlyia.report.calibration import main as calibrate
+    from earlyia.cli.main import main
 
     rng = np.random.default_rng(5)
     ids = [f"o{i}" for i in range(400)]
@@ -349,8 +349,12 @@ def test_calibration_command_writes_a_usable_map(tmp_path, capsys):
     score = np.clip(p**2 + rng.normal(0, 0.05, 400), 0, 1)
     pd.DataFrame({"object_id": ids, "score": score}).to_parquet(tmp_path / "s.parquet")
     pd.DataFrame({"objectId": ids, "tns_type": types}).to_csv(tmp_path / "labels.csv", index=False)
-    assert calibrate([str(tmp_path / "s.parquet"), "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "c.json")]) == 0
+    argv = ["calibrate", str(tmp_path / "s.parquet"), "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "c.json")]
+    assert main(argv) == 0
     cal = ScoreCalibrator.load(tmp_path / "c.json")
     out = cal.transform(score)
     assert expected_calibration_error(out, types == "SN Ia") < expected_calibration_error(score, types == "SN Ia")
     assert "Brier" in capsys.readouterr().out
+    assert main(["calibrate", str(tmp_path / "s.parquet"), "--labels", str(tmp_path / "labels.csv"), "--score-column", "nope",
+                 "--out", str(tmp_path / "d.json")]) == 2
+    assert not (tmp_path / "d.json").exists()

@@ -142,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scores", nargs="*", help="SCORES Parquet file(s) written by `earlyia score`")
     p.add_argument("--out", help="output directory (required with SCORES)")
     p.add_argument("--model", help="the model that made the scores: its training objects are never reported")
-    p.add_argument("--calibration", help="calibration JSON (python -m earlyia.report.calibration): the rule then thresholds the "
+    p.add_argument("--calibration", help="calibration JSON (earlyia calibrate): the rule then thresholds the "
                                          "calibrated probability; the raw score is kept as score_raw")
     g = p.add_argument_group("rule (Fink's defaults; 'none' disables a cut)")
     d = CandidateRule()

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model file from a labelled feature table"),
     "models": ("models", "inspect (and manage) model files"),
     "score": ("score", "score alerts with a model file"),
+    "calibrate": ("calibrate", "fit a score calibration on labelled objects (for candidates --calibration)"),
     "candidates": ("candidates", "early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report"),
     "evaluate-early": ("evaluate_early", "efficiency/purity of early flagging with the alert-by-alert replay protocol"),
     "followup": ("followup", "live active learning: select targets, notify Slack, ingest spectra, retrain, promote"),

@@ -157,35 +157,30 @@ class ScoreCalibrator:
             raise ModelError(f"{path}: cannot read calibration ({exc})") from exc
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Fit a calibration of SCORES' ``score`` on labelled objects: print its reliability, write the map (JSON)."""
-    import argparse
+def calibrate_scores(
+    scores: str | Path, labels: str | Path, *, score_column: str = "score", method: str = "isotonic"
+) -> tuple[ScoreCalibrator, CalibrationReport, CalibrationReport]:
+    """Fit a calibration of a scores file's ``score_column`` on labelled objects.
 
+    Every scored row whose object has a label counts (the replay protocol's types: SN Ia positive, every other
+    type negative). Returns the fitted calibrator and the reliability before and after it (in-sample, so the
+    second is optimistic).
+    """
     from earlyia.evaluate import PROTOCOL_TYPES
     from earlyia.labels import POSITIVE, UNLABELLED, read_labels
 
-    ap = argparse.ArgumentParser(prog="python -m earlyia.report.calibration", description=main.__doc__)
-    ap.add_argument("scores", help="SCORES Parquet (or any table with object_id/objectId and a score column)")
-    ap.add_argument("--labels", required=True, help="CSV: object id and type (e.g. ztf_fink_tns_labelled/objects.csv)")
-    ap.add_argument("--score-column", default="score")
-    ap.add_argument("--method", choices=("isotonic", "sigmoid"), default="isotonic")
-    ap.add_argument("--out", required=True, help="calibration JSON to write (use with `earlyia candidates --calibration`)")
-    args = ap.parse_args(argv)
-    df = pd.read_parquet(args.scores).rename(columns={"objectId": "object_id"})
-    if args.score_column not in df.columns:
-        raise InputError(f"no column {args.score_column!r}", source=args.scores)
-    y = PROTOCOL_TYPES.encode(df["object_id"].map(read_labels(args.labels)).to_numpy(object))
-    keep = (y != UNLABELLED) & np.isfinite(pd.to_numeric(df[args.score_column], errors="coerce").to_numpy(float))
-    s = df.loc[keep, args.score_column].to_numpy(float)
+    try:
+        df = pd.read_parquet(scores).rename(columns={"objectId": "object_id"})
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the scores ({exc})", source=scores) from exc
+    for column in ("object_id", score_column):
+        if column not in df.columns:
+            raise InputError(f"no column {column!r} (give --score-column for another score)", source=scores)
+    y = PROTOCOL_TYPES.encode(df["object_id"].map(read_labels(labels)).to_numpy(object))
+    s = pd.to_numeric(df[score_column], errors="coerce").to_numpy(float)
+    keep = (y != UNLABELLED) & np.isfinite(s)
+    if not keep.any():
+        raise InputError(f"no scored object has a label in {labels}", source=scores)
     yy = y[keep] == POSITIVE
-    cal = ScoreCalibrator(args.method).fit(s, yy)
-    print(calibration_report(s, yy).to_markdown(f"{args.score_column} (raw)"))
-    after = calibration_report(cal.transform(s), yy)
-    print(f"calibrated ({args.method}, in-sample: optimistic): Brier {after.brier:.4f}, ECE {after.ece:.4f}")
-    cal.save(args.out)
-    print(f"-> {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    cal = ScoreCalibrator(method).fit(s[keep], yy)
+    return cal, calibration_report(s[keep], yy), calibration_report(cal.transform(s[keep]), yy)
