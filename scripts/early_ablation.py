@@ -30,6 +30,7 @@ from earlyia.data import data_dir, reference_dir
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
 from earlyia.features import get_extractor
 from earlyia.io import read
+from earlyia.labels import read_labels
 from earlyia.sim.impostors import generate
 
 
@@ -107,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
 
     lc = read([args.replay])
-    labels = pd.read_csv(args.labels).set_index("objectId")["tns_type"]
+    labels = read_labels(args.labels)
     tables = {}
     extractors = {
         "fink": get_extractor("sigmoid", mode="fink"),

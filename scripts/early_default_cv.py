@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from earlyia.cli.main import main as cli
 from earlyia.data import data_dir, reference_dir
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
 from earlyia.features import get_extractor
 from earlyia.features.io import read_features, write_features
+from earlyia.folds import object_folds
+from earlyia.labels import read_labels
 from earlyia.report.tns import markdown_table
 from earlyia.score.model import Model
 from earlyia.sim.impostors import generate
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--out", help="write the Markdown report here too")
     args = ap.parse_args()
 
-    labels = pd.read_csv(args.labels).set_index("objectId")["tns_type"]
+    labels = read_labels(args.labels)
     replay = pd.read_parquet(args.replay)
     replay = replay[replay["objectId"].isin(labels.index)]
     objects = replay["objectId"].drop_duplicates().to_numpy(object)
@@ -73,8 +74,7 @@ def main() -> None:
         ext = get_extractor(meta["extractor"])
         imp_feats = ext.transform(impostors, per="alert")
         scores, blind, imp_scores = [], [], []
-        folds = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
-        for k, (tr, te) in enumerate(folds.split(objects, y_obj, objects)):
+        for k, (tr, te) in enumerate(object_folds(y_obj, args.folds, args.seed)):
             t0 = time.perf_counter()
             train_ids, test_ids = set(objects[tr]), set(objects[te])
             part = tmp / f"train{k}.parquet"

@@ -29,10 +29,10 @@ import time
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from earlyia.data import data_dir, reference_dir
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
+from earlyia.folds import object_folds
 from earlyia.io import read
 from earlyia.io.table import LightCurves
 from earlyia.labels import TypeMap, read_labels
@@ -92,7 +92,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     rows = {}
     t0 = time.perf_counter()
-    for fold, (tr, te) in enumerate(StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed).split(objs, y, objs)):
+    for fold, (tr, te) in enumerate(object_folds(y, args.folds, args.seed)):
         test = lc.take(te).replay(3, 20)
         order = rng.permutation(tr)
         for frac in args.fractions:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from earlyia import stress
 from earlyia.data import data_dir, reference_dir
+from earlyia.folds import object_folds
 from earlyia.io import read
 from earlyia.labels import TypeMap, read_labels
 from earlyia.score.model import Model
@@ -55,10 +55,9 @@ def main() -> None:
     cases = [stress.case_named(c) for c in args.cases] if args.cases else list(stress.CASES)
     fink = stress.StressScorer("Fink", stress.model_scorer(Model.from_fink(args.fink_model)).score, None)
     impostors = generate(args.impostors, random_state=10_000 + args.seed) if args.impostors else None
-    objs = lc.objects["object_id"].to_numpy(object)
     parts = []
     t0 = time.perf_counter()
-    for fold, (tr, te) in enumerate(StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed).split(objs, y, objs)):
+    for fold, (tr, te) in enumerate(object_folds(y, args.folds, args.seed)):
         model = train_recipe(lc.take(tr), "early", overrides={"n_estimators": args.trees, "augment_copies": args.copies},
                              random_state=args.seed + fold, n_jobs=args.jobs)
         ours = stress.model_scorer(model, "earlyia")

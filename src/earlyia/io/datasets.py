@@ -20,6 +20,7 @@ from earlyia.io.lsst import read_elasticc, read_plasticc
 from earlyia.io.snana import read_snana
 from earlyia.io.table import LightCurves
 from earlyia.io.ztf import read_ztf_alert_parquet
+from earlyia.labels import read_labels
 
 ZTF_TNS_DIR = "ztf_fink_tns_labelled"
 SNPCC_DIR = "snpcc_simgen_public_des"
@@ -165,6 +166,6 @@ def replay(reference: str | Path | None = None) -> LightCurves:
     if not labels_path.exists():
         labels_path = _default_data_dir() / ZTF_TNS_DIR / "objects.csv"
     if labels_path.exists():
-        labels = pd.read_csv(labels_path).set_index("objectId")["tns_type"]
+        labels = read_labels(labels_path)
         lc.objects["label"] = lc.objects["object_id"].map(labels).to_numpy(object)
     return lc

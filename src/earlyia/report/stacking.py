@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from earlyia.data import shared_path
     from earlyia.evaluate import PROTOCOL_TYPES
-    from earlyia.labels import POSITIVE, UNLABELLED
+    from earlyia.labels import POSITIVE, UNLABELLED, read_labels
     from earlyia.report.calibration import ScoreCalibrator, calibration_report
 
     ap = argparse.ArgumentParser(prog="python -m earlyia.report.stacking", description=main.__doc__)
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     replay = pd.read_parquet(shared_path("ztf_replay_alerts_with_anchor.parquet", reference=True))
-    labels = pd.read_csv(shared_path("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    labels = read_labels(shared_path("ztf_fink_tns_labelled/objects.csv"))
     enc = PROTOCOL_TYPES.encode(replay["objectId"].map(labels).to_numpy(object))
     replay = replay.loc[enc != UNLABELLED].reset_index(drop=True)
     y = enc[enc != UNLABELLED] == POSITIVE

@@ -21,25 +21,13 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError
+from earlyia.folds import fold_of_rows
 from earlyia.score.evidence import EVIDENCE_EDGES, OperatingCurve, fit_evidence_calibration
 
 #: (max detections, min purity) of the operating points a card records.
 TARGETS = ((10, 0.8), (20, 0.8))
 #: Platt calibration per stratum, with one pseudo-object at the stratum's prevalence.
 CALIBRATION = {"method": "platt", "pseudo_count": 1.0}
-
-
-def _folds(groups: np.ndarray, y: np.ndarray, eval_rows: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold index of every row: objects split into ``k`` folds stratified on their label."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    obj = pd.Series(y[eval_rows], index=groups[eval_rows]).groupby(level=0).first()
-    fold_of = {}
-    for j, (_tr, te) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(obj.index, obj.to_numpy(), obj.index)):
-        for o in obj.index[te]:
-            fold_of[o] = j
-    # objects that have no original row (impostors, augmented-only) train in every fold
-    return np.array([fold_of.get(g, -1) for g in groups], np.int64)
 
 
 def held_out_evidence(
@@ -74,7 +62,7 @@ def held_out_evidence(
             f"calibration by evidence needs at least 2 folds of held-out objects (folds={folds}, {n_obj} labelled "
             "object(s)); give more folds, or no calibration (--calibrate none)"
         )
-    fold = _folds(groups, y, eval_rows, k, seed)
+    fold = fold_of_rows(groups, y, k, seed, rows=eval_rows)
     raw = np.full(len(y), np.nan)
     for j in range(k):
         train = fold != j
