@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,7 @@ def test_each_cut_and_reason():
     assert out.loc["ok", "passed"] and out.loc["ok", "reason"] == ""
     assert out.loc["nan_xm", "passed"]  # missing cdsxmatch = Unknown
     assert out.loc["old", "reason"] == "ndethist 34 > 20"
-    assert out.loc["star", "reason"] == "SIMBAD type 'RRLyr' is a star/variable"
+    assert out.loc["star", "reason"] == "SIMBAD type 'RRLyr' is not a possible SN host or transient"
     assert out.loc["short", "reason"] == "band g: 2 points < 3"
     assert out.loc["fall", "reason"] == "not rising in g"
     # thresholds are parameters
@@ -77,7 +78,7 @@ def test_matches_slow_reference(seed):
         if o.ndethist > 20:
             expect = f"ndethist {o.ndethist} > 20"
         elif o.cdsxmatch not in EXTRAGALACTIC_TYPES:
-            expect = f"SIMBAD type {o.cdsxmatch!r} is a star/variable"
+            expect = f"SIMBAD type {o.cdsxmatch!r} is not a possible SN host or transient"
         else:
             for b in "gr":
                 n = p[p.band == b].mjd.apply(lambda t: np.floor(t + 0.3)).nunique()
@@ -111,3 +112,12 @@ def test_select_command(tmp_path, capsys):
     assert sel["passed"].any() and (~sel["passed"]).any()
     assert sel.loc[~sel["passed"], "reason"].str.len().gt(0).all()
     assert "passed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("raw", "read"), [("Supernova", "SN"), ("(SIMBAD) Supernova", "SN"), ("SuperNova_Candidate", "SN*_Candidate"),
+                                           ("", "Unknown"), (None, "Unknown"), ("(TNS) SN Ia", "SN"), ("RRLyr", "RRLyr")])
+def test_simbad_long_names_read_as_fink_short_names(raw, read):
+    from earlyia.select import simbad_type
+
+    assert simbad_type(raw) == read
+    assert (read in EXTRAGALACTIC_TYPES) == (read != "RRLyr")

@@ -157,7 +157,7 @@ def select_early(
         if ndethist[i] > max_ndethist:
             reason[i] = f"ndethist {int(ndethist[i])} > {max_ndethist}"
         elif xm[i] not in allowed:
-            reason[i] = f"SIMBAD type {xm[i]!r} is a star/variable"
+            reason[i] = f"SIMBAD type {xm[i]!r} is not a possible SN host or transient"
         else:
             for k, b in enumerate(bands):
                 if nights[i, k] < min_points_per_band:
@@ -179,9 +179,14 @@ def select_early(
     )
 
 
+#: SIMBAD's long type names (newer cross-matches) for the short ones Fink's list uses.
+SIMBAD_SYNONYMS = {"Supernova": "SN", "SuperNova_Candidate": "SN*_Candidate"}
+
+
 def simbad_type(value) -> str:
     """Fink's cdsxmatch as a SIMBAD type: missing or empty -> "Unknown"; newer Fink's "(SIMBAD) " prefix removed;
-    a TNS supernova classification ("(TNS) SN II-pec") counts as "SN" (it is a supernova, not a star)."""
+    a TNS supernova classification ("(TNS) SN II-pec") counts as "SN" (it is a supernova, not a star); SIMBAD's
+    long names of supernovae ("Supernova") read as their short names."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "Unknown"
     s = str(value).strip()
@@ -189,7 +194,9 @@ def simbad_type(value) -> str:
         s = s[len("(SIMBAD) ") :].strip()
     elif s.startswith("(TNS) SN") or s.startswith("(TNS) SLSN"):
         return "SN"
-    return s if s and s.lower() not in ("nan", "none", "null") else "Unknown"
+    if not s or s.lower() in ("nan", "none", "null"):
+        return "Unknown"
+    return SIMBAD_SYNONYMS.get(s, s)
 
 
 def _fink_xmatch(value) -> str:

@@ -11,7 +11,7 @@ EPILOG = """examples:
   earlyia select lightcurves.parquet --out sel.parquet --per object --no-rising
 
 Columns: object_id, alert_id, passed, reason (the first failing cut, e.g. "ndethist 34 > 20",
-"band r: 2 points < 3", "not rising in g", "SIMBAD type 'RRLyr' is a star/variable").
+"band r: 2 points < 3", "not rising in g", "SIMBAD type 'RRLyr' is not a possible SN host or transient").
 Exit code 0 when at least one row passed, 1 when none did, 2 on a usage or input error.
 """
 
