@@ -9,6 +9,7 @@ reason of each rejection names the first failing cut, so a broker operator can s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import numba
@@ -177,6 +178,19 @@ def select_early(
             "reason": reason,
         }
     )
+
+
+def reason_kind(reason: str) -> str:
+    """The rule a selection reason comes from, without the object's own value, to count rejections by rule:
+    ``"ndethist 34 > 20"`` -> ``"ndethist > 20"``, ``"band r: 2 points < 3"`` -> ``"band r: fewer than 3 points"``;
+    other reasons are already kinds."""
+    m = re.fullmatch(r"ndethist \d+ > (\d+)", reason)
+    if m:
+        return f"ndethist > {m[1]}"
+    m = re.fullmatch(r"band (\S+): \d+ points < (\d+)", reason)
+    if m:
+        return f"band {m[1]}: fewer than {m[2]} points"
+    return reason
 
 
 #: SIMBAD's long type names (newer cross-matches) for the short ones Fink's list uses.

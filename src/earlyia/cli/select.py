@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from earlyia.io import read
+from earlyia.io.table import atomic_write
+from earlyia.select import reason_kind, select_early
+
 EPILOG = """examples:
   earlyia select alerts/ --out selection.parquet
   earlyia select ztf_alerts_pool.parquet --out sel.parquet --max-ndethist 30 --min-points 2
@@ -39,13 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from earlyia.io import read
-    from earlyia.io.table import atomic_write
-    from earlyia.select import select_early
-
     lc = read(args.input, format=args.format)
     per = args.per or ("alert" if not lc.alerts.empty else "object")
     out = select_early(
@@ -61,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     n, k = len(out), int(out["passed"].sum())
     share = k / n if n else 0.0
     print(f"earlyia select: {n} {per}s, {k} passed ({share:.1%}), {len(lc.problems)} input problem(s) -> {args.out}", file=sys.stderr)
-    for reason, cnt in list(out.loc[~out["passed"], "reason"].str.replace(r"\d+", "N", regex=True).value_counts().items())[:8]:
+    for reason, cnt in list(out.loc[~out["passed"], "reason"].map(reason_kind).value_counts().items())[:8]:
         print(f"  {cnt:6d} x {reason}", file=sys.stderr)
     return 0 if k else 1
