@@ -96,3 +96,36 @@ def test_per_row_curve_and_best_at_purity_match_direct_counts(rows, min_purity):
         if tp and tp / flagged.sum() >= min_purity:
             best = max(best, tp / max(y.sum(), 1))
     assert best_at_purity(curve, min_purity)["efficiency"] == pytest.approx(best)
+
+
+def test_plot_leaves_undefined_purity_as_a_gap_and_counts_whole_detections(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from earlyia.evaluate import plot_efficiency_vs_detections
+
+    # nothing scores above the threshold before the 3rd detection: purity is undefined there
+    df = pd.DataFrame({
+        "object_id": ["a", "a", "a", "b", "b", "b"],
+        "ndethist": [1, 2, 3, 1, 2, 3],
+        "score": [0.1, 0.2, 0.9, 0.1, 0.1, 0.2],
+        "label": ["SN Ia", "SN Ia", "SN Ia", "SN II", "SN II", "SN II"],
+    })
+    rep = evaluate_early(df, max_detections=(3,))
+    assert rep.by_detections["n_flagged"].tolist() == [0, 0, 1]
+    figures = []
+    real_savefig = Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_efficiency_vs_detections(rep, tmp_path / "p.png")
+    ax = figures[0].axes[0]
+    purity = np.asarray(ax.lines[1].get_ydata(), float)
+    assert np.isnan(purity[:2]).all() and purity[2] == 1.0
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -145,7 +145,7 @@ def evaluate_early(
         yy = obj.reindex(best.index).to_numpy(bool)
         fl = best.to_numpy() > threshold
         met = counts_metrics(np.array([(fl & yy).sum()]), np.array([(fl & ~yy).sum()]), n_pos)
-        by_det.append({"max_detections": n, **{k: float(v[0]) for k, v in met.items()}})
+        by_det.append({"max_detections": n, "n_flagged": int(fl.sum()), **{k: float(v[0]) for k, v in met.items()}})
 
     ya = df["y"].to_numpy(bool)
     fla = score > threshold
@@ -219,13 +219,17 @@ def plot_efficiency_vs_detections(report: EarlyReport, path, *, label: str | Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from earlyia.io.table import atomic_write
 
     d = report.by_detections
+    # purity is undefined where nothing is flagged: a gap, not a 0
+    purity = d["purity"].where(d["n_flagged"] > 0) if "n_flagged" in d else d["purity"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(d["max_detections"], d["efficiency"], "o-", label="efficiency")
-    ax.plot(d["max_detections"], d["purity"], "s--", label="purity")
+    ax.plot(d["max_detections"], purity, "s--", label="purity")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("detections at most N")
     ax.set_ylabel(f"fraction (score > {report.threshold:g})")
     ax.set_ylim(0, 1)

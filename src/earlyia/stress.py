@@ -268,7 +268,9 @@ def plot(table: pd.DataFrame, path, *, max_detections: int = 20, title: str | No
     for ax, (s, th) in zip(axes[0], combos, strict=True):
         g = t[(t["scorer"] == s) & (t["threshold"] == th)].set_index("case").reindex(cases)
         ax.barh(y - 0.2, g["efficiency"], height=0.38, label="efficiency", color="#3572b0")
-        ax.barh(y + 0.2, g["purity"].fillna(0), height=0.38, label="purity", color="#e0893a")
+        ax.barh(y + 0.2, g["purity"], height=0.38, label="purity", color="#e0893a")  # undefined: no bar
+        for k in np.flatnonzero(g["purity"].isna().to_numpy()):
+            ax.text(0.01, y[k] + 0.2, "nothing flagged", va="center", fontsize=6, color="#e0893a")
         ax.set_xlim(0, 1)
         ax.axvline(0.8, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{s}\nthreshold {'(own)' if th == 'own' else th}", fontsize=9)

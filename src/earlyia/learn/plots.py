@@ -86,6 +86,7 @@ def plot_early_metrics(early: pd.DataFrame, path: str | Path, metrics_to_plot=("
             ax.plot(b["n_detections"], b["median"], "o-", ms=3, color=c, lw=1.4, label=strategy)
             ax.fill_between(b["n_detections"], b["lo"], b["hi"], color=c, alpha=0.2, lw=0)
         ax.set_xlabel("detections when scored")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylabel(LABELS.get(m, m))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
