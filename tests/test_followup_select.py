@@ -137,13 +137,19 @@ def test_budget_caps_total_cost():
 
 
 def test_missing_column_names_the_constraint():
-    df = make_scores(20).drop(columns=["drb"])
-    with pytest.raises(SchemaError, match="drb"):
+    df = make_scores(20).drop(columns=["dec"])
+    with pytest.raises(SchemaError, match="dec"):
         choose(latest_alerts(df), n=5, constraints=CONSTRAINTS)
-    choose(latest_alerts(df), n=5, constraints=Constraints(drb_min=None, extragalactic=TYPES))  # disabled: fine
-    empty = make_scores(20).assign(classtar=np.nan)  # e.g. alerts without classtar: say so instead of selecting nothing
-    with pytest.raises(SchemaError, match="classtar-min none"):
-        choose(latest_alerts(empty), n=5, constraints=CONSTRAINTS)
+    choose(latest_alerts(df), n=5, constraints=Constraints(dec_max=None, dec_min=None, extragalactic=TYPES))  # disabled: fine
+    empty = make_scores(20).assign(classtar=np.nan)  # e.g. alerts without classtar: skip the cut and say so
+    sel = choose(latest_alerts(empty), n=5, constraints=CONSTRAINTS)
+    assert len(sel.al) >= 1 and "classtar" not in sel.removed
+    assert any("classtar is unknown for every object" in note and "--min-classtar" in note for note in sel.notes)
+    nodrb = make_scores(20).drop(columns=["drb"]).assign(classtar=np.nan)
+    assert len(choose(latest_alerts(nodrb), n=5, constraints=CONSTRAINTS).notes) == 2
+    nomag = make_scores(20).assign(last_mag=np.nan)  # a cut that gives the target its meaning stays an error
+    with pytest.raises(SchemaError, match="mag-limit none"):
+        choose(latest_alerts(nomag), n=5, constraints=CONSTRAINTS)
 
 
 def test_select_records_everything_and_never_reproposes(tmp_path):

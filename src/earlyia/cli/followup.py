@@ -74,8 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dec-max", type=_opt_float, default=20.0, help="declination must be below this (deg; Siding Spring: 20)")
     s.add_argument("--max-days", type=_opt_float, default=20.0, help="max days since the first detection (default 20)")
     s.add_argument("--mag-limit", type=_opt_float, default=19.5, help="faintest last magnitude (default 19.5; 'none' = off)")
-    s.add_argument("--drb-min", type=_opt_float, default=0.5, help="drb must exceed this (default 0.5)")
-    s.add_argument("--classtar-min", type=_opt_float, default=0.4, help="classtar must exceed this (default 0.4)")
+    s.add_argument("--min-drb", "--drb-min", dest="drb_min", type=_opt_float, default=0.5,
+                   help="drb must exceed this (default 0.5; skipped with a note when no alert carries drb; none: off)")
+    s.add_argument("--min-classtar", "--classtar-min", dest="classtar_min", type=_opt_float, default=0.4,
+                   help="classtar must exceed this (default 0.4; skipped with a note when no alert carries it; none: off)")
     s.add_argument("--min-score", type=float, default=0.0, help="score must exceed this (default 0)")
     s.add_argument("--early-min-score", type=float, default=0.5)
     s.add_argument("--early-max-days", type=float, default=10.0)

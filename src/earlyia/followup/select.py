@@ -117,8 +117,15 @@ def days_since_first(df: pd.DataFrame) -> np.ndarray:
     return mjd - first
 
 
-def constraint_mask(df: pd.DataFrame, c: Constraints, *, max_days: float | None = None, source: str = "scores") -> tuple[np.ndarray, dict]:
-    """Boolean mask of the rows passing every constraint, and the number each constraint removed."""
+def constraint_mask(
+    df: pd.DataFrame, c: Constraints, *, max_days: float | None = None, source: str = "scores", notes: list[str] | None = None
+) -> tuple[np.ndarray, dict]:
+    """Boolean mask of the rows passing every constraint, and the number each constraint removed.
+
+    An alert-quality cut (``drb``, ``classtar``) whose column no row carries (detections-only sources, other
+    surveys) is skipped with a line appended to ``notes``, as ``earlyia candidates`` does, instead of removing
+    every object; a column the constraint needs for its meaning (declination, magnitude) is an error.
+    """
     n = len(df)
     ok = np.ones(n, bool)
     removed: dict[str, int] = {}
@@ -131,6 +138,15 @@ def constraint_mask(df: pd.DataFrame, c: Constraints, *, max_days: float | None 
         if n and not np.isfinite(values).any():
             raise SchemaError(f"column {col!r} is empty (no finite value), so the {option} constraint would remove every object; "
                               f"disable it with {option} none", source=source)
+        return values
+
+    def known(col: str, option: str) -> np.ndarray | None:
+        values = (pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64) if col in df.columns
+                  else np.full(n, np.nan))
+        if n and not np.isfinite(values).any():
+            if notes is not None:
+                notes.append(f"{col} is unknown for every object (the input does not carry it): the {option} cut is skipped")
+            return None
         return values
 
     def apply(name: str, keep: np.ndarray) -> None:
@@ -151,10 +167,10 @@ def constraint_mask(df: pd.DataFrame, c: Constraints, *, max_days: float | None 
         apply("days_since_first", np.isfinite(days) & (days <= limit))
     if c.mag_limit is not None:
         apply("mag_limit", need("last_mag", "--mag-limit") <= c.mag_limit)
-    if c.drb_min is not None:
-        apply("drb", need("drb", "--drb-min") > c.drb_min)
-    if c.classtar_min is not None:
-        apply("classtar", need("classtar", "--classtar-min") > c.classtar_min)
+    if c.drb_min is not None and (drb := known("drb", "--min-drb")) is not None:
+        apply("drb", drb > c.drb_min)
+    if c.classtar_min is not None and (classtar := known("classtar", "--min-classtar")) is not None:
+        apply("classtar", classtar > c.classtar_min)
     if c.extragalactic is not None or "cdsxmatch" in df.columns:
         if "cdsxmatch" not in df.columns:
             raise SchemaError("no 'cdsxmatch' column for the extragalactic constraint", source=source)
@@ -201,6 +217,7 @@ class Selection:
     early: pd.DataFrame
     removed: dict = field(default_factory=dict)
     n_objects: int = 0
+    notes: list[str] = field(default_factory=list)
     selection_id: int | None = None
     model_version: str | None = None
     strategy: str = "uncertainty"
@@ -233,7 +250,8 @@ def choose(latest: pd.DataFrame, *, n: int = 30, strategy: str = "uncertainty", 
     df["days_since_first"] = days_since_first(df)
     df["classification"] = _classification(df)
 
-    ok, removed = constraint_mask(df, constraints, source=source)
+    notes: list[str] = []
+    ok, removed = constraint_mask(df, constraints, source=source, notes=notes)
     oid = df["object_id"].astype(str)
     never = set().union(exclude.get("requested", set()), exclude.get("labelled", set()), exclude.get("training", set()),
                         exclude.get("prohibited", set()))
@@ -270,7 +288,7 @@ def choose(latest: pd.DataFrame, *, n: int = 30, strategy: str = "uncertainty", 
     cand["query_score"] = cand["score"]
     cand["rank"] = np.arange(1, len(cand) + 1)
     return Selection(al=al.reset_index(drop=True), early=cand.reset_index(drop=True), removed=removed, n_objects=len(df),
-                     strategy=strategy)
+                     strategy=strategy, notes=notes)
 
 
 def _col(df: pd.DataFrame, name: str) -> list:
@@ -386,4 +404,5 @@ def format_table(sel: Selection) -> str:
             parts.append(show.to_string(index=False))
     removed = ", ".join(f"{k}: {v}" for k, v in sel.removed.items() if v)
     parts.append(f"{sel.n_objects} object(s) scored; removed by constraint: {removed or 'none'}")
+    parts.extend(f"note: {note}" for note in sel.notes)
     return "\n".join(parts)
