@@ -47,6 +47,7 @@ import pandas as pd
 from earlyia.errors import ConfigError, InputError
 from earlyia.io.table import atomic_write
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
+from earlyia.progress import Progress
 
 #: Metrics drawn as learning curves (one panel each) and summarised in the report.
 CURVE_METRICS = ("accuracy", "efficiency", "purity", "fom", "f1", "roc_auc")
@@ -360,7 +361,8 @@ def run_experiment(
         seed: the experiment's seed; realisation ``r`` uses ``realisation_seed(seed, r)``.
         n_jobs: worker processes (1 = run in this process).
         save_models: write each realisation's final model (needed for ``best_model.eia``).
-        progress: tqdm bar; ``None`` = only when stderr is a terminal.
+        progress: ``None``: a bar on a terminal, plain lines when stderr is piped (:class:`earlyia.progress.Progress`);
+            True: a bar; False: nothing.
         overwrite: when ``out_dir`` holds an experiment with another configuration, delete its results
             instead of refusing (``earlyia demo`` does, its folder is its own).
         gate: ``"rise"`` learns and evaluates only on the rows the rise gate accepts (see :func:`load_data`):
@@ -427,11 +429,8 @@ def run_experiment(
     todo = [(s, r) for s, r in tasks if not _is_done(out, s, r, cfg["config_hash"])]
     _clean_stale(out)
     _write_manifest(out, cfg, data, strategies, n_realisations, status="running")
-    from tqdm import tqdm
-
-    disable = (not sys.stderr.isatty()) if progress is None else not progress
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="active learning", unit="run", disable=disable)
-    try:
+    mode = "auto" if progress is None else ("bar" if progress else "off")
+    with Progress(len(tasks), "active learning", unit="runs", mode=mode, initial=len(tasks) - len(todo)) as bar:
         if n_jobs == 1 or len(todo) <= 1:
             _init_worker(data, cfg)
             for s, r in todo:
@@ -448,8 +447,6 @@ def run_experiment(
                 except BaseException:  # an error or Ctrl-C: do not start the queued realisations
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
-    finally:
-        bar.close()
     return _aggregate(out, cfg, data, strategies, n_realisations, n_computed=len(todo), plots=plots)
 
 
