@@ -1,8 +1,9 @@
 """Where the shared (not redistributed) data lives, and the one helper tests use to find it.
 
-``EARLYIA_DATA`` points at the shared data directory (default ``../shared/data`` from the
-repository root, i.e. from the current working directory). ``EARLYIA_STRICT_DATA=1`` (set by
-``.ci/run``) turns "data absent, skip" into a hard failure.
+``EARLYIA_DATA`` points at the shared data directory. Without it: ``../shared/data`` from the
+repository root when earlyia runs from a source checkout, else from the current working directory (an
+installed package has no repository). ``EARLYIA_STRICT_DATA=1`` (set by ``.ci/run``) turns "data absent,
+skip" into a hard failure.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from earlyia.errors import DataNotFoundError
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _base() -> Path:
+    """The repository root of a source checkout, else the current working directory."""
+    return _REPO_ROOT if (_REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
 def data_dir() -> Path:
-    """The shared data directory (``$EARLYIA_DATA`` or ``<repo>/../shared/data``)."""
+    """The shared data directory (``$EARLYIA_DATA``, else ``../shared/data`` from the checkout or the cwd)."""
     env = os.environ.get("EARLYIA_DATA")
     if env:
         return Path(env).expanduser().resolve()
-    return (_REPO_ROOT.parent / "shared" / "data").resolve()
+    return (_base().parent / "shared" / "data").resolve()
 
 
 def reference_dir() -> Path:
