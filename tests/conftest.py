@@ -53,3 +53,16 @@ def shared_data():
 @pytest.fixture
 def reference_data():
     return reference
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """earlyia's cache in a temporary folder, never the user's home; the kernels' first-run note is marked as
+    shown (output checks of commands stay independent of test order; tests/test_kernels.py tests the note)."""
+    from earlyia.kernels import marker
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EARLYIA_CACHE_DIR", str(tmp_path_factory.mktemp("earlyia-cache")))
+        marker().parent.mkdir(parents=True, exist_ok=True)
+        marker().write_text("tests\n")
+        yield

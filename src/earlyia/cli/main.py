@@ -13,6 +13,10 @@ import sys
 
 from earlyia import __version__
 from earlyia.errors import EarlyIAError
+from earlyia.kernels import FirstCompile
+
+#: Commands that run the compiled kernels (their first run in an installation says it compiles them).
+KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "evaluate-early"})
 
 #: Subcommands in the order ``earlyia --help`` lists them: command -> (module of this package, one-line help).
 #: A module is imported only when its command runs, so ``earlyia --help`` stays fast; each module's
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        if args.command in KERNEL_COMMANDS:
+            with FirstCompile():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except EarlyIAError as exc:
         print(f"earlyia {args.command}: error: {exc}", file=sys.stderr)
