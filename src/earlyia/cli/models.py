@@ -1,28 +1,22 @@
 """``earlyia models``: inspect model files (and, through extensions, manage a model registry).
 
-Actions are sub-subcommands kept in :data:`ACTIONS` (name -> ``register(subparsers)``); other
-modules add theirs without editing this file by defining ``register_actions(subparsers)`` in one
-of the modules named in :data:`EXTENSIONS` (a missing module is skipped), e.g. the follow-up
-database's ``list``, ``promote`` and ``rollback``.
+``show`` reads a model file; ``list``, ``promote`` and ``rollback`` act on the follow-up registry
+(their parsers live with the other follow-up commands, :func:`earlyia.cli.followup.add_models_commands`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from collections.abc import Callable
 
+from earlyia.cli.followup import add_models_commands
 from earlyia.score.model import Model, extractor_name
 
 EPILOG = """examples:
   earlyia models show model.eia
   earlyia models show model.eia --json          # the whole card, training ids included
 """
-
-#: Modules that may add actions with ``register_actions(subparsers)``.
-EXTENSIONS = ("earlyia.cli.models_registry", "earlyia.followup.cli_models")
-
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -131,19 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
         help="inspect (and manage) model files",
-        description="Model files: `show` prints a card; other actions come from the model registry when installed.",
+        description="Model files: `show` prints a card; `list`, `promote` and `rollback` act on the follow-up registry.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     for add in ACTIONS.values():
         add(actions)
-    for name in EXTENSIONS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name or name.startswith(f"{exc.name}."):
-                continue
-            raise
-        module.register_actions(actions)
+    add_models_commands(actions)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
