@@ -179,7 +179,7 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers(df, tmp_path):
         time.sleep(0.005)
     assert proc.poll() is None, f"the run finished before it could be killed: {proc.stderr.read()[-2000:]!r}"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # reaps it and closes its pipe
     done_before = sorted(d.name for d in root.glob("r*") if (d / "done.json").exists())
     assert 1 <= len(done_before) < 6
     mtimes = {n: (root / n / "done.json").stat().st_mtime_ns for n in done_before}

@@ -406,7 +406,7 @@ def test_an_interrupted_run_leaves_unknown_never_resent(tns, env, tmp_path):
         time.sleep(0.05)
     assert server.posts, proc.communicate(timeout=5)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.communicate(timeout=10)  # reaps it and closes its pipes
     assert _states(tmp_path) == dict.fromkeys(OBJ, "pending")
     code = subprocess.run([sys.executable, "-m", "earlyia.cli.main", *_args(tmp_path, server.url, out="o2")], env=envp,
                           capture_output=True, text=True, timeout=120)
