@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -175,16 +176,34 @@ def _refused(path: Path, pattern: str, error=ModelError, **kw) -> str:
     return msg
 
 
+def _cli_argvs(path: Path, tmp_path: Path) -> list[list[str]]:
+    """Commands that load a model: show it, score with it, register it and select targets with it (follow-up loop)."""
+    db = str(tmp_path / "loop.db")
+    return [["models", "show", str(path)],
+            ["score", str(tmp_path / "alerts.parquet"), "--model", str(path), "--out", str(tmp_path / "s.parquet")],
+            ["followup", "register", str(path), "--production", "--db", db],
+            ["followup", "select", "--scores", str(tmp_path / "scores.parquet"), "--model", str(path), "--db", db]]
+
+
+def _registered(tmp_path: Path) -> int:
+    db = tmp_path / "loop.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+
+
 def _cli_refuses(path: Path, pattern: str, tmp_path: Path, capsys) -> None:
-    """``earlyia models show`` and ``earlyia score`` exit 2 with one line naming the file (in-process CLI)."""
-    for argv in (["models", "show", str(path)],
-                 ["score", str(tmp_path / "alerts.parquet"), "--model", str(path), "--out", str(tmp_path / "s.parquet")]):
+    """Every command that loads the model exits 2 with one line naming the file (in-process CLI), and writes
+    nothing (no score file, no registered model)."""
+    for argv in _cli_argvs(path, tmp_path):
         capsys.readouterr()
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
         assert err.startswith(f"earlyia {argv[0]}: error: {path}") and re.search(pattern, err), err
     assert not (tmp_path / "s.parquet").exists()
+    assert _registered(tmp_path) == 0
 
 
 # ---------------------------------------------------------------------------- bombs and forged headers
@@ -379,6 +398,12 @@ def _edit(case, t):
         for k, v in (("feature", [0, 0]), ("threshold", [0.0, 0.0]), ("left", [n + 1, n]), ("right", [n + 1, n]), ("value", [0.5, 0.5])):
             t[k] = np.concatenate([t[k], np.asarray(v, t[k].dtype)])
         return r"reached 2 times|lies on a cycle"
+    if case == "unreachable_cycle_one_parent_each":  # every node has exactly one parent, but two of them only each other
+        a, b = n, n + 1  # a -> b -> a on the left, each with its own new leaf on the right
+        for k, v in (("feature", [0, 0, -1, -1]), ("threshold", [0.0, 0.0, -2.0, -2.0]), ("left", [b, a, -1, -1]),
+                     ("right", [n + 2, n + 3, -1, -1]), ("value", [0.5, 0.5, 0.5, 0.5])):
+            t[k] = np.concatenate([t[k], np.asarray(v, t[k].dtype)])
+        return rf"node {a} lies on a cycle that no root reaches"
     if case == "orphan_leaf":
         for k, v in (("feature", -1), ("threshold", -2.0), ("left", -1), ("right", -1), ("value", 0.5)):
             t[k] = np.concatenate([t[k], np.asarray([v], t[k].dtype)])
@@ -428,7 +453,8 @@ def _edit(case, t):
     raise AssertionError(case)
 
 
-TREE_CASES = ["cycle", "self_loop", "shared_between_trees", "unreachable_cycle", "orphan_leaf", "child_out_of_range",
+TREE_CASES = ["cycle", "self_loop", "shared_between_trees", "unreachable_cycle", "unreachable_cycle_one_parent_each",
+              "orphan_leaf", "child_out_of_range",
               "child_wraps_int32", "negative_root", "root_out_of_range", "no_trees", "feature_out_of_range",
               "feature_below_minus_one", "leaf_with_children", "threshold_nan", "value_7.5", "value_nan", "value_-1",
               "two_dimensional", "float_children", "unknown_array"]
@@ -468,6 +494,67 @@ def test_a_cyclic_tree_would_never_finish_scoring(models, tmp_path):
 
     with pytest.raises(ModelError, match="cycle"):
         TreeEnsemble.from_arrays(t, 3)
+
+
+def _random_forest(rng, n_trees=4, max_nodes=40):
+    """Random proper trees in flat arrays, node indices shuffled (children may come before their parent)."""
+    feature, left, right = [], [], []
+    roots = []
+    for _ in range(n_trees):
+        roots.append(len(feature))
+        todo = [len(feature)]
+        feature.append(-1), left.append(-1), right.append(-1)
+        while todo and len(feature) < len(roots) * max_nodes:
+            i = todo.pop(int(rng.integers(len(todo))))
+            if rng.random() < 0.7:
+                feature[i], left[i], right[i] = int(rng.integers(3)), len(feature), len(feature) + 1
+                for _ in range(2):
+                    todo.append(len(feature))
+                    feature.append(-1), left.append(-1), right.append(-1)
+    n = len(feature)
+    perm = rng.permutation(n) if rng.random() < 0.5 else np.arange(n)  # new index of each node
+    f, lt, rt = (np.empty(n, np.int64) for _ in range(3))
+    f[perm], lt[perm], rt[perm] = feature, left, right
+    lt = np.where(lt >= 0, perm[np.maximum(lt, 0)], -1)
+    rt = np.where(rt >= 0, perm[np.maximum(rt, 0)], -1)
+    return f, lt, rt, perm[np.asarray(roots)]
+
+
+def _proper_forest_slow(feature, left, right, roots) -> bool:
+    """The obvious reference: walk every tree from its root; proper iff no node is met twice and every node is met."""
+    seen = set()
+    for r in roots:
+        stack = [int(r)]
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                return False
+            seen.add(i)
+            if feature[i] >= 0:
+                stack += [int(left[i]), int(right[i])]
+    return len(seen) == len(feature)
+
+
+def test_structure_check_agrees_with_a_walk_of_every_tree():
+    """Random forests (shuffled or not), each also with one child or root redirected at random: the vectorised
+    check (fast path and pointer doubling) refuses exactly the forests a plain walk from the roots finds improper."""
+    from earlyia.score.trees import _structure_problem
+
+    rng = np.random.default_rng(11)
+    outcomes = set()
+    for _ in range(400):
+        f, lt, rt, roots = _random_forest(rng, n_trees=int(rng.integers(1, 5)))
+        internal = np.flatnonzero(f >= 0)
+        if rng.random() < 0.8 and len(internal):
+            i = int(rng.choice(internal))
+            (lt if rng.random() < 0.5 else rt)[i] = int(rng.integers(len(f)))
+        elif rng.random() < 0.5:
+            roots = roots.copy()
+            roots[int(rng.integers(len(roots)))] = int(rng.integers(len(f)))
+        proper = _proper_forest_slow(f, lt, rt, roots)
+        assert (_structure_problem(f, lt, rt, roots) is None) == proper, (f, lt, rt, roots)
+        outcomes.add(proper)
+    assert outcomes == {True, False}
 
 
 # ---------------------------------------------------------------------------- calibration and curves
@@ -704,15 +791,15 @@ def test_cli_refuses_bad_models_in_one_line_without_traceback(tmp_path, models, 
     }
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    for model, words in bad.items():
-        for argv in (["models", "show", str(model)],
-                     ["score", str(tmp_path / "alerts.parquet"), "--model", str(model), "--out", str(tmp_path / "s.parquet")]):
-            proc = subprocess.run([sys.executable, "-m", "earlyia.cli.main", *argv], capture_output=True, text=True, timeout=120,
-                                  env=env)
-            err = proc.stderr.strip()
-            assert proc.returncode == 2, (argv, err)
-            assert "Traceback" not in err and len(err.splitlines()) == 1, err
-            assert str(model) in err and words in err, err
+    for i, (model, words) in enumerate(bad.items()):  # each command once (in process, every command sees every file)
+        argv = _cli_argvs(model, tmp_path)[i % 4]
+        proc = subprocess.run([sys.executable, "-m", "earlyia.cli.main", *argv], capture_output=True, text=True, timeout=120,
+                              env=env)
+        err = proc.stderr.strip()
+        assert proc.returncode == 2, (argv, err)
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert str(model) in err and words in err, err
+    assert _registered(tmp_path) == 0
 
 
 # ---------------------------------------------------------------------------- real models are unchanged

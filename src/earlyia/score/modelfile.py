@@ -48,7 +48,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 #: Environment variable setting the budget (bytes) instead of the default, for an exceptional model one trusts.
 MAX_BYTES_ENV = "EARLYIA_MODEL_MAX_BYTES"
 #: By default a file may expand into at most this many times its own size (bytes counted as by :class:`Budget`:
-#: the trees twice, as the ``trees.npz`` member and as its arrays). Real model files expand 5 to 20 times.
+#: the trees twice, as the ``trees.npz`` member and as its arrays). Real model files expand about 8 times.
 EXPANSION = 200
 #: ... but always into at least this many bytes (64 MiB), whatever its size.
 MIN_BUDGET = 64 << 20
@@ -180,6 +180,12 @@ class _View(io.RawIOBase):
             raise OSError("seek before the start of the buffer")
         self._pos = base + pos
         return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        start = min(self._pos, len(self._buf))
+        end = len(self._buf) if size is None or size < 0 else min(len(self._buf), start + size)
+        self._pos = max(self._pos, end)
+        return bytes(self._buf[start:end])
 
     def readinto(self, b) -> int:
         n = max(0, min(len(b), len(self._buf) - self._pos))

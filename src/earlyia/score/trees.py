@@ -165,19 +165,24 @@ def _structure_problem(feature: np.ndarray, left: np.ndarray, right: np.ndarray,
     """Why the nodes do not form proper trees, or None: every node must be a root or the child of exactly one
     internal node, and climbing from any node by parents must end at a root (no cycle).
 
-    Vectorised: parents are climbed by pointer doubling (``parent = parent[parent]``), so the roots are reached
-    after log2(depth) passes over the arrays. Child and root indices must already be in range.
+    Vectorised. Once every node has exactly one parent (or is a root), a forest whose children all come after
+    their parent (as scikit-learn and earlyia write them) has no cycle: climbing by parents lowers the index,
+    so it ends, at a node without a parent, a root. Otherwise parents are climbed by pointer doubling
+    (``parent = parent[parent]``), so the roots are reached after log2(depth) passes over the arrays. Child
+    and root indices must already be in range.
     """
     n = len(feature)
     internal = np.flatnonzero(feature >= 0)
     kids_l, kids_r = left[internal], right[internal]
-    times = np.bincount(kids_l, minlength=n) + np.bincount(kids_r, minlength=n) + np.bincount(roots, minlength=n)
+    times = np.bincount(np.concatenate([kids_l, kids_r, roots]), minlength=n)
     if (times > 1).any():
         i = int(np.argmax(times > 1))
         return (f"node {i} is reached {int(times[i])} times (as a root or a child): a cycle, or a node shared by two "
                 "parents or two trees; not a tree")
     if (times == 0).any():
         return f"node {int(np.argmax(times == 0))} belongs to no tree (neither a root nor a child)"
+    if (kids_l > internal).all() and (kids_r > internal).all():
+        return None
     parent = np.arange(n, dtype=np.int64)  # a root is its own parent
     parent[kids_l] = internal
     parent[kids_r] = internal
