@@ -326,7 +326,7 @@ def test_forged_npy_header_is_refused_before_allocation(tmp_path, models, capsys
     _refused(bad, r"declares shape \(2,\) of float64 \(16 bytes\) but the member holds", IntegrityError)
 
 
-@pytest.mark.parametrize("case", ["bzip2", "encrypted", "comment", "many_members", "inner_many_members"])
+@pytest.mark.parametrize("case", ["bzip2", "encrypted", "comment", "many_members", "inner_many_members", "name_with_newline"])
 def test_archives_a_model_is_never_written_as(tmp_path, models, case):
     _m, path = models["plain"]
     out = tmp_path / f"{case}.eia"
@@ -347,6 +347,13 @@ def test_archives_a_model_is_never_written_as(tmp_path, models, case):
             for i in range(100_000):
                 zf.writestr(f"{i}", b"")
         _refused(out, r"lists 100,000 members in a [\d,]+-byte directory", IntegrityError)
+    elif case == "name_with_newline":  # would split the one-line error
+        card, trees, _ = parts(path)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("card.json", json.dumps(card))
+            zf.writestr("trees.npz", npz_bytes(trees))
+            zf.writestr("x\nearlyia: all good", b"")
+        _refused(out, r"member name 'x\\nearlyia: all good' is not a printable name", IntegrityError)
     else:
         card, trees, _ = parts(path)
         buf = io.BytesIO()

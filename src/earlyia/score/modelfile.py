@@ -64,6 +64,8 @@ _DEFLATE_SLACK = 1024
 MAX_DIRECTORY = 64 << 10
 #: Most members in a model zip or in one of its ``.npz`` members.
 MAX_MEMBERS = 32
+#: Longest member name (model members are named ``card.json``, ``trees.npz``, ``value.npy`` ...).
+MAX_NAME = 255
 #: dtype kinds an array of a model file may have: bool, integers, floats, bytes and unicode strings.
 ARRAY_KINDS = "biufSU"
 _CHUNK = 4 << 20
@@ -218,6 +220,10 @@ def read_zip(source: str | os.PathLike | bytes | bytearray, budget: Budget, wher
                 names = [i.filename for i in infos]
                 if len(infos) > MAX_MEMBERS or len(set(names)) != len(names):
                     raise IntegrityError(f"{where}: the archive lists members {names[:MAX_MEMBERS]}: too many, or repeated")
+                odd = [n for n in names if not n.isprintable() or len(n) > MAX_NAME]
+                if odd:
+                    raise IntegrityError(f"{where}: member name {odd[0][:MAX_NAME]!r} is not a printable name of at most "
+                                         f"{MAX_NAME} characters")
                 for info in infos:
                     _check_info(info, budget, where, card_limit if info.filename == card else None)
                 return {info.filename: _read_member(zf, info, where) for info in infos}
