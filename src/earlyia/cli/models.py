@@ -69,7 +69,8 @@ def describe(model: Model, path: str = "") -> str:
     for op in c.get("operating_points") or []:
         lines.append((
             f"threshold(purity>={op['min_purity']:g}, N<={op['max_detections']})",
-            f"{_fmt(op['threshold'])} (efficiency {_fmt(op['efficiency'])}, purity {_fmt(op['purity'])} on {op['estimated_on']})",
+            f"{_fmt(op.get('threshold'))} (efficiency {_fmt(op.get('efficiency'))}, purity {_fmt(op.get('purity'))} "
+            f"on {op.get('estimated_on', '?')})",
         ))
     lines.append(("versions", ", ".join(f"{k} {v}" for k, v in c.get("versions", {}).items())))
     width = max(len(k) for k, _ in lines)
@@ -87,10 +88,10 @@ def _evidence_lines(card: dict) -> list[tuple[str, str]]:
                        "reaches the candidate threshold at no evidence level")))
     aug = card.get("augmentation")
     if aug:
-        steps = ", ".join(f"{s['name']} {s['probability']:g}" for s in aug.get("steps", []))
-        win = f"; {aug['window_days']:g}-day history {aug['window_probability']:g}" if aug.get("window_days") else ""
-        out.append(("augmentation", f"{aug['copies']} copies, detections {aug['min_detections']}-{aug['max_detections']} replayed; "
-                    f"{steps}{win}; seed {aug.get('seed')}"))
+        steps = ", ".join(f"{s.get('name')} {_fmt(s.get('probability'))}" for s in aug.get("steps") or [] if isinstance(s, dict))
+        win = f"; {_fmt(aug['window_days'])}-day history {_fmt(aug.get('window_probability'))}" if aug.get("window_days") else ""
+        out.append(("augmentation", f"{aug.get('copies')} copies, detections {aug.get('min_detections')}-{aug.get('max_detections')} "
+                    f"replayed; {steps}{win}; seed {aug.get('seed')}"))
     return out
 
 

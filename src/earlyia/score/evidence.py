@@ -183,27 +183,61 @@ class EvidenceCalibration:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> EvidenceCalibration:
+        """The calibration stored in a model file, checked: strata edges increasing, one map per stratum whose
+        knots are finite and never decrease (scores and probabilities), probabilities in [0, 1], prevalences
+        fractions (:class:`ModelError` naming what is wrong)."""
         try:
-            lengths = np.asarray(arrays["lengths"], np.int64)
-            cuts = np.concatenate([[0], np.cumsum(lengths)])
-            x = np.asarray(arrays["x"], np.float64)
-            y = np.asarray(arrays["y"], np.float64)
-            edges = np.asarray(arrays["edges"], np.int64)
-            if len(edges) != len(lengths) or cuts[-1] != len(x) or len(x) != len(y) or (lengths < 1).any():
-                raise ModelError("calibration arrays have inconsistent lengths")
-            if not (np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0):
-                raise ModelError("calibration probabilities outside [0, 1]")
-            return cls(
-                feature=str(np.asarray(arrays["feature"]).reshape(-1)[0]),
-                edges=edges,
-                knots_x=[x[cuts[i] : cuts[i + 1]] for i in range(len(lengths))],
-                knots_y=[y[cuts[i] : cuts[i + 1]] for i in range(len(lengths))],
-                prevalence=float(np.asarray(arrays["prevalence"]).reshape(-1)[0]),
-                stratum_prevalence=np.asarray(arrays["stratum_prevalence"], np.float64),
-                stratum_weight=np.asarray(arrays["stratum_weight"], np.float64),
-            )
+            lengths = _vector(arrays, "lengths", np.int64)
+            x = _vector(arrays, "x", np.float64)
+            y = _vector(arrays, "y", np.float64)
+            edges = _vector(arrays, "edges", np.int64)
+            feature = np.asarray(arrays["feature"])
+            prevalence = np.asarray(arrays["prevalence"], np.float64)
+            stratum_prevalence = _vector(arrays, "stratum_prevalence", np.float64)
+            stratum_weight = _vector(arrays, "stratum_weight", np.float64)
         except KeyError as exc:
             raise ModelError(f"evidence calibration lacks array {exc}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ModelError(f"evidence calibration arrays are not numbers ({exc})") from exc
+        if len(edges) == 0 or len(edges) != len(lengths) or (lengths < 1).any() or int(lengths.sum()) != len(x) or len(x) != len(y):
+            raise ModelError("calibration arrays have inconsistent lengths")
+        if (np.diff(edges) <= 0).any():
+            raise ModelError(f"calibration strata edges {edges.tolist()[:10]} do not increase")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise ModelError("calibration knots are not all finite")
+        if y.min() < 0.0 or y.max() > 1.0:
+            raise ModelError("calibration probabilities outside [0, 1]")
+        cuts = np.concatenate([[0], np.cumsum(lengths)])
+        kx = [x[cuts[i] : cuts[i + 1]] for i in range(len(lengths))]
+        ky = [y[cuts[i] : cuts[i + 1]] for i in range(len(lengths))]
+        for i in range(len(lengths)):
+            if (np.diff(kx[i]) < 0).any() or (np.diff(ky[i]) < 0).any():
+                raise ModelError(f"calibration map of stratum {i} (evidence >= {int(edges[i])}) is not monotone")
+        if feature.dtype.kind not in "US" or feature.size != 1:
+            raise ModelError("calibration array 'feature' must name one feature")
+        if prevalence.size != 1 or not (0.0 < float(prevalence.reshape(-1)[0]) < 1.0):
+            raise ModelError("calibration prevalence must be one fraction strictly between 0 and 1")
+        if len(stratum_prevalence) != len(edges) or len(stratum_weight) != len(edges):
+            raise ModelError("calibration strata arrays have inconsistent lengths")
+        if not (np.all((stratum_prevalence >= 0) & (stratum_prevalence <= 1)) and np.all(np.isfinite(stratum_weight))
+                and np.all(stratum_weight >= 0)):
+            raise ModelError("calibration strata prevalences must be fractions and weights finite, >= 0")
+        return cls(
+            feature=str(feature.reshape(-1)[0]),
+            edges=edges,
+            knots_x=kx,
+            knots_y=ky,
+            prevalence=float(prevalence.reshape(-1)[0]),
+            stratum_prevalence=stratum_prevalence,
+            stratum_weight=stratum_weight,
+        )
+
+
+def _vector(arrays: Mapping[str, np.ndarray], name: str, dtype) -> np.ndarray:
+    a = np.asarray(arrays[name])
+    if a.ndim != 1 or a.dtype.kind not in ("iu" if np.dtype(dtype).kind == "i" else "iuf"):
+        raise ModelError(f"calibration array {name!r} must be a vector of {np.dtype(dtype).name}, got {a.dtype} {a.shape}")
+    return a.astype(dtype)
 
 
 def fit_evidence_calibration(
@@ -377,11 +411,20 @@ class OperatingCurve:
             thr = np.asarray(entry["threshold"], np.float64)
             tpr = np.asarray(entry["tpr"], np.float64)
             fpr = np.asarray(entry["fpr"], np.float64)
-            if not (len(thr) == len(tpr) == len(fpr)) or len(thr) == 0:
-                raise ModelError("operating curve arrays differ in length or are empty")
-            return cls(int(entry["max_detections"]), thr, tpr, fpr, int(entry["n_pos"]), int(entry["n_neg"]), float(entry["prevalence"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            curve = cls(int(entry["max_detections"]), thr, tpr, fpr, int(entry["n_pos"]), int(entry["n_neg"]), float(entry["prevalence"]))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ModelError(f"malformed operating curve in the model card ({exc})") from exc
+        if thr.ndim != 1 or not (len(thr) == len(tpr) == len(fpr)) or len(thr) == 0 or tpr.ndim != 1 or fpr.ndim != 1:
+            raise ModelError("operating curve arrays differ in length or are empty")
+        if not (np.all(np.isfinite(thr)) and np.all(np.isfinite(tpr)) and np.all(np.isfinite(fpr))):
+            raise ModelError("operating curve holds non-finite values")
+        if tpr.min() < 0 or tpr.max() > 1 or fpr.min() < 0 or fpr.max() > 1:
+            raise ModelError("operating curve rates (tpr, fpr) outside [0, 1]")
+        if (np.diff(thr) > 0).any() or (np.diff(tpr) < 0).any() or (np.diff(fpr) < 0).any():
+            raise ModelError("operating curve is not monotone (thresholds must decrease, rates increase)")
+        if curve.max_detections < 1 or curve.n_pos < 1 or curve.n_neg < 1 or not (0.0 < curve.prevalence < 1.0):
+            raise ModelError("operating curve needs max_detections, n_pos, n_neg >= 1 and a prevalence strictly between 0 and 1")
+        return curve
 
 
 # ---------------------------------------------------------------------------- thresholds from a model card

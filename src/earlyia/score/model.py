@@ -20,7 +20,6 @@ import io
 import json
 import platform
 import zipfile
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,16 +110,6 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def _load_npz(data: bytes, name: str, path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise IntegrityError(f"{path}: member {name} holds data that needs pickle or is corrupted ({exc}); refusing to load") from exc
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise IntegrityError(f"{path}: member {name} is corrupted ({exc})") from exc
-
-
 def versions() -> dict[str, str]:
     """Versions of the packages that decide what a model computes."""
     import scipy
@@ -199,6 +188,50 @@ def _apply_calibration(
         a, b = (float(v) for v in calibration["ab"])
         return 1.0 / (1.0 + np.exp(a * p + b))
     raise ModelError(f"unknown calibration method {kind!r}; expected one of {CALIBRATION_METHODS}")
+
+
+def _calibration_method(calibration: Mapping[str, np.ndarray], where: str) -> str:
+    m = np.asarray(calibration.get("method", np.array([])))
+    if m.dtype.kind not in "US" or m.size != 1 or str(m.reshape(-1)[0]) not in CALIBRATION_METHODS:
+        raise ModelError(f"{where}: member {CALIBRATION} names no known calibration method (one of {CALIBRATION_METHODS})")
+    return str(m.reshape(-1)[0])
+
+
+def check_calibration(calibration: Mapping[str, np.ndarray], features: Sequence[str], where: str) -> None:
+    """Refuse a calibration map that could give anything but a probability (:class:`ModelError` naming ``where``).
+
+    ``isotonic``: knots ``x, y`` finite, never decreasing, ``y`` in [0, 1]; ``sigmoid``: two finite numbers ``a, b``;
+    ``evidence``: :meth:`EvidenceCalibration.from_arrays` checks, and its feature is one of ``features``.
+    """
+    method = _calibration_method(calibration, where)
+    expected = {"isotonic": {"method", "x", "y"}, "sigmoid": {"method", "ab"}}.get(method)
+    if expected is not None and set(calibration) != expected:
+        raise ModelError(f"{where}: a {method} calibration holds arrays {sorted(expected)}, not {sorted(calibration)}")
+    if method == "evidence":
+        from earlyia.score.evidence import EvidenceCalibration
+
+        try:
+            cal = EvidenceCalibration.from_arrays(calibration)
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}") from exc
+        if cal.feature not in features:
+            raise ModelError(f"{where}: the calibration reads feature {cal.feature!r}, which the model does not have")
+        return
+    arrays = {k: np.asarray(v) for k, v in calibration.items() if k != "method"}
+    for name, a in arrays.items():
+        if a.ndim != 1 or a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)):
+            raise ModelError(f"{where}: calibration array {name!r} must be a vector of finite numbers")
+    if method == "sigmoid":
+        if len(arrays["ab"]) != 2:
+            raise ModelError(f"{where}: a sigmoid calibration holds two numbers a, b; got {len(arrays['ab'])}")
+        return
+    x, y = arrays["x"], arrays["y"]
+    if len(x) == 0 or len(x) != len(y):
+        raise ModelError(f"{where}: isotonic calibration knots x ({len(x)}) and y ({len(y)}) must be as many, at least one")
+    if (np.diff(x) < 0).any() or (np.diff(y) < 0).any():
+        raise ModelError(f"{where}: isotonic calibration knots are not monotone (x and y must never decrease)")
+    if y.min() < 0.0 or y.max() > 1.0:
+        raise ModelError(f"{where}: isotonic calibration probabilities outside [0, 1]")
 
 
 def fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, np.ndarray]:
@@ -434,34 +467,46 @@ class Model:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Model:
-        """Read and verify a model file (no code runs: JSON and numpy arrays without pickle)."""
+    def load(cls, path: str | Path, *, max_bytes: int | None = None) -> Model:
+        """Read and verify a model file (no code runs: JSON and numpy arrays without pickle).
+
+        Nothing in the file is trusted (:mod:`earlyia.score.modelfile`): at most ``max_bytes`` are decompressed
+        (or the environment variable ``EARLYIA_MODEL_MAX_BYTES``; by default 200 times the file's size, at
+        least 64 MiB and at most 1 GiB: :func:`~earlyia.score.modelfile.budget_for`), every declared size and
+        ``.npy`` header is checked before anything is allocated, the content hash must match, the trees must
+        be proper trees with probabilities at their nodes (:meth:`TreeEnsemble.validate`), and the calibration
+        map and the card's operating curves must be finite, monotone and hold probabilities. Raises
+        :class:`DataNotFoundError`, or :class:`ModelError` / :class:`IntegrityError` naming the file and what
+        is wrong.
+        """
+        from earlyia.score import modelfile
+
         path = Path(path)
+        modelfile.max_model_bytes(max_bytes)  # a bad limit is refused first
         if not path.exists():
             raise DataNotFoundError(f"{path}: model file not found")
+        if not path.is_file():
+            raise ModelError(f"{path}: not a regular file")
         if not zipfile.is_zipfile(path):
             hint = " (a Fink pickle? use Model.from_fink)" if path.suffix in (".xz", ".obj", ".pkl") else ""
             raise ModelError(f"{path}: not an earlyia model file (not a zip archive){hint}")
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-                unknown = [n for n in names if n not in _MEMBERS]
-                if unknown or CARD not in names or TREES not in names or len(set(names)) != len(names):
-                    raise IntegrityError(
-                        f"{path}: unexpected members {names}; an earlyia model holds exactly {list(_MEMBERS[:2])} (+ {CALIBRATION})"
-                    )
-                raw = {n: zf.read(n) for n in names}
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-            raise IntegrityError(f"{path}: model file is corrupted ({exc})") from exc
-        try:
-            card = json.loads(raw[CARD].decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IntegrityError(f"{path}: card.json is corrupted ({exc})") from exc
-        if not isinstance(card, dict) or card.get("format") != FORMAT:
-            fmt = card.get("format") if isinstance(card, dict) else None
-            raise ModelError(f"{path}: unsupported model format {fmt!r}; this earlyia reads {FORMAT}")
-        trees = _load_npz(raw[TREES], TREES, str(path))
-        calib = _load_npz(raw[CALIBRATION], CALIBRATION, str(path)) if CALIBRATION in raw else None
+        size = path.stat().st_size
+        limit, why = modelfile.budget_for(size, max_bytes)
+        if size > limit:
+            raise IntegrityError(f"{path}: {size:,} bytes, beyond the {limit:,}-byte limit on model files "
+                                 f"(set {modelfile.MAX_BYTES_ENV} or pass max_bytes to load a larger model you trust)")
+        budget = modelfile.Budget(limit, why)
+        raw = modelfile.read_zip(path, budget, str(path), card=CARD, card_limit=modelfile.card_limit(limit))
+        names = list(raw)
+        if any(n not in _MEMBERS for n in names) or CARD not in names or TREES not in names:
+            raise IntegrityError(
+                f"{path}: unexpected members {names}; an earlyia model holds exactly {list(_MEMBERS[:2])} (+ {CALIBRATION})"
+            )
+        card = modelfile.parse_card(raw.pop(CARD), str(path))
+        if card.get("format") != FORMAT:
+            raise ModelError(f"{path}: unsupported model format {card.get('format')!r}; this earlyia reads {FORMAT}")
+        trees = modelfile.read_npz(raw.pop(TREES), budget, f"{path}: member {TREES}")
+        calib = modelfile.read_npz(raw.pop(CALIBRATION), budget, f"{path}: member {CALIBRATION}") if CALIBRATION in raw else None
         arrays = {f"trees/{k}": v for k, v in trees.items()}
         if calib:
             arrays.update({f"calibration/{k}": v for k, v in calib.items()})
@@ -472,12 +517,18 @@ class Model:
                 f"{path}: content hash {actual[:16]}... differs from the recorded {str(recorded)[:16]}...: "
                 "the model file was modified or corrupted; re-train or restore it"
             )
+        # the hash only says the file is what its writer wrote: what the writer wrote is checked next
+        unknown = sorted(set(trees) - set(TreeEnsemble.ARRAYS))
+        if unknown:
+            raise ModelError(f"{path}: member {TREES} holds unknown arrays {unknown}")
+        method = _calibration_method(calib, str(path)) if calib is not None else None
+        modelfile.check_card(card, str(path), calibration_method=method)
         try:
-            ensemble = TreeEnsemble.from_arrays(trees, int(card["n_features"]))
-        except (KeyError, TypeError) as exc:
-            raise ModelError(f"{path}: model arrays incomplete ({exc})") from exc
+            ensemble = TreeEnsemble.from_arrays(trees, card["n_features"])
         except ModelError as exc:
-            raise ModelError(f"{path}: {exc}") from exc
+            raise ModelError(f"{path}: member {TREES}: {exc}") from exc
+        if calib is not None:
+            check_calibration(calib, card["features"], f"{path}: member {CALIBRATION}")
         model = cls(ensemble, card, calib)
         if model.hash != recorded:  # normalisation changed the card: should never happen
             raise IntegrityError(f"{path}: card does not round-trip; refusing a hand-edited model")
