@@ -67,7 +67,7 @@ REPORT_DIRS = ("active_learning", "night")
 class DemoConfig:
     """Sizes and seed of the demo. The defaults run in about a minute on two cores (see ``docs/demo.md``)."""
 
-    n_objects: int = 1600
+    n_objects: int = 1200
     seed: int = 42
     #: trees of the early model and of its retrained candidate (production: 300)
     trees: int = 100
@@ -79,7 +79,7 @@ class DemoConfig:
     impostors: int = 40
     #: folds of the held-out calibration (production: 5)
     cv_folds: int = 3
-    al_realisations: int = 24
+    al_realisations: int = 20
     al_loops: int = 100
     al_trees: int = 50
     al_initial: int = 10
@@ -282,7 +282,8 @@ def plot_flagging(table: pd.DataFrame, labels: dict[str, str], path: Path) -> No
     for (name, label), st in zip(labels.items(), styles, strict=False):
         n = table["max_detections"]
         axes[0].plot(n, table[f"{name}_efficiency"], st, label=label, ms=4)
-        axes[1].plot(n, table[f"{name}_purity"], st, label=label, ms=4)
+        flagged = table[f"{name}_flagged_ia"] + table[f"{name}_flagged_other"]
+        axes[1].plot(n, table[f"{name}_purity"].where(flagged > 0), st, label=label, ms=4)  # no purity before a flag
     for ax, what in zip(axes, ("efficiency (SN Ia flagged / SN Ia)", "purity (SN Ia / flagged)"), strict=True):
         ax.set_xlabel("flagged within N detections")
         ax.set_ylabel(what)
@@ -329,8 +330,11 @@ def al_verdict(test: dict[str, float], metric: str = "FoM") -> str:
         return f"uncertainty sampling beats random sampling: {metric} {test['mean']:+.3f} ({ci}; {wins}): a real difference"
     if test["ci_high"] < 0 and test["sign_p"] < 0.05:
         return f"random sampling beats uncertainty sampling: {metric} {test['mean']:+.3f} ({ci}; {wins}): a real difference"
-    return (f"no real difference between uncertainty and random sampling: {metric} {test['mean']:+.3f} ({ci}; {wins}); "
-            "more realisations would narrow the interval")
+    need = ""
+    if test["mean"] and np.isfinite(test["sd"]):
+        n = math.ceil((1.96 * test["sd"] / abs(test["mean"])) ** 2)
+        need = f"; at this spread a difference this small would need about {n} realisations to be resolved"
+    return (f"no real difference between uncertainty and random sampling: {metric} {test['mean']:+.3f} ({ci}; {wins}){need}")
 
 
 def run_active_learning(features: pd.DataFrame, config: DemoConfig, out: Path, say: Say):
