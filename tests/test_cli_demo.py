@@ -150,6 +150,21 @@ def test_flagging_table_agrees_with_the_written_scores(demo):
             assert row[f"{key}_efficiency"] == pytest.approx(eff) and row[f"{key}_purity"] == pytest.approx(pur), (key, n)
             assert (row[f"{key}_flagged_ia"], row[f"{key}_flagged_other"]) == (tp, fp)
     assert table["n_ia"].iloc[0] == scores.groupby("object_id")["label"].first().eq("SN Ia").sum()
+    # equal purity: the best efficiency over every threshold whose purity reaches the target (brute force over thresholds)
+    for key, col in (("earlyia", "score_earlyia"), ("fink", "score_fink")):
+        top: dict[str, float] = {}
+        ia: dict[str, bool] = {}
+        for o, nd, lab, sc in zip(scores["object_id"], scores["ndethist"], scores["label"], scores[col], strict=True):
+            ia[o] = lab == "SN Ia"
+            if nd <= 20:
+                top[o] = max(top.get(o, -np.inf), sc)
+        best = 0.0
+        for t in set(top.values()):  # flag every object whose best score reaches t
+            tp = sum(1 for o, v in top.items() if v >= t and ia[o])
+            fp = sum(1 for o, v in top.items() if v >= t and not ia[o])
+            if tp / (tp + fp) >= summary["config"]["min_purity"]:
+                best = max(best, tp / sum(ia.values()))
+        assert summary["early_flagging"]["at_purity"][key]["efficiency"] == pytest.approx(best), key
     # the page shows the same numbers (3 decimals)
     page = parse(out / "index.html")
     by_n = next(t for t in page.tables if t[0][0] == "N detections")
@@ -263,6 +278,8 @@ def test_bad_sizes_are_one_line_errors(tmp_path, capsys):
     assert "n_objects must be >= 200" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["demo", "--out", str(tmp_path / "d"), "--realisations", "0"]) == 2
     assert "realisations must be >= 1" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--min-purity", "1.5"]) == 2
+    assert "min-purity must be strictly between 0 and 1" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ headless Chromium

@@ -10,8 +10,8 @@ printing its progress:
    features on the alerts that pass Fink's cuts, a forest with Fink's settings: the ``fink`` recipe)
    learn from the archive; every held-out object is replayed alert by alert and scored as
    ``earlyia score`` would, and the replay protocol (:mod:`earlyia.evaluate`) gives efficiency and
-   purity within N detections, earlyia at its card threshold (purity >= 0.8 within 20 detections,
-   chosen on the archive only) and Fink at 0.5, its production rule.
+   purity within N detections at 0.5 (Fink's rule) for both, at earlyia's card threshold (purity
+   ``min_purity`` within 20 detections, chosen on the archive only), and at equal purity on both curves.
 2. **Active learning against random sampling**, on the early features of every replayed alert,
    honest protocol (objects split into a query pool and a test half), many paired realisations
    (:func:`earlyia.learn.experiment.run_experiment`, in parallel): the final-loop FoM difference per
@@ -52,8 +52,7 @@ from earlyia.io.table import atomic_write
 
 #: Thresholds reported per number of detections in the tables (the figure shows every N).
 TABLE_DETECTIONS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
-#: Purity target and detections of the early model's operating point (the card threshold the candidates use).
-TARGET_PURITY = 0.8
+#: Detections of the early model's operating point (the card threshold the candidates use) and of the comparisons.
 TARGET_DETECTIONS = 20
 #: Files :func:`run_demo` writes at the top of the output folder (a re-run replaces them).
 REPORT_FILES = ("index.html", "summary.json", "early_flagging.png", "early_flagging.csv", "active_learning.png",
@@ -85,6 +84,11 @@ class DemoConfig:
     al_initial: int = 10
     #: follow-up targets chosen tonight (active-learning list; the early list is as long)
     targets: int = 15
+    #: days over which the objects' explosions spread (the simulator's default is a 360-day year; a shorter
+    #: season makes a night as busy as ZTF's young-transient nights)
+    season_days: float = 90.0
+    #: purity target of the card threshold (candidates) and of the equal-purity comparison (production: 0.8)
+    min_purity: float = 0.7
     n_jobs: int = 2
 
     def check(self) -> None:
@@ -97,6 +101,10 @@ class DemoConfig:
             raise ConfigError("al-loops must be >= 1, augment-copies and impostors >= 0")
         if self.cv_folds < 2:
             raise ConfigError(f"cv-folds must be >= 2 (the calibration needs held-out folds), got {self.cv_folds}")
+        if not 1.0 <= self.season_days <= 3650.0:
+            raise ConfigError(f"season-days must be between 1 and 3650, got {self.season_days}")
+        if not 0.0 < self.min_purity < 1.0:
+            raise ConfigError(f"min-purity must be strictly between 0 and 1, got {self.min_purity}")
         if self.al_initial < 2:
             raise ConfigError(f"al-initial must be >= 2, got {self.al_initial}")
 
@@ -175,8 +183,12 @@ class _Clock:
 def simulate_season(config: DemoConfig):
     """The season's light curves and the seeded split of its objects: ``(lc, archive_index, held_out_index)``."""
     from earlyia.sim import simulate
+    from earlyia.sim.ztf import load_params
 
-    lc = simulate(config.n_objects, random_state=config.seed)
+    params = load_params()
+    start = float(params["assumed"]["mjd_range"][0])
+    params["assumed"]["mjd_range"] = [start, start + float(config.season_days)]
+    lc = simulate(config.n_objects, random_state=config.seed, params=params)
     perm = np.random.default_rng([config.seed, 1]).permutation(lc.n_objects)
     half = lc.n_objects // 2
     return lc, np.sort(perm[:half]), np.sort(perm[half:])
@@ -219,7 +231,7 @@ def train_fink(archive, config: DemoConfig, say: Say):
                         progress=lambda line: say(f"    {line}"))
 
 
-def card_threshold(model, max_detections: int = TARGET_DETECTIONS, min_purity: float = TARGET_PURITY) -> float | None:
+def card_threshold(model, min_purity: float, max_detections: int = TARGET_DETECTIONS) -> float | None:
     """The model card's threshold for ``min_purity`` within ``max_detections`` (None when the card has none)."""
     from earlyia.errors import ModelError
 
@@ -271,26 +283,54 @@ def flagging_table(scores: pd.DataFrame, scorers: dict[str, tuple[str, float]]) 
     return out
 
 
-def plot_flagging(table: pd.DataFrame, labels: dict[str, str], path: Path) -> None:
+def matched_purity(scores: pd.DataFrame, columns: dict[str, str], min_purity: float,
+                   max_detections: int = TARGET_DETECTIONS) -> tuple[dict[str, dict], dict[str, pd.DataFrame]]:
+    """Per scorer (``name -> score column``): the highest efficiency within ``max_detections`` at purity >= ``min_purity``
+    read off its efficiency-purity curve (threshold chosen on these objects: the same optimism for every scorer), and
+    the curves."""
+    from earlyia.evaluate import evaluate_early
+
+    best, curves = {}, {}
+    for name, col in columns.items():
+        rep = evaluate_early(scores, max_detections=[max_detections], score_column=col)
+        curves[name] = rep.curves[max_detections]
+        best[name] = rep.best_at_purity(max_detections, min_purity)
+    return best, curves
+
+
+def plot_flagging(table: pd.DataFrame, labels: dict[str, str], curves: dict[str, pd.DataFrame], curve_labels: dict[str, str],
+                  path: Path, min_purity: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     styles = ["o-", "s--", "^:"]
     for (name, label), st in zip(labels.items(), styles, strict=False):
         n = table["max_detections"]
         axes[0].plot(n, table[f"{name}_efficiency"], st, label=label, ms=4)
         flagged = table[f"{name}_flagged_ia"] + table[f"{name}_flagged_other"]
         axes[1].plot(n, table[f"{name}_purity"].where(flagged > 0), st, label=label, ms=4)  # no purity before a flag
-    for ax, what in zip(axes, ("efficiency (SN Ia flagged / SN Ia)", "purity (SN Ia / flagged)"), strict=True):
+    for ax, what in zip(axes[:2], ("efficiency (SN Ia flagged / SN Ia)", "purity (SN Ia / flagged)"), strict=True):
         ax.set_xlabel("flagged within N detections")
         ax.set_ylabel(what)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[1].axhline(TARGET_PURITY, color="grey", lw=0.8, ls=":")
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[1].axhline(min_purity, color="grey", lw=0.8, ls=":")
+    axes[0].legend(fontsize=8, loc="upper left")
+    ax = axes[2]
+    for (name, label), st in zip(curve_labels.items(), ("-", ":"), strict=False):
+        c = curves[name]
+        ax.plot(c["efficiency"], c["purity"], st, label=label)
+    ax.axhline(min_purity, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel(f"efficiency within {TARGET_DETECTIONS} detections")
+    ax.set_ylabel("purity")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("every threshold", fontsize=9)
     fig.suptitle("Held-out simulated objects, replayed alert by alert", fontsize=10)
     fig.tight_layout()
     _save_png(fig, path)
@@ -343,7 +383,7 @@ def run_active_learning(features: pd.DataFrame, config: DemoConfig, out: Path, s
     from earlyia.learn.experiment import run_experiment
 
     total = config.al_realisations
-    step = max(1, 2 * config.n_jobs)
+    step = 5  # realisations per batch: progress every quarter of the default run, workers kept busy
     done = 0
     res = None
     while done < total:
@@ -437,7 +477,7 @@ def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoCon
     n_obj = int(scores["object_id"].nunique())
     say(f"    night MJD {night}: {len(scores)} alerts of {n_obj} held-out objects scored by the production model")
 
-    thr = card_threshold(model)
+    thr = card_threshold(model, config.min_purity)
     rule = CandidateRule(min_score=0.5 if thr is None else thr)
     cands = select_candidates(scores, rule, prohibited=model.prohibited_object_ids(), source=str(scores_path))
     cand = cands.candidates
@@ -497,7 +537,8 @@ def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoCon
         "n_alerts": len(scores),
         "n_objects": n_obj,
         "candidate_threshold": rule.min_score,
-        "candidate_threshold_source": "model card (purity >= 0.8 within 20 detections)" if thr is not None else "0.5 (no card threshold)",
+        "candidate_threshold_source": (f"model card: purity >= {config.min_purity:g} within {TARGET_DETECTIONS} detections"
+                                       if thr is not None else "0.5 (no card threshold)"),
         "n_candidates": len(cand),
         "n_candidates_ia": n_cand_ia,
         "candidate_notes": cands.notes,
@@ -593,6 +634,11 @@ def write_report(out: Path, summary: dict, flagging: pd.DataFrame, al_table: pd.
     at_rows = pd.DataFrame([{"scorer": ef["scorers"][k], "threshold": v["threshold"], "SN Ia flagged": v["flagged_ia"],
                              "others flagged": v["flagged_other"], "efficiency": v["efficiency"], "purity": v["purity"]}
                             for k, v in at.items()])
+    names = {"earlyia": "earlyia", "fink": "Fink's configuration"}
+    at_rows = pd.concat([at_rows, pd.DataFrame([
+        {"scorer": f"{names[k]} at purity >= {v['min_purity']:g} (threshold read off the curve)", "threshold": v["threshold"],
+         "SN Ia flagged": "", "others flagged": "",
+         "efficiency": v["efficiency"], "purity": v["purity"]} for k, v in ef["at_purity"].items()])], ignore_index=True)
     al_rows = pd.DataFrame([{"strategy": s, "realisations": al["realisations"], "labels": al["n_labels"],
                              **{m: f"{al['means'][s][m]:.3f}" for m in ("fom", "efficiency", "purity", "roc_auc")}}
                             for s in ("uncertainty", "random")])
@@ -606,6 +652,7 @@ def write_report(out: Path, summary: dict, flagging: pd.DataFrame, al_table: pd.
              f"{cfg['fink_trees']} trees (Fink: 1000); active learning {cfg['al_trees']} trees.")
     decision = "promoted to production" if rt["promoted"] else "kept as a candidate (production stays)"
     thr_text = f"{ef['threshold']:.3f}"
+    pur_text = f"{cfg['min_purity']:g}"
     cand_thr_text = f"{nt['candidate_threshold']:.3f}"
     parts = [
         "<!DOCTYPE html>",
@@ -617,12 +664,14 @@ def write_report(out: Path, summary: dict, flagging: pd.DataFrame, al_table: pd.
         "<h2>1. Early flagging: earlyia against Fink's configuration</h2>",
         f"<p>{_e(ef['n_archive'])} archive objects with spectroscopic types train both; {_e(ef['n_ia'])} SN Ia and "
         f"{_e(ef['n_other'])} other held-out objects are replayed alert by alert (detections 1 to 20). An object is flagged "
-        "within N detections when one of its alerts with at most N detections scores above the threshold. earlyia uses "
-        f"its card threshold ({_e(thr_text)}: "
-        "purity 0.8 within 20 detections, chosen on the archive only); Fink's configuration its production rule, "
-        "score &gt; 0.5, after Fink's cuts (at least 3 nights in g and in r, rising).</p>",
+        "within N detections when one of its alerts with at most N detections scores above the threshold: 0.5 for both "
+        "(Fink's production rule; Fink's configuration scores only the alerts that pass Fink's cuts, at least 3 nights in "
+        f"g and in r and rising), and for earlyia also its card threshold ({_e(thr_text)}: purity {_e(pur_text)} within 20 "
+        "detections at the archive's prevalence, chosen on the archive alone, what <code>earlyia candidates</code> "
+        "uses). The right panel compares every threshold at once.</p>",
         f"<p class=\"verdict\">{_e(ef['headline'])}</p>",
         '<img src="early_flagging.png" alt="efficiency and purity against the number of detections">',
+        "<h3>Within 20 detections</h3>",
         html_table(at_rows),
         html_table(show, flag_cols),
         "<p class=\"small\">Every N: <code>early_flagging.csv</code>; every scored alert: "
@@ -710,24 +759,32 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, say: Say = pr
     say("    scoring every held-out alert with both (replayed from the 1st detection)")
     scores = score_held_out(held, early, fink)
     atomic_write(out / "heldout_scores.parquet", lambda tmp: scores.to_parquet(tmp, index=False))
-    thr = card_threshold(early)
+    thr = card_threshold(early, config.min_purity)
     thr_e = 0.5 if thr is None else thr
     scorers = {"earlyia": ("score_earlyia", thr_e), "earlyia_05": ("score_earlyia", 0.5), "fink": ("score_fink", 0.5)}
     labels = {"earlyia": f"earlyia (card threshold {thr_e:.3f})", "earlyia_05": "earlyia (0.5)",
               "fink": "Fink's configuration (0.5)"}
     flagging = flagging_table(scores, scorers)
     _write_csv(flagging, out / "early_flagging.csv")
-    plot_flagging(flagging, labels, out / "early_flagging.png")
+    matched, curves = matched_purity(scores, {"earlyia": "score_earlyia", "fink": "score_fink"}, config.min_purity)
+    plot_flagging(flagging, labels, curves, {"earlyia": "earlyia", "fink": "Fink's configuration"}, out / "early_flagging.png",
+                  config.min_purity)
     at = {}
     for key, (_, t) in scorers.items():
         r = flagging.iloc[-1]
         at[key] = {"threshold": t, "efficiency": float(r[f"{key}_efficiency"]), "purity": float(r[f"{key}_purity"]),
                    "flagged_ia": int(r[f"{key}_flagged_ia"]), "flagged_other": int(r[f"{key}_flagged_other"])}
-    at5 = flagging.set_index("max_detections").loc[5]
-    headline = (f"Within 20 detections earlyia flags {at['earlyia']['efficiency']:.0%} of the held-out SN Ia at purity "
-                f"{at['earlyia']['purity']:.0%}; Fink's configuration {at['fink']['efficiency']:.0%} at purity "
-                f"{at['fink']['purity']:.0%}. Within 5 detections: {at5['earlyia_efficiency']:.0%} against "
-                f"{at5['fink_efficiency']:.0%}.")
+    by_n = flagging.set_index("max_detections")
+    first_fink = by_n.index[by_n["fink_flagged_ia"] > 0]
+    headline = (
+        f"Within 5 detections earlyia (score > 0.5) flags {by_n.loc[5, 'earlyia_05_efficiency']:.0%} of the held-out SN Ia at "
+        f"purity {by_n.loc[5, 'earlyia_05_purity']:.0%}; Fink's configuration {by_n.loc[5, 'fink_efficiency']:.0%}"
+        + (f" (its first SN Ia at {int(first_fink[0])} detections)" if len(first_fink) else "")
+        + f". Within 20 detections: {at['earlyia_05']['efficiency']:.0%} at purity {at['earlyia_05']['purity']:.0%} against "
+        f"{at['fink']['efficiency']:.0%} at {at['fink']['purity']:.0%}. At equal purity {config.min_purity:.0%} (read off both "
+        f"curves) earlyia flags {matched['earlyia']['efficiency']:.0%} within 20 detections, Fink's configuration "
+        f"{matched['fink']['efficiency']:.0%}; at its card threshold, chosen on the archive alone, earlyia flags "
+        f"{at['earlyia']['efficiency']:.0%} at purity {at['earlyia']['purity']:.0%}.")
     say(f"    {headline} {clock.lap('score held out')}")
 
     say(f"2/4 active learning: uncertainty vs random sampling, {config.al_realisations} paired realisations x "
@@ -762,6 +819,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, say: Say = pr
         "early_flagging": {
             "scorers": labels, "threshold": thr_e, "n_archive": len(arch_idx), "n_ia": int(flagging["n_ia"].iloc[0]),
             "n_other": int(flagging["n_other"].iloc[0]), "at_20": at, "headline": headline,
+            "at_purity": {k: {"min_purity": config.min_purity, "max_detections": TARGET_DETECTIONS, **v} for k, v in matched.items()},
             "models": {"earlyia": early.hash, "fink": fink.hash},
         },
         "active_learning": {

@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loops", type=int, default=d.al_loops, help=f"queries per realisation (default {d.al_loops})")
     p.add_argument("--al-trees", type=int, default=d.al_trees, help=f"trees of the active-learning forest (default {d.al_trees})")
     p.add_argument("--targets", type=int, default=d.targets, help=f"follow-up targets tonight, per list (default {d.targets})")
+    p.add_argument("--season-days", type=float, default=d.season_days,
+                   help=f"days over which the simulated explosions spread (default {d.season_days:g})")
+    p.add_argument("--min-purity", type=float, default=d.min_purity,
+                   help=f"purity target of the candidate threshold and of the equal-purity comparison (default {d.min_purity:g})")
     p.add_argument("--n-jobs", type=int, default=d.n_jobs, help=f"worker processes (default {d.n_jobs})")
     p.set_defaults(func=run)
 
@@ -53,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
 
     config = DemoConfig(n_objects=args.n_objects, seed=args.seed, trees=args.trees, fink_trees=args.fink_trees,
                         augment_copies=args.augment_copies, impostors=args.impostors, al_realisations=args.realisations,
-                        al_loops=args.loops, al_trees=args.al_trees, targets=args.targets, n_jobs=args.n_jobs)
+                        al_loops=args.loops, al_trees=args.al_trees, targets=args.targets, season_days=args.season_days,
+                        min_purity=args.min_purity, n_jobs=args.n_jobs)
     defaults = DemoConfig()
     options = {"seed": "--seed", "n_objects": "--n-objects", "trees": "--trees", "fink_trees": "--fink-trees",
                "augment_copies": "--augment-copies", "impostors": "--impostors", "al_realisations": "--realisations",
-               "al_loops": "--loops", "al_trees": "--al-trees", "targets": "--targets"}
+               "al_loops": "--loops", "al_trees": "--al-trees", "targets": "--targets", "season_days": "--season-days",
+               "min_purity": "--min-purity"}
     changed = [f"{opt} {getattr(config, k)}" for k, opt in options.items() if getattr(config, k) != getattr(defaults, k)]
     command = " ".join(["earlyia demo", f"--out {args.out}", *changed])
     result = run_demo(args.out, config, say=lambda line: print(line, flush=True), command=command)
