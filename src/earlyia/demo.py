@@ -320,9 +320,10 @@ def plot_flagging(table: pd.DataFrame, labels: dict[str, str], curves: dict[str,
     axes[1].axhline(min_purity, color="grey", lw=0.8, ls=":")
     axes[0].legend(fontsize=8, loc="upper left")
     ax = axes[2]
-    for (name, label), st in zip(curve_labels.items(), ("-", ":"), strict=False):
+    for (name, label), st, colour in zip(curve_labels.items(), ("-", ":"), ("C0", "C2"), strict=False):
         c = curves[name]
-        ax.plot(c["efficiency"], c["purity"], st, label=label)
+        c = c[c["threshold"] >= 0]  # below 0 every object is flagged, scored or not
+        ax.plot(c["efficiency"], c["purity"], st, color=colour, label=label)
     ax.axhline(min_purity, color="grey", lw=0.8, ls=":")
     ax.set_xlabel(f"efficiency within {TARGET_DETECTIONS} detections")
     ax.set_ylabel("purity")
