@@ -598,9 +598,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _cell(v: Any) -> str:
+#: Columns shown as whole numbers in the report's tables (they may arrive as floats).
+INTEGER_COLUMNS = frozenset({"ndethist", "n_detections", "rank"})
+
+
+def _cell(v: Any, integer: bool = False) -> str:
     if isinstance(v, (float, np.floating)):
-        return "" if not np.isfinite(v) else f"{v:.3f}"
+        if not np.isfinite(v):
+            return ""
+        return f"{v:.0f}" if integer else f"{v:.3f}"
     return _e(v)
 
 
@@ -608,7 +614,9 @@ def html_table(df: pd.DataFrame, columns: dict[str, str] | None = None) -> str:
     """A DataFrame as an HTML table, every header and cell escaped (``columns``: column -> header)."""
     columns = columns or {c: c for c in df.columns}
     head = "".join(f"<th>{_e(h)}</th>" for h in columns.values())
-    rows = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>\n" for r in df[list(columns)].itertuples(index=False))
+    whole = [c in INTEGER_COLUMNS for c in columns]
+    rows = "".join("<tr>" + "".join(f"<td>{_cell(v, w)}</td>" for v, w in zip(r, whole, strict=True)) + "</tr>\n"
+                   for r in df[list(columns)].itertuples(index=False))
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>"
 
 
