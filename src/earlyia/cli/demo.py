@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser(
         "demo",
-        help="why earlyia: a simulated season, earlyia vs Fink, active learning, one night of follow-up (offline, ~1 min)",
+        help="run the whole pipeline on built-in simulated data (offline, ~1 minute)",
         description=(
             "Simulate a ZTF-like season; train the default early model and Fink's configuration on half of the objects "
             "and compare their early flagging on the other half; compare uncertainty with random sampling over many "
