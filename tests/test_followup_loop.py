@@ -453,3 +453,27 @@ def test_model_versions_are_hashes_matched_exactly_or_by_unambiguous_prefix(tmp_
         register(db, tmp_path / "b.eia")
         assert promote(db, b.hash.upper()[:12])[0] == b.hash
     assert main(["models", "promote", "%%%%%%", "--db", str(tmp_path / "loop.db")]) == 2
+
+
+def test_retrain_keeps_productions_rows_when_the_new_table_carries_row_flags(tmp_path):
+    """A table from `earlyia features` has a `valid` column that production's stored rows lack: combined, production's
+    rows stay in training (a missing flag is not "unusable"), and the new rows flagged unusable are left out."""
+    from earlyia.followup.labels import ingest_labels
+    from earlyia.followup.registry import register
+    from earlyia.followup.retrain import retrain
+
+    base = make_world(300, 41, "ZTF26base", 60000)
+    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0.save(tmp_path / "m0.eia")
+    assert "valid" not in m0.training_rows.columns
+    tonight = make_world(40, 42, "ZTF26new", 60000)
+    tonight["valid"] = True
+    dropped = tonight["object_id"].iloc[0]
+    tonight.loc[tonight["object_id"] == dropped, "valid"] = False  # one object without usable features
+    objs = tonight.drop_duplicates("object_id")
+    with FollowupDB(tmp_path / "loop.db") as db:
+        register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
+        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
+                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        r = retrain(db, tonight, EXTRACTOR, validation=make_world(200, 43, "ZTF26val", 60000), n_estimators=N_TREES)
+        assert set(r.training["object_id"]) == set(base["object_id"]) | (set(objs["object_id"]) - {dropped})

@@ -108,9 +108,23 @@ def split_validation(labels: pd.DataFrame, fraction: float, random_state) -> pd.
     return pd.concat(parts) if parts else labels.iloc[:0]
 
 
+#: Row flags of feature tables (a row a flag marks False has no usable features).
+ROW_FLAGS = ("ok", "valid", "passed")
+
+
+def _usable(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows no flag marks unusable, without the flags: tables with and without them then combine safely
+    (a flag missing on one side would read as "unusable" for all its rows)."""
+    keep = np.ones(len(rows), bool)
+    for col in ROW_FLAGS:
+        if col in rows.columns:
+            keep &= rows[col].fillna(False).to_numpy(bool)
+    return rows[keep].drop(columns=[c for c in (*ROW_FLAGS, "reason") if c in rows.columns])
+
+
 def _rows_of(feats: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The feature rows of the labelled objects, with their (database) label as ``label`` 1/0 and ``view`` 0."""
-    rows = feats[feats["object_id"].isin(set(labels["object_id"]))].drop(
+    """The usable feature rows of the labelled objects, with their (database) label as ``label`` 1/0 and ``view`` 0."""
+    rows = _usable(feats[feats["object_id"].isin(set(labels["object_id"]))]).drop(
         columns=[c for c in ("label", "tns_type", "type", "view") if c in feats.columns])
     return rows.merge(labels[["object_id", "label"]], on="object_id", how="inner").assign(view=0)
 
@@ -289,7 +303,7 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
     missing = sorted(set(new["object_id"]) - set(feats["object_id"]))
     new = new[new["object_id"].isin(set(feats["object_id"]))]
     new_rows = _rows_of(feats, new)
-    parts = [r for r in (prod_rows, new_rows) if r is not None and len(r)]
+    parts = [_usable(r) for r in (prod_rows, new_rows) if r is not None and len(r)]
     if not parts:
         raise InputError("no training rows: no model in production and none of the labelled objects has features in the table")
     train_rows = pd.concat(parts, ignore_index=True)
