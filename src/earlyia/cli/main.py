@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "train",
     "models",
     "score",
+    "stream",
     "candidates",
     "evaluate_early",
     "followup",
