@@ -69,6 +69,8 @@ _PART = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\
 _OFFSETS = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)\.json$")
 #: What decoding an arbitrary byte string with fastavro raises (besides earlyia's own errors).
 _DECODE_ERRORS = (ValueError, EOFError, IndexError, KeyError, TypeError, OverflowError, StopIteration, struct.error, AttributeError)
+#: Image stamps of an alert packet: never scored, dropped as soon as a message is decoded.
+_CUTOUTS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 #: librdkafka error names that mean the credentials were refused.
 _AUTH_ERRORS = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED",
                 "CLUSTER_AUTHORIZATION_FAILED"}
@@ -119,6 +121,8 @@ class KafkaSettings:
             "auto.offset.reset": self.offset_reset,
             "enable.auto.commit": False,  # committed only after the outputs are durable
             "enable.auto.offset.store": False,
+            # librdkafka prefetches up to 64 MB per partition by default: a few MB keep memory flat at full speed
+            "queued.max.messages.kbytes": 8192,
         }
         conf.update(dict(self.extra))
         if self.username is not None:
@@ -523,7 +527,8 @@ def _score_round(items: list[tuple[int, Mapping]], model, extractor, source: str
 
 def score_messages(messages: Sequence[Message], model, decoder: Decoder, extractor=None) -> pd.DataFrame:
     """SCORES rows of a batch of messages, with :data:`ORIGIN_COLUMNS` and ``night``; an undecodable message or
-    an unusable alert is a reason row, never an exception, and every message gives at least one row."""
+    an unusable alert is a reason row, never an exception, and every message gives at least one row. The messages'
+    ``key`` and ``value`` are released once decoded."""
     from earlyia.score.pipeline import problem_rows
 
     if extractor is None:
@@ -539,6 +544,12 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
         except (InputError, *_DECODE_ERRORS) as exc:
             problems.append((i, f"undecodable message ({type(exc).__name__}: {exc})"))
             continue
+        finally:
+            msg.key = msg.value = None  # the raw bytes are no longer needed: memory stays that of one batch of records
+        for rec in records:
+            if isinstance(rec, dict):
+                for name in _CUTOUTS:
+                    rec.pop(name, None)
         if not records:
             problems.append((i, "the message holds no alert"))
         for rec in records:
@@ -754,7 +765,7 @@ def run_stream(
     out: str | Path,
     *,
     decoder: Decoder | None = None,
-    batch_size: int = 2000,
+    batch_size: int = 1000,
     batch_seconds: float = 2.0,
     idle_exit: float | None = None,
     max_messages: int | None = None,

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--out", required=True, help="output directory (scores/, candidates/, _offsets/)")
     out.add_argument("--min-score", type=float, default=None, metavar="X",
                      help="candidate threshold (default: the model card's, purity 0.8 within 20 detections)")
-    out.add_argument("--batch-size", type=int, default=2000, help="messages per batch, written and committed together (default 2000)")
+    out.add_argument("--batch-size", type=int, default=1000, help="messages per batch, written and committed together (default 1000)")
     out.add_argument("--batch-seconds", type=float, default=2.0, help="a batch closes this long after its first message (default 2)")
     stop = p.add_argument_group("stopping and progress")
     stop.add_argument("--max-alerts", type=int, default=None, metavar="N", help="stop after N messages")
