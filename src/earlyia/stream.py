@@ -189,6 +189,7 @@ class Decoder:
         self._last_key: bytes | None = None
         self._last_schema = None
         self._fixed = None
+        self._programs: dict[int, tuple[Any, Any]] = {}
         if schema is not None:
             if isinstance(schema, Mapping):
                 doc, what = dict(schema), "--schema (given)"
@@ -248,6 +249,36 @@ class Decoder:
             raise InputError(f"{len(data) - buf.tell()} byte(s) left after the alert: not written with this schema")
         return rec
 
+    def schema_of(self, value: bytes | None, key: bytes | None) -> tuple[Any, bytes] | None:
+        """The parsed writer schema and the schemaless payload of a message, when that needs no guess (Fink's key
+        schema, or the wire format with a registry); None otherwise (the message is then decoded by ``__call__``)."""
+        if not value or value[:4] == b"Obj\x01":
+            return None
+        try:
+            if key and key.lstrip()[:1] == b"{":
+                return self._key_schema(key), value
+            if self.registry is not None and value[0] == 0 and len(value) > 5:
+                return self._registry_schema(struct.unpack(">I", value[1:5])[0]), value[5:]
+        except InputError:
+            return None
+        return None
+
+    def program(self, schema):
+        """The compiled column walk of a ZTF-like schema (``objectId`` and a ``candidate`` record), else None."""
+        from earlyia.io.avro_columns import compile_schema
+
+        key = id(schema)
+        if key not in self._programs:
+            prog = None
+            names = {f.get("name") for f in schema.get("fields", [])} if isinstance(schema, dict) else set()
+            if {"objectId", "candidate"} <= names:
+                try:
+                    prog = compile_schema(schema, _wanted())
+                except (ValueError, KeyError, TypeError):
+                    prog = None
+            self._programs[key] = (schema, prog)  # the schema is kept alive so that its id stays its own
+        return self._programs[key][1]
+
     def __call__(self, value: bytes | None, key: bytes | None = None) -> list[dict]:
         if not value:
             raise InputError("empty message")
@@ -269,6 +300,15 @@ class Decoder:
             raise InputError("message in the Kafka wire format (schema id "
                              f"{struct.unpack('>I', value[1:5])[0]}): give --schema-registry or --schema")
         raise InputError("cannot decode: no schema in the message key, not an Avro file, and no --schema given")
+
+
+def _wanted() -> dict[str, set[str]]:
+    """What the ZTF reader reads of a packet besides its top-level scalars."""
+    from earlyia.io.fink import CANDIDATE_ALERT_FIELDS
+    from earlyia.io.ztf import FORCED_FIELDS, POINT_FIELDS
+
+    points = set(POINT_FIELDS) | set(FORCED_FIELDS)
+    return {"candidate": points | set(CANDIDATE_ALERT_FIELDS), "prv_candidates": points, "fp_hists": points}
 
 
 def records_to_lightcurves(records: Sequence[Mapping], source: str):
@@ -525,6 +565,71 @@ def _score_round(items: list[tuple[int, Mapping]], model, extractor, source: str
     return [df], problems
 
 
+def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Decoder, frames: list[pd.DataFrame]) -> set[int]:
+    """Score the ZTF messages whose schema is known without decoding them one by one: their bytes go to Arrow
+    columns in one compiled pass (:mod:`earlyia.io.avro_columns`), then through the Arrow reader of ZTF alert
+    tables; one alert per object per round, as the record path. Returns the messages left for the record path
+    (other conventions, Rubin, and any message the columnar pass could not read exactly)."""
+    from earlyia.io.avro_columns import decode_columns
+    from earlyia.io.ztf import lightcurves_from_alert_table
+    from earlyia.score.pipeline import score_lightcurves
+
+    groups: dict[int, tuple[Any, list[int], list[bytes]]] = {}
+    rest: set[int] = set()
+    for i, msg in enumerate(messages):
+        found = decoder.schema_of(msg.value, msg.key)
+        prog = decoder.program(found[0]) if found is not None else None
+        if prog is None:
+            rest.add(i)
+            continue
+        g = groups.setdefault(id(prog), (prog, [], []))
+        g[1].append(i)
+        g[2].append(found[1])
+    for prog, idx, payloads in groups.values():
+        try:
+            table, bad = decode_columns(prog, payloads)
+        except (ValueError, TypeError, IndexError, pa.ArrowException):
+            rest.update(idx)
+            continue
+        rest.update(i for i, b in zip(idx, bad, strict=True) if b)
+        good = np.flatnonzero(~bad)
+        if not len(good):
+            continue
+        table = table.take(pa.array(good))
+        msg_of = np.asarray(idx, np.int64)[good]
+        oids = table.column("objectId").to_pylist()
+        seen: dict[object, int] = {}
+        round_of = np.zeros(len(oids), np.int64)
+        for k, o in enumerate(oids):
+            round_of[k] = seen.get(o, 0)
+            seen[o] = round_of[k] + 1
+        for r in range(int(round_of.max()) + 1 if len(round_of) else 0):
+            sel = np.flatnonzero(round_of == r)
+            sub = table.take(pa.array(sel))
+            try:
+                lc = lightcurves_from_alert_table(sub, source=f"stream:ZTF:{r}")
+            except (EarlyIAError, *_DECODE_ERRORS, pa.ArrowException):
+                rest.update(int(msg_of[k]) for k in sel)  # the record path says which alert is at fault
+                continue
+            if lc.problems or len(lc.alerts) != len(sel):
+                rest.update(int(msg_of[k]) for k in sel)
+                continue
+            df = score_lightcurves(lc, model, extractor)
+            by_alert = {str(c): int(msg_of[k]) for k, c in zip(sel, sub.column("candid").to_pylist(), strict=True)
+                        if c is not None} if "candid" in sub.column_names else {}
+            by_object = {str(o): int(msg_of[k]) for k, o in zip(sel, sub.column("objectId").to_pylist(), strict=True)}
+            df["_msg"] = [by_alert.get(a, by_object.get(o, -1)) for a, o in zip(df["alert_id"].astype(str), df["object_id"].astype(str),
+                                                                                strict=True)]
+            if (df["_msg"] < 0).any():
+                rest.update(int(msg_of[k]) for k in sel)
+                continue
+            frames.append(df)
+            for k in sel:
+                m = messages[int(msg_of[k])]
+                m.key = m.value = None
+    return rest
+
+
 def score_messages(messages: Sequence[Message], model, decoder: Decoder, extractor=None) -> pd.DataFrame:
     """SCORES rows of a batch of messages, with :data:`ORIGIN_COLUMNS` and ``night``; an undecodable message or
     an unusable alert is a reason row, never an exception, and every message gives at least one row. The messages'
@@ -538,7 +643,11 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
     names = list(extractor.names)
     by_survey: dict[str, list[tuple[int, Mapping]]] = {}
     problems: list[tuple[int, str]] = []
+    frames: list[pd.DataFrame] = []
+    slow = _score_columnar(messages, model, extractor, decoder, frames)
     for i, msg in enumerate(messages):
+        if i not in slow:
+            continue
         try:
             records = decoder(msg.value, msg.key)
         except (InputError, *_DECODE_ERRORS) as exc:
@@ -559,7 +668,6 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
                 problems.append((i, f"unrecognised alert record (fields {fields}): neither ZTF nor Rubin"))
                 continue
             by_survey.setdefault(survey, []).append((i, rec))
-    frames: list[pd.DataFrame] = []
     for survey, items in by_survey.items():
         for k, chunk in enumerate(_rounds(items)):
             f, p = _score_round(chunk, model, extractor, source=f"stream:{survey}:{k}")
