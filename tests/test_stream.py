@@ -420,6 +420,9 @@ def test_columnar_path_scores_like_the_record_path(fink_alerts, model_path):
     pairs = [fink_message(schema, r) for r in records] + [fink_message(s, r) for s, recs in live for r in recs]
     pairs += [fink_message(schema, r) for r in replicate(records, 6, seed=4)]
     pairs.append(pairs[0])  # an object twice in the batch: scored in another round, on its own packet
+    for path in sorted(shared("external_alert_samples/ztf_avro_history").glob("v3.5fp*.avro")):  # forced photometry
+        s, recs = _container(path)
+        pairs += [fink_message(s, r) for r in recs]
 
     def batch():
         return [Message("t", 0, i, k, v, 1_700_000_000_000) for i, (k, v) in enumerate(pairs)]

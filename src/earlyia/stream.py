@@ -565,7 +565,8 @@ def _score_round(items: list[tuple[int, Mapping]], model, extractor, source: str
     return [df], problems
 
 
-def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Decoder, frames: list[pd.DataFrame]) -> set[int]:
+def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Decoder, frames: list[pd.DataFrame],
+                    problems: list[tuple[int, str]] | None = None) -> set[int]:
     """Score the ZTF messages whose schema is known without decoding them one by one: their bytes go to Arrow
     columns in one compiled pass (:mod:`earlyia.io.avro_columns`), then through the Arrow reader of ZTF alert
     tables; one alert per object per round, as the record path. Returns the messages left for the record path
@@ -611,7 +612,7 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
             except (EarlyIAError, *_DECODE_ERRORS, pa.ArrowException):
                 rest.update(int(msg_of[k]) for k in sel)  # the record path says which alert is at fault
                 continue
-            if lc.problems or len(lc.alerts) != len(sel):
+            if len(lc.alerts) != len(sel) or (lc.problems and problems is None):
                 rest.update(int(msg_of[k]) for k in sel)
                 continue
             df = score_lightcurves(lc, model, extractor)
@@ -623,6 +624,9 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
             if (df["_msg"] < 0).any():
                 rest.update(int(msg_of[k]) for k in sel)
                 continue
+            for p in lc.problems:  # e.g. forced-photometry points left out: a reason row beside the alert's row
+                i = by_object.get(str(p.object_id), -1)
+                problems.extend([(i, p.reason)] if i >= 0 else [(int(msg_of[k]), p.reason) for k in sel])
             frames.append(df)
             for k in sel:
                 m = messages[int(msg_of[k])]
@@ -644,7 +648,7 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
     by_survey: dict[str, list[tuple[int, Mapping]]] = {}
     problems: list[tuple[int, str]] = []
     frames: list[pd.DataFrame] = []
-    slow = _score_columnar(messages, model, extractor, decoder, frames)
+    slow = _score_columnar(messages, model, extractor, decoder, frames, problems)
     for i, msg in enumerate(messages):
         if i not in slow:
             continue
@@ -1057,7 +1061,9 @@ def _lag(consumer) -> int | None:
     try:
         total = 0
         for tp in consumer.assignment():
-            lo, hi = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            lo, hi = consumer.get_watermark_offsets(tp, cached=True)  # from the fetch responses: no request
+            if hi < 0:
+                lo, hi = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
             pos = consumer.position([tp])[0].offset
             total += max(hi - (pos if pos >= 0 else lo), 0)
         return total
