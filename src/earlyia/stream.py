@@ -596,7 +596,8 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
         good = np.flatnonzero(~bad)
         if not len(good):
             continue
-        table = table.take(pa.array(good))
+        if len(good) < len(bad):
+            table = table.take(pa.array(good))
         msg_of = np.asarray(idx, np.int64)[good]
         oids = table.column("objectId").to_pylist()
         seen: dict[object, int] = {}
@@ -606,7 +607,7 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
             seen[o] = round_of[k] + 1
         for r in range(int(round_of.max()) + 1 if len(round_of) else 0):
             sel = np.flatnonzero(round_of == r)
-            sub = table.take(pa.array(sel))
+            sub = table if len(sel) == table.num_rows else table.take(pa.array(sel))
             try:
                 lc = lightcurves_from_alert_table(sub, source=f"stream:ZTF:{r}")
             except (EarlyIAError, *_DECODE_ERRORS, pa.ArrowException):
