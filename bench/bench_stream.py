@@ -150,11 +150,14 @@ def main() -> None:
                       f"peak RSS {res['peak_rss_mb']:.0f} MB ({res['last_line']})", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
             rows.append((n, statistics.median(r["rate_cpu"] for r in runs), max(r["peak_rss_mb"] for r in runs),
-                         statistics.median(r["wall"] for r in runs)))
+                         statistics.median(r["wall"] for r in runs), statistics.median(r["cpu"] for r in runs)))
         print("\n| alerts | alerts per CPU-second (median) | peak RSS | wall s (median, 3 s idle wait included) |")
         print("|---|---|---|---|")
-        for n, rate, rss, wall in rows:
+        for n, rate, rss, wall, _ in rows:
             print(f"| {n:,} | {rate:,.0f} | {rss:.0f} MB | {wall:.1f} |")
+        if len(rows) > 1:  # the start-up (imports, model, compiled kernels) cancels out between two sizes
+            (n1, *_, c1), (n2, *_, c2) = rows[0], rows[-1]
+            print(f"\nsteady state, from {n1:,} to {n2:,} alerts: {(n2 - n1) / (c2 - c1):,.0f} alerts per CPU-second")
     finally:
         broker.terminate()
         broker.wait(10)

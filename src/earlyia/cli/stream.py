@@ -21,7 +21,8 @@ kafka_topic, kafka_partition, kafka_offset), o/candidates/night=YYYY-MM-DD/*.par
 candidate threshold) and o/_offsets/ (what is written). Kill it at any moment and start it again: no alert is
 lost and none is written twice (docs/stream.md). A password is read from the credentials file or from
 $EARLYIA_KAFKA_PASSWORD, never from the command line.
-Exit code 0 when it stops (--max-alerts, --idle-timeout, SIGTERM or Ctrl-C), 2 on a usage or connection error.
+Exit code 0 when it stops (--max-alerts, --idle-timeout, SIGTERM or Ctrl-C: the batch in progress is finished
+first; a second Ctrl-C stops at once, exit 130), 2 on a usage or connection error.
 """
 
 
@@ -109,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
     stopping = {"now": False}
 
     def on_term(signum, frame):
+        if stopping["now"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (what was not committed is read again on restart)
         stopping["now"] = True
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         print(f"earlyia stream: {settings.describe()} -> {args.out}", file=sys.stderr, flush=True)
         report = run_stream(
@@ -120,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             progress_every=args.progress_seconds, should_stop=lambda: stopping["now"],
         )
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"earlyia stream: candidate threshold {report.threshold:.3f}; {report.n_batches} batch(es) in {report.seconds:.1f} s "
           f"-> {args.out}", file=sys.stderr)
     return 0
