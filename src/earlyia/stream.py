@@ -734,10 +734,7 @@ def _offsets_name(topic: str, partition: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]', '_', topic)}-{partition}"
 
 
-def _parquet_bytes(df: pd.DataFrame, meta: dict[bytes, bytes]) -> bytes:
-    from earlyia.score.pipeline import to_arrow
-
-    table = to_arrow(df.reset_index(drop=True))
+def _table_bytes(table: pa.Table, meta: dict[bytes, bytes]) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}), sink, compression="zstd")
     return sink.getvalue().to_pybytes()
@@ -767,23 +764,31 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
         n_dup = int((~keep).sum())
         rows = rows[keep]
     n_rows = n_cand = 0
+    table = None
+    if len(rows):
+        from earlyia.score.pipeline import to_arrow
+
+        table = to_arrow(rows.drop(columns=["night"]).reset_index(drop=True))  # once per batch; parts are slices of it
+        r_topic = rows["kafka_topic"].to_numpy(object)
+        r_part = rows["kafka_partition"].to_numpy(np.int64)
+        r_night = rows["night"].to_numpy(object)
+        r_cand = rows["passed"].to_numpy(bool) & (rows["score"].to_numpy(np.float64) >= threshold)
+        r_ids = rows["alert_id"].fillna("").astype(str).to_numpy(object)
     for (topic, part), (lo, hi) in ranges.items():
         if hi <= state.written.get((topic, part), -1):
             continue  # everything of this partition was written before
         name = _part_name(topic, part, lo, hi)
-        mine = rows
-        if len(rows):
-            mine = rows[(rows["kafka_topic"].to_numpy(object) == topic) & (rows["kafka_partition"].to_numpy(np.int64) == part)]
-        for night, grp in (mine.groupby("night", sort=True) if len(mine) else []):
-            grp = grp.drop(columns=["night"])
-            cand = grp[grp["passed"].to_numpy(bool) & (grp["score"].to_numpy(np.float64) >= threshold)]
-            for kind, sub in (("scores", grp), ("candidates", cand)):
-                if kind == "candidates" and not len(sub):
+        mine = np.flatnonzero((r_topic == topic) & (r_part == part)) if table is not None else np.zeros(0, np.int64)
+        for night in sorted(set(r_night[mine])) if len(mine) else []:
+            idx = mine[r_night[mine] == night]
+            cand = idx[r_cand[idx]]
+            for kind, sel in (("scores", idx), ("candidates", cand)):
+                if kind == "candidates" and not len(sel):
                     continue
-                _fsync_write(state.root / kind / f"night={night}" / f"{name}.parquet", _parquet_bytes(sub, meta))
-            ids = grp["alert_id"].fillna("").astype(str).to_numpy(object)
+                _fsync_write(state.root / kind / f"night={night}" / f"{name}.parquet", _table_bytes(table.take(pa.array(sel)), meta))
+            ids = r_ids[idx]
             state.ids.add(night, _id_hashes(ids[ids != ""]))
-            n_rows += len(grp)
+            n_rows += len(idx)
             n_cand += len(cand)
         doc = {"topic": topic, "partition": part, "last_offset": hi, "batch_first_offset": lo,
                "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
