@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       epilog="examples:\n  earlyia followup select --scores scores.parquet --n 30\n"
                              "  earlyia followup select --scores scores.parquet --strategy cost_aware --budget 20 --mag-limit 19",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--scores", required=True, help="SCORES.parquet written by `earlyia score`")
+    s.add_argument("--scores", required=True, help="SCORES.parquet written by `earlyia score`, or the output directory of `earlyia stream` "
+                   "(all its nights; or its scores/night=YYYY-MM-DD folder for one night)")
     s.add_argument("--n", type=int, default=30, help="number of active-learning targets (default 30)")
     s.add_argument("--n-early", type=int, default=None, help="length of the early-SN-Ia list (default: --n)")
     s.add_argument("--strategy", default="uncertainty",

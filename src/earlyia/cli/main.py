@@ -16,7 +16,7 @@ from earlyia.errors import EarlyIAError
 from earlyia.kernels import FirstCompile
 
 #: Commands that run the compiled kernels (their first run in an installation says it compiles them).
-KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "evaluate-early"})
+KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "stream", "evaluate-early"})
 
 #: Subcommands in the order ``earlyia --help`` lists them: command -> (module of this package, one-line help).
 #: A module is imported only when its command runs, so ``earlyia --help`` stays fast; each module's
@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model file from a labelled feature table"),
     "models": ("models", "inspect (and manage) model files"),
     "score": ("score", "score alerts with a model file"),
+    "stream": ("stream", "score alerts from Kafka as they arrive (Fink livestream, ZTF, Rubin)"),
     "calibrate": ("calibrate", "fit a score calibration on labelled objects (for candidates --calibration)"),
     "candidates": ("candidates", "early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report"),
     "evaluate-early": ("evaluate_early", "efficiency/purity of early flagging with the alert-by-alert replay protocol"),

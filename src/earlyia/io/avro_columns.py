@@ -1,0 +1,445 @@
+"""Schemaless Avro messages straight to Arrow columns: a compiled walk over the bytes, no Python object per field.
+
+fastavro builds a dictionary per record and a Python object per field (~1 ms for a full ZTF alert packet of
+~700 fields). For a batch of messages written with one schema, :func:`compile_schema` turns the writer schema
+into a flat program (records inlined; unions, arrays and maps as jumps and loops) and :func:`decode_columns`
+runs it over all the messages in one compiled kernel, keeping only the scalar fields of the top-level record,
+of its sub-records (``candidate``) and of its arrays of records (``prv_candidates``, ``fp_hists``), and skips
+everything else (cutouts, maps, nested arrays) without reading it. The result is the nested Arrow table that
+:func:`earlyia.io.ztf.lightcurves_from_alert_table` reads. A message the program cannot walk exactly (truncated,
+trailing bytes, a bad union index) is reported by index, for the caller to decode the slow way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+# opcodes
+_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END = range(12)
+_PRIM = {"null": _NULL, "boolean": _BOOL, "int": _LONG, "long": _LONG, "float": _FLOAT, "double": _DOUBLE, "bytes": _BYTES,
+         "string": _BYTES, "enum": _LONG}
+_ARROW = {_BOOL: pa.bool_(), _LONG: pa.int64(), _FLOAT: pa.float32(), _DOUBLE: pa.float64()}
+
+
+@dataclass
+class Column:
+    path: tuple[str, ...]  # ("objectId",), ("candidate", "jd"), ("prv_candidates", "magpsf")
+    kind: int  # opcode of the value
+    slot: int  # -1: one value per message; else the array slot whose elements it belongs to
+    string: bool = False
+    enum_symbols: tuple[str, ...] | None = None
+
+
+@dataclass
+class Program:
+    op: np.ndarray
+    arg: np.ndarray
+    arg2: np.ndarray
+    out: np.ndarray
+    table: np.ndarray
+    columns: list[Column]
+    slots: list[str]  # array slot -> top-level field name
+    record_fields: dict[str, list[str]]  # top-level sub-records kept (name -> field order)
+    per_message: int = 64  # room for array elements per message (grows when a batch needs more)
+
+
+class _Builder:
+    def __init__(self, wanted=None):
+        self.wanted = wanted
+        self.op: list[int] = []
+        self.arg: list[int] = []
+        self.arg2: list[int] = []
+        self.out: list[int] = []
+        self.table: list[int] = []
+        self.columns: list[Column] = []
+        self.slots: list[str] = []
+        self.record_fields: dict[str, list[str]] = {}
+        self.named: dict[str, object] = {}
+
+    def emit(self, op: int, arg: int = 0, arg2: int = 0, out: int = -1) -> int:
+        self.op.append(op)
+        self.arg.append(arg)
+        self.arg2.append(arg2)
+        self.out.append(out)
+        return len(self.op) - 1
+
+    def resolve(self, schema):
+        if isinstance(schema, str):
+            return self.named.get(schema, schema)
+        if isinstance(schema, dict) and schema.get("type") in ("record", "enum", "fixed") and "name" in schema:
+            self.named[schema["name"]] = schema
+            if "namespace" in schema:
+                self.named[f"{schema['namespace']}.{schema['name']}"] = schema
+        return schema
+
+    def value(self, schema, path: tuple[str, ...] | None, slot: int, depth: int) -> None:
+        """Emit the walk of ``schema``; ``path`` names the column when the value is kept (None: skipped)."""
+        schema = self.resolve(schema)
+        if isinstance(schema, list):  # union: an index, then the branch
+            at = self.emit(_UNION, 0, len(schema))
+            jumps = []
+            first = len(self.table)
+            self.table.extend([0] * len(schema))
+            for k, branch in enumerate(schema):
+                self.table[first + k] = len(self.op)
+                self.value(branch, path, slot, depth)
+                jumps.append(self.emit(_JUMP))
+            self.arg[at] = first
+            for j in jumps:
+                self.arg[j] = len(self.op)
+            return
+        if isinstance(schema, dict):
+            t = schema.get("type")
+            if t == "record":
+                for f in schema["fields"]:
+                    sub = None
+                    if depth == 0:
+                        sub = (f["name"],)
+                        if self.wanted is not None and _is_container(self.resolve(f["type"]), self) and f["name"] not in self.wanted:
+                            sub = None  # a sub-record or array nobody reads: walked, not kept
+                    elif depth == 1 and path is not None:
+                        fields = None if self.wanted is None else self.wanted.get(path[0])
+                        sub = (*path, f["name"]) if fields is None or f["name"] in fields else None
+                    inner = self.resolve(f["type"])
+                    if depth == 0 and _is_record(inner, self):
+                        self.record_fields.setdefault(f["name"], [])
+                    if depth == 1 and path is not None:
+                        self.record_fields.setdefault(path[0], []).append(f["name"])
+                    self.value(f["type"], sub, slot, depth + 1)
+                return
+            if t == "array":
+                keep = depth == 1 and path is not None and _is_record(self.resolve(schema["items"]), self)
+                s = -1
+                if keep:
+                    s = len(self.slots)
+                    self.slots.append(path[0])
+                at = self.emit(_ARRAY, 0, s)
+                self.value(schema["items"], path if keep else None, s if keep else slot, 1 if keep else depth + 1)
+                self.emit(_LOOP, at)
+                self.arg[at] = len(self.op)
+                return
+            if t == "map":
+                at = self.emit(_ARRAY, 0, -1)
+                self.emit(_BYTES)
+                self.value(schema["values"], None, slot, depth + 1)
+                self.emit(_LOOP, at)
+                self.arg[at] = len(self.op)
+                return
+            if t == "fixed":
+                self.emit(_FIXED, int(schema["size"]))
+                return
+            if t == "enum":
+                self._leaf(_LONG, path, slot, depth, enum=tuple(schema["symbols"]))
+                return
+            self.value(t, path, slot, depth)  # {"type": "long", "logicalType": ...}
+            return
+        if schema not in _PRIM:
+            raise ValueError(f"unsupported Avro type {schema!r}")
+        self._leaf(_PRIM[schema], path, slot, depth, string=schema == "string")
+
+    def _leaf(self, op: int, path, slot: int, depth: int, string: bool = False, enum=None) -> None:
+        keep = path is not None and op != _NULL and (op != _BYTES or string) and (depth <= 2)
+        out = -1
+        if keep:
+            existing = [i for i, c in enumerate(self.columns) if c.path == path]
+            if existing:
+                out = existing[0]
+                if self.columns[out].kind != op:  # a union of two value types: keep neither
+                    self.columns[out].kind = -1
+            else:
+                self.columns.append(Column(path, op, slot, string, enum))
+                out = len(self.columns) - 1
+        self.emit(op, 0, 0, out)
+
+
+def _is_container(schema, b: _Builder) -> bool:
+    schema = b.resolve(schema)
+    if isinstance(schema, list):
+        return any(_is_container(s, b) for s in schema)
+    return isinstance(schema, dict) and schema.get("type") in ("record", "array", "map")
+
+
+def _is_record(schema, b: _Builder) -> bool:
+    schema = b.resolve(schema)
+    if isinstance(schema, list):
+        return any(_is_record(s, b) for s in schema)
+    return isinstance(schema, dict) and schema.get("type") == "record"
+
+
+def compile_schema(schema: dict, wanted: dict[str, set[str]] | None = None) -> Program:
+    """The walk of a writer schema (a top-level record); raises ``ValueError`` on a type it does not know.
+
+    ``wanted``: the sub-records and arrays of records to keep, with the fields to keep of each (None: all);
+    the top-level scalars are always kept."""
+    b = _Builder(wanted)
+    if not (isinstance(schema, dict) and schema.get("type") == "record"):
+        raise ValueError("the top-level schema must be a record")
+    b.value(schema, None, -1, 0)
+    b.emit(_END)
+    a = lambda v: np.asarray(v, np.int64)  # noqa: E731
+    return Program(a(b.op), a(b.arg), a(b.arg2), a(b.out), a(b.table if b.table else [0]), b.columns, b.slots, b.record_fields)
+
+
+@numba.njit(cache=True)
+def _varint(data, pos, end):
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            return 0, -1
+        b = np.int64(data[pos])
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+    return (result >> 1) ^ -(result & 1), pos
+
+
+@numba.njit(cache=True)
+def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
+         slot_count, slot_start, slot_len, slot_has, failed):
+    """Walk every message; returns 0, or 1 when an array outgrew ``cap`` (call again with more room)."""
+    n_msg = starts.shape[0]
+    counter = np.zeros(n_slots, np.int64)
+    stack_ip = np.zeros(64, np.int64)
+    stack_left = np.zeros(64, np.int64)
+    for m in range(n_msg):
+        saved = counter.copy()
+        pos = starts[m]
+        end = ends[m]
+        ip = 0
+        sp = 0
+        ok = True
+        for s in range(n_slots):
+            slot_has[s, m] = 0
+            slot_len[s, m] = 0
+        while True:
+            o = op[ip]
+            if o == 11:  # END
+                if pos != end:
+                    ok = False
+                break
+            if o == 8:  # JUMP
+                ip = arg[ip]
+                continue
+            if o == 7:  # UNION
+                k, pos = _varint(data, pos, end)
+                if pos < 0 or k < 0 or k >= arg2[ip]:
+                    ok = False
+                    break
+                ip = table[arg[ip] + k]
+                continue
+            if o == 9:  # ARRAY: first block count
+                cnt, pos = _varint(data, pos, end)
+                if pos < 0:
+                    ok = False
+                    break
+                if cnt < 0:
+                    cnt = -cnt
+                    _, pos = _varint(data, pos, end)
+                    if pos < 0:
+                        ok = False
+                        break
+                s = arg2[ip]
+                if s >= 0:
+                    slot_has[s, m] = 1
+                    slot_start[s, m] = counter[s]
+                if cnt == 0:
+                    ip = arg[ip]
+                    continue
+                if sp >= 64:
+                    ok = False
+                    break
+                stack_ip[sp] = ip
+                stack_left[sp] = cnt
+                sp += 1
+                ip += 1
+                continue
+            if o == 10:  # LOOP: one element done
+                top = sp - 1
+                a_ip = stack_ip[top]
+                s = arg2[a_ip]
+                if s >= 0:
+                    counter[s] += 1
+                    slot_len[s, m] += 1
+                    if counter[s] >= cap:
+                        return 1
+                stack_left[top] -= 1
+                if stack_left[top] == 0:
+                    cnt, pos = _varint(data, pos, end)
+                    if pos < 0:
+                        ok = False
+                        break
+                    if cnt < 0:
+                        cnt = -cnt
+                        _, pos = _varint(data, pos, end)
+                        if pos < 0:
+                            ok = False
+                            break
+                    if cnt == 0:
+                        sp -= 1
+                        ip = arg[a_ip]
+                        continue
+                    stack_left[top] = cnt
+                ip = a_ip + 1
+                continue
+            c = out[ip]
+            row = 0
+            if c >= 0:
+                row = col_base[c] + (m if col_slot[c] < 0 else counter[col_slot[c]])
+            if o == 0:
+                pass
+            elif o == 1 or o == 2:
+                if o == 1:
+                    if pos >= end:
+                        ok = False
+                        break
+                    v = np.int64(data[pos])
+                    pos += 1
+                else:
+                    v, pos = _varint(data, pos, end)
+                    if pos < 0:
+                        ok = False
+                        break
+                if c >= 0:
+                    ints[row] = v
+                    has[row] = 1
+            elif o == 3 or o == 4:
+                size = 4 if o == 3 else 8
+                if pos + size > end:
+                    ok = False
+                    break
+                if c >= 0:
+                    if o == 3:
+                        flts[row] = np.float64(data[pos:pos + 4].view(np.float32)[0])
+                    else:
+                        flts[row] = data[pos:pos + 8].view(np.float64)[0]
+                    has[row] = 1
+                pos += size
+            elif o == 5:
+                ln, pos = _varint(data, pos, end)
+                if pos < 0 or ln < 0 or pos + ln > end:
+                    ok = False
+                    break
+                if c >= 0:
+                    spos[row] = pos
+                    slen[row] = ln
+                    has[row] = 1
+                pos += ln
+            elif o == 6:
+                if pos + arg[ip] > end:
+                    ok = False
+                    break
+                pos += arg[ip]
+            ip += 1
+        if not ok:
+            failed[m] = 1
+            for s in range(n_slots):
+                counter[s] = saved[s]
+                slot_len[s, m] = 0
+                slot_has[s, m] = 0
+    for s in range(n_slots):
+        slot_count[s] = counter[s]
+    return 0
+
+
+def _strings(data: np.ndarray, pos: np.ndarray, ln: np.ndarray, valid: np.ndarray) -> pa.Array:
+    ln = np.where(valid, ln, 0).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(ln)]).astype(np.int32 if ln.sum() < 2**31 else np.int64)
+    total = int(ln.sum())
+    if total:
+        seg = np.repeat(pos - offsets[:-1], ln) + np.arange(total)
+        values = data[seg]
+    else:
+        values = np.zeros(0, np.uint8)
+    mask = pa.array(valid).buffers()[1] if not valid.all() else None  # the validity bitmap
+    typ = pa.string() if offsets.dtype == np.int32 else pa.large_string()
+    arr = pa.Array.from_buffers(typ, len(ln), [mask, pa.py_buffer(offsets), pa.py_buffer(values)], null_count=int((~valid).sum()))
+    arr.validate(full=True)  # UTF-8
+    return arr
+
+
+def _array(prog: Program, c: int, col: Column, rows: int, data, ints, flts, spos, slen, has) -> pa.Array | None:
+    valid = has[:rows].astype(bool)
+    if col.kind == -1:
+        return None
+    if col.string:
+        return _strings(data, spos[:rows], slen[:rows], valid)
+    if col.enum_symbols is not None:
+        idx = np.where(valid, ints[:rows], 0)
+        return pa.array(np.asarray(col.enum_symbols, dtype=object)[np.clip(idx, 0, len(col.enum_symbols) - 1)], pa.string(),
+                        mask=~valid)
+    if col.kind in (_FLOAT, _DOUBLE):
+        return pa.array(flts[:rows], _ARROW[col.kind], mask=~valid)
+    if col.kind == _BOOL:
+        return pa.array(ints[:rows] != 0, pa.bool_(), mask=~valid)
+    if col.kind == _LONG:
+        return pa.array(ints[:rows], pa.int64(), mask=~valid)
+    return None
+
+
+def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.ndarray]:
+    """The messages (schemaless, all with ``prog``'s schema) as a nested Arrow table, and a mask of the messages the
+    program could not walk exactly (their rows are null; decode them another way)."""
+    n = len(values)
+    lengths = np.fromiter((len(v) for v in values), np.int64, n)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    data = np.frombuffer(b"".join(values), np.uint8)
+    n_slots = len(prog.slots)
+    col_slot = np.array([c.slot for c in prog.columns] or [0], np.int64)
+    cap = max(64, prog.per_message * n)
+    while True:
+        sizes = np.array([n if c.slot < 0 else cap for c in prog.columns] or [1], np.int64)
+        col_base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        total = int(sizes.sum())
+        ints = np.empty(total, np.int64)
+        flts = np.empty(total, np.float64)
+        spos = np.empty(total, np.int64)
+        slen = np.empty(total, np.int64)
+        has = np.zeros(total, np.uint8)
+        slot_count = np.zeros(max(n_slots, 1), np.int64)
+        slot_start = np.zeros((max(n_slots, 1), n), np.int64)
+        slot_len = np.zeros((max(n_slots, 1), n), np.int64)
+        slot_has = np.zeros((max(n_slots, 1), n), np.uint8)
+        failed = np.zeros(n, np.uint8)
+        if _run(data, starts, ends, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots, cap, ints, flts,
+                spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed) == 0:
+            break
+        cap *= 4
+        prog.per_message *= 4  # later batches start with the room this one needed
+    top: dict[str, pa.Array] = {}
+    subrec: dict[str, dict[str, pa.Array]] = {}
+    lists: dict[int, dict[str, pa.Array]] = {}
+    for c, col in enumerate(prog.columns):
+        rows = n if col.slot < 0 else int(slot_count[col.slot])
+        b0 = int(col_base[c])
+        arr = _array(prog, c, col, rows, data, ints[b0:], flts[b0:], spos[b0:], slen[b0:], has[b0:])
+        if arr is None:
+            continue
+        if col.slot >= 0:
+            lists.setdefault(col.slot, {})[col.path[1]] = arr
+        elif len(col.path) == 1:
+            top[col.path[0]] = arr
+        else:
+            subrec.setdefault(col.path[0], {})[col.path[1]] = arr
+    bad = failed.astype(bool)
+    names, arrays = [], []
+    for name, arr in top.items():
+        names.append(name)
+        arrays.append(arr)
+    for name, fields in subrec.items():
+        names.append(name)
+        arrays.append(pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()), mask=pa.array(bad)))
+    for s, fields in lists.items():
+        present = slot_has[s].astype(bool) & ~bad
+        offsets = np.concatenate([[0], np.cumsum(slot_len[s])]).astype(np.int32)
+        items = pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()))
+        names.append(prog.slots[s])
+        arrays.append(pa.ListArray.from_arrays(pa.array(offsets), items, mask=pa.array(~present)))
+    return pa.Table.from_arrays(arrays, names=names), bad
