@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,7 +41,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
 
-N_OBJECTS = 200  # enough alerts that each executor is still busy when the kill test looks
+N_OBJECTS = 120
 N_FILES = 3
 START_TIMEOUT = 240.0
 
@@ -220,32 +221,53 @@ def test_executors_run_the_drivers_earlyia_and_load_the_model_once_per_python_wo
 
 
 # ---------------------------------------------------------------------------------------------- command line, worker loss (last)
-def _active_stages(ui: str) -> list[dict]:
-    with urllib.request.urlopen(f"{ui}/api/v1/applications", timeout=5) as resp:
-        app = json.load(resp)[0]["id"]
-    with urllib.request.urlopen(f"{ui}/api/v1/applications/{app}/stages?status=active", timeout=5) as resp:
-        return json.load(resp)
+def _processes() -> dict[int, tuple[int, int, bytes]]:
+    """pid -> (parent pid, process group, command line) of every process (Linux /proc)."""
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                procs[int(entry.name)] = (int(fields[1]), int(fields[2]), (entry / "cmdline").read_bytes())
+    return procs
 
 
+def _scoring_on(group: int, app_id: str) -> bool:
+    """Whether the executor of application ``app_id`` in process group ``group`` has started Python workers."""
+    procs = _processes()
+    executors = {pid for pid, (_, pgrp, cmd) in procs.items()
+                 if pgrp == group and b"CoarseGrainedExecutorBackend" in cmd and app_id.encode() in cmd}
+    return any(ppid in executors and b"pyspark.daemon" in cmd for ppid, _, cmd in procs.values())
+
+
+def _app_id(cluster: Cluster, name: str) -> str | None:
+    with contextlib.suppress(OSError, ValueError):
+        return next((a["id"] for a in cluster.state()["activeapps"] if a["name"] == name), None)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Spark's Python workers through /proc")
 def test_cli_on_the_cluster_survives_a_killed_worker_with_identical_scores(cluster, data, tmp_path):
-    """``earlyia score --engine spark --master spark://...``; a worker SIGKILLed while both executors run tasks."""
-    out, ui_port = tmp_path / "cluster.parquet", _free_port()
-    conf = {**_cluster_conf(), "spark.ui.enabled": "true", "spark.ui.port": str(ui_port)}  # --conf overrides the defaults
+    """``earlyia score --engine spark --master spark://...``; a worker SIGKILLed while its executor scores.
+
+    The executors start Python workers only for the scoring stage (reading, sampling and grouping
+    alerts run in the JVM): the kill comes as soon as the command's executor on the victim has one.
+    """
+    out, victim = tmp_path / "cluster.parquet", cluster.workers[1]
+    conf = {**_cluster_conf(), "spark.log.level": "INFO"}  # the driver logs each task attempt
     args = ["score", str(data["inputs"]), "--model", str(data["model"]), "--out", str(out), "--engine", "spark",
             "--master", cluster.url, *(a for k, v in conf.items() for a in ("--conf", f"{k}={v}"))]
     with open(tmp_path / "driver.log", "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "earlyia.cli.main", *args], env=_cli_env(), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            killed = None
-            while proc.poll() is None and killed is None:
-                with contextlib.suppress(OSError, ValueError, IndexError, KeyError):
-                    busy = [s for s in _active_stages(f"http://127.0.0.1:{ui_port}") if s["numActiveTasks"] >= 2]
-                    if busy:  # both one-core executors are running tasks of the job
-                        cluster.kill_worker(1)
-                        killed = busy[0]
-                time.sleep(0.05)
-            assert killed is not None, "the job ended before both executors were busy with it: make N_OBJECTS larger"
+            app = None
+            while proc.poll() is None and not (app and _scoring_on(victim.pid, app)):
+                app = app or _app_id(cluster, "earlyia")
+                time.sleep(0.02)
+            assert proc.poll() is None, "the command ended before the victim's executor scored anything"
+            cluster.kill_worker(1)
             assert proc.wait(timeout=600) == 0
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -253,5 +275,9 @@ def test_cli_on_the_cluster_survives_a_killed_worker_with_identical_scores(clust
         log.seek(0)
         text = log.read()
     assert f"with Spark ({cluster.url})" in text, text[-3000:]
-    assert cluster.workers[1].poll() is not None and cluster.alive_workers() <= 1
+    lines = text.replace("\r", "\n").splitlines()
+    notes = "\n".join(line for line in lines if " ERROR " in line or " WARN " in line or "Starting task" in line)
+    debug = f"{notes}\n{cluster.log_tail()}\n{sorted(p.relative_to(cluster.logs) for p in cluster.logs.glob('work*/*/*'))}"
+    assert "Lost executor" in text and re.search(r"Starting task \d+\.[1-9] in stage", text), debug  # a task attempt was lost, re-run
+    assert victim.poll() is not None and cluster.alive_workers() <= 1
     pd.testing.assert_frame_equal(_sorted(pd.read_parquet(out)), _sorted(data["local"]), check_exact=True)

@@ -16,8 +16,9 @@ scoring does, and back to Arrow. So Spark and local scores are identical (tests 
   (a module-level cache keyed by the model's content hash), never once per batch.
   :func:`worker_stats` exposes a per-process load counter so tests can prove it.
 
-Python workers must run the interpreter that has earlyia installed: :func:`get_session` sets
-``PYSPARK_PYTHON`` to ``sys.executable`` unless it is already set.
+Python workers must run an interpreter with earlyia's dependencies: :func:`get_session` sets
+``PYSPARK_PYTHON`` to ``sys.executable`` unless it is already set. On a cluster it also ships the
+driver's earlyia package to the executors (:func:`ship_package`), so they run the driver's code.
 """
 
 from __future__ import annotations
