@@ -59,7 +59,7 @@ def worker_stats() -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------------- session
 _LOCAL_MASTER = re.compile(r"local(\[[^\]]+\])?$")
-_KNOWN_MASTER = re.compile(r"(local(\[[^\]]+\])?|local-cluster\[[^\]]+\]|spark://.+|yarn|k8s://.+|connect://.+|sc://.+)$")
+_KNOWN_MASTER = re.compile(r"(local(\[[^\]]+\])?|local-cluster\[[^\]]+\]|spark://.+|yarn|k8s://.+)$")
 
 
 def is_local_master(master: str) -> bool:
