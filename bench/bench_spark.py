@@ -1,13 +1,13 @@
-"""Spark scoring throughput: local[1] vs local[2] on replicated real alerts, against plain local scoring.
+"""Spark scoring throughput: local[1] vs local[2] (or any masters) on replicated real alerts, against plain local scoring.
 
-    python bench/bench_spark.py [--alerts 20000] [--repeat 3] [--model MODEL] [--masters local[1] local[2]]
+    python bench/bench_spark.py [--alerts 20000] [--repeat 3] [--model MODEL] [--masters local[1] local[2] spark://HOST:PORT]
 
 Alerts are the shared replay file's rows (Fink's ZTF schema), replicated under new object ids up to
 ``--alerts``. Each configuration runs once to warm up (Python workers start, the model is shipped),
 then ``--repeat`` timed runs whose median is printed. The anchor is the same pure scoring function
 called in this process without Spark (one core). Without ``--model`` a 100-tree model on Fink's
-sigmoid features is trained on the first 300 replay objects. The machine is shared: figures are
-"measured under load".
+sigmoid features is trained on the first 300 replay objects. Figures are wall-clock times on the
+machine at hand: compare rows of one run, not runs on different machines.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main() -> None:
         tmp = Path(tmp)
         alerts = make_alerts(args.alerts, tmp)
         model = Path(args.model) if args.model else make_model(tmp)
-        print(f"{args.alerts} alerts (replicated replay rows), model {model.name}; medians of {args.repeat} runs, measured under load")
+        print(f"{args.alerts} alerts (replicated replay rows), model {model.name}; medians of {args.repeat} runs")
         base = time_local(alerts, model, args.repeat)
         print(f"{'plain local (no Spark, 1 core)':34s} {base:8.2f} s  {args.alerts / base:8.0f} alerts/s  (anchor)")
         results = {}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
+import time
 
 import numpy as np
 import pandas as pd
@@ -156,6 +158,34 @@ def test_a_tampered_model_is_refused_before_any_task(data, tmp_path):
     bad.write_bytes(bytes(raw))
     with pytest.raises(ModelError):
         sp.ship_model(None, bad)  # no session needed: refused on the driver first
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once the socket is closed
+
+
+@needs_spark
+@pytest.mark.parametrize("extra, message", [
+    (["--engine", "spark", "--conf", "spark.authenticate.secret:hunter2"], "--conf number 1 is not KEY=VALUE"),
+    (["--master", "local[2]"], "--master and --conf are Spark settings: add --engine spark"),
+    (["--conf", "spark.executor.memory=2g"], "--master and --conf are Spark settings: add --engine spark"),
+    (["--engine", "spark", "--master", "spark//127.0.0.1:7077"], "expected local[N], spark://HOST:PORT, yarn or k8s://URL"),
+    (["--engine", "spark", "--master", "spark://127.0.0.1"], "a standalone master is spark://HOST:PORT"),
+    (["--engine", "spark", "--master", "spark://127.0.0.1:{port}"], "cannot reach the Spark master spark://127.0.0.1:{port}"),
+])  # fmt: skip
+def test_cluster_options_are_checked_before_spark_starts(data, tmp_path, capsys, extra, message):
+    from earlyia.cli.main import main
+
+    port = _closed_port()
+    out = tmp_path / "scores.parquet"
+    t0 = time.monotonic()
+    code = main(["score", str(data["replay"]), "--model", str(data["model"]), "--out", str(out), *[a.format(port=port) for a in extra]])
+    err = capsys.readouterr().err
+    assert code == 2 and message.format(port=port) in err and "Traceback" not in err, err
+    assert "hunter2" not in err  # a malformed --conf is not echoed: it may hold a secret
+    assert not out.exists() and time.monotonic() - t0 < 30  # refused at once, not after Spark's minute of retries
 
 
 @needs_spark

@@ -16,15 +16,19 @@ scoring does, and back to Arrow. So Spark and local scores are identical (tests 
   (a module-level cache keyed by the model's content hash), never once per batch.
   :func:`worker_stats` exposes a per-process load counter so tests can prove it.
 
-Python workers must run the interpreter that has earlyia installed: :func:`get_session` sets
-``PYSPARK_PYTHON`` to ``sys.executable`` unless it is already set.
+Python workers must run an interpreter with earlyia's dependencies: :func:`get_session` sets
+``PYSPARK_PYTHON`` to ``sys.executable`` unless it is already set. On a cluster it also ships the
+driver's earlyia package to the executors (:func:`ship_package`), so they run the driver's code.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
+import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -54,12 +58,51 @@ def worker_stats() -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------- session
-def get_session(master: str = "local[*]", *, app_name: str = "earlyia", shuffle_partitions: int | None = None, conf: dict | None = None):
-    """A SparkSession whose Python workers use this interpreter (so earlyia and pandas are found)."""
+_LOCAL_MASTER = re.compile(r"local(\[[^\]]+\])?$")
+_KNOWN_MASTER = re.compile(r"(local(\[[^\]]+\])?|local-cluster\[[^\]]+\]|spark://.+|yarn|k8s://.+)$")
+
+
+def is_local_master(master: str) -> bool:
+    """``local`` / ``local[N]`` / ``local[*]``: tasks run in Python workers of this machine, with this interpreter."""
+    return bool(_LOCAL_MASTER.match(master))
+
+
+def check_master(master: str, *, timeout: float = 5.0) -> None:
+    """Refuse an unknown master URL, or a standalone master (``spark://host:port[,host:port]``) nobody answers at.
+
+    Spark itself would wait for executors for a minute or more before giving up on an unreachable
+    standalone master; this fails at once with the address to fix.
+    """
+    if not _KNOWN_MASTER.match(master):
+        raise ConfigError(f"--master {master!r}: expected local[N], spark://HOST:PORT, yarn or k8s://URL")
+    if not master.startswith("spark://"):
+        return
+    errors = []
+    for hostport in master[len("spark://"):].split(","):
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--master {master!r}: a standalone master is spark://HOST:PORT (default port 7077)")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{hostport}: {exc.strerror or exc}")
+    raise ConfigError(f"cannot reach the Spark master {master} ({'; '.join(errors)}): is it running, and is the address right?")
+
+
+def get_session(master: str = "local[*]", *, app_name: str = "earlyia", shuffle_partitions: int | None = None, conf: dict | None = None,
+                ship_code: bool | None = None):
+    """A SparkSession whose Python workers use this interpreter (so earlyia and pandas are found).
+
+    On a cluster (any master but ``local[...]``) the executors run the driver's own earlyia code,
+    shipped once with the job (:func:`ship_package`), unless ``ship_code=False``. ``conf`` entries
+    (``spark.executor.memory``, ``spark.pyspark.python``...) override the defaults set here.
+    """
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
         raise ConfigError("Spark support needs pyspark: pip install 'earlyia[spark]'") from exc
+    check_master(master)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)
@@ -69,7 +112,57 @@ def get_session(master: str = "local[*]", *, app_name: str = "earlyia", shuffle_
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for k, v in (conf or {}).items():
         builder = builder.config(k, str(v))
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if (not is_local_master(master)) if ship_code is None else ship_code:
+        ship_package(session)
+    return session
+
+
+def code_archive(directory: str | Path) -> Path:
+    """The earlyia package this process runs, as ``earlyia-<version>-<hash>.zip`` in ``directory``.
+
+    Python sources and package data only (no bytecode), with fixed timestamps: the same code gives
+    the same bytes and name.
+    """
+    import zipfile
+
+    import earlyia
+
+    package = Path(earlyia.__file__).resolve().parent
+    members = sorted(f for f in package.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"))
+    digest = hashlib.sha256()
+    for f in members:
+        digest.update(f.relative_to(package.parent).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    target = Path(directory) / f"earlyia-{earlyia.__version__}-{digest.hexdigest()[:12]}.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in members:
+            info = zipfile.ZipInfo(f.relative_to(package.parent).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, f.read_bytes())
+    os.replace(tmp, target)
+    return target
+
+
+def ship_package(spark) -> str | None:
+    """Send the driver's earlyia package to the executors (``addPyFile``), once per Spark application.
+
+    Executors then import exactly the driver's code, ahead of any earlyia installed on them (their
+    Python still needs earlyia's dependencies: numpy, pandas, pyarrow, scikit-learn...). Returns the
+    archive name, or None when earlyia does not run from a directory (already shipped by the user).
+    """
+    import earlyia
+
+    if not Path(earlyia.__file__).resolve().parent.is_dir():
+        return None
+    sc = spark.sparkContext
+    directory = Path(tempfile.mkdtemp(prefix="earlyia-code-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # Spark serves the file to new executors until then
+    archive = code_archive(directory)
+    if archive.name not in (getattr(sc, "_python_includes", None) or []):
+        sc.addPyFile(str(archive))
+    return archive.name
 
 
 # ---------------------------------------------------------------------------------------------- model shipping
@@ -469,12 +562,17 @@ def score_spark(
     survey: str = "ZTF",
     score_kwargs: dict | None = None,
     group_objects: bool = True,
+    conf: dict | None = None,
 ) -> dict:
     """``earlyia score --engine spark``: score Parquet inputs with Spark and write the scores.
 
     ``out`` ending in ``.parquet`` is one file written atomically (collected on the driver, same
     layout as local scoring); any other ``out`` is a directory of Parquet part files written by
     the executors (for inputs too large for the driver). Returns a small summary.
+
+    ``master`` and ``conf`` (Spark settings such as ``spark.executor.memory``) are used when
+    ``spark`` is not given; on a cluster the executors get earlyia's code and the model from the
+    driver (see docs/spark.md), and inputs and output directories must be paths every node sees.
     """
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
@@ -490,7 +588,7 @@ def score_spark(
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{files[0]}: cannot read as Parquet ({exc})") from exc
     table_meta = meta.get(b"earlyia")
-    session = spark or get_session(master)
+    session = spark or get_session(master, conf=conf)
     ref = ship_model(session, model_path)
     with _case_sensitive(session):
         df = with_provenance(session.read.parquet(*[str(f) for f in files]))

@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--engine", choices=("local", "spark"), default="local",
                    help="local (default) or spark: the same scoring in Apache Spark tasks (pip install 'earlyia[spark]'; Parquet inputs)")
-    p.add_argument("--master", default="local[*]", help="Spark master URL for --engine spark (default local[*])")
+    p.add_argument("--master", help="Spark master for --engine spark: local[N] (default local[*]), spark://HOST:PORT, yarn, k8s://URL")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="Spark setting for --engine spark, repeatable (e.g. spark.executor.memory=4g)")
     p.set_defaults(func=run)
 
 
@@ -51,14 +53,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    spark_conf = _spark_conf(args.conf)
+    if args.engine != "spark" and (args.master or spark_conf):
+        raise InputError("--master and --conf are Spark settings: add --engine spark")
     model = Model.load(args.model)  # refuses a bad model file before any input is read
     note = model.version_note()
     if note:
         print(f"earlyia score: note: {note}", file=sys.stderr)
-    if args.engine == "spark":  # added by the Spark helper (H6): see docs/spark.md
+    if args.engine == "spark":
         from earlyia.spark import score_spark
 
-        res = score_spark(args.input, args.model, args.out, master=args.master, score_kwargs={"select": not args.no_select})
+        res = score_spark(args.input, args.model, args.out, master=args.master or "local[*]", conf=spark_conf,
+                          score_kwargs={"select": not args.no_select})
         print(f"earlyia score: {res['n_alerts']} rows with Spark ({res['master']}) -> {res['out']}", file=sys.stderr)
         return 0
     summary = score_files(
@@ -83,3 +89,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"earlyia score: nothing could be scored: {detail}", file=sys.stderr)
         return 1
     return 0
+
+
+def _spark_conf(items: list[str]) -> dict[str, str]:
+    """``--conf KEY=VALUE`` options as a dict (a value may itself contain ``=``).
+
+    A malformed option is named by its position, not echoed: it may hold a secret.
+    """
+    from earlyia.errors import InputError
+
+    conf = {}
+    for i, item in enumerate(items, 1):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--conf number {i} is not KEY=VALUE (e.g. --conf spark.executor.memory=4g)")
+        conf[key.strip()] = value
+    return conf
