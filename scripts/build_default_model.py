@@ -71,7 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(OUT), help=f"model file to write (default {OUT.relative_to(ROOT)})")
     ap.add_argument("--jobs", type=int, default=-1, help="processes for the forests (results do not depend on it)")
-    ap.add_argument("--compare", action="store_true", help="also train the recipe at full size on the same folds")
+    ap.add_argument("--compare", nargs="*", metavar="TREES:LEAF",
+                    help="also train the recipe at full size (and at these other sizes) on the same folds, and compare")
     ap.add_argument("--trees", type=int, default=SIZE["n_estimators"], help="trees (try other sizes; the shipped model uses SIZE)")
     ap.add_argument("--min-samples-leaf", type=int, default=SIZE["min_samples_leaf"])
     args = ap.parse_args()
@@ -84,16 +85,20 @@ def main() -> None:
     print(f"wrote {args.out}: {mb:.2f} MB, {model.card['n_trees']} trees, hash {model.hash[:16]} "
           f"({time.perf_counter() - t0:.0f} s)")
     rows = [("shipped" if size == SIZE else "this size", size, mb, quality(model))]
-    if args.compare:
-        full = {k: RECIPES["early"][k] for k in SIZE}
-        t0 = time.perf_counter()
-        big = build(root, full, jobs=args.jobs)
-        tmp = Path(args.out).with_suffix(".full.eia")
-        big.save(tmp)
-        mb_full = tmp.stat().st_size / 1e6
-        tmp.unlink()
-        print(f"full-size recipe: {mb_full:.2f} MB ({time.perf_counter() - t0:.0f} s)")
-        rows.insert(0, ("recipe (full size)", full, mb_full, quality(big)))
+    if args.compare is not None:
+        others = [{k: RECIPES["early"][k] for k in SIZE}]
+        for spec in args.compare:
+            trees, leaf = (int(v) for v in spec.split(":"))
+            others.append({"n_estimators": trees, "min_samples_leaf": leaf})
+        for i, other in enumerate(others):
+            t0 = time.perf_counter()
+            big = build(root, other, jobs=args.jobs)
+            tmp = Path(args.out).with_suffix(f".compare{i}.eia")
+            big.save(tmp)
+            mb_other = tmp.stat().st_size / 1e6
+            tmp.unlink()
+            print(f"{other}: {mb_other:.2f} MB ({time.perf_counter() - t0:.0f} s)", flush=True)
+            rows.insert(i, ("recipe (full size)" if i == 0 else "other size", other, mb_other, quality(big)))
     print("\n| model | trees | leaf | size (MB) | N | threshold | efficiency | purity | AUC |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, s, size_mb, q in rows:

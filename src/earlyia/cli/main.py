@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "models",
     "score",
     "candidates",
+    "tonight",
     "evaluate_early",
     "followup",
 )
