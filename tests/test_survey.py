@@ -82,3 +82,12 @@ def test_score_without_model_uses_the_shipped_model_and_says_so(tmp_path, capsys
 
     meta = json.loads(pq.read_schema(out).metadata[b"earlyia.scores"])
     assert meta["model_hash"] == shipped.hash
+
+
+def test_tonight_refuses_another_surveys_alerts_too(tmp_path, capsys):
+    alerts = shared(ELASTICC)
+    out = tmp_path / "tonight"
+    assert main(["tonight", str(alerts), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "alerts of LSST" in err and "--allow-survey-mismatch" in err and "Traceback" not in err
+    assert not (out / "index.html").exists() and not (out / "scores.parquet").exists()

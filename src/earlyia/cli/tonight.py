@@ -15,7 +15,8 @@ EPILOG = """examples:
 
 Writes OUT/index.html (both lists with light curves, positions, magnitudes, scores, days since the first
 detection and portal links), OUT/img/*.png, OUT/tonight.csv, OUT/scores.parquet and OUT/summary.json.
-Exit code 0, 2 on a usage error or a refused model or input.
+Exit code 0; 1 when no alert could be scored (the page says why); 2 on a usage error or a refused model
+or input (e.g. another survey's alerts: --allow-survey-mismatch).
 """
 
 
@@ -79,4 +80,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"{len(res.candidates)} likely early SN Ia and {len(res.targets)} active-learning target(s) from {res.n_alerts} alerts "
           f"in {res.seconds:.0f} s -> {res.index}")
-    return 0
+    return 0 if res.n_scored else 1
