@@ -22,7 +22,7 @@ from earlyia.errors import DataNotFoundError
 #: The shipped model, inside the installed package.
 PACKAGE_PATH = ("models", "early_ztf.eia")
 #: Recipe settings changed from the ``early`` recipe to keep the file small (nothing else differs).
-SIZE: dict[str, Any] = {"n_estimators": 60, "min_samples_leaf": 5}
+SIZE: dict[str, Any] = {"n_estimators": 90, "min_samples_leaf": 20}
 #: Seed of the augmentation, the impostors, the folds and the forests.
 SEED = 42
 #: Folds by object of the held-out estimates (``earlyia train --cv-folds`` default).
