@@ -3,9 +3,10 @@
 The current ``early`` recipe (``earlyia.score.recipes``, what ``earlyia train LIGHTCURVES --labels ...`` does)
 on the shared labelled ZTF light curves (``ztf_fink_tns_labelled``: Fink alert histories with TNS types), with
 the size settings of ``earlyia.score.shipped.SIZE`` (fewer trees than the recipe's 300, so that the package
-stays small), seed 42. Deterministic: the same data and code give the same trees (the card's ``created``
-time aside). The card's lineage records the resolved recipe and the sha256 of every training file;
-``tests/test_shipped_model.py`` compares them with the recipe and the data as they are now.
+stays small), seed 42. Deterministic: the same data and code give the same model (the card's ``created``
+time and content hash aside) with the default ``--jobs 1``. The card's lineage records the resolved recipe
+and the sha256 of every training file; ``tests/test_shipped_model.py`` compares them with the recipe and
+the data as they are now.
 
 ``--compare`` also trains the recipe at full size on the same folds (same seed, same objects held out) and
 prints what the smaller model costs: held-out efficiency and purity at the card threshold (purity >= 0.8
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "earlyia" / "models" / "early_ztf.eia"
 
 
-def build(root: Path, size: dict, *, jobs: int = -1, progress=print):
+def build(root: Path, size: dict, *, jobs: int = 1, progress=print):
     """The model of the ``early`` recipe with ``size`` applied, trained on the shipped model's files under ``root``."""
     files = training_files(root)
     lcs, labels = files[:-1], files[-1]
@@ -70,7 +71,9 @@ def quality(model) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(OUT), help=f"model file to write (default {OUT.relative_to(ROOT)})")
-    ap.add_argument("--jobs", type=int, default=-1, help="processes for the forests (results do not depend on it)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes for the forests (default 1: bit-for-bit reproducible; with more, scikit-learn sums the "
+                    "trees' probabilities in thread order, which moves the calibration in the 8th decimal)")
     ap.add_argument("--compare", nargs="*", metavar="TREES:LEAF",
                     help="also train the recipe at full size (and at these other sizes) on the same folds, and compare")
     ap.add_argument("--trees", type=int, default=SIZE["n_estimators"], help="trees (try other sizes; the shipped model uses SIZE)")
