@@ -41,7 +41,9 @@ def test_older_cards_get_the_survey_from_their_bands():
     assert card_survey({"extractor": {"extractor": "sigmoid_lsst", "params": {"bands": list("ugrizY")}}})[0] == "LSST"
     assert card_survey({"extractor": {"extractor": "sigmoid", "params": {"mode": "fink"}}}) == ("ZTF", ["g", "r"])
     assert card_survey({"extractor": {"extractor": "rainbow", "params": {"bands": None, "survey": None}}}) == (None, None)
-    assert survey_of_bands(["g", "r", "i"]) == "ZTF" and survey_of_bands(["g", "y"]) == "LSST" and survey_of_bands([]) is None
+    assert survey_of_bands(["g", "r"]) == "ZTF" and survey_of_bands(["g", "y"]) == "LSST" and survey_of_bands([]) is None
+    # g, r and i alone could be either survey: unknown, so nothing is refused
+    assert card_survey({"extractor": {"extractor": "sigmoid", "params": {"bands": ["g", "r", "i"]}}}) == (None, ["g", "r", "i"])
     old = {"extractor": {"extractor": "early", "params": {"bands": ["g", "r"]}}, "hash": "ab" * 32}
     with pytest.raises(SurveyMismatchError, match=r"LSST.*trained on ZTF.*--allow-survey-mismatch"):
         check_survey(old, "LSST")

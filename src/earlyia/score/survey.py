@@ -3,8 +3,9 @@
 Why: a ZTF model (g and r only, ZTF's cadence and depth, SIMBAD and ``ndethist`` cuts) given Rubin alerts
 computes features from g and r alone and scores them with numbers that mean nothing, without any error;
 the same holds the other way round. The card records ``survey`` and ``bands``; cards written before
-those fields existed get them inferred from the extractor's bands (``u``, ``z`` or ``Y``: LSST; only
-``g``, ``r``, ``i``: ZTF) or, failing that, from the extractor's name.
+those fields existed get them inferred from the extractor's bands (``u``, ``z`` or ``Y``: LSST; only ``g``
+and ``r``: ZTF; ``g``, ``r``, ``i`` could be either, so nothing is refused) or, without bands, from the
+extractor's name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from earlyia.errors import FeatureMismatchError
 
 #: Bands only Rubin has among the surveys earlyia reads (ZTF: g, r, i).
 LSST_ONLY_BANDS = frozenset({"u", "z", "Y", "y"})
-ZTF_BANDS = frozenset({"g", "r", "i"})
+#: Bands that only ZTF models use alone (ZTF's i band is rare; g, r, i alone could be Rubin's too).
+ZTF_BANDS = frozenset({"g", "r"})
 #: Extractors made for one survey (when a card lists no bands).
 EXTRACTOR_SURVEY = {"early": "ZTF", "sigmoid": "ZTF", "lsst_early": "LSST", "sigmoid_lsst": "LSST"}
 #: What a survey's alerts carry when nothing more precise is known.
@@ -27,7 +29,7 @@ class SurveyMismatchError(FeatureMismatchError):
 
 
 def survey_of_bands(bands: Sequence[str] | None) -> str | None:
-    """``LSST`` when the bands include u, z or Y, ``ZTF`` when they are among g, r, i, else None."""
+    """``LSST`` when the bands include u, z or Y, ``ZTF`` when they are among g and r, else None (ambiguous)."""
     found = {str(b) for b in bands or ()}
     if not found:
         return None
@@ -45,8 +47,8 @@ def card_survey(card: Mapping) -> tuple[str | None, list[str] | None]:
     bands = card.get("bands") or params.get("bands")
     bands = [str(b) for b in bands] if isinstance(bands, (list, tuple)) and bands else None
     survey = card.get("survey") or params.get("survey")
-    if not survey:
-        survey = survey_of_bands(bands) or EXTRACTOR_SURVEY.get(str(extractor.get("extractor", "")))
+    if not survey:  # from the bands; from the extractor's name only when the card lists none
+        survey = survey_of_bands(bands) if bands else EXTRACTOR_SURVEY.get(str(extractor.get("extractor", "")))
     survey = str(survey).upper() if survey else None
     if bands is None and survey in DEFAULT_BANDS:
         bands = list(DEFAULT_BANDS[survey])
