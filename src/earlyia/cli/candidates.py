@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from earlyia.errors import InputError, RemoteError
 from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
-from earlyia.report.candidates import CandidateRule, ReportedRecord, select_candidates
+from earlyia.report.candidates import CandidateRule, ReportedRecord, operating_threshold, select_candidates
 from earlyia.report.submit import SubmitResult, SubmitSettings, collect_earlier, submit_candidates
 from earlyia.report.tns import (
     SANDBOX_URL,
@@ -71,41 +71,6 @@ def _prevalence(text: str) -> float | str:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"a prevalence must be strictly between 0 and 1, got {text!r}")
     return value
-
-
-def operating_threshold(card: dict | None, scores: pd.DataFrame, *, prevalence, max_detections: int | None,
-                        min_purity: float) -> tuple[float, dict]:
-    """The candidate threshold a model card gives at the stream's prevalence, and what it rests on (printed and
-    stored in summary.json). ``prevalence``: a number, ``"training"`` or ``"auto"`` (EM estimate from the scores)."""
-    from earlyia.score.evidence import adjust_prevalence, card_threshold, stream_prevalence
-
-    if card is None:
-        raise InputError("the card threshold needs the model: give --model (or scores whose metadata names a model)")
-    n_det = 20 if max_detections is None else int(max_detections)
-    ns = sorted({int(c["max_detections"]) for c in card.get("operating_curves") or card.get("operating_points") or []})
-    usable = [n for n in ns if n <= n_det]
-    if not usable:
-        raise InputError(f"the model card has no operating point within {n_det} detections (train on replayed alerts with "
-                         "object ids and ndethist to get one)")
-    n = max(usable)
-    trained = (card.get("evidence") or {}).get("prevalence")
-    if prevalence == "training" or (prevalence == "auto" and trained is None):
-        pi, how = None, "training prevalence" + ("" if trained is not None else " (the model predates prevalence curves)")
-        n_obj = None
-    elif prevalence == "auto":
-        pi, n_obj, how = stream_prevalence(scores, card)
-        if how.startswith("training"):
-            pi = None
-    else:
-        pi, how, n_obj = float(prevalence), "given", None
-    best = card_threshold(card, n, min_purity, pi)
-    info = {"max_detections": n, "min_purity": min_purity, "prevalence": trained if pi is None else pi,
-            "prevalence_source": how, "training_prevalence": trained, "objects_used": n_obj, **best}
-    if not np.isfinite(best["threshold"]):
-        raise InputError(f"no threshold reaches purity {min_purity:g} within {n} detections at prevalence "
-                         f"{info['prevalence']:.3g} ({how}): lower --min-purity, or give --min-score")
-    info["adjust"] = (lambda p: adjust_prevalence(p, trained, pi)) if (pi is not None and trained is not None) else None
-    return float(best["threshold"]), info
 
 
 def _card_of(model_path: str | None, paths: list[str]) -> dict | None:

@@ -16,7 +16,7 @@ from earlyia.errors import EarlyIAError
 from earlyia.kernels import FirstCompile
 
 #: Commands that run the compiled kernels (their first run in an installation says it compiles them).
-KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "stream", "evaluate-early"})
+KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "stream", "tonight", "evaluate-early"})
 
 #: Subcommands in the order ``earlyia --help`` lists them: command -> (module of this package, one-line help).
 #: A module is imported only when its command runs, so ``earlyia --help`` stays fast; each module's
@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("stream", "score alerts from Kafka as they arrive (Fink livestream, ZTF, Rubin)"),
     "calibrate": ("calibrate", "fit a score calibration on labelled objects (for candidates --calibration)"),
     "candidates": ("candidates", "early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report"),
+    "tonight": ("tonight", "tonight's observing list: likely early SN Ia and active-learning targets, as a web page"),
     "evaluate-early": ("evaluate_early", "efficiency/purity of early flagging with the alert-by-alert replay protocol"),
     "followup": ("followup", "live active learning: select targets, notify Slack, ingest spectra, retrain, promote"),
 }

@@ -9,10 +9,12 @@ EPILOG = """examples:
   earlyia score alerts/ --model model.eia --out scores.parquet                      # a directory of ZTF Avro alerts
   earlyia score ztf_replay_alerts_with_anchor.parquet --model model.eia --out scores.parquet --chunk-size 5000
   earlyia score lsst_alerts.parquet --model lsst_model.eia --out scores.parquet     # the model card picks the extractor
+  earlyia score alerts/ --out scores.parquet                                         # the shipped default ZTF model
 
 One row per alert (per object for inputs without alerts); the columns are documented in docs/scoring.md.
 Exit code 0 when at least one alert was scored by the model, 1 when none was (the file is still written,
-with the reason of every row), 2 on a usage error or a refused model (tampered, other features).
+with the reason of every row), 2 on a usage error or a refused model (tampered, other features, another
+survey's alerts without --allow-survey-mismatch).
 """
 
 
@@ -30,11 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", nargs="+", help="input files or directories (any supported format)")
-    p.add_argument("--model", required=True, help="model file (`earlyia train`)")
+    p.add_argument("--model", help="model file (`earlyia train`; default: the shipped early model for ZTF alerts)")
     p.add_argument("--out", required=True, help="SCORES Parquet file to write (atomically)")
     p.add_argument("--chunk-size", type=int, default=20_000, help="input rows (alerts) read at a time (default 20000)")
     p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
     p.add_argument("--no-select", action="store_true", help="skip the early-SN selection cuts: score every alert")
+    p.add_argument("--allow-survey-mismatch", action="store_true",
+                   help="score alerts of another survey than the model's (refused by default: the scores would mean nothing)")
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: only on a terminal)"
     )
@@ -56,7 +60,17 @@ def run(args: argparse.Namespace) -> int:
     spark_conf = _spark_conf(args.conf)
     if args.engine != "spark" and (args.master or spark_conf):
         raise InputError("--master and --conf are Spark settings: add --engine spark")
-    model = Model.load(args.model)  # refuses a bad model file before any input is read
+    if args.model is None:
+        from earlyia.score.shipped import default_model_path
+        from earlyia.score.survey import card_survey
+
+        args.model = str(default_model_path())
+        model = Model.load(args.model)
+        survey, bands = card_survey(model.card)
+        print(f"earlyia score: no --model: using the shipped default model {args.model} ({survey} {','.join(bands or [])}, "
+              f"hash {model.hash[:12]})", file=sys.stderr)
+    else:
+        model = Model.load(args.model)  # refuses a bad model file before any input is read
     note = model.version_note()
     if note:
         print(f"earlyia score: note: {note}", file=sys.stderr)
@@ -75,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         select=not args.no_select,
         format=args.format,
         progress=args.progress,
+        allow_survey_mismatch=args.allow_survey_mismatch,
     )
+    for note in summary.notes:
+        print(f"earlyia score: warning: {note}", file=sys.stderr)
     rate = f", {summary.rate:,.0f} rows/s" if summary.seconds > 0 else ""
     print(
         f"earlyia score: {summary.n_rows} rows ({summary.n_passed} scored by model {model.hash[:12]}, "

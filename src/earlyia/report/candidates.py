@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from earlyia.errors import SchemaError
+from earlyia.errors import InputError, SchemaError
 from earlyia.report.record import BLOCKING, ReportedRecord
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ STATE_WORDS = {"accepted": "accepted by the TNS", "sent": "awaiting the TNS's an
                "unknown": "with an unknown outcome"}
 
 __all__ = ["CANDIDATE_COLUMNS", "CandidateRule", "CandidateSelection", "ReportedRecord", "RuleResult", "mean_positions",
-           "select_candidates"]
+           "operating_threshold", "select_candidates"]
 
 
 def extragalactic_types() -> tuple[str, ...]:
@@ -325,3 +325,38 @@ def mean_positions(scores: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     out["dec_err_arcsec"] = g["dec"].std(ddof=0) * 3600.0
     out.index.name = "object_id"
     return out[cols]
+
+
+def operating_threshold(card: dict | None, scores: pd.DataFrame, *, prevalence, max_detections: int | None,
+                        min_purity: float) -> tuple[float, dict]:
+    """The candidate threshold a model card gives at the stream's prevalence, and what it rests on (printed and
+    stored in summary.json). ``prevalence``: a number, ``"training"`` or ``"auto"`` (EM estimate from the scores)."""
+    from earlyia.score.evidence import adjust_prevalence, card_threshold, stream_prevalence
+
+    if card is None:
+        raise InputError("the card threshold needs the model: give --model (or scores whose metadata names a model)")
+    n_det = 20 if max_detections is None else int(max_detections)
+    ns = sorted({int(c["max_detections"]) for c in card.get("operating_curves") or card.get("operating_points") or []})
+    usable = [n for n in ns if n <= n_det]
+    if not usable:
+        raise InputError(f"the model card has no operating point within {n_det} detections (train on replayed alerts with "
+                         "object ids and ndethist to get one)")
+    n = max(usable)
+    trained = (card.get("evidence") or {}).get("prevalence")
+    if prevalence == "training" or (prevalence == "auto" and trained is None):
+        pi, how = None, "training prevalence" + ("" if trained is not None else " (the model predates prevalence curves)")
+        n_obj = None
+    elif prevalence == "auto":
+        pi, n_obj, how = stream_prevalence(scores, card)
+        if how.startswith("training"):
+            pi = None
+    else:
+        pi, how, n_obj = float(prevalence), "given", None
+    best = card_threshold(card, n, min_purity, pi)
+    info = {"max_detections": n, "min_purity": min_purity, "prevalence": trained if pi is None else pi,
+            "prevalence_source": how, "training_prevalence": trained, "objects_used": n_obj, **best}
+    if not np.isfinite(best["threshold"]):
+        raise InputError(f"no threshold reaches purity {min_purity:g} within {n} detections at prevalence "
+                         f"{info['prevalence']:.3g} ({how}): lower --min-purity, or give --min-score")
+    info["adjust"] = (lambda p: adjust_prevalence(p, trained, pi)) if (pi is not None and trained is not None) else None
+    return float(best["threshold"]), info

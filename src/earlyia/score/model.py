@@ -568,6 +568,8 @@ class Model:
             "versions": versions(),
             "parent": None,
             "selection": {"rule": "fink"},
+            "survey": "ZTF",
+            "bands": ["g", "r"],
         }
         return cls(ensemble, card)
 
@@ -710,6 +712,8 @@ def train_model(
     n_jobs: int = 1,
     augmentation: Mapping | None = None,
     evidence_feature: str = "early_n_det",
+    survey: str | None = None,
+    bands: Sequence[str] | None = None,
 ) -> Model:
     """Fit a forest on a labelled feature table and return it as a :class:`Model` with its card.
 
@@ -734,6 +738,8 @@ def train_model(
     (``evidence_feature``, positive detections) on held-out original alerts, operating curves that move to any
     prevalence, and the evidence from which the model can flag. A ``view`` column marks rows that only train
     (augmented copies, generated impostors: any value but 0); ``augmentation`` (what made them) goes into the card.
+    ``survey`` and ``bands``: the survey of the training data and the bands the features read (default: inferred
+    from the extractor, :func:`earlyia.score.survey.card_survey`); scoring another survey's alerts is refused.
     """
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
@@ -907,6 +913,9 @@ def train_model(
         card["operating_curves"] = curves
     if augmentation:
         card["augmentation"] = dict(augmentation)
+    from earlyia.score.survey import card_survey
+
+    card["survey"], card["bands"] = card_survey({**card, "survey": survey, "bands": list(bands) if bands else None})
     model = Model(ensemble, card, calibration)
     keep = [c for c in (*TRAINING_ROW_KEYS, *names) if c in df.columns and c not in ("label", "view")]
     rows = df[keep].reset_index(drop=True).copy()

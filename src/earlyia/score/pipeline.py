@@ -896,6 +896,7 @@ class ScoreSummary:
     n_chunks: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. alerts of another survey scored on request
 
     @property
     def rate(self) -> float:
@@ -918,13 +919,17 @@ def score_files(
     format: str | None = None,
     progress: bool | None = None,
     on_chunk: Callable[[pd.DataFrame], None] | None = None,
+    allow_survey_mismatch: bool = False,
 ) -> ScoreSummary:
     """Score any supported inputs chunk by chunk into one SCORES Parquet file (written atomically).
 
     ``progress``: a tqdm bar on stderr (default: only when stderr is a terminal). Bad inputs and
     bad alerts become rows with ``passed=False`` and the reason; nothing is raised for them.
+    Alerts of another survey than the model's are refused (:class:`~earlyia.score.survey.SurveyMismatchError`,
+    nothing written) unless ``allow_survey_mismatch``, which scores them with a note in the summary.
     """
     from earlyia.features import get_extractor
+    from earlyia.score.survey import check_survey, data_survey
 
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     extractor = get_extractor(model.card["extractor"])
@@ -944,6 +949,9 @@ def score_files(
             frames = []
             problems = list(chunk.problems)
             if chunk.lc is not None:
+                note = check_survey(model.card, data_survey(chunk.lc), allow=allow_survey_mismatch, source=chunk.label)
+                if note and not summary.notes:
+                    summary.notes.append(note)
                 frames.append(score_lightcurves(chunk.lc, model, extractor, select=select, selection=selection))
                 problems += list(chunk.lc.problems)
             if problems:

@@ -185,12 +185,12 @@ def train_recipe(
             df = training_table(lc, extractor, aug, random_state=random_state)
             augmentation = {**aug.to_card(), "seed": int(random_state)}
             say(f"  {len(df)} alerts with features")
-        extractor_config, survey = extractor.config(), lc.survey
+        extractor_config, survey, data_bands = extractor.config(), lc.survey, list(lc.bands)
     else:
         if meta is None:
             raise InputError("a feature table needs its metadata (earlyia.features.io.read_features)")
         df = data
-        extractor_config, survey = meta["extractor"], meta.get("survey")
+        extractor_config, survey, data_bands = meta["extractor"], meta.get("survey"), meta.get("bands")
         name, rec = recipe_for(extractor_config, recipe, survey=survey)
         rec = resolve(rec, overrides)
     lineage["recipe"] = name
@@ -233,4 +233,6 @@ def train_recipe(
         cv_folds=cv_folds,
         n_jobs=n_jobs,
         augmentation=augmentation,
+        survey=survey or None,
+        bands=None if (extractor_config.get("params") or {}).get("bands") else data_bands,
     )
