@@ -421,7 +421,7 @@ def detect_elasticc(path: Path) -> bool:
     if schema is None:
         return False
     if "diaSource" in schema.names and pa.types.is_struct(schema.field("diaSource").type):
-        return True
+        return schema.field("diaSource").type.get_field_index("midpointMjdTai") < 0  # Rubin's naming: rubin_parquet
     return all(c in schema.names for c in ("cmidPointTai", "cfilterName", "cpsFlux", "cpsFluxErr"))
 
 
