@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Files inside a directory that are documentation, not data (skipped silently when expanding a directory).
-_DOC_SUFFIXES = {".md", ".txt", ".avsc", ".json", ".readme", ".list", ".ignore", ".input", ".dump", ".py", ".yaml", ".yml"}
+_DOC_SUFFIXES = {".md", ".txt", ".avsc", ".json", ".metadata", ".readme", ".list", ".ignore", ".input", ".dump", ".py", ".yaml", ".yml"}
 
 
 def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
