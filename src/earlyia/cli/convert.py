@@ -100,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
     lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:
-        raise InputError("the inputs hold no light curve")
+        for p in lc.problems[: args.max_problems]:
+            print(f"problem: {p}", file=sys.stderr)
+        if len(lc.problems) > args.max_problems:
+            print(f"... and {len(lc.problems) - args.max_problems} more (--max-problems N)", file=sys.stderr)
+        why = f"every object was dropped ({len(lc.problems)} problem(s) above)" if lc.problems else "they are empty"
+        raise InputError(f"the inputs hold no light curve: {why}")
     lc.to_parquet(out)
     read_ok = {k: v for k, v in formats.items() if not any(p.source == k and p.object_id is None for p in problems)}
     print(f"wrote {out}")

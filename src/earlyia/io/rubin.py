@@ -427,6 +427,10 @@ def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCur
     return _assemble(b, source)
 
 
+def _bulky(typ: pa.DataType) -> bool:
+    return pa.types.is_nested(typ) or pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
+
+
 def _parquet_columns(schema: pa.Schema) -> list[str]:
     """The columns (and struct sub-fields) the table builder uses: cutouts and big broker structs are never read."""
     keep = []
@@ -436,9 +440,7 @@ def _parquet_columns(schema: pa.Schema) -> list[str]:
             keep += [f"diaObject.{s.name}" for s in f.type if s.name in wanted]
         elif f.name in ("ssSource",) and pa.types.is_struct(f.type):
             keep += [f"ssSource.{s.name}" for s in f.type if s.name == "ssObjectId"]
-        elif f.name in ("diaSource", *_HISTORY) or f.name in SCORE_STRUCTS:
-            keep.append(f.name)
-        elif not (pa.types.is_nested(f.type) or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)):
+        elif f.name in ("diaSource", *_HISTORY, *SCORE_STRUCTS) or not _bulky(f.type):
             keep.append(f.name)
     return keep
 
@@ -586,7 +588,9 @@ def decode_wire(message: bytes, *, registry: SchemaRegistry | None = None, schem
     try:
         return fastavro.schemaless_reader(io.BytesIO(payload), schema)
     except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, struct.error) as exc:
-        raise FormatError(f"wire-format message (schema id {schema_id}) does not decode with its schema ({type(exc).__name__}: {exc})") from exc
+        raise FormatError(
+            f"wire-format message (schema id {schema_id}) does not decode with its schema ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def lightcurves_from_wire(

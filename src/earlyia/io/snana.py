@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import FormatError, InputError, Problem
-from earlyia.io.table import SURVEY_BANDS, LightCurves
 from earlyia.io.registry import is_tar
+from earlyia.io.table import SURVEY_BANDS, LightCurves
 
 #: SNANA photometry flag bit meaning "detection by the difference-imaging pipeline".
 PHOTFLAG_DETECTION = 4096
