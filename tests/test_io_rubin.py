@@ -150,6 +150,10 @@ def test_elasticc_avro_gz_reads_like_the_elasticc_parquet_convention():
     n_obj, n_pts, n_det, _, _ = rubin_counts(records)
     lc = read(path)
     assert (lc.n_objects, lc.n_points, int(lc.detected.sum())) == (n_obj, n_pts, n_det)
+    # its 29 test alerts all say alertId 1231321321: each stays an alert, named by its diaSourceId, and it is said
+    source_ids = sorted(str(r["diaSource"]["diaSourceId"]) for r in records)
+    assert len(records) == len(set(source_ids)) == 29 and sorted(lc.alerts["alert_id"]) == source_ids
+    assert any("alertId 1231321321 is shared by alerts of 29 different diaSources" in p.reason for p in lc.problems)
 
 
 # ---------------------------------------------------------------------------------------------- Rubin Parquet
@@ -289,3 +293,15 @@ def test_read_rubin_parquet_of_a_written_table(tmp_path):
     assert detect_format(out) == "rubin_parquet"
     a, b = read_rubin_parquet(src), read(out)
     np.testing.assert_array_equal(a.flux, b.flux)
+
+
+def test_alerts_sharing_an_alert_id_stay_apart():
+    rec = avro_records(shared(f"{SAMPLES}/lsst_alert_packet/v7_4_fakeAlert.avro"))[0]
+    src = rec["diaSource"]
+    later = {**rec, "diaSource": {**src, "diaSourceId": 99, "midpointMjdTai": src["midpointMjdTai"] + 1}}
+    lc = lightcurves_from_records([rec, later, rec], source="s")  # the first alert read twice stays one alert
+    assert sorted(lc.alerts["alert_id"]) == sorted([str(src["diaSourceId"]), "99"])
+    assert 99 in lc.alert_id.tolist() and src["diaSourceId"] in lc.alert_id.tolist()
+    assert [p.reason for p in lc.problems] == [
+        "alertId 1231321321 is shared by alerts of 2 different diaSources: each of them is identified by its diaSourceId instead"
+    ]

@@ -90,6 +90,7 @@ class _Batch:
     object_id: list  # str or None per alert
     alert_id: list  # str per alert
     alert_mjd: np.ndarray
+    source_id: np.ndarray  # diaSourceId of each alert's own detection (0 unknown)
     alert_cols: dict = field(default_factory=dict)  # name -> array per alert
     object_cols: dict = field(default_factory=dict)  # name -> array per alert (latest alert wins per object)
     skipped: list = field(default_factory=list)  # Problems of alerts without a usable object
@@ -109,11 +110,32 @@ def _band_names(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def unique_alert_ids(alert_ids, source_ids, source: str) -> tuple[np.ndarray, list[Problem]]:
+    """Alert ids, with an ``alertId`` that several alerts of *different* ``diaSourceId`` share (Rubin's and
+    ELAsTiCC's test alerts all say 1231321321) replaced by each alert's ``diaSourceId``, and one Problem per such id.
+    The same alert read twice (same id, same diaSource) keeps its id. ``source_ids`` 0 = unknown (left alone)."""
+    ids = np.asarray(alert_ids, dtype=object).copy()
+    sid = np.asarray(source_ids, np.int64)
+    frame = pd.DataFrame({"a": ids, "s": sid})[sid != 0]
+    n_src = frame.groupby("a")["s"].nunique()
+    shared = n_src[n_src > 1]
+    if shared.empty:
+        return ids, []
+    mask = pd.Series(ids).isin(shared.index).to_numpy() & (sid != 0)
+    ids[mask] = sid[mask].astype(str).astype(object)
+    problems = [Problem(source, None, f"alertId {a} is shared by alerts of {int(k)} different diaSources: each of them is "
+                        "identified by its diaSourceId instead") for a, k in shared.items()]  # fmt: skip
+    return ids, problems
+
+
 def _assemble(b: _Batch, source: str) -> LightCurves:
     n = len(b.alert_id)
     oid = np.asarray(b.object_id, dtype=object)
     ok_alert = np.array([o is not None for o in oid], bool)
     problems: list[Problem] = list(b.skipped)
+    old_ids = np.asarray(b.alert_id, dtype=object)
+    alert_ids, id_problems = unique_alert_ids(old_ids, np.where(ok_alert, b.source_id, 0), source)
+    problems += id_problems
     if not ok_alert.any():
         detail = "; ".join(p.reason if p.object_id is None else f"object {p.object_id}: {p.reason}" for p in problems[:3])
         raise InputError(f"no alert with a usable object in {n} alert(s): {detail or 'no alert'}", source=source)
@@ -124,6 +146,10 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
     err = np.concatenate(b.err).astype(np.float64) if b.err else np.zeros(0)
     kind = np.concatenate(b.kind).astype(np.int8) if b.kind else np.zeros(0, np.int8)
     pid = np.concatenate(b.pid).astype(np.int64) if b.pid else np.zeros(0, np.int64)
+    renamed = alert_ids != old_ids
+    if renamed.any():  # the alert's own detection carries the alert's (new) id
+        own = renamed[row] & (pid == pd.to_numeric(pd.Series(old_ids[row]), errors="coerce").fillna(-2).to_numpy(np.int64))
+        pid[own] = b.source_id[row[own]]
     keep = ok_alert[row]
     row, mjd, band, flux, err, kind, pid = (a[keep] for a in (row, mjd, band, flux, err, kind, pid))
     point_oid = oid[row]
@@ -158,7 +184,7 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
     for o in dict.fromkeys(oid[ok_alert]):
         if o not in have_points:
             problems.append(Problem(source, str(o), "no usable point in its alert(s); object dropped"))
-    alerts = pd.DataFrame({"object_id": oid, "alert_id": b.alert_id, "mjd": b.alert_mjd})
+    alerts = pd.DataFrame({"object_id": oid, "alert_id": alert_ids, "mjd": b.alert_mjd})
     for name, values in b.alert_cols.items():
         alerts[name] = values
     objects = pd.DataFrame({"object_id": oid})
@@ -243,7 +269,7 @@ def lightcurves_from_records(records: list[dict], source: str = "<records>") -> 
     if isinstance(records, Mapping):
         records = [records]
     n = len(records)
-    b = _Batch(object_id=[None] * n, alert_id=[""] * n, alert_mjd=np.full(n, np.nan))
+    b = _Batch(object_id=[None] * n, alert_id=[""] * n, alert_mjd=np.full(n, np.nan), source_id=np.zeros(n, np.int64))
     alert_rows: list[dict] = [{} for _ in range(n)]
     object_rows: list[dict] = [{} for _ in range(n)]
     for k, rec in enumerate(records):
@@ -264,6 +290,7 @@ def lightcurves_from_records(records: list[dict], source: str = "<records>") -> 
         by_source = alert is None
         alert = alert if alert is not None else (_valid_id(rec.get("diaSourceId")) or _valid_id(source_id))
         b.object_id[k] = str(obj)
+        b.source_id[k] = _valid_id(source_id) or 0
         b.alert_id[k] = str(alert) if alert is not None else f"{obj}@{Path(source).name}:{k}"
         own = alert if alert is not None else -1
 
@@ -364,6 +391,7 @@ def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCur
         object_id=[str(o) if o != 0 else None for o in obj],
         alert_id=[str(a) if a != 0 else f"{o}@{Path(source).name}:{i}" for i, (a, o) in enumerate(zip(alert, obj, strict=True))],
         alert_mjd=_f64(_sfield(src, TIME_FIELDS), n),
+        source_id=source_id,
     )
     if (obj == 0).any():
         ss = _i64(_sfield(src, ("ssObjectId",)), n)
