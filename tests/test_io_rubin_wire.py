@@ -130,3 +130,36 @@ def test_wire_with_a_schema_file_and_registry_errors(registry_server, tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match=r"bad\.avsc"):
         load_schema(bad)
+
+
+def test_convert_wire_messages_with_registry_or_schema_file(registry_server, tmp_path, capsys):
+    from earlyia.cli.main import main
+    from earlyia.io.table import LightCurves
+
+    url, schemas, _ = registry_server
+    path = shared(f"{SAMPLES}/fink_client/lsst_part-2-918301.avro")
+    schema, records = sample(path)
+    schemas[9] = schema
+    files = []
+    for k, r in enumerate(records):
+        f = tmp_path / f"msg-{k}.bin"
+        f.write_bytes(wire(9, schema, r))
+        files.append(str(f))
+    junk = tmp_path / "msg-junk.bin"
+    junk.write_bytes(b"Obj\x01 not a message")
+    out = tmp_path / "rubin.parquet"
+    assert main(["convert", *files, str(junk), "--schema-registry", url, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    lc, ref = LightCurves.read_parquet(out), read_rubin_avro(path)
+    assert lc.object_ids.tolist() == ref.object_ids.tolist()
+    np.testing.assert_array_equal(lc.flux, ref.flux)
+    assert f"{junk}: not a wire-format message: first byte 79" in text and PASSWORD not in text
+    avsc = tmp_path / "schema.avsc"
+    avsc.write_text(json.dumps(schema))
+    assert main(["convert", *files, "--schema", str(avsc), "--out", str(tmp_path / "b.parquet")]) == 0
+    assert LightCurves.read_parquet(tmp_path / "b.parquet").n_points == ref.n_points
+    # a registry that does not know the id: exit 2, one line, no password
+    schemas.clear()
+    assert main(["convert", *files, "--schema-registry", url, "--out", str(tmp_path / "c.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "schema id 9: HTTP 404" in err and PASSWORD not in err and "Traceback" not in err
