@@ -305,3 +305,30 @@ def test_alerts_sharing_an_alert_id_stay_apart():
     assert [p.reason for p in lc.problems] == [
         "alertId 1231321321 is shared by alerts of 2 different diaSources: each of them is identified by its diaSourceId instead"
     ]
+
+
+def test_damaged_rubin_avro_keeps_the_alerts_before_the_damage(tmp_path):
+    src = shared(f"{SAMPLES}/fink_client/lsst_part-2-918301.avro")
+    with open(src, "rb") as fh:
+        reader = fastavro.reader(fh)
+        schema, records = reader.writer_schema, list(reader)
+    whole = tmp_path / "blocks.avro"
+    with open(whole, "wb") as fh:  # one alert per block
+        fastavro.writer(fh, fastavro.parse_schema(schema), records, sync_interval=1)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avro"
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    lc = read(cut)
+    with open(cut, "rb") as fh:
+        complete = []
+        try:
+            for r in fastavro.reader(fh):
+                complete.append(r)
+        except (EOFError, ValueError, OSError):
+            pass
+    assert 0 < len(complete) < len(records)
+    check(lc, rubin_counts(complete))
+    assert any("damaged after" in p.reason for p in lc.problems)
+    cut.write_bytes(data[:200])
+    with pytest.raises(InputError, match="cannot read Avro"):
+        read(cut)

@@ -89,8 +89,8 @@ class _Batch:
 
     object_id: list  # str or None per alert
     alert_id: list  # str per alert
-    alert_mjd: np.ndarray
-    source_id: np.ndarray  # diaSourceId of each alert's own detection (0 unknown)
+    alert_mjd: np.ndarray  # (a list while records are added)
+    source_id: np.ndarray  # diaSourceId of each alert's own detection, 0 unknown (a list while records are added)
     alert_cols: dict = field(default_factory=dict)  # name -> array per alert
     object_cols: dict = field(default_factory=dict)  # name -> array per alert (latest alert wins per object)
     skipped: list = field(default_factory=list)  # Problems of alerts without a usable object
@@ -259,20 +259,28 @@ def _scalar(v) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
 
-def lightcurves_from_records(records: list[dict], source: str = "<records>") -> LightCurves:
+def lightcurves_from_records(records: Iterable[dict], source: str = "<records>") -> LightCurves:
     """Decoded Rubin (or ELAsTiCC) alert dictionaries, any schema version -> :class:`LightCurves`.
 
-    What a Kafka consumer, :func:`read_rubin_avro` and :func:`decode_wire` produce. An alert without a usable
-    object (a solar-system object's alert, no ``diaSource``) is skipped with a :class:`Problem`; so is each
-    unusable point. Raises :class:`InputError` (naming ``source`` and the first reasons) when nothing is usable.
+    What a Kafka consumer, :func:`read_rubin_avro` and :func:`decode_wire` produce. ``records`` may be a list or
+    any iterable (a generator is consumed once, alert by alert: only flat arrays are kept, never the records). An
+    alert without a usable object (a solar-system object's alert, no ``diaSource``) is skipped with a
+    :class:`Problem`; so is each unusable point. Raises :class:`InputError` (naming ``source`` and the first
+    reasons) when nothing is usable.
     """
     if isinstance(records, Mapping):
         records = [records]
-    n = len(records)
-    b = _Batch(object_id=[None] * n, alert_id=[""] * n, alert_mjd=np.full(n, np.nan), source_id=np.zeros(n, np.int64))
-    alert_rows: list[dict] = [{} for _ in range(n)]
-    object_rows: list[dict] = [{} for _ in range(n)]
+    b = _Batch(object_id=[], alert_id=[], alert_mjd=[], source_id=[])
+    alert_rows: list[dict] = []
+    object_rows: list[dict] = []
     for k, rec in enumerate(records):
+        row, orow = {}, {}
+        alert_rows.append(row)
+        object_rows.append(orow)
+        b.object_id.append(None)
+        b.alert_id.append("")
+        b.alert_mjd.append(np.nan)
+        b.source_id.append(0)
         src = rec.get("diaSource") if isinstance(rec, Mapping) else None
         if not isinstance(src, Mapping):
             b.skipped.append(Problem(source, None, f"alert {k}: no diaSource record; skipped"))
@@ -303,7 +311,6 @@ def lightcurves_from_records(records: list[dict], source: str = "<records>") -> 
         _points(rec.get("prvDiaSources") or [], _DETECTION, k, b, history_id)
         _points(rec.get("prvDiaForcedSources") or [], _FORCED, k, b, lambda p: -1)
         _points(rec.get("prvDiaNondetectionLimits") or [], _LIMIT, k, b, lambda p: -1)
-        row = alert_rows[k]
         row["ra"] = _flt(src.get("ra"))
         d = _pick(src, DEC_FIELDS)
         row["dec"] = _flt(src.get(d)) if d else np.nan
@@ -317,13 +324,16 @@ def lightcurves_from_records(records: list[dict], source: str = "<records>") -> 
                 row[key] = value
             elif key in SCORE_STRUCTS and isinstance(value, Mapping):
                 row.update({f: v for f, v in value.items() if _scalar(v)})
-        orow = object_rows[k]
         orow["ra"] = _flt(dob.get("ra", src.get("ra")))
         d = _pick(dob, DEC_FIELDS)
         orow["dec"] = _flt(dob.get(d)) if d else row["dec"]
         for name in DIAOBJECT_FIELDS:
             if name in dob:
                 orow[name] = dob[name]
+    if not b.alert_id:
+        raise InputError("no alert given", source=source)
+    b.alert_mjd = np.asarray(b.alert_mjd, np.float64)
+    b.source_id = np.asarray(b.source_id, np.int64)
     for rows, target in ((alert_rows, b.alert_cols), (object_rows, b.object_cols)):
         names = list(dict.fromkeys(name for r in rows for name in r))
         for name in names:
@@ -550,32 +560,45 @@ def _open_binary(path: Path):
 def read_rubin_avro(path: str | Path) -> LightCurves:
     """Rubin / ELAsTiCC alert Avro: one alert or a container of many (Fink's data transfer), plain or gzip-compressed.
 
-    A container damaged after some alerts keeps them and reports a :class:`Problem`.
+    Alerts are decoded one by one into flat arrays (never all held as records). A container damaged after some
+    alerts keeps them and reports a :class:`Problem`.
     """
     path = Path(path)
-    records: list[dict] = []
     problems: list[Problem] = []
     try:
         with _open_binary(path) as fh:
             writer = fastavro.reader(fh).writer_schema
-        with _open_binary(path) as fh:
-            it = iter(fastavro.reader(fh, reader_schema=project_schema(writer)))
-            while True:
-                try:
-                    records.append(next(it))
-                except StopIteration:
-                    break
-                except Exception as exc:  # isolation boundary: fastavro raises many types on damaged blocks
-                    if not records:
-                        raise
-                    problems.append(Problem(str(path), None, f"Avro data damaged after {len(records)} alert(s) "
-                                            f"({type(exc).__name__}: {exc}); rest skipped"))  # fmt: skip
-                    break
+        reader_schema = project_schema(writer)
     except Exception as exc:  # isolation boundary: a damaged header, not Avro at all, a missing codec
         raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
-    if not records:
-        raise FormatError("Avro file holds no alert", source=str(path))
-    lc = lightcurves_from_records(records, source=str(path))
+
+    def alerts(fh):
+        it = iter(fastavro.reader(fh, reader_schema=reader_schema))
+        k = 0
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:  # isolation boundary: fastavro raises many types on damaged blocks
+                if not k:
+                    raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?",
+                                      source=str(path)) from exc  # fmt: skip
+                problems.append(Problem(str(path), None, f"Avro data damaged after {k} alert(s) "
+                                        f"({type(exc).__name__}: {exc}); rest skipped"))  # fmt: skip
+                return
+            k += 1
+            yield rec
+
+    try:
+        with _open_binary(path) as fh:
+            lc = lightcurves_from_records(alerts(fh), source=str(path))
+    except OSError as exc:
+        raise FormatError(f"cannot read ({exc}); is the file complete?", source=str(path)) from exc
+    except InputError as exc:
+        if str(exc).endswith("no alert given"):
+            raise FormatError("Avro file holds no alert", source=str(path)) from exc
+        raise
     lc.problems = problems + lc.problems
     return lc
 
