@@ -722,20 +722,23 @@ def decode_wire(message: bytes, *, registry: SchemaRegistry | None = None, schem
 def lightcurves_from_wire(
     messages: Iterable[bytes], *, registry: SchemaRegistry | None = None, schema: dict | None = None, source: str = "<kafka>"
 ) -> LightCurves:
-    """Wire-format messages -> table; a message that does not decode becomes a :class:`Problem`, the rest is read."""
-    records, problems = [], []
-    for k, msg in enumerate(messages):
-        try:
-            rec = decode_wire(msg, registry=registry, schema=schema, project=True)
-        except FormatError as exc:
-            problems.append(Problem(source, None, f"message {k}: {exc}; skipped"))
-            continue
-        for key in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
-            rec.pop(key, None)
-        records.append(rec)
-    if not records:
-        raise InputError("no message decoded: " + ("; ".join(p.reason for p in problems[:3]) or "no message"), source=source)
-    lc = lightcurves_from_records(records, source=source)
+    """Wire-format messages -> table, decoded one by one; a message that does not decode becomes a
+    :class:`Problem`, the rest is read."""
+    problems: list[Problem] = []
+
+    def decoded():
+        for k, msg in enumerate(messages):
+            try:
+                yield decode_wire(msg, registry=registry, schema=schema, project=True)
+            except FormatError as exc:
+                problems.append(Problem(source, None, f"message {k}: {exc}; skipped"))
+
+    try:
+        lc = lightcurves_from_records(decoded(), source=source)
+    except InputError as exc:
+        if problems and str(exc).endswith("no alert given"):
+            raise InputError("no message decoded: " + "; ".join(p.reason for p in problems[:3]), source=source) from exc
+        raise
     lc.problems = problems + lc.problems
     return lc
 
