@@ -469,17 +469,20 @@ def _bulky(typ: pa.DataType) -> bool:
     return pa.types.is_nested(typ) or pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
 
 
-def _parquet_columns(schema: pa.Schema) -> list[str]:
-    """The columns (and struct sub-fields) the table builder uses: cutouts and big broker structs are never read."""
+def _parquet_columns(pf: pq.ParquetFile) -> list[str]:
+    """The leaf columns the table builder uses: of ``diaSource``, its histories, ``diaObject`` and ``ssSource`` only
+    the fields it reads (a history record has ~100), Fink's scores, top-level scalars; never cutouts."""
+    arrow = pf.schema_arrow
     keep = []
-    for f in schema:
-        if f.name in ("diaObject",) and pa.types.is_struct(f.type):
-            wanted = ("diaObjectId", "ra", *DEC_FIELDS, *DIAOBJECT_FIELDS)
-            keep += [f"diaObject.{s.name}" for s in f.type if s.name in wanted]
-        elif f.name in ("ssSource",) and pa.types.is_struct(f.type):
-            keep += [f"ssSource.{s.name}" for s in f.type if s.name == "ssObjectId"]
-        elif f.name in ("diaSource", *_HISTORY, *SCORE_STRUCTS) or not _bulky(f.type):
-            keep.append(f.name)
+    for i in range(len(pf.schema)):
+        path = pf.schema.column(i).path
+        parts = path.split(".")
+        top = parts[0]
+        if top in ("diaSource", "diaObject", "ssSource", *_HISTORY):
+            if parts[-1] in _NESTED_KEEP and len(parts) in (2, 4):
+                keep.append(path)
+        elif top in SCORE_STRUCTS or (len(parts) == 1 and top in arrow.names and not _bulky(arrow.field(top).type)):
+            keep.append(path)
     return keep
 
 
@@ -488,7 +491,7 @@ def read_rubin_parquet(path: str | Path) -> LightCurves:
     path = Path(path)
     try:
         pf = pq.ParquetFile(path)
-        table = pf.read(columns=_parquet_columns(pf.schema_arrow))
+        table = pf.read(columns=_parquet_columns(pf))
     except (OSError, pa.ArrowException) as exc:
         raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
     return lightcurves_from_table(table, source=str(path))
