@@ -1,6 +1,6 @@
 """Rubin alert reading: alerts per second per core, and memory over many alerts.
 
-    python bench/bench_rubin_read.py [--repeats 5] [--alerts 2000]
+    python bench/bench_rubin_read.py [--repeats 5] [--alerts 2000] [--only avro,parquet,wire]
 
 Inputs are the real Rubin alerts of ``external_alert_samples`` (Fink's Rubin data transfer: the Avro container and
 the Parquet parts, ~700 photometry points per alert), replicated ``--alerts`` times with distinct ``diaObjectId``
@@ -126,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--alerts", type=int, default=2000)
+    ap.add_argument("--only", default="avro,parquet,wire", help="inputs to measure (comma-separated)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -136,6 +137,8 @@ def main() -> None:
         print(f"{args.alerts} replicated real Rubin alerts per input, median of {args.repeats} repeats")
         print(f"{'input':8s} {'alerts':>7s} {'points':>9s} {'CPU s':>7s} {'alerts/s/core':>14s} {'peak MB':>8s} {'MB/1k alerts':>12s}")
         for kind, path in inputs.items():
+            if kind not in args.only.split(","):
+                continue
             times = []
             for _ in range(args.repeats):
                 t0 = time.process_time()
