@@ -72,3 +72,35 @@ def test_convert_mixed_candid_types(tmp_path):
     lc = LightCurves.read_parquet(out)
     assert sorted(lc.alerts["alert_id"]) == sorted(["ZTF18abc_3", str(read(avro).alerts["alert_id"].iloc[0])])
     assert set(map(type, lc.alerts["candid"].dropna())) == {str}
+
+
+def test_convert_says_why_when_every_object_was_dropped(tmp_path, capsys):
+    """Nothing left after reading: each dropped object and its reason is printed, not only "no light curve"."""
+    bad = tmp_path / "lightcurves.csv"
+    bad.write_text("object_id,mjd,passband,flux,flux_err,detected_bool\n"
+                   "1,60000.0,9,10.0,1.0,1\n1,60001.0,9,12.0,1.0,1\n2,60000.0,7,10.0,1.0,1\n")  # fmt: skip
+    out = tmp_path / "t.parquet"
+    assert main(["convert", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert not out.exists()
+    for oid in ("1", "2"):
+        assert f"problem: {bad}: object {oid}: unknown band(s)" in err
+    assert "every object was dropped (2 problem(s) above)" in err
+
+
+def test_convert_rubin_alerts_reports_solar_system_alerts(tmp_path, capsys):
+    """A Rubin file of only asteroid alerts: nothing to write, and every alert says it is a solar-system object."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    src = shared("external_alert_samples/fink_lsst_transfer/part-1-0-209652396.parquet")
+    table = pq.read_table(src)
+    oid = pc.struct_field(table.column("diaObject"), "diaObjectId")
+    ss = table.filter(pc.fill_null(pc.equal(oid, 0), True))
+    assert 0 < ss.num_rows < table.num_rows
+    path = tmp_path / "asteroids.parquet"
+    pq.write_table(ss, path)
+    assert main(["convert", str(path), "--out", str(tmp_path / "t.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"no alert with a usable object in {ss.num_rows} alert(s)" in err
+    assert err.count("a solar-system object (ssObjectId") == min(ss.num_rows, 3)

@@ -23,6 +23,9 @@ EPILOG = """examples:
   earlyia convert SIMGEN_PUBLIC_DES.tar.xz --out snpcc.parquet
   # force a format when detection cannot tell
   earlyia convert lightcurves.csv.xz --format plasticc_csv --out plasticc.parquet
+  # Rubin Kafka messages in the wire format (one message per file), schema from a registry or a file
+  earlyia convert msg-*.bin --schema-registry https://registry.example.org --out rubin.parquet
+  earlyia convert msg-*.bin --schema lsst.v10_0.alert.avsc --out rubin.parquet
   # list the formats
   earlyia convert --list-formats
 """
@@ -49,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=sorted(readers()),
         metavar="NAME",
         help="read every input with this format (see --list-formats; default: detect per file)",
+    )
+    wire = p.add_mutually_exclusive_group()
+    wire.add_argument("--schema", metavar="AVSC", help="inputs are Rubin Kafka wire-format messages (one per file) with this Avro schema")
+    wire.add_argument(
+        "--schema-registry", metavar="URL", help="inputs are Rubin Kafka wire-format messages (one per file); schemas from this registry"
     )
     p.add_argument("--max-problems", type=int, default=20, metavar="N", help="print at most N problems (default 20)")
     p.add_argument("--list-formats", action="store_true", help="list the known formats and exit")
@@ -89,10 +97,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     files = expand_inputs(args.inputs)
     formats: dict[str, str] = {}
-    for f in files:
-        with contextlib.suppress(InputError):  # an undetectable input is reported by read_many
-            formats[str(f)] = args.format or detect_format(f)
-    tables, problems = read_many(files, args.format)
+    if args.schema or args.schema_registry:
+        from earlyia.io.rubin import SchemaRegistry, load_schema, read_wire_files
+
+        schema = load_schema(args.schema) if args.schema else None
+        registry = SchemaRegistry(args.schema_registry) if args.schema_registry else None
+        tables, problems = [read_wire_files(files, registry=registry, schema=schema)], []
+        formats = dict.fromkeys(map(str, files), "rubin_wire")
+    else:
+        for f in files:
+            with contextlib.suppress(InputError):  # an undetectable input is reported by read_many
+                formats[str(f)] = args.format or detect_format(f)
+        tables, problems = read_many(files, args.format)
     if not tables:
         for p in problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
@@ -100,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
     lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:
-        raise InputError("the inputs hold no light curve")
+        for p in lc.problems[: args.max_problems]:
+            print(f"problem: {p}", file=sys.stderr)
+        if len(lc.problems) > args.max_problems:
+            print(f"... and {len(lc.problems) - args.max_problems} more (--max-problems N)", file=sys.stderr)
+        why = f"every object was dropped ({len(lc.problems)} problem(s) above)" if lc.problems else "they are empty"
+        raise InputError(f"the inputs hold no light curve: {why}")
     lc.to_parquet(out)
     read_ok = {k: v for k, v in formats.items() if not any(p.source == k and p.object_id is None for p in problems)}
     print(f"wrote {out}")

@@ -4,7 +4,7 @@
 >>> lc = read(["fink_cross_tns_202001.parquet", "all_nonIa.csv.gz"])   # format detected per file
 
 Formats (see ``docs/io.md``): ``earlyia`` (our table), ``ztf_alert_parquet``, ``fink_parquet``,
-``elasticc_parquet``, ``ztf_avro``, ``fink_csv``, ``plasticc_csv``, ``snana_dat``. Add one with
+``rubin_parquet``, ``elasticc_parquet``, ``rubin_avro``, ``ztf_avro``, ``fink_csv``, ``plasticc_csv``, ``snana_dat``. Add one with
 :func:`register_reader`.
 """
 
@@ -18,6 +18,7 @@ import pandas as pd
 from earlyia.errors import EarlyIAError, InputError, Problem
 from earlyia.io import fink as _fink
 from earlyia.io import lsst as _lsst
+from earlyia.io import rubin as _rubin
 from earlyia.io import snana as _snana
 from earlyia.io import ztf as _ztf
 from earlyia.io.photometry import fluxcal_to_mag, limit_to_flux_err, mag_to_fluxcal
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: Files inside a directory that are documentation, not data (skipped silently when expanding a directory).
-_DOC_SUFFIXES = {".md", ".txt", ".avsc", ".json", ".readme", ".list", ".ignore", ".input", ".dump", ".py", ".yaml", ".yml"}
+_DOC_SUFFIXES = {".md", ".txt", ".avsc", ".json", ".metadata", ".readme", ".list", ".ignore", ".input", ".dump", ".py", ".yaml", ".yml"}
 
 
 def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -162,6 +163,12 @@ def _register_builtins() -> None:
         description="ZTF alerts in Parquet (candidate + prv_candidates)",
     )
     register_reader(
+        "rubin_parquet",
+        _rubin.detect_rubin_parquet,
+        _rubin.read_rubin_parquet,
+        description="Rubin alerts in Parquet as Fink stores and sends them (lsst.v7_4 ... v10_0, data transfer)",
+    )
+    register_reader(
         "elasticc_parquet",
         _lsst.detect_elasticc,
         _lsst.read_elasticc,
@@ -169,6 +176,12 @@ def _register_builtins() -> None:
         directory="whole",
     )
     register_reader("fink_parquet", _fink.detect_fink_parquet, _fink.read_fink_parquet, description="Fink concatenated columns")
+    register_reader(
+        "rubin_avro",
+        _rubin.detect_rubin_avro,
+        _rubin.read_rubin_avro,
+        description="Rubin alert Avro (schemas v3.0-v11.0), Fink's Rubin data transfer, ELAsTiCC Avro (also .avro.gz)",
+    )
     register_reader("ztf_avro", _ztf.detect_ztf_avro, _ztf.read_ztf_avro, description="ZTF/Fink alert Avro (single or multi-alert)")
     register_reader(
         "plasticc_csv", _lsst.detect_plasticc, _lsst.read_plasticc, description="PLAsTiCC light-curve CSV (+ sibling metadata for labels)"

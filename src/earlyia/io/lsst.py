@@ -298,6 +298,12 @@ def lightcurves_from_elasticc_table(
         if "alertId" in names
         else np.array([f"{o}@{Path(source).name}:{i}" for i, o in enumerate(obj)], dtype=object)
     )
+    id_problems: list[Problem] = []
+    if src is not None and _field(src, "diaSourceId") is not None:  # test alerts that all share one alertId
+        from earlyia.io.rubin import unique_alert_ids
+
+        sid = pc.fill_null(pc.cast(_field(src, "diaSourceId"), pa.int64()), 0).to_numpy(zero_copy_only=False)
+        alert_ids, id_problems = unique_alert_ids(alert_ids, sid, source)
     alert_int = pd.to_numeric(pd.Series(alert_ids), errors="coerce").fillna(-1).astype(np.int64).to_numpy()
     rows = np.concatenate([p[0] for p in parts])
     band = np.concatenate([p[2] for p in parts]).astype(object)
@@ -362,6 +368,7 @@ def lightcurves_from_elasticc_table(
     order = np.argsort(row_mjd, kind="mergesort")  # latest alert's object columns win
     objects = objects.iloc[order]
     lc = lightcurves_from_flux_points(phot, objects, alerts, survey="LSST", source=source)
+    lc.problems = id_problems + lc.problems
     return lc
 
 
@@ -421,7 +428,7 @@ def detect_elasticc(path: Path) -> bool:
     if schema is None:
         return False
     if "diaSource" in schema.names and pa.types.is_struct(schema.field("diaSource").type):
-        return True
+        return schema.field("diaSource").type.get_field_index("midpointMjdTai") < 0  # Rubin's naming: rubin_parquet
     return all(c in schema.names for c in ("cmidPointTai", "cfilterName", "cpsFlux", "cpsFluxErr"))
 
 

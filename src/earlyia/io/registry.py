@@ -112,6 +112,28 @@ def parquet_schema(path: Path) -> pa.Schema | None:
         return None
 
 
+def is_tar(path: Path) -> bool:
+    """A tar archive, plain or gzip / xz / bz2 compressed, by content (the ``ustar`` magic of the first member);
+    the name (``.tar``, ``.tgz``...) is only a hint and never required."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    magic = head_bytes(path, 6)
+    opener = open
+    if magic[:2] == b"\x1f\x8b":
+        opener = gzip.open
+    elif magic[:6] == b"\xfd7zXZ\x00":
+        opener = lzma.open
+    elif magic[:3] == b"BZh":
+        opener = bz2.open
+    try:
+        with opener(path, "rb") as fh:
+            block = fh.read(512)
+    except (OSError, EOFError, lzma.LZMAError):
+        return False
+    return len(block) == 512 and block[257:262] == b"ustar"
+
+
 def open_text(path: Path):
     """Open a possibly compressed (gzip / xz / bz2, by magic bytes) text file."""
     magic = head_bytes(path, 6)

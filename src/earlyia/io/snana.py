@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import FormatError, InputError, Problem
+from earlyia.io.registry import is_tar
 from earlyia.io.table import SURVEY_BANDS, LightCurves
 
 #: SNANA photometry flag bit meaning "detection by the difference-imaging pipeline".
@@ -141,8 +142,7 @@ def iter_members(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def _is_tar(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and (".tar" in name or name.endswith((".tgz", ".txz", ".tbz2")))
+    return is_tar(path)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.fink import CANDIDATE_ALERT_FIELDS, points_to_lightcurves
-from earlyia.io.registry import is_avro, parquet_schema
+from earlyia.io.registry import is_avro, is_tar, parquet_schema
 from earlyia.io.table import LightCurves
 
 POINT_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim", "isdiffpos", "candid")
@@ -54,6 +54,8 @@ def lightcurves_from_alert_records(records: list[Mapping], *, source: str = "<me
     alert_rows: list[dict] = []
     for k, rec in enumerate(records):
         oid = rec.get("objectId") if isinstance(rec, Mapping) else None
+        if oid is None and isinstance(rec, Mapping) and rec.get("alertId") is not None:
+            oid = rec["alertId"]  # schema 1.1 has no objectId: each alert is its own object, named by its alertId
         cand = rec.get("candidate") if isinstance(rec, Mapping) else None
         if oid is None or not isinstance(cand, Mapping):
             problems.append(Problem(source, None if oid is None else str(oid), f"alert {k}: no objectId or candidate record; skipped"))
@@ -192,8 +194,7 @@ def read_ztf_avro(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
 
 
 def _is_tar(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and (".tar" in name or name.endswith((".tgz", ".txz", ".tbz2")))
+    return is_tar(path)
 
 
 def detect_ztf_avro(path: Path) -> bool:
