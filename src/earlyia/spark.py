@@ -202,7 +202,7 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
     fails the Spark job.
     """
     from earlyia.errors import EarlyIAError, Problem
-    from earlyia.score.pipeline import problem_rows, score_lightcurves
+    from earlyia.score.pipeline import concat_rows, problem_rows, score_lightcurves
 
     try:
         lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
@@ -210,7 +210,7 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
         return problem_rows([Problem(source, None, str(exc))], model.features)
     out = score_lightcurves(lc, model, **(score_kwargs or {}))
     if lc.problems:
-        out = pd.concat([out, problem_rows(lc.problems, model.features)], ignore_index=True)
+        out = concat_rows([out, problem_rows(lc.problems, model.features)])
     return out
 
 

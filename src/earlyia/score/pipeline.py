@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem
@@ -426,6 +427,18 @@ def _lookup_object(lc, rows: Rows, name: str) -> np.ndarray:
     return out
 
 
+def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames stacked; an integer column missing from (or null in) some of them becomes nullable ``Int64``
+    instead of pandas' float64, which would round a 19-digit alert id."""
+    if len(frames) == 1:
+        return frames[0]
+    names = {c for f in frames for c in f.columns}
+    widen = {c for c in names if any(c in f.columns and f[c].dtype.kind in "iu" for f in frames) and not all(c in f.columns for f in frames)}
+    if widen:
+        frames = [f.astype({c: "Int64" for c in widen if c in f.columns and f[c].dtype.kind in "iu"}) for f in frames]
+    return pd.concat(frames, ignore_index=True)
+
+
 def problem_rows(problems: Iterable[Problem], feature_names: Iterable[str] = ()) -> pd.DataFrame:
     """SCORES rows (``passed=False``, score 0, the reason) for inputs or objects a reader could not use."""
     probs = list(problems)
@@ -680,7 +693,9 @@ def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
     """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
     from earlyia.io.fink import lightcurves_from_fink_frame
 
-    df = table.to_pandas(maps_as_pydicts="strict")
+    from earlyia.io.table import arrow_to_pandas
+
+    df = arrow_to_pandas(table)
     lc = lightcurves_from_fink_frame(df, source=str(path))
     if not lc.alerts.empty and "row" in lc.alerts.columns:
         a = lc.alerts
@@ -764,6 +779,7 @@ class ScoresWriter:
 
         schemas = [pq.read_schema(p) for p in self._parts]
         unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+        unified = _exact_ids(unified, schemas, self._parts)
         order = list(SCORE_COLUMNS) + [n for n in unified.names if n not in SCORE_COLUMNS]
         unified = pa.schema([unified.field(n) for n in order]).with_metadata(self.metadata)
 
@@ -812,6 +828,24 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _exact_ids(unified: pa.Schema, schemas: list[pa.Schema], parts: list[Path]) -> pa.Schema:
+    """``unified`` with string columns where parts disagree on integer vs float and an integer is beyond 2**53
+    (a float64 cannot hold it: a ZTF ``candid``). Such columns keep every digit as text."""
+    fields = []
+    for f in unified:
+        if pa.types.is_floating(f.type):
+            int_parts = [p for p, s in zip(parts, schemas, strict=True) if f.name in s.names and pa.types.is_integer(s.field(f.name).type)]
+            for p in int_parts:
+                col = pq.read_table(p, columns=[f.name]).column(0)
+                bounds = pc.min_max(col)
+                big = max(abs(bounds["min"].as_py() or 0), abs(bounds["max"].as_py() or 0))
+                if big > 2**53:
+                    f = pa.field(f.name, pa.string())
+                    break
+        fields.append(f)
+    return pa.schema(fields, metadata=unified.metadata)
 
 
 def _fit_schema(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.Table | None:
@@ -908,7 +942,7 @@ def score_files(
             frames = [f for f in frames if len(f)]
             if not frames:
                 continue
-            df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            df = concat_rows(frames)
             writer.write(df)
             if on_chunk is not None:
                 on_chunk(df)
