@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.photometry import DETECTION_SNR, diffpos_sign, limit_to_flux_err, mag_to_fluxcal
 from earlyia.io.table import (
-    DUPLICATE_EPOCH_DAYS,
     JD_MJD_OFFSET,
     SURVEY_BANDS,
     LightCurves,

@@ -592,7 +592,8 @@ def validate_photometry(
             what.append("non-finite time" if not np.isfinite(v) else f"absurd time (mjd {v:g}; expected |mjd| < {MJD_LIMIT:g})")
         if grp["flux"].any():
             v = grp.loc[grp["flux"], "f"].iloc[0]
-            what.append("a detection with non-finite flux" if not np.isfinite(v) else f"absurd flux ({v:g}; expected |flux| < {FLUX_LIMIT:g})")
+            absurd = f"absurd flux ({v:g}; expected |flux| < {FLUX_LIMIT:g})"
+            what.append("a detection with non-finite flux" if not np.isfinite(v) else absurd)
         if grp["err"].any():
             v = grp.loc[grp["err"], "e"].iloc[0]
             what.append(
@@ -640,7 +641,8 @@ def text_numbers(values, column: str, keys, source: str) -> tuple[np.ndarray, li
     keys = np.asarray(keys, dtype=object)
     problems, bad = [], set()
     for oid, vals in pd.Series(series.to_numpy(object)[wrong]).groupby(keys[wrong], sort=True):
-        problems.append(Problem(source, str(oid), f"column {column!r} holds {vals.iloc[0]!r}, not a number ({len(vals)} row(s)); object dropped"))
+        why = f"column {column!r} holds {vals.iloc[0]!r}, not a number ({len(vals)} row(s)); object dropped"
+        problems.append(Problem(source, str(oid), why))
         bad.add(str(oid))
     return out, problems, bad
 

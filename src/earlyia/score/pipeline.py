@@ -433,7 +433,9 @@ def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     names = {c for f in frames for c in f.columns}
-    widen = {c for c in names if any(c in f.columns and f[c].dtype.kind in "iu" for f in frames) and not all(c in f.columns for f in frames)}
+    widen = {
+        c for c in names if any(c in f.columns and f[c].dtype.kind in "iu" for f in frames) and not all(c in f.columns for f in frames)
+    }
     if widen:
         frames = [f.astype({c: "Int64" for c in widen if c in f.columns and f[c].dtype.kind in "iu"}) for f in frames]
     return pd.concat(frames, ignore_index=True)
@@ -692,7 +694,6 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
 def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
     """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
     from earlyia.io.fink import lightcurves_from_fink_frame
-
     from earlyia.io.table import arrow_to_pandas
 
     df = arrow_to_pandas(table)
