@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from earlyia.errors import InputError
 from earlyia.io import detect_format, expand_inputs, harmonise_columns, read_many, readers
+from earlyia.io.output import check_output
 from earlyia.io.table import LightCurves
 
 EPILOG = """examples:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give at least one INPUT (file or directory)")
     if not args.out:
         raise InputError("give --out TABLE.parquet")
-    out = Path(args.out)
+    out = check_output(args.out, args.inputs)
     files = expand_inputs(args.inputs)
     formats: dict[str, str] = {}
     for f in files:
@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:
-        raise InputError("the inputs hold no light curve")
+        for p in lc.problems[: args.max_problems]:
+            print(f"problem: {p}", file=sys.stderr)
+        raise InputError(f"no usable light curve in {len(files)} input(s): every object was dropped; see the problems above")
     lc.to_parquet(out)
     read_ok = {k: v for k, v in formats.items() if not any(p.source == k and p.object_id is None for p in problems)}
     print(f"wrote {out}")

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module of this package and exposes ``register(subparsers)``,
 which adds its parser and sets ``func(args) -> int``. Errors of the earlyia hierarchy are printed
-as one clear line (no traceback) and give exit code 2.
+as one clear line (no traceback) and give exit code 2; Ctrl-C gives 130 and SIGTERM 143, after the
+temporary files are removed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 
 from earlyia import __version__
 from earlyia.errors import EarlyIAError
+from earlyia.signals import Terminated, raising_signals
 
 #: Subcommand modules, in the order ``earlyia --help`` lists them.
 SUBCOMMANDS = (
@@ -55,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        with raising_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files are removed
+            return int(args.func(args) or 0)
     except EarlyIAError as exc:
         print(f"earlyia {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"earlyia {args.command}: {exc}; nothing written", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        print(f"earlyia {args.command}: interrupted", file=sys.stderr)
+        print(f"earlyia {args.command}: interrupted; nothing written", file=sys.stderr)
         return 130
 
 

@@ -46,11 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from earlyia.errors import InputError
+    from earlyia.io.output import check_output
     from earlyia.score.model import Model
     from earlyia.score.pipeline import score_files
 
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    spark_folder = args.engine == "spark" and not str(args.out).endswith(".parquet")
+    check_output(args.out, [*args.input, args.model], directory=spark_folder)
     model = Model.load(args.model)  # refuses a bad model file before any input is read
     note = model.version_note()
     if note:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +50,16 @@ SURVEY_BANDS = {
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file.
+
+    The temporary (``.<name>.<pid>.<random>.eia-tmp``, see :mod:`earlyia.io.output`) is removed on any error or
+    interruption; those of killed runs are removed by the next write in the same folder.
+    """
+    from earlyia.io.output import make_temp_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = make_temp_file(path)
     try:
         write(tmp)
         # mkstemp makes 0600 files; give the result the usual permissions (0666 minus umask)

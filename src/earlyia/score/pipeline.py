@@ -10,10 +10,10 @@ columns (``input_`` prefixed on a name clash), then the model's features.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -287,9 +287,11 @@ def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
 def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of the segments (of objects ``objects``); when the batch call raises, each segment alone so one bad
     alert cannot sink the chunk."""
+    from earlyia.features.base import extract_batched
+
     k = len(extractor.names)
     try:
-        X, ok, why = extractor.extract_lc(lc, starts, ends, object_index=objects)
+        X, ok, why = extract_batched(extractor, lc, starts, ends, objects)
         return np.asarray(X, np.float64), np.asarray(ok, bool), np.asarray(why, dtype=object)
     except Exception:  # batch isolation boundary: retried one segment at a time below
         pass
@@ -490,11 +492,15 @@ class Chunk:
     label: str = ""
 
 
-def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: str | None = None) -> Iterator[Chunk]:
+def iter_chunks(
+    inputs: Iterable[str | Path], chunk_size: int = 20_000, format: str | None = None, *, merge_objects: bool = False
+) -> Iterator[Chunk]:
     """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts) in groups.
 
     Memory is bounded by ``chunk_size`` input rows (alerts for alert formats, objects for tables
     of light curves), whatever the total size. An unreadable input becomes a problem, never an exception.
+    ``merge_objects``: inputs that share an object (listed from their object-id column: Parquet, Avro, CSV) are
+    read together, so the object has one light curve as :func:`earlyia.io.read` would give it.
     """
     from earlyia.io import detect_format, expand_inputs, get_reader
 
@@ -503,6 +509,7 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
     files = expand_inputs(inputs)
     group: list[Path] = []
     avro: list[Path] = []
+    formats: dict[Path, str] = {}
 
     def flush() -> Iterator[Chunk]:
         if group:
@@ -511,26 +518,75 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
 
     for f in files:
         try:
-            fmt = format or detect_format(f)
+            formats[f] = format or detect_format(f)
         except EarlyIAError as exc:
-            yield from flush()
             yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
-            continue
-        if f.is_file() and _is_parquet(f):
+    readable = [f for f in files if f in formats]
+    units = _shared_object_groups(readable, formats) if merge_objects and len(readable) > 1 else [[f] for f in readable]
+    for unit in units:
+        if len(unit) > 1:
+            group.extend(unit)
             yield from flush()
+            continue
+        f = unit[0]
+        fmt = formats[f]
+        if f.is_file() and _is_parquet(f):
             yield from _parquet_chunks(f, fmt, chunk_size, get_reader(fmt))
         elif f.is_file() and fmt == "ztf_avro":
             avro.append(f)
         else:
-            yield from flush()
             try:
                 yield Chunk(get_reader(fmt).read(f), [], str(f))
             except EarlyIAError as exc:
                 yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
-    yield from flush()
     for files_of_group in _avro_groups(avro, chunk_size):
         group.extend(files_of_group)
         yield from flush()
+
+
+def _file_object_ids(path: Path, fmt: str) -> set[str] | None:
+    """The object ids of one input, read from its id column only (None when unknown or unreadable)."""
+    if not path.is_file():
+        return None
+    if fmt == "ztf_avro":
+        return _avro_object_ids(path)
+    try:
+        if _is_parquet(path):
+            pf = pq.ParquetFile(path)
+            keys = _key_column(path, pf)
+            return None if keys is None else {str(v) for v in pc.unique(keys).to_pylist()}
+        from earlyia.io.registry import csv_header
+
+        header = csv_header(path)
+        for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
+            if col in header:
+                ids = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col]
+                return {str(v) for v in ids.dropna().unique()}
+    except (OSError, ValueError, EOFError, pa.ArrowException):
+        return None  # unreadable: its reader reports why
+    return None
+
+
+def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> list[list[Path]]:
+    """``files`` in groups: files that share an object id are in one group (union-find), singletons otherwise."""
+    parent = list(range(len(files)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, f in enumerate(files):
+        for oid in _file_object_ids(f, formats[f]) or ():
+            j = owner.setdefault(oid, i)
+            if j != i:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[Path]] = {}
+    for i, f in enumerate(files):
+        groups.setdefault(find(i), []).append(f)
+    return list(groups.values())
 
 
 def _avro_object_ids(path: Path) -> set[str] | None:
@@ -602,17 +658,31 @@ def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
 OBJECT_KEY_COLUMNS = ("objectId", "object_id", "diaObjectId")
 
 
-def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
-    """The object id of every row (None when the format has no row-level object column we know)."""
+def _key_column(path: Path, pf: pq.ParquetFile) -> pa.Array | None:
+    """The object id of every row as an Arrow array (None when the format has no row-level object column we know)."""
     names = pf.schema_arrow.names
     for col in OBJECT_KEY_COLUMNS:
         if col in names:
-            return pq.read_table(path, columns=[col]).column(0).to_numpy(zero_copy_only=False)
+            return pq.read_table(path, columns=[col]).column(0).combine_chunks()
     if "diaSource" in names and pa.types.is_struct(pf.schema_arrow.field("diaSource").type):
         src = pq.read_table(path, columns=["diaSource"]).column(0).combine_chunks()
         if src.type.get_field_index("diaObjectId") >= 0:
-            return src.field("diaObjectId").to_numpy(zero_copy_only=False)
+            return src.field("diaObjectId")
     return None
+
+
+def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
+    """The object id of every row (None when the format has no row-level object column we know)."""
+    keys = _key_column(path, pf)
+    return None if keys is None else keys.to_numpy(zero_copy_only=False)
+
+
+def _object_codes(keys: pa.Array) -> np.ndarray:
+    """Per row, the object's number in order of first appearance (Arrow hashing: no Python object per row)."""
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.dictionary_decode()
+    codes = pc.dictionary_encode(keys.fill_null("") if keys.null_count else keys).indices
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
@@ -620,9 +690,11 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
 
     Keeping all alerts of an object in one chunk makes the scores independent of the chunk size
     (an alert's history may include points that another alert of its object carried). Files sorted
-    by object stream batch by batch; otherwise the file is regrouped by object in memory.
+    by object stream batch by batch; otherwise one pass over the file sends each batch's rows to the
+    bucket file of their object's chunk (a temporary folder), then each bucket is read back: memory
+    holds one batch and one chunk, never the file.
     """
-    keys = _object_keys(path, pf)
+    keys = _key_column(path, pf)
     n = pf.metadata.num_rows
     if keys is None:  # no object column: plain row batches
         offset = 0
@@ -630,16 +702,15 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
             yield pa.Table.from_batches([batch]), np.arange(offset, offset + batch.num_rows)
             offset += batch.num_rows
         return
-    codes, _ = pd.factorize(pd.Series(keys).astype(str), sort=False)
+    codes = _object_codes(keys)
+    del keys
     contiguous = bool((np.diff(codes) >= 0).all()) if n > 1 else True
-    order = np.arange(n) if contiguous else np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts_of_object = np.flatnonzero(np.concatenate([[True], sorted_codes[1:] != sorted_codes[:-1]]))
-    cuts = [0]
-    while cuts[-1] < n:
-        i = np.searchsorted(starts_of_object, cuts[-1] + chunk_size, side="left")
-        cuts.append(int(starts_of_object[i]) if i < len(starts_of_object) else n)
     if contiguous:
+        starts_of_object = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+        cuts = [0]
+        while cuts[-1] < n:
+            i = np.searchsorted(starts_of_object, cuts[-1] + chunk_size, side="left")
+            cuts.append(int(starts_of_object[i]) if i < len(starts_of_object) else n)
         buffer: list[pa.Table] = []
         have, k, done = 0, 1, 0
         for batch in pf.iter_batches(batch_size=min(chunk_size, 65_536), columns=columns):
@@ -652,10 +723,42 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
                 rest = table.slice(size)
                 buffer, have, done, k = ([rest] if rest.num_rows else []), rest.num_rows, cuts[k], k + 1
         return
-    table = pf.read(columns=columns)
-    for a, b in itertools.pairwise(cuts):
-        rows = np.sort(order[a:b])
-        yield table.take(pa.array(rows)), rows
+    # objects in chunks of about chunk_size rows, in order of first appearance
+    counts = np.bincount(codes)
+    bucket_of_object = np.zeros(len(counts), np.int64)
+    size, b = 0, 0
+    for obj, c in enumerate(counts):
+        if size and size + c > chunk_size:
+            b, size = b + 1, 0
+        bucket_of_object[obj] = b
+        size += c
+    bucket = bucket_of_object[codes]
+    del codes
+    n_buckets = b + 1
+    with tempfile.TemporaryDirectory(prefix="earlyia-chunks-") as tmpdir:
+        writers: dict[int, pq.ParquetWriter] = {}
+        row_files: dict[int, list[np.ndarray]] = {}
+        try:
+            offset = 0
+            for batch in pf.iter_batches(batch_size=min(chunk_size, 65_536), columns=columns):
+                t = pa.Table.from_batches([batch])
+                bb = bucket[offset : offset + t.num_rows]
+                for k in np.unique(bb):
+                    sel = np.flatnonzero(bb == k)
+                    if k not in writers:
+                        writers[k] = pq.ParquetWriter(Path(tmpdir) / f"b{k}.parquet", t.schema)
+                    writers[k].write_table(t.take(pa.array(sel)))
+                    row_files.setdefault(int(k), []).append(sel + offset)
+                offset += t.num_rows
+        finally:
+            for w in writers.values():
+                w.close()
+        for k in range(n_buckets):
+            if k not in writers:
+                continue
+            table = pq.read_table(Path(tmpdir) / f"b{k}.parquet").replace_schema_metadata(pf.schema_arrow.metadata)
+            (Path(tmpdir) / f"b{k}.parquet").unlink()
+            yield table, np.concatenate(row_files.pop(k))
 
 
 def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
@@ -713,22 +816,38 @@ def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
     return lc
 
 
-class ScoresWriter:
-    """Stream SCORES chunks into one Parquet file, written atomically (temp file, then rename).
+class TableWriter:
+    """Stream frames into one Parquet file, written atomically (parts in a temporary folder, then a rename).
 
-    Chunks may carry different broker columns (inputs of several formats): the first chunk's
-    schema is kept while later chunks fit it (missing columns become null); otherwise the
-    remaining chunks go to part files and everything is merged with a unified schema at the end.
+    Frames may carry different columns (inputs of several formats): the first frame's schema is kept while
+    later frames fit it (missing columns become null); otherwise the remaining frames go to new part files and
+    everything is merged with a unified schema at the end (``leading`` columns first). ``metadata`` goes under
+    ``key`` in the schema metadata; :meth:`close` may give the final one. The temporary folder
+    (``.<name>.<pid>.<random>.eia-tmp``) is removed on any exit, and those of killed runs by the next run.
     """
 
-    def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
+    def __init__(
+        self,
+        path: str | Path,
+        metadata: Mapping[str, Any],
+        *,
+        key: bytes = METADATA_KEY,
+        arrow: Callable[[pd.DataFrame], pa.Table] | None = None,
+        leading: Iterable[str] = SCORE_COLUMNS,
+    ):
+        from earlyia.io.output import make_temp_dir
+
         self.path = Path(path)
-        self.metadata = {METADATA_KEY: json.dumps(metadata, default=str).encode()}
+        self.key = key
+        self.metadata = {key: json.dumps(metadata, default=str).encode()}
+        self._arrow = arrow or to_arrow
+        self._leading = list(leading)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmpdir = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._tmpdir = make_temp_dir(self.path)
         self._parts: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
+        self._empty_schema = SCORE_SCHEMA if key == METADATA_KEY else pa.schema([])
         self.n_rows = 0
 
     def _new_part(self, schema: pa.Schema) -> None:
@@ -740,7 +859,7 @@ class ScoresWriter:
         self._writer = pq.ParquetWriter(part, schema.with_metadata(self.metadata), compression="zstd")
 
     def write(self, df: pd.DataFrame) -> None:
-        table = to_arrow(df)
+        table = self._arrow(df)
         if self._schema is None:
             self._new_part(table.schema)
         else:
@@ -752,18 +871,23 @@ class ScoresWriter:
         self._writer.write_table(table)
         self.n_rows += table.num_rows
 
-    def close(self) -> Path:
-        """Finish and atomically move the file into place."""
+    def close(self, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Finish and atomically move the file into place (``metadata``: the final metadata, when it changed)."""
         from earlyia.io.table import atomic_write
 
+        rewrite = False
+        if metadata is not None:
+            final = {self.key: json.dumps(metadata, default=str).encode()}
+            rewrite = final != self.metadata
+            self.metadata = final
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         try:
             if not self._parts:
-                empty = pa.Table.from_pylist([], schema=SCORE_SCHEMA)
+                empty = pa.Table.from_pylist([], schema=self._empty_schema)
                 atomic_write(self.path, lambda tmp: pq.write_table(empty.replace_schema_metadata(self.metadata), tmp))
-            elif len(self._parts) == 1:
+            elif len(self._parts) == 1 and not rewrite:
                 self._finish_single()
             else:
                 self._merge_parts()
@@ -781,7 +905,8 @@ class ScoresWriter:
         schemas = [pq.read_schema(p) for p in self._parts]
         unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
         unified = _exact_ids(unified, schemas, self._parts)
-        order = list(SCORE_COLUMNS) + [n for n in unified.names if n not in SCORE_COLUMNS]
+        lead = [n for n in self._leading if n in unified.names]
+        order = lead + [n for n in unified.names if n not in lead]
         unified = pa.schema([unified.field(n) for n in order]).with_metadata(self.metadata)
 
         def write(tmp: str) -> None:
@@ -801,9 +926,11 @@ class ScoresWriter:
         for p in self._parts:
             p.unlink(missing_ok=True)
         if os.path.isdir(self._tmpdir):
-            for leftover in Path(self._tmpdir).iterdir():
-                leftover.unlink()
-            os.rmdir(self._tmpdir)
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+class ScoresWriter(TableWriter):
+    """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types first)."""
 
 
 def to_arrow(df: pd.DataFrame) -> pa.Table:
