@@ -148,7 +148,7 @@ def features_files(
     import time
 
     from earlyia.errors import InputError
-    from earlyia.score.pipeline import TableWriter, iter_chunks
+    from earlyia.score.pipeline import TableWriter, _reason_key, iter_chunks
 
     t0 = time.perf_counter()
     names = list(extractor.names)
@@ -189,7 +189,8 @@ def features_files(
             summary.n_rows += len(df)
             summary.n_valid += int(df["valid"].sum())
             for r in df.loc[~df["valid"].to_numpy(bool), "reason"]:
-                summary.reasons[str(r)] = summary.reasons.get(str(r), 0) + 1
+                key = _reason_key(str(r))
+                summary.reasons[key] = summary.reasons.get(key, 0) + 1
         if n_read == 0:
             detail = "; ".join(unreadable[:3]) or "no input"
             raise InputError(f"nothing could be read: {detail}")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +492,16 @@ class Chunk:
     label: str = ""
 
 
+def input_problem(source: str | Path, exc: Exception) -> Problem:
+    """A :class:`Problem` of a whole input from the error that made it unreadable (without repeating its name)."""
+    message = str(exc)
+    for prefix in (f"{source}: ", f"{Path(str(source)).name}: "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+            break
+    return Problem(str(source), None, message)
+
+
 def iter_chunks(
     inputs: Iterable[str | Path], chunk_size: int = 20_000, format: str | None = None, *, merge_objects: bool = False
 ) -> Iterator[Chunk]:
@@ -520,7 +530,7 @@ def iter_chunks(
         try:
             formats[f] = format or detect_format(f)
         except EarlyIAError as exc:
-            yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
+            yield Chunk(None, [input_problem(f, exc)], str(f))
     readable = [f for f in files if f in formats]
     units = _shared_object_groups(readable, formats) if merge_objects and len(readable) > 1 else [[f] for f in readable]
     for unit in units:
@@ -538,7 +548,7 @@ def iter_chunks(
             try:
                 yield Chunk(get_reader(fmt).read(f), [], str(f))
             except EarlyIAError as exc:
-                yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
+                yield Chunk(None, [input_problem(f, exc)], str(f))
     for files_of_group in _avro_groups(avro, chunk_size):
         group.extend(files_of_group)
         yield from flush()
@@ -546,6 +556,8 @@ def iter_chunks(
 
 def _file_object_ids(path: Path, fmt: str) -> set[str] | None:
     """The object ids of one input, read from its id column only (None when unknown or unreadable)."""
+    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
+
     if not path.is_file():
         return None
     if fmt == "ztf_avro":
@@ -562,7 +574,7 @@ def _file_object_ids(path: Path, fmt: str) -> set[str] | None:
             if col in header:
                 ids = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col]
                 return {str(v) for v in ids.dropna().unique()}
-    except (OSError, ValueError, EOFError, pa.ArrowException):
+    except DAMAGED_INPUT_ERRORS:
         return None  # unreadable: its reader reports why
     return None
 
@@ -593,10 +605,12 @@ def _avro_object_ids(path: Path) -> set[str] | None:
     """Object ids of the alerts in an Avro file (None when unreadable: its reader will report why)."""
     import fastavro
 
+    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
+
     try:
         with open(path, "rb") as fh:
             return {str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)}
-    except (OSError, ValueError, EOFError, StopIteration, TypeError, KeyError):
+    except (*DAMAGED_INPUT_ERRORS, StopIteration):
         return None
 
 
@@ -651,7 +665,7 @@ def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
         lc = read(files, format=format)
         yield Chunk(lc, [], f"{files[0]} (+{len(files) - 1} files)")
     except EarlyIAError as exc:
-        yield Chunk(None, [Problem(str(f), None, str(exc)) for f in files], str(files[0]))
+        yield Chunk(None, [input_problem(f, exc) for f in files], str(files[0]))
 
 
 #: Top-level columns naming the object of a row, in the Parquet alert formats.
@@ -762,6 +776,8 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
 
 
 def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
+    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
+
     try:
         pf = pq.ParquetFile(path)
         n = pf.metadata.num_rows
@@ -772,7 +788,7 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
         try:
             yield Chunk(reader.read(path), [], str(path))
         except EarlyIAError as exc:
-            yield Chunk(None, [Problem(str(path), None, str(exc))], str(path))
+            yield Chunk(None, [input_problem(path, exc)], str(path))
         return
     columns = [c for c in pf.schema_arrow.names if not c.startswith("cutout")]
     with tempfile.TemporaryDirectory(prefix="earlyia-score-") as tmpdir:
@@ -785,11 +801,18 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
                     else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
                         part = Path(tmpdir) / f"part{rows[0] if len(rows) else 0}{path.suffix or '.parquet'}"
                         pq.write_table(table.replace_schema_metadata(pf.schema_arrow.metadata), part)
-                        lc = reader.read(part)
-                        part.unlink()
+                        try:
+                            lc = reader.read(part)
+                        except EarlyIAError as exc:
+                            raise type(exc)(str(exc).replace(str(part), str(path))) from exc
+                        finally:
+                            part.unlink()
+                        lc.problems = [replace(p, source=str(path)) if p.source == str(part) else p for p in lc.problems]
                     yield Chunk(lc, [], label)
                 except EarlyIAError as exc:
-                    yield Chunk(None, [Problem(label, None, str(exc))], label)
+                    yield Chunk(None, [input_problem(label, exc)], label)
+                except DAMAGED_INPUT_ERRORS as exc:  # the Fink batch reader is not behind the registry's guard
+                    yield Chunk(None, [Problem(label, None, f"cannot read: {type(exc).__name__}: {exc}")], label)
         except (OSError, pa.ArrowException) as exc:
             yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
 
