@@ -46,7 +46,7 @@ POOL = "ztf_fink_alerts_pool/ztf_alerts_pool.parquet"
 
 
 def make_pool_replicas(n_alerts: int, out_dir: Path, rows_per_file: int = 100_000) -> list[Path]:
-    """The pool's alerts repeated to ``n_alerts``: replica ``k`` has object ids suffixed ``~k`` and candids + k
+    """The pool's alerts repeated to ``n_alerts``: replica ``k`` has object ids suffixed ``~k`` and candids + k * 2**40
     (still int64, still unique), in files of ``rows_per_file`` alerts; cutouts dropped."""
     table = pq.read_table(shared_path(POOL))
     table = table.select([c for c in table.column_names if not c.startswith("cutout")])
@@ -54,11 +54,12 @@ def make_pool_replicas(n_alerts: int, out_dir: Path, rows_per_file: int = 100_00
     while total < n_alerts:
         t = table.slice(0, min(table.num_rows, n_alerts - total))
         i = t.column_names.index("objectId")
-        t = t.set_column(i, "objectId", pc.binary_join_element_wise(t.column("objectId"), pa.scalar(f"~{k}"), ""))
+        oid = pc.cast(t.column("objectId"), pa.string())
+        t = t.set_column(i, "objectId", pc.binary_join_element_wise(oid, pa.scalar(f"~{k}"), ""))
         for col in ("candid", "cand_candid"):
             if col in t.column_names:
                 j = t.column_names.index(col)
-                t = t.set_column(j, col, pc.add(t.column(col), pa.scalar(k, t.schema.field(col).type)))
+                t = t.set_column(j, col, pc.add(t.column(col), pa.scalar(k * 2**40, t.schema.field(col).type)))
         buffer.append(t)
         have += t.num_rows
         total += t.num_rows

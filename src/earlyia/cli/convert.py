@@ -96,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if not tables:
         for p in problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
-        raise InputError(f"nothing was read from {len(files)} input(s); see the problems above")
+        first = f": {problems[0]}" if problems else ""
+        more = "; see the problems above" if len(problems) > 1 else ""
+        raise InputError(f"nothing was read from {len(files)} input(s){first}{more}")
     lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:

@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         f"in {summary.seconds:.1f} s{rate} -> {summary.path}",
         file=sys.stderr,
     )
+    for p in summary.unreadable[:5]:
+        print(f"earlyia score: unreadable input: {p}", file=sys.stderr)
+    if len(summary.unreadable) > 5:
+        print(f"earlyia score: ... and {len(summary.unreadable) - 5} more unreadable inputs (rows with their reason)", file=sys.stderr)
     if summary.n_passed == 0:
         top = sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:5]
         detail = "; ".join(f"{k} ({v})" for k, v in top) or "no input rows"

@@ -1037,6 +1037,8 @@ class ScoreSummary:
     n_chunks: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: Inputs (or parts of inputs) that could not be read at all, as "<file>: <why>".
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -1090,6 +1092,7 @@ def score_files(
             if problems:
                 frames.append(problem_rows(problems, extractor.names))
                 summary.n_problems += len(problems)
+                summary.unreadable += [str(p) for p in problems if p.object_id is None]
             frames = [f for f in frames if len(f)]
             if not frames:
                 continue
