@@ -5,7 +5,7 @@ Replicates shared ZTF alerts to N alerts in a temporary directory (new object id
 ``prv_candidates``) into files of 100 000 alerts, objects not sorted (the regrouping path); ``--source replay``
 the replay file (19 778 alerts in Fink's format) into files of 10 000. Then runs ``earlyia.score.score_files``
 and ``earlyia.features.io.features_files`` (``--features``) in a child process pinned to one core for each N,
-and prints alerts per second per core and the child's peak RSS (``ru_maxrss`` of the child's rusage, as
+and prints (medians of ``--size-repeats`` runs) alerts per second per core and the child's peak RSS (``ru_maxrss`` of the child's rusage, as
 ``resource.getrusage`` reports it): memory must stay flat as N grows (chunks, not the whole input, are in memory).
 
 The anchor, measured in the same run on the same alerts: a Fink-style per-alert path written
@@ -15,7 +15,9 @@ re-implementation for timing only, not Fink's code.
 
     python bench/bench_score.py                         # 100 000 and 1 000 000 pool alerts, Fink's model
     python bench/bench_score.py --sizes 20000 200000 --model model.eia --chunk-size 50000
-    python bench/bench_score.py --sizes 1000000 --model model.eia --features --spark-alerts 0   # docs/scoring.md
+    python bench/bench_score.py --sizes 1000000 --tasks score --size-repeats 1 --anchor-alerts 0 --spark-alerts 0 --core 0
+    python bench/bench_score.py --sizes 1000000 --tasks features --size-repeats 1 --anchor-alerts 0 --spark-alerts 0 --core 1
+                                                       # the 1 M-alert memory figures of docs/scoring.md
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import pyarrow.parquet as pq
 
 from earlyia.data import reference_dir, shared_path
 from earlyia.score.model import Model
-from earlyia.score.pipeline import score_files
+from earlyia.score.pipeline import CHUNK_SIZE, score_files
 
 REPLAY = "ztf_replay_alerts_with_anchor.parquet"
 POOL = "ztf_fink_alerts_pool/ztf_alerts_pool.parquet"
@@ -231,13 +233,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000], help="input sizes (none: anchor only)")
     ap.add_argument("--model", help="model file (default: Fink's production forest via Model.from_fink)")
-    ap.add_argument("--chunk-size", type=int, default=20_000)
+    ap.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help=f"rows per chunk (default {CHUNK_SIZE}, as earlyia score)")
     ap.add_argument("--anchor-alerts", type=int, default=1000, help="alerts timed with the anchor path (0: skip)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--core", type=int, default=0, help="core the scoring child is pinned to")
     ap.add_argument("--spark-alerts", type=int, default=20_000, help="alerts for the Spark local[2]/local[1] speed-up (0: skip)")
     ap.add_argument("--source", choices=("pool", "replay"), default="pool", help="alerts to replicate (default: the pool)")
     ap.add_argument("--features", action="store_true", help="also time `earlyia features` (the model's extractor) per size")
+    ap.add_argument("--tasks", nargs="+", choices=("score", "features"), default=["score"], help="what to time per size")
+    ap.add_argument("--size-repeats", type=int, default=3, help="runs per size and task (medians printed)")
     args = ap.parse_args()
 
     source = reference_dir() / REPLAY
@@ -265,17 +269,24 @@ def main() -> None:
             run_child(files[:1], model_path, tmp / "warm.parquet", args.chunk_size, args.core)
             print("\ntask      size        alerts   wall s   cpu s   alerts/s/core (wall)   alerts/s/cpu-s   peak RSS MB   passed")
         results = []
+        tasks = list(dict.fromkeys([*args.tasks, *(["features"] if args.features else [])]))
         for size in sorted(args.sizes):
             n_files = max(1, int(np.ceil(size / rows_per_file)))
-            for task in ("score", "features") if args.features else ("score",):
+            for task in tasks:
                 out = tmp / f"{task}_{size}.parquet"
-                r = run_child(files[:n_files], model_path, out, args.chunk_size, args.core, task)
+                runs = []
+                for _ in range(args.size_repeats):
+                    runs.append(run_child(files[:n_files], model_path, out, args.chunk_size, args.core, task))
+                    out.unlink()
+                r = {k: statistics.median(run[k] for run in runs) for k in ("seconds", "cpu", "peak_rss_mb")}
+                r.update(rows=runs[0]["rows"], passed=runs[0]["passed"])
+                each = ", ".join(f"{x['peak_rss_mb']:.0f}" for x in runs)
                 results.append((task, r))
                 print(
                     f"{task:8s} {size:>9,} {r['rows']:>10,} {r['seconds']:8.1f} {r['cpu']:7.1f} {r['rows'] / r['seconds']:>22,.0f} "
-                    f"{r['rows'] / r['cpu']:>16,.0f} {r['peak_rss_mb']:>13,.0f} {r['passed']:>8,}"
+                    f"{r['rows'] / r['cpu']:>16,.0f} {r['peak_rss_mb']:>13,.0f} {r['passed']:>8,}   "
+                    f"(median of {len(runs)}; peak RSS each: {each} MB)"
                 )
-                out.unlink()
         if args.anchor_alerts:
             sample = pd.read_parquet(source).sample(args.anchor_alerts, random_state=0).reset_index(drop=True)
             a, o = bench_anchor(sample, model, tmp, args.repeats)

@@ -10,7 +10,7 @@ import numpy as np
 
 from earlyia.errors import InputError
 from earlyia.io import detect_format, expand_inputs, harmonise_columns, read_many, readers
-from earlyia.io.output import check_output
+from earlyia.io.output import check_inputs, check_output
 from earlyia.io.table import LightCurves
 
 EPILOG = """examples:
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give at least one INPUT (file or directory)")
     if not args.out:
         raise InputError("give --out TABLE.parquet")
+    check_inputs(args.inputs)
     out = check_output(args.out, args.inputs)
     files = expand_inputs(args.inputs)
     formats: dict[str, str] = {}

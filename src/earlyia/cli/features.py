@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bands", nargs="+", default=None, help="bands to use (default g r for ZTF-like data)")
     p.add_argument("--min-points", type=int, default=None, help="minimum points per band (default 4 fink, 3 robust)")
     p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
-    p.add_argument("--chunk-size", type=int, default=20_000, help="input rows (alerts) read at a time (default 20000)")
+    p.add_argument("--chunk-size", type=int, default=5_000, help="input rows (alerts) read at a time (default 5000; memory grows with it)")
     p.add_argument(
         "--replay", nargs=2, type=int, metavar=("MIN", "MAX"),
         help="replay each light curve detection by detection: one row per detection k = MIN..MAX with the history up to it "
@@ -99,7 +99,7 @@ def summarise(summary) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from earlyia.features.io import features_files
-    from earlyia.io.output import check_output
+    from earlyia.io.output import check_inputs, check_output
 
     ext = build_extractor(args)
     _ = ext.names  # validate the configuration before reading anything
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--replay needs 1 <= MIN <= MAX, got {lo} {hi}")
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    check_inputs(args.input)
     check_output(args.out, args.input)
     summary = features_files(
         args.input, ext, args.out, per=args.per, replay=tuple(args.replay) if args.replay else None,

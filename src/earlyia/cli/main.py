@@ -9,8 +9,13 @@ temporary files are removed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import os
+import signal
 import sys
+from typing import NoReturn
 
 from earlyia import __version__
 from earlyia.errors import EarlyIAError
@@ -62,12 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     except EarlyIAError as exc:
         print(f"earlyia {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Terminated as exc:
-        print(f"earlyia {args.command}: {exc}; nothing written", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print(f"earlyia {args.command}: interrupted; nothing written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"earlyia {args.command}: {exc if isinstance(exc, Terminated) else 'interrupted'}; "
+              "unfinished outputs removed", file=sys.stderr)
+        if argv is None:  # the process's own command line: end now (see _exit_now)
+            _exit_now(128 + signum)
+        return 128 + signum
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once with ``code``, after an interruption has unwound (temporaries removed, streams
+    flushed). The interpreter's own teardown is skipped: after a large batch its final garbage collection of
+    every object takes a second or more, and Ctrl-C must stop a run within a second."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 
 EPILOG = """examples:
   earlyia score alerts/ --model model.eia --out scores.parquet                      # a directory of ZTF Avro alerts
-  earlyia score ztf_replay_alerts_with_anchor.parquet --model model.eia --out scores.parquet --chunk-size 5000
+  earlyia score ztf_replay_alerts_with_anchor.parquet --model model.eia --out scores.parquet --chunk-size 2000
   earlyia score lsst_alerts.parquet --model lsst_model.eia --out scores.parquet     # the model card picks the extractor
 
 One row per alert (per object for inputs without alerts); the columns are documented in docs/scoring.md.
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="+", help="input files or directories (any supported format)")
     p.add_argument("--model", required=True, help="model file (`earlyia train`)")
     p.add_argument("--out", required=True, help="SCORES Parquet file to write (atomically)")
-    p.add_argument("--chunk-size", type=int, default=20_000, help="input rows (alerts) read at a time (default 20000)")
+    p.add_argument("--chunk-size", type=int, default=5_000, help="input rows (alerts) read at a time (default 5000; memory grows with it)")
     p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
     p.add_argument("--no-select", action="store_true", help="skip the early-SN selection cuts: score every alert")
     p.add_argument(
@@ -46,13 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from earlyia.errors import InputError
-    from earlyia.io.output import check_output
+    from earlyia.io.output import check_inputs, check_output
     from earlyia.score.model import Model
     from earlyia.score.pipeline import score_files
 
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     spark_folder = args.engine == "spark" and not str(args.out).endswith(".parquet")
+    check_inputs(args.input)
     check_output(args.out, [*args.input, args.model], directory=spark_folder)
     model = Model.load(args.model)  # refuses a bad model file before any input is read
     note = model.version_note()

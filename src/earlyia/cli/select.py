@@ -43,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from earlyia.io import read
-    from earlyia.io.output import check_output
+    from earlyia.io.output import check_inputs, check_output
     from earlyia.io.table import atomic_write
     from earlyia.select import select_early
 
+    check_inputs(args.input)
     check_output(args.out, args.input)
     lc = read(args.input, format=args.format)
     per = args.per or ("alert" if not lc.alerts.empty else "object")

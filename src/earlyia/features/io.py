@@ -134,7 +134,7 @@ def features_files(
     *,
     per: str | None = None,
     replay: tuple[int, int] | None = None,
-    chunk_size: int = 20_000,
+    chunk_size: int | None = None,
     format: str | None = None,
 ) -> FeaturesSummary:
     """The feature table of any inputs, read and computed chunk by chunk (memory flat) and written atomically.
@@ -148,9 +148,10 @@ def features_files(
     import time
 
     from earlyia.errors import InputError
-    from earlyia.score.pipeline import TableWriter, _reason_key, iter_chunks
+    from earlyia.score.pipeline import CHUNK_SIZE, TableWriter, _reason_key, iter_chunks
 
     t0 = time.perf_counter()
+    chunk_size = chunk_size or CHUNK_SIZE
     names = list(extractor.names)
     summary = FeaturesSummary(Path(out))
     writer = None
@@ -160,7 +161,7 @@ def features_files(
     unreadable: list[str] = []
     try:
         for chunk in iter_chunks(inputs, chunk_size, format, merge_objects=True):
-            frames = []
+            frames, lc = [], None
             problems = list(chunk.problems)
             if chunk.lc is not None:
                 lc = chunk.lc
@@ -191,6 +192,7 @@ def features_files(
             for r in df.loc[~df["valid"].to_numpy(bool), "reason"]:
                 key = _reason_key(str(r))
                 summary.reasons[key] = summary.reasons.get(key, 0) + 1
+            del chunk, lc, frames, df  # before the next chunk is read: one chunk in memory at a time
         if n_read == 0:
             detail = "; ".join(unreadable[:3]) or "no input"
             raise InputError(f"nothing could be read: {detail}")

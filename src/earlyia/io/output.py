@@ -1,5 +1,7 @@
-"""Output files: checked before any work, written through temporaries that never outlive the run.
+"""Inputs and output files checked before any work; outputs written through temporaries that never outlive the run.
 
+* :func:`check_inputs` refuses an input path that does not exist or cannot be read, before anything is
+  read or written (a typo in a batch command line is an error, not a quiet reason row).
 * :func:`check_output` refuses an ``--out`` that is a folder, lies in a folder that cannot be written, or is
   one of the inputs (compared after resolving symbolic links, and as the same file on disk), before anything
   is read.
@@ -91,6 +93,19 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
                 p.unlink()
             removed.append(p)
     return removed
+
+
+def check_inputs(inputs: Iterable[str | Path], *, what: str = "input") -> list[Path]:
+    """Refuse, before any work, an input path that does not exist or cannot be read (:class:`InputError`, one
+    line naming the path). Damaged or unsupported files are not judged here: their readers report them."""
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.exists():
+            kind = "broken symbolic link" if p.is_symlink() else "no such file or folder"
+            raise InputError(f"{what} {p} does not exist ({kind}); check the path")
+        if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+            raise InputError(f"{what} {p} cannot be read (permission denied); check its permissions")
+    return paths
 
 
 def _nearest_existing(path: Path) -> Path:

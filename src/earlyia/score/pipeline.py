@@ -492,6 +492,11 @@ class Chunk:
     label: str = ""
 
 
+#: Input rows (alerts) read and processed at a time by default: memory is about proportional to it (see
+#: docs/scoring.md for the measured peak), the speed barely depends on it above a few thousand.
+CHUNK_SIZE = 5_000
+
+
 def input_problem(source: str | Path, exc: Exception) -> Problem:
     """A :class:`Problem` of a whole input from the error that made it unreadable (without repeating its name)."""
     message = str(exc)
@@ -503,7 +508,7 @@ def input_problem(source: str | Path, exc: Exception) -> Problem:
 
 
 def iter_chunks(
-    inputs: Iterable[str | Path], chunk_size: int = 20_000, format: str | None = None, *, merge_objects: bool = False
+    inputs: Iterable[str | Path], chunk_size: int = CHUNK_SIZE, format: str | None = None, *, merge_objects: bool = False
 ) -> Iterator[Chunk]:
     """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts) in groups.
 
@@ -554,33 +559,45 @@ def iter_chunks(
         yield from flush()
 
 
-def _file_object_ids(path: Path, fmt: str) -> set[str] | None:
-    """The object ids of one input, read from its id column only (None when unknown or unreadable)."""
+def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
+    """64-bit hashes of the distinct object ids of one input, read from its id column only (None when unknown or
+    unreadable). Hashes, not strings: a million objects cost 8 MB, not a Python set of a million strings."""
     from earlyia.io.registry import DAMAGED_INPUT_ERRORS
 
     if not path.is_file():
         return None
+    ids = None
     if fmt == "ztf_avro":
-        return _avro_object_ids(path)
-    try:
-        if _is_parquet(path):
-            pf = pq.ParquetFile(path)
-            keys = _key_column(path, pf)
-            return None if keys is None else {str(v) for v in pc.unique(keys).to_pylist()}
-        from earlyia.io.registry import csv_header
+        found = _avro_object_ids(path)
+        ids = None if found is None else np.array(sorted(found), dtype=object)
+    else:
+        try:
+            if _is_parquet(path):
+                keys = _key_column(path, pq.ParquetFile(path))
+                if keys is None:
+                    return None
+                if pa.types.is_dictionary(keys.type):
+                    keys = keys.dictionary_decode()
+                ids = pc.unique(pc.cast(keys, pa.string())).drop_null().to_numpy(zero_copy_only=False)
+            else:
+                from earlyia.io.registry import csv_header
 
-        header = csv_header(path)
-        for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
-            if col in header:
-                ids = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col]
-                return {str(v) for v in ids.dropna().unique()}
-    except DAMAGED_INPUT_ERRORS:
-        return None  # unreadable: its reader reports why
-    return None
+                header = csv_header(path)
+                for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
+                    if col in header:
+                        values = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col].dropna().unique()
+                        ids = np.array([str(v) for v in values], dtype=object)
+                        break
+        except DAMAGED_INPUT_ERRORS:
+            return None  # unreadable: its reader reports why
+    if ids is None:
+        return None
+    return pd.util.hash_array(np.asarray(ids, dtype=object))
 
 
 def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> list[list[Path]]:
-    """``files`` in groups: files that share an object id are in one group (union-find), singletons otherwise."""
+    """``files`` in groups: files that share an object id are in one group (union-find over the files whose id
+    hashes meet; a hash collision only reads two files together), singletons otherwise."""
     parent = list(range(len(files)))
 
     def find(i: int) -> int:
@@ -589,12 +606,21 @@ def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> lis
             i = parent[i]
         return i
 
-    owner: dict[str, int] = {}
+    hashes, owners = [], []
     for i, f in enumerate(files):
-        for oid in _file_object_ids(f, formats[f]) or ():
-            j = owner.setdefault(oid, i)
-            if j != i:
-                parent[find(i)] = find(j)
+        h = _file_object_hashes(f, formats[f])
+        if h is not None and len(h):
+            hashes.append(np.unique(h))
+            owners.append(np.full(len(hashes[-1]), i, np.int64))
+    if hashes:
+        h, o = np.concatenate(hashes), np.concatenate(owners)
+        del hashes, owners
+        order = np.argsort(h, kind="stable")
+        h, o = h[order], o[order]
+        for j in np.flatnonzero(h[1:] == h[:-1]):
+            a, b = find(int(o[j])), find(int(o[j + 1]))
+            if a != b:
+                parent[a] = b
     groups: dict[int, list[Path]] = {}
     for i, f in enumerate(files):
         groups.setdefault(find(i), []).append(f)
@@ -699,6 +725,10 @@ def _object_codes(keys: pa.Array) -> np.ndarray:
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+#: Rows decoded at a time in the regrouping pass over an unsorted file (alerts with their history are large).
+PASS_BATCH_ROWS = 4096
+
+
 def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """``(table, original row numbers)`` chunks of about ``chunk_size`` rows that never split an object's rows.
 
@@ -750,29 +780,35 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
     del codes
     n_buckets = b + 1
     with tempfile.TemporaryDirectory(prefix="earlyia-chunks-") as tmpdir:
-        writers: dict[int, pq.ParquetWriter] = {}
+        # Arrow IPC bucket files: a writer buffers nothing (a Parquet writer per bucket would hold its pages)
+        writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         row_files: dict[int, list[np.ndarray]] = {}
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
         try:
             offset = 0
-            for batch in pf.iter_batches(batch_size=min(chunk_size, 65_536), columns=columns):
-                t = pa.Table.from_batches([batch])
-                bb = bucket[offset : offset + t.num_rows]
+            for batch in pf.iter_batches(batch_size=min(chunk_size, PASS_BATCH_ROWS), columns=columns):
+                bb = bucket[offset : offset + batch.num_rows]
                 for k in np.unique(bb):
                     sel = np.flatnonzero(bb == k)
                     if k not in writers:
-                        writers[k] = pq.ParquetWriter(Path(tmpdir) / f"b{k}.parquet", t.schema)
-                    writers[k].write_table(t.take(pa.array(sel)))
+                        writers[k] = pa.ipc.new_file(Path(tmpdir) / f"b{k}.arrow", batch.schema, options=options)
+                    writers[k].write_batch(batch.take(pa.array(sel)))
                     row_files.setdefault(int(k), []).append(sel + offset)
-                offset += t.num_rows
+                offset += batch.num_rows
+                del batch
         finally:
             for w in writers.values():
                 w.close()
+        pa.default_memory_pool().release_unused()  # the pass's decoding buffers, before the chunks are processed
         for k in range(n_buckets):
             if k not in writers:
                 continue
-            table = pq.read_table(Path(tmpdir) / f"b{k}.parquet").replace_schema_metadata(pf.schema_arrow.metadata)
-            (Path(tmpdir) / f"b{k}.parquet").unlink()
+            bucket_file = Path(tmpdir) / f"b{k}.arrow"
+            with pa.memory_map(str(bucket_file)) as source:
+                table = pa.ipc.open_file(source).read_all().replace_schema_metadata(pf.schema_arrow.metadata)
+            bucket_file.unlink()
             yield table, np.concatenate(row_files.pop(k))
+            del table
 
 
 def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
@@ -808,7 +844,9 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
                         finally:
                             part.unlink()
                         lc.problems = [replace(p, source=str(path)) if p.source == str(part) else p for p in lc.problems]
+                    del table
                     yield Chunk(lc, [], label)
+                    del lc
                 except EarlyIAError as exc:
                     yield Chunk(None, [input_problem(label, exc)], label)
                 except DAMAGED_INPUT_ERRORS as exc:  # the Fink batch reader is not behind the registry's guard
@@ -1055,7 +1093,7 @@ def score_files(
     model: Model,
     out: str | Path,
     *,
-    chunk_size: int = 20_000,
+    chunk_size: int = CHUNK_SIZE,
     select: bool = True,
     selection: Mapping | None = None,
     format: str | None = None,
@@ -1108,6 +1146,8 @@ def score_files(
                 summary.reasons[key] = summary.reasons.get(key, 0) + 1
             if bar is not None:
                 bar.update(len(df))
+            del chunk, frames, df  # before the next chunk is read: one chunk in memory at a time
+            pa.default_memory_pool().release_unused()
         writer.close()
     except BaseException:
         writer.abort()
