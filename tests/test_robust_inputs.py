@@ -142,30 +142,33 @@ ABSURD = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(ABSURD))
-def test_an_absurd_alert_is_a_reason_row_and_the_rest_is_scored(tmp_path, replay, model_path, case):
-    column, value = ABSURD[case]
-    rich = replay[replay["cjd"].map(len) >= 8].iloc[[0]].copy()
-    n = len(rich["cjd"].iloc[0])
-    rich["objectId"], rich["candid"] = "ZTFabsurd", "absurd_1"
-    values = np.asarray(rich[column].iloc[0], np.float64).copy()
-    if column == "csigmapsf":
-        values[:] = value  # every point's error
-    else:
-        values[-1] = value  # the current point
-    rich[column] = [values]
-    assert len(values) == n
+def test_absurd_alerts_are_reason_rows_and_the_rest_is_scored(tmp_path, replay, model_path):
+    """One alert per absurd value (each its own object) beside the clean file: each is one reason row, the
+    rest scores exactly as the clean file alone."""
+    rich = replay[replay["cjd"].map(len) >= 8].iloc[[0]]
+    bad = []
+    for case, (column, value) in sorted(ABSURD.items()):
+        row = rich.copy()
+        row["objectId"], row["candid"] = f"ZTFabsurd_{case}", f"absurd_{case}"
+        values = np.asarray(row[column].iloc[0], np.float64).copy()
+        if column == "csigmapsf":
+            values[:] = value  # every point's error
+        else:
+            values[-1] = value  # the current point
+        row[column] = [values]
+        bad.append(row)
     replay.to_parquet(tmp_path / "clean.parquet")
-    pd.concat([replay, rich], ignore_index=True).to_parquet(tmp_path / "mixed.parquet")
+    pd.concat([replay, *bad], ignore_index=True).to_parquet(tmp_path / "mixed.parquet")
     model = Model.load(model_path)
     score_files([tmp_path / "clean.parquet"], model, tmp_path / "clean_scores.parquet", progress=False)
     score_files([tmp_path / "mixed.parquet"], model, tmp_path / "mixed_scores.parquet", progress=False)
     clean = pd.read_parquet(tmp_path / "clean_scores.parquet").set_index("alert_id")
     mixed = pd.read_parquet(tmp_path / "mixed_scores.parquet")
-    bad = mixed[mixed["object_id"] == "ZTFabsurd"]
-    assert len(bad) == 1 and not bad["passed"].any() and (bad["score"] == 0).all()
-    assert bad["reason"].str.contains("absurd|non-finite|non-positive", regex=True).all(), bad["reason"].tolist()
-    rest = mixed[mixed["object_id"] != "ZTFabsurd"].set_index("alert_id")
+    for case in ABSURD:
+        rows = mixed[mixed["object_id"] == f"ZTFabsurd_{case}"]
+        assert len(rows) == 1 and not rows["passed"].any() and (rows["score"] == 0).all(), case
+        assert rows["reason"].str.contains("absurd|non-finite|non-positive", regex=True).all(), (case, rows["reason"].tolist())
+    rest = mixed[~mixed["object_id"].str.startswith("ZTFabsurd_")].set_index("alert_id")
     np.testing.assert_array_equal(rest.loc[clean.index, "score"], clean["score"])  # the rest scored exactly as alone
 
 
@@ -231,13 +234,9 @@ def test_wrong_column_types_are_named(tmp_path, replay, capsys):
     _one_line_error(capsys, main(["features", str(floats), "--out", str(tmp_path / "o.parquet")]), "'objectId'", "strings or integers")
     with pytest.raises(SchemaError, match="'objectId'"):
         read(floats)
-
-
-def test_integer_object_ids_are_read_as_their_decimal_form(tmp_path, replay):
-    codes = {o: 10**15 + k for k, o in enumerate(replay["objectId"].unique())}
+    codes = {o: 10**15 + k for k, o in enumerate(replay["objectId"].unique())}  # integers are ids: their decimal form
     ints = _fink_file(tmp_path / "oid_int.parquet", replay, objectId=lambda d: d["objectId"].map(codes).astype("int64"))
-    lc = read(ints)
-    assert sorted(lc.object_ids) == sorted(str(v) for v in codes.values())
+    assert sorted(read(ints).object_ids) == sorted(str(v) for v in codes.values())
 
 
 def test_cfid_as_float_and_text_columns_in_csv(tmp_path, replay, capsys):
@@ -310,11 +309,16 @@ def test_out_is_checked_before_any_work(tmp_path, replay, model_path, command, c
     assert not any(folder.iterdir())
 
 
-def test_out_in_a_new_folder_is_created(tmp_path, replay, capsys):
+@pytest.mark.parametrize("command", ["score", "features", "convert"])
+def test_a_missing_input_exits_2_before_any_work(tmp_path, replay, model_path, command, capsys):
     src = tmp_path / "alerts.parquet"
     replay.to_parquet(src)
-    out = tmp_path / "new" / "deeper" / "t.parquet"
-    assert main(["convert", str(src), "--out", str(out)]) == 0 and out.exists()
+    extra = ["--model", str(model_path)] if command == "score" else []
+    out = tmp_path / "new" / "t.parquet"
+    rc = main([command, str(src), str(tmp_path / "typo.parquet"), "--out", str(out), *extra])
+    _one_line_error(capsys, rc, "typo.parquet", "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.parquet"]  # no output, not even its folder
+    assert main([command, str(src), "--out", str(out), *extra]) in (0, 1) and out.exists()  # a new folder is made
 
 
 def test_parquet_chunks_regroup_unsorted_objects_without_reading_the_file_whole(tmp_path, replay, model_path):
@@ -359,3 +363,53 @@ def test_features_of_inputs_sharing_objects_match_reading_them_together(tmp_path
     want = ext.transform(read([a, b]), per="alert").set_index("alert_id").sort_index()
     assert list(got.index) == list(want.index)
     np.testing.assert_array_equal(got[ext.names].to_numpy(), want[ext.names].to_numpy())
+
+
+# ---------------------------------------------------------------------------------------------- memory
+_PEAK = """
+import json, sys
+import pyarrow as pa
+from earlyia.features import get_extractor
+from earlyia.features.io import features_files
+from earlyia.score.model import Model
+from earlyia.score.pipeline import score_files
+task, src, model, out = sys.argv[1:5]
+m = Model.load(model)
+if task == "score":
+    score_files([src], m, out, chunk_size=1000, progress=False)
+else:
+    features_files([src], get_extractor(m.card["extractor"]), out, chunk_size=1000)
+print(json.dumps({"arrow_peak": pa.default_memory_pool().max_memory()}))
+"""
+
+
+@pytest.mark.parametrize("task", ["score", "features"])
+def test_an_unsorted_file_is_never_decoded_whole(tmp_path, model_path, task):
+    """Arrow's peak allocation while scoring (or computing features of) 16 000 unsorted alerts in chunks of 1000
+    stays a fraction of the decoded file: the file streams, it is never held whole."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.compute as pc
+
+    pool = pq.read_table(shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet"))
+    pool = pool.select([c for c in pool.column_names if not c.startswith("cutout")])
+    copies = []
+    for k in range(10):
+        oid = pc.binary_join_element_wise(pc.cast(pool.column("objectId"), pa.string()), pa.scalar(f"~{k}"), "")
+        t = pool.set_column(pool.column_names.index("objectId"), "objectId", oid)
+        for col in ("candid", "cand_candid"):  # new alert ids: the same candid twice is one alert delivered twice
+            t = t.set_column(t.column_names.index(col), col, pc.add(t.column(col), k * 2**40))
+        copies.append(t)
+    table = pa.concat_tables(copies)
+    table = table.take(np.random.default_rng(2).permutation(table.num_rows))
+    src = tmp_path / "alerts.parquet"
+    pq.write_table(table, src, row_group_size=2048)
+    whole = table.nbytes
+    out = tmp_path / "out.parquet"
+    proc = subprocess.run([sys.executable, "-c", _PEAK, task, str(src), str(model_path), str(out)],
+                          capture_output=True, text=True, check=True)
+    peak = json.loads(proc.stdout.strip().splitlines()[-1])["arrow_peak"]
+    assert pq.read_metadata(out).num_rows >= table.num_rows
+    assert peak < 0.35 * whole, f"Arrow peak {peak / 2**20:.0f} MB for a file of {whole / 2**20:.0f} MB decoded"

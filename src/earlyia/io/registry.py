@@ -125,6 +125,11 @@ def detect_format(path: str | Path) -> str:
                 return reader.name
         except (OSError, ValueError, EOFError, pa.ArrowException, tarfile.TarError, lzma.LZMAError):
             continue
+    if path.is_file() and is_parquet(path):  # Parquet by its first bytes, but no footer: truncated or damaged
+        try:
+            pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
     raise FormatError(
         f"unrecognised format (known: {', '.join(_READERS)}); pass format=NAME (CLI: --format NAME) if it is one of these",
         source=str(path),
