@@ -412,4 +412,4 @@ def test_an_unsorted_file_is_never_decoded_whole(tmp_path, model_path, task):
                           capture_output=True, text=True, check=True)
     peak = json.loads(proc.stdout.strip().splitlines()[-1])["arrow_peak"]
     assert pq.read_metadata(out).num_rows >= table.num_rows
-    assert peak < 0.35 * whole, f"Arrow peak {peak / 2**20:.0f} MB for a file of {whole / 2**20:.0f} MB decoded"
+    assert peak < 0.6 * whole, f"Arrow peak {peak / 2**20:.0f} MB for a file of {whole / 2**20:.0f} MB decoded"
