@@ -23,6 +23,7 @@ class InputError(EarlyIAError, ValueError):
             prefix.append(str(source))
         if object_id is not None:
             prefix.append(f"object {object_id}")
+        message = " ".join(str(message).split("\n")).strip()
         super().__init__(f"{': '.join(prefix)}: {message}" if prefix else message)
         self.source = source
         self.object_id = object_id

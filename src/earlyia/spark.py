@@ -295,7 +295,7 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
     fails the Spark job.
     """
     from earlyia.errors import EarlyIAError, Problem
-    from earlyia.score.pipeline import problem_rows, score_lightcurves
+    from earlyia.score.pipeline import concat_rows, problem_rows, score_lightcurves
 
     try:
         lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
@@ -303,7 +303,7 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
         return problem_rows([Problem(source, None, str(exc))], model.features)
     out = score_lightcurves(lc, model, **(score_kwargs or {}))
     if lc.problems:
-        out = pd.concat([out, problem_rows(lc.problems, model.features)], ignore_index=True)
+        out = concat_rows([out, problem_rows(lc.problems, model.features)])
     return out
 
 
@@ -574,6 +574,8 @@ def score_spark(
     ``spark`` is not given; on a cluster the executors get earlyia's code and the model from the
     driver (see docs/spark.md), and inputs and output directories must be paths every node sees.
     """
+    from earlyia.errors import Problem
+
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
         raise InputError("no input file to score")
@@ -583,30 +585,115 @@ def score_spark(
     files = [f for p in paths for f in (sorted(p.rglob("*.parquet")) if p.is_dir() else [p])]
     if not files:
         raise InputError(f"no Parquet file under {[str(p) for p in paths]}: the Spark engine reads Parquet")
-    try:
-        meta = pq.read_schema(files[0]).metadata or {}
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{files[0]}: cannot read as Parquet ({exc})") from exc
-    table_meta = meta.get(b"earlyia")
+    # a truncated or damaged file becomes reason rows, as in local scoring; Spark never sees it
+    problems = []
+    good = []
+    for f in files:
+        reason = _parquet_problem(f, full=False)
+        if reason is None:
+            good.append(f)
+        else:
+            problems.append(Problem(str(f), None, reason))
     session = spark or get_session(master, conf=conf)
     ref = ship_model(session, model_path)
+    out = Path(out)
+    if not good:
+        n = _write_spark_scores(None, out, ref, problems, files, session)
+        return {"engine": "spark", "master": session.sparkContext.master, "inputs": [str(f) for f in files], "out": str(out),
+                "n_alerts": int(n)}
     with _case_sensitive(session):
-        df = with_provenance(session.read.parquet(*[str(f) for f in files]))
-        source = str(files[0]) if len(files) == 1 else f"{len(files)} files"  # as the local reader names it
-        scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions,
-                                 score_kwargs=score_kwargs, group_objects=group_objects)
-        out = Path(out)
-        if out.suffix == ".parquet":
-            result = _collect_arrow(scored).to_pandas()
-            order = [c for c in ("object_id", "mjd", "alert_id") if c in result.columns]
-            result = result.sort_values(order, kind="mergesort").reset_index(drop=True)
-            _write_scores(result, out, ref.get(), inputs=[str(f) for f in files], master=session.sparkContext.master)
-            n = len(result)
-        else:
-            scored.write.mode("overwrite").parquet(str(out))
-            n = session.read.parquet(str(out)).count()
+        try:
+            n = _score_spark_files(session, good, ref, out, problems, files, survey, partitions, score_kwargs, group_objects)
+        except _spark_errors() as exc:
+            # a file whose footer reads but whose pages are damaged fails the job: find it, report it, score the rest
+            bad = {f: r for f in good if (r := _parquet_problem(f, full=True)) is not None}
+            if not bad:
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                raise InputError(f"the Spark job failed: {first}") from exc
+            problems += [Problem(str(f), None, r) for f, r in bad.items()]
+            good = [f for f in good if f not in bad]
+            if good:
+                n = _score_spark_files(session, good, ref, out, problems, files, survey, partitions, score_kwargs, group_objects)
+            else:
+                n = _write_spark_scores(None, out, ref, problems, files, session)
     return {"engine": "spark", "master": session.sparkContext.master, "inputs": [str(f) for f in files], "out": str(out),
             "n_alerts": int(n)}
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    """What a failed Spark job raises in the driver (JVM errors through py4j, captured Spark exceptions)."""
+    errors: list[type[BaseException]] = []
+    try:
+        from pyspark.errors import PySparkException
+
+        errors.append(PySparkException)
+    except ImportError:
+        pass
+    try:
+        from py4j.protocol import Py4JJavaError
+
+        errors.append(Py4JJavaError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _parquet_problem(path: Path, *, full: bool) -> str | None:
+    """Why a Parquet file cannot be read (its footer; every page when ``full``), None when it can."""
+    try:
+        pf = pq.ParquetFile(path)
+        _ = pf.metadata.num_rows
+        if full:
+            for i in range(pf.num_row_groups):
+                pf.read_row_group(i)
+    except (OSError, pa.ArrowException) as exc:
+        return f"cannot read Parquet ({exc}); is the file complete?"
+    return None
+
+
+def _score_spark_files(session, files, ref, out, problems, all_files, survey, partitions, score_kwargs, group_objects) -> int:
+    table_meta = (pq.read_schema(files[0]).metadata or {}).get(b"earlyia")
+    df = with_provenance(session.read.parquet(*[str(f) for f in files]))
+    source = str(files[0]) if len(files) == 1 else f"{len(files)} files"  # as the local reader names it
+    scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions,
+                             score_kwargs=score_kwargs, group_objects=group_objects)
+    return _write_spark_scores(scored, out, ref, problems, all_files, session)
+
+
+def _write_spark_scores(scored, out: Path, ref, problems, files, session) -> int:
+    """Write the scores (``.parquet``: one file on the driver; else a folder of part files) with a reason row per
+    problem; returns the number of rows."""
+    from earlyia.score.pipeline import concat_rows, problem_rows
+
+    model = ref.get()
+    extra = problem_rows(problems, model.features) if problems else None
+    if out.suffix == ".parquet":
+        frames = []
+        if scored is not None:
+            result = _collect_arrow(scored).to_pandas()
+            order = [c for c in ("object_id", "mjd", "alert_id") if c in result.columns]
+            frames.append(result.sort_values(order, kind="mergesort").reset_index(drop=True))
+        if extra is not None:
+            frames.append(extra)
+        result = concat_rows(frames) if frames else problem_rows([], model.features)
+        _write_scores(result, out, model, inputs=[str(f) for f in files], master=session.sparkContext.master)
+        return len(result)
+    n = 0
+    if scored is not None:
+        scored.write.mode("overwrite").parquet(str(out))
+        n = session.read.parquet(str(out)).count()
+    if extra is not None:
+        from earlyia.io.table import atomic_write
+
+        out.mkdir(parents=True, exist_ok=True)
+        existing = sorted(out.glob("part-*.parquet"))
+        table = _arrow(extra)
+        if existing:
+            schema = pq.read_schema(existing[0])
+            table = pa.Table.from_batches([_to_batch(extra, schema.remove_metadata())])
+        atomic_write(out / "part-problems.parquet", lambda tmp: pq.write_table(table, tmp))
+        n += len(extra)
+    return n
 
 
 @contextmanager

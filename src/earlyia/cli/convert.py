@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from earlyia.errors import InputError
 from earlyia.io import detect_format, expand_inputs, harmonise_columns, read_many, readers
+from earlyia.io.output import check_inputs, check_output
 from earlyia.io.table import LightCurves
 
 EPILOG = """examples:
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give at least one INPUT (file or directory)")
     if not args.out:
         raise InputError("give --out TABLE.parquet")
-    out = Path(args.out)
+    check_inputs(args.inputs)
+    out = check_output(args.out, args.inputs)
     files = expand_inputs(args.inputs)
     formats: dict[str, str] = {}
     if args.schema or args.schema_registry:
@@ -112,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if not tables:
         for p in problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
-        raise InputError(f"nothing was read from {len(files)} input(s); see the problems above")
+        first = f": {problems[0]}" if problems else ""
+        more = "; see the problems above" if len(problems) > 1 else ""
+        raise InputError(f"nothing was read from {len(files)} input(s){first}{more}")
     lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from earlyia.errors import InputError
 
@@ -18,8 +17,10 @@ EPILOG = """examples:
 
 Rows: one per alert when the input has alerts (else per object); columns object_id, alert_id, mjd, n_detections,
 label, valid, reason, the alert context (ndethist, cdsxmatch, drb, classtar...) and the features. A light curve whose
-features cannot be computed stays in the table with valid=False and the reason: one bad object never stops the batch.
-Exit code 0 when at least one row is valid, 1 when none is, 2 on a usage or input error.
+features cannot be computed, or an object or input that cannot be read, stays in the table with valid=False and the
+reason: one bad object never stops the batch. Inputs are read in chunks (memory flat); inputs sharing objects are
+read together. Exit code 0 when at least one row is valid, 1 when none is, 2 on a usage error or when no input
+could be read (nothing is written then).
 """
 
 
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bands", nargs="+", default=None, help="bands to use (default g r for ZTF-like data)")
     p.add_argument("--min-points", type=int, default=None, help="minimum points per band (default 4 fink, 3 robust)")
     p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
+    p.add_argument("--chunk-size", type=int, default=5_000, help="input rows (alerts) read at a time (default 5000; memory grows with it)")
     p.add_argument(
         "--replay", nargs=2, type=int, metavar=("MIN", "MAX"),
         help="replay each light curve detection by detection: one row per detection k = MIN..MAX with the history up to it "
@@ -85,42 +87,41 @@ def build_extractor(args: argparse.Namespace):
     return get_extractor(name, **params)
 
 
-def summarise(df, problems, seconds: float) -> tuple[str, list[str]]:
+def summarise(summary) -> tuple[str, list[str]]:
     """One summary line and the most frequent reasons of invalid rows (with counts)."""
-    n = len(df)
-    valid = int(df["valid"].sum()) if n else 0
-    counts = df.loc[~df["valid"], "reason"].value_counts() if n else []
-    lines = [f"  {cnt:6d} x {reason}" for reason, cnt in list(counts.items())[:8]]
+    n, valid, seconds = summary.n_rows, summary.n_valid, summary.seconds
+    top = sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:8]
+    lines = [f"  {cnt:6d} x {reason}" for reason, cnt in top]
     rate = f", {n / seconds:,.0f} rows/s" if seconds > 0 and n else ""
-    head = f"{n} rows, {valid} valid ({(valid / n if n else 0):.1%}), {len(problems)} input problem(s), {seconds:.2f} s{rate}"
+    head = f"{n} rows, {valid} valid ({(valid / n if n else 0):.1%}), {len(summary.problems)} input problem(s), {seconds:.2f} s{rate}"
     return head, lines
 
 
 def run(args: argparse.Namespace) -> int:
-    from earlyia.features.io import write_features
-    from earlyia.io import read
+    from earlyia.features.io import features_files
+    from earlyia.io.output import check_inputs, check_output
 
     ext = build_extractor(args)
     _ = ext.names  # validate the configuration before reading anything
-    lc = read(args.input, format=args.format)
     if args.replay:
         lo, hi = args.replay
         if not 1 <= lo <= hi:
             raise InputError(f"--replay needs 1 <= MIN <= MAX, got {lo} {hi}")
-        lc = lc.replay(min_detections=lo, max_detections=hi)
-    per = args.per or ("alert" if not lc.alerts.empty else "object")
-    t0 = time.perf_counter()
-    df = ext.transform(lc, per=per)
-    seconds = time.perf_counter() - t0
-    problems = [str(p) for p in lc.problems]
-    write_features(df, args.out, ext, survey=lc.survey, bands=lc.bands, extra={"per": per, "problems": problems[:1000]})
-    head, lines = summarise(df, problems, seconds)
-    print(f"earlyia features: {ext!r} per {per}: {head} -> {args.out}", file=sys.stderr)
+    if args.chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    check_inputs(args.input)
+    check_output(args.out, args.input)
+    summary = features_files(
+        args.input, ext, args.out, per=args.per, replay=tuple(args.replay) if args.replay else None,
+        chunk_size=args.chunk_size, format=args.format,
+    )
+    head, lines = summarise(summary)
+    print(f"earlyia features: {ext!r} per {summary.per}: {head} -> {args.out}", file=sys.stderr)
     if lines:
         print("invalid rows by reason:", file=sys.stderr)
         print("\n".join(lines), file=sys.stderr)
-    for p in problems[:5]:
+    for p in summary.problems[:5]:
         print(f"input problem: {p}", file=sys.stderr)
-    if len(problems) > 5:
-        print(f"... and {len(problems) - 5} more input problems (listed in the file's metadata)", file=sys.stderr)
-    return 0 if len(df) and df["valid"].any() else 1
+    if len(summary.problems) > 5:
+        print(f"... and {len(summary.problems) - 5} more input problems (rows with valid=False)", file=sys.stderr)
+    return 0 if summary.n_valid else 1

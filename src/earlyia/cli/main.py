@@ -2,18 +2,25 @@
 
 Each subcommand lives in its own module of this package and exposes ``register(subparsers)``,
 which adds its parser and sets ``func(args) -> int``. Errors of the earlyia hierarchy are printed
-as one clear line (no traceback) and give exit code 2.
+as one clear line (no traceback) and give exit code 2; Ctrl-C gives 130 and SIGTERM 143, after the
+temporary files are removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
+import os
+import signal
 import sys
+from typing import NoReturn
 
 from earlyia import __version__
 from earlyia.errors import EarlyIAError
 from earlyia.kernels import FirstCompile
+from earlyia.signals import Terminated, raising_signals
 
 #: Commands that run the compiled kernels (their first run in an installation says it compiles them).
 KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "stream", "tonight", "evaluate-early"})
@@ -65,23 +72,39 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(words))
+    args = parser.parse_args(words)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
-        if args.command in KERNEL_COMMANDS:
-            with FirstCompile():
-                return int(args.func(args) or 0)
-        return int(args.func(args) or 0)
+        with raising_signals():  # SIGTERM/SIGHUP unwind like Ctrl-C: temporary files are removed
+            if args.command in KERNEL_COMMANDS:
+                with FirstCompile():
+                    return int(args.func(args) or 0)
+            return int(args.func(args) or 0)
     except EarlyIAError as exc:
         print(f"earlyia {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"earlyia {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"earlyia {args.command}: {exc if isinstance(exc, Terminated) else 'interrupted'}; "
+              "unfinished outputs removed", file=sys.stderr)
+        if argv is None:  # the process's own command line: end now (see _exit_now)
+            _exit_now(128 + signum)
+        return 128 + signum
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once with ``code``, after an interruption has unwound (temporaries removed, streams
+    flushed). The interpreter's own teardown is skipped: after a large batch its final garbage collection of
+    every object takes a second or more, and Ctrl-C must stop a run within a second."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

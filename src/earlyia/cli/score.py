@@ -7,7 +7,7 @@ import sys
 
 EPILOG = """examples:
   earlyia score alerts/ --model model.eia --out scores.parquet                      # a directory of ZTF Avro alerts
-  earlyia score ztf_replay_alerts_with_anchor.parquet --model model.eia --out scores.parquet --chunk-size 5000
+  earlyia score ztf_replay_alerts_with_anchor.parquet --model model.eia --out scores.parquet --chunk-size 2000
   earlyia score lsst_alerts.parquet --model lsst_model.eia --out scores.parquet     # the model card picks the extractor
   earlyia score alerts/ --out scores.parquet                                         # the shipped default ZTF model
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="+", help="input files or directories (any supported format)")
     p.add_argument("--model", help="model file (`earlyia train`; default: the shipped early model for ZTF alerts)")
     p.add_argument("--out", required=True, help="SCORES Parquet file to write (atomically)")
-    p.add_argument("--chunk-size", type=int, default=20_000, help="input rows (alerts) read at a time (default 20000)")
+    p.add_argument("--chunk-size", type=int, default=5_000, help="input rows (alerts) read at a time (default 5000; memory grows with it)")
     p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
     p.add_argument("--no-select", action="store_true", help="skip the early-SN selection cuts: score every alert")
     p.add_argument("--allow-survey-mismatch", action="store_true",
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from earlyia.errors import InputError
+    from earlyia.io.output import check_inputs, check_output
     from earlyia.score.model import Model
     from earlyia.score.pipeline import score_files
 
@@ -60,17 +61,21 @@ def run(args: argparse.Namespace) -> int:
     spark_conf = _spark_conf(args.conf)
     if args.engine != "spark" and (args.master or spark_conf):
         raise InputError("--master and --conf are Spark settings: add --engine spark")
-    if args.model is None:
+    shipped = args.model is None
+    if shipped:
         from earlyia.score.shipped import default_model_path
-        from earlyia.score.survey import card_survey
 
         args.model = str(default_model_path())
-        model = Model.load(args.model)
+    spark_folder = args.engine == "spark" and not str(args.out).endswith(".parquet")
+    check_inputs(args.input)
+    check_output(args.out, [*args.input, args.model], directory=spark_folder)
+    model = Model.load(args.model)  # refuses a bad model file before any input is read
+    if shipped:
+        from earlyia.score.survey import card_survey
+
         survey, bands = card_survey(model.card)
         print(f"earlyia score: no --model: using the shipped default model {args.model} ({survey} {','.join(bands or [])}, "
               f"hash {model.hash[:12]})", file=sys.stderr)
-    else:
-        model = Model.load(args.model)  # refuses a bad model file before any input is read
     note = model.version_note()
     if note:
         print(f"earlyia score: note: {note}", file=sys.stderr)
@@ -100,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         f"in {summary.seconds:.1f} s{rate} -> {summary.path}",
         file=sys.stderr,
     )
+    for p in summary.unreadable[:5]:
+        print(f"earlyia score: unreadable input: {p}", file=sys.stderr)
+    if len(summary.unreadable) > 5:
+        print(f"earlyia score: ... and {len(summary.unreadable) - 5} more unreadable inputs (rows with their reason)", file=sys.stderr)
     if summary.n_passed == 0:
         top = sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:5]
         detail = "; ".join(f"{k} ({v})" for k, v in top) or "no input rows"

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.io import read
+from earlyia.io.output import check_inputs, check_output
 from earlyia.io.table import atomic_write
 from earlyia.select import reason_kind, select_early
 
@@ -46,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_inputs(args.input)
+    check_output(args.out, args.input)
     lc = read(args.input, format=args.format)
     per = args.per or ("alert" if not lc.alerts.empty else "object")
     out = select_early(

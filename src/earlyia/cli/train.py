@@ -232,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trees is not None and args.trees < 1:
         raise InputError(f"--trees must be >= 1, got {args.trees}")
+    from earlyia.io.output import check_inputs, check_output
+
+    check_inputs(args.inputs)
+    check_output(args.out, [*args.inputs, *([args.labels] if args.labels else [])])
     if len(args.inputs) == 1 and is_feature_table(args.inputs[0]):
         data, meta = read_features(args.inputs[0])
         if args.labels:

@@ -140,7 +140,7 @@ class FeatureExtractor:
             alert_ids = np.full(len(obj), None, dtype=object)
             carry_src = lc.objects
             carry_rows = obj
-        X, ok, reason = self.extract_lc(lc, starts, ends, object_index=obj)
+        X, ok, reason = extract_batched(self, lc, starts, ends, obj)
         names = list(self.names)
         if X.shape != (len(starts), len(names)):
             raise FeatureMismatchError(f"{self.name}: extract returned shape {X.shape}, expected {(len(starts), len(names))}")
@@ -168,6 +168,37 @@ class FeatureExtractor:
                 raise FeatureMismatchError(f"{self.name}: feature name {n!r} collides with a metadata column")
             cols[n] = X[:, j]
         return pd.DataFrame(cols)
+
+
+#: Seconds one compiled call may take before control returns to Python (where Ctrl-C and SIGTERM are acted on).
+BATCH_SECONDS = 0.25
+
+
+def extract_batched(extractor: FeatureExtractor, lc, starts: np.ndarray, ends: np.ndarray, object_index: np.ndarray | None = None):
+    """``extractor.extract_lc`` on consecutive slices of the segments, each sized to take about
+    :data:`BATCH_SECONDS`, so a signal interrupts a long batch within about a second (a compiled kernel
+    cannot be interrupted mid-call). Same result as one call: extractors are pure per segment."""
+    import time
+
+    starts = np.asarray(starts, np.int64)
+    ends = np.asarray(ends, np.int64)
+    n = len(starts)
+    obj = None if object_index is None else np.asarray(object_index, np.int64)
+    if n <= 64:
+        return extractor.extract_lc(lc, starts, ends, object_index=obj)
+    parts_X, parts_ok, parts_why = [], [], []
+    i, size = 0, 64
+    while i < n:
+        j = min(n, i + size)
+        t0 = time.perf_counter()
+        X, ok, why = extractor.extract_lc(lc, starts[i:j], ends[i:j], object_index=None if obj is None else obj[i:j])
+        dt = time.perf_counter() - t0
+        parts_X.append(np.asarray(X, np.float64).reshape(j - i, -1))
+        parts_ok.append(np.asarray(ok, bool))
+        parts_why.append(np.asarray(why, dtype=object))
+        i = j
+        size = int(np.clip(size * BATCH_SECONDS / max(dt, 1e-6), 16, 16_384))
+    return np.concatenate(parts_X), np.concatenate(parts_ok), np.concatenate(parts_why)
 
 
 def register_extractor(name: str, cls: type[FeatureExtractor]) -> None:

@@ -12,6 +12,7 @@ first turn ``prv_candidates`` + ``candidate`` into the same per-row lists.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +23,14 @@ import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.photometry import DETECTION_SNR, diffpos_sign, limit_to_flux_err, mag_to_fluxcal
-from earlyia.io.table import JD_MJD_OFFSET, SURVEY_BANDS, LightCurves
+from earlyia.io.table import (
+    JD_MJD_OFFSET,
+    SURVEY_BANDS,
+    LightCurves,
+    arrow_to_pandas,
+    object_id_strings,
+    text_numbers,
+)
 
 #: Fink concatenated photometry columns (required).
 FINK_LIST_COLUMNS = ("cjd", "cmagpsf", "csigmapsf", "cfid")
@@ -69,17 +77,29 @@ def clean_tns_label(value) -> object:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _as_list(cell) -> np.ndarray | None:
-    """A list cell as a 1-d array (None / NaN scalar -> None)."""
+def _as_list(cell, column: str = "", numeric: bool = True) -> np.ndarray | None:
+    """A list cell as a 1-d array (None / NaN scalar -> None); :class:`TypeError` naming ``column`` when it is not
+    a list of numbers (``numeric``) or of scalars."""
     if cell is None:
         return None
     if isinstance(cell, float) and np.isnan(cell):
         return None
     if isinstance(cell, np.ndarray):
-        return cell
-    if isinstance(cell, (list, tuple)):
-        return np.asarray(cell, dtype=object) if any(v is None for v in cell) else np.asarray(cell)
-    raise TypeError(f"expected a list, got {type(cell).__name__}")
+        arr = cell
+    elif isinstance(cell, (list, tuple)):
+        arr = np.asarray(cell, dtype=object) if any(v is None for v in cell) else np.asarray(cell)
+    else:
+        raise TypeError(f"column {column!r} must hold a list per row, got {type(cell).__name__}")
+    if arr.ndim != 1:
+        raise TypeError(f"column {column!r} must be a list of numbers, got a list of lists")
+    if arr.dtype.kind in "fiub" or not numeric:
+        return arr
+    for v in arr:
+        if isinstance(v, (np.ndarray, list, tuple, dict)):
+            raise TypeError(f"column {column!r} must be a list of numbers, got a list of lists")
+        if not (v is None or isinstance(v, (int, float, np.integer, np.floating))) or isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"column {column!r} must be a list of numbers, got {type(v).__name__} values")
+    return arr
 
 
 def _float_array(values: np.ndarray) -> np.ndarray:
@@ -108,7 +128,53 @@ def _candid_int(value) -> int:
         return -1
 
 
+def _common_reason(problems: Sequence[Problem]) -> str:
+    """The reasons of rejected rows, each told once with its count (``row i:`` prefixes and objects dropped)."""
+    counts: dict[str, int] = {}
+    for p in problems:
+        reason = re.sub(r"^row \d+: ", "", p.reason).removesuffix("; row skipped")
+        counts[reason] = counts.get(reason, 0) + 1
+    return "; ".join(f"{r} ({n} row{'s' if n > 1 else ''})" for r, n in list(counts.items())[:3])
+
+
+def _id_string(value) -> str:
+    """An alert id as a string; an integral float (an id that went through float64) is written without '.0'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 # ---------------------------------------------------------------------------------------------- core builder
+#: Names of the per-row lists in messages (Fink's columns; the ZTF readers pass their own).
+_LIST_NAMES = {
+    "jd": "cjd",
+    "mag": "cmagpsf",
+    "sigma": "csigmapsf",
+    "fid": "cfid",
+    "isdiffpos": "cisdiffpos",
+    "diffmaglim": "cdiffmaglim",
+    "candid": "ccandid",
+}
+
+
+def repeated_epoch_mask(row: np.ndarray, t: np.ndarray, band_code: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """True for the points that repeat an earlier point of the same row and band (within
+    :data:`DUPLICATE_EPOCH_DAYS`), preferring to keep a detection: what :meth:`LightCurves.from_frames` merges.
+
+    Counts derived from the photometry (``ndethist``) use it so a repeated epoch is counted once.
+    """
+    from earlyia.io.table import _dedup_mask
+
+    n = len(t)
+    if n < 2:
+        return np.zeros(n, bool)
+    tt = np.where(np.isfinite(t), t, np.inf)
+    order = np.lexsort((~np.asarray(detected, bool), band_code, tt, row))
+    keep = _dedup_mask(np.asarray(row)[order], tt[order], np.asarray(band_code)[order])
+    out = np.zeros(n, bool)
+    out[order] = ~keep
+    return out
+
 def rows_to_lightcurves(
     object_ids: Sequence[str],
     jd: Sequence,
@@ -125,6 +191,7 @@ def rows_to_lightcurves(
     survey: str = "ZTF",
     fid_bands: Mapping[int, str] | None = None,
     time_offset: float = JD_MJD_OFFSET,
+    column_names: Mapping[str, str] | None = None,
 ) -> LightCurves:
     """Build a table from per-alert rows of magnitude lists (history then current point, last).
 
@@ -132,9 +199,11 @@ def rows_to_lightcurves(
     alert-level columns and the :data:`OBJECT_COLUMNS` among them also go to the objects (latest alert wins).
     Per-row lists: ``jd`` (JD unless ``time_offset`` says otherwise), ``mag``, ``sigma``, ``fid``, and optional
     ``isdiffpos``, ``diffmaglim`` (5-sigma limit, used for the noise of non-detections) and ``candid`` (per point).
-    A row whose lists differ in length, or that has no point at all, is dropped with a :class:`Problem`.
+    A row whose lists differ in length, hold something else than numbers, or have no point at all, is dropped
+    with a :class:`Problem` naming the column (``column_names``: the input's name of each list, for messages).
     """
     fid_bands = dict(fid_bands or ZTF_FID_BANDS)
+    names = {**_LIST_NAMES, **(column_names or {})}
     n = len(object_ids)
     problems: list[Problem] = []
     keep_rows: list[int] = []
@@ -142,11 +211,16 @@ def rows_to_lightcurves(
     for i in range(n):
         oid = str(object_ids[i])
         try:
-            cols = {"jd": _as_list(jd[i]), "mag": _as_list(mag[i]), "sigma": _as_list(sigma[i]), "fid": _as_list(fid[i])}
+            cols = {
+                "jd": _as_list(jd[i], names["jd"]),
+                "mag": _as_list(mag[i], names["mag"]),
+                "sigma": _as_list(sigma[i], names["sigma"]),
+                "fid": _as_list(fid[i], names["fid"]),
+            }
             opt = {
-                "isdiffpos": _as_list(isdiffpos[i]) if isdiffpos is not None else None,
-                "diffmaglim": _as_list(diffmaglim[i]) if diffmaglim is not None else None,
-                "candid": _as_list(candid[i]) if candid is not None else None,
+                "isdiffpos": _as_list(isdiffpos[i], names["isdiffpos"], numeric=False) if isdiffpos is not None else None,
+                "diffmaglim": _as_list(diffmaglim[i], names["diffmaglim"]) if diffmaglim is not None else None,
+                "candid": _as_list(candid[i], names["candid"]) if candid is not None else None,
             }
         except TypeError as exc:
             problems.append(Problem(source, oid, f"row {i}: {exc}; row skipped"))
@@ -171,7 +245,7 @@ def rows_to_lightcurves(
                 v = np.full(length, None, dtype=object)
             parts[k].append(v)
     if not keep_rows:
-        raise InputError("no readable alert row: " + ("; ".join(str(p) for p in problems[:3]) or "the table is empty"), source=source)
+        raise InputError("no readable alert row: " + (_common_reason(problems) or "the table is empty"), source=source)
 
     lengths = np.array([len(a) for a in parts["jd"]], np.int64)
     rows = np.asarray(keep_rows, np.int64)
@@ -293,7 +367,9 @@ def points_to_lightcurves(
     alerts.insert(0, "object_id", oid_rows)
     alerts["mjd"] = amjd
     if "ndethist" not in alerts.columns or alerts["ndethist"].isna().all():
-        alerts["ndethist"] = np.add.reduceat(detected.astype(np.int64), starts) if len(m) else 0
+        # detections of the row, a repeated epoch (same band, same time) counted once
+        once = detected & ~repeated_epoch_mask(row_of_point, t, pd.factorize(band)[0], detected) if len(m) else detected
+        alerts["ndethist"] = np.add.reduceat(once.astype(np.int64), starts) if len(m) else 0
     objects = alerts.assign(_order=np.arange(len(alerts))).sort_values(["mjd", "_order"], kind="mergesort")
     obj_cols = ["object_id"] + [c for c in OBJECT_COLUMNS if c in objects.columns]
     objects = objects[obj_cols].copy()
@@ -332,6 +408,7 @@ def lightcurves_from_fink_frame(df: pd.DataFrame, *, source: str = "<memory>", s
             f"not a Fink concatenated-column table: missing column(s) {missing} (have {list(df.columns)[:12]})", source=source
         )
     df = df.reset_index(drop=True)
+    object_ids = object_id_strings(df["objectId"], "objectId", source)
     label = Path(source).name if source and not source.startswith("<") else source
     alert = pd.DataFrame(index=df.index)
     cand = df["candidate"] if "candidate" in df.columns else None
@@ -350,10 +427,12 @@ def lightcurves_from_fink_frame(df: pd.DataFrame, *, source: str = "<memory>", s
             alert[c] = df[c].to_numpy()
     if "candid" in alert.columns:
         cid = alert["candid"].to_numpy(object)
-        ok = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in cid], bool)
-        alert["alert_id"] = [str(v) if k else f"{o}@{label}:{r}" for r, (v, k, o) in enumerate(zip(cid, ok, df["objectId"], strict=True))]
+        ok = np.array([v is not None and v is not pd.NA and not (isinstance(v, float) and np.isnan(v)) for v in cid], bool)
+        alert["alert_id"] = [
+            _id_string(v) if k else f"{o}@{label}:{r}" for r, (v, k, o) in enumerate(zip(cid, ok, object_ids, strict=True))
+        ]
     else:
-        alert["alert_id"] = [f"{o}@{label}:{r}" for r, o in enumerate(df["objectId"])]
+        alert["alert_id"] = [f"{o}@{label}:{r}" for r, o in enumerate(object_ids)]
     alert["source"] = label
     alert["row"] = np.arange(len(df), dtype=np.int64)
     isdiff = df["cisdiffpos"] if "cisdiffpos" in df.columns else None
@@ -364,7 +443,7 @@ def lightcurves_from_fink_frame(df: pd.DataFrame, *, source: str = "<memory>", s
             for j, s in zip(df["cjd"], alert["isdiffpos"], strict=True)
         ]
     return rows_to_lightcurves(
-        df["objectId"].astype(str).to_numpy(object),
+        object_ids,
         df["cjd"].to_numpy(object),
         df["cmagpsf"].to_numpy(object),
         df["csigmapsf"].to_numpy(object),
@@ -387,7 +466,7 @@ def read_fink_parquet(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
     except (OSError, pa.ArrowException) as exc:
         raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
     keep = [c for c in table.column_names if not c.startswith("cutout")]
-    df = table.select(keep).to_pandas(maps_as_pydicts="strict") if keep else table.to_pandas()
+    df = arrow_to_pandas(table.select(keep) if keep else table)
     return lightcurves_from_fink_frame(df, source=str(path), survey=survey)
 
 
@@ -404,33 +483,48 @@ def lightcurves_from_fink_long(df: pd.DataFrame, *, source: str = "<memory>", su
     missing = [c for c in FINK_CSV_COLUMNS if c not in df.columns]
     if missing:
         raise SchemaError(f"not a Fink long-form table: missing column(s) {missing} (have {list(df.columns)[:12]})", source=source)
-    m = pd.to_numeric(df["cmagpsf"], errors="coerce").to_numpy(np.float64)
-    s = pd.to_numeric(df["csigmapsf"], errors="coerce").to_numpy(np.float64)
+    keys = object_id_strings(df["objectId"], "objectId", source)
+    problems: list[Problem] = []
+    dropped: set[str] = set()
+    numbers = {}
+    for c in ("cjd", "cfid", "cmagpsf", "csigmapsf", "cdiffmaglim"):
+        if c in df.columns:
+            numbers[c], probs, bad = text_numbers(df[c], c, keys, source)
+            problems += probs
+            dropped |= bad
+    m = numbers["cmagpsf"]
+    s = numbers["csigmapsf"]
     sign = diffpos_sign(df["cisdiffpos"].to_numpy(object)) if "cisdiffpos" in df.columns else 1
     flux, err = mag_to_fluxcal(m, s)
     detected = np.isfinite(m)
     flux = np.where(detected, flux * sign, np.nan)
     if "cdiffmaglim" in df.columns:
-        err = np.where(detected, err, limit_to_flux_err(pd.to_numeric(df["cdiffmaglim"], errors="coerce")))
+        err = np.where(detected, err, limit_to_flux_err(numbers["cdiffmaglim"]))
     else:
         err = np.where(detected, err, np.nan)
-    fid = pd.to_numeric(df["cfid"], errors="coerce").to_numpy(np.float64)
+    fid = numbers["cfid"]
     band = np.array([ZTF_FID_BANDS.get(int(v), f"fid={v:g}") if np.isfinite(v) else "fid=nan" for v in fid], dtype=object)
     phot = pd.DataFrame(
         {
-            "object_id": df["objectId"].astype(str).to_numpy(object),
-            "mjd": pd.to_numeric(df["cjd"], errors="coerce").to_numpy(np.float64) - JD_MJD_OFFSET,
+            "object_id": keys,
+            "mjd": numbers["cjd"] - JD_MJD_OFFSET,
             "band": band,
             "flux": flux,
             "flux_err": err,
             "detected": detected,
         }
     )
+    if dropped:
+        phot = phot[~phot["object_id"].isin(dropped)]
     objects = None
     if "TNS" in df.columns:
-        objects = pd.DataFrame({"object_id": phot["object_id"], "label": [clean_tns_label(v) for v in df["TNS"]]})
+        objects = pd.DataFrame({"object_id": keys, "label": [clean_tns_label(v) for v in df["TNS"]]})
         objects = objects.drop_duplicates("object_id", keep="last")
-    return LightCurves.from_frames(phot, objects, None, bands=SURVEY_BANDS.get(survey), survey=survey, source=source)
+    if phot.empty:
+        raise InputError("no usable row: " + "; ".join(str(p) for p in problems[:3]), source=source)
+    lc = LightCurves.from_frames(phot, objects, None, bands=SURVEY_BANDS.get(survey), survey=survey, source=source)
+    lc.problems = problems + lc.problems
+    return lc
 
 
 def read_fink_csv(path: str | Path, *, survey: str = "ZTF") -> LightCurves:

@@ -9,9 +9,11 @@ first), so adding a format is one :func:`register_reader` call and never touches
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import lzma
 import tarfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from earlyia.errors import FormatError
+from earlyia.errors import EarlyIAError, FormatError
 from earlyia.io.table import LightCurves
+
+#: What a reader raises on a damaged, truncated or mistyped file: decompression, decoding, Arrow and the errors
+#: pandas/numpy raise on values of the wrong type. :func:`guarded` turns them into one :class:`FormatError`.
+DAMAGED_INPUT_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    tarfile.TarError,
+    UnicodeDecodeError,
+    pa.ArrowException,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+)
 
 PARQUET_MAGIC = b"PAR1"
 AVRO_MAGIC = b"Obj\x01"
@@ -50,7 +69,34 @@ def register_reader(
     """
     if directory not in ("", "unit", "whole"):
         raise ValueError(f"directory must be '', 'unit' or 'whole', got {directory!r}")
-    _READERS[name] = Reader(name, detect, read, description, directory)
+    _READERS[name] = Reader(name, detect, guarded(read, name), description, directory)
+
+
+def guarded(read: Callable[[Path], LightCurves], name: str) -> Callable[[Path], LightCurves]:
+    """``read`` whose failures on a damaged input (:data:`DAMAGED_INPUT_ERRORS`) become a :class:`FormatError`.
+
+    The reader boundary: a gzip stream corrupted after a few kB, a truncated archive or a column of the wrong
+    type ends as one line naming the file and the format, so batch tools report it and read the other inputs.
+    Errors of the earlyia hierarchy pass through unchanged.
+    """
+    if getattr(read, "_earlyia_guarded", False):
+        return read
+
+    @functools.wraps(read)
+    def read_guarded(path, *args, **kwargs):
+        try:
+            return read(path, *args, **kwargs)
+        except EarlyIAError:
+            raise
+        except DAMAGED_INPUT_ERRORS as exc:
+            detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+            raise FormatError(
+                f"cannot read as {name}: {type(exc).__name__}{': ' + detail if detail else ''} (is the file complete and of this format?)",
+                source=str(path),
+            ) from exc
+
+    read_guarded._earlyia_guarded = True
+    return read_guarded
 
 
 def readers() -> dict[str, Reader]:
@@ -79,6 +125,11 @@ def detect_format(path: str | Path) -> str:
                 return reader.name
         except (OSError, ValueError, EOFError, pa.ArrowException, tarfile.TarError, lzma.LZMAError):
             continue
+    if path.is_file() and is_parquet(path):  # Parquet by its first bytes, but no footer: truncated or damaged
+        try:
+            pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
     raise FormatError(
         f"unrecognised format (known: {', '.join(_READERS)}); pass format=NAME (CLI: --format NAME) if it is one of these",
         source=str(path),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +50,16 @@ SURVEY_BANDS = {
 
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file.
+
+    The temporary (``.<name>.<pid>.<random>.eia-tmp``, see :mod:`earlyia.io.output`) is removed on any error or
+    interruption; those of killed runs are removed by the next write in the same folder.
+    """
+    from earlyia.io.output import make_temp_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = make_temp_file(path)
     try:
         write(tmp)
         # mkstemp makes 0600 files; give the result the usual permissions (0666 minus umask)
@@ -175,8 +179,9 @@ class LightCurves:
         ``phot`` has ``object_id, mjd, band, flux, flux_err`` and optionally ``detected``
         (default: finite flux) and ``alert_id``. Points are sorted by (object, time, band);
         duplicate epochs (same object and band within :data:`DUPLICATE_EPOCH_DAYS`) keep one
-        point, preferring a detection. An object with non-finite time, or a detection with a
-        non-finite flux or a non-positive error, is dropped and reported in ``problems``.
+        point, preferring a detection. An object with a point that :func:`validate_photometry` refuses
+        (non-finite or absurd time, flux or error) is dropped and reported in ``problems``; a
+        photometry column that does not hold numbers raises :class:`SchemaError` naming it.
         ``objects`` may repeat an object (one row per alert): the row with the latest
         ``mjd``-like information wins (the last row given). ``alerts`` needs ``object_id,
         alert_id, mjd``.
@@ -186,7 +191,9 @@ class LightCurves:
             raise SchemaError(f"photometry lacks column(s) {missing}", source=source)
         problems: list[Problem] = []
         phot = phot.copy()
-        phot["object_id"] = phot["object_id"].astype(str)
+        for c in ("mjd", "flux", "flux_err"):
+            phot[c] = numeric_values(phot[c], c, source)
+        phot["object_id"] = object_id_strings(phot["object_id"], "object_id", source)
         if "detected" not in phot.columns:
             phot["detected"] = np.isfinite(phot["flux"].to_numpy(np.float64))
         if "alert_id" not in phot.columns:
@@ -204,25 +211,16 @@ class LightCurves:
                 problems.append(Problem(source, oid, f"unknown band(s) {unknown}; expected one of {list(bands)}"))
             phot = phot[~phot["object_id"].isin(phot.loc[bad, "object_id"].unique())]
 
-        mjd = phot["mjd"].to_numpy(np.float64)
-        flux = phot["flux"].to_numpy(np.float64)
-        err = phot["flux_err"].to_numpy(np.float64)
-        det = phot["detected"].to_numpy(bool)
-        bad_row = ~np.isfinite(mjd) | (det & (~np.isfinite(flux) | ~np.isfinite(err) | (err <= 0)))
-        if bad_row.any():
-            bad_ids = phot.loc[bad_row, "object_id"]
-            for oid, grp in phot.loc[bad_row].groupby(bad_ids, sort=True):
-                what = []
-                if not np.isfinite(grp["mjd"].to_numpy(np.float64)).all():
-                    what.append("non-finite time")
-                f = grp["flux"].to_numpy(np.float64)
-                e = grp["flux_err"].to_numpy(np.float64)
-                if not np.isfinite(f).all():
-                    what.append("a detection with non-finite flux")
-                if not (np.isfinite(e) & (e > 0)).all():
-                    what.append("a detection with a non-finite or non-positive flux error")
-                problems.append(Problem(source, str(oid), f"{', '.join(what)} ({len(grp)} point(s)); object dropped"))
-            phot = phot[~phot["object_id"].isin(bad_ids.unique())]
+        bad_ids, why = validate_photometry(
+            phot["object_id"].to_numpy(object),
+            phot["mjd"].to_numpy(np.float64),
+            phot["flux"].to_numpy(np.float64),
+            phot["flux_err"].to_numpy(np.float64),
+            phot["detected"].to_numpy(bool),
+        )
+        if len(bad_ids):
+            problems += [Problem(source, str(oid), f"{w}; object dropped") for oid, w in zip(bad_ids, why, strict=True)]
+            phot = phot[~phot["object_id"].isin(bad_ids)]
 
         code = pd.Categorical(phot["band"], categories=list(bands)).codes.astype(np.int8)
         phot = phot.assign(_band=code, _nondet=~phot["detected"].to_numpy(bool))
@@ -246,7 +244,7 @@ class LightCurves:
             if "object_id" not in objects.columns:
                 raise SchemaError("object table lacks column 'object_id'", source=source)
             o = objects.copy()
-            o["object_id"] = o["object_id"].astype(str)
+            o["object_id"] = object_id_strings(o["object_id"], "object_id", source)
             o = o.drop_duplicates("object_id", keep="last")
             obj = obj.merge(o, on="object_id", how="left")
         lc = cls(
@@ -507,7 +505,7 @@ class LightCurves:
                 data[c[len("alert.") :]] = table.column(c).combine_chunks().flatten().to_pandas()
             alerts = pd.DataFrame(data)
             alerts["mjd"] = alerts["mjd"].astype(np.float64)
-        return cls(
+        lc = cls(
             objects=objects,
             offsets=offsets,
             mjd=mjd.to_numpy().astype(np.float64),
@@ -520,6 +518,165 @@ class LightCurves:
             survey=meta.get("survey", ""),
             alerts=alerts,
         )
+        return lc.without_invalid(source)
+
+    def without_invalid(self, source: str) -> LightCurves:
+        """This table without the objects :func:`validate_photometry` refuses (reported in ``problems``)."""
+        oid = np.repeat(self.objects["object_id"].astype(str).to_numpy(object), np.diff(self.offsets))
+        bad_ids, why = validate_photometry(oid, self.mjd, self.flux, self.flux_err, self.detected)
+        if not len(bad_ids):
+            return self
+        keep = np.flatnonzero(~self.objects["object_id"].astype(str).isin(bad_ids).to_numpy())
+        out = self.take(keep)
+        out.problems = list(self.problems) + [Problem(source, str(o), f"{w}; object dropped") for o, w in zip(bad_ids, why, strict=True)]
+        return out
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """``table.to_pandas`` without losing digits: top-level integer columns with nulls become nullable ``Int64``
+    (pandas would make them float64, which rounds a 19-digit ZTF ``candid``); maps become dicts."""
+    nullable_ints = {
+        f.type for f, col in zip(table.schema, table.columns, strict=True) if pa.types.is_integer(f.type) and col.null_count
+    }
+    mapper = {t: pd.Int64Dtype() for t in nullable_ints}.get if nullable_ints else None
+    return table.to_pandas(maps_as_pydicts="strict", types_mapper=mapper)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+#: Plausible ranges of the canonical photometry; a point outside makes its object unusable (see validate_photometry).
+MJD_LIMIT = 1e6  # |mjd| in days: beyond is not a date (a JD is 2.4e6)
+FLUX_LIMIT = 1e16  # |FLUXCAL|: brighter than magnitude -12.5
+FLUX_ERR_FLOOR = 1e-10  # FLUXCAL: a smaller (or denormal, zero, negative) error is not a measurement
+MAX_SNR = 1e8  # |flux| / flux_err: no survey measures a point better than this
+
+
+def validate_photometry(
+    object_id: np.ndarray, mjd: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, detected: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Objects with an unusable point, and why: ``(object ids, reasons)`` (sorted by id; empty when all is well).
+
+    The one check of the canonical table's values (every reader ends in :meth:`LightCurves.from_frames`). A point
+    is unusable when its time is not finite or beyond :data:`MJD_LIMIT`; when a finite flux is beyond
+    :data:`FLUX_LIMIT`; when a detection has no finite flux; when a known error (required for a detection,
+    NaN allowed for an upper limit of unknown depth) is not finite, below :data:`FLUX_ERR_FLOOR` (zero,
+    denormal, negative), beyond :data:`FLUX_LIMIT`, or more than :data:`MAX_SNR` times smaller than the flux.
+    Such values overflow or divide by zero in the feature kernels: the object goes, the batch does not.
+    """
+    det = np.asarray(detected, bool)
+    t = np.asarray(mjd, np.float64)
+    f = np.asarray(flux, np.float64)
+    e = np.asarray(flux_err, np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        bad_time = ~(np.abs(t) < MJD_LIMIT)
+        finite_f = np.isfinite(f)
+        bad_flux = (finite_f & ~(np.abs(f) < FLUX_LIMIT)) | (det & ~finite_f)
+        known_e = det | ~np.isnan(e)
+        bad_err = known_e & ~((e >= FLUX_ERR_FLOOR) & (e < FLUX_LIMIT))
+        bad_err |= known_e & finite_f & ~bad_err & (np.abs(f) > MAX_SNR * e)
+    bad = bad_time | bad_flux | bad_err
+    if not bad.any():
+        return np.zeros(0, object), []
+    rows = np.flatnonzero(bad)
+    frame = pd.DataFrame(
+        {
+            "object_id": np.asarray(object_id, object)[rows],
+            "time": bad_time[rows],
+            "flux": bad_flux[rows],
+            "err": bad_err[rows],
+            "t": t[rows],
+            "f": f[rows],
+            "e": e[rows],
+        }
+    )
+    ids, reasons = [], []
+    for oid, grp in frame.groupby("object_id", sort=True):
+        what = []
+        if grp["time"].any():
+            v = grp.loc[grp["time"], "t"].iloc[0]
+            what.append("non-finite time" if not np.isfinite(v) else f"absurd time (mjd {v:g}; expected |mjd| < {MJD_LIMIT:g})")
+        if grp["flux"].any():
+            v = grp.loc[grp["flux"], "f"].iloc[0]
+            absurd = f"absurd flux ({v:g}; expected |flux| < {FLUX_LIMIT:g})"
+            what.append("a detection with non-finite flux" if not np.isfinite(v) else absurd)
+        if grp["err"].any():
+            v = grp.loc[grp["err"], "e"].iloc[0]
+            what.append(
+                f"a non-finite or non-positive flux error ({v:g})"
+                if not (np.isfinite(v) and v > 0)
+                else f"an absurd flux error ({v:g}; expected {FLUX_ERR_FLOOR:g} <= error < {FLUX_LIMIT:g}, |flux|/error <= {MAX_SNR:g})"
+            )
+        ids.append(oid)
+        reasons.append(f"{', '.join(what)} ({len(grp)} point(s))")
+    return np.asarray(ids, dtype=object), reasons
+
+
+def numeric_values(values, column: str, source: str) -> np.ndarray:
+    """A column as float64; :class:`SchemaError` naming it when it holds strings or other non-numbers.
+
+    Missing values (None, NaN) become NaN. Numbers stored as text (``"2459000.5"``) are refused too: a column of the
+    wrong type says the file is not what its format promises.
+    """
+    arr = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False)
+    flat = arr.astype(object).ravel()
+    bad = [v for v in flat if not (v is None or v is pd.NA or isinstance(v, (int, float, np.integer, np.floating, bool, np.bool_)))]
+    if bad:
+        kind = type(bad[0]).__name__
+        raise SchemaError(f"column {column!r} must hold numbers, got {kind} values (e.g. {bad[0]!r})", source=source)
+    return np.array([np.nan if (v is None or v is pd.NA) else v for v in flat], dtype=np.float64).reshape(arr.shape)
+
+
+def text_numbers(values, column: str, keys, source: str) -> tuple[np.ndarray, list[Problem], set[str]]:
+    """A text (CSV) column as float64, with a :class:`Problem` per object (``keys``: its id per row) whose
+    rows hold something that is not a number: ``(values, problems, ids of those objects)``.
+
+    A column where nothing at all is a number raises :class:`SchemaError` naming it.
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if series.dtype.kind in "fiub":
+        return series.to_numpy(np.float64), [], set()
+    out = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+    wrong = np.isnan(out) & series.notna().to_numpy() & (series.astype(str).str.strip().str.lower() != "nan").to_numpy()
+    if not wrong.any():
+        return out, [], set()
+    if wrong.all():
+        raise SchemaError(f"column {column!r} must hold numbers, got text (e.g. {series[wrong].iloc[0]!r})", source=source)
+    keys = np.asarray(keys, dtype=object)
+    problems, bad = [], set()
+    for oid, vals in pd.Series(series.to_numpy(object)[wrong]).groupby(keys[wrong], sort=True):
+        why = f"column {column!r} holds {vals.iloc[0]!r}, not a number ({len(vals)} row(s)); object dropped"
+        problems.append(Problem(source, str(oid), why))
+        bad.add(str(oid))
+    return out, problems, bad
+
+
+def object_id_strings(values, column: str, source: str) -> np.ndarray:
+    """Object identifiers as strings: strings as they are, integers in their decimal form (documented in docs/io.md).
+
+    Floats (``123.0``: an integer id that went through float64 may have lost digits), missing ids and other
+    types raise :class:`SchemaError` naming the column.
+    """
+    arr = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(str).astype(object)
+    if arr.dtype.kind == "f" or arr.dtype.kind == "b":
+        raise SchemaError(f"column {column!r} must hold strings or integers (object ids), got {arr.dtype} values", source=source)
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    arr = arr.astype(object)
+    kinds = {type(v) for v in arr}
+    if kinds <= {str}:
+        return arr
+    for v in arr:
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            raise SchemaError(f"column {column!r} has missing object ids; every row needs one", source=source)
+        if not isinstance(v, (str, int, np.integer)) or isinstance(v, (bool, np.bool_)):
+            raise SchemaError(
+                f"column {column!r} must hold strings or integers (object ids), got {type(v).__name__} values (e.g. {v!r})",
+                source=source,
+            )
+    return np.array([str(v) for v in arr], dtype=object)
 
 
 @numba.njit(cache=True)

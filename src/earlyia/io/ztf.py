@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.fink import CANDIDATE_ALERT_FIELDS, points_to_lightcurves
 from earlyia.io.registry import is_avro, is_tar, parquet_schema
-from earlyia.io.table import LightCurves
+from earlyia.io.table import LightCurves, object_id_strings
 
 POINT_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim", "isdiffpos", "candid")
 #: Fields of a forced-photometry record (``fp_hists`` of schema 4.x, or such records inside ``prv_candidates``).
@@ -223,10 +223,30 @@ def _struct_field(arr: pa.Array, name: str) -> pa.Array | None:
     return pc.struct_field(arr, [t.get_field_index(name)])
 
 
-def _np_float(arr: pa.Array | None, n: int) -> np.ndarray:
+def _np_float(arr: pa.Array | None, n: int, name: str = "") -> np.ndarray:
     if arr is None:
         return np.full(n, np.nan)
+    t = arr.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t) or pa.types.is_boolean(t)):
+        raise SchemaError(f"field {name!r} must hold numbers, got {t}")
     return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def exact_pandas(arr: pa.Array | pa.ChunkedArray) -> pd.Series:
+    """An Arrow column as pandas without losing digits: integers with nulls become nullable ``Int64``, not float64
+    (a ZTF ``candid`` has 19 digits, more than a float64 holds)."""
+    if pa.types.is_integer(arr.type) and arr.null_count:
+        return pd.Series(arr.to_pandas(types_mapper={arr.type: pd.Int64Dtype()}.get), dtype="Int64")
+    return arr.to_pandas()
+
+
+def _id_text(value) -> str:
+    """An alert id as text: integers exactly, integral floats without '.0'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return str(value)
 
 
 def _np_int(arr: pa.Array | None, n: int) -> np.ndarray:
@@ -289,11 +309,14 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
         kind[first_fp + (np.arange(int(fp_len.sum())) - np.repeat(np.cumsum(fp_len) - fp_len, fp_len))] = 1
 
     def merged(name: str, conv) -> np.ndarray:
-        parts = (
-            conv(_struct_field(items, name) if items is not None and len(items) else None, int(prv_len.sum())),
-            conv(_struct_field(fp_items, name) if fp_items is not None and len(fp_items) else None, int(fp_len.sum())),
-            conv(cfield(name), n),
-        )
+        try:
+            parts = (
+                conv(_struct_field(items, name) if items is not None and len(items) else None, int(prv_len.sum())),
+                conv(_struct_field(fp_items, name) if fp_items is not None and len(fp_items) else None, int(fp_len.sum())),
+                conv(cfield(name), n),
+            )
+        except SchemaError as exc:
+            raise SchemaError(f"{exc} (candidate, prv_candidates or fp_hists)", source=source) from exc
         out = np.empty(total, dtype=parts[0].dtype if all(p.dtype == parts[0].dtype for p in parts) else object)
         for k, values in enumerate(parts):
             out[kind == k] = values
@@ -310,11 +333,14 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
                                             merged("procstatus", _np_obj))
         forced = (np.where(is_forced, ff, np.nan), np.where(is_forced, fe, np.nan), is_forced)
 
-    jd = merged("jd", _np_float)
-    mag = merged("magpsf", _np_float)
-    sigma = merged("sigmapsf", _np_float)
-    fid = merged("fid", _np_float)
-    lim = merged("diffmaglim", _np_float)
+    def floats(name: str) -> np.ndarray:
+        return merged(name, lambda arr, k: _np_float(arr, k, name))
+
+    jd = floats("jd")
+    mag = floats("magpsf")
+    sigma = floats("sigmapsf")
+    fid = floats("fid")
+    lim = floats("diffmaglim")
     cid = merged("candid", _np_int)
     isd = merged("isdiffpos", _np_obj)
 
@@ -322,7 +348,7 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
     for name in CANDIDATE_ALERT_FIELDS:
         arr = cfield(name)
         if arr is not None:
-            alert[name] = arr.to_pandas()
+            alert[name] = exact_pandas(arr)
     for c in names:
         if c in _SKIP_TOP or c.startswith("cand_") or c in alert:
             continue
@@ -334,13 +360,16 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
             or pa.types.is_string(typ)
             or pa.types.is_large_string(typ)
         ):
-            alert[c] = table.column(c).to_pandas()
+            alert[c] = exact_pandas(table.column(c).combine_chunks())
     alerts = pd.DataFrame(alert)
-    oids = table.column("objectId").to_pandas().astype(str).to_numpy(object)
+    oid_col = table.column("objectId").combine_chunks()
+    if not (pa.types.is_integer(oid_col.type) or pa.types.is_string(oid_col.type) or pa.types.is_large_string(oid_col.type)):
+        raise SchemaError(f"column 'objectId' must hold strings or integers (object ids), got {oid_col.type}", source=source)
+    oids = object_id_strings(exact_pandas(oid_col), "objectId", source)
     if "candid" in alerts.columns:
         cand_ids = alerts["candid"].to_numpy(object)
         alerts["alert_id"] = [
-            str(int(c)) if c is not None and c == c else f"{o}@{Path(source).name}:{i}"
+            _id_text(c) if not pd.isna(c) else f"{o}@{Path(source).name}:{i}"
             for i, (c, o) in enumerate(zip(cand_ids, oids, strict=True))
         ]
     else:

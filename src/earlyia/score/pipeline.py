@@ -10,21 +10,22 @@ columns (``input_`` prefixed on a name clash), then the model's features.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem
@@ -330,9 +331,11 @@ def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
 def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of the segments (of objects ``objects``); when the batch call raises, each segment alone so one bad
     alert cannot sink the chunk."""
+    from earlyia.features.base import extract_batched
+
     k = len(extractor.names)
     try:
-        X, ok, why = extractor.extract_lc(lc, starts, ends, object_index=objects)
+        X, ok, why = extract_batched(extractor, lc, starts, ends, objects)
         return np.asarray(X, np.float64), np.asarray(ok, bool), np.asarray(why, dtype=object)
     except Exception:  # batch isolation boundary: retried one segment at a time below
         pass
@@ -470,6 +473,20 @@ def _lookup_object(lc, rows: Rows, name: str) -> np.ndarray:
     return out
 
 
+def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames stacked; an integer column missing from (or null in) some of them becomes nullable ``Int64``
+    instead of pandas' float64, which would round a 19-digit alert id."""
+    if len(frames) == 1:
+        return frames[0]
+    names = {c for f in frames for c in f.columns}
+    widen = {
+        c for c in names if any(c in f.columns and f[c].dtype.kind in "iu" for f in frames) and not all(c in f.columns for f in frames)
+    }
+    if widen:
+        frames = [f.astype({c: "Int64" for c in widen if c in f.columns and f[c].dtype.kind in "iu"}) for f in frames]
+    return pd.concat(frames, ignore_index=True)
+
+
 def problem_rows(problems: Iterable[Problem], feature_names: Iterable[str] = ()) -> pd.DataFrame:
     """SCORES rows (``passed=False``, score 0, the reason) for inputs or objects a reader could not use."""
     probs = list(problems)
@@ -519,11 +536,30 @@ class Chunk:
     label: str = ""
 
 
-def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: str | None = None) -> Iterator[Chunk]:
+#: Input rows (alerts) read and processed at a time by default: memory is about proportional to it (see
+#: docs/scoring.md for the measured peak), the speed barely depends on it above a few thousand.
+CHUNK_SIZE = 5_000
+
+
+def input_problem(source: str | Path, exc: Exception) -> Problem:
+    """A :class:`Problem` of a whole input from the error that made it unreadable (without repeating its name)."""
+    message = str(exc)
+    for prefix in (f"{source}: ", f"{Path(str(source)).name}: "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+            break
+    return Problem(str(source), None, message)
+
+
+def iter_chunks(
+    inputs: Iterable[str | Path], chunk_size: int = CHUNK_SIZE, format: str | None = None, *, merge_objects: bool = False
+) -> Iterator[Chunk]:
     """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts) in groups.
 
     Memory is bounded by ``chunk_size`` input rows (alerts for alert formats, objects for tables
     of light curves), whatever the total size. An unreadable input becomes a problem, never an exception.
+    ``merge_objects``: inputs that share an object (listed from their object-id column: Parquet, Avro, CSV) are
+    read together, so the object has one light curve as :func:`earlyia.io.read` would give it.
     """
     from earlyia.io import detect_format, expand_inputs, get_reader
 
@@ -532,6 +568,7 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
     files = expand_inputs(inputs)
     group: list[Path] = []
     avro: list[Path] = []
+    formats: dict[Path, str] = {}
 
     def flush() -> Iterator[Chunk]:
         if group:
@@ -540,36 +577,110 @@ def iter_chunks(inputs: Iterable[str | Path], chunk_size: int = 20_000, format: 
 
     for f in files:
         try:
-            fmt = format or detect_format(f)
+            formats[f] = format or detect_format(f)
         except EarlyIAError as exc:
+            yield Chunk(None, [input_problem(f, exc)], str(f))
+    readable = [f for f in files if f in formats]
+    units = _shared_object_groups(readable, formats) if merge_objects and len(readable) > 1 else [[f] for f in readable]
+    for unit in units:
+        if len(unit) > 1:
+            group.extend(unit)
             yield from flush()
-            yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
             continue
+        f = unit[0]
+        fmt = formats[f]
         if f.is_file() and _is_parquet(f):
-            yield from flush()
             yield from _parquet_chunks(f, fmt, chunk_size, get_reader(fmt))
         elif f.is_file() and fmt == "ztf_avro":
             avro.append(f)
         else:
-            yield from flush()
             try:
                 yield Chunk(get_reader(fmt).read(f), [], str(f))
             except EarlyIAError as exc:
-                yield Chunk(None, [Problem(str(f), None, str(exc))], str(f))
-    yield from flush()
+                yield Chunk(None, [input_problem(f, exc)], str(f))
     for files_of_group in _avro_groups(avro, chunk_size):
         group.extend(files_of_group)
         yield from flush()
+
+
+def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
+    """64-bit hashes of the distinct object ids of one input, read from its id column only (None when unknown or
+    unreadable). Hashes, not strings: a million objects cost 8 MB, not a Python set of a million strings."""
+    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
+
+    if not path.is_file():
+        return None
+    ids = None
+    if fmt == "ztf_avro":
+        found = _avro_object_ids(path)
+        ids = None if found is None else np.array(sorted(found), dtype=object)
+    else:
+        try:
+            if _is_parquet(path):
+                keys = _key_column(path, pq.ParquetFile(path))
+                if keys is None:
+                    return None
+                if pa.types.is_dictionary(keys.type):
+                    keys = keys.dictionary_decode()
+                ids = pc.unique(pc.cast(keys, pa.string())).drop_null().to_numpy(zero_copy_only=False)
+            else:
+                from earlyia.io.registry import csv_header
+
+                header = csv_header(path)
+                for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
+                    if col in header:
+                        values = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col].dropna().unique()
+                        ids = np.array([str(v) for v in values], dtype=object)
+                        break
+        except DAMAGED_INPUT_ERRORS:
+            return None  # unreadable: its reader reports why
+    if ids is None:
+        return None
+    return pd.util.hash_array(np.asarray(ids, dtype=object))
+
+
+def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> list[list[Path]]:
+    """``files`` in groups: files that share an object id are in one group (union-find over the files whose id
+    hashes meet; a hash collision only reads two files together), singletons otherwise."""
+    parent = list(range(len(files)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    hashes, owners = [], []
+    for i, f in enumerate(files):
+        h = _file_object_hashes(f, formats[f])
+        if h is not None and len(h):
+            hashes.append(np.unique(h))
+            owners.append(np.full(len(hashes[-1]), i, np.int64))
+    if hashes:
+        h, o = np.concatenate(hashes), np.concatenate(owners)
+        del hashes, owners
+        order = np.argsort(h, kind="stable")
+        h, o = h[order], o[order]
+        for j in np.flatnonzero(h[1:] == h[:-1]):
+            a, b = find(int(o[j])), find(int(o[j + 1]))
+            if a != b:
+                parent[a] = b
+    groups: dict[int, list[Path]] = {}
+    for i, f in enumerate(files):
+        groups.setdefault(find(i), []).append(f)
+    return list(groups.values())
 
 
 def _avro_object_ids(path: Path) -> set[str] | None:
     """Object ids of the alerts in an Avro file (None when unreadable: its reader will report why)."""
     import fastavro
 
+    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
+
     try:
         with open(path, "rb") as fh:
             return {str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)}
-    except (OSError, ValueError, EOFError, StopIteration, TypeError, KeyError):
+    except (*DAMAGED_INPUT_ERRORS, StopIteration):
         return None
 
 
@@ -624,24 +735,42 @@ def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
         lc = read(files, format=format)
         yield Chunk(lc, [], f"{files[0]} (+{len(files) - 1} files)")
     except EarlyIAError as exc:
-        yield Chunk(None, [Problem(str(f), None, str(exc)) for f in files], str(files[0]))
+        yield Chunk(None, [input_problem(f, exc) for f in files], str(files[0]))
 
 
 #: Top-level columns naming the object of a row, in the Parquet alert formats.
 OBJECT_KEY_COLUMNS = ("objectId", "object_id", "diaObjectId")
 
 
-def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
-    """The object id of every row (None when the format has no row-level object column we know)."""
+def _key_column(path: Path, pf: pq.ParquetFile) -> pa.Array | None:
+    """The object id of every row as an Arrow array (None when the format has no row-level object column we know)."""
     names = pf.schema_arrow.names
     for col in OBJECT_KEY_COLUMNS:
         if col in names:
-            return pq.read_table(path, columns=[col]).column(0).to_numpy(zero_copy_only=False)
+            return pq.read_table(path, columns=[col]).column(0).combine_chunks()
     if "diaSource" in names and pa.types.is_struct(pf.schema_arrow.field("diaSource").type):
         src = pq.read_table(path, columns=["diaSource"]).column(0).combine_chunks()
         if src.type.get_field_index("diaObjectId") >= 0:
-            return src.field("diaObjectId").to_numpy(zero_copy_only=False)
+            return src.field("diaObjectId")
     return None
+
+
+def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
+    """The object id of every row (None when the format has no row-level object column we know)."""
+    keys = _key_column(path, pf)
+    return None if keys is None else keys.to_numpy(zero_copy_only=False)
+
+
+def _object_codes(keys: pa.Array) -> np.ndarray:
+    """Per row, the object's number in order of first appearance (Arrow hashing: no Python object per row)."""
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.dictionary_decode()
+    codes = pc.dictionary_encode(keys.fill_null("") if keys.null_count else keys).indices
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+#: Rows decoded at a time in the regrouping pass over an unsorted file (alerts with their history are large).
+PASS_BATCH_ROWS = 4096
 
 
 def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
@@ -649,9 +778,11 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
 
     Keeping all alerts of an object in one chunk makes the scores independent of the chunk size
     (an alert's history may include points that another alert of its object carried). Files sorted
-    by object stream batch by batch; otherwise the file is regrouped by object in memory.
+    by object stream batch by batch; otherwise one pass over the file sends each batch's rows to the
+    bucket file of their object's chunk (a temporary folder), then each bucket is read back: memory
+    holds one batch and one chunk, never the file.
     """
-    keys = _object_keys(path, pf)
+    keys = _key_column(path, pf)
     n = pf.metadata.num_rows
     if keys is None:  # no object column: plain row batches
         offset = 0
@@ -659,16 +790,15 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
             yield pa.Table.from_batches([batch]), np.arange(offset, offset + batch.num_rows)
             offset += batch.num_rows
         return
-    codes, _ = pd.factorize(pd.Series(keys).astype(str), sort=False)
+    codes = _object_codes(keys)
+    del keys
     contiguous = bool((np.diff(codes) >= 0).all()) if n > 1 else True
-    order = np.arange(n) if contiguous else np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts_of_object = np.flatnonzero(np.concatenate([[True], sorted_codes[1:] != sorted_codes[:-1]]))
-    cuts = [0]
-    while cuts[-1] < n:
-        i = np.searchsorted(starts_of_object, cuts[-1] + chunk_size, side="left")
-        cuts.append(int(starts_of_object[i]) if i < len(starts_of_object) else n)
     if contiguous:
+        starts_of_object = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+        cuts = [0]
+        while cuts[-1] < n:
+            i = np.searchsorted(starts_of_object, cuts[-1] + chunk_size, side="left")
+            cuts.append(int(starts_of_object[i]) if i < len(starts_of_object) else n)
         buffer: list[pa.Table] = []
         have, k, done = 0, 1, 0
         for batch in pf.iter_batches(batch_size=min(chunk_size, 65_536), columns=columns):
@@ -681,13 +811,53 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
                 rest = table.slice(size)
                 buffer, have, done, k = ([rest] if rest.num_rows else []), rest.num_rows, cuts[k], k + 1
         return
-    table = pf.read(columns=columns)
-    for a, b in itertools.pairwise(cuts):
-        rows = np.sort(order[a:b])
-        yield table.take(pa.array(rows)), rows
+    # objects in chunks of about chunk_size rows, in order of first appearance
+    counts = np.bincount(codes)
+    bucket_of_object = np.zeros(len(counts), np.int64)
+    size, b = 0, 0
+    for obj, c in enumerate(counts):
+        if size and size + c > chunk_size:
+            b, size = b + 1, 0
+        bucket_of_object[obj] = b
+        size += c
+    bucket = bucket_of_object[codes]
+    del codes
+    n_buckets = b + 1
+    with tempfile.TemporaryDirectory(prefix="earlyia-chunks-") as tmpdir:
+        # Arrow IPC bucket files: a writer buffers nothing (a Parquet writer per bucket would hold its pages)
+        writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        row_files: dict[int, list[np.ndarray]] = {}
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        try:
+            offset = 0
+            for batch in pf.iter_batches(batch_size=min(chunk_size, PASS_BATCH_ROWS), columns=columns):
+                bb = bucket[offset : offset + batch.num_rows]
+                for k in np.unique(bb):
+                    sel = np.flatnonzero(bb == k)
+                    if k not in writers:
+                        writers[k] = pa.ipc.new_file(Path(tmpdir) / f"b{k}.arrow", batch.schema, options=options)
+                    writers[k].write_batch(batch.take(pa.array(sel)))
+                    row_files.setdefault(int(k), []).append(sel + offset)
+                offset += batch.num_rows
+                del batch
+        finally:
+            for w in writers.values():
+                w.close()
+        pa.default_memory_pool().release_unused()  # the pass's decoding buffers, before the chunks are processed
+        for k in range(n_buckets):
+            if k not in writers:
+                continue
+            bucket_file = Path(tmpdir) / f"b{k}.arrow"
+            with pa.memory_map(str(bucket_file)) as source:
+                table = pa.ipc.open_file(source).read_all().replace_schema_metadata(pf.schema_arrow.metadata)
+            bucket_file.unlink()
+            yield table, np.concatenate(row_files.pop(k))
+            del table
 
 
 def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
+    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
+
     try:
         pf = pq.ParquetFile(path)
         n = pf.metadata.num_rows
@@ -698,7 +868,7 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
         try:
             yield Chunk(reader.read(path), [], str(path))
         except EarlyIAError as exc:
-            yield Chunk(None, [Problem(str(path), None, str(exc))], str(path))
+            yield Chunk(None, [input_problem(path, exc)], str(path))
         return
     columns = [c for c in pf.schema_arrow.names if not c.startswith("cutout")]
     with tempfile.TemporaryDirectory(prefix="earlyia-score-") as tmpdir:
@@ -711,11 +881,20 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
                     else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
                         part = Path(tmpdir) / f"part{rows[0] if len(rows) else 0}{path.suffix or '.parquet'}"
                         pq.write_table(table.replace_schema_metadata(pf.schema_arrow.metadata), part)
-                        lc = reader.read(part)
-                        part.unlink()
+                        try:
+                            lc = reader.read(part)
+                        except EarlyIAError as exc:
+                            raise type(exc)(str(exc).replace(str(part), str(path))) from exc
+                        finally:
+                            part.unlink()
+                        lc.problems = [replace(p, source=str(path)) if p.source == str(part) else p for p in lc.problems]
+                    del table
                     yield Chunk(lc, [], label)
+                    del lc
                 except EarlyIAError as exc:
-                    yield Chunk(None, [Problem(label, None, str(exc))], label)
+                    yield Chunk(None, [input_problem(label, exc)], label)
+                except DAMAGED_INPUT_ERRORS as exc:  # the Fink batch reader is not behind the registry's guard
+                    yield Chunk(None, [Problem(label, None, f"cannot read: {type(exc).__name__}: {exc}")], label)
         except (OSError, pa.ArrowException) as exc:
             yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
 
@@ -723,8 +902,9 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
 def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
     """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
     from earlyia.io.fink import lightcurves_from_fink_frame
+    from earlyia.io.table import arrow_to_pandas
 
-    df = table.to_pandas(maps_as_pydicts="strict")
+    df = arrow_to_pandas(table)
     lc = lightcurves_from_fink_frame(df, source=str(path))
     if not lc.alerts.empty and "row" in lc.alerts.columns:
         a = lc.alerts
@@ -741,22 +921,38 @@ def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
     return lc
 
 
-class ScoresWriter:
-    """Stream SCORES chunks into one Parquet file, written atomically (temp file, then rename).
+class TableWriter:
+    """Stream frames into one Parquet file, written atomically (parts in a temporary folder, then a rename).
 
-    Chunks may carry different broker columns (inputs of several formats): the first chunk's
-    schema is kept while later chunks fit it (missing columns become null); otherwise the
-    remaining chunks go to part files and everything is merged with a unified schema at the end.
+    Frames may carry different columns (inputs of several formats): the first frame's schema is kept while
+    later frames fit it (missing columns become null); otherwise the remaining frames go to new part files and
+    everything is merged with a unified schema at the end (``leading`` columns first). ``metadata`` goes under
+    ``key`` in the schema metadata; :meth:`close` may give the final one. The temporary folder
+    (``.<name>.<pid>.<random>.eia-tmp``) is removed on any exit, and those of killed runs by the next run.
     """
 
-    def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
+    def __init__(
+        self,
+        path: str | Path,
+        metadata: Mapping[str, Any],
+        *,
+        key: bytes = METADATA_KEY,
+        arrow: Callable[[pd.DataFrame], pa.Table] | None = None,
+        leading: Iterable[str] = SCORE_COLUMNS,
+    ):
+        from earlyia.io.output import make_temp_dir
+
         self.path = Path(path)
-        self.metadata = {METADATA_KEY: json.dumps(metadata, default=str).encode()}
+        self.key = key
+        self.metadata = {key: json.dumps(metadata, default=str).encode()}
+        self._arrow = arrow or to_arrow
+        self._leading = list(leading)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmpdir = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._tmpdir = make_temp_dir(self.path)
         self._parts: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
+        self._empty_schema = SCORE_SCHEMA if key == METADATA_KEY else pa.schema([])
         self.n_rows = 0
 
     def _new_part(self, schema: pa.Schema) -> None:
@@ -768,7 +964,7 @@ class ScoresWriter:
         self._writer = pq.ParquetWriter(part, schema.with_metadata(self.metadata), compression="zstd")
 
     def write(self, df: pd.DataFrame) -> None:
-        table = to_arrow(df)
+        table = self._arrow(df)
         if self._schema is None:
             self._new_part(table.schema)
         else:
@@ -780,18 +976,23 @@ class ScoresWriter:
         self._writer.write_table(table)
         self.n_rows += table.num_rows
 
-    def close(self) -> Path:
-        """Finish and atomically move the file into place."""
+    def close(self, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Finish and atomically move the file into place (``metadata``: the final metadata, when it changed)."""
         from earlyia.io.table import atomic_write
 
+        rewrite = False
+        if metadata is not None:
+            final = {self.key: json.dumps(metadata, default=str).encode()}
+            rewrite = final != self.metadata
+            self.metadata = final
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         try:
             if not self._parts:
-                empty = pa.Table.from_pylist([], schema=SCORE_SCHEMA)
+                empty = pa.Table.from_pylist([], schema=self._empty_schema)
                 atomic_write(self.path, lambda tmp: pq.write_table(empty.replace_schema_metadata(self.metadata), tmp))
-            elif len(self._parts) == 1:
+            elif len(self._parts) == 1 and not rewrite:
                 self._finish_single()
             else:
                 self._merge_parts()
@@ -808,7 +1009,9 @@ class ScoresWriter:
 
         schemas = [pq.read_schema(p) for p in self._parts]
         unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
-        order = list(SCORE_COLUMNS) + [n for n in unified.names if n not in SCORE_COLUMNS]
+        unified = _exact_ids(unified, schemas, self._parts)
+        lead = [n for n in self._leading if n in unified.names]
+        order = lead + [n for n in unified.names if n not in lead]
         unified = pa.schema([unified.field(n) for n in order]).with_metadata(self.metadata)
 
         def write(tmp: str) -> None:
@@ -828,9 +1031,11 @@ class ScoresWriter:
         for p in self._parts:
             p.unlink(missing_ok=True)
         if os.path.isdir(self._tmpdir):
-            for leftover in Path(self._tmpdir).iterdir():
-                leftover.unlink()
-            os.rmdir(self._tmpdir)
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+class ScoresWriter(TableWriter):
+    """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types first)."""
 
 
 def to_arrow(df: pd.DataFrame) -> pa.Table:
@@ -856,6 +1061,24 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _exact_ids(unified: pa.Schema, schemas: list[pa.Schema], parts: list[Path]) -> pa.Schema:
+    """``unified`` with string columns where parts disagree on integer vs float and an integer is beyond 2**53
+    (a float64 cannot hold it: a ZTF ``candid``). Such columns keep every digit as text."""
+    fields = []
+    for f in unified:
+        if pa.types.is_floating(f.type):
+            int_parts = [p for p, s in zip(parts, schemas, strict=True) if f.name in s.names and pa.types.is_integer(s.field(f.name).type)]
+            for p in int_parts:
+                col = pq.read_table(p, columns=[f.name]).column(0)
+                bounds = pc.min_max(col)
+                big = max(abs(bounds["min"].as_py() or 0), abs(bounds["max"].as_py() or 0))
+                if big > 2**53:
+                    f = pa.field(f.name, pa.string())
+                    break
+        fields.append(f)
+    return pa.schema(fields, metadata=unified.metadata)
 
 
 def _fit_schema(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.Table | None:
@@ -897,6 +1120,8 @@ class ScoreSummary:
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. alerts of another survey scored on request
+    #: Inputs (or parts of inputs) that could not be read at all, as "<file>: <why>".
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -913,7 +1138,7 @@ def score_files(
     model: Model,
     out: str | Path,
     *,
-    chunk_size: int = 20_000,
+    chunk_size: int = CHUNK_SIZE,
     select: bool = True,
     selection: Mapping | None = None,
     format: str | None = None,
@@ -957,10 +1182,11 @@ def score_files(
             if problems:
                 frames.append(problem_rows(problems, extractor.names))
                 summary.n_problems += len(problems)
+                summary.unreadable += [str(p) for p in problems if p.object_id is None]
             frames = [f for f in frames if len(f)]
             if not frames:
                 continue
-            df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            df = concat_rows(frames)
             writer.write(df)
             if on_chunk is not None:
                 on_chunk(df)
@@ -972,6 +1198,8 @@ def score_files(
                 summary.reasons[key] = summary.reasons.get(key, 0) + 1
             if bar is not None:
                 bar.update(len(df))
+            del chunk, frames, df  # before the next chunk is read: one chunk in memory at a time
+            pa.default_memory_pool().release_unused()
         writer.close()
     except BaseException:
         writer.abort()
