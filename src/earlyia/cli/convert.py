@@ -111,11 +111,11 @@ def run(args: argparse.Namespace) -> int:
                 formats[str(f)] = args.format or detect_format(f)
         tables, problems = read_many(files, args.format)
     if not tables:
+        if len(problems) == 1:  # one line says it all
+            raise InputError(f"nothing was read from {len(files)} input(s): {problems[0]}")
         for p in problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
-        first = f": {problems[0]}" if problems else ""
-        more = "; see the problems above" if len(problems) > 1 else ""
-        raise InputError(f"nothing was read from {len(files)} input(s){first}{more}")
+        raise InputError(f"nothing was read from {len(files)} input(s); see the problems above")
     lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:

@@ -34,6 +34,7 @@ import struct
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -611,9 +612,14 @@ def detect_rubin_avro(path: Path) -> bool:
     path = Path(path)
     if not path.is_file():
         return False
-    with _open_binary(path) as fh:
-        head = fh.read(65536)
-    return head[:4] == AVRO_MAGIC and b"diaSource" in head
+    try:
+        with _open_binary(path) as fh:
+            if fh.read(4) != AVRO_MAGIC:  # the usual answer, without decompressing further
+                return False
+            head = fh.read(65536)
+    except (OSError, EOFError, zlib.error):  # a damaged file: its reader says so if another detector takes it
+        return False
+    return b"diaSource" in head
 
 
 # ---------------------------------------------------------------------------------------------- Kafka wire format
