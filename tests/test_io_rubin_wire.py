@@ -81,6 +81,10 @@ def test_wire_messages_through_a_schema_registry_equal_the_avro_file(registry_se
     path = shared(f"{SAMPLES}/fink_client/lsst_part-2-918301.avro")
     schema, records = sample(path)
     v74_schema, v74 = sample(shared(f"{SAMPLES}/lsst_alert_packet/v7_4_fakeAlert.avro"))
+    # the v7.4 sample's times are Unix seconds, no MJD: give its alert plausible ones so that it is read
+    src = v74[0]["diaSource"]
+    v74 = [{**v74[0], "diaSource": {**src, "midpointMjdTai": 60000.5},
+            "prvDiaSources": [{**s, "midpointMjdTai": 59990.5 + i} for i, s in enumerate(v74[0].get("prvDiaSources") or [])]}]
     schemas[703] = schema
     schemas[704] = v74_schema
     messages = [wire(703, schema, r) for r in records]

@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
         args.model = str(default_model_path())
     spark_folder = args.engine == "spark" and not str(args.out).endswith(".parquet")
-    check_inputs(args.input)
     check_output(args.out, [*args.input, args.model], directory=spark_folder)
-    model = Model.load(args.model)  # refuses a bad model file before any input is read
+    model = Model.load(args.model)  # refuses a bad model file before any input is looked at
+    check_inputs(args.input)
     if shipped:
         from earlyia.score.survey import card_survey
 
