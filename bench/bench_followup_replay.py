@@ -43,7 +43,7 @@ from earlyia.followup.config import Constraints
 from earlyia.followup.select import choose
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
-from earlyia.learn.metrics import roc_auc
+from earlyia.metrics import roc_auc
 from earlyia.score.model import train_model
 
 POLICIES = ("earlyia", "earlyia_diverse", "fink_top30", "random")

@@ -21,7 +21,7 @@ from earlyia.features.io import write_features
 from earlyia.followup.db import FollowupDB
 from earlyia.followup.labels import current_labels
 from earlyia.followup.promotion import PromotionRule
-from earlyia.learn.metrics import roc_auc
+from earlyia.metrics import roc_auc
 from earlyia.score.model import Model, train_model
 from test_followup_notify import FakeSlack
 

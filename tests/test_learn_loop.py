@@ -7,7 +7,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from earlyia.errors import ConfigError, InputError
 from earlyia.learn import ALResult, FastForest, Protocol, fink, get_protocol, honest, run_active_learning
-from earlyia.learn.metrics import METRIC_NAMES, binary_metrics
+from earlyia.metrics import METRIC_NAMES, binary_metrics
 
 
 def _data(n=400, seed=0):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import f1_score, roc_auc_score
 
 from earlyia.errors import InputError
-from earlyia.learn.metrics import binary_metrics, metrics_by_detections, roc_auc
+from earlyia.metrics import binary_metrics, metrics_by_detections, roc_auc
 
 
 def slow_metrics(y, p, thr=0.5, w=3.0):
@@ -93,3 +93,21 @@ def test_against_sklearn_and_errors():
         binary_metrics(np.full(500, 2), p)
     with pytest.raises(InputError, match="n_detections"):
         metrics_by_detections(y, p, np.ones(3))
+
+
+def test_one_formula_two_conventions_for_what_cannot_be_measured():
+    from earlyia.metrics import binary_metrics, counts_to_metrics
+    from earlyia.score.model import card_metrics
+
+    y = np.array([True, True, False, False])
+    nothing = np.zeros(4)  # nothing flagged: purity undefined
+    assert binary_metrics(y, nothing)["purity"] == 0.0  # active-learning curves average over loops
+    assert np.isnan(binary_metrics(y, nothing, undefined=np.nan)["purity"])
+    card = card_metrics(y, nothing)
+    assert np.isnan(card["purity"]) and np.isnan(card["fom"]) and card["efficiency"] == 0.0
+    some = np.array([0.9, 0.2, 0.8, 0.1])
+    m, c = binary_metrics(y, some), card_metrics(y, some)
+    for k in ("accuracy", "efficiency", "purity", "fom"):
+        assert m[k] == c[k]
+    assert (c["tp"], c["fp"]) == (1, 1)
+    assert counts_to_metrics(1, 1, 1, 1)["fom"] == 0.5 * (1 / (1 + 3))

@@ -22,7 +22,7 @@ import pandas as pd
 
 from earlyia.errors import InputError
 from earlyia.labels import POSITIVE, UNLABELLED, TypeMap
-from earlyia.learn.metrics import FOM_WEIGHT, counts_to_metrics
+from earlyia.metrics import FOM_WEIGHT, counts_to_metrics
 
 #: The replay protocol's labels: 'SN Ia' positive, any other non-empty type negative.
 PROTOCOL_TYPES = TypeMap(unlabelled=("",))
@@ -31,7 +31,7 @@ PROTOCOL_TYPES = TypeMap(unlabelled=("",))
 def counts_metrics(tp: np.ndarray, fp: np.ndarray, n_pos: int, w: float = FOM_WEIGHT) -> dict[str, np.ndarray]:
     """Efficiency, purity and FoM of flagged objects from true/false positive counts and the positives present.
 
-    The formulas live in :func:`earlyia.learn.metrics.counts_to_metrics` (0 for an empty denominator).
+    The formulas live in :func:`earlyia.metrics.counts_to_metrics` (0 for an empty denominator).
     """
     tp = np.asarray(tp, float)
     met = counts_to_metrics(tp, fp, np.zeros_like(tp), n_pos - tp, fom_weight=w)

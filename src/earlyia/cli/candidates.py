@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import InputError, RemoteError
@@ -27,6 +26,8 @@ from earlyia.report.tns import (
     markdown_table,
     redact_url,
 )
+from earlyia.score.scores_file import model_version_of
+from earlyia.score.scores_file import read_scores as read_scores_file
 
 ENV_RECORD = "EARLYIA_REPORTED_DB"
 DEFAULT_RECORD = "earlyia-reported.sqlite"
@@ -177,22 +178,13 @@ def _timeout(text: str) -> float:
 
 
 def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Concatenated SCORES tables and the model hashes their metadata names."""
+    """Concatenated SCORES tables (files or ``earlyia stream`` folders) and the model hashes their metadata names."""
     frames, hashes = [], []
     for path in paths:
-        try:
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot read SCORES Parquet: {exc}", source=path) from exc
-        meta = (table.schema.metadata or {}).get(b"earlyia.scores")
-        if meta:
-            try:
-                h = json.loads(meta).get("model_hash")
-            except json.JSONDecodeError:
-                h = None
-            if h:
-                hashes.append(h)
-        frames.append(table.to_pandas())
+        frame, meta = read_scores_file(path)
+        frames.append(frame)
+        if version := model_version_of(meta):
+            hashes.append(version)
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return df, sorted(set(hashes))
 

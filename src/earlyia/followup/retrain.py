@@ -35,7 +35,7 @@ from earlyia.followup.labels import current_labels
 from earlyia.followup.promotion import PromotionRule
 from earlyia.followup.registry import insert_model, load_production, load_rows, model_rows, production_version, store_rows
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
-from earlyia.learn.metrics import counts_to_metrics, roc_auc
+from earlyia.metrics import counts_to_metrics, roc_auc
 
 #: Validation alerts count within this many detections (the replay protocol's N), when they carry ``ndethist``.
 MAX_DETECTIONS = 20

@@ -15,17 +15,16 @@ prohibited list) are never proposed again. The score file is recorded by path an
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from earlyia.errors import ConfigError, FormatError, InputError, SchemaError
+from earlyia.errors import ConfigError, SchemaError
 from earlyia.followup.config import Constraints, EarlyList
 from earlyia.followup.db import FollowupDB, dumps, utcnow
+from earlyia.score.scores_file import file_sha256, model_version_of, read_scores
 
 MJD_OFFSET = 2400000.5
 #: CLI names of the strategies -> names in :data:`earlyia.learn.strategies.STRATEGIES`.
@@ -47,119 +46,6 @@ NON_FEATURES = {
 }
 #: Reference magnitude of the cost model: an object this bright costs one unit of telescope time.
 COST_REFERENCE_MAG = 18.0
-
-
-def score_parts(path: str | Path) -> list[Path]:
-    """The SCORES files behind ``path``: the file itself, or every Parquet part under a directory (``earlyia stream``'s
-    output directory, its ``scores/`` folder, or one ``night=YYYY-MM-DD`` folder); hidden temporaries are left out."""
-    path = Path(path)
-    if not path.is_dir():
-        return [path]
-    root = path / "scores" if (path / "scores").is_dir() else path
-    parts = sorted(p for p in root.rglob("*.parquet") if not any(s.startswith((".", "_")) for s in p.relative_to(root).parts))
-    if not parts:
-        raise InputError("no SCORES Parquet part in this directory (expected scores/night=YYYY-MM-DD/*.parquet, "
-                         "as `earlyia stream` writes)", source=str(path))
-    return parts
-
-
-def _read_one(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # any unreadable file is reported as a format error naming it
-        raise FormatError(f"cannot read as Parquet ({type(exc).__name__}: {exc})", source=str(path)) from exc
-    meta = {}
-    raw = (table.schema.metadata or {}).get(b"earlyia.scores")
-    if raw:
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"corrupted earlyia.scores metadata ({exc})", source=str(path)) from exc
-    return table, meta
-
-
-def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """A SCORES.parquet, or a directory of SCORES parts (``earlyia stream``), and its ``earlyia.scores`` metadata
-    (``{}`` when absent). Parts of a directory must come from one model; a ``night=`` folder becomes a ``night``
-    column."""
-    import pyarrow as pa
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError("score file not found", source=str(path))
-    parts = score_parts(path)
-    if len(parts) == 1 and not path.is_dir():
-        table, meta = _read_one(parts[0])
-        return table.to_pandas(), meta
-    tables, meta, first = [], {}, None
-    for part in parts:
-        table, m = _read_one(part)
-        version = model_version_of(m)
-        if first is None:
-            first, meta = (part, version), m
-        elif version != first[1]:
-            raise SchemaError(f"{part.name} was scored by model {version}, {first[0].name} by {first[1]}: give the parts of "
-                              "one model (one output directory per model)", source=str(path))
-        night = next((s.split("=", 1)[1] for s in reversed(part.parts) if s.startswith("night=")), None)
-        if night is not None and "night" not in table.column_names:
-            table = table.append_column("night", pa.array([night] * table.num_rows, pa.string()))
-        tables.append(table.replace_schema_metadata(None))
-    return _concat_parts(tables).to_pandas(), meta
-
-
-def _concat_parts(tables: list):
-    """Parts with the union of their columns; a column typed differently by two parts (a broker column all null in
-    one batch, say) takes the type of its non-null parts, or becomes a string when those disagree."""
-    import pyarrow as pa
-
-    from earlyia.score.pipeline import _fit_schema
-
-    names: list[str] = []
-    types: dict[str, set] = {}
-    for t in tables:
-        for f in t.schema:
-            if f.name not in types:
-                names.append(f.name)
-                types[f.name] = set()
-            if t.column(f.name).null_count < t.num_rows:
-                types[f.name].add(f.type)
-    fields = []
-    for n in names:
-        seen = types[n] or {next(t.schema.field(n).type for t in tables if n in t.column_names)}
-        fields.append(pa.field(n, next(iter(seen)) if len(seen) == 1 else pa.string()))
-    schema = pa.schema(fields)
-    return pa.concat_tables([_fit_schema(t, schema, strict=True) for t in tables])
-
-
-def model_version_of(meta: dict) -> str | None:
-    """The scoring model's hash from score-file metadata (a few spellings accepted)."""
-    for key in ("model_hash", "model_version", "hash"):
-        if meta.get(key):
-            return str(meta[key])
-    model = meta.get("model")
-    if isinstance(model, dict):
-        for key in ("hash", "version"):
-            if model.get(key):
-                return str(model[key])
-    if isinstance(model, str):
-        return model
-    return None
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file; of a directory of SCORES parts, over each part's relative name and content, in order."""
-    path = Path(path)
-    files = score_parts(path)
-    h = hashlib.sha256()
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def latest_alerts(scores: pd.DataFrame, source: str = "scores") -> pd.DataFrame:

@@ -13,7 +13,6 @@ Strategies follow one contract ``strategy(classifier, X_pool, n_instances=1, ran
 
 from earlyia.learn.forest import FastForest
 from earlyia.learn.loop import ALResult, run_active_learning
-from earlyia.learn.metrics import METRIC_NAMES, binary_metrics, counts_to_metrics, metrics_by_detections, roc_auc
 from earlyia.learn.protocols import PROTOCOL_NAMES, Protocol, Split, fink, get_protocol, honest
 from earlyia.learn.strategies import (
     STRATEGIES,
@@ -25,6 +24,7 @@ from earlyia.learn.strategies import (
     register_strategy,
     select_top,
 )
+from earlyia.metrics import METRIC_NAMES, binary_metrics, counts_to_metrics, metrics_by_detections, roc_auc
 
 __all__ = [
     "METRIC_NAMES",

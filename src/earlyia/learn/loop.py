@@ -25,9 +25,9 @@ import pandas as pd
 from sklearn.base import clone
 
 from earlyia.errors import ConfigError, InputError
-from earlyia.learn.metrics import binary_metrics, metrics_by_detections
 from earlyia.learn.protocols import Protocol, get_protocol
 from earlyia.learn.strategies import PoolPredictions, binary_entropy, committee_summary, get_strategy, positive_proba, strategy_name
+from earlyia.metrics import binary_metrics, metrics_by_detections
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ALResult:
 
     Attributes:
         metrics: one row per loop: ``loop, n_labels, n_labels_positive, cost_spent`` then the
-            metrics of :mod:`earlyia.learn.metrics` on the test rows, and ``seconds`` (wall time
+            metrics of :mod:`earlyia.metrics` on the test rows, and ``seconds`` (wall time
             of that loop).
         queried: row indices queried at each loop (``queried[L-1]`` = the batch of loop L).
         queried_ids: the same as object ids (``ids[row]``; the row index when no ids were given).

@@ -30,6 +30,7 @@ import pandas as pd
 
 from earlyia.errors import DataNotFoundError, FeatureMismatchError, InputError, IntegrityError, ModelError
 from earlyia.labels import NEGATIVE, POSITIVE, UNLABELLED, TypeMap
+from earlyia.metrics import binary_metrics
 from earlyia.score.trees import TreeEnsemble
 
 FORMAT = "earlyia.model/1"
@@ -258,23 +259,20 @@ def fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, np.n
 
 
 # ---------------------------------------------------------------------------- metrics
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, efficiency, purity and FoM (Leoni et al. 2022 definitions) at ``threshold``."""
+def card_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """What a card records of held-out scores: accuracy, efficiency, purity and FoM (:mod:`earlyia.metrics`, NaN
+    where undefined), with the counts and the threshold."""
     y = np.asarray(y).astype(bool)
-    pred = np.asarray(p) > threshold
-    tp = int((pred & y).sum())
-    fp = int((pred & ~y).sum())
-    n_pos = int(y.sum())
-    eff = tp / n_pos if n_pos else float("nan")
-    pur = tp / (tp + fp) if tp + fp else float("nan")
-    fom = eff * tp / (tp + 3 * fp) if tp + fp and n_pos else float("nan")
+    p = np.asarray(p, np.float64)
+    m = binary_metrics(y, p, threshold=threshold, undefined=float("nan"))
+    pred = p > threshold
     return {
-        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-        "efficiency": eff,
-        "purity": pur,
-        "fom": fom,
-        "tp": tp,
-        "fp": fp,
+        "accuracy": m["accuracy"] if len(y) else float("nan"),
+        "efficiency": m["efficiency"],
+        "purity": m["purity"],
+        "fom": m["fom"],
+        "tp": int((pred & y).sum()),
+        "fp": int((pred & ~y).sum()),
         "n": len(y),
         "threshold": threshold,
     }
@@ -852,7 +850,7 @@ def train_model(
         calibration = fit["calibration"]
         evidence_entry, curves = fit["evidence"], fit["curves"]
         rows, cross = fit["calibrated_held_out"]
-        all_metrics = {"grouped_cv": {**binary_metrics(yb[rows], cross), "folds": evidence_entry["folds"],
+        all_metrics = {"grouped_cv": {**card_metrics(yb[rows], cross), "folds": evidence_entry["folds"],
                                       "note": "per alert, original labelled alerts, cross-fitted calibration"}}
         if metrics:
             all_metrics.update(dict(metrics))
@@ -928,12 +926,12 @@ def train_model(
 def _plain_metrics(oob, held, held_name, has, yb, calibration, repeated, cv_folds, groups, metrics, df):
     """Metrics and operating points of a model calibrated (or not) without evidence strata."""
     has_oob = np.isfinite(oob)
-    all_metrics = {"oob": binary_metrics(yb[has_oob], _apply_calibration(oob[has_oob], calibration))}
+    all_metrics = {"oob": card_metrics(yb[has_oob], _apply_calibration(oob[has_oob], calibration))}
     if repeated:
         all_metrics["oob"]["note"] = "optimistic: other rows of the same objects were in the bag"
     if held_name == "grouped_cv":
         all_metrics["grouped_cv"] = {
-            **binary_metrics(yb[has], _apply_calibration(held[has], calibration)),
+            **card_metrics(yb[has], _apply_calibration(held[has], calibration)),
             "folds": int(min(cv_folds, len(set(groups)))),
         }
     if metrics:

@@ -28,10 +28,11 @@ METRIC_NAMES = ("accuracy", "efficiency", "purity", "fom", "f1", "roc_auc", "n_p
 FOM_WEIGHT = 3.0
 
 
-def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _div(a: np.ndarray, b: np.ndarray, empty: float = 0.0) -> np.ndarray:
+    """a / b, ``empty`` where b is 0."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    out = np.zeros(np.broadcast(a, b).shape)
+    out = np.full(np.broadcast(a, b).shape, empty)
     np.divide(a, b, out=out, where=b > 0)
     return out
 
@@ -52,17 +53,22 @@ def _check(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def counts_to_metrics(tp, fp, tn, fn, fom_weight: float = FOM_WEIGHT) -> dict[str, np.ndarray]:
-    """Metrics from confusion counts (arrays broadcast), the one place the formulas live."""
+def counts_to_metrics(tp, fp, tn, fn, fom_weight: float = FOM_WEIGHT, undefined: float = 0.0) -> dict[str, np.ndarray]:
+    """Metrics from confusion counts (arrays broadcast), the one place the formulas live.
+
+    ``undefined``: the value of a ratio whose denominator is 0 (purity when nothing is flagged, efficiency
+    without positives): 0 in active-learning curves (Fink's and RESSPECT's convention, so early loops average),
+    NaN in model cards and reports, where "not measurable" must not read as "bad".
+    """
     tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
     n = tp + fp + tn + fn
-    eff = _div(tp, tp + fn)
+    eff = _div(tp, tp + fn, undefined)
     return {
-        "accuracy": _div(tp + tn, n),
+        "accuracy": _div(tp + tn, n, undefined),
         "efficiency": eff,
-        "purity": _div(tp, tp + fp),
-        "fom": eff * _div(tp, tp + fom_weight * fp),
-        "f1": _div(2 * tp, 2 * tp + fp + fn),
+        "purity": _div(tp, tp + fp, undefined),
+        "fom": eff * _div(tp, tp + fom_weight * fp, undefined),
+        "f1": _div(2 * tp, 2 * tp + fp + fn, undefined),
     }
 
 
@@ -77,15 +83,17 @@ def roc_auc(y_true, proba) -> float:
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def binary_metrics(y_true, proba, threshold: float = 0.5, fom_weight: float = FOM_WEIGHT) -> dict[str, float]:
-    """All metrics of :data:`METRIC_NAMES` for one set of scores (positive when ``p > threshold``)."""
+def binary_metrics(y_true, proba, threshold: float = 0.5, fom_weight: float = FOM_WEIGHT,
+                   undefined: float = 0.0) -> dict[str, float]:
+    """All metrics of :data:`METRIC_NAMES` for one set of scores (positive when ``p > threshold``; ``undefined``:
+    see :func:`counts_to_metrics`)."""
     y, p = _check(y_true, proba)
     pred = p > threshold
     tp = int(np.count_nonzero(pred & y))
     fp = int(np.count_nonzero(pred & ~y))
     fn = int(np.count_nonzero(~pred & y))
     tn = len(y) - tp - fp - fn
-    out = {k: float(v) for k, v in counts_to_metrics(tp, fp, tn, fn, fom_weight).items()}
+    out = {k: float(v) for k, v in counts_to_metrics(tp, fp, tn, fn, fom_weight, undefined).items()}
     out["roc_auc"] = roc_auc(y, p)
     out["n_pos"] = int(y.sum())
     out["n_flagged"] = int(pred.sum())
