@@ -131,6 +131,11 @@ def test_cli_label_reports_and_stores(db, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0 and "1 label(s) stored" in out.out and "nobody" in out.err
     assert main(["followup", "label", str(f), "--db", str(db.path), "--strict"]) == 1
+    capsys.readouterr()
+    many = _csv(tmp_path / "many.csv", ["object_id", "type"], [[f"ghost{i}", "SN II"] for i in range(30)])
+    assert main(["followup", "label", str(many), "--db", str(db.path), "--max-problems", "5"]) == 0
+    err = capsys.readouterr().err
+    assert sum("ghost" in line for line in err.splitlines()) == 5 and "... and 25 more (--max-problems N)" in err
 
 
 TYPES_POOL = ["SN Ia", "SN II", "SN Ic", "SN", "SN Ia-91T-like", "CV", ""]

@@ -141,6 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("--positive", nargs="+", default=["SN Ia"], help="positive types (default: 'SN Ia')")
     lab.add_argument("--allow-unknown", action="store_true", help="store labels of objects the loop never saw")
     lab.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
+    lab.add_argument("--max-problems", type=int, default=20, metavar="N", help="print at most N rejected rows (default 20)")
     _add_db(lab)
     lab.set_defaults(func=run_label)
 
@@ -287,8 +288,10 @@ def run_label(args) -> int:
     with _open(args) as db:
         frame = read_label_tns(args.file, known_objects(db)) if args.format == "tns" else read_label_csv(args.file)
         report = ingest_labels(db, frame, type_map=tm, file=str(args.file), allow_unknown=args.allow_unknown)
-    for problem in report.problems:
+    for problem in report.problems[: max(args.max_problems, 0)]:
         print(f"  {problem}", file=sys.stderr)
+    if len(report.problems) > max(args.max_problems, 0):
+        print(f"  ... and {len(report.problems) - max(args.max_problems, 0)} more (--max-problems N)", file=sys.stderr)
     print(report.summary())
     print(f"positive class: {tm.describe()}")
     return 1 if (args.strict and report.problems) else 0
