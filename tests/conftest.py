@@ -11,7 +11,12 @@ found there becomes an ``@example``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -66,3 +71,42 @@ def _private_cache_dir(tmp_path_factory):
         marker().parent.mkdir(parents=True, exist_ok=True)
         marker().write_text("tests\n")
         yield
+
+
+#: Chromium without the background connections this closed network refuses.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, offline (no browser download; .ci/run installs the package)."""
+    exe = os.environ.get("EARLYIA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    sync_api = pytest.importorskip("playwright.sync_api") if not strict() else __import__("playwright.sync_api").sync_api
+    if exe is None:
+        message = "no headless Chromium (apt-get install chromium, or set EARLYIA_CHROMIUM)"
+        if strict():
+            pytest.fail(message + " [strict mode]")
+        pytest.skip(message)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@contextlib.contextmanager
+def served_page(browser, directory: Path):
+    """``directory``'s index.html served on 127.0.0.1 and loaded in ``browser``: (page, dialogs, failed requests)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page()
+        dialogs, failed = [], []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html", wait_until="load")
+        yield page, dialogs, failed
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,13 +7,8 @@ import dataclasses
 import html
 import json
 import math
-import os
-import shutil
 import sqlite3
-import threading
-from functools import partial
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import served_page
 from earlyia.cli.main import main
-from earlyia.data import strict
 from earlyia.demo import DemoConfig, html_table, paired_test, run_demo, simulate_season
 from earlyia.sim import simulate
 
@@ -295,36 +290,9 @@ def test_bad_sizes_are_one_line_errors(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ headless Chromium
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium driven by Playwright, offline (no browser download; .ci/run installs the package)."""
-    exe = os.environ.get("EARLYIA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api") if not strict() else __import__("playwright.sync_api").sync_api
-    if exe is None:
-        message = "no headless Chromium (apt-get install chromium, or set EARLYIA_CHROMIUM)"
-        if strict():
-            pytest.fail(message + " [strict mode]")
-        pytest.skip(message)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
-
-
 def test_report_renders_in_headless_chromium(demo, browser):
     out, _ = demo
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(out)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        page = browser.new_page()
-        dialogs, failed = [], []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("requestfailed", lambda r: failed.append(r.url))
-        page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html", wait_until="load")
+    with served_page(browser, out) as (page, dialogs, failed):
         images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         assert sorted(src for src, _, _ in images) == ["active_learning.png", "early_flagging.png", "night.png"]
         assert all(done and width > 300 for _, done, width in images), images
@@ -333,10 +301,6 @@ def test_report_renders_in_headless_chromium(demo, browser):
         assert page.locator("h2").all_text_contents()[:3] == [
             "1. Early flagging: earlyia against Fink's configuration", "2. Active learning against random sampling",
             "3. One night of the live loop"]
-        page.close()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ------------------------------------------------------------------------------------------------ earlyia learn

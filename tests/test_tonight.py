@@ -7,23 +7,17 @@ page must escape every alert string and render in headless Chromium with its lig
 from __future__ import annotations
 
 import html
-import os
-import shutil
 import sqlite3
-import threading
 import urllib.parse
-from functools import partial
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import shared
+from conftest import served_page, shared
 from earlyia.cli.main import main
-from earlyia.data import strict
 from earlyia.score.model import Model
 from earlyia.score.shipped import default_model_path
 
@@ -152,44 +146,12 @@ def test_a_malicious_object_id_is_escaped(tonight, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ headless Chromium
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium driven by Playwright, offline (no browser download; .ci/run installs the package)."""
-    exe = os.environ.get("EARLYIA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api") if not strict() else __import__("playwright.sync_api").sync_api
-    if exe is None:
-        message = "no headless Chromium (apt-get install chromium, or set EARLYIA_CHROMIUM)"
-        if strict():
-            pytest.fail(message + " [strict mode]")
-        pytest.skip(message)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
-
-
-def serve(directory: Path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.mark.parametrize("which", ["pool", "evil"])
 def test_page_renders_in_headless_chromium(tonight, browser, tmp_path, which):
     _, out = tonight
     if which == "evil":
         out = evil_page(tonight, tmp_path)
-    server = serve(out)
-    try:
-        page = browser.new_page()
-        dialogs, failed = [], []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("requestfailed", lambda r: failed.append(r.url))
-        page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html", wait_until="load")
+    with served_page(browser, out) as (page, dialogs, failed):
         images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         table = pd.read_csv(out / "tonight.csv", dtype={"object_id": str}, keep_default_na=False)
         assert len(images) == table["object_id"].nunique() >= 1
@@ -198,7 +160,3 @@ def test_page_renders_in_headless_chromium(tonight, browser, tmp_path, which):
         expected = [o[1:] if which == "evil" else o for o in table["object_id"]]  # the CSV neutralises the formula
         assert ids == expected
         assert page.locator("script").count() == 0 and not dialogs and not failed
-        page.close()
-    finally:
-        server.shutdown()
-        server.server_close()
