@@ -213,7 +213,7 @@ def _str(arr: pa.Array | None, n: int) -> np.ndarray:
 
 _CLASS_RE = re.compile(r"classId=(\d+)")
 #: host-galaxy fields of ``diaObject`` copied to the objects (alert content, not truth: usable as features)
-_DIAOBJECT_FIELDS = (
+HOST_FIELDS = (
     "hostgal_zphot",
     "hostgal_zphot_err",
     "hostgal_zspec",
@@ -343,7 +343,7 @@ def lightcurves_from_elasticc_table(
         objects["dec"] = alerts.get("dec")
     if "diaObject" in names and pa.types.is_struct(table.schema.field("diaObject").type):
         dob = table.column("diaObject").combine_chunks()
-        for fld in _DIAOBJECT_FIELDS:
+        for fld in HOST_FIELDS:
             arr = _field(dob, fld)
             if arr is not None:
                 objects[fld] = _num(arr, n)
@@ -380,7 +380,7 @@ def _read_elasticc_file(path: Path) -> pa.Table:
         if "diaObject" in schema.names and pa.types.is_struct(schema.field("diaObject").type):
             sub = schema.field("diaObject").type
             # only the host fields we keep: the full diaObject struct is ~80 % of the reading time
-            keep += [f"diaObject.{f}" for f in _DIAOBJECT_FIELDS if sub.get_field_index(f) >= 0]
+            keep += [f"diaObject.{f}" for f in HOST_FIELDS if sub.get_field_index(f) >= 0]
         table = pf.read(columns=keep)
     except (OSError, pa.ArrowException) as exc:
         raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc

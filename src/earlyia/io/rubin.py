@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.errors import ConfigError, FormatError, InputError, Problem, RemoteError, SchemaError
+from earlyia.io.lsst import HOST_FIELDS
 from earlyia.io.photometry import njy_to_fluxcal
 from earlyia.io.registry import AVRO_MAGIC, head_bytes, parquet_schema
 from earlyia.io.table import SURVEY_BANDS, LightCurves
@@ -61,19 +62,7 @@ DEC_FIELDS = ("dec", "decl")
 #: ``diaSource`` fields kept per alert (when present).
 SOURCE_ALERT_FIELDS = ("snr", "reliability", "isDipole", "psfFlux_flag", "pixelFlags_saturated")
 #: ``diaObject`` fields kept per object (when present): ELAsTiCC's host galaxy, Rubin's counts.
-DIAOBJECT_FIELDS = (
-    "nDiaSources",
-    "hostgal_zphot",
-    "hostgal_zphot_err",
-    "hostgal_zspec",
-    "hostgal_snsep",
-    "mwebv",
-    "z_final",
-    "z_final_err",
-    *(f"hostgal_mag_{b}" for b in "ugrizY"),
-    "hostgal_ellipticity",
-    "hostgal_sqradius",
-)
+DIAOBJECT_FIELDS = ("nDiaSources", *HOST_FIELDS)
 #: Broker structs whose scalar fields become alert columns (Fink's classifier scores).
 SCORE_STRUCTS = ("clf",)
 _HISTORY = ("prvDiaSources", "prvDiaForcedSources", "prvDiaNondetectionLimits")
