@@ -201,6 +201,17 @@ def _varint(data, pos, end):
 
 
 @numba.njit(cache=True)
+def _block_count(data, pos, end):
+    """An Avro array block's item count; a negative count is followed by the block's byte size, skipped.
+    Position -1 when the bytes end first."""
+    cnt, pos = _varint(data, pos, end)
+    if pos >= 0 and cnt < 0:
+        cnt = -cnt
+        _, pos = _varint(data, pos, end)
+    return cnt, pos
+
+
+@numba.njit(cache=True)
 def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
          slot_count, slot_start, slot_len, slot_has, failed):
     """Walk every message; returns 0, or 1 when an array outgrew ``cap`` (call again with more room)."""
@@ -235,16 +246,10 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 ip = table[arg[ip] + k]
                 continue
             if o == 9:  # ARRAY: first block count
-                cnt, pos = _varint(data, pos, end)
+                cnt, pos = _block_count(data, pos, end)
                 if pos < 0:
                     ok = False
                     break
-                if cnt < 0:
-                    cnt = -cnt
-                    _, pos = _varint(data, pos, end)
-                    if pos < 0:
-                        ok = False
-                        break
                 s = arg2[ip]
                 if s >= 0:
                     slot_has[s, m] = 1
@@ -271,16 +276,10 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                         return 1
                 stack_left[top] -= 1
                 if stack_left[top] == 0:
-                    cnt, pos = _varint(data, pos, end)
+                    cnt, pos = _block_count(data, pos, end)
                     if pos < 0:
                         ok = False
                         break
-                    if cnt < 0:
-                        cnt = -cnt
-                        _, pos = _varint(data, pos, end)
-                        if pos < 0:
-                            ok = False
-                            break
                     if cnt == 0:
                         sp -= 1
                         ip = arg[a_ip]
