@@ -32,6 +32,14 @@ N_TREES = 60
 LOOSE = PromotionRule(margin=10.0, min_objects=5, min_positive=1, n_bootstrap=200)
 
 
+
+def _store_types(db, objs: pd.DataFrame) -> None:
+    """Store each object's ``tns_type`` as its spectroscopic label (objects the loop never saw included)."""
+    from earlyia.followup.labels import ingest_labels
+
+    ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
+                                    "who": "", "line": range(len(objs))}), allow_unknown=True)
+
 def make_world(n: int, seed: int, prefix: str, mjd0: float, ids: list[str] | None = None) -> pd.DataFrame:
     """Alert-level features, true types and broker columns (most objects observable)."""
     rng = np.random.default_rng(seed)
@@ -222,7 +230,6 @@ def test_retrain_refuses_a_worse_model_and_rollback_walks_history(tmp_path):
 
 
 def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
-    from earlyia.followup.labels import ingest_labels
     from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
 
@@ -234,16 +241,14 @@ def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
     with FollowupDB(tmp_path / "loop.db") as db:
         register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
         half = objs.iloc[:60]
-        ingest_labels(db, pd.DataFrame({"object_id": half["object_id"], "type": half["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(60)}), allow_unknown=True)
+        _store_types(db, half)
         feats = pd.concat([base, new], ignore_index=True)
         r1 = retrain(db, feats, EXTRACTOR, n_estimators=N_TREES, rule=LOOSE)
         val1 = {row[0] for row in db.query("SELECT object_id FROM validation_set")}
         assert len(val1) == 18 and val1 <= set(half["object_id"])  # 30 % of the new labels, none of production's
         assert not val1 & {row[0] for row in db.query("SELECT object_id FROM training_set WHERE model_version = ?", (r1.version,))}
         rest = objs.iloc[60:]
-        ingest_labels(db, pd.DataFrame({"object_id": rest["object_id"], "type": rest["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(60)}), allow_unknown=True)
+        _store_types(db, rest)
         # the second retrain gets a feature table without the validation objects: their stored rows are used
         r2 = retrain(db, feats[~feats["object_id"].isin(val1)], EXTRACTOR, n_estimators=N_TREES, rule=LOOSE)
         assert {row[0] for row in db.query("SELECT object_id FROM validation_set")} == val1  # fixed
@@ -252,7 +257,6 @@ def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
 
 def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch):
     from earlyia.followup import registry
-    from earlyia.followup.labels import ingest_labels
     from earlyia.followup.retrain import retrain
 
     base = make_world(80, 31, "ZTF26base", 60000)
@@ -262,8 +266,7 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
     objs = new.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
         registry.register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
-        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        _store_types(db, objs)
         before = db.snapshot()
 
         def boom(*args, **kwargs):  # after the validation set, the model row and its training set were written
@@ -278,7 +281,6 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
 def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
     """A retrained candidate keeps production's forest settings, selection, gate and training rows (its generated
     impostors among them, inherited from the stored rows); an explicit keyword still wins."""
-    from earlyia.followup.labels import ingest_labels
     from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
     from earlyia.score.model import training_settings
@@ -300,8 +302,7 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
     objs = new.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
         register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
-        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        _store_types(db, objs)
         r = retrain(db, new, extractor, n_estimators=N_TREES, rule=LOOSE, cv_folds=0)
         cand = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r.version,))[0]["path"])
         card = cand.card
@@ -334,7 +335,6 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
 def test_retrain_starts_from_productions_rows_whatever_table_the_user_passes(tmp_path):
     """Production learned from 300 objects; the user passes a table of tonight's 40 labelled objects only: the candidate
     still learns from production's 300 plus the new ones, and never from production's objects taken from the table."""
-    from earlyia.followup.labels import ingest_labels
     from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
 
@@ -345,8 +345,7 @@ def test_retrain_starts_from_productions_rows_whatever_table_the_user_passes(tmp
     objs = tonight.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
         register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
-        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        _store_types(db, objs)
         validation = make_world(200, 43, "ZTF26val", 60000)
         r = retrain(db, tonight, EXTRACTOR, validation=validation, n_estimators=N_TREES)
         assert r.n_train == 300 + 40 and r.n_new_labels == 40
@@ -384,7 +383,6 @@ def test_no_stored_rows_is_a_clear_error_and_rows_must_match_the_card(tmp_path):
 def test_a_tie_on_a_handful_of_objects_never_promotes(tmp_path):
     """The failure this rule exists for: a candidate trained on a few objects, validated on a few, "as good" as
     production (0.25 vs 0.25) was promoted. Now the validation size and the bootstrap bound decide."""
-    from earlyia.followup.labels import ingest_labels
     from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
 
@@ -395,8 +393,7 @@ def test_a_tie_on_a_handful_of_objects_never_promotes(tmp_path):
     objs = new.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
         register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
-        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        _store_types(db, objs)
         r = retrain(db, new, EXTRACTOR, n_estimators=N_TREES)  # 30 % of 20 objects validate: 6
         assert r.n_validation == 6 and not r.promoted and "too few to decide" in r.reason
         assert db.query("SELECT status FROM models WHERE version = ?", (r.version,))[0][0] == "candidate"
@@ -458,7 +455,6 @@ def test_model_versions_are_hashes_matched_exactly_or_by_unambiguous_prefix(tmp_
 def test_retrain_keeps_productions_rows_when_the_new_table_carries_row_flags(tmp_path):
     """A table from `earlyia features` has a `valid` column that production's stored rows lack: combined, production's
     rows stay in training (a missing flag is not "unusable"), and the new rows flagged unusable are left out."""
-    from earlyia.followup.labels import ingest_labels
     from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
 
@@ -473,7 +469,6 @@ def test_retrain_keeps_productions_rows_when_the_new_table_carries_row_flags(tmp
     objs = tonight.drop_duplicates("object_id")
     with FollowupDB(tmp_path / "loop.db") as db:
         register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
-        ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
-                                        "who": "", "line": range(len(objs))}), allow_unknown=True)
+        _store_types(db, objs)
         r = retrain(db, tonight, EXTRACTOR, validation=make_world(200, 43, "ZTF26val", 60000), n_estimators=N_TREES)
         assert set(r.training["object_id"]) == set(base["object_id"]) | (set(objs["object_id"]) - {dropped})
