@@ -444,13 +444,6 @@ def busiest_night(alerts_mjd: np.ndarray) -> int:
     return int(nights[np.argmax(counts)])
 
 
-def _usable(feats: pd.DataFrame) -> pd.DataFrame:
-    """The rows whose features were computed, without the ``valid``/``reason`` flags: production's stored training
-    rows carry no such flags, and a flag column missing from them would read as "not valid" once both are concatenated."""
-    ok = feats["valid"].fillna(False).to_numpy(bool) if "valid" in feats.columns else np.ones(len(feats), bool)
-    return feats[ok].drop(columns=[c for c in ("valid", "reason") if c in feats.columns]).reset_index(drop=True)
-
-
 def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoConfig, out: Path, say: Say) -> dict:
     """Tonight's candidates, follow-up targets, their spectra as labels, a retrained candidate and the promotion decision,
     in a follow-up database inside ``out``; returns the night's numbers."""
@@ -521,10 +514,9 @@ def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoCon
         sub_idx = np.flatnonzero(held.objects["object_id"].astype(str).isin(labelled).to_numpy())
         new = held.take(sub_idx).replay(min_detections=1, max_detections=TARGET_DETECTIONS)
         new = dataclasses.replace(new, alerts=new.alerts[np.floor(new.alerts["mjd"].to_numpy()) <= night].reset_index(drop=True))
-        new_feats = _usable(ext.transform(new, per="alert"))
+        new_feats = ext.transform(new, per="alert")
         val_idx = np.flatnonzero(~held.objects["object_id"].astype(str).isin(labelled).to_numpy())
-        val_feats = _usable(ext.transform(held.take(val_idx).replay(min_detections=1, max_detections=TARGET_DETECTIONS),
-                                          per="alert"))
+        val_feats = ext.transform(held.take(val_idx).replay(min_detections=1, max_detections=TARGET_DETECTIONS), per="alert")
         rule_p = PromotionRule(random_state=config.seed)
         say(f"    retraining on production's {model.card['training']['n_objects']} objects + {len(labelled)} new labels; "
             f"validating on {len(val_idx)} held-out objects nobody labelled")

@@ -242,7 +242,7 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
     if "object_id" not in features.columns:
         raise InputError("the feature table needs an object_id column")
     type_map = type_map or TypeMap()
-    feats = features.copy()
+    feats = _usable(features).copy()  # an object whose rows all lack features is missing from the table, and said so
     feats["object_id"] = feats["object_id"].astype(str)
 
     # --- production and its training rows -----------------------------------------------------------
