@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from earlyia.errors import InputError, RemoteError
 from earlyia.io.spreadsheet import write_csv_for_people
@@ -74,22 +73,13 @@ def _prevalence(text: str) -> float | str:
     return value
 
 
-def _card_of(model_path: str | None, paths: list[str]) -> dict | None:
+def _card_of(model_path: str | None, metas: list[dict]) -> dict | None:
     """The model card: from --model, else the card summary the SCORES metadata carries."""
     if model_path:
         from earlyia.score.model import Model
 
         return Model.load(model_path).card
-    for path in paths:
-        meta = (pq.read_schema(path).metadata or {}).get(b"earlyia.scores")
-        if meta:
-            try:
-                card = json.loads(meta).get("model")
-            except json.JSONDecodeError:
-                card = None
-            if isinstance(card, dict):
-                return card
-    return None
+    return next((m["model"] for m in metas if isinstance(m.get("model"), dict)), None)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -177,16 +167,15 @@ def _timeout(text: str) -> float:
     return value
 
 
-def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Concatenated SCORES tables (files or ``earlyia stream`` folders) and the model hashes their metadata names."""
-    frames, hashes = [], []
+def read_scores(paths: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Concatenated SCORES tables (files or ``earlyia stream`` folders) and each input's ``earlyia.scores`` metadata."""
+    frames, metas = [], []
     for path in paths:
         frame, meta = read_scores_file(path)
         frames.append(frame)
-        if version := model_version_of(meta):
-            hashes.append(version)
+        metas.append(meta)
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return df, sorted(set(hashes))
+    return df, metas
 
 
 def _record(args: argparse.Namespace) -> ReportedRecord:
@@ -232,7 +221,8 @@ def _run(args: argparse.Namespace, record: ReportedRecord, settings: SubmitSetti
     args.reporting_group_id = args.reporting_group_id or os.environ.get("EARLYIA_TNS_REPORTING_GROUP_ID", "")
     args.data_source_id = args.data_source_id or os.environ.get("EARLYIA_TNS_DATA_SOURCE_ID") or None
     args.reporter = args.reporter or os.environ.get("EARLYIA_TNS_REPORTER", "")
-    scores, hashes = read_scores(args.scores)
+    scores, metas = read_scores(args.scores)
+    hashes = sorted({h for m in metas if (h := model_version_of(m))})
     if args.calibration:
         from earlyia.report.calibration import ScoreCalibrator
 
@@ -242,7 +232,7 @@ def _run(args: argparse.Namespace, record: ReportedRecord, settings: SubmitSetti
     notes: list[str] = []
     operating: dict | None = None
     if args.min_score == "card":
-        card = _card_of(args.model, args.scores)
+        card = _card_of(args.model, metas)
         if card is None or not (card.get("operating_curves") or card.get("operating_points")):
             args.min_score = 0.5
             notes.append("the model card has no operating point: candidates use score > 0.5")
