@@ -108,3 +108,26 @@ def test_truncate_and_replay_match_slow_reference(points, n):
         assert len(mine) == min(n, int(det.sum()))
         for k, j in enumerate(mine, start=1):
             assert lc.detected[s[j]:e[j]].sum() == k and lc.detected[e[j] - 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 30), st.booleans()), min_size=1, max_size=40),
+       st.lists(st.tuples(st.integers(0, 39), st.integers(0, 39)), max_size=8))
+def test_from_segments_and_take_match_slicing(points, pairs):
+    phot = _phot([(o, float(t), "gr"[t % 2], float(t), 1.0, d) for o, t, d in points])
+    lc = LightCurves.from_frames(phot, survey="ZTF")
+    n = lc.n_points
+    segs = [(min(a, b) % (n + 1), max(a, b) % (n + 1)) for a, b in pairs]
+    segs = [(s, max(s, e)) for s, e in segs]
+    objects = pd.DataFrame({"object_id": [f"s{i}" for i in range(len(segs))]})
+    out = lc.from_segments(np.array([s for s, _ in segs], np.int64), np.array([e for _, e in segs], np.int64), objects)
+    assert out.n_objects == len(segs)
+    for i, (s, e) in enumerate(segs):  # slow reference: plain slices of the source arrays
+        got = slice(out.offsets[i], out.offsets[i + 1])
+        for col in ("mjd", "band", "flux", "detected", "alert_id"):
+            np.testing.assert_array_equal(getattr(out, col)[got], getattr(lc, col)[s:e])
+    order = list(range(lc.n_objects))[::-1]
+    taken = lc.take(order)
+    assert list(taken.object_ids) == [lc.object_ids[i] for i in order]
+    for k, i in enumerate(order):
+        np.testing.assert_array_equal(taken.mjd[taken.offsets[k]:taken.offsets[k + 1]], lc.mjd[lc.offsets[i]:lc.offsets[i + 1]])

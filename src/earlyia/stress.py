@@ -23,7 +23,7 @@ import pandas as pd
 from earlyia import augment
 from earlyia.errors import InputError
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
-from earlyia.io.table import LightCurves, _segment_rows
+from earlyia.io.table import LightCurves
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,6 @@ def explode(segments: augment.Segments, object_columns: Sequence[str] = ("cdsxma
     keep = segments.ends > segments.starts
     starts, ends = segments.starts[keep], segments.ends[keep]
     obj, k = segments.object_index[keep], segments.ndethist[keep]
-    rows = _segment_rows(starts, ends)
-    lengths = ends - starts
-    offsets = np.zeros(len(starts) + 1, np.int64)
-    offsets[1:] = np.cumsum(lengths)
     base = lc.objects["object_id"].astype(str).to_numpy(object)[obj]
     ids = np.array([f"{o}@{n}" for o, n in zip(base, k, strict=True)], dtype=object)
     objects = pd.DataFrame({"object_id": ids, "source_object": base, "ndethist": k.astype(np.int64)})
@@ -84,19 +80,7 @@ def explode(segments: augment.Segments, object_columns: Sequence[str] = ("cdsxma
     )
     if "cdsxmatch" in objects.columns:
         alerts["cdsxmatch"] = objects["cdsxmatch"].to_numpy(object)
-    return LightCurves(
-        objects=objects,
-        offsets=offsets,
-        mjd=lc.mjd[rows],
-        band=lc.band[rows],
-        flux=lc.flux[rows],
-        flux_err=lc.flux_err[rows],
-        detected=lc.detected[rows],
-        alert_id=lc.alert_id[rows],
-        bands=lc.bands,
-        survey=lc.survey,
-        alerts=alerts,
-    )
+    return lc.from_segments(starts, ends, objects, alerts)
 
 
 def case_alerts(lc: LightCurves, case: Case, *, max_detections: int = 20, random_state=None) -> LightCurves:

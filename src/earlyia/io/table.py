@@ -284,10 +284,6 @@ class LightCurves:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
-        lengths = np.diff(self.offsets)[idx]
-        offsets = np.zeros(len(idx) + 1, np.int64)
-        offsets[1:] = np.cumsum(lengths)
-        rows = _segment_rows(self.offsets[idx], self.offsets[idx + 1])
         alerts = self.alerts
         if not alerts.empty:
             remap = np.full(self.n_objects, -1, np.int64)
@@ -295,8 +291,31 @@ class LightCurves:
             new = remap[alerts["object_index"].to_numpy(np.int64)]
             alerts = alerts[new >= 0].assign(object_index=new[new >= 0])
             alerts = alerts.sort_values(["object_index", "mjd"], kind="mergesort").reset_index(drop=True)
+        out = self.from_segments(
+            self.offsets[idx], self.offsets[idx + 1], self.objects.iloc[idx].reset_index(drop=True), alerts
+        )
+        out.problems = list(self.problems)
+        return out
+
+    def from_segments(
+        self, starts: np.ndarray, ends: np.ndarray, objects: pd.DataFrame, alerts: pd.DataFrame | None = None
+    ) -> LightCurves:
+        """A new table whose object ``i`` holds this table's points ``starts[i]:ends[i]`` (point indices).
+
+        ``objects`` (one row per segment) and ``alerts`` (``object_index`` into the segments) are taken as
+        given; bands and survey are this table's.
+        """
+        starts = np.asarray(starts, np.int64)
+        ends = np.asarray(ends, np.int64)
+        if len(starts) != len(ends) or len(objects) != len(starts):
+            raise ValueError(
+                f"from_segments: {len(starts)} starts, {len(ends)} ends and {len(objects)} objects differ"
+            )
+        offsets = np.zeros(len(starts) + 1, np.int64)
+        offsets[1:] = np.cumsum(ends - starts)
+        rows = _segment_rows(starts, ends)
         return LightCurves(
-            objects=self.objects.iloc[idx].reset_index(drop=True),
+            objects=objects,
             offsets=offsets,
             mjd=self.mjd[rows],
             band=self.band[rows],
@@ -306,8 +325,7 @@ class LightCurves:
             alert_id=self.alert_id[rows],
             bands=self.bands,
             survey=self.survey,
-            alerts=alerts,
-            problems=list(self.problems),
+            alerts=alerts if alerts is not None else _empty_alerts(),
         )
 
     def truncate(self, max_detections: int) -> LightCurves:
