@@ -34,8 +34,8 @@ from earlyia.data import data_dir, reference_dir
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
 from earlyia.folds import object_folds
 from earlyia.io import read
+from earlyia.io.datasets import labelled
 from earlyia.io.table import LightCurves
-from earlyia.labels import TypeMap, read_labels
 from earlyia.score.pipeline import score_lightcurves
 from earlyia.score.recipes import train_recipe
 from earlyia.sim.ztf import simulate
@@ -82,10 +82,7 @@ def main() -> None:
     args = ap.parse_args()
 
     lc = read([args.replay])
-    lc.objects["label"] = lc.objects["object_id"].astype(str).map(read_labels(args.labels))
-    y = TypeMap().encode(lc.objects["label"].to_numpy(object))
-    lc = lc.take(np.flatnonzero(y >= 0))
-    y = y[y >= 0] == 1
+    lc, y = labelled(lc, args.labels)
     pool = read([args.pool]) if "self-trained" in args.variants else None
     objs = lc.objects["object_id"].to_numpy(object)
     labels = dict(zip(objs, lc.objects["label"], strict=True))

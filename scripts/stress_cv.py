@@ -19,14 +19,13 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from earlyia import stress
 from earlyia.data import data_dir, reference_dir
 from earlyia.folds import object_folds
 from earlyia.io import read
-from earlyia.labels import TypeMap, read_labels
+from earlyia.io.datasets import labelled
 from earlyia.score.model import Model
 from earlyia.score.recipes import train_recipe
 from earlyia.sim.impostors import generate
@@ -48,10 +47,7 @@ def main() -> None:
     args = ap.parse_args()
 
     lc = read([args.replay])
-    lc.objects["label"] = lc.objects["object_id"].astype(str).map(read_labels(args.labels))
-    y = TypeMap().encode(lc.objects["label"].to_numpy(object))
-    lc = lc.take(np.flatnonzero(y >= 0))
-    y = y[y >= 0] == 1
+    lc, y = labelled(lc, args.labels)
     cases = [stress.case_named(c) for c in args.cases] if args.cases else list(stress.CASES)
     fink = stress.StressScorer("Fink", stress.model_scorer(Model.from_fink(args.fink_model)).score, None)
     impostors = generate(args.impostors, random_state=10_000 + args.seed) if args.impostors else None

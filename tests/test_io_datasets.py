@@ -9,6 +9,8 @@ import pytest
 from conftest import reference, shared
 from earlyia.errors import DataNotFoundError
 from earlyia.io import datasets, read
+from earlyia.io.table import LightCurves
+from earlyia.labels import TypeMap
 
 
 def test_ztf_tns_labelled():
@@ -55,3 +57,17 @@ def test_missing_data_dir(tmp_path):
         datasets.alerts_pool(tmp_path)
     with pytest.raises(DataNotFoundError):
         datasets.snpcc(tmp_path)
+
+
+def test_labelled_keeps_typed_objects_with_their_class(tmp_path):
+    phot = pd.DataFrame({"object_id": list("ABCDE"), "mjd": 1.0, "band": "g", "flux": 1.0, "flux_err": 0.1,
+                         "detected": True})
+    lc = LightCurves.from_frames(phot, survey="ZTF")
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"objectId": ["A", "B", "C", "E"], "type": ["SN Ia", "SN II", "", "SN Ia-91bg"]}).to_csv(path, index=False)
+    got, y = datasets.labelled(lc, path)
+    # the reference: a label and a known class (the default TypeMap keeps sub-types out of both classes or in one)
+    codes = dict(zip("ABCDE", TypeMap().encode(["SN Ia", "SN II", None, None, "SN Ia-91bg"]), strict=True))
+    assert list(got.object_ids) == [o for o in "ABCDE" if codes[o] >= 0]
+    assert list(y) == [codes[o] == 1 for o in got.object_ids]
+    assert set(got.objects["label"]) <= {"SN Ia", "SN II", "SN Ia-91bg"}

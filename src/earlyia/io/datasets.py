@@ -20,7 +20,7 @@ from earlyia.io.lsst import read_elasticc, read_plasticc
 from earlyia.io.snana import read_snana
 from earlyia.io.table import LightCurves
 from earlyia.io.ztf import read_ztf_alert_parquet
-from earlyia.labels import read_labels
+from earlyia.labels import TypeMap, read_labels
 
 ZTF_TNS_DIR = "ztf_fink_tns_labelled"
 SNPCC_DIR = "snpcc_simgen_public_des"
@@ -169,3 +169,19 @@ def replay(reference: str | Path | None = None) -> LightCurves:
         labels = read_labels(labels_path)
         lc.objects["label"] = lc.objects["object_id"].map(labels).to_numpy(object)
     return lc
+
+
+def labelled(
+    lc: LightCurves, labels: str | Path | pd.Series, type_map: TypeMap | None = None
+) -> tuple[LightCurves, np.ndarray]:
+    """The objects of ``lc`` that carry a usable label, and whether each one is of the positive class.
+
+    ``labels``: a label CSV (:func:`earlyia.labels.read_labels`) or a Series of types indexed by object id.
+    The types go into the object column ``label``; objects without a type, or of a type ``type_map``
+    (default :class:`~earlyia.labels.TypeMap`: SN Ia positive) leaves out, are dropped.
+    """
+    types = labels if isinstance(labels, pd.Series) else read_labels(labels)
+    lc.objects["label"] = lc.objects["object_id"].astype(str).map(types)
+    code = (type_map or TypeMap()).encode(lc.objects["label"].to_numpy(object))
+    keep = np.flatnonzero(code >= 0)
+    return lc.take(keep), code[keep] == 1
