@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from earlyia.errors import EarlyIAError, InputError, Problem
+from earlyia.io import alert_json as _alert_json
 from earlyia.io import fink as _fink
 from earlyia.io import lsst as _lsst
 from earlyia.io import rubin as _rubin
@@ -183,6 +184,12 @@ def _register_builtins() -> None:
         description="Rubin alert Avro (schemas v3.0-v11.0), Fink's Rubin data transfer, ELAsTiCC Avro (also .avro.gz)",
     )
     register_reader("ztf_avro", _ztf.detect_ztf_avro, _ztf.read_ztf_avro, description="ZTF/Fink alert Avro (single or multi-alert)")
+    register_reader(
+        "alert_json",
+        _alert_json.detect_alert_json,
+        _alert_json.read_alert_json,
+        description="Rubin or ZTF alerts as JSON or JSON Lines (one alert, a list, one per line; also gzip)",
+    )
     register_reader(
         "plasticc_csv", _lsst.detect_plasticc, _lsst.read_plasticc, description="PLAsTiCC light-curve CSV (+ sibling metadata for labels)"
     )
