@@ -19,9 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 # opcodes
-_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END = range(12)
+_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END, _OPTIONAL = range(13)
 _PRIM = {"null": _NULL, "boolean": _BOOL, "int": _LONG, "long": _LONG, "float": _FLOAT, "double": _DOUBLE, "bytes": _BYTES,
          "string": _BYTES, "enum": _LONG}
+#: Types a union with null reads in one instruction.
+_SCALARS = ("boolean", "int", "long", "float", "double", "bytes", "string")
 _ARROW = {_BOOL: pa.bool_(), _LONG: pa.int64(), _FLOAT: pa.float32(), _DOUBLE: pa.float64()}
 
 
@@ -45,6 +47,7 @@ class Program:
     slots: list[str]  # array slot -> top-level field name
     record_fields: dict[str, list[str]]  # top-level sub-records kept (name -> field order)
     per_message: int = 64  # room for array elements per message (grows when a batch needs more)
+    scratch: np.ndarray | None = None  # the bytes of the last batch: reused, so that memory is not mapped anew per batch
 
 
 class _Builder:
@@ -79,6 +82,14 @@ class _Builder:
     def value(self, schema, path: tuple[str, ...] | None, slot: int, depth: int) -> None:
         """Emit the walk of ``schema``; ``path`` names the column when the value is kept (None: skipped)."""
         schema = self.resolve(schema)
+        if isinstance(schema, list) and len(schema) == 2 and "null" in schema:
+            other = self.resolve(schema[1 - schema.index("null")])
+            if isinstance(other, dict) and other.get("type") in _SCALARS:
+                other = other["type"]  # {"type": "long", "logicalType": ...}: read as its type, as below
+            if isinstance(other, str) and other in _SCALARS:
+                # ["null", "double"] and the like, the fields of most alert schemas: one instruction, not three
+                self._leaf(_PRIM[other], path, slot, depth, string=other == "string", null_branch=schema.index("null"))
+                return
         if isinstance(schema, list):  # union: an index, then the branch
             at = self.emit(_UNION, 0, len(schema))
             jumps = []
@@ -141,7 +152,7 @@ class _Builder:
             raise ValueError(f"unsupported Avro type {schema!r}")
         self._leaf(_PRIM[schema], path, slot, depth, string=schema == "string")
 
-    def _leaf(self, op: int, path, slot: int, depth: int, string: bool = False, enum=None) -> None:
+    def _leaf(self, op: int, path, slot: int, depth: int, string: bool = False, enum=None, null_branch: int = -1) -> None:
         keep = path is not None and op != _NULL and (op != _BYTES or string) and (depth <= 2)
         out = -1
         if keep:
@@ -153,7 +164,10 @@ class _Builder:
             else:
                 self.columns.append(Column(path, op, slot, string, enum))
                 out = len(self.columns) - 1
-        self.emit(op, 0, 0, out)
+        if null_branch >= 0:  # a union of null and this type: the branch index, then the value unless null
+            self.emit(_OPTIONAL, null_branch, op, out)
+        else:
+            self.emit(op, 0, 0, out)
 
 
 def _is_container(schema, b: _Builder) -> bool:
@@ -231,21 +245,30 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
             slot_len[s, m] = 0
         while True:
             o = op[ip]
-            if o == 11:  # END
+            if o == 12:  # OPTIONAL: a union of null (branch arg) and the type arg2
+                k, pos = _varint(data, pos, end)
+                if pos < 0 or k < 0 or k > 1:
+                    ok = False
+                    break
+                if k == arg[ip]:
+                    ip += 1
+                    continue
+                o = arg2[ip]  # the value, read below as a plain field
+            elif o == 11:  # END
                 if pos != end:
                     ok = False
                 break
-            if o == 8:  # JUMP
+            elif o == 8:  # JUMP
                 ip = arg[ip]
                 continue
-            if o == 7:  # UNION
+            elif o == 7:  # UNION
                 k, pos = _varint(data, pos, end)
                 if pos < 0 or k < 0 or k >= arg2[ip]:
                     ok = False
                     break
                 ip = table[arg[ip] + k]
                 continue
-            if o == 9:  # ARRAY: first block count
+            elif o == 9:  # ARRAY: first block count
                 cnt, pos = _block_count(data, pos, end)
                 if pos < 0:
                     ok = False
@@ -265,7 +288,7 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 sp += 1
                 ip += 1
                 continue
-            if o == 10:  # LOOP: one element done
+            elif o == 10:  # LOOP: one element done
                 top = sp - 1
                 a_ip = stack_ip[top]
                 s = arg2[a_ip]
@@ -382,6 +405,19 @@ def _array(prog: Program, c: int, col: Column, rows: int, data, ints, flts, spos
     return None
 
 
+def _gather(prog: Program, values: list[bytes], total: int) -> np.ndarray:
+    """The messages end to end in the program's scratch buffer (a fresh ``b"".join`` of a batch of full alert packets
+    maps tens of MB anew each time, several times the cost of the copy). Only read during :func:`decode_columns`."""
+    if prog.scratch is None or len(prog.scratch) < total:
+        prog.scratch = np.empty(max(total, 2 * len(prog.scratch) if prog.scratch is not None else 0, 1), np.uint8)
+    view = memoryview(prog.scratch)
+    pos = 0
+    for v in values:
+        view[pos:pos + len(v)] = v
+        pos += len(v)
+    return prog.scratch[:total]
+
+
 def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.ndarray]:
     """The messages (schemaless, all with ``prog``'s schema) as a nested Arrow table, and a mask of the messages the
     program could not walk exactly (their rows are null; decode them another way)."""
@@ -389,7 +425,7 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
     lengths = np.fromiter((len(v) for v in values), np.int64, n)
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    data = np.frombuffer(b"".join(values), np.uint8)
+    data = _gather(prog, values, int(ends[-1]) if n else 0)
     n_slots = len(prog.slots)
     col_slot = np.array([c.slot for c in prog.columns] or [0], np.int64)
     cap = max(64, prog.per_message * n)
