@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import pyarrow as pa
+from numba import types
+from numba.extending import intrinsic
 
 # opcodes
 _NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END, _OPTIONAL = range(13)
@@ -47,7 +49,7 @@ class Program:
     slots: list[str]  # array slot -> top-level field name
     record_fields: dict[str, list[str]]  # top-level sub-records kept (name -> field order)
     per_message: int = 64  # room for array elements per message (grows when a batch needs more)
-    scratch: np.ndarray | None = None  # the bytes of the last batch: reused, so that memory is not mapped anew per batch
+    text_per_message: int = 1024  # room for the kept strings' bytes per message (grows when a batch needs more)
 
 
 class _Builder:
@@ -198,6 +200,17 @@ def compile_schema(schema: dict, wanted: dict[str, set[str]] | None = None) -> P
     return Program(a(b.op), a(b.arg), a(b.arg2), a(b.out), a(b.table if b.table else [0]), b.columns, b.slots, b.record_fields)
 
 
+@intrinsic
+def _bytes_at(typingctx, address):
+    """The int64 ``address`` as a pointer to bytes (of a message the caller keeps alive during the walk)."""
+    sig = types.CPointer(types.uint8)(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint8)))
+
+    return sig, codegen
+
+
 @numba.njit(cache=True)
 def _varint(data, pos, end):
     result = 0
@@ -226,17 +239,20 @@ def _block_count(data, pos, end):
 
 
 @numba.njit(cache=True)
-def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
-         slot_count, slot_start, slot_len, slot_has, failed):
-    """Walk every message; returns 0, or 1 when an array outgrew ``cap`` (call again with more room)."""
-    n_msg = starts.shape[0]
+def _run(addresses, lengths, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
+         slot_count, slot_start, slot_len, slot_has, failed, text, text_used):
+    """Walk every message (read where it is, at its address: nothing is copied but the strings kept, into ``text``);
+    returns 0, 1 when an array outgrew ``cap``, 2 when ``text`` is full (call again with more room)."""
+    n_msg = addresses.shape[0]
+    used = 0
     counter = np.zeros(n_slots, np.int64)
     stack_ip = np.zeros(64, np.int64)
     stack_left = np.zeros(64, np.int64)
     for m in range(n_msg):
         saved = counter.copy()
-        pos = starts[m]
-        end = ends[m]
+        data = numba.carray(_bytes_at(addresses[m]), (lengths[m],))
+        pos = 0
+        end = lengths[m]
         ip = 0
         sp = 0
         ok = True
@@ -349,8 +365,12 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                     ok = False
                     break
                 if c >= 0:
-                    spos[row] = pos
+                    if used + ln > text.shape[0]:
+                        return 2
+                    text[used:used + ln] = data[pos:pos + ln]
+                    spos[row] = used
                     slen[row] = ln
+                    used += ln
                     has[row] = 1
                 pos += ln
             elif o == 6:
@@ -367,6 +387,7 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 slot_has[s, m] = 0
     for s in range(n_slots):
         slot_count[s] = counter[s]
+    text_used[0] = used
     return 0
 
 
@@ -405,27 +426,14 @@ def _array(prog: Program, c: int, col: Column, rows: int, data, ints, flts, spos
     return None
 
 
-def _gather(prog: Program, values: list[bytes], total: int) -> np.ndarray:
-    """The messages end to end in the program's scratch buffer (a fresh ``b"".join`` of a batch of full alert packets
-    maps tens of MB anew each time, several times the cost of the copy). Only read during :func:`decode_columns`."""
-    if prog.scratch is None or len(prog.scratch) < total:
-        prog.scratch = np.empty(max(total, 2 * len(prog.scratch) if prog.scratch is not None else 0, 1), np.uint8)
-    view = memoryview(prog.scratch)
-    pos = 0
-    for v in values:
-        view[pos:pos + len(v)] = v
-        pos += len(v)
-    return prog.scratch[:total]
-
-
 def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.ndarray]:
     """The messages (schemaless, all with ``prog``'s schema) as a nested Arrow table, and a mask of the messages the
     program could not walk exactly (their rows are null; decode them another way)."""
     n = len(values)
     lengths = np.fromiter((len(v) for v in values), np.int64, n)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    data = _gather(prog, values, int(ends[-1]) if n else 0)
+    # each message is read in place (``values`` holds the bytes alive until the walk returns): a batch of full alert
+    # packets is tens of MB, cutouts included, that joining into one buffer would copy
+    addresses = np.fromiter((np.frombuffer(v, np.uint8).ctypes.data for v in values), np.int64, n)
     n_slots = len(prog.slots)
     col_slot = np.array([c.slot for c in prog.columns] or [0], np.int64)
     cap = max(64, prog.per_message * n)
@@ -443,11 +451,18 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
         slot_len = np.zeros((max(n_slots, 1), n), np.int64)
         slot_has = np.zeros((max(n_slots, 1), n), np.uint8)
         failed = np.zeros(n, np.uint8)
-        if _run(data, starts, ends, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots, cap, ints, flts,
-                spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed) == 0:
+        text = np.empty(max(prog.text_per_message * n, 64), np.uint8)
+        text_used = np.zeros(1, np.int64)
+        status = _run(addresses, lengths, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots, cap, ints,
+                      flts, spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed, text, text_used)
+        if status == 0:
             break
-        cap *= 4
-        prog.per_message *= 4  # later batches start with the room this one needed
+        if status == 1:
+            cap *= 4
+            prog.per_message *= 4  # later batches start with the room this one needed
+        else:
+            prog.text_per_message *= 4
+    data = text[: int(text_used[0])]
     top: dict[str, pa.Array] = {}
     subrec: dict[str, dict[str, pa.Array]] = {}
     lists: dict[int, dict[str, pa.Array]] = {}
