@@ -13,7 +13,7 @@ from earlyia.errors import InputError, SchemaError
 from earlyia.io import detect_format, read
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.io.photometry import mag_to_fluxcal
-from earlyia.io.table import JD_MJD_OFFSET
+from earlyia.io.table import JD_MJD_OFFSET, LightCurves
 
 
 def _frame():
@@ -170,3 +170,58 @@ def test_fink_builder_against_reference(rows):
         assert {(round(t - JD_MJD_OFFSET, 8), "gri"[f - 1]) for t, f in zip(jd, fid, strict=True)} <= seg
         assert lc.object_ids[lc.alerts["object_index"].iloc[j]] == oid_j
         assert lc.mjd[e - 1] <= lc.alerts["mjd"].iloc[j] + 1e-9
+
+
+# ---------------------------------------------------------------------------- the array builder equals the frame builder
+_JD = [2459000.5, 2459000.5 + 4e-6, 2459000.5 + 2e-5, 2459001.25, 2459003.0]
+
+
+@st.composite
+def _alert_rows(draw):
+    """Alert rows as the readers give them to points_to_lightcurves: few objects (repeated over rows), epochs that
+    repeat within and across rows, detections and limits, both signs, duplicate and unknown alert ids, forced points."""
+    n_rows = draw(st.integers(1, 6))
+    oids = draw(st.lists(st.sampled_from(["ZTF21b", "ZTF21a", "ZTF20c"]), min_size=n_rows, max_size=n_rows))
+    lengths = draw(st.lists(st.integers(1, 6), min_size=n_rows, max_size=n_rows))
+    n = sum(lengths)
+    pts = st.lists
+    jd = draw(pts(st.sampled_from(_JD), min_size=n, max_size=n))
+    fid = draw(pts(st.sampled_from([1, 2, 2, 3, 1] + ([4] if draw(st.booleans()) and draw(st.booleans()) else [])), min_size=n, max_size=n))
+    mag = draw(pts(st.sampled_from([np.nan, 18.0, 19.5, 19.5]), min_size=n, max_size=n))
+    sigma = draw(pts(st.sampled_from([0.1, 0.05]), min_size=n, max_size=n))
+    isd = draw(pts(st.sampled_from(["t", "f", None]), min_size=n, max_size=n))
+    lim = draw(pts(st.sampled_from([20.0, 20.5, np.nan]), min_size=n, max_size=n))
+    candid = draw(pts(st.sampled_from([-1, 5, 7, 9]), min_size=n, max_size=n))
+    row_candid = draw(pts(st.sampled_from([11, 12, 13]), min_size=n_rows, max_size=n_rows))
+    forced = None
+    if draw(st.booleans()):
+        is_forced = np.array(draw(pts(st.booleans(), min_size=n, max_size=n))) & np.isnan(mag)
+        f_flux = np.array(draw(pts(st.sampled_from([np.nan, 50.0, -30.0, 400.0]), min_size=n, max_size=n)))
+        forced = (np.where(is_forced, f_flux, np.nan), np.where(is_forced, 20.0, np.nan), is_forced)
+    if draw(st.booleans()):  # an absurd point: its object goes (the frame builder says why)
+        mag[draw(st.integers(0, n - 1))] = -60.0
+    alerts = pd.DataFrame({"candid": row_candid, "ndethist": draw(pts(st.integers(1, 9), min_size=n_rows, max_size=n_rows))})
+    alerts["alert_id"] = [str(c) for c in row_candid]
+    return dict(row_object_ids=np.asarray(oids, object), lengths=np.asarray(lengths), jd=np.asarray(jd), mag=np.asarray(mag),
+                sigma=np.asarray(sigma), fid=np.asarray(fid, float), isdiffpos=np.asarray(isd, object), diffmaglim=np.asarray(lim),
+                candid=np.asarray(candid, np.int64), alert_columns=alerts, forced=forced)
+
+
+@given(_alert_rows())
+def test_array_builder_gives_the_table_of_the_frame_builder(rows):
+    """points_to_lightcurves sorts and dedups points as arrays (LightCurves.from_sorted_points); the table is the one
+    the frame path (LightCurves.from_frames) gives, point for point, with the same objects, alerts and problems."""
+    from unittest import mock
+
+    from earlyia.io.fink import points_to_lightcurves
+
+    fast = points_to_lightcurves(**rows, source="rows")
+    with mock.patch.object(LightCurves, "from_sorted_points", return_value=None):
+        ref = points_to_lightcurves(**rows, source="rows")
+    pd.testing.assert_frame_equal(fast.objects, ref.objects)
+    pd.testing.assert_frame_equal(fast.alerts, ref.alerts)
+    for name in ("offsets", "mjd", "band", "flux", "flux_err", "detected", "alert_id"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+        assert getattr(fast, name).dtype == getattr(ref, name).dtype, name
+    assert fast.bands == ref.bands
+    assert [str(p) for p in fast.problems] == [str(p) for p in ref.problems]

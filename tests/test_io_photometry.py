@@ -32,6 +32,26 @@ def test_isdiffpos_negative_and_positive_spellings():
     assert np.array_equal(diffpos_sign(np.array([True, False])), [1, -1])
 
 
+def _sign_one_by_one(v) -> int:
+    """The sign of one isdiffpos value, spelled out (the reference for the vectorised :func:`diffpos_sign`)."""
+    if isinstance(v, (bool, np.bool_)):
+        return 1 if v else -1
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return -1 if (v == v and v <= 0) else 1
+    return -1 if v is not None and str(v).strip().lower() in {"f", "0", "false", "-1", "n", "no"} else 1
+
+
+_ISDIFFPOS = st.one_of(st.sampled_from(["t", "f", "T", "F", " f ", "1", "0", "-1", "+1", "true", "False", "no", "yes", "", "nan"]),
+                       st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3))
+
+
+@given(st.lists(_ISDIFFPOS, max_size=40))
+def test_diffpos_sign_of_mixed_values_equals_the_value_by_value_rule(values):
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    assert diffpos_sign(arr).tolist() == [_sign_one_by_one(v) for v in values]
+
+
 def test_limit_to_flux_err():
     # 5-sigma limit at m = 20 -> 1-sigma noise of 1000 / 5
     assert math.isclose(float(limit_to_flux_err(20.0)), 200.0, rel_tol=1e-12)

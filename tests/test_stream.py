@@ -411,6 +411,28 @@ def test_columnar_decoding_equals_fastavro(fink_alerts):
                         assert w == v or (isinstance(v, float) and (np.isclose(w, v, rtol=1e-7) or (np.isnan(v) and np.isnan(w)))), k
 
 
+def test_columnar_decoding_grows_its_room_for_long_strings_and_long_arrays():
+    """Strings longer than the room the decoder starts with, and arrays longer than its first guess, come out whole."""
+    from earlyia.io.avro_columns import compile_schema, decode_columns
+
+    schema = fastavro.parse_schema({"type": "record", "name": "a", "fields": [
+        {"name": "objectId", "type": "string"}, {"name": "note", "type": ["null", "string"]},
+        {"name": "x", "type": ["double", "null"]}, {"name": "flag", "type": ["null", "boolean"]},
+        {"name": "pts", "type": {"type": "array", "items": {"type": "record", "name": "p", "fields": [
+            {"name": "jd", "type": ["null", "double"]}, {"name": "isdiffpos", "type": ["null", "string"]}]}}}]})
+    recs = [{"objectId": "o" * 5000, "note": None, "x": 1.5, "flag": True, "pts": [{"jd": float(i), "isdiffpos": "t" * (i % 3)}
+                                                                                   for i in range(300)]},
+            {"objectId": "b", "note": "é" * 3000, "x": None, "flag": None, "pts": []}]
+    values = []
+    for r in recs:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema, r)
+        values.append(buf.getvalue())
+    table, bad = decode_columns(compile_schema(schema), values)
+    assert not bad.any()
+    assert table.to_pylist() == recs
+
+
 def test_columnar_path_scores_like_the_record_path(fink_alerts, model_path):
     """Fink messages go through the columnar path, and give the rows of the record path (fastavro dictionaries)."""
     from earlyia.score.model import Model

@@ -10,8 +10,9 @@ guarantee, built on the output directory itself:
    gives at least one row;
 2. per Kafka partition, its rows are written per night
    (``scores/night=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet``, and the rows at or above
-   the candidate threshold under ``candidates/``), each file atomically and flushed to disk, then the
-   partition's offset file (``_offsets/<topic>-<partition>.json``: the last offset written);
+   the candidate threshold under ``candidates/``), each file atomically and flushed to disk (the parts of
+   all the batch's partitions, each folder flushed once), then the partitions' offset files
+   (``_offsets/<topic>-<partition>.json``: the last offset written);
 3. only then are the offsets committed to Kafka.
 
 A process killed at any moment (``kill -9`` included) restarts from Kafka's committed offsets: a
@@ -375,20 +376,25 @@ def night_of(mjd: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- the output directory
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably (temporary file, fsync, rename, fsync of the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _fsync_write_all(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Write each ``(path, data)`` atomically and durably: every temporary file written and fsynced, renamed onto its
+    path, then each folder fsynced once (not once per file). When this returns, all of them are on disk."""
+    folders: dict[Path, None] = {}
+    for path, data in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        folders[path.parent] = None
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _id_hashes(ids: Sequence[str]) -> np.ndarray:
@@ -736,7 +742,8 @@ def _offsets_name(topic: str, partition: int) -> str:
 
 def _table_bytes(table: pa.Table, meta: dict[bytes, bytes]) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}), sink, compression="zstd")
+    # snappy: a part of a few hundred rows and ~100 columns is written 3x faster than with zstd, ~6 % larger
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}), sink, compression="snappy")
     return sink.getvalue().to_pybytes()
 
 
@@ -774,6 +781,10 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
         r_night = rows["night"].to_numpy(object)
         r_cand = rows["passed"].to_numpy(bool) & (rows["score"].to_numpy(np.float64) >= threshold)
         r_ids = rows["alert_id"].fillna("").astype(str).to_numpy(object)
+    parts: list[tuple[Path, bytes]] = []  # every partition's parts, durable before any offset file says so
+    offsets: list[tuple[Path, bytes]] = []
+    new_ids: list[tuple[str, np.ndarray]] = []
+    done: dict[tuple[str, int], int] = {}
     for (topic, part), (lo, hi) in ranges.items():
         if hi <= state.written.get((topic, part), -1):
             continue  # everything of this partition was written before
@@ -785,15 +796,20 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
             for kind, sel in (("scores", idx), ("candidates", cand)):
                 if kind == "candidates" and not len(sel):
                     continue
-                _fsync_write(state.root / kind / f"night={night}" / f"{name}.parquet", _table_bytes(table.take(pa.array(sel)), meta))
+                parts.append((state.root / kind / f"night={night}" / f"{name}.parquet", _table_bytes(table.take(pa.array(sel)), meta)))
             ids = r_ids[idx]
-            state.ids.add(night, _id_hashes(ids[ids != ""]))
+            new_ids.append((night, _id_hashes(ids[ids != ""])))
             n_rows += len(idx)
             n_cand += len(cand)
         doc = {"topic": topic, "partition": part, "last_offset": hi, "batch_first_offset": lo,
                "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        _fsync_write(state.root / "_offsets" / f"{_offsets_name(topic, part)}.json", json.dumps(doc).encode())
-        state.written[(topic, part)] = hi
+        offsets.append((state.root / "_offsets" / f"{_offsets_name(topic, part)}.json", json.dumps(doc).encode()))
+        done[(topic, part)] = hi
+    _fsync_write_all(parts)  # a kill before the offset files leaves parts beyond them: removed at the restart
+    _fsync_write_all(offsets)
+    for night, hashes in new_ids:
+        state.ids.add(night, hashes)
+    state.written.update(done)
     return n_rows, n_cand, n_dup
 
 

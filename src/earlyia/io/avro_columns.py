@@ -17,11 +17,15 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import pyarrow as pa
+from numba import types
+from numba.extending import intrinsic
 
 # opcodes
-_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END = range(12)
+_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END, _OPTIONAL = range(13)
 _PRIM = {"null": _NULL, "boolean": _BOOL, "int": _LONG, "long": _LONG, "float": _FLOAT, "double": _DOUBLE, "bytes": _BYTES,
          "string": _BYTES, "enum": _LONG}
+#: Types a union with null reads in one instruction.
+_SCALARS = ("boolean", "int", "long", "float", "double", "bytes", "string")
 _ARROW = {_BOOL: pa.bool_(), _LONG: pa.int64(), _FLOAT: pa.float32(), _DOUBLE: pa.float64()}
 
 
@@ -45,6 +49,7 @@ class Program:
     slots: list[str]  # array slot -> top-level field name
     record_fields: dict[str, list[str]]  # top-level sub-records kept (name -> field order)
     per_message: int = 64  # room for array elements per message (grows when a batch needs more)
+    text_per_message: int = 1024  # room for the kept strings' bytes per message (grows when a batch needs more)
 
 
 class _Builder:
@@ -79,6 +84,14 @@ class _Builder:
     def value(self, schema, path: tuple[str, ...] | None, slot: int, depth: int) -> None:
         """Emit the walk of ``schema``; ``path`` names the column when the value is kept (None: skipped)."""
         schema = self.resolve(schema)
+        if isinstance(schema, list) and len(schema) == 2 and "null" in schema:
+            other = self.resolve(schema[1 - schema.index("null")])
+            if isinstance(other, dict) and other.get("type") in _SCALARS:
+                other = other["type"]  # {"type": "long", "logicalType": ...}: read as its type, as below
+            if isinstance(other, str) and other in _SCALARS:
+                # ["null", "double"] and the like, the fields of most alert schemas: one instruction, not three
+                self._leaf(_PRIM[other], path, slot, depth, string=other == "string", null_branch=schema.index("null"))
+                return
         if isinstance(schema, list):  # union: an index, then the branch
             at = self.emit(_UNION, 0, len(schema))
             jumps = []
@@ -141,7 +154,7 @@ class _Builder:
             raise ValueError(f"unsupported Avro type {schema!r}")
         self._leaf(_PRIM[schema], path, slot, depth, string=schema == "string")
 
-    def _leaf(self, op: int, path, slot: int, depth: int, string: bool = False, enum=None) -> None:
+    def _leaf(self, op: int, path, slot: int, depth: int, string: bool = False, enum=None, null_branch: int = -1) -> None:
         keep = path is not None and op != _NULL and (op != _BYTES or string) and (depth <= 2)
         out = -1
         if keep:
@@ -153,7 +166,10 @@ class _Builder:
             else:
                 self.columns.append(Column(path, op, slot, string, enum))
                 out = len(self.columns) - 1
-        self.emit(op, 0, 0, out)
+        if null_branch >= 0:  # a union of null and this type: the branch index, then the value unless null
+            self.emit(_OPTIONAL, null_branch, op, out)
+        else:
+            self.emit(op, 0, 0, out)
 
 
 def _is_container(schema, b: _Builder) -> bool:
@@ -184,6 +200,17 @@ def compile_schema(schema: dict, wanted: dict[str, set[str]] | None = None) -> P
     return Program(a(b.op), a(b.arg), a(b.arg2), a(b.out), a(b.table if b.table else [0]), b.columns, b.slots, b.record_fields)
 
 
+@intrinsic
+def _bytes_at(typingctx, address):
+    """The int64 ``address`` as a pointer to bytes (of a message the caller keeps alive during the walk)."""
+    sig = types.CPointer(types.uint8)(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint8)))
+
+    return sig, codegen
+
+
 @numba.njit(cache=True)
 def _varint(data, pos, end):
     result = 0
@@ -212,17 +239,20 @@ def _block_count(data, pos, end):
 
 
 @numba.njit(cache=True)
-def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
-         slot_count, slot_start, slot_len, slot_has, failed):
-    """Walk every message; returns 0, or 1 when an array outgrew ``cap`` (call again with more room)."""
-    n_msg = starts.shape[0]
+def _run(addresses, lengths, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
+         slot_count, slot_start, slot_len, slot_has, failed, text, text_used):
+    """Walk every message (read where it is, at its address: nothing is copied but the strings kept, into ``text``);
+    returns 0, 1 when an array outgrew ``cap``, 2 when ``text`` is full (call again with more room)."""
+    n_msg = addresses.shape[0]
+    used = 0
     counter = np.zeros(n_slots, np.int64)
     stack_ip = np.zeros(64, np.int64)
     stack_left = np.zeros(64, np.int64)
     for m in range(n_msg):
         saved = counter.copy()
-        pos = starts[m]
-        end = ends[m]
+        data = numba.carray(_bytes_at(addresses[m]), (lengths[m],))
+        pos = 0
+        end = lengths[m]
         ip = 0
         sp = 0
         ok = True
@@ -231,21 +261,30 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
             slot_len[s, m] = 0
         while True:
             o = op[ip]
-            if o == 11:  # END
+            if o == 12:  # OPTIONAL: a union of null (branch arg) and the type arg2
+                k, pos = _varint(data, pos, end)
+                if pos < 0 or k < 0 or k > 1:
+                    ok = False
+                    break
+                if k == arg[ip]:
+                    ip += 1
+                    continue
+                o = arg2[ip]  # the value, read below as a plain field
+            elif o == 11:  # END
                 if pos != end:
                     ok = False
                 break
-            if o == 8:  # JUMP
+            elif o == 8:  # JUMP
                 ip = arg[ip]
                 continue
-            if o == 7:  # UNION
+            elif o == 7:  # UNION
                 k, pos = _varint(data, pos, end)
                 if pos < 0 or k < 0 or k >= arg2[ip]:
                     ok = False
                     break
                 ip = table[arg[ip] + k]
                 continue
-            if o == 9:  # ARRAY: first block count
+            elif o == 9:  # ARRAY: first block count
                 cnt, pos = _block_count(data, pos, end)
                 if pos < 0:
                     ok = False
@@ -265,7 +304,7 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 sp += 1
                 ip += 1
                 continue
-            if o == 10:  # LOOP: one element done
+            elif o == 10:  # LOOP: one element done
                 top = sp - 1
                 a_ip = stack_ip[top]
                 s = arg2[a_ip]
@@ -326,8 +365,12 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                     ok = False
                     break
                 if c >= 0:
-                    spos[row] = pos
+                    if used + ln > text.shape[0]:
+                        return 2
+                    text[used:used + ln] = data[pos:pos + ln]
+                    spos[row] = used
                     slen[row] = ln
+                    used += ln
                     has[row] = 1
                 pos += ln
             elif o == 6:
@@ -344,6 +387,7 @@ def _run(data, starts, ends, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 slot_has[s, m] = 0
     for s in range(n_slots):
         slot_count[s] = counter[s]
+    text_used[0] = used
     return 0
 
 
@@ -387,9 +431,9 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
     program could not walk exactly (their rows are null; decode them another way)."""
     n = len(values)
     lengths = np.fromiter((len(v) for v in values), np.int64, n)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    data = np.frombuffer(b"".join(values), np.uint8)
+    # each message is read in place (``values`` holds the bytes alive until the walk returns): a batch of full alert
+    # packets is tens of MB, cutouts included, that joining into one buffer would copy
+    addresses = np.fromiter((np.frombuffer(v, np.uint8).ctypes.data for v in values), np.int64, n)
     n_slots = len(prog.slots)
     col_slot = np.array([c.slot for c in prog.columns] or [0], np.int64)
     cap = max(64, prog.per_message * n)
@@ -407,11 +451,18 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
         slot_len = np.zeros((max(n_slots, 1), n), np.int64)
         slot_has = np.zeros((max(n_slots, 1), n), np.uint8)
         failed = np.zeros(n, np.uint8)
-        if _run(data, starts, ends, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots, cap, ints, flts,
-                spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed) == 0:
+        text = np.empty(max(prog.text_per_message * n, 64), np.uint8)
+        text_used = np.zeros(1, np.int64)
+        status = _run(addresses, lengths, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots, cap, ints,
+                      flts, spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed, text, text_used)
+        if status == 0:
             break
-        cap *= 4
-        prog.per_message *= 4  # later batches start with the room this one needed
+        if status == 1:
+            cap *= 4
+            prog.per_message *= 4  # later batches start with the room this one needed
+        else:
+            prog.text_per_message *= 4
+    data = text[: int(text_used[0])]
     top: dict[str, pa.Array] = {}
     subrec: dict[str, dict[str, pa.Array]] = {}
     lists: dict[int, dict[str, pa.Array]] = {}

@@ -343,20 +343,6 @@ def points_to_lightcurves(
         fill = pid[last] < 0
         pid[last[fill]] = row_cand[fill]
 
-    phot = pd.DataFrame(
-        {
-            "object_id": oid_rows[row_of_point],
-            "mjd": t,
-            "band": band,
-            "flux": flux,
-            "flux_err": err,
-            "detected": detected,
-            "alert_id": pid,
-        }
-    )[keep_point]
-    # the same epoch repeated in many alerts of an object: drop exact repeats early (cheap), keeping a known alert id
-    phot = phot.sort_values("alert_id", ascending=False, kind="mergesort")
-    phot = phot.drop_duplicates(["object_id", "mjd", "band", "flux", "flux_err", "detected"], keep="first")
 
     # alerts: time of the latest point with a finite time in the row
     tt = np.where(np.isfinite(t), t, -np.inf)
@@ -378,14 +364,33 @@ def points_to_lightcurves(
         objects["label"] = lab.loc[objects.index].to_numpy(object)
         # a label given in any row of the object counts (latest non-null wins)
         objects = objects.groupby("object_id", sort=False).last().reset_index()
-    lc = LightCurves.from_frames(
-        phot,
-        objects,
-        alerts,
-        bands=SURVEY_BANDS.get(survey),
-        survey=survey,
-        source=source,
-    )
+    lc = None
+    survey_bands = SURVEY_BANDS.get(survey)
+    if survey_bands is not None:  # the points as arrays, sorted and checked without a frame per point
+        code = np.full(len(f), -1, np.int8)
+        for fid_code, name in fid_bands.items():
+            if name in survey_bands:
+                code[f == fid_code] = survey_bands.index(name)
+        k = keep_point
+        # among points of one epoch the one with the highest alert id comes first (as the frame sorted below)
+        lc = LightCurves.from_sorted_points(oid_rows, row_of_point[k], t[k], code[k], flux[k], err[k], detected[k], pid[k], objects,
+                                            alerts, bands=survey_bands, tiebreak=-pid[k], survey=survey, source=source)
+    if lc is None:
+        phot = pd.DataFrame(
+            {
+                "object_id": oid_rows[row_of_point],
+                "mjd": t,
+                "band": band,
+                "flux": flux,
+                "flux_err": err,
+                "detected": detected,
+                "alert_id": pid,
+            }
+        )[keep_point]
+        # the same epoch repeated in many alerts of an object: drop exact repeats early (cheap), keeping a known alert id
+        phot = phot.sort_values("alert_id", ascending=False, kind="mergesort")
+        phot = phot.drop_duplicates(["object_id", "mjd", "band", "flux", "flux_err", "detected"], keep="first")
+        lc = LightCurves.from_frames(phot, objects, alerts, bands=survey_bands, survey=survey, source=source)
     lc.problems = forced_problems + lc.problems
     return lc
 

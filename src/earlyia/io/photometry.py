@@ -13,6 +13,7 @@ negative difference (``isdiffpos`` in ``'f', '0', False, 0, -1``) gives a negati
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 #: AB zero point of FLUXCAL.
 FLUXCAL_ZEROPOINT = 27.5
@@ -49,15 +50,22 @@ def diffpos_sign(isdiffpos) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             return np.where(np.asarray(arr, np.float64) <= 0, -1, 1).astype(np.int8)
     flat = arr.ravel()
-    out = np.ones(flat.shape, np.int8)
-    for i, v in enumerate(flat):
-        if isinstance(v, (bool, np.bool_)):
-            out[i] = 1 if v else -1
-        elif isinstance(v, (int, float, np.integer, np.floating)):
-            out[i] = -1 if (v == v and v <= 0) else 1
-        elif v is not None and str(v).strip().lower() in _NEGATIVE:
-            out[i] = -1
-    return out.reshape(arr.shape)
+    if flat.dtype != object:
+        flat = flat.astype(object)
+    # the sign of each distinct value (a few: 't', 'f', None), spread by code; equal values (1, 1.0, True) share a sign
+    codes, uniques = pd.factorize(flat, use_na_sentinel=True)
+    signs = np.array([_value_sign(v) for v in uniques] + [1], np.int8)  # code -1 (None, NaN): +1
+    return signs[codes].reshape(arr.shape)
+
+
+def _value_sign(v) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        return 1 if v else -1
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return -1 if (v == v and v <= 0) else 1
+    if v is not None and str(v).strip().lower() in _NEGATIVE:
+        return -1
+    return 1
 
 
 def limit_to_flux_err(diffmaglim) -> np.ndarray:

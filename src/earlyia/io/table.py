@@ -236,9 +236,73 @@ class LightCurves:
         order = np.argsort(first)
         ids = ids[order]
         counts = np.diff(np.append(np.sort(first), len(phot)))
+        return cls._assemble(ids, counts, phot["mjd"].to_numpy(np.float64).copy(), phot["_band"].to_numpy(np.int8).copy(),
+                             phot["flux"].to_numpy(np.float64).copy(), phot["flux_err"].to_numpy(np.float64).copy(),
+                             phot["detected"].to_numpy(bool).copy(), phot["alert_id"].to_numpy(np.int64).copy(), objects, alerts,
+                             bands=bands, survey=survey, source=source, problems=problems)
+
+    @classmethod
+    def from_sorted_points(
+        cls,
+        row_object_ids: np.ndarray,
+        row_of_point: np.ndarray,
+        mjd: np.ndarray,
+        band: np.ndarray,
+        flux: np.ndarray,
+        flux_err: np.ndarray,
+        detected: np.ndarray,
+        alert_id: np.ndarray,
+        objects: pd.DataFrame | None = None,
+        alerts: pd.DataFrame | None = None,
+        *,
+        bands: Sequence[str],
+        tiebreak: np.ndarray | None = None,
+        survey: str = "",
+        source: str = "<memory>",
+    ) -> LightCurves | None:
+        """:meth:`from_frames` for photometry already in arrays, built with array sorts (no frame per point).
+
+        ``row_object_ids``: the object id of each row (alert) of the input; ``row_of_point``: each point's row;
+        ``band``: int8 codes into ``bands``; the other arrays as :meth:`from_frames` holds them after its checks
+        (float64, bool, int64). Points of one object, time, band and detection status are taken in ``tiebreak``
+        order (ascending, stable; default: their order), as :meth:`from_frames` takes them in the order given.
+        Returns the table :meth:`from_frames` gives for the same points in that order, or None when the input
+        needs :meth:`from_frames`' handling of bad values (a band code outside ``bands``, a point that
+        :func:`validate_photometry` refuses): the caller then builds the frame and calls it.
+        """
+        band = np.asarray(band, np.int8)
+        if len(band) and (band.min() < 0 or band.max() >= len(bands)):
+            return None
+        oid_rows = object_id_strings(row_object_ids, "object_id", source)
+        row_of_point = np.asarray(row_of_point, np.int64)
+        t = np.asarray(mjd, np.float64)
+        f = np.asarray(flux, np.float64)
+        e = np.asarray(flux_err, np.float64)
+        det = np.asarray(detected, bool)
+        aid = np.asarray(alert_id, np.int64)
+        bad_ids, _ = validate_photometry(oid_rows[row_of_point], t, f, e, det)
+        if len(bad_ids):
+            return None
+        # objects in id order (from_frames sorts by the id strings), points by time, band, detections first
+        uniq, inv = np.unique(oid_rows, return_inverse=True)
+        code = inv.reshape(-1)[row_of_point].astype(np.int64)
+        keys = [np.asarray(tiebreak, np.int64)] if tiebreak is not None else []
+        order = np.lexsort((*keys, ~det, band, t, code))
+        code, t, band = code[order], t[order], band[order]
+        keep = _dedup_mask(code, t, band)
+        order, code = order[keep], code[keep]
+        counts = np.bincount(code, minlength=len(uniq))
+        present = counts > 0
+        return cls._assemble(uniq[present], counts[present], t[keep], band[keep], f[order], e[order], det[order], aid[order],
+                             objects, alerts, bands=tuple(bands), survey=survey, source=source, problems=[])
+
+    @classmethod
+    def _assemble(cls, ids, counts, mjd, band, flux, flux_err, detected, alert_id, objects, alerts, *, bands, survey, source,
+                  problems) -> LightCurves:
+        """The table from sorted, checked points (``counts`` per object of ``ids``, in that order) and the object
+        and alert frames of :meth:`from_frames`."""
         offsets = np.zeros(len(ids) + 1, np.int64)
         offsets[1:] = np.cumsum(counts)
-
         obj = pd.DataFrame({"object_id": ids.astype(str)})
         if objects is not None and len(objects):
             if "object_id" not in objects.columns:
@@ -250,12 +314,12 @@ class LightCurves:
         lc = cls(
             objects=obj.reset_index(drop=True),
             offsets=offsets,
-            mjd=phot["mjd"].to_numpy(np.float64).copy(),
-            band=phot["_band"].to_numpy(np.int8).copy(),
-            flux=phot["flux"].to_numpy(np.float64).copy(),
-            flux_err=phot["flux_err"].to_numpy(np.float64).copy(),
-            detected=phot["detected"].to_numpy(bool).copy(),
-            alert_id=phot["alert_id"].to_numpy(np.int64).copy(),
+            mjd=mjd,
+            band=band,
+            flux=flux,
+            flux_err=flux_err,
+            detected=detected,
+            alert_id=alert_id,
             bands=bands,
             survey=survey,
             problems=problems,

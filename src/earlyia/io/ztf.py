@@ -258,6 +258,8 @@ def _np_int(arr: pa.Array | None, n: int) -> np.ndarray:
 def _np_obj(arr: pa.Array | None, n: int) -> np.ndarray:
     if arr is None:
         return np.full(n, None, dtype=object)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return arr.to_numpy(zero_copy_only=False)  # str and None, as to_pylist, without a list in between
     return np.asarray(arr.to_pylist(), dtype=object)
 
 
