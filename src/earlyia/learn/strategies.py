@@ -30,6 +30,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from earlyia.errors import ConfigError, InputError
+from earlyia.registry import Registry
 
 Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
 
@@ -318,44 +319,42 @@ def diverse_uncertainty(classifier, X_pool, n_instances=1, random_state=None, n_
     return np.asarray(chosen, dtype=np.int64), u
 
 
-for _f in (vote_entropy, bald):
-    _f.needs_committee = True
-
-#: name -> strategy. Add your own with :func:`register_strategy`.
-STRATEGIES: dict[str, Strategy] = {
-    "random": random_sampling,
-    "uncertainty": uncertainty_sampling,
-    "entropy": entropy_sampling,
-    "margin": margin_sampling,
-    "least_confident": least_confident,
-    "vote_entropy": vote_entropy,
-    "bald": bald,
-    "uncertainty_per_cost": uncertainty_per_cost,
-    "diverse_uncertainty": diverse_uncertainty,
-}
+def _check_strategy(name: str, strategy: Strategy) -> None:
+    if not callable(strategy):
+        raise ConfigError(f"register_strategy({name!r}): {strategy!r} is not callable")
 
 
-def register_strategy(name: str, strategy: Strategy, needs_committee: bool = False) -> None:
-    """Add a strategy under ``name`` (it must follow the contract of this module)."""
+#: Query strategies by name. Add your own with :func:`register_strategy`.
+STRATEGIES: Registry[Strategy] = Registry("strategy", check=_check_strategy)
+
+
+def register_strategy(name: str, strategy: Strategy, needs_committee: bool = False, *, replace: bool = False) -> Strategy:
+    """Add a strategy under ``name`` (it must follow the contract of this module; ``replace=True`` to replace one)."""
+    STRATEGIES.register(name, strategy, replace=replace)
     if needs_committee:
         strategy.needs_committee = True
-    STRATEGIES[name] = strategy
+    return strategy
+
+
+register_strategy("random", random_sampling)
+register_strategy("uncertainty", uncertainty_sampling)
+register_strategy("entropy", entropy_sampling)
+register_strategy("margin", margin_sampling)
+register_strategy("least_confident", least_confident)
+register_strategy("vote_entropy", vote_entropy, needs_committee=True)
+register_strategy("bald", bald, needs_committee=True)
+register_strategy("uncertainty_per_cost", uncertainty_per_cost)
+register_strategy("diverse_uncertainty", diverse_uncertainty)
 
 
 def get_strategy(strategy: str | Strategy) -> Strategy:
     """A strategy by name (see :data:`STRATEGIES`) or the callable itself."""
     if callable(strategy):
         return strategy
-    try:
-        return STRATEGIES[strategy]
-    except KeyError:
-        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}") from None
+    return STRATEGIES.get(strategy)
 
 
 def strategy_name(strategy: str | Strategy) -> str:
     if isinstance(strategy, str):
         return strategy
-    for k, v in STRATEGIES.items():
-        if v is strategy:
-            return k
-    return getattr(strategy, "__name__", type(strategy).__name__)
+    return STRATEGIES.name_of(strategy) or getattr(strategy, "__name__", type(strategy).__name__)
