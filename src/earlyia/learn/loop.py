@@ -218,7 +218,7 @@ def run_active_learning(
                 kw["budget"] = budget
             kw.setdefault("X_labelled", X[in_train])
             seed = int(rng.integers(0, 2**63 - 1))
-            idx, _ = strat(cached, X_pool, n_instances=proto.batch_size, random_state=seed, **kw)
+            idx, _ = strat(cached, X_pool, n_instances=min(proto.batch_size, len(pool)), random_state=seed, **kw)
             idx = np.asarray(idx, dtype=np.int64)
             if len(np.unique(idx)) != len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= len(pool))):
                 raise ConfigError(f"strategy {strategy_name(strategy)!r} returned invalid pool positions {idx[:10]}")
