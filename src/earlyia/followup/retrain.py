@@ -31,9 +31,17 @@ import pandas as pd
 
 from earlyia.errors import ConfigError, FeatureMismatchError, InputError
 from earlyia.followup.db import FollowupDB, utcnow
-from earlyia.followup.labels import current_labels
+from earlyia.followup.ingest import current_labels
+from earlyia.followup.model_registry import (
+    _promote,
+    insert_model,
+    load_production,
+    load_rows,
+    model_rows,
+    production_version,
+    store_rows,
+)
 from earlyia.followup.promotion import PromotionRule
-from earlyia.followup.registry import insert_model, load_production, load_rows, model_rows, production_version, store_rows
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
 from earlyia.metrics import counts_to_metrics, roc_auc
 
@@ -385,8 +393,6 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
                                training=training[["object_id", "label", "origin", "label_id"]],
                                note="retrained with follow-up labels", rows_sha=rows_sha)
         if promoted:
-            from earlyia.followup.registry import _promote
-
             _promote(con, version, reason)
     return RetrainReport(version=version, parent=prod_version, promoted=promoted, reason=reason, candidate_metrics=cand_m,
                          production_metrics=prod_m, n_train=int(training["object_id"].nunique()), n_new_labels=n_new,

@@ -5,7 +5,7 @@ chain by hand: ``earlyia score`` (:func:`earlyia.score.pipeline.score_files`), t
 ``earlyia candidates`` (the reporting rule at the model card's threshold for the target purity at the
 stream's prevalence, :func:`earlyia.report.candidates.operating_threshold` and
 :func:`~earlyia.report.candidates.select_candidates`), and the active-learning targets of ``earlyia
-followup select`` (:func:`earlyia.followup.select.choose`, without recording them in a follow-up
+followup select`` (:func:`earlyia.followup.targets.choose`, without recording them in a follow-up
 database). Both lists go into ``index.html`` (a self-contained page: one table per list, a light-curve
 PNG per object, RA/Dec, last magnitude, score, days since the first detection, the broker portal link),
 ``tonight.csv`` (the same rows, spreadsheet-safe) and ``scores.parquet`` (every alert's score).
@@ -88,7 +88,7 @@ def _rows(frame: pd.DataFrame, list_name: str, portal: str | None) -> pd.DataFra
     out["band"] = col("last_band", "").fillna("").astype(str)
     out["score"] = pd.to_numeric(col("score"), errors="coerce")
     out["query_score"] = pd.to_numeric(col("query_score"), errors="coerce")
-    from earlyia.followup.select import days_since_first
+    from earlyia.followup.targets import days_since_first
 
     out["days_since_first"] = days_since_first(f) if len(f) else np.zeros(0)
     out["ndethist"] = pd.to_numeric(col("ndethist"), errors="coerce")
@@ -234,7 +234,7 @@ def observing_list(
     ``n_targets``, ``strategy``, ``constraints``: the active-learning targets, as ``earlyia followup select``.
     ``portal_url``: object pages (default: the survey's broker portal; ``""`` for none).
     """
-    from earlyia.followup.select import choose, latest_alerts
+    from earlyia.followup.targets import choose, latest_alerts
     from earlyia.score.model import Model
     from earlyia.score.pipeline import score_files
     from earlyia.score.shipped import default_model_path
