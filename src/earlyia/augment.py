@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from earlyia.errors import ConfigError
-from earlyia.io.table import LightCurves
+from earlyia.io.table import LightCurves, _segment_rows
 from earlyia.registry import Registry
 
 #: Signal-to-noise ratio above which a ZTF difference image yields a detection (an alert).
@@ -294,8 +294,6 @@ def mix_objects(a: LightCurves, b: LightCurves, use_b: np.ndarray) -> LightCurve
     lengths = np.where(use_b, lb, la)
     offsets = np.zeros(a.n_objects + 1, np.int64)
     offsets[1:] = np.cumsum(lengths)
-    from earlyia.io.table import _segment_rows
-
     ra = _segment_rows(a.offsets[:-1][~use_b], a.offsets[1:][~use_b])
     rb = _segment_rows(b.offsets[:-1][use_b], b.offsets[1:][use_b])
     # destination rows of each source row, objects kept in order

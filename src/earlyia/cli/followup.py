@@ -221,7 +221,8 @@ def run_select(args) -> int:
 
 def run_notify(args) -> int:
     from earlyia.followup.config import RetryPolicy
-    from earlyia.followup.notify import make_sink, notify
+    from earlyia.followup.notify import notify
+    from earlyia.followup.sinks import make_sink
 
     for option in ("pace", "verify_after", "timeout", "backoff", "max_delay"):
         value = getattr(args, option)

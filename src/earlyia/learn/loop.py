@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from earlyia.errors import ConfigError, InputError
+from earlyia.learn.forest import FastForest
 from earlyia.learn.protocols import Protocol, get_protocol
 from earlyia.learn.strategies import PoolPredictions, binary_entropy, committee_summary, get_strategy, positive_proba, strategy_name
 from earlyia.metrics import binary_metrics, metrics_by_detections
@@ -112,8 +113,6 @@ def run_active_learning(
         cost, budget: per-row labelling cost and the maximal cost of one loop's batch.
         early_every: compute the early metrics every this many loops (0 = final loop only).
     """
-    from earlyia.learn.forest import FastForest
-
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2:
