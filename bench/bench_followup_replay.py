@@ -14,7 +14,7 @@ Protocol (paired: every policy sees the same split, initial labels and seed):
   retrains the same model (earlyia ``train_model``, ``early`` features) every ``--retrain-every`` nights.
 
 Policies:
-- ``earlyia``: ``earlyia followup select``'s code (``earlyia.followup.select.choose``) with the
+- ``earlyia``: ``earlyia followup select``'s code (``earlyia.followup.targets.choose``) with the
   observability constraints (<= 20 days since first detection, last mag <= 19.5) and uncertainty
   sampling; ``earlyia_diverse``: the same with the batch-diverse strategy;
 - ``fink_top30``: Fink's live rule: score > 0, <= 20 days, top 30 by |p - 0.5|, no magnitude limit;
@@ -40,7 +40,7 @@ import pandas as pd
 from earlyia.data import shared_path
 from earlyia.features import get_extractor
 from earlyia.followup.config import Constraints
-from earlyia.followup.select import choose
+from earlyia.followup.targets import choose
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
 from earlyia.metrics import roc_auc

@@ -183,7 +183,7 @@ def test_busy_writer_waits_then_fails_cleanly_when_timeout_is_short(tmp_path):
 
 def _select_worker(db_path: str, scores: str, barrier) -> None:
     from earlyia.followup.config import Constraints, EarlyList
-    from earlyia.followup.select import select
+    from earlyia.followup.targets import select
 
     db = FollowupDB(db_path, busy_timeout=60)
     barrier.wait()
@@ -192,7 +192,7 @@ def _select_worker(db_path: str, scores: str, barrier) -> None:
 
 
 def test_two_processes_selecting_at_once_never_request_an_object_twice(tmp_path):
-    from test_followup_select import make_scores, write_scores
+    from test_followup_targets import make_scores, write_scores
 
     scores = str(tmp_path / "scores.parquet")
     write_scores(make_scores(400, seed=31), scores)

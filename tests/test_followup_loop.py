@@ -19,7 +19,7 @@ import pytest
 from earlyia.cli.main import main
 from earlyia.features.io import write_features
 from earlyia.followup.db import FollowupDB
-from earlyia.followup.labels import current_labels
+from earlyia.followup.ingest import current_labels
 from earlyia.followup.promotion import PromotionRule
 from earlyia.metrics import roc_auc
 from earlyia.score.model import Model, train_model
@@ -35,7 +35,7 @@ LOOSE = PromotionRule(margin=10.0, min_objects=5, min_positive=1, n_bootstrap=20
 
 def _store_types(db, objs: pd.DataFrame) -> None:
     """Store each object's ``tns_type`` as its spectroscopic label (objects the loop never saw included)."""
-    from earlyia.followup.labels import ingest_labels
+    from earlyia.followup.ingest import ingest_labels
 
     ingest_labels(db, pd.DataFrame({"object_id": objs["object_id"], "type": objs["tns_type"], "date": "", "source": "s",
                                     "who": "", "line": range(len(objs))}), allow_unknown=True)
@@ -194,8 +194,8 @@ def test_two_nights_the_loop_learns(tmp_path, monkeypatch, capsys):
 
 
 def test_retrain_refuses_a_worse_model_and_rollback_walks_history(tmp_path):
-    from earlyia.followup.labels import ingest_labels
-    from earlyia.followup.registry import promote, register, rollback
+    from earlyia.followup.ingest import ingest_labels
+    from earlyia.followup.model_registry import promote, register, rollback
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 11, "ZTF26base", 60000)
@@ -230,7 +230,7 @@ def test_retrain_refuses_a_worse_model_and_rollback_walks_history(tmp_path):
 
 
 def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
 
     base = make_world(60, 21, "ZTF26base", 60000)
@@ -256,7 +256,8 @@ def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
 
 
 def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch):
-    from earlyia.followup import registry
+    from earlyia.followup import model_registry as registry
+    from earlyia.followup import retrain as retrain_module
     from earlyia.followup.retrain import retrain
 
     base = make_world(80, 31, "ZTF26base", 60000)
@@ -272,7 +273,7 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
         def boom(*args, **kwargs):  # after the validation set, the model row and its training set were written
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(registry, "_promote", boom)
+        monkeypatch.setattr(retrain_module, "_promote", boom)
         with pytest.raises(KeyboardInterrupt):
             retrain(db, new, EXTRACTOR, n_estimators=N_TREES, rule=LOOSE)
         assert db.snapshot() == before
@@ -281,7 +282,7 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
 def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
     """A retrained candidate keeps production's forest settings, selection, gate and training rows (its generated
     impostors among them, inherited from the stored rows); an explicit keyword still wins."""
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
     from earlyia.score.model import training_settings
 
@@ -311,7 +312,7 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
         assert card["lineage"]["impostors"] == {"n_per_kind": 7, "seed": 5}
         rows = cand.training_rows if cand.training_rows is not None else None
         assert rows is None  # the rows are never part of the model file...
-        from earlyia.followup.registry import model_rows
+        from earlyia.followup.model_registry import model_rows
 
         stored = model_rows(db, r.version)  # ...but the registry keeps them
         inherited = stored["object_id"].isin(imp["object_id"])
@@ -335,7 +336,7 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
 def test_retrain_starts_from_productions_rows_whatever_table_the_user_passes(tmp_path):
     """Production learned from 300 objects; the user passes a table of tonight's 40 labelled objects only: the candidate
     still learns from production's 300 plus the new ones, and never from production's objects taken from the table."""
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 41, "ZTF26base", 60000)
@@ -354,7 +355,7 @@ def test_retrain_starts_from_productions_rows_whatever_table_the_user_passes(tmp
 
 def test_no_stored_rows_is_a_clear_error_and_rows_must_match_the_card(tmp_path):
     from earlyia.errors import ConfigError
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
 
     base = make_world(60, 51, "ZTF26base", 60000)
@@ -370,7 +371,7 @@ def test_no_stored_rows_is_a_clear_error_and_rows_must_match_the_card(tmp_path):
     with FollowupDB(tmp_path / "c.db") as db:
         register(db, tmp_path / "m0.eia", production=True, training_rows=m0.training_rows)
         from earlyia.errors import IntegrityError
-        from earlyia.followup.registry import model_rows, rows_dir
+        from earlyia.followup.model_registry import model_rows, rows_dir
 
         path = next(rows_dir(db).glob("*.parquet"))
         data = bytearray(path.read_bytes())
@@ -383,7 +384,7 @@ def test_no_stored_rows_is_a_clear_error_and_rows_must_match_the_card(tmp_path):
 def test_a_tie_on_a_handful_of_objects_never_promotes(tmp_path):
     """The failure this rule exists for: a candidate trained on a few objects, validated on a few, "as good" as
     production (0.25 vs 0.25) was promoted. Now the validation size and the bootstrap bound decide."""
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 61, "ZTF26base", 60000)
@@ -436,7 +437,7 @@ def test_paired_bootstrap_equals_the_slow_reference(metric):
 
 def test_model_versions_are_hashes_matched_exactly_or_by_unambiguous_prefix(tmp_path):
     from earlyia.errors import ConfigError
-    from earlyia.followup.registry import promote, register
+    from earlyia.followup.model_registry import promote, register
 
     a = train_model(make_world(40, 71, "A", 60000), EXTRACTOR, n_estimators=10, random_state=0)
     b = train_model(make_world(40, 72, "B", 60000), EXTRACTOR, n_estimators=10, random_state=0)
@@ -455,7 +456,7 @@ def test_model_versions_are_hashes_matched_exactly_or_by_unambiguous_prefix(tmp_
 def test_retrain_keeps_productions_rows_when_the_new_table_carries_row_flags(tmp_path):
     """A table from `earlyia features` has a `valid` column that production's stored rows lack: combined, production's
     rows stay in training (a missing flag is not "unusable"), and the new rows flagged unusable are left out."""
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 41, "ZTF26base", 60000)

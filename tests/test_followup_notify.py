@@ -12,9 +12,9 @@ from earlyia.errors import ConfigError
 from earlyia.followup.config import EarlyList, RetryPolicy
 from earlyia.followup.db import FollowupDB
 from earlyia.followup.notify import FileSink, SlackSink, format_message, notify, pending_targets
-from earlyia.followup.select import select
+from earlyia.followup.targets import select
 from fake_slack import FakeSlackAPI
-from test_followup_select import CONSTRAINTS, make_scores, write_scores
+from test_followup_targets import CONSTRAINTS, make_scores, write_scores
 
 SECRET_PATH = "/services/T000/B000/s3cr3tT0k3n"
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, timeout=5)

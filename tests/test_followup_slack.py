@@ -30,10 +30,10 @@ from earlyia.followup.config import EarlyList, RetryPolicy
 from earlyia.followup.cutouts import CUTOUT_KINDS, TargetFiles, read_fits_image
 from earlyia.followup.db import MIGRATIONS, FollowupDB
 from earlyia.followup.notify import SlackSink, notify, target_key
-from earlyia.followup.select import select
 from earlyia.followup.slackbot import SlackBotSink
+from earlyia.followup.targets import select
 from fake_slack import AL, EARLY, TOKEN, FakeSlackAPI
-from test_followup_select import CONSTRAINTS, make_scores, write_scores
+from test_followup_targets import CONSTRAINTS, make_scores, write_scores
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, timeout=1.0)
 N_AL, N_EARLY = 4, 2

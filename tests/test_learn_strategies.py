@@ -61,8 +61,10 @@ def test_excluded_budget_and_small_pool(name, fitted):
     idx, _ = s(clf, X_pool, n_instances=50, random_state=1, cost=cost, budget=4.0)
     assert 1 <= len(idx) <= 50 and cost[idx].sum() <= 4.0 + 1e-9
     small = X_pool[:3]
-    idx, sc = s(clf, small, n_instances=10, random_state=1)
+    idx, sc = s(clf, small, n_instances=3, random_state=1)
     assert sorted(idx.tolist()) == [0, 1, 2] and sc.shape == (3,)
+    with pytest.raises(ConfigError, match=r"pool size \(3 candidates\), got 10"):
+        s(clf, small, n_instances=10, random_state=1)
 
 
 @pytest.mark.parametrize("name", NAMES)

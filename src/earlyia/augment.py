@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from earlyia.errors import ConfigError
-from earlyia.io.table import LightCurves
+from earlyia.io.table import LightCurves, _segment_rows
+from earlyia.registry import Registry
 
 #: Signal-to-noise ratio above which a ZTF difference image yields a detection (an alert).
 DETECTION_SNR = 5.0
@@ -224,24 +225,17 @@ def _insert_points(lc, obj, mjd, band, flux, err, det) -> LightCurves:
 
 
 #: Perturbations by name: ``f(lc, rng, **params) -> LightCurves``.
-PERTURBATIONS: dict[str, Callable[..., LightCurves]] = {
-    "drop_limits": drop_limits,
-    "single_band": single_band,
-    "thin_cadence": thin_cadence,
-    "shift_magnitude": shift_magnitude,
-    "resample_noise": resample_noise,
-    "negative_difference": negative_difference,
-    "flip_sign": flip_sign,
-}
+PERTURBATIONS: Registry[Callable[..., LightCurves]] = Registry("perturbation")
+for _f in (drop_limits, single_band, thin_cadence, shift_magnitude, resample_noise, negative_difference, flip_sign):
+    PERTURBATIONS.register(_f.__name__, _f)
+del _f
 
 
 def perturb(lc: LightCurves, steps: Sequence[tuple[str, Mapping[str, Any]]], random_state=None) -> LightCurves:
     """Apply the named perturbations in order (``[(name, params), ...]``), with one seeded generator."""
     rng = _rng(random_state)
     for name, params in steps:
-        if name not in PERTURBATIONS:
-            raise ConfigError(f"unknown perturbation {name!r}; choose from {sorted(PERTURBATIONS)}")
-        lc = PERTURBATIONS[name](lc, rng, **dict(params))
+        lc = PERTURBATIONS.get(name)(lc, rng, **dict(params))
     return lc
 
 
@@ -300,8 +294,6 @@ def mix_objects(a: LightCurves, b: LightCurves, use_b: np.ndarray) -> LightCurve
     lengths = np.where(use_b, lb, la)
     offsets = np.zeros(a.n_objects + 1, np.int64)
     offsets[1:] = np.cumsum(lengths)
-    from earlyia.io.table import _segment_rows
-
     ra = _segment_rows(a.offsets[:-1][~use_b], a.offsets[1:][~use_b])
     rb = _segment_rows(b.offsets[:-1][use_b], b.offsets[1:][use_b])
     # destination rows of each source row, objects kept in order
@@ -360,8 +352,7 @@ class Augmentation:
         if not 1 <= int(self.min_detections) <= int(self.max_detections):
             raise ConfigError(f"augmentation needs 1 <= min_detections <= max_detections, got {self.min_detections}, {self.max_detections}")
         for st in self.steps:
-            if st.name not in PERTURBATIONS:
-                raise ConfigError(f"unknown perturbation {st.name!r}; choose from {sorted(PERTURBATIONS)}")
+            PERTURBATIONS.get(st.name)  # ConfigError naming the known perturbations
             if not 0.0 <= float(st.probability) <= 1.0:
                 raise ConfigError(f"perturbation {st.name!r}: probability must be in [0, 1], got {st.probability}")
         if not 0.0 <= float(self.window_probability) <= 1.0:
@@ -405,7 +396,7 @@ class Augmentation:
                 chosen = rng.random(lc.n_objects) < float(st.probability)
                 if not chosen.any():
                     continue
-                cur = mix_objects(cur, PERTURBATIONS[st.name](cur, rng, **dict(st.params)), chosen)
+                cur = mix_objects(cur, PERTURBATIONS.get(st.name)(cur, rng, **dict(st.params)), chosen)
             seg = replay_segments(cur, self.min_detections, self.max_detections)
             if self.window_days is not None and self.window_probability > 0:
                 windowed = rng.random(cur.n_objects) < float(self.window_probability)

@@ -19,7 +19,7 @@ printing its progress:
    whether the difference is real.
 3. **One night of the live loop**: the busiest night of the season among the held-out objects is
    scored, tonight's TNS candidates are chosen (:func:`earlyia.report.candidates.select_candidates`),
-   the follow-up targets are chosen (:func:`earlyia.followup.select.select`) in a follow-up database
+   the follow-up targets are chosen (:func:`earlyia.followup.targets.select`) in a follow-up database
    inside the output folder, the "spectra" (the simulated true types of the targets) are ingested
    as labels, a candidate model is retrained and the promotion rule decides
    (:func:`earlyia.followup.retrain.retrain`) on the held-out objects nobody labelled.
@@ -449,11 +449,11 @@ def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoCon
     in a follow-up database inside ``out``; returns the night's numbers."""
     from earlyia.followup.config import Constraints, EarlyList
     from earlyia.followup.db import FollowupDB
-    from earlyia.followup.labels import ingest_labels, read_label_csv
+    from earlyia.followup.ingest import ingest_labels, read_label_csv
+    from earlyia.followup.model_registry import register
     from earlyia.followup.promotion import PromotionRule
-    from earlyia.followup.registry import register
     from earlyia.followup.retrain import retrain
-    from earlyia.followup.select import select
+    from earlyia.followup.targets import select
     from earlyia.io.spreadsheet import write_csv_for_people
     from earlyia.report.candidates import CandidateRule, select_candidates
     from earlyia.score.pipeline import ScoresWriter, score_lightcurves, scores_metadata

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError
+from earlyia.io.table import atomic_write
 from earlyia.labels import POSITIVE, UNLABELLED, TypeMap
 from earlyia.metrics import FOM_WEIGHT, counts_to_metrics
 
@@ -220,8 +221,6 @@ def plot_efficiency_vs_detections(report: EarlyReport, path, *, label: str | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-
-    from earlyia.io.table import atomic_write
 
     d = report.by_detections
     # purity is undefined where nothing is flagged: a gap, not a 0

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from earlyia import augment
-from earlyia.errors import InputError
+from earlyia.errors import InputError, ModelError
 from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
-from earlyia.io.table import LightCurves
+from earlyia.io.table import LightCurves, atomic_write
+from earlyia.score.pipeline import score_lightcurves
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,6 @@ class StressScorer:
 def model_scorer(model, name: str | None = None, *, max_detections: int = 20, min_purity: float = 0.8) -> StressScorer:
     """A :class:`StressScorer` of an earlyia :class:`~earlyia.score.model.Model` (selection, features, gate and
     calibration of ``earlyia score``), with the card's threshold for ``min_purity`` within ``max_detections``."""
-    from earlyia.errors import ModelError
-    from earlyia.score.pipeline import score_lightcurves
-
     def score(alerts: LightCurves) -> np.ndarray:
         out = score_lightcurves(alerts, model, per="alert")
         return out.set_index("alert_id")["score"].reindex(alerts.alerts["alert_id"].astype(str)).to_numpy(np.float64)
@@ -241,8 +239,6 @@ def plot(table: pd.DataFrame, path, *, max_detections: int = 20, title: str | No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from earlyia.io.table import atomic_write
 
     t = table[(table["max_detections"] == max_detections) & table.get("efficiency", pd.Series(dtype=float)).notna()]
     combos = list(dict.fromkeys(zip(t["scorer"], t["threshold"], strict=True)))

@@ -190,7 +190,7 @@ def _open(args):
 
 
 def run_register(args) -> int:
-    from earlyia.followup.registry import register
+    from earlyia.followup.model_registry import register
 
     with _open(args) as db:
         version = register(db, args.model, production=args.production, training_rows=args.training_rows)
@@ -200,7 +200,7 @@ def run_register(args) -> int:
 
 def run_select(args) -> int:
     from earlyia.followup.config import Constraints, EarlyList
-    from earlyia.followup.select import format_table, select
+    from earlyia.followup.targets import format_table, select
 
     c = Constraints(dec_min=args.dec_min, dec_max=args.dec_max, max_days_since_first=args.max_days, mag_limit=args.mag_limit,
                     drb_min=args.drb_min, classtar_min=args.classtar_min, min_score=args.min_score)
@@ -221,7 +221,8 @@ def run_select(args) -> int:
 
 def run_notify(args) -> int:
     from earlyia.followup.config import RetryPolicy
-    from earlyia.followup.notify import make_sink, notify
+    from earlyia.followup.notify import notify
+    from earlyia.followup.sinks import make_sink
 
     for option in ("pace", "verify_after", "timeout", "backoff", "max_delay"):
         value = getattr(args, option)
@@ -281,7 +282,7 @@ def run_notify(args) -> int:
 
 
 def run_label(args) -> int:
-    from earlyia.followup.labels import ingest_labels, known_objects, read_label_csv, read_label_tns
+    from earlyia.followup.ingest import ingest_labels, known_objects, read_label_csv, read_label_tns
     from earlyia.labels import TypeMap
 
     tm = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
@@ -355,7 +356,7 @@ def add_models_commands(models_sub: argparse._SubParsersAction) -> None:
 
 
 def run_models_list(args) -> int:
-    from earlyia.followup.registry import format_models, list_models
+    from earlyia.followup.model_registry import format_models, list_models
 
     with _open(args) as db:
         print(format_models(list_models(db)))
@@ -363,7 +364,7 @@ def run_models_list(args) -> int:
 
 
 def run_models_promote(args) -> int:
-    from earlyia.followup.registry import promote
+    from earlyia.followup.model_registry import promote
 
     with _open(args) as db:
         new, old = promote(db, args.version, reason=args.reason)
@@ -372,7 +373,7 @@ def run_models_promote(args) -> int:
 
 
 def run_models_rollback(args) -> int:
-    from earlyia.followup.registry import rollback
+    from earlyia.followup.model_registry import rollback
 
     with _open(args) as db:
         restored, demoted = rollback(db, reason=args.reason)

@@ -2,6 +2,7 @@
 
 from earlyia.features.base import (
     CARRY_COLUMNS,
+    EXTRACTORS,
     META_COLUMNS,
     FeatureExtractor,
     available_extractors,
@@ -13,6 +14,7 @@ from earlyia.features.io import read_features, write_features
 
 __all__ = [
     "CARRY_COLUMNS",
+    "EXTRACTORS",
     "META_COLUMNS",
     "FeatureExtractor",
     "available_extractors",

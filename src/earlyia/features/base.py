@@ -13,31 +13,20 @@ why (``reason``): one bad light curve never loses the batch.
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import time
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from earlyia.errors import ConfigError, FeatureMismatchError, InputError
+from earlyia.registry import Registry
 
 #: Columns that precede the features in every feature table, in this order.
 META_COLUMNS = ("object_id", "alert_id", "mjd", "n_detections", "label", "valid", "reason")
 #: Alert- (or object-) level columns copied into feature tables when the input has them.
 CARRY_COLUMNS = ("ndethist", "cdsxmatch", "drb", "classtar", "jdstarthist", "anchor_score")
-
-_REGISTRY: dict[str, type[FeatureExtractor]] = {}
-#: Built-in extractors, imported on first use so that importing this module stays cheap.
-_BUILTIN_MODULES = {
-    "sigmoid": "earlyia.features.sigmoid",
-    "rainbow": "earlyia.features.rainbow",
-    "early": "earlyia.features.early",
-    "sigmoid_lsst": "earlyia.features.sigmoid_lsst",
-    "lsst_early": "earlyia.features.lsst_early",
-    "ia_template": "earlyia.features.template",
-}
-
 
 class FeatureExtractor:
     """Base class: subclasses set :attr:`name`, implement :attr:`names` and :meth:`extract`.
@@ -178,8 +167,6 @@ def extract_batched(extractor: FeatureExtractor, lc, starts: np.ndarray, ends: n
     """``extractor.extract_lc`` on consecutive slices of the segments, each sized to take about
     :data:`BATCH_SECONDS`, so a signal interrupts a long batch within about a second (a compiled kernel
     cannot be interrupted mid-call). Same result as one call: extractors are pure per segment."""
-    import time
-
     starts = np.asarray(starts, np.int64)
     ends = np.asarray(ends, np.int64)
     n = len(starts)
@@ -201,28 +188,34 @@ def extract_batched(extractor: FeatureExtractor, lc, starts: np.ndarray, ends: n
     return np.concatenate(parts_X), np.concatenate(parts_ok), np.concatenate(parts_why)
 
 
-def register_extractor(name: str, cls: type[FeatureExtractor]) -> None:
-    """Make ``cls`` available to :func:`get_extractor` under ``name``."""
+def _check_extractor(name: str, cls: type[FeatureExtractor]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, FeatureExtractor)):
         raise ConfigError(f"register_extractor({name!r}): {cls!r} is not a FeatureExtractor subclass")
-    _REGISTRY[name] = cls
+
+
+#: Feature extractors by name. The built-ins are imported on first use so that importing this module stays cheap.
+EXTRACTORS: Registry[type[FeatureExtractor]] = Registry(
+    "feature extractor",
+    lazy={
+        "sigmoid": "earlyia.features.sigmoid",
+        "rainbow": "earlyia.features.rainbow",
+        "early": "earlyia.features.early",
+        "sigmoid_lsst": "earlyia.features.sigmoid_lsst",
+        "lsst_early": "earlyia.features.lsst_early",
+        "ia_template": "earlyia.features.template",
+    },
+    check=_check_extractor,
+)
+
+
+def register_extractor(name: str, cls: type[FeatureExtractor], *, replace: bool = False) -> type[FeatureExtractor]:
+    """Make ``cls`` available to :func:`get_extractor` under ``name`` (``replace=True`` to replace another class)."""
+    return EXTRACTORS.register(name, cls, replace=replace)
 
 
 def available_extractors() -> list[str]:
     """Names :func:`get_extractor` accepts."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
-
-
-def _lookup(name: str) -> type[FeatureExtractor]:
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(_BUILTIN_MODULES[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != _BUILTIN_MODULES[name]:
-                raise
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown feature extractor {name!r}; available: {available_extractors()}")
-    return _REGISTRY[name]
+    return sorted(EXTRACTORS.names())
 
 
 def get_extractor(config_or_name: str | dict | FeatureExtractor, **params: Any) -> FeatureExtractor:
@@ -234,16 +227,12 @@ def get_extractor(config_or_name: str | dict | FeatureExtractor, **params: Any) 
     if isinstance(config_or_name, FeatureExtractor):
         return config_or_name
     if isinstance(config_or_name, str):
-        return _lookup(config_or_name)(**params)
+        return _build(config_or_name, params)
     if isinstance(config_or_name, dict):
         if "extractor" not in config_or_name:
             raise ConfigError(f"feature config lacks 'extractor': {config_or_name!r}")
         kwargs = {**config_or_name.get("params", {}), **params}
-        cls = _lookup(config_or_name["extractor"])
-        try:
-            ext = cls(**kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"bad parameters for extractor {config_or_name['extractor']!r}: {exc}") from exc
+        ext = _build(config_or_name["extractor"], kwargs)
         want = config_or_name.get("names")
         if want is not None and list(want) != list(ext.names):
             raise FeatureMismatchError(
@@ -251,6 +240,14 @@ def get_extractor(config_or_name: str | dict | FeatureExtractor, **params: Any) 
             )
         return ext
     raise ConfigError(f"get_extractor expects a name, a config dict or an extractor, got {type(config_or_name).__name__}")
+
+
+def _build(name: str, params: dict[str, Any]) -> FeatureExtractor:
+    cls = EXTRACTORS.get(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"bad parameters for extractor {name!r}: {exc}") from exc
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia import __version__
-from earlyia.errors import FormatError, SchemaError
+from earlyia.errors import FormatError, InputError, SchemaError
 from earlyia.features.base import META_COLUMNS, FeatureExtractor, get_extractor
 from earlyia.io.table import atomic_write
 
@@ -147,7 +147,7 @@ def features_files(
     """
     import time
 
-    from earlyia.errors import InputError
+    # the chunked reader and writer of the scoring pipeline (score imports features: importing it here is lazy)
     from earlyia.score.pipeline import CHUNK_SIZE, TableWriter, _reason_key, iter_chunks
 
     t0 = time.perf_counter()

@@ -254,8 +254,9 @@ class IaTemplateFeatures(FeatureExtractor):
             int(self.min_points),
             out,
         )
-        ok = np.ones(len(starts), bool)  # a light curve too short to fit is a valid row with tmpl_ok = 0
-        return out, ok, np.full(len(starts), "", dtype=object)
+        # a light curve too short to fit is a valid row with tmpl_ok = 0; one without any point is not a light curve
+        ok = np.asarray(ends, np.int64) > np.asarray(starts, np.int64)
+        return out, ok, np.where(ok, "", "no points").astype(object)
 
 
 register_extractor("ia_template", IaTemplateFeatures)

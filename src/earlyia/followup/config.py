@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from earlyia.errors import ConfigError
+from earlyia.select import EXTRAGALACTIC_TYPES
 
 #: Environment variable holding the Slack incoming-webhook URL (a secret: never printed).
 SLACK_WEBHOOK_ENV = "EARLYIA_SLACK_WEBHOOK"
@@ -24,8 +25,6 @@ PORTAL_URL = "https://fink-portal.org/"
 
 def extragalactic_types() -> tuple[str, ...]:
     """The SIMBAD types compatible with a supernova (``earlyia.select.EXTRAGALACTIC_TYPES``)."""
-    from earlyia.select import EXTRAGALACTIC_TYPES
-
     return tuple(EXTRAGALACTIC_TYPES)
 
 

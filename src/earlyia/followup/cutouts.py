@@ -21,6 +21,7 @@ import numpy as np
 
 from earlyia.errors import EarlyIAError, FormatError
 from earlyia.followup.notify import Attachment, escape, lightcurve_png
+from earlyia.io import expand_inputs
 
 CUTOUT_KINDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 _BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
@@ -163,8 +164,6 @@ def find_cutouts(paths: str | Path | Iterable[str | Path], targets: dict[str, st
     else those of the object's latest alert with stamps. A file that cannot be read adds a line to
     ``problems`` and the others are still read.
     """
-    from earlyia.io import expand_inputs
-
     wanted = {str(k) for k in targets}
     best: dict[str, tuple[tuple[int, float], dict]] = {}
     for path in expand_inputs(paths):

@@ -363,25 +363,6 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-SINK_SPECS = "slack (incoming webhook), slack-bot (Web API), stdout or file:PATH"
-
-
-def make_sink(spec: str, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
-              channels: dict[str, str | None] | None = None, token: str | None = None, base_url: str | None = None):
-    """``slack`` | ``slack-bot`` | ``stdout`` | ``file:PATH``."""
-    if spec == "slack":
-        return SlackSink(retry=retry, sleep=sleep)
-    if spec == "slack-bot":
-        from earlyia.followup.slackbot import SlackBotSink
-
-        return SlackBotSink(token=token, channels=channels or {}, base_url=base_url, retry=retry)
-    if spec == "stdout":
-        return StdoutSink()
-    if spec.startswith("file:") and len(spec) > 5:
-        return FileSink(spec[5:])
-    raise ConfigError(f"--sink {spec!r}: expected {SINK_SPECS}")
-
-
 # -- light-curve images (optional) ---------------------------------------------------------------
 def lightcurve_png(lc, object_id: str) -> bytes | None:
     """A small PNG of one object's light curve (detections with errors, upper limits as triangles)."""

@@ -29,13 +29,23 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from earlyia.errors import ConfigError, FeatureMismatchError, InputError
+from earlyia.errors import ConfigError, FeatureMismatchError, InputError, ModelError
+from earlyia.features.gates import apply_gate
 from earlyia.followup.db import FollowupDB, utcnow
-from earlyia.followup.labels import current_labels
+from earlyia.followup.ingest import current_labels
+from earlyia.followup.model_registry import (
+    _promote,
+    insert_model,
+    load_production,
+    load_rows,
+    model_rows,
+    production_version,
+    store_rows,
+)
 from earlyia.followup.promotion import PromotionRule
-from earlyia.followup.registry import insert_model, load_production, load_rows, model_rows, production_version, store_rows
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
 from earlyia.metrics import counts_to_metrics, roc_auc
+from earlyia.score.model import train_model, training_settings
 
 #: Validation alerts count within this many detections (the replay protocol's N), when they carry ``ndethist``.
 MAX_DETECTIONS = 20
@@ -133,8 +143,6 @@ def _rows_of(feats: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 def object_scores(model, rows: pd.DataFrame, max_detections: int = MAX_DETECTIONS) -> pd.Series:
     """Per object, the highest score of its rows within ``max_detections`` (when rows carry ``ndethist``), scored as
     ``earlyia score`` would: rows the card's gate rejects score 0."""
-    from earlyia.features.gates import apply_gate
-
     X = rows[model.features].to_numpy(np.float64)
     p = model.predict_proba(X)[:, 1]
     p = np.where(apply_gate(model.card.get("gate"), X, model.features), p, 0.0)
@@ -147,8 +155,6 @@ def object_scores(model, rows: pd.DataFrame, max_detections: int = MAX_DETECTION
 
 def deployed_threshold(model, max_detections: int = MAX_DETECTIONS) -> float:
     """The model's own candidate threshold (its card, purity >= 0.8 within ``max_detections``), else 0.5."""
-    from earlyia.errors import ModelError
-
     try:
         t = model.threshold(max_detections, 0.8)["threshold"]
     except ModelError:
@@ -235,8 +241,6 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
         use_feature_labels: also take labels from the feature table's own label column (bootstrap).
         train_kwargs: :func:`~earlyia.score.model.train_model` settings that override production's recipe.
     """
-    from earlyia.score.model import train_model, training_settings
-
     rule = rule or PromotionRule()
     rule.check()
     if "object_id" not in features.columns:
@@ -385,8 +389,6 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
                                training=training[["object_id", "label", "origin", "label_id"]],
                                note="retrained with follow-up labels", rows_sha=rows_sha)
         if promoted:
-            from earlyia.followup.registry import _promote
-
             _promote(con, version, reason)
     return RetrainReport(version=version, parent=prod_version, promoted=promoted, reason=reason, candidate_metrics=cand_m,
                          production_metrics=prod_m, n_train=int(training["object_id"].nunique()), n_new_labels=n_new,

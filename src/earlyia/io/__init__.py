@@ -23,7 +23,7 @@ from earlyia.io import rubin as _rubin
 from earlyia.io import snana as _snana
 from earlyia.io import ztf as _ztf
 from earlyia.io.photometry import fluxcal_to_mag, limit_to_flux_err, mag_to_fluxcal
-from earlyia.io.registry import detect_format, get_reader, readers, register_reader
+from earlyia.io.registry import detect_format, get_reader, parquet_schema, readers, register_reader
 from earlyia.io.table import LightCurves
 
 __all__ = [
@@ -148,8 +148,6 @@ def _read_earlyia(path: Path) -> LightCurves:
 
 
 def _detect_earlyia(path: Path) -> bool:
-    from earlyia.io.registry import parquet_schema
-
     schema = parquet_schema(path)
     return schema is not None and b"earlyia" in (schema.metadata or {})
 

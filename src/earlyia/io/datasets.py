@@ -17,6 +17,7 @@ from earlyia.data import reference_dir
 from earlyia.errors import DataNotFoundError, Problem
 from earlyia.io.fink import read_fink_csv, read_fink_parquet
 from earlyia.io.lsst import read_elasticc, read_plasticc
+from earlyia.io.photometry import mag_to_fluxcal
 from earlyia.io.snana import read_snana
 from earlyia.io.table import LightCurves
 from earlyia.io.ztf import read_ztf_alert_parquet
@@ -67,8 +68,6 @@ def fink_reference_inputs(data_dir: str | Path | None = None) -> tuple[list[str]
     deduplicate epochs). Returns ``(keys, (mjd, band, flux, flux_err, detected, starts, ends))`` with bands
     coded g 0, r 1, other 2.
     """
-    from earlyia.io.photometry import mag_to_fluxcal
-
     d = _need(_base(data_dir) / ZTF_TNS_DIR)
     segs = []
     for p in sorted(d.glob("fink_cross_tns_*.parquet")):

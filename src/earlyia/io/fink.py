@@ -23,10 +23,12 @@ import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.photometry import DETECTION_SNR, diffpos_sign, limit_to_flux_err, mag_to_fluxcal
+from earlyia.io.registry import csv_header, parquet_schema
 from earlyia.io.table import (
     JD_MJD_OFFSET,
     SURVEY_BANDS,
     LightCurves,
+    _dedup_mask,
     arrow_to_pandas,
     object_id_strings,
     text_numbers,
@@ -163,8 +165,6 @@ def repeated_epoch_mask(row: np.ndarray, t: np.ndarray, band_code: np.ndarray, d
 
     Counts derived from the photometry (``ndethist``) use it so a repeated epoch is counted once.
     """
-    from earlyia.io.table import _dedup_mask
-
     n = len(t)
     if n < 2:
         return np.zeros(n, bool)
@@ -547,15 +547,11 @@ def read_fink_csv(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
 # ---------------------------------------------------------------------------------------------- detection
 def detect_fink_parquet(path: Path) -> bool:
     """Parquet whose schema has ``objectId`` and the four concatenated photometry lists."""
-    from earlyia.io.registry import parquet_schema
-
     schema = parquet_schema(Path(path))
     return schema is not None and all(c in schema.names for c in ("objectId", *FINK_LIST_COLUMNS))
 
 
 def detect_fink_csv(path: Path) -> bool:
     """CSV (plain or compressed) whose header has the Fink long-form columns."""
-    from earlyia.io.registry import csv_header
-
     header = csv_header(Path(path))
     return all(c in header for c in FINK_CSV_COLUMNS)

@@ -21,8 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from earlyia.errors import EarlyIAError, FormatError
+from earlyia.errors import ConfigError, EarlyIAError, FormatError
 from earlyia.io.table import LightCurves
+from earlyia.registry import Registry
 
 #: What a reader raises on a damaged, truncated or mistyped file: decompression, decoding, Arrow and the errors
 #: pandas/numpy raise on values of the wrong type. :func:`guarded` turns them into one :class:`FormatError`.
@@ -56,20 +57,38 @@ class Reader:
     directory: str = ""
 
 
-_READERS: dict[str, Reader] = {}
+def _check_reader(name: str, reader: Reader) -> None:
+    if not isinstance(reader, Reader) or reader.name != name:
+        raise ConfigError(f"format {name!r}: expected a Reader named {name!r}, got {reader!r}")
+
+
+#: The formats by name, in detection order.
+READERS: Registry[Reader] = Registry("format", check=_check_reader)
 
 
 def register_reader(
-    name: str, detect: Callable[[Path], bool], read: Callable[[Path], LightCurves], *, description: str = "", directory: str = ""
-) -> None:
-    """Add (or replace) a format. Detectors run in registration order; register specific formats first.
+    name: str,
+    detect: Callable[[Path], bool],
+    read: Callable[[Path], LightCurves],
+    *,
+    description: str = "",
+    directory: str = "",
+    replace: bool = False,
+) -> Reader:
+    """Add a format (``replace=True`` to replace one). Detectors run in registration order; register specific
+    formats first.
 
     ``directory``: "" (the reader takes files), "unit" (a folder is one input) or "whole" (the reader can take a
     folder in one pass, used by :func:`earlyia.io.read` when given that folder alone).
     """
     if directory not in ("", "unit", "whole"):
-        raise ValueError(f"directory must be '', 'unit' or 'whole', got {directory!r}")
-    _READERS[name] = Reader(name, detect, guarded(read, name), description, directory)
+        raise ConfigError(f"register_reader({name!r}): directory must be '', 'unit' or 'whole', got {directory!r}")
+    if name in READERS and not replace:
+        old = READERS.get(name)
+        same = (old.detect, getattr(old.read, "__wrapped__", old.read), old.description, old.directory)
+        if same == (detect, read, description, directory):
+            return old  # the same format registered again (a re-imported module)
+    return READERS.register(name, Reader(name, detect, guarded(read, name), description, directory), replace=replace)
 
 
 def guarded(read: Callable[[Path], LightCurves], name: str) -> Callable[[Path], LightCurves]:
@@ -101,14 +120,12 @@ def guarded(read: Callable[[Path], LightCurves], name: str) -> Callable[[Path], 
 
 def readers() -> dict[str, Reader]:
     """The registered formats by name, in detection order."""
-    return dict(_READERS)
+    return dict(READERS.items())
 
 
 def get_reader(name: str) -> Reader:
-    try:
-        return _READERS[name]
-    except KeyError:
-        raise FormatError(f"unknown format {name!r}; known formats: {', '.join(_READERS)}") from None
+    """The format registered as ``name`` (:class:`ConfigError` naming the known formats when there is none)."""
+    return READERS.get(name)
 
 
 def detect_format(path: str | Path) -> str:
@@ -119,7 +136,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise FormatError("no such file or directory", source=str(path))
-    for reader in _READERS.values():
+    for _, reader in READERS.items():
         try:
             if reader.detect(path):
                 return reader.name
@@ -131,7 +148,7 @@ def detect_format(path: str | Path) -> str:
         except (OSError, pa.ArrowException) as exc:
             raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
     raise FormatError(
-        f"unrecognised format (known: {', '.join(_READERS)}); pass format=NAME (CLI: --format NAME) if it is one of these",
+        f"unrecognised format (known: {', '.join(READERS.names())}); pass format=NAME (CLI: --format NAME) if it is one of these",
         source=str(path),
     )
 

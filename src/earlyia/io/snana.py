@@ -314,6 +314,8 @@ def detect_snana(path: Path) -> bool:
 
 
 def _looks_like_dat(path: Path) -> bool:
+    if not path.is_file():
+        return False
     with open(path, "rb") as fh:
         head = fh.read(4096)
     return (b"SNID:" in head) and (b"SURVEY:" in head or b"VARLIST:" in head or b"FILTERS:" in head)

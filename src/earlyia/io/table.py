@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
+from earlyia.io.output import make_temp_file
 
 FORMAT_VERSION = "earlyia.lightcurves/1"
 PHOT_COLUMNS = ("mjd", "band", "flux", "flux_err", "detected", "alert_id")
@@ -55,8 +56,6 @@ def atomic_write(path: str | Path, write) -> None:
     The temporary (``.<name>.<pid>.<random>.eia-tmp``, see :mod:`earlyia.io.output`) is removed on any error or
     interruption; those of killed runs are removed by the next write in the same folder.
     """
-    from earlyia.io.output import make_temp_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_file(path)

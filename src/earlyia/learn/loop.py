@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from earlyia.errors import ConfigError, InputError
+from earlyia.learn.forest import FastForest
 from earlyia.learn.protocols import Protocol, get_protocol
 from earlyia.learn.strategies import PoolPredictions, binary_entropy, committee_summary, get_strategy, positive_proba, strategy_name
 from earlyia.metrics import binary_metrics, metrics_by_detections
@@ -112,8 +113,6 @@ def run_active_learning(
         cost, budget: per-row labelling cost and the maximal cost of one loop's batch.
         early_every: compute the early metrics every this many loops (0 = final loop only).
     """
-    from earlyia.learn.forest import FastForest
-
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2:
@@ -218,7 +217,7 @@ def run_active_learning(
                 kw["budget"] = budget
             kw.setdefault("X_labelled", X[in_train])
             seed = int(rng.integers(0, 2**63 - 1))
-            idx, _ = strat(cached, X_pool, n_instances=proto.batch_size, random_state=seed, **kw)
+            idx, _ = strat(cached, X_pool, n_instances=min(proto.batch_size, len(pool)), random_state=seed, **kw)
             idx = np.asarray(idx, dtype=np.int64)
             if len(np.unique(idx)) != len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= len(pool))):
                 raise ConfigError(f"strategy {strategy_name(strategy)!r} returned invalid pool positions {idx[:10]}")

@@ -9,8 +9,10 @@ Contract (modAL-like)::
   scikit-learn ensemble (``estimators_``), a :class:`BootstrapCommittee`, a
   :class:`~earlyia.learn.forest.FastForest`, or a :class:`PoolPredictions` cache.
 - ``X_pool``: float array (n_pool, k) of the candidates (never labelled rows: the loop removes them).
+- ``n_instances``: between 1 and ``len(X_pool)`` (:func:`check_request`; anything else is a
+  :class:`~earlyia.errors.ConfigError`).
 - returns ``indices``: int64 positions into ``X_pool``, unique, at most ``n_instances`` (fewer when
-  the pool or the budget is smaller), best first; ``scores``: float64 (n_pool,), higher = more wanted.
+  ``exclude`` or the budget leaves fewer), best first; ``scores``: float64 (n_pool,), higher = more wanted.
 - keyword arguments every strategy accepts: ``cost`` (n_pool,) positive cost of labelling each
   candidate (e.g. cheaper for brighter objects), ``budget`` (max total cost of this query; a
   candidate that does not fit is skipped), ``exclude`` (bool (n_pool,), never return these),
@@ -30,6 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from earlyia.errors import ConfigError, InputError
+from earlyia.registry import Registry
 
 Strategy = Callable[..., tuple[np.ndarray, np.ndarray]]
 
@@ -172,8 +175,7 @@ def select_top(scores: np.ndarray, n_instances: int, random_state=None, cost=Non
     rng = np.random.default_rng(random_state)
     s = np.asarray(scores, dtype=np.float64).copy()
     n = len(s)
-    if n_instances < 1:
-        raise ConfigError(f"n_instances must be >= 1, got {n_instances}")
+    check_request(n, n_instances)
     s[np.isnan(s)] = -np.inf
     allowed = np.ones(n, dtype=bool)
     if exclude is not None:
@@ -209,6 +211,12 @@ def select_top(scores: np.ndarray, n_instances: int, random_state=None, cost=Non
             if len(chosen) == n_instances:
                 break
     return np.asarray(chosen, dtype=np.int64)
+
+
+def check_request(n_pool: int, n_instances: int) -> None:
+    """:class:`ConfigError` unless ``1 <= n_instances <= n_pool`` (the caller asks for at most the pool)."""
+    if not 1 <= n_instances <= n_pool:
+        raise ConfigError(f"n_instances must be between 1 and the pool size ({n_pool} candidates), got {n_instances}")
 
 
 def _pick(scores, n_instances, random_state, kwargs):
@@ -281,6 +289,7 @@ def diverse_uncertainty(classifier, X_pool, n_instances=1, random_state=None, n_
     ``uncertainty * distance to the nearest already chosen row`` (features standardised on the
     candidates), so a batch never holds k near-duplicates. Score = uncertainty in [0, 1].
     """
+    check_request(len(X_pool), n_instances)
     rng = np.random.default_rng(random_state)
     X_pool = np.asarray(X_pool, dtype=np.float64)
     p = positive_proba(classifier, X_pool)
@@ -318,44 +327,42 @@ def diverse_uncertainty(classifier, X_pool, n_instances=1, random_state=None, n_
     return np.asarray(chosen, dtype=np.int64), u
 
 
-for _f in (vote_entropy, bald):
-    _f.needs_committee = True
-
-#: name -> strategy. Add your own with :func:`register_strategy`.
-STRATEGIES: dict[str, Strategy] = {
-    "random": random_sampling,
-    "uncertainty": uncertainty_sampling,
-    "entropy": entropy_sampling,
-    "margin": margin_sampling,
-    "least_confident": least_confident,
-    "vote_entropy": vote_entropy,
-    "bald": bald,
-    "uncertainty_per_cost": uncertainty_per_cost,
-    "diverse_uncertainty": diverse_uncertainty,
-}
+def _check_strategy(name: str, strategy: Strategy) -> None:
+    if not callable(strategy):
+        raise ConfigError(f"register_strategy({name!r}): {strategy!r} is not callable")
 
 
-def register_strategy(name: str, strategy: Strategy, needs_committee: bool = False) -> None:
-    """Add a strategy under ``name`` (it must follow the contract of this module)."""
+#: Query strategies by name. Add your own with :func:`register_strategy`.
+STRATEGIES: Registry[Strategy] = Registry("strategy", check=_check_strategy)
+
+
+def register_strategy(name: str, strategy: Strategy, needs_committee: bool = False, *, replace: bool = False) -> Strategy:
+    """Add a strategy under ``name`` (it must follow the contract of this module; ``replace=True`` to replace one)."""
+    STRATEGIES.register(name, strategy, replace=replace)
     if needs_committee:
         strategy.needs_committee = True
-    STRATEGIES[name] = strategy
+    return strategy
+
+
+register_strategy("random", random_sampling)
+register_strategy("uncertainty", uncertainty_sampling)
+register_strategy("entropy", entropy_sampling)
+register_strategy("margin", margin_sampling)
+register_strategy("least_confident", least_confident)
+register_strategy("vote_entropy", vote_entropy, needs_committee=True)
+register_strategy("bald", bald, needs_committee=True)
+register_strategy("uncertainty_per_cost", uncertainty_per_cost)
+register_strategy("diverse_uncertainty", diverse_uncertainty)
 
 
 def get_strategy(strategy: str | Strategy) -> Strategy:
     """A strategy by name (see :data:`STRATEGIES`) or the callable itself."""
     if callable(strategy):
         return strategy
-    try:
-        return STRATEGIES[strategy]
-    except KeyError:
-        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}") from None
+    return STRATEGIES.get(strategy)
 
 
 def strategy_name(strategy: str | Strategy) -> str:
     if isinstance(strategy, str):
         return strategy
-    for k, v in STRATEGIES.items():
-        if v is strategy:
-            return k
-    return getattr(strategy, "__name__", type(strategy).__name__)
+    return STRATEGIES.name_of(strategy) or getattr(strategy, "__name__", type(strategy).__name__)

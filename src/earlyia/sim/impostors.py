@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import ConfigError
+from earlyia.features import get_extractor
 from earlyia.io.table import LightCurves
 
 KINDS = ("flat", "noisy_constant", "declining")
@@ -97,8 +98,6 @@ def impostor_features(
     can score such light curves high; adding them as negatives teaches it not to. The label strings
     are ordinary non-Ia types for :class:`earlyia.labels.TypeMap`.
     """
-    from earlyia.features import get_extractor
-
     ext = get_extractor(extractor_config)
     lc = generate(n_per_kind, min_detections=min_detections, max_detections=max_detections, random_state=random_state)
     first = min_detections if replay_from is None else int(replay_from)

@@ -16,7 +16,7 @@ import pytest
 from earlyia.errors import SchemaError
 from earlyia.followup.config import Constraints, EarlyList
 from earlyia.followup.db import SCHEMA_VERSION, FollowupDB
-from earlyia.followup.select import MJD_OFFSET, choose, latest_alerts, select
+from earlyia.followup.targets import MJD_OFFSET, choose, latest_alerts, select
 
 TYPES = ("Unknown", "Galaxy", "SN")
 CONSTRAINTS = Constraints(extragalactic=TYPES)
@@ -180,7 +180,7 @@ def test_select_failing_half_way_writes_nothing(tmp_path, monkeypatch):
     write_scores(make_scores(100, seed=10), path)
     with FollowupDB(tmp_path / "loop.db") as db:
         before = db.snapshot()
-        import earlyia.followup.select as selmod
+        import earlyia.followup.targets as selmod
 
         real = selmod._col
         calls = {"n": 0}

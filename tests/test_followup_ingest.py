@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from earlyia.errors import SchemaError
 from earlyia.followup.db import FollowupDB
-from earlyia.followup.labels import current_labels, ingest_labels, read_label_csv, read_label_tns
+from earlyia.followup.ingest import current_labels, ingest_labels, read_label_csv, read_label_tns
 from earlyia.labels import TypeMap
 
 #: Header of the TNS search page's CSV export (as downloaded from wis-tns.org/search).
@@ -104,7 +104,7 @@ def test_tns_export(db, tmp_path):
                   "Discovery Date (UT)": "2026-01-03 10:00:00"})
         rows.append([r[h] for h in TNS_HEADER])
     f = _csv(tmp_path / "tns_search.csv", TNS_HEADER, rows)
-    from earlyia.followup.labels import known_objects
+    from earlyia.followup.ingest import known_objects
 
     frame = read_label_tns(f, known_objects(db))
     assert list(frame["object_id"]) == ["ZTF1", "ZTF3", "PS26zzz"]
