@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from earlyia.errors import ConfigError, IntegrityError, ModelError
 from earlyia.followup.db import FollowupDB, dumps, utcnow
 from earlyia.io.table import atomic_write
+from earlyia.model.artifact import Model
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -168,8 +169,6 @@ def register(db: FollowupDB, model_path: str | Path, *, production: bool = False
     ``training_rows``: the rows it learned from (a frame, or the Parquet ``earlyia train --training-rows`` wrote),
     checked against the card and stored beside the database; without them the model cannot be retrained.
     """
-    from earlyia.score.model import Model
-
     model = Model.load(model_path)
     rows_sha = None
     if training_rows is not None:
@@ -263,9 +262,7 @@ def rollback(db: FollowupDB, *, reason: str = "rolled back by hand") -> tuple[st
 
 
 def load_production(db: FollowupDB):
-    """The production :class:`~earlyia.score.model.Model` (or None), verified on load."""
-    from earlyia.score.model import Model
-
+    """The production :class:`~earlyia.model.artifact.Model` (or None), verified on load."""
     row = db.query("SELECT version, path FROM models WHERE status = 'production'")
     if not row:
         return None

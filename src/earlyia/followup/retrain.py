@@ -3,7 +3,7 @@
 The candidate learns from **production's own training rows** (stored content-addressed beside the
 database when production was registered or trained here: the exact rows, augmented copies and
 generated impostors included) plus the rows of the objects labelled since, taken from the feature
-table the user passes, with production's recipe (``training_settings`` of its card). A production
+table the user passes, with production's recipe (:meth:`Recipe.of_model <earlyia.model.recipe.Recipe.of_model>` of its card). A production
 model registered without its rows cannot be retrained: that is an error saying how to register it.
 
 Both models are then compared on the same *fixed* validation rows (objects neither trained on,
@@ -29,13 +29,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from earlyia.errors import ConfigError, FeatureMismatchError, InputError
+from earlyia.errors import ConfigError, FeatureMismatchError, InputError, ModelError
+from earlyia.features.gates import apply_gate
+from earlyia.followup import registry
 from earlyia.followup.db import FollowupDB, utcnow
 from earlyia.followup.labels import current_labels
 from earlyia.followup.promotion import PromotionRule
 from earlyia.followup.registry import insert_model, load_production, load_rows, model_rows, production_version, store_rows
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
 from earlyia.metrics import counts_to_metrics, roc_auc
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 
 #: Validation alerts count within this many detections (the replay protocol's N), when they carry ``ndethist``.
 MAX_DETECTIONS = 20
@@ -133,8 +137,6 @@ def _rows_of(feats: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 def object_scores(model, rows: pd.DataFrame, max_detections: int = MAX_DETECTIONS) -> pd.Series:
     """Per object, the highest score of its rows within ``max_detections`` (when rows carry ``ndethist``), scored as
     ``earlyia score`` would: rows the card's gate rejects score 0."""
-    from earlyia.features.gates import apply_gate
-
     X = rows[model.features].to_numpy(np.float64)
     p = model.predict_proba(X)[:, 1]
     p = np.where(apply_gate(model.card.get("gate"), X, model.features), p, 0.0)
@@ -147,8 +149,6 @@ def object_scores(model, rows: pd.DataFrame, max_detections: int = MAX_DETECTION
 
 def deployed_threshold(model, max_detections: int = MAX_DETECTIONS) -> float:
     """The model's own candidate threshold (its card, purity >= 0.8 within ``max_detections``), else 0.5."""
-    from earlyia.errors import ModelError
-
     try:
         t = model.threshold(max_detections, 0.8)["threshold"]
     except ModelError:
@@ -224,7 +224,7 @@ def decide(
 def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, validation: pd.DataFrame | None = None,
             rule: PromotionRule | None = None, type_map: TypeMap | None = None, validation_fraction: float = 0.3,
             use_feature_labels: bool = False, auto_promote: bool = True, n_estimators: int | None = None,
-            random_state: int = 42, **train_kwargs) -> RetrainReport:
+            random_state: int = 42, n_jobs: int = 1, **overrides) -> RetrainReport:
     """Train a candidate from production's stored rows + the rows of newly labelled objects; promote it on evidence.
 
     Args:
@@ -233,10 +233,10 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
         validation: a labelled feature table to validate on instead of the database's fixed validation rows.
         rule: the :class:`PromotionRule` (default: its defaults).
         use_feature_labels: also take labels from the feature table's own label column (bootstrap).
-        train_kwargs: :func:`~earlyia.score.model.train_model` settings that override production's recipe.
+        n_estimators: the candidate's number of trees (default: production's).
+        n_jobs: processes for the forests.
+        overrides: recipe settings that override production's recipe (:meth:`~earlyia.model.recipe.Recipe.replace`).
     """
-    from earlyia.score.model import train_model, training_settings
-
     rule = rule or PromotionRule()
     rule.check()
     if "object_id" not in features.columns:
@@ -308,19 +308,16 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
         raise InputError("no training rows: no model in production and none of the labelled objects has features in the table")
     train_rows = pd.concat(parts, ignore_index=True)
 
-    settings = {**(training_settings(prod.card) if prod is not None else {}), **train_kwargs}
+    recipe = (Recipe.of_model(prod.card) if prod is not None else Recipe()).replace(**overrides)
     if n_estimators is not None:
-        settings["n_estimators"] = int(n_estimators)
-    elif prod is not None:
-        settings.setdefault("n_estimators", int(prod.card.get("n_trees") or 300))
+        recipe = recipe.replace(n_estimators=int(n_estimators))
     lineage: dict = {"recipe": f"inherited from {prod_version}"} if prod is not None else {}
     if prod is not None:
         lineage.update(inherited_rows=len(prod_rows), new_objects=int(new["object_id"].nunique()))
         if (prod.card.get("lineage") or {}).get("impostors"):
             lineage["impostors"] = dict(prod.card["lineage"]["impostors"])
-    model = train_model(train_rows, extractor_config, type_map=type_map, label_column="label", parent=prod_version,
-                        random_state=random_state, lineage=lineage,
-                        augmentation=prod.card.get("augmentation") if prod is not None else None, **settings)
+    model = train_model(train_rows, extractor_config, recipe, type_map=type_map, label_column="label", parent=prod_version,
+                        random_state=random_state, lineage=lineage, n_jobs=n_jobs)
     origin = pd.concat([
         pd.DataFrame({"object_id": sorted(parent_objects), "origin": "parent"}),
         new.drop_duplicates("object_id").assign(origin=lambda d: np.where(d["label_id"].isna(), "features", "label"))[
@@ -385,9 +382,7 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
                                training=training[["object_id", "label", "origin", "label_id"]],
                                note="retrained with follow-up labels", rows_sha=rows_sha)
         if promoted:
-            from earlyia.followup.registry import _promote
-
-            _promote(con, version, reason)
+            registry._promote(con, version, reason)  # looked up when called: a test interrupts it there
     return RetrainReport(version=version, parent=prod_version, promoted=promoted, reason=reason, candidate_metrics=cand_m,
                          production_metrics=prod_m, n_train=int(training["object_id"].nunique()), n_new_labels=n_new,
                          n_validation=len(y_val), metric=rule.metric, evidence=evidence, missing=missing, training=training)

@@ -24,6 +24,8 @@ import pandas as pd
 from earlyia.errors import ConfigError, SchemaError
 from earlyia.followup.config import Constraints, EarlyList
 from earlyia.followup.db import FollowupDB, dumps, utcnow
+from earlyia.learn.strategies import PoolPredictions, get_strategy
+from earlyia.model.artifact import Model
 from earlyia.score.scores_file import file_sha256, model_version_of, read_scores
 
 MJD_OFFSET = 2400000.5
@@ -193,8 +195,6 @@ def choose(latest: pd.DataFrame, *, n: int = 30, strategy: str = "uncertainty", 
            early: EarlyList | None = None, exclude: dict[str, set[str]] | None = None, feature_names: list[str] | None = None,
            budget: float | None = None, random_state=None, source: str = "scores") -> Selection:
     """Pure selection (no database): the two lists from one-row-per-object scores."""
-    from earlyia.learn.strategies import PoolPredictions, get_strategy
-
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     constraints = constraints or Constraints()
@@ -334,8 +334,6 @@ def _prohibited_from_registry(db: FollowupDB, version: str) -> set[str]:
         return ids
     row = db.query("SELECT path FROM models WHERE version = ?", (version,))
     if row:
-        from earlyia.score.model import Model
-
         return set(Model.load(row[0]["path"]).prohibited_object_ids())
     return set()
 

@@ -44,9 +44,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from earlyia import __version__
 from earlyia.errors import ConfigError, InputError
+from earlyia.features.gates import apply_gate, gate_spec
+from earlyia.features.io import read_features
 from earlyia.io.table import atomic_write
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
+from earlyia.learn.forest import FastForest
+from earlyia.learn.loop import run_active_learning
+from earlyia.learn.plots import plot_early_metrics, plot_learning_curves
+from earlyia.learn.protocols import Protocol
+from earlyia.learn.report import paired_differences, summarise, write_summary
+from earlyia.learn.strategies import get_strategy
+from earlyia.model.artifact import Model, versions
 from earlyia.progress import Progress
 
 #: Metrics drawn as learning curves (one panel each) and summarised in the report.
@@ -107,8 +117,6 @@ def load_data(features, type_map: TypeMap | None = None, feature_names: list[str
     extractor: dict = {}
     sha: dict = {}
     if isinstance(features, (str, Path)):
-        from earlyia.features.io import read_features
-
         path = Path(features)
         if not path.exists():
             raise InputError(f"{path}: feature file not found; produce one with `earlyia features`")
@@ -148,8 +156,6 @@ def load_data(features, type_map: TypeMap | None = None, feature_names: list[str
     dropped["non_finite"] = int((~finite & keep).sum())
     keep &= finite
     if gate != "none":
-        from earlyia.features.gates import apply_gate, gate_spec
-
         accepted = apply_gate(gate_spec(gate, feature_names), X, feature_names)
         dropped["gate"] = int((~accepted & keep).sum())
         keep &= accepted
@@ -189,10 +195,6 @@ def _init_worker(data: ExperimentData, cfg: dict) -> None:
 
 def _run_one(strategy: str, r: int, out_dir: str) -> tuple[str, int]:
     """Run realisation ``r`` of ``strategy`` and write its folder atomically."""
-    from earlyia.learn.forest import FastForest
-    from earlyia.learn.loop import run_active_learning
-    from earlyia.learn.protocols import Protocol
-
     data: ExperimentData = _WORKER["data"]
     cfg: dict = _WORKER["cfg"]
     seed = realisation_seed(cfg["seed"], r)
@@ -270,8 +272,6 @@ def _clean(d: dict) -> dict:
 
 def _save_model(res, data: ExperimentData, cfg: dict, strategy: str, r: int, seed: int, train_rows: np.ndarray, path: Path) -> None:
     """The realisation's final forest as a safe model file (zip of JSON + numpy arrays, no pickle)."""
-    from earlyia.score.model import Model, versions
-
     card = {
         "created": cfg["created"],
         "extractor": data.extractor,
@@ -318,8 +318,6 @@ def _versions() -> dict[str, str]:
     import numba
     import scipy
     import sklearn
-
-    from earlyia import __version__
 
     return {"earlyia": __version__, "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "numba": numba.__version__}
@@ -371,8 +369,6 @@ def run_experiment(
     strategies = list(dict.fromkeys([strategies] if isinstance(strategies, str) else strategies))
     if not strategies:
         raise ConfigError("give at least one strategy")
-    from earlyia.learn.strategies import get_strategy
-
     for s in strategies:
         get_strategy(s)  # unknown names fail now, not in a worker
     if protocol not in ("honest", "fink"):
@@ -383,8 +379,6 @@ def run_experiment(
     data = load_data(features, type_map, gate=gate)
     clf_cfg = {"n_estimators": 1000, "max_features": "sqrt", **(classifier or {})}
     clf_cfg.pop("random_state", None)
-    from earlyia.learn.forest import FastForest
-
     try:
         FastForest(**clf_cfg)
     except TypeError as exc:
@@ -456,9 +450,6 @@ def _warm_up() -> None:
 
     if multiprocessing.get_start_method(allow_none=False) != "fork":
         return
-    from earlyia.learn.forest import FastForest
-    from earlyia.learn.loop import run_active_learning
-
     X = np.random.default_rng(0).standard_normal((40, 3))
     run_active_learning(X, np.arange(40) % 2 == 0, strategy="uncertainty", protocol="fink", n_loops=2, random_state=0,
                         classifier=FastForest(n_estimators=2, random_state=0))
@@ -500,8 +491,6 @@ def _clean_stale(out: Path) -> None:
 
 
 def _write_manifest(out: Path, cfg: dict, data: ExperimentData, strategies, n_real: int, status: str, extra: dict | None = None) -> dict:
-    from earlyia.learn.protocols import Protocol
-
     proto = Protocol(name=cfg["protocol"], n_initial=cfg["n_initial"], n_initial_positive=cfg["n_initial_positive"],
                      n_loops=cfg["n_loops"], batch_size=cfg["batch_size"],
                      **({"test_fraction": cfg["test_fraction"]} if cfg["protocol"] == "honest" else {}))
@@ -531,8 +520,6 @@ def _write_table(df: pd.DataFrame, base: Path) -> None:
 
 
 def _aggregate(out: Path, cfg: dict, data: ExperimentData, strategies, n_real: int, n_computed: int, plots: bool) -> ExperimentResult:
-    from earlyia.learn.report import paired_differences, summarise, write_summary
-
     metrics, early, queried, initial = [], [], [], []
     for r in range(n_real):
         for s in strategies:
@@ -574,8 +561,6 @@ def _aggregate(out: Path, cfg: dict, data: ExperimentData, strategies, n_real: i
     summary = summarise(m)
     figures = []
     if plots:
-        from earlyia.learn.plots import plot_early_metrics, plot_learning_curves
-
         plot_learning_curves(m, out / "learning_curves.png", title=f"{cfg['protocol']} protocol, {n_real} realisations")
         figures.append("learning_curves.png")
         if e is not None and len(e):

@@ -4,7 +4,7 @@ A reported "score 0.8" should mean "about 8 in 10 such alerts are SN Ia". :func:
 measures that on labelled alerts (reliability curve with counts per bin, Brier score, expected
 calibration error); :class:`ScoreCalibrator` fits a monotone map (isotonic regression or Platt's
 sigmoid) on labelled scores and applies it to new ones. The map is stored as plain arrays, in the
-same format as a model file's ``calibration.npz`` (:func:`earlyia.score.model.fit_calibration`), so
+same format as a model file's ``calibration.npz`` (:func:`earlyia.model.calibration.fit_calibration`), so
 a calibration fitted here can travel with a model.
 """
 
@@ -18,6 +18,10 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError, ModelError
+from earlyia.evaluate import PROTOCOL_TYPES, reliability
+from earlyia.io.table import atomic_write
+from earlyia.labels import POSITIVE, UNLABELLED, read_labels
+from earlyia.model.calibration import apply_calibration, fit_calibration
 
 
 def _check(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +39,6 @@ def _check(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def reliability_curve(score: np.ndarray, y: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     """Equal-width bins over [0, 1]: ``bin_low, bin_high, count, mean_score, fraction_positive``."""
     score, y = _check(score, y)
-    from earlyia.evaluate import reliability
-
     return reliability(score, y, n_bins)
 
 
@@ -107,8 +109,6 @@ class ScoreCalibrator:
         self.method = method
 
     def fit(self, score: np.ndarray, y: np.ndarray) -> ScoreCalibrator:
-        from earlyia.score.model import fit_calibration
-
         score, y = _check(score, y)
         if y.all() or not y.any():
             raise InputError("calibration needs both SN Ia and other labels")
@@ -119,12 +119,10 @@ class ScoreCalibrator:
         """Calibrated scores (same shape); NaN stays NaN."""
         if not hasattr(self, "arrays_"):
             raise ModelError("ScoreCalibrator is not fitted: call fit() or load() first")
-        from earlyia.score.model import _apply_calibration
-
         s = np.asarray(score, np.float64)
         out = np.full(s.shape, np.nan)
         ok = np.isfinite(s)
-        out[ok] = _apply_calibration(s[ok], self.arrays_)
+        out[ok] = apply_calibration(s[ok], self.arrays_)
         return out
 
     def to_dict(self) -> dict:
@@ -144,8 +142,6 @@ class ScoreCalibrator:
         return c
 
     def save(self, path: str | Path) -> None:
-        from earlyia.io.table import atomic_write
-
         text = json.dumps(self.to_dict(), indent=1)
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
@@ -166,9 +162,6 @@ def calibrate_scores(
     type negative). Returns the fitted calibrator and the reliability before and after it (in-sample, so the
     second is optimistic).
     """
-    from earlyia.evaluate import PROTOCOL_TYPES
-    from earlyia.labels import POSITIVE, UNLABELLED, read_labels
-
     try:
         df = pd.read_parquet(scores).rename(columns={"objectId": "object_id"})
     except (OSError, ValueError) as exc:

@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError, SchemaError
+from earlyia.model.operating import adjust_prevalence, card_threshold, stream_prevalence
 from earlyia.report.record import BLOCKING, ReportedRecord
+from earlyia.select import EXTRAGALACTIC_TYPES, simbad_type
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,6 @@ __all__ = ["CANDIDATE_COLUMNS", "CandidateRule", "CandidateSelection", "Reported
 
 def extragalactic_types() -> tuple[str, ...]:
     """Fink's list of SIMBAD types compatible with a supernova (owned by :mod:`earlyia.select`)."""
-    from earlyia.select import EXTRAGALACTIC_TYPES
-
     return tuple(EXTRAGALACTIC_TYPES)
 
 
@@ -183,8 +183,6 @@ class CandidateRule:
             if "cdsxmatch" not in scores.columns:
                 raise SchemaError("scores lack column 'cdsxmatch' needed by the xmatch cut; disable that cut to report without it",
                                   source=source)
-            from earlyia.select import simbad_type
-
             xm = np.array([simbad_type(v) for v in scores["cdsxmatch"].astype(object).to_numpy()], dtype=object)
             if n and (xm == "Unknown").all():
                 notes.append("no SIMBAD cross-match in the input (cdsxmatch empty or Unknown for every alert): every alert counts "
@@ -331,8 +329,6 @@ def operating_threshold(card: dict | None, scores: pd.DataFrame, *, prevalence, 
                         min_purity: float) -> tuple[float, dict]:
     """The candidate threshold a model card gives at the stream's prevalence, and what it rests on (printed and
     stored in summary.json). ``prevalence``: a number, ``"training"`` or ``"auto"`` (EM estimate from the scores)."""
-    from earlyia.score.evidence import adjust_prevalence, card_threshold, stream_prevalence
-
     if card is None:
         raise InputError("the card threshold needs the model: give --model (or scores whose metadata names a model)")
     n_det = 20 if max_detections is None else int(max_detections)

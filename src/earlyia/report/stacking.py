@@ -18,8 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from earlyia.data import shared_path
 from earlyia.errors import InputError, ModelError
+from earlyia.evaluate import PROTOCOL_TYPES, counts_metrics
+from earlyia.features import get_extractor
+from earlyia.io.fink import lightcurves_from_fink_frame
+from earlyia.labels import POSITIVE, UNLABELLED, read_labels
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
+from earlyia.report.calibration import ScoreCalibrator, calibration_report
 from earlyia.report.candidates import CandidateRule
+from earlyia.score.pipeline import score_lightcurves
 
 EPS = 1e-4
 
@@ -145,8 +154,6 @@ class Comparison:
 
 
 def _flag_metrics(name: str, flagged: np.ndarray, df: pd.DataFrame, y: np.ndarray, max_detections: Sequence[int]) -> list[dict]:
-    from earlyia.evaluate import counts_metrics
-
     rows = []
     ya = y.astype(bool)
     tp, fp = int((flagged & ya).sum()), int((flagged & ~ya).sum())
@@ -205,11 +212,6 @@ def compare_rule_and_stacking(
 # ---------------------------------------------------------------------------------------------- figures for the docs
 def _our_oof_scores(replay: pd.DataFrame, labels: pd.Series, n_splits: int, random_state: int, n_estimators: int) -> np.ndarray:
     """Our model's score on every replay alert, out-of-fold (the model never saw the alert's object)."""
-    from earlyia.features import get_extractor
-    from earlyia.io.fink import lightcurves_from_fink_frame
-    from earlyia.score.model import train_model
-    from earlyia.score.pipeline import score_lightcurves
-
     df = replay.assign(TNS=replay["objectId"].map(labels))
     lc = lightcurves_from_fink_frame(df, source="replay")
     ex = get_extractor("sigmoid")
@@ -219,7 +221,7 @@ def _our_oof_scores(replay: pd.DataFrame, labels: pd.Series, n_splits: int, rand
     scores = pd.Series(np.nan, index=feats["alert_id"].astype(str).to_numpy())
     for k in range(n_splits):
         train_ids = set(feats.loc[folds != k, "object_id"])
-        model = train_model(feats[folds != k], ex.config(), n_estimators=n_estimators, random_state=random_state)
+        model = train_model(feats[folds != k], ex.config(), Recipe(n_estimators=n_estimators), random_state=random_state)
         test = lc.take(np.flatnonzero(~lc.objects["object_id"].isin(train_ids).to_numpy()))
         s = score_lightcurves(test, model, ex)
         scores.loc[s["alert_id"].astype(str).to_numpy()] = s["score"].to_numpy()
@@ -229,11 +231,6 @@ def _our_oof_scores(replay: pd.DataFrame, labels: pd.Series, n_splits: int, rand
 def main(argv: Sequence[str] | None = None) -> int:
     """Calibration and rule-vs-stacking figures on the labelled replay (and what the unlabelled pool allows)."""
     import argparse
-
-    from earlyia.data import shared_path
-    from earlyia.evaluate import PROTOCOL_TYPES
-    from earlyia.labels import POSITIVE, UNLABELLED, read_labels
-    from earlyia.report.calibration import ScoreCalibrator, calibration_report
 
     ap = argparse.ArgumentParser(prog="python -m earlyia.report.stacking", description=main.__doc__)
     ap.add_argument("--our-score", action="store_true", help="also score the replay with our model, out-of-fold (slow: minutes)")

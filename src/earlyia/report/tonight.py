@@ -29,8 +29,15 @@ import pandas as pd
 
 from earlyia.errors import InputError
 from earlyia.followup.config import Constraints
+from earlyia.followup.notify import lightcurve_png
+from earlyia.followup.select import choose, days_since_first, latest_alerts
+from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
+from earlyia.model.artifact import Model
+from earlyia.model.shipped import default_model_path
+from earlyia.model.survey import card_survey
 from earlyia.report.candidates import CandidateRule, operating_threshold, select_candidates
+from earlyia.score.pipeline import iter_chunks, score_files
 
 #: Columns of tonight.csv, in this order.
 CSV_COLUMNS = ("list", "rank", "object_id", "ra", "dec", "mag", "band", "score", "query_score", "days_since_first",
@@ -88,8 +95,6 @@ def _rows(frame: pd.DataFrame, list_name: str, portal: str | None) -> pd.DataFra
     out["band"] = col("last_band", "").fillna("").astype(str)
     out["score"] = pd.to_numeric(col("score"), errors="coerce")
     out["query_score"] = pd.to_numeric(col("query_score"), errors="coerce")
-    from earlyia.followup.select import days_since_first
-
     out["days_since_first"] = days_since_first(f) if len(f) else np.zeros(0)
     out["ndethist"] = pd.to_numeric(col("ndethist"), errors="coerce")
     out["cdsxmatch"] = col("cdsxmatch", "").fillna("").astype(str)
@@ -125,9 +130,6 @@ def _plots(inputs: list, wanted: dict[str, str], out: Path, *, chunk_size: int, 
 
     Returns the objects drawn; an object whose light curve cannot be drawn is left without image.
     """
-    from earlyia.followup.notify import lightcurve_png
-    from earlyia.score.pipeline import iter_chunks
-
     drawn: dict[str, str] = {}
     for chunk in iter_chunks(inputs, chunk_size, format):
         if chunk.lc is None or not len(wanted):
@@ -228,18 +230,12 @@ def observing_list(
 ) -> TonightResult:
     """Score ``inputs`` and write tonight's observing list into the directory ``out`` (see the module docstring).
 
-    ``model``: a model file path or :class:`~earlyia.score.model.Model` (default: the shipped model,
-    :func:`earlyia.score.shipped.default_model_path`). ``min_purity``, ``prevalence``, ``max_detections``: the
+    ``model``: a model file path or :class:`~earlyia.model.artifact.Model` (default: the shipped model,
+    :func:`earlyia.model.shipped.default_model_path`). ``min_purity``, ``prevalence``, ``max_detections``: the
     candidates' card threshold, as ``earlyia candidates --min-purity --prevalence --max-ndethist``.
     ``n_targets``, ``strategy``, ``constraints``: the active-learning targets, as ``earlyia followup select``.
     ``portal_url``: object pages (default: the survey's broker portal; ``""`` for none).
     """
-    from earlyia.followup.select import choose, latest_alerts
-    from earlyia.score.model import Model
-    from earlyia.score.pipeline import score_files
-    from earlyia.score.shipped import default_model_path
-    from earlyia.score.survey import card_survey
-
     say = progress or (lambda _line: None)
     t0 = time.perf_counter()
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -316,8 +312,6 @@ def observing_list(
                            n_objects=int(scores["object_id"].astype(str).nunique()) if len(scores) else 0,
                            n_scored=summary.n_passed, model=model.hash[:12], model_path=model_path, threshold=float(threshold),
                            operating_point=operating, notes=notes)
-    from earlyia.io.spreadsheet import write_csv_for_people
-
     table = pd.concat([rows_cand, rows_al], ignore_index=True)[list(CSV_COLUMNS)]
     write_csv_for_people(table, out / "tonight.csv")
     summary_json = {"model": model.hash, "model_path": model_path, "threshold": float(threshold), "operating_point": operating,
