@@ -44,7 +44,8 @@ from earlyia.followup.targets import choose
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
 from earlyia.metrics import roc_auc
-from earlyia.score.model import train_model
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 
 POLICIES = ("earlyia", "earlyia_diverse", "fink_top30", "random")
 MAG_LIMIT = 19.5
@@ -141,7 +142,7 @@ def run(policy: str, alerts: pd.DataFrame, X: np.ndarray, names: list[str], code
         df = pd.DataFrame(X[keep], columns=names)
         df["object_id"] = oid[keep]
         df["label"] = [labelled[o] for o in oid[keep]]
-        return train_model(df, extractor, n_estimators=n_trees, random_state=seed)
+        return train_model(df, extractor, Recipe(n_estimators=n_trees), random_state=seed)
 
     nights = np.sort(alerts.loc[~is_test, "night"].unique())
     model = fit(nights[0])

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.data import reference_dir, shared_path
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 from earlyia.score.pipeline import CHUNK_SIZE, score_files
 
 REPLAY = "ztf_replay_alerts_with_anchor.parquet"

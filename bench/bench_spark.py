@@ -44,7 +44,8 @@ def make_alerts(n_alerts: int, out: Path) -> Path:
 def make_model(out: Path) -> Path:
     from earlyia.features import get_extractor
     from earlyia.io.fink import lightcurves_from_fink_frame
-    from earlyia.score.model import train_model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
 
     replay = pd.read_parquet(shared_path("ztf_replay_alerts_with_anchor.parquet", reference=True))
     labels = pd.read_csv(shared_path("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
@@ -53,13 +54,13 @@ def make_model(out: Path) -> Path:
     ex = get_extractor("sigmoid", mode="fink")
     feats = ex.transform(lightcurves_from_fink_frame(sub, source="replay"), per="alert")
     path = out / "model.eia"
-    train_model(feats, ex.config(), n_estimators=100, random_state=0).save(path)
+    train_model(feats, ex.config(), Recipe(n_estimators=100), random_state=0).save(path)
     return path
 
 
 def time_local(alerts: Path, model_path: Path, repeat: int) -> float:
     from earlyia.io.fink import read_fink_parquet
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.score.pipeline import score_lightcurves
 
     model = Model.load(model_path)

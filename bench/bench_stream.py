@@ -131,7 +131,7 @@ def main() -> None:
     try:
         model = Path(args.model) if args.model else tmp / "fink.eia"
         if not args.model:
-            from earlyia.score.model import Model
+            from earlyia.model.artifact import Model
 
             Model.from_fink(shared_path("anchor_models_fink/default-model_sigmoid.obj.xz")).save(model)
         rows = []

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from earlyia.compat.fink_pickle import fink_scores, load_fink_model
 from earlyia.data import reference_dir, shared_path
 from earlyia.features.sigmoid import SigmoidFeatures
 from earlyia.io import datasets, read
+from earlyia.model.fink_pickle import fink_scores, load_fink_model
 from earlyia.select import fink_cuts
 
 

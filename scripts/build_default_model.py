@@ -1,8 +1,8 @@
 """Build the default early model shipped with earlyia (``src/earlyia/models/early_ztf.eia``).
 
-The current ``early`` recipe (``earlyia.score.recipes``, what ``earlyia train LIGHTCURVES --labels ...`` does)
+The current ``early`` recipe (``earlyia.model.recipe``, what ``earlyia train LIGHTCURVES --labels ...`` does)
 on the shared labelled ZTF light curves (``ztf_fink_tns_labelled``: Fink alert histories with TNS types), with
-the size settings of ``earlyia.score.shipped.SIZE`` (fewer trees than the recipe's 300, so that the package
+the size settings of ``earlyia.model.shipped.SIZE`` (fewer trees than the recipe's 300, so that the package
 stays small), seed 42. Deterministic: the same data and code give the same model (the card's ``created``
 time and content hash aside) with the default ``--jobs 1``. The card's lineage records the resolved recipe
 and the sha256 of every training file; ``tests/test_shipped_model.py`` compares them with the recipe and
@@ -27,8 +27,9 @@ import numpy as np
 from earlyia.data import data_dir
 from earlyia.io import read
 from earlyia.labels import read_labels
-from earlyia.score.recipes import RECIPES, train_recipe
-from earlyia.score.shipped import FOLDS, SEED, SIZE, recipe_settings, training_data_hash, training_files
+from earlyia.model.recipe import RECIPES
+from earlyia.model.shipped import FOLDS, SEED, SIZE, shipped_recipe, training_data_hash, training_files
+from earlyia.model.training import train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "earlyia" / "models" / "early_ztf.eia"
@@ -43,10 +44,10 @@ def build(root: Path, size: dict, *, jobs: int = 1, progress=print):
     lineage = {
         "built_by": "scripts/build_default_model.py",
         "training_data": training_data_hash(files, root),
-        "recipe_settings": recipe_settings(size),
+        "recipe_settings": shipped_recipe(size).to_card(),
         "size_overrides": dict(size),
     }
-    return train_recipe(lc, "early", overrides=size, random_state=SEED, n_jobs=jobs, cv_folds=FOLDS,
+    return train_recipe(lc, "early", overrides={**size, "cv_folds": FOLDS}, random_state=SEED, n_jobs=jobs,
                         lineage=lineage, progress=progress)
 
 
@@ -89,7 +90,7 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s)")
     rows = [("shipped" if size == SIZE else "this size", size, mb, quality(model))]
     if args.compare is not None:
-        others = [{k: RECIPES["early"][k] for k in SIZE}]
+        others = [{k: getattr(RECIPES["early"], k) for k in SIZE}]
         for spec in args.compare:
             trees, leaf = (int(v) for v in spec.split(":"))
             others.append({"n_estimators": trees, "min_samples_leaf": leaf})

@@ -34,10 +34,12 @@ from earlyia.evaluate import PROTOCOL_TYPES, evaluate_early
 from earlyia.features.io import read_features
 from earlyia.learn.experiment import load_data
 from earlyia.learn.protocols import Protocol
+from earlyia.model.artifact import Model
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 from earlyia.report.tns import markdown_table
-from earlyia.score.model import Model, train_model
 
-RECIPE = {"min_samples_leaf": 5, "class_weight": "balanced", "object_weights": True}
+RECIPE = Recipe(min_samples_leaf=5, class_weight="balanced", object_weights=True)
 
 
 def evaluate(meta: pd.DataFrame, score: np.ndarray, card_threshold: dict[int, float] | None) -> dict[str, float]:
@@ -92,9 +94,10 @@ def main() -> None:
             variants = {
                 "AL model (engine forest, 310 labels)": (al, None),
                 "AL labels + default recipe": (
-                    train_model(pool, meta["extractor"], sample_ids=train_ids, n_estimators=args.trees, random_state=r, **RECIPE), True),
+                    train_model(pool, meta["extractor"], RECIPE.replace(n_estimators=args.trees), sample_ids=train_ids,
+                                random_state=r), True),
                 "all pool labels + default recipe": (
-                    train_model(pool, meta["extractor"], n_estimators=args.trees, random_state=r, **RECIPE), True),
+                    train_model(pool, meta["extractor"], RECIPE.replace(n_estimators=args.trees), random_state=r), True),
             }
             for name, (model, use_card) in variants.items():
                 score = model.predict_proba(test)[:, 1]

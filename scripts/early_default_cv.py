@@ -35,8 +35,8 @@ from earlyia.features import get_extractor
 from earlyia.features.io import read_features, write_features
 from earlyia.folds import object_folds
 from earlyia.labels import read_labels
+from earlyia.model.artifact import Model
 from earlyia.report.tns import markdown_table
-from earlyia.score.model import Model
 from earlyia.sim.impostors import generate
 
 VARIABLE_CLASSES = ("CV", "AGN", "Varstar")

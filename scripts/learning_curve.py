@@ -36,8 +36,8 @@ from earlyia.folds import object_folds
 from earlyia.io import read
 from earlyia.io.datasets import labelled
 from earlyia.io.table import LightCurves
+from earlyia.model.training import train_recipe
 from earlyia.score.pipeline import score_lightcurves
-from earlyia.score.recipes import train_recipe
 from earlyia.sim.ztf import simulate
 
 
@@ -47,7 +47,7 @@ def _train(lc, variant, args, seed, pool):
         sim = simulate(args.sim, random_state=seed)
         sim.objects["label"] = sim.objects["label"].astype(str)
         lc = LightCurves.concat([lc, sim])
-    model = train_recipe(lc, "early", overrides=over, random_state=seed, n_jobs=args.jobs, cv_folds=args.cv_folds)
+    model = train_recipe(lc, "early", overrides={**over, "cv_folds": args.cv_folds}, random_state=seed, n_jobs=args.jobs)
     if variant != "self-trained":
         return model, 0
     s = score_lightcurves(pool, model, per="alert")
@@ -59,7 +59,8 @@ def _train(lc, variant, args, seed, pool):
     chosen.objects["label"] = np.where(chosen.objects["object_id"].isin(set(high)), "SN Ia", "pseudo-other")
     chosen.alerts = chosen.alerts.iloc[0:0]
     both = LightCurves.concat([lc, chosen])
-    return train_recipe(both, "early", overrides=over, random_state=seed, n_jobs=args.jobs, cv_folds=args.cv_folds), len(chosen.objects)
+    model = train_recipe(both, "early", overrides={**over, "cv_folds": args.cv_folds}, random_state=seed, n_jobs=args.jobs)
+    return model, len(chosen.objects)
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ from earlyia.data import data_dir, reference_dir
 from earlyia.folds import object_folds
 from earlyia.io import read
 from earlyia.io.datasets import labelled
-from earlyia.score.model import Model
-from earlyia.score.recipes import train_recipe
+from earlyia.model.artifact import Model
+from earlyia.model.training import train_recipe
 from earlyia.sim.impostors import generate
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from earlyia.data import data_dir
 from earlyia.io import read_many
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 from earlyia.score.pipeline import score_lightcurves
 
 SOURCES = (

@@ -21,16 +21,11 @@ ALLOWED_CYCLE_EDGES = {
     # The chunked feature-table batch (features.io.features_files) reuses the scoring pipeline's chunked reader
     # and writer; they move below features when score/ is reorganised into the model package.
     ("earlyia.features", "earlyia.score"): "features.io -> score.pipeline (iter_chunks, TableWriter)",
-    # Fink's pickled forests load into score.trees.TreeEnsemble while score.model loads Fink pickles; goes with the
-    # model package.
-    ("earlyia.compat", "earlyia.score"): "compat.fink_pickle -> score.trees",
 }
 
 #: Library modules that still import earlyia inside functions (being edited elsewhere, or an import cycle).
 ALLOWED_FUNCTION_IMPORTS = {
-    # other work in progress: the model package (score/), the stream, Spark and the ZTF reader, the demo
-    "score/model.py", "score/modelfile.py", "score/pipeline.py", "score/recipes.py", "score/shipped.py",
-    "stream.py", "spark.py", "demo.py", "io/ztf.py",
+    "stream.py", "spark.py", "io/ztf.py",
     # cycles: features.io -> score.pipeline (see ALLOWED_CYCLE_EDGES); io.rubin takes the host-galaxy fields
     # from io.lsst, which takes rubin's alert ids
     "features/io.py", "io/lsst.py",

@@ -15,8 +15,8 @@ from earlyia.cli.main import main
 from earlyia.errors import ConfigError
 from earlyia.features import get_extractor
 from earlyia.features.early import STREAM_PARAMS
-from earlyia.score.model import Model
-from earlyia.score.recipes import recipe_for
+from earlyia.model.artifact import Model
+from earlyia.model.recipe import recipe_for
 from earlyia.sim.impostors import KINDS, generate, impostor_features
 
 
@@ -61,13 +61,13 @@ def test_recipe_follows_the_feature_table():
     rainbow, sig_lsst = get_extractor("rainbow").config(), get_extractor("sigmoid_lsst").config()
     assert recipe_for(rainbow, survey="ZTF")[0] == "fink"
     name, rec = recipe_for(rainbow, survey="LSST")
-    assert name == "lsst" and rec["gate"] == "rise" and rec["selection"] == {"rule": "none"}
+    assert name == "lsst" and rec.gate == "rise" and rec.selection == {"rule": "none"}
     name, rec = recipe_for(sig_lsst, survey="LSST")
-    assert name == "lsst" and rec["gate"] == "none"
-    assert recipe_for(sig_lsst, "lsst", survey="LSST")[1]["gate"] == "rise"  # asked for by name: kept (train then says why not)
-    assert recipe_for(get_extractor("early").config(), survey="LSST") == ("lsst", {**recipe_for(sig_lsst, survey="LSST")[1]})
+    assert name == "lsst" and rec.gate == "none"
+    assert recipe_for(sig_lsst, "lsst", survey="LSST")[1].gate == "rise"  # asked for by name: kept (train then says why not)
+    assert recipe_for(get_extractor("early").config(), survey="LSST") == ("lsst", recipe_for(sig_lsst, survey="LSST")[1])
     assert recipe_for(get_extractor("early").config(), survey="ZTF")[0] == "early"
-    assert recipe_for(get_extractor("early").config(), "fink")[1]["impostors"] == 0
+    assert recipe_for(get_extractor("early").config(), "fink")[1].impostors == 0
     with pytest.raises(ConfigError, match="recipe"):
         recipe_for({}, "best")
 

@@ -10,16 +10,8 @@ from hypothesis import strategies as st
 from sklearn.isotonic import IsotonicRegression
 
 from earlyia.errors import InputError, ModelError
-from earlyia.score.evidence import (
-    EvidenceCalibration,
-    OperatingCurve,
-    adjust_prevalence,
-    estimate_prevalence,
-    fit_evidence_calibration,
-    pav,
-    platt_knots,
-    shrunk_isotonic,
-)
+from earlyia.model.calibration import EvidenceCalibration, fit_evidence_calibration, pav, platt_knots, shrunk_isotonic
+from earlyia.model.operating import OperatingCurve, adjust_prevalence, estimate_prevalence
 
 
 @settings(max_examples=60, deadline=None)

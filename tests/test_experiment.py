@@ -90,7 +90,7 @@ def test_writes_everything_and_the_summary_matches_the_metrics(df, tmp_path):
     assert len(man["data"]["sha256"]["<DataFrame>"]) == 64 and "numpy" in man["versions"]
     assert man["data"]["dropped"]["unlabelled"] > 0  # the vague 'SN' type is not a negative
     # best model: a safe model file trained on exactly that realisation's labelled rows
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
 
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["final"]["fom"] == pytest.approx(final["fom"].max())

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from conftest import reference, shared
-from earlyia.compat.fink_pickle import FINK_SIGMOID_FEATURES, fink_feature_names, fink_scores, load_fink_model
 from earlyia.errors import IntegrityError
 from earlyia.features.sigmoid import SigmoidFeatures
 from earlyia.io import datasets
+from earlyia.model.fink_pickle import FINK_SIGMOID_FEATURES, fink_feature_names, fink_scores, load_fink_model
 from earlyia.select import fink_cuts
 
 MODEL = "anchor_models_fink/default-model_sigmoid.obj.xz"

@@ -22,7 +22,9 @@ from earlyia.followup.db import FollowupDB
 from earlyia.followup.ingest import current_labels
 from earlyia.followup.promotion import PromotionRule
 from earlyia.metrics import roc_auc
-from earlyia.score.model import Model, train_model
+from earlyia.model.artifact import Model
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 from test_followup_notify import FakeSlack
 
 NAMES = ["f0", "f1", "f2", "f3"]
@@ -89,7 +91,7 @@ def test_two_nights_the_loop_learns(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EARLYIA_DB", db_path)  # every command finds the database through the environment
     # initial model: 16 labelled objects
     w0 = make_world(16, 0, "ZTF26init", 60990)
-    m0 = train_model(w0, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(w0, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     write_features(m0.training_rows, tmp_path / "m0_rows.parquet", EXTRACTOR)
     validation = make_world(300, 99, "ZTF26val", 60000)
@@ -199,7 +201,7 @@ def test_retrain_refuses_a_worse_model_and_rollback_walks_history(tmp_path):
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 11, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     extra = make_world(200, 12, "ZTF26new", 60000)
     validation = make_world(300, 13, "ZTF26val", 60000)
@@ -234,7 +236,7 @@ def test_retrain_with_the_stored_validation_set_keeps_it_fixed(tmp_path):
     from earlyia.followup.retrain import retrain
 
     base = make_world(60, 21, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     new = make_world(120, 22, "ZTF26new", 60000)
     objs = new.drop_duplicates("object_id")
@@ -261,7 +263,7 @@ def test_retrain_interrupted_while_writing_changes_nothing(tmp_path, monkeypatch
     from earlyia.followup.retrain import retrain
 
     base = make_world(80, 31, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     new = make_world(80, 32, "ZTF26new", 60000)
     objs = new.drop_duplicates("object_id")
@@ -284,7 +286,6 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
     impostors among them, inherited from the stored rows); an explicit keyword still wins."""
     from earlyia.followup.model_registry import register
     from earlyia.followup.retrain import retrain
-    from earlyia.score.model import training_settings
 
     names = ["f0", "f1", "rise_sig", "n_points"]
     extractor = {"extractor": "synthetic", "params": {}, "names": names}
@@ -295,9 +296,12 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
     imp = make_world(7, 99, "imp", 60000).rename(columns={"f2": "rise_sig", "f3": "n_points"})
     imp = imp.assign(rise_sig=10.0, n_points=5.0, tns_type="impostor (flat)", view=-1)
     selection = {"min_points_per_band": 0, "require_rising": False}
-    m0 = train_model(pd.concat([base.assign(view=0), imp], ignore_index=True), extractor, n_estimators=N_TREES, random_state=0,
-                     min_samples_leaf=3, class_weight="balanced", object_weights=True, selection=selection, gate="rise",
-                     train_rows="gate", cv_folds=0, lineage={"impostors": {"n_per_kind": 7, "seed": 5}})
+    recipe = Recipe(n_estimators=N_TREES, min_samples_leaf=3, class_weight="balanced", object_weights=True, selection=selection,
+                    gate="rise", train_rows="gate", cv_folds=0)
+    m0 = train_model(pd.concat([base.assign(view=0), imp], ignore_index=True), extractor, recipe, random_state=0,
+                     lineage={"impostors": {"n_per_kind": 7, "seed": 5}})
+    # the card records the recipe: read back, it is the recipe that trained the model (folds are not recorded)
+    assert Recipe.of_model(m0.card) == recipe.replace(impostors=7, extractor=extractor, cv_folds=Recipe().cv_folds)
     m0.save(tmp_path / "m0.eia")
     assert set(m0.training_rows.loc[m0.training_rows["view"] == -1, "object_id"]) == set(imp["object_id"])
     objs = new.drop_duplicates("object_id")
@@ -307,7 +311,7 @@ def test_retrain_keeps_the_parents_recipe_and_rows(tmp_path):
         r = retrain(db, new, extractor, n_estimators=N_TREES, rule=LOOSE, cv_folds=0)
         cand = Model.load(db.query("SELECT path FROM models WHERE version = ?", (r.version,))[0]["path"])
         card = cand.card
-        assert training_settings(card) == training_settings(m0.card)
+        assert Recipe.of_model(card) == Recipe.of_model(m0.card)  # the retrain reproduces its parent's recipe
         assert card["gate"] == m0.card["gate"] and card["selection"] == selection
         assert card["lineage"]["impostors"] == {"n_per_kind": 7, "seed": 5}
         rows = cand.training_rows if cand.training_rows is not None else None
@@ -340,7 +344,7 @@ def test_retrain_starts_from_productions_rows_whatever_table_the_user_passes(tmp
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 41, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     tonight = make_world(40, 42, "ZTF26new", 60000)
     objs = tonight.drop_duplicates("object_id")
@@ -359,7 +363,7 @@ def test_no_stored_rows_is_a_clear_error_and_rows_must_match_the_card(tmp_path):
     from earlyia.followup.retrain import retrain
 
     base = make_world(60, 51, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     with FollowupDB(tmp_path / "a.db") as db:
         register(db, tmp_path / "m0.eia", production=True)
@@ -388,7 +392,7 @@ def test_a_tie_on_a_handful_of_objects_never_promotes(tmp_path):
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 61, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     new = make_world(20, 62, "ZTF26new", 60000)
     objs = new.drop_duplicates("object_id")
@@ -439,8 +443,8 @@ def test_model_versions_are_hashes_matched_exactly_or_by_unambiguous_prefix(tmp_
     from earlyia.errors import ConfigError
     from earlyia.followup.model_registry import promote, register
 
-    a = train_model(make_world(40, 71, "A", 60000), EXTRACTOR, n_estimators=10, random_state=0)
-    b = train_model(make_world(40, 72, "B", 60000), EXTRACTOR, n_estimators=10, random_state=0)
+    a = train_model(make_world(40, 71, "A", 60000), EXTRACTOR, Recipe(n_estimators=10), random_state=0)
+    b = train_model(make_world(40, 72, "B", 60000), EXTRACTOR, Recipe(n_estimators=10), random_state=0)
     a.save(tmp_path / "a.eia")
     b.save(tmp_path / "b.eia")
     with FollowupDB(tmp_path / "loop.db") as db:
@@ -460,7 +464,7 @@ def test_retrain_keeps_productions_rows_when_the_new_table_carries_row_flags(tmp
     from earlyia.followup.retrain import retrain
 
     base = make_world(300, 41, "ZTF26base", 60000)
-    m0 = train_model(base, EXTRACTOR, n_estimators=N_TREES, random_state=0)
+    m0 = train_model(base, EXTRACTOR, Recipe(n_estimators=N_TREES), random_state=0)
     m0.save(tmp_path / "m0.eia")
     assert "valid" not in m0.training_rows.columns
     tonight = make_world(40, 42, "ZTF26new", 60000)

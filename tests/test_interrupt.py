@@ -18,7 +18,8 @@ import pytest
 from conftest import reference, shared
 from earlyia.features import get_extractor
 from earlyia.io.fink import lightcurves_from_fink_frame
-from earlyia.score.model import train_model
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def model_path(tmp_path_factory):
     feats = ext.transform(lightcurves_from_fink_frame(df, source="replay"), per="alert")
     feats["label"] = feats["object_id"].map(lab)
     path = tmp_path_factory.mktemp("model") / "model.eia"
-    train_model(feats, ext.config(), n_estimators=5, random_state=1).save(path)
+    train_model(feats, ext.config(), Recipe(n_estimators=5), random_state=1).save(path)
     return path
 
 

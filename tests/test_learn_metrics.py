@@ -97,7 +97,7 @@ def test_against_sklearn_and_errors():
 
 def test_one_formula_two_conventions_for_what_cannot_be_measured():
     from earlyia.metrics import binary_metrics, counts_to_metrics
-    from earlyia.score.model import card_metrics
+    from earlyia.model.operating import card_metrics
 
     y = np.array([True, True, False, False])
     nothing = np.zeros(4)  # nothing flagged: purity undefined

@@ -19,7 +19,7 @@ from earlyia.features.lsst_early import HOSTLESS, LsstEarlyFeatures, host_column
 from earlyia.features.rainbow import RainbowFeatures
 from earlyia.io.lsst import read_elasticc
 from earlyia.io.table import LightCurves
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 
 ROOT = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820"
 
@@ -214,13 +214,18 @@ def test_learn_with_the_gate_queries_only_alerts_the_model_will_score(tmp_path, 
 def test_train_rows_follow_the_gate_and_need_one(tmp_path, lsst_table):
     """`--train-rows gate` (the lsst recipe's) needs a gate; `--gate none` falls back to every row; the library
     refuses gate rows without a gate instead of silently training on everything."""
-    from earlyia.score.model import train_model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
 
     feats, df, meta, _ = lsst_table
-    with pytest.raises(InputError, match="needs a gate"):
-        train_model(df, meta["extractor"], n_estimators=5, gate="none", train_rows="gate", cv_folds=0)
-    with pytest.raises(InputError, match="train_rows"):
-        train_model(df, meta["extractor"], n_estimators=5, gate="rise", train_rows="accepted", cv_folds=0)
+    with pytest.raises(ConfigError, match="train_rows='gate' needs a gate"):
+        Recipe(n_estimators=5, gate="none", train_rows="gate", cv_folds=0)
+    with pytest.raises(ConfigError, match="recipe setting train_rows"):
+        Recipe(n_estimators=5, gate="rise", train_rows="accepted", cv_folds=0)
+    with pytest.raises(InputError, match="gate 'rise' needs"):  # the features decide whether the gate can be evaluated
+        train_model(df.drop(columns=[c for c in df.columns if c.endswith("rise_sig")]),
+                    {**meta["extractor"], "names": [n for n in meta["extractor"]["names"] if not n.endswith("rise_sig")]},
+                    Recipe(n_estimators=5, gate="rise", cv_folds=0))
     path = tmp_path / "m.eia"
     assert main(["train", str(feats), "--out", str(path), "--trees", "5", "--cv-folds", "0", "--gate", "none"]) == 0
     card = Model.load(path).card

@@ -5,7 +5,7 @@ import pandas as pd
 from conftest import shared
 from earlyia.cli.main import main
 from earlyia.features import read_features
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 
 ROOT = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820"
 

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.isotonic import IsotonicRegression
 
-from earlyia.errors import DataNotFoundError, FeatureMismatchError, InputError, IntegrityError, ModelError
+from earlyia.errors import ConfigError, DataNotFoundError, FeatureMismatchError, InputError, IntegrityError, ModelError
 from earlyia.labels import TypeMap
-from earlyia.score import model as model_mod
-from earlyia.score import modelfile
-from earlyia.score.model import Model, content_hash, train_model
+from earlyia.model import artifact, modelfile, operating
+from earlyia.model.artifact import Model, content_hash
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 
 NAMES = ["f_a", "f_b", "f_c"]
 CONFIG = {"extractor": "toy", "params": {"k": 1}, "names": NAMES}
@@ -40,7 +41,7 @@ def _table(n=240, seed=0):
 
 @pytest.fixture(scope="module")
 def trained():
-    return train_model(_table(), CONFIG, n_estimators=30, random_state=3)
+    return train_model(_table(), CONFIG, Recipe(n_estimators=30), random_state=3)
 
 
 def test_round_trip(tmp_path, trained):
@@ -191,7 +192,7 @@ def test_no_pickle_anywhere(tmp_path, trained):
             assert all(n.endswith(".npy") for n in inner.namelist())
         with np.load(io.BytesIO(zf.read("trees.npz")), allow_pickle=False) as npz:
             assert all(npz[k].dtype != object for k in npz.files)
-    source = inspect.getsource(model_mod) + inspect.getsource(modelfile)
+    source = inspect.getsource(artifact) + inspect.getsource(modelfile)
     assert "import pickle" not in source and "pickle.load" not in source
     loads = [line for line in source.splitlines() if "np.load(" in line]
     assert all("allow_pickle=False" in args for args in loads)  # the loader itself parses .npy headers, no np.load
@@ -200,8 +201,8 @@ def test_no_pickle_anywhere(tmp_path, trained):
 @pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
 def test_calibration(tmp_path, method):
     df = _table(400, seed=7)
-    m = train_model(df, CONFIG, n_estimators=40, random_state=0, calibrate=method)
-    raw = train_model(df, CONFIG, n_estimators=40, random_state=0)
+    m = train_model(df, CONFIG, Recipe(n_estimators=40, calibrate=method), random_state=0)
+    raw = train_model(df, CONFIG, Recipe(n_estimators=40), random_state=0)
     X = np.random.default_rng(3).normal(size=(400, 3))
     p_raw = raw.predict_proba(X)[:, 1]
     p_cal = m.predict_proba(X)[:, 1]
@@ -227,26 +228,26 @@ def test_calibration(tmp_path, method):
 
 def test_training_options():
     df = _table()
-    same = train_model(df, CONFIG, n_estimators=10, random_state=11)
-    again = train_model(df, CONFIG, n_estimators=10, random_state=11)
+    same = train_model(df, CONFIG, Recipe(n_estimators=10), random_state=11)
+    again = train_model(df, CONFIG, Recipe(n_estimators=10), random_state=11)
     for k, v in same.ensemble.arrays().items():
         np.testing.assert_array_equal(v, again.ensemble.arrays()[k])
     ids = df["alert_id"].iloc[::3].tolist()
-    sub = train_model(df, CONFIG, n_estimators=10, sample_ids=ids)
+    sub = train_model(df, CONFIG, Recipe(n_estimators=10), sample_ids=ids)
     expected = df[df["alert_id"].isin(ids) & (df["label"] != "SN")]
     assert sub.card["training"]["alert_ids"] == expected["alert_id"].tolist()
     with pytest.raises(InputError, match="none of the"):
-        train_model(df, CONFIG, n_estimators=5, sample_ids=["nope"])
-    sub = train_model(df, CONFIG, n_estimators=5, type_map=TypeMap(positive=("SN II",)))
+        train_model(df, CONFIG, Recipe(n_estimators=5), sample_ids=["nope"])
+    sub = train_model(df, CONFIG, Recipe(n_estimators=5), type_map=TypeMap(positive=("SN II",)))
     assert sub.card["positive_class"] == ["SN II"]
     assert sum(sub.card["training"]["labels"]) == int((df["label"] == "SN II").sum())
     with pytest.raises(InputError, match="both classes"):
-        train_model(df[df["label"] != "SN Ia"], CONFIG, n_estimators=5)
+        train_model(df[df["label"] != "SN Ia"], CONFIG, Recipe(n_estimators=5))
     with pytest.raises(FeatureMismatchError, match="f_c"):
-        train_model(df.drop(columns="f_c"), CONFIG, n_estimators=5)
+        train_model(df.drop(columns="f_c"), CONFIG, Recipe(n_estimators=5))
     numeric = df.assign(label=np.where(df["label"] == "SN Ia", 1, np.where(df["label"] == "SN", -1, 0)), valid=True)
     numeric.loc[:9, "valid"] = False
-    m = train_model(numeric, CONFIG, n_estimators=5)
+    m = train_model(numeric, CONFIG, Recipe(n_estimators=5))
     assert m.card["training"]["n_samples"] == int(((numeric["label"] >= 0) & numeric["valid"]).sum())
 
 
@@ -267,7 +268,7 @@ def test_no_pickle_in_the_package_outside_the_pinned_fink_loader():
     root = Path(earlyia.__file__).parent
     offenders = []
     for f in root.rglob("*.py"):
-        if f.relative_to(root).as_posix() == "compat/fink_pickle.py":
+        if f.relative_to(root).as_posix() == "model/fink_pickle.py":
             continue
         text = f.read_text()
         if re.search(r"^\s*(import pickle|from pickle import|import joblib|import cloudpickle)", text, re.M) or "allow_pickle=True" in text:
@@ -285,7 +286,7 @@ def test_grouped_held_out_metrics_when_objects_repeat():
     X = np.repeat(centre, per, axis=0) + 0.01 * rng.normal(size=(n_obj * per, 3))
     lab = np.repeat(np.where(rng.random(n_obj) < 0.5, "SN Ia", "SN II"), per)  # labels unrelated to features
     df = pd.DataFrame(X, columns=NAMES).assign(object_id=np.repeat([f"o{i}" for i in range(n_obj)], per), label=lab)
-    m = train_model(df, CONFIG, n_estimators=40, random_state=0, calibrate="isotonic")
+    m = train_model(df, CONFIG, Recipe(n_estimators=40, calibrate="isotonic"), random_state=0)
     met = m.card["metrics"]
     assert met["oob"]["accuracy"] > 0.85 and "optimistic" in met["oob"]["note"]
     assert met["grouped_cv"]["accuracy"] < 0.7 and met["grouped_cv"]["folds"] == 5
@@ -298,7 +299,7 @@ def test_grouped_held_out_metrics_when_objects_repeat():
         oof[te] = f.predict_proba(X[te])[:, 1]
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(oof, y)
     assert met["grouped_cv"]["accuracy"] == pytest.approx(((iso.predict(oof) > 0.5) == y).mean())
-    no_cv = train_model(df, CONFIG, n_estimators=10, cv_folds=0)
+    no_cv = train_model(df, CONFIG, Recipe(n_estimators=10, cv_folds=0))
     assert "grouped_cv" not in no_cv.card["metrics"]
 
 
@@ -309,8 +310,8 @@ def test_object_weights_make_every_object_count_once():
     rep = pd.concat([df.iloc[[0]]] * 29, ignore_index=True)
     rep["alert_id"] = [f"rep{i}" for i in range(len(rep))]
     big = pd.concat([df, rep], ignore_index=True)
-    weighted = train_model(big, CONFIG, n_estimators=20, random_state=1, object_weights=True, cv_folds=0)
-    plain = train_model(big, CONFIG, n_estimators=20, random_state=1, cv_folds=0)
+    weighted = train_model(big, CONFIG, Recipe(n_estimators=20, object_weights=True, cv_folds=0), random_state=1)
+    plain = train_model(big, CONFIG, Recipe(n_estimators=20, cv_folds=0), random_state=1)
     usable = big[big["label"] != "SN"]
     X = usable[NAMES].to_numpy()
     y = usable["label"].to_numpy() == "SN Ia"
@@ -320,10 +321,10 @@ def test_object_weights_make_every_object_count_once():
     np.testing.assert_allclose(weighted.predict_proba(grid)[:, 1], ref.predict_proba(grid)[:, 1])
     assert not np.allclose(weighted.predict_proba(grid), plain.predict_proba(grid))
     assert weighted.card["classifier"]["object_weights"] is True
-    balanced = train_model(df, CONFIG, n_estimators=10, random_state=1, class_weight="balanced")
+    balanced = train_model(df, CONFIG, Recipe(n_estimators=10, class_weight="balanced"), random_state=1)
     assert balanced.card["classifier"]["params"]["class_weight"] == "balanced"
-    with pytest.raises(InputError, match="class_weight"):
-        train_model(df, CONFIG, n_estimators=10, class_weight="heavy")
+    with pytest.raises(ConfigError, match="recipe setting class_weight"):
+        Recipe(n_estimators=10, class_weight="heavy")
 
 
 def _slow_operating_point(obj, det, pos, score, n, min_purity):
@@ -348,7 +349,7 @@ def test_operating_points_match_a_brute_force_reference(seed, n_obj, min_purity)
     pos = np.repeat(rng.random(n_obj) < 0.5, per)
     det = np.concatenate([np.arange(1, k + 1) * rng.integers(1, 6) for k in per])
     score = np.round(rng.random(len(obj)) * 0.6 + 0.4 * pos, 2)  # ties on purpose
-    ops = model_mod.operating_points(obj, det, pos, score, targets=((5, min_purity), (20, min_purity)))
+    ops = operating.operating_points(obj, det, pos, score, targets=((5, min_purity), (20, min_purity)))
     if not pos.any():
         assert ops == []
         return
@@ -377,10 +378,10 @@ def test_card_records_operating_points_from_grouped_scores(tmp_path):
         ndethist=np.tile(np.arange(3, 3 + per) * 3, n_obj),
         label=np.repeat(np.where(ia, "SN Ia", "SN II"), per),
     )
-    m = train_model(df, CONFIG, n_estimators=30, random_state=0)
+    m = train_model(df, CONFIG, Recipe(n_estimators=30), random_state=0)
     ops = m.card["operating_points"]
     assert [(o["max_detections"], o["min_purity"]) for o in ops] == [(10, 0.8), (20, 0.8)]
     assert all(o["purity"] >= 0.8 and 0 < o["efficiency"] <= 1 and "grouped" in o["estimated_on"] for o in ops)
     assert Model.load(m.save(tmp_path / "m.eia")).card["operating_points"] == ops
     # without a detections column there is no replay to estimate them on
-    assert train_model(df.drop(columns="ndethist"), CONFIG, n_estimators=10, random_state=0).card["operating_points"] == []
+    assert train_model(df.drop(columns="ndethist"), CONFIG, Recipe(n_estimators=10), random_state=0).card["operating_points"] == []

@@ -2,7 +2,7 @@
 
 Every file here is built for real: zip bombs, forged zip and ``.npy`` headers, trees that are cycles, crafted
 leaf values, calibration maps and cards, each with its content hash recomputed the way
-:func:`earlyia.score.model.content_hash` computes it, so that only the new checks can refuse them. Each must be
+:func:`earlyia.model.artifact.content_hash` computes it, so that only the new checks can refuse them. Each must be
 refused by :meth:`Model.load` with an error naming the file and what is wrong, and by the CLI (``earlyia score``,
 ``earlyia models show``) with exit code 2 and one line, no traceback. Real models still load and score exactly
 as before.
@@ -30,8 +30,10 @@ import pytest
 from conftest import shared
 from earlyia.cli.main import main
 from earlyia.errors import ConfigError, IntegrityError, ModelError
-from earlyia.score import modelfile
-from earlyia.score.model import Model, content_hash, train_model
+from earlyia.model import modelfile
+from earlyia.model.artifact import Model, content_hash
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 
 NAMES = ["f_a", "f_b", "f_c"]
 CONFIG = {"extractor": "toy", "params": {"k": 1}, "names": NAMES}
@@ -65,11 +67,11 @@ def models(tmp_path_factory):
     """Real models (plain, isotonic, sigmoid, calibrated by evidence), in memory and saved."""
     tmp = tmp_path_factory.mktemp("models")
     out = {
-        "plain": train_model(_table(), CONFIG, n_estimators=12, random_state=5),
-        "isotonic": train_model(_table(), CONFIG, n_estimators=12, random_state=5, calibrate="isotonic"),
-        "sigmoid": train_model(_table(), CONFIG, n_estimators=12, random_state=5, calibrate="sigmoid"),
-        "evidence": train_model(_evidence_table(), {"extractor": "toy", "names": ["f_a", "f_b", "early_n_det"]}, n_estimators=10,
-                                calibrate="evidence", cv_folds=3, random_state=1),
+        "plain": train_model(_table(), CONFIG, Recipe(n_estimators=12), random_state=5),
+        "isotonic": train_model(_table(), CONFIG, Recipe(n_estimators=12, calibrate="isotonic"), random_state=5),
+        "sigmoid": train_model(_table(), CONFIG, Recipe(n_estimators=12, calibrate="sigmoid"), random_state=5),
+        "evidence": train_model(_evidence_table(), {"extractor": "toy", "names": ["f_a", "f_b", "early_n_det"]},
+                                Recipe(n_estimators=10, calibrate="evidence", cv_folds=3), random_state=1),
     }
     return {k: (m, m.save(tmp / f"{k}.eia")) for k, m in out.items()}
 
@@ -490,14 +492,14 @@ def test_a_cyclic_tree_would_never_finish_scoring(models, tmp_path):
     np.savez(arrays, **t)
     script = (
         "import sys, numpy as np\n"
-        "from earlyia.score.trees import _predict\n"
+        "from earlyia.model.trees import _predict\n"
         "d = np.load(sys.argv[1])\n"
         "X = np.full((1, 3), -1e30)  # left at every node\n"
         "_predict(X, d['feature'], d['threshold'], d['left'], d['right'], d['value'], d['roots'])\n"
     )
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run([sys.executable, "-c", script, str(arrays)], timeout=10, capture_output=True)
-    from earlyia.score.trees import TreeEnsemble
+    from earlyia.model.trees import TreeEnsemble
 
     with pytest.raises(ModelError, match="cycle"):
         TreeEnsemble.from_arrays(t, 3)
@@ -545,7 +547,7 @@ def _proper_forest_slow(feature, left, right, roots) -> bool:
 def test_structure_check_agrees_with_a_walk_of_every_tree():
     """Random forests (shuffled or not), each also with one child or root redirected at random: the vectorised
     check (fast path and pointer doubling) refuses exactly the forests a plain walk from the roots finds improper."""
-    from earlyia.score.trees import _structure_problem
+    from earlyia.model.trees import _structure_problem
 
     rng = np.random.default_rng(11)
     outcomes = set()

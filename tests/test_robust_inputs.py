@@ -24,7 +24,9 @@ from earlyia.features import get_extractor
 from earlyia.io import read
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.io.table import LightCurves
-from earlyia.score.model import Model, train_model
+from earlyia.model.artifact import Model
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 from earlyia.score.pipeline import score_files
 
 
@@ -44,7 +46,7 @@ def model_path(replay, tmp_path_factory):
     feats = ext.transform(lightcurves_from_fink_frame(replay, source="replay"), per="alert")
     feats["label"] = feats["object_id"].map(lab)
     path = tmp_path_factory.mktemp("model") / "model.eia"
-    train_model(feats, ext.config(), n_estimators=5, random_state=1).save(path)
+    train_model(feats, ext.config(), Recipe(n_estimators=5), random_state=1).save(path)
     return path
 
 
@@ -371,7 +373,7 @@ import json, sys
 import pyarrow as pa
 from earlyia.features import get_extractor
 from earlyia.features.io import features_files
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 from earlyia.score.pipeline import score_files
 task, src, model, out = sys.argv[1:5]
 m = Model.load(model)

@@ -14,7 +14,7 @@ from earlyia.features.io import write_features
 from earlyia.features.lsst_early import LsstEarlyFeatures
 from earlyia.io import read
 from earlyia.io.lsst import read_elasticc
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 
 ROOT = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820"
 TRANSFER = "external_alert_samples/fink_lsst_transfer"

@@ -17,7 +17,9 @@ from earlyia.features import get_extractor
 from earlyia.features.io import write_features
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.io.table import LightCurves
-from earlyia.score.model import Model, train_model
+from earlyia.model.artifact import Model
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 from earlyia.score.pipeline import (
     METADATA_KEY,
     SCORE_COLUMNS,
@@ -56,7 +58,7 @@ def model(replay_df):
     ext = get_extractor("sigmoid", **FINK)
     feats = ext.transform(lc, per="alert")
     feats["label"] = feats["object_id"].map(lab)
-    return train_model(feats, ext.config(), n_estimators=25, random_state=1), feats, ext
+    return train_model(feats, ext.config(), Recipe(n_estimators=25), random_state=1), feats, ext
 
 
 # ---------------------------------------------------------------------------- pure core
@@ -345,7 +347,7 @@ def test_cli_refuses_tampered_and_mismatched_models(tmp_path, small_input, model
     # a model whose card says other features than the extractor produces
     renamed = feats.rename(columns={"mse_r": "mse_red"})
     cfg = dict(m.extractor_config, names=[("mse_red" if n == "mse_r" else n) for n in m.features])
-    other = train_model(renamed, cfg, n_estimators=3).save(tmp_path / "o.eia")
+    other = train_model(renamed, cfg, Recipe(n_estimators=3)).save(tmp_path / "o.eia")
     rc = main(["score", str(path), "--model", str(other), "--out", str(tmp_path / "s.parquet")])
     err = capsys.readouterr().err
     assert rc == 2 and "mse_red" in err
@@ -355,7 +357,7 @@ def test_cli_refuses_tampered_and_mismatched_models(tmp_path, small_input, model
 def test_cli_notes_a_model_trained_by_another_release(tmp_path, small_input, model, capsys):
     """Feature values can change between releases (a fitter change): scoring says so, and still scores."""
     from earlyia import __version__
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
 
     m, _, _ = model
     path, _ = small_input
@@ -421,7 +423,7 @@ def test_lsst_model_scores_lsst_alerts_through_the_same_command(tmp_path, capsys
     # plumbing test: the fixture holds only SN Ia, so the two classes alternate by object
     rank = pd.factorize(feats["object_id"])[0]
     feats["label"] = np.where(rank % 2 == 0, "SN Ia", "SN II")
-    train_model(feats, ext.config(), n_estimators=5).save(tmp_path / "lsst.eia")
+    train_model(feats, ext.config(), Recipe(n_estimators=5)).save(tmp_path / "lsst.eia")
     rc = main(["score", str(path), "--model", str(tmp_path / "lsst.eia"), "--out", str(tmp_path / "s.parquet"), "--no-select"])
     capsys.readouterr()
     assert rc == 0

@@ -16,9 +16,9 @@ import pytest
 from conftest import shared
 from earlyia.augment import Augmentation
 from earlyia.features import get_extractor
-from earlyia.score.model import Model, _jsonable
-from earlyia.score.recipes import RECIPES
-from earlyia.score.shipped import SEED, SIZE, default_model_path, recipe_settings, training_data_hash, training_files
+from earlyia.model.artifact import Model, jsonable
+from earlyia.model.recipe import RECIPES, Recipe
+from earlyia.model.shipped import SEED, SIZE, default_model_path, shipped_recipe, training_data_hash, training_files
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 2_000_000
@@ -41,24 +41,25 @@ def test_the_model_is_package_data_and_small():
 def test_card_matches_the_current_recipe(shipped, monkeypatch):
     card = shipped.card
     lineage = card["lineage"]
-    rec = RECIPES["early"]
+    rec = shipped_recipe()
     assert lineage["recipe"] == "early" and lineage["size_overrides"] == SIZE
     assert set(SIZE) <= {"n_estimators", "min_samples_leaf"}  # only the size differs from the recipe
-    assert lineage["recipe_settings"] == recipe_settings(), "the early recipe changed: rebuild the shipped model"
-    # what the forest was really trained with agrees with those settings
+    assert rec == RECIPES["early"].replace(**SIZE)
+    # the recorded settings (a setting recorded by no build takes its default) are the recipe's now
+    assert Recipe.from_card(lineage["recipe_settings"]) == rec, "the early recipe changed: rebuild the shipped model"
+    # what the forest was really trained with agrees with those settings: the card gives the recipe back
     params = card["classifier"]["params"]
-    assert card["n_trees"] == params["n_estimators"] == SIZE["n_estimators"]
-    assert params["min_samples_leaf"] == SIZE["min_samples_leaf"] and params["class_weight"] == rec["class_weight"]
-    assert params["random_state"] == SEED and card["classifier"]["object_weights"] == rec["object_weights"]
-    assert card["selection"] == _jsonable(rec["selection"]) and card["gate"] is None and rec["gate"] == "none"
-    assert card["calibration"]["method"] == rec["calibrate"] and lineage["impostors"]["n_per_kind"] == rec["impostors"]
-    extractor = get_extractor(rec["extractor"])
-    assert card["extractor"] == _jsonable(extractor.config()) and card["features"] == list(extractor.names)
-    assert card["augmentation"] == _jsonable({**Augmentation.from_card(rec["augmentation"]).to_card(), "seed": SEED})
+    assert card["n_trees"] == params["n_estimators"] == SIZE["n_estimators"] and params["random_state"] == SEED
+    augmentation = jsonable({**Augmentation.from_card(rec.augmentation).to_card(), "seed": SEED})
+    extractor = get_extractor(rec.extractor)
+    assert card["extractor"] == jsonable(extractor.config()) and card["features"] == list(extractor.names)
+    assert Recipe.of_model(card) == rec.replace(augmentation=augmentation, extractor=card["extractor"])
+    assert card["selection"] == rec.selection and card["gate"] is None and rec.gate == "none"
+    assert card["calibration"]["method"] == rec.calibrate and lineage["impostors"]["n_per_kind"] == rec.impostors
     assert (card["survey"], card["bands"]) == ("ZTF", ["g", "r"])
     # the comparison can fail: a recipe changed since the build is caught
-    monkeypatch.setitem(RECIPES, "early", {**rec, "impostors": rec["impostors"] + 1})
-    assert lineage["recipe_settings"] != recipe_settings()
+    monkeypatch.setitem(RECIPES, "early", RECIPES["early"].replace(impostors=rec.impostors + 1))
+    assert Recipe.from_card(lineage["recipe_settings"]) != shipped_recipe()
 
 
 def test_card_records_the_shared_training_data(shipped):

@@ -71,7 +71,8 @@ def data(tmp_path_factory):
     """Replay subset (Fink flat columns), pool subset (nested candidate struct), canonical table, and a small model."""
     from earlyia.features import get_extractor
     from earlyia.io.fink import read_fink_parquet
-    from earlyia.score.model import train_model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
 
     d = tmp_path_factory.mktemp("spark")
     replay = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"))
@@ -93,7 +94,7 @@ def data(tmp_path_factory):
 
     ex = get_extractor("sigmoid", mode="fink")
     feats = ex.transform(lc, per="alert")
-    model = train_model(feats, ex.config(), n_estimators=15, random_state=3)
+    model = train_model(feats, ex.config(), Recipe(n_estimators=15), random_state=3)
     paths["model"] = d / "model.eia"
     model.save(paths["model"])
     return paths
@@ -139,7 +140,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- tests
 def test_an_unreadable_batch_becomes_a_reported_row_not_a_failed_job(data):
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
 
     model = Model.load(data["model"])
     bad = pd.DataFrame({"objectId": ["A", "B"], "cjd": [[1.0, 2.0], None], "cmagpsf": [[19.0], [19.0]],
@@ -192,7 +193,7 @@ def test_cluster_options_are_checked_before_spark_starts(data, tmp_path, capsys,
 @pytest.mark.spark
 @pytest.mark.parametrize("kind", ["replay", "pool", "canonical", "ztf"])
 def test_spark_scores_equal_local_scores(spark, data, tmp_path, kind):
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.score.pipeline import score_files
 
     model = Model.load(data["model"])
@@ -252,7 +253,7 @@ def test_features_udf_equals_local_transform(spark, data, kind):
 def test_scalar_udf_gives_one_score_per_row_like_the_batch_function(spark, data):
     from pyspark.sql import functions as sf
 
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
 
     table = pq.read_table(data["pool"])
     pdf = table.to_pandas(maps_as_pydicts="strict").drop_duplicates("objectId").reset_index(drop=True)  # rows independent of batching
@@ -275,14 +276,15 @@ def test_lsst_early_model_and_its_gate_score_the_same_on_spark(spark, tmp_path):
     from earlyia.features import get_extractor
     from earlyia.features.gates import GATE_REASON
     from earlyia.io import read
-    from earlyia.score.model import train_model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
     from earlyia.score.pipeline import score_files
 
     root = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820"
     train = read([shared(f"{root}/classId=111/part-0-0.parquet"), shared(f"{root}/classId=113/part-0-0.parquet")])
     ext = get_extractor("lsst_early")
-    model = train_model(ext.transform(train, per="alert"), ext.config(), n_estimators=15, random_state=3, cv_folds=0,
-                        selection={"rule": "none"}, gate="rise")  # fmt: skip
+    model = train_model(ext.transform(train, per="alert"), ext.config(),
+                        Recipe(n_estimators=15, cv_folds=0, selection={"rule": "none"}, gate="rise"), random_state=3)
     model_path, canonical = tmp_path / "lsst.eia", tmp_path / "lsst.parquet"
     model.save(model_path)
     read([shared(f"{root}/classId=111/part-0-1000.parquet")]).to_parquet(canonical)

@@ -33,7 +33,9 @@ def spark():
 def test_a_truncated_and_a_damaged_file_are_reason_rows_beside_the_scored_file(spark, tmp_path):
     from earlyia.features import get_extractor
     from earlyia.io.fink import lightcurves_from_fink_frame
-    from earlyia.score.model import Model, train_model
+    from earlyia.model.artifact import Model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
     from earlyia.score.pipeline import score_files
     from earlyia.spark import score_spark
 
@@ -44,7 +46,7 @@ def test_a_truncated_and_a_damaged_file_are_reason_rows_beside_the_scored_file(s
     feats = ext.transform(lightcurves_from_fink_frame(sub, source="sub"), per="alert")
     feats["label"] = feats["object_id"].map(lab)
     model_path = tmp_path / "model.eia"
-    train_model(feats, ext.config(), n_estimators=5, random_state=1).save(model_path)
+    train_model(feats, ext.config(), Recipe(n_estimators=5), random_state=1).save(model_path)
 
     good = tmp_path / "a_good.parquet"
     sub.to_parquet(good)

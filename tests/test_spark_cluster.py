@@ -127,7 +127,8 @@ def data(tmp_path_factory):
     """Replay alerts of N_OBJECTS labelled objects (Fink columns) in N_FILES files, no object split; a small model."""
     from earlyia.features import get_extractor
     from earlyia.io.fink import read_fink_parquet
-    from earlyia.score.model import train_model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
 
     d = tmp_path_factory.mktemp("cluster-data")
     replay = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"))
@@ -139,7 +140,7 @@ def data(tmp_path_factory):
     for k, part in enumerate(np.array_split(ids, N_FILES)):
         sub[sub["objectId"].isin(part)].reset_index(drop=True).to_parquet(inputs / f"part-{k}.parquet")
     ex = get_extractor("sigmoid", mode="fink")
-    model = train_model(ex.transform(read_fink_parquet(inputs / "part-0.parquet"), per="alert"), ex.config(), n_estimators=15,
+    model = train_model(ex.transform(read_fink_parquet(inputs / "part-0.parquet"), per="alert"), ex.config(), Recipe(n_estimators=15),
                         random_state=3)
     model.save(d / "model.eia")
     local = d / "local.parquet"

@@ -135,7 +135,8 @@ def model_path(tmp_path_factory):
     """A small forest (10 trees) on the sigmoid features of 37 objects of the replay file."""
     from earlyia.features import get_extractor
     from earlyia.io.fink import lightcurves_from_fink_frame
-    from earlyia.score.model import train_model
+    from earlyia.model.recipe import Recipe
+    from earlyia.model.training import train_model
 
     replay = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"))
     lab = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
@@ -145,7 +146,7 @@ def model_path(tmp_path_factory):
     feats = ext.transform(lc, per="alert")
     feats["label"] = feats["object_id"].map(lab)
     path = tmp_path_factory.mktemp("model") / "small.eia"
-    train_model(feats, ext.config(), n_estimators=10, random_state=1).save(path)
+    train_model(feats, ext.config(), Recipe(n_estimators=10), random_state=1).save(path)
     return path
 
 
@@ -226,7 +227,7 @@ def test_stream_scores_equal_earlyia_score_and_feed_followup_select(broker, fink
 
 
 def test_restart_continues_from_committed_offsets(broker, fink_alerts, model_path, tmp_path, capsys):
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.stream import KafkaSettings, run_stream
 
     (schema, records), _ = fink_alerts
@@ -435,7 +436,7 @@ def test_columnar_decoding_grows_its_room_for_long_strings_and_long_arrays():
 
 def test_columnar_path_scores_like_the_record_path(fink_alerts, model_path):
     """Fink messages go through the columnar path, and give the rows of the record path (fastavro dictionaries)."""
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.stream import Decoder, Message, _score_columnar, score_messages
 
     (schema, records), live = fink_alerts

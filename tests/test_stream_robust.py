@@ -14,7 +14,7 @@ from earlyia.features import get_extractor
 from earlyia.features.early import STREAM_PARAMS
 from earlyia.io import read
 from earlyia.labels import TypeMap, read_labels
-from earlyia.score.recipes import train_recipe
+from earlyia.model.training import train_recipe
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,11 @@ def small_models(replay_lc):
     rng = np.random.default_rng(0)
     idx = rng.permutation(replay_lc.n_objects)
     train, test = replay_lc.take(np.sort(idx[:700])), replay_lc.take(np.sort(idx[700:1000]))
-    stream_model = train_recipe(train, "early", overrides={"n_estimators": 60, "augment_copies": 1}, n_jobs=2, cv_folds=3)
+    stream_model = train_recipe(train, "early", overrides={"n_estimators": 60, "augment_copies": 1, "cv_folds": 3}, n_jobs=2)
     feats = get_extractor("early").transform(train.replay(3, 20), per="alert")
     feats["label"] = feats["object_id"].map(dict(zip(train.objects["object_id"], train.objects["label"], strict=True)))
     legacy = train_recipe(feats, "early", meta={"extractor": get_extractor("early").config(), "survey": "ZTF"},
-                          overrides={"n_estimators": 60, "calibrate": "none"}, n_jobs=2, cv_folds=0)
+                          overrides={"n_estimators": 60, "calibrate": "none", "cv_folds": 0}, n_jobs=2)
     return stream_model, legacy, test
 
 

@@ -9,9 +9,11 @@ import pytest
 from conftest import shared
 from earlyia.cli.main import main
 from earlyia.features import get_extractor
-from earlyia.score.model import Model, train_model
-from earlyia.score.shipped import default_model_path
-from earlyia.score.survey import SurveyMismatchError, card_survey, check_survey, survey_of_bands
+from earlyia.model.artifact import Model
+from earlyia.model.recipe import Recipe
+from earlyia.model.shipped import default_model_path
+from earlyia.model.survey import SurveyMismatchError, card_survey, check_survey, survey_of_bands
+from earlyia.model.training import train_model
 
 ELASTICC = "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820/classId=111/part-0-1000.parquet"
 ZTF_ALERTS = "external_alert_samples/fink_client/ZTF19acihgng.avro"
@@ -22,7 +24,7 @@ def _tiny_model(extractor: str, **kw) -> Model:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, len(ext.names)))
     df = pd.DataFrame(X, columns=ext.names).assign(object_id=[f"o{i}" for i in range(40)], label=[1, 0] * 20)
-    return train_model(df, ext.config(), n_estimators=3, cv_folds=0, **kw)
+    return train_model(df, ext.config(), Recipe(n_estimators=3, cv_folds=0), **kw)
 
 
 def test_cards_record_the_survey_and_bands():

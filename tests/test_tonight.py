@@ -18,8 +18,8 @@ from PIL import Image
 
 from conftest import served_page, shared
 from earlyia.cli.main import main
-from earlyia.score.model import Model
-from earlyia.score.shipped import default_model_path
+from earlyia.model.artifact import Model
+from earlyia.model.shipped import default_model_path
 
 POOL = "ztf_fink_alerts_pool/ztf_alerts_pool.parquet"
 EVIL = '=cmd|"/c calc"!A1<img src=x onerror="alert(1)"><script>alert(2)</script>&amp;\'x'

@@ -5,7 +5,7 @@ import pytest
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
 from earlyia.errors import FeatureMismatchError, ModelError
-from earlyia.score.trees import TreeEnsemble
+from earlyia.model.trees import TreeEnsemble
 
 
 @pytest.mark.parametrize("cls", [RandomForestClassifier, ExtraTreesClassifier])

@@ -5,7 +5,7 @@ objects in two halves: an archive with spectroscopic labels, and objects held ou
 printing its progress:
 
 1. **Early flagging, earlyia against Fink's configuration.** The default early model (the ``early``
-   recipe of :func:`earlyia.score.recipes.train_recipe`: stream-robust early features, augmented
+   recipe of :func:`earlyia.model.training.train_recipe`: stream-robust early features, augmented
    replays, generated impostors, calibration by evidence) and Fink's configuration (Fink's sigmoid
    features on the alerts that pass Fink's cuts, a forest with Fink's settings: the ``fink`` recipe)
    learn from the archive; every held-out object is replayed alert by alert and scored as
@@ -47,8 +47,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from earlyia.errors import ConfigError
+from earlyia import __version__
+from earlyia.errors import ConfigError, ModelError
+from earlyia.evaluate import evaluate_early
+from earlyia.features import get_extractor
+from earlyia.followup.config import Constraints, EarlyList
+from earlyia.followup.db import FollowupDB
+from earlyia.followup.ingest import ingest_labels, read_label_csv
+from earlyia.followup.model_registry import register
+from earlyia.followup.promotion import PromotionRule
+from earlyia.followup.retrain import retrain
+from earlyia.followup.targets import select
+from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
+from earlyia.learn.experiment import run_experiment
+from earlyia.model.artifact import fink_extractor_config
+from earlyia.model.recipe import RECIPES
+from earlyia.model.training import train_recipe
+from earlyia.report.candidates import CandidateRule, select_candidates
+from earlyia.score.pipeline import ScoresWriter, score_lightcurves, scores_metadata
+from earlyia.select import select_early
+from earlyia.sim import simulate
+from earlyia.sim.ztf import load_params
 
 #: Thresholds reported per number of detections in the tables (the figure shows every N).
 TABLE_DETECTIONS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
@@ -182,9 +202,6 @@ class _Clock:
 # ============================================================================ 1. season and models
 def simulate_season(config: DemoConfig):
     """The season's light curves and the seeded split of its objects: ``(lc, archive_index, held_out_index)``."""
-    from earlyia.sim import simulate
-    from earlyia.sim.ztf import load_params
-
     params = load_params()
     start = float(params["assumed"]["mjd_range"][0])
     params["assumed"]["mjd_range"] = [start, start + float(config.season_days)]
@@ -196,21 +213,16 @@ def simulate_season(config: DemoConfig):
 
 def train_early(archive, config: DemoConfig, say: Say):
     """The default early model (``early`` recipe), sized by ``config``."""
-    from earlyia.score.recipes import train_recipe
-
-    overrides = {"n_estimators": config.trees, "augment_copies": config.augment_copies, "impostors": config.impostors}
+    overrides = {"n_estimators": config.trees, "augment_copies": config.augment_copies, "impostors": config.impostors,
+                 "cv_folds": config.cv_folds}
     return train_recipe(archive, "early", overrides=overrides, random_state=config.seed, n_jobs=config.n_jobs,
-                        cv_folds=config.cv_folds, lineage={"features": "earlyia demo: simulated archive"},
+                        lineage={"features": "earlyia demo: simulated archive"},
                         progress=lambda line: say(f"    {line}"))
 
 
 def fink_features(lc, say: Say | None = None) -> tuple[pd.DataFrame, dict]:
     """Fink's sigmoid features of the replayed alerts (1-20 detections) of ``lc`` that pass Fink's cuts
     (:func:`earlyia.select.select_early` with its defaults): the alerts Fink's forest learns from and scores."""
-    from earlyia.features import get_extractor
-    from earlyia.score.model import fink_extractor_config
-    from earlyia.select import select_early
-
     ext = get_extractor(fink_extractor_config())
     rp = lc.replay(min_detections=1, max_detections=TARGET_DETECTIONS)
     passed = select_early(rp, per="alert")["passed"].to_numpy(bool)
@@ -222,19 +234,15 @@ def fink_features(lc, say: Say | None = None) -> tuple[pd.DataFrame, dict]:
 
 def train_fink(archive, config: DemoConfig, say: Say):
     """Fink's configuration (``fink`` recipe: Fink's features and cuts, full-depth trees, no weights)."""
-    from earlyia.score.recipes import train_recipe
-
     feats, ext_config = fink_features(archive, say)
     return train_recipe(feats, "fink", meta={"extractor": ext_config, "survey": archive.survey},
-                        overrides={"n_estimators": config.fink_trees}, random_state=config.seed, n_jobs=config.n_jobs,
-                        cv_folds=0, lineage={"features": "earlyia demo: simulated archive, Fink's features"},
+                        overrides={"n_estimators": config.fink_trees, "cv_folds": 0}, random_state=config.seed,
+                        n_jobs=config.n_jobs, lineage={"features": "earlyia demo: simulated archive, Fink's features"},
                         progress=lambda line: say(f"    {line}"))
 
 
 def card_threshold(model, min_purity: float, max_detections: int = TARGET_DETECTIONS) -> float | None:
     """The model card's threshold for ``min_purity`` within ``max_detections`` (None when the card has none)."""
-    from earlyia.errors import ModelError
-
     try:
         t = model.threshold(max_detections, min_purity)["threshold"]
     except ModelError:
@@ -246,8 +254,6 @@ def score_held_out(held, early_model, fink_model) -> pd.DataFrame:
     """Every replayed alert (1-20 detections) of the held-out objects scored by both models, as ``earlyia score``
     would (each model's selection, features and gate): ``object_id, alert_id, mjd, ndethist, label,
     score_earlyia, score_fink``."""
-    from earlyia.score.pipeline import score_lightcurves
-
     rp = held.replay(min_detections=1, max_detections=TARGET_DETECTIONS)
     e = score_lightcurves(rp, early_model, per="alert")
     f = score_lightcurves(rp, fink_model, per="alert")
@@ -267,8 +273,6 @@ def score_held_out(held, early_model, fink_model) -> pd.DataFrame:
 def flagging_table(scores: pd.DataFrame, scorers: dict[str, tuple[str, float]]) -> pd.DataFrame:
     """Efficiency and purity of flagging within N detections (N = 1-20), one column pair per scorer
     (``name -> (score column, threshold)``), with the counts: the replay protocol of :mod:`earlyia.evaluate`."""
-    from earlyia.evaluate import evaluate_early
-
     top = TARGET_DETECTIONS
     out = pd.DataFrame({"max_detections": np.arange(1, top + 1)})
     for name, (col, thr) in scorers.items():
@@ -288,8 +292,6 @@ def matched_purity(scores: pd.DataFrame, columns: dict[str, str], min_purity: fl
     """Per scorer (``name -> score column``): the highest efficiency within ``max_detections`` at purity >= ``min_purity``
     read off its efficiency-purity curve (threshold chosen on these objects: the same optimism for every scorer), and
     the curves."""
-    from earlyia.evaluate import evaluate_early
-
     best, curves = {}, {}
     for name, col in columns.items():
         rep = evaluate_early(scores, max_detections=[max_detections], score_column=col)
@@ -341,10 +343,7 @@ def plot_flagging(table: pd.DataFrame, labels: dict[str, str], curves: dict[str,
 def al_features(lc) -> pd.DataFrame:
     """The early model's features (:data:`earlyia.features.early.STREAM_PARAMS`) of every replayed alert (1-20
     detections) of ``lc``, labelled: the active-learning pool and test set."""
-    from earlyia.features import get_extractor
-    from earlyia.score.recipes import RECIPES
-
-    ext = get_extractor(RECIPES["early"]["extractor"])
+    ext = get_extractor(RECIPES["early"].extractor)
     return ext.transform(lc.replay(min_detections=1, max_detections=TARGET_DETECTIONS), per="alert")
 
 
@@ -381,8 +380,6 @@ def al_verdict(test: dict[str, float], metric: str = "FoM") -> str:
 def run_active_learning(features: pd.DataFrame, config: DemoConfig, out: Path, say: Say):
     """Uncertainty against random sampling, ``config.al_realisations`` paired realisations, run in parallel in
     batches (the experiment resumes) so that progress prints as it goes; returns ``(result, per-realisation table)``."""
-    from earlyia.learn.experiment import run_experiment
-
     total = config.al_realisations
     step = 5  # realisations per batch: progress every quarter of the default run, workers kept busy
     done = 0
@@ -447,17 +444,6 @@ def busiest_night(alerts_mjd: np.ndarray) -> int:
 def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoConfig, out: Path, say: Say) -> dict:
     """Tonight's candidates, follow-up targets, their spectra as labels, a retrained candidate and the promotion decision,
     in a follow-up database inside ``out``; returns the night's numbers."""
-    from earlyia.followup.config import Constraints, EarlyList
-    from earlyia.followup.db import FollowupDB
-    from earlyia.followup.ingest import ingest_labels, read_label_csv
-    from earlyia.followup.model_registry import register
-    from earlyia.followup.promotion import PromotionRule
-    from earlyia.followup.retrain import retrain
-    from earlyia.followup.targets import select
-    from earlyia.io.spreadsheet import write_csv_for_people
-    from earlyia.report.candidates import CandidateRule, select_candidates
-    from earlyia.score.pipeline import ScoresWriter, score_lightcurves, scores_metadata
-
     out.mkdir(parents=True, exist_ok=True)
     held = lc.take(held_idx)
     rp = held.replay(min_detections=1, max_detections=TARGET_DETECTIONS)
@@ -507,8 +493,6 @@ def run_night(lc, held_idx: np.ndarray, model, model_path: Path, config: DemoCon
         say(f"    spectra: {lab.summary()}")
 
         # features of the newly labelled objects (alerts up to tonight) and of the validation objects
-        from earlyia.features import get_extractor
-
         ext = get_extractor(model.card["extractor"])
         labelled = set(spectra["object_id"])
         sub_idx = np.flatnonzero(held.objects["object_id"].astype(str).isin(labelled).to_numpy())
@@ -724,8 +708,6 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, *, say: Say = pr
     ``say`` receives one line per step and per progress update (e.g. ``print``); ``command`` is how the report
     says to reproduce it.
     """
-    from earlyia import __version__
-
     config = config or DemoConfig()
     config.check()
     out = Path(out)

@@ -19,6 +19,9 @@ import pandas as pd
 from earlyia.errors import InputError
 from earlyia.features._sigmoid_robust import NIGHT_SHIFT
 
+#: Selection rules a model card may name (``card["selection"]["rule"]``): :func:`select_early`, :func:`fink_cuts`
+#: (Fink's own pre-fit cuts, for Fink's models) or none (every alert scored).
+SELECTION_RULES = ("early", "fink", "none")
 #: SIMBAD types Fink accepts as possible supernova hosts or transients (missing cdsxmatch = "Unknown").
 EXTRAGALACTIC_TYPES = (
     "Unknown",

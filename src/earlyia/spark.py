@@ -43,7 +43,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from earlyia.errors import ConfigError, InputError, SchemaError
+from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem, SchemaError
+from earlyia.features import get_extractor
+from earlyia.io.fink import lightcurves_from_fink_frame
+from earlyia.io.table import LightCurves, atomic_write
+from earlyia.io.ztf import lightcurves_from_alert_table
+from earlyia.model.artifact import Model
+from earlyia.score.pipeline import ScoresWriter, concat_rows, problem_rows, score_lightcurves, scores_metadata, to_arrow
 
 #: Process-level caches of the Python worker (one per executor process, reused across tasks).
 _MODELS: dict[str, Any] = {}
@@ -185,8 +191,6 @@ class ModelRef:
 
 
 def _load_model(ref: ModelRef):
-    from earlyia.score.model import Model
-
     if ref.broadcast is None:
         return Model.load(ref.path)
     return _model_from_bytes(ref.broadcast.value)
@@ -194,8 +198,6 @@ def _load_model(ref: ModelRef):
 
 def _model_from_bytes(data: bytes):
     """``Model.load`` on bytes (the loader verifies the content hash, so corrupted bytes are refused)."""
-    from earlyia.score.model import Model
-
     fd, tmp = tempfile.mkstemp(suffix=".earlyia-model")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -207,8 +209,6 @@ def _model_from_bytes(data: bytes):
 
 def ship_model(spark, model_path: str | Path, *, broadcast: bool = True) -> ModelRef:
     """Verify the model on the driver and make it available to the executors (broadcast bytes by default)."""
-    from earlyia.score.model import Model
-
     model_path = Path(model_path)
     Model.load(model_path)  # refuse a bad model (with the path in the message) before any task starts
     data = model_path.read_bytes()
@@ -232,8 +232,6 @@ def _fink_lightcurves(pdf: pd.DataFrame, source: str, survey: str):
     ``candid`` gets the id ``<objectId>@<file>:<row>``; in a Spark batch the reader only sees the
     batch, so the file name and row number travel in two extra columns and are put back here.
     """
-    from earlyia.io.fink import lightcurves_from_fink_frame
-
     if PROV_SOURCE not in pdf.columns:
         return lightcurves_from_fink_frame(pdf, source=source, survey=survey)
     pdf = pdf.reset_index(drop=True)
@@ -269,8 +267,6 @@ def _file_row_problem(problem, rows: np.ndarray):
 def lightcurves_from_batch(pdf: pd.DataFrame | pa.Table, kind: str, *, source: str, survey: str = "ZTF", table_meta: bytes | None = None):
     """A batch (pandas, or Arrow for ZTF alerts) -> LightCurves, exactly as the local readers do."""
     if kind == "ztf_alerts":
-        from earlyia.io.ztf import lightcurves_from_alert_table
-
         table = pdf if isinstance(pdf, pa.Table) else pa.Table.from_pandas(pdf, preserve_index=False)
         return lightcurves_from_alert_table(table, source=source, survey=survey)
     if isinstance(pdf, pa.Table):
@@ -278,8 +274,6 @@ def lightcurves_from_batch(pdf: pd.DataFrame | pa.Table, kind: str, *, source: s
     if kind == "fink":
         return _fink_lightcurves(pdf, source, survey)
     if kind == "canonical":
-        from earlyia.io.table import LightCurves
-
         table = pa.Table.from_pandas(pdf.rename(columns=_unescape), preserve_index=False)
         table = table.replace_schema_metadata({b"earlyia": table_meta})
         return LightCurves.from_arrow(table, source=source)
@@ -294,9 +288,6 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
     ``earlyia score``; a batch that cannot be read at all becomes one such row: a bad alert never
     fails the Spark job.
     """
-    from earlyia.errors import EarlyIAError, Problem
-    from earlyia.score.pipeline import concat_rows, problem_rows, score_lightcurves
-
     try:
         lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
     except EarlyIAError as exc:
@@ -310,8 +301,6 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
 def features_batch(pdf: pd.DataFrame | pa.Table, extractor_config: dict, *, kind: str = "fink", source: str = "<spark>",
                    survey: str = "ZTF", table_meta: bytes | None = None, per: str = "alert") -> pd.DataFrame:
     """Features of one batch: the reader then the extractor's ``transform``, as locally."""
-    from earlyia.features import get_extractor
-
     lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
     return get_extractor(extractor_config).transform(lc, per=per)
 
@@ -330,8 +319,6 @@ def _normal_type(t: pa.DataType) -> pa.DataType:
 
 def _arrow(df: pd.DataFrame) -> pa.Table:
     """A frame as Arrow with the SCORES types for the fixed columns (the local writer's conversion)."""
-    from earlyia.score.pipeline import to_arrow
-
     return to_arrow(df)
 
 
@@ -574,8 +561,6 @@ def score_spark(
     ``spark`` is not given; on a cluster the executors get earlyia's code and the model from the
     driver (see docs/spark.md), and inputs and output directories must be paths every node sees.
     """
-    from earlyia.errors import Problem
-
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
         raise InputError("no input file to score")
@@ -663,8 +648,6 @@ def _score_spark_files(session, files, ref, out, problems, all_files, survey, pa
 def _write_spark_scores(scored, out: Path, ref, problems, files, session) -> int:
     """Write the scores (``.parquet``: one file on the driver; else a folder of part files) with a reason row per
     problem; returns the number of rows."""
-    from earlyia.score.pipeline import concat_rows, problem_rows
-
     model = ref.get()
     extra = problem_rows(problems, model.features) if problems else None
     if out.suffix == ".parquet":
@@ -683,8 +666,6 @@ def _write_spark_scores(scored, out: Path, ref, problems, files, session) -> int
         scored.write.mode("overwrite").parquet(str(out))
         n = session.read.parquet(str(out)).count()
     if extra is not None:
-        from earlyia.io.table import atomic_write
-
         out.mkdir(parents=True, exist_ok=True)
         existing = sorted(out.glob("part-*.parquet"))
         table = _arrow(extra)
@@ -737,8 +718,6 @@ def _collect_arrow(sdf) -> pa.Table:
 
 def _write_scores(result: pd.DataFrame, out: Path, model, **extra) -> None:
     """The local scorer's writer: the same file layout and metadata (plus ``engine``) as ``earlyia score``."""
-    from earlyia.score.pipeline import ScoresWriter, scores_metadata
-
     writer = ScoresWriter(out, scores_metadata(model, engine="spark", **extra))
     try:
         writer.write(result)

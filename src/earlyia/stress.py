@@ -106,7 +106,7 @@ class StressScorer:
 
 
 def model_scorer(model, name: str | None = None, *, max_detections: int = 20, min_purity: float = 0.8) -> StressScorer:
-    """A :class:`StressScorer` of an earlyia :class:`~earlyia.score.model.Model` (selection, features, gate and
+    """A :class:`StressScorer` of an earlyia :class:`~earlyia.model.artifact.Model` (selection, features, gate and
     calibration of ``earlyia score``), with the card's threshold for ``min_purity`` within ``max_detections``."""
     def score(alerts: LightCurves) -> np.ndarray:
         out = score_lightcurves(alerts, model, per="alert")

@@ -76,7 +76,7 @@ def _prevalence(text: str) -> float | str:
 def _card_of(model_path: str | None, metas: list[dict]) -> dict | None:
     """The model card: from --model, else the card summary the SCORES metadata carries."""
     if model_path:
-        from earlyia.score.model import Model
+        from earlyia.model.artifact import Model
 
         return Model.load(model_path).card
     return next((m["model"] for m in metas if isinstance(m.get("model"), dict)), None)
@@ -259,7 +259,7 @@ def _run(args: argparse.Namespace, record: ReportedRecord, settings: SubmitSetti
     prohibited: frozenset[str] = frozenset()
     model_id = hashes[0][:12] if len(hashes) == 1 else None
     if args.model:
-        from earlyia.score.model import Model
+        from earlyia.model.artifact import Model
 
         model = Model.load(args.model)
         prohibited = model.prohibited_object_ids()

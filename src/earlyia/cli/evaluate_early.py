@@ -73,7 +73,7 @@ def _load_scores(args) -> pd.DataFrame:
     if args.model is None:
         raise InputError("light-curve input needs --model to be scored")
     from earlyia.io import read
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.score.pipeline import score_lightcurves
 
     lc = read(args.input)
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 def run_stress(args: argparse.Namespace) -> int:
     from earlyia import stress
     from earlyia.io import read
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
 
     if not args.model:
         raise InputError("--stress needs --model (the model to stress) and labelled light curves")

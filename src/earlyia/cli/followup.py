@@ -208,7 +208,7 @@ def run_select(args) -> int:
                   n=args.n if args.n_early is None else args.n_early)
     prohibited = None
     if args.model:
-        from earlyia.score.model import Model
+        from earlyia.model.artifact import Model
 
         prohibited = set(Model.load(args.model).prohibited_object_ids())
     with _open(args) as db:

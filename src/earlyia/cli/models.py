@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 
 from earlyia.cli.followup import add_models_commands
-from earlyia.score.model import Model, extractor_name
+from earlyia.model.artifact import Model, extractor_name
 
 EPILOG = """examples:
   earlyia models show model.eia

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from earlyia.errors import InputError
     from earlyia.io.output import check_inputs, check_output
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.score.pipeline import score_files
 
     if args.chunk_size < 1:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--master and --conf are Spark settings: add --engine spark")
     shipped = args.model is None
     if shipped:
-        from earlyia.score.shipped import default_model_path
+        from earlyia.model.shipped import default_model_path
 
         args.model = str(default_model_path())
     spark_folder = args.engine == "spark" and not str(args.out).endswith(".parquet")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model)  # refuses a bad model file before any input is looked at
     check_inputs(args.input)
     if shipped:
-        from earlyia.score.survey import card_survey
+        from earlyia.model.survey import card_survey
 
         survey, bands = card_survey(model.card)
         print(f"earlyia score: no --model: using the shipped default model {args.model} ({survey} {','.join(bands or [])}, "

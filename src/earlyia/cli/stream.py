@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from earlyia.errors import ConfigError
-    from earlyia.score.model import Model
+    from earlyia.model.artifact import Model
     from earlyia.stream import ENV_PASSWORD, Decoder, KafkaSettings, run_stream
 
     overrides = {

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError
+from earlyia.features.io import is_feature_table, read_features, write_features
+from earlyia.io import read
+from earlyia.io.output import check_inputs, check_output
 from earlyia.labels import TypeMap, read_labels
+
+if TYPE_CHECKING:
+    from earlyia.model.recipe import Recipe
 
 EPILOG = """examples:
   earlyia train replay.parquet --labels objects.csv --out model.eia            # light curves: the default early model
@@ -212,9 +219,9 @@ def attach_labels(df: pd.DataFrame, labels_csv: str) -> pd.DataFrame:
     return out
 
 
-def _selection(args: argparse.Namespace, recipe: dict) -> dict | None:
+def _selection(args: argparse.Namespace, recipe: Recipe) -> dict | None:
     """Keyword arguments of ``earlyia.select.select_early`` recorded in the card (None: its defaults)."""
-    sel = dict(recipe.get("selection") or {})
+    sel = dict(recipe.selection or {})
     if args.select_min_points is not None:
         if args.select_min_points < 0:
             raise InputError(f"--select-min-points must be >= 0, got {args.select_min_points}")
@@ -225,15 +232,13 @@ def _selection(args: argparse.Namespace, recipe: dict) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from earlyia.features.io import is_feature_table, read_features
-    from earlyia.io import read
-    from earlyia.score.model import Model
-    from earlyia.score.recipes import RECIPES, train_recipe
+    # training loads scikit-learn and the compiled kernels: imported when the command runs, so `--help` stays fast
+    from earlyia.model.artifact import Model
+    from earlyia.model.recipe import RECIPES
+    from earlyia.model.training import train_recipe
 
     if args.trees is not None and args.trees < 1:
         raise InputError(f"--trees must be >= 1, got {args.trees}")
-    from earlyia.io.output import check_inputs, check_output
-
     check_inputs(args.inputs)
     check_output(args.out, [*args.inputs, *([args.labels] if args.labels else [])])
     if len(args.inputs) == 1 and is_feature_table(args.inputs[0]):
@@ -248,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     sample_ids, run_info = read_run_ids(args.from_run) if args.from_run else (None, {})
     parent = Model.load(args.parent).hash if args.parent else None
     type_map = TypeMap(positive=tuple(args.positive), include_subtypes=args.include_subtypes)
-    base = RECIPES.get(args.recipe, RECIPES["early"]) if args.recipe != "auto" else {}
+    base = RECIPES.get(args.recipe, RECIPES["early"]) if args.recipe != "auto" else None
     overrides = {
         "min_samples_leaf": args.min_samples_leaf,
         "class_weight": args.class_weight,
@@ -259,6 +264,9 @@ def run(args: argparse.Namespace) -> int:
         "calibrate": args.calibrate,
         "n_estimators": args.trees,
         "augment_copies": args.augment_copies,
+        "classifier": args.classifier,
+        "max_depth": args.max_depth,
+        "cv_folds": args.cv_folds,
     }
     if args.select_min_points is not None or args.select_no_rising:
         overrides["selection"] = _selection(args, base or RECIPES["early"])
@@ -270,19 +278,14 @@ def run(args: argparse.Namespace) -> int:
         overrides=overrides,
         random_state=args.seed,
         n_jobs=args.jobs,
-        cv_folds=args.cv_folds,
         sample_ids=sample_ids,
         label_column=args.label_column,
-        classifier=args.classifier,
-        max_depth=args.max_depth,
         parent=parent,
         lineage={"features": ", ".join(str(i) for i in args.inputs), **run_info},
         progress=lambda line: print(line, flush=True),
     )
     model.save(args.out)
     if args.training_rows:
-        from earlyia.features.io import write_features
-
         write_features(model.training_rows, args.training_rows, model.card["extractor"],
                        extra={"training_rows_of": model.hash})
     _report(model, sample_ids)

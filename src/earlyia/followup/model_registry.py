@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from earlyia.errors import ConfigError, IntegrityError, ModelError
 from earlyia.followup.db import FollowupDB, dumps, utcnow
 from earlyia.io.table import atomic_write
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -262,7 +262,7 @@ def rollback(db: FollowupDB, *, reason: str = "rolled back by hand") -> tuple[st
 
 
 def load_production(db: FollowupDB):
-    """The production :class:`~earlyia.score.model.Model` (or None), verified on load."""
+    """The production :class:`~earlyia.model.artifact.Model` (or None), verified on load."""
     row = db.query("SELECT version, path FROM models WHERE status = 'production'")
     if not row:
         return None

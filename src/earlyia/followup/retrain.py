@@ -3,7 +3,7 @@
 The candidate learns from **production's own training rows** (stored content-addressed beside the
 database when production was registered or trained here: the exact rows, augmented copies and
 generated impostors included) plus the rows of the objects labelled since, taken from the feature
-table the user passes, with production's recipe (``training_settings`` of its card). A production
+table the user passes, with production's recipe (:meth:`Recipe.of_model <earlyia.model.recipe.Recipe.of_model>` of its card). A production
 model registered without its rows cannot be retrained: that is an error saying how to register it.
 
 Both models are then compared on the same *fixed* validation rows (objects neither trained on,
@@ -45,7 +45,8 @@ from earlyia.followup.model_registry import (
 from earlyia.followup.promotion import PromotionRule
 from earlyia.labels import NEGATIVE, POSITIVE, TypeMap
 from earlyia.metrics import counts_to_metrics, roc_auc
-from earlyia.score.model import train_model, training_settings
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 
 #: Validation alerts count within this many detections (the replay protocol's N), when they carry ``ndethist``.
 MAX_DETECTIONS = 20
@@ -230,7 +231,7 @@ def decide(
 def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, validation: pd.DataFrame | None = None,
             rule: PromotionRule | None = None, type_map: TypeMap | None = None, validation_fraction: float = 0.3,
             use_feature_labels: bool = False, auto_promote: bool = True, n_estimators: int | None = None,
-            random_state: int = 42, **train_kwargs) -> RetrainReport:
+            random_state: int = 42, n_jobs: int = 1, **overrides) -> RetrainReport:
     """Train a candidate from production's stored rows + the rows of newly labelled objects; promote it on evidence.
 
     Args:
@@ -239,7 +240,9 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
         validation: a labelled feature table to validate on instead of the database's fixed validation rows.
         rule: the :class:`PromotionRule` (default: its defaults).
         use_feature_labels: also take labels from the feature table's own label column (bootstrap).
-        train_kwargs: :func:`~earlyia.score.model.train_model` settings that override production's recipe.
+        n_estimators: the candidate's number of trees (default: production's).
+        n_jobs: processes for the forests.
+        overrides: recipe settings that override production's recipe (:meth:`~earlyia.model.recipe.Recipe.replace`).
     """
     rule = rule or PromotionRule()
     rule.check()
@@ -312,19 +315,16 @@ def retrain(db: FollowupDB, features: pd.DataFrame, extractor_config: dict, *, v
         raise InputError("no training rows: no model in production and none of the labelled objects has features in the table")
     train_rows = pd.concat(parts, ignore_index=True)
 
-    settings = {**(training_settings(prod.card) if prod is not None else {}), **train_kwargs}
+    recipe = (Recipe.of_model(prod.card) if prod is not None else Recipe()).replace(**overrides)
     if n_estimators is not None:
-        settings["n_estimators"] = int(n_estimators)
-    elif prod is not None:
-        settings.setdefault("n_estimators", int(prod.card.get("n_trees") or 300))
+        recipe = recipe.replace(n_estimators=int(n_estimators))
     lineage: dict = {"recipe": f"inherited from {prod_version}"} if prod is not None else {}
     if prod is not None:
         lineage.update(inherited_rows=len(prod_rows), new_objects=int(new["object_id"].nunique()))
         if (prod.card.get("lineage") or {}).get("impostors"):
             lineage["impostors"] = dict(prod.card["lineage"]["impostors"])
-    model = train_model(train_rows, extractor_config, type_map=type_map, label_column="label", parent=prod_version,
-                        random_state=random_state, lineage=lineage,
-                        augmentation=prod.card.get("augmentation") if prod is not None else None, **settings)
+    model = train_model(train_rows, extractor_config, recipe, type_map=type_map, label_column="label", parent=prod_version,
+                        random_state=random_state, lineage=lineage, n_jobs=n_jobs)
     origin = pd.concat([
         pd.DataFrame({"object_id": sorted(parent_objects), "origin": "parent"}),
         new.drop_duplicates("object_id").assign(origin=lambda d: np.where(d["label_id"].isna(), "features", "label"))[

@@ -25,7 +25,7 @@ from earlyia.errors import ConfigError, SchemaError
 from earlyia.followup.config import Constraints, EarlyList
 from earlyia.followup.db import FollowupDB, dumps, utcnow
 from earlyia.learn.strategies import PoolPredictions, get_strategy
-from earlyia.score.model import Model
+from earlyia.model.artifact import Model
 from earlyia.score.scores_file import file_sha256, model_version_of, read_scores
 
 MJD_OFFSET = 2400000.5

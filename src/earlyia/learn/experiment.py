@@ -56,8 +56,8 @@ from earlyia.learn.plots import plot_early_metrics, plot_learning_curves
 from earlyia.learn.protocols import Protocol
 from earlyia.learn.report import paired_differences, summarise, write_summary
 from earlyia.learn.strategies import get_strategy
+from earlyia.model.artifact import Model, versions
 from earlyia.progress import Progress
-from earlyia.score.model import Model, versions
 
 #: Metrics drawn as learning curves (one panel each) and summarised in the report.
 CURVE_METRICS = ("accuracy", "efficiency", "purity", "fom", "f1", "roc_auc")
@@ -450,7 +450,6 @@ def _warm_up() -> None:
 
     if multiprocessing.get_start_method(allow_none=False) != "fork":
         return
-
     X = np.random.default_rng(0).standard_normal((40, 3))
     run_active_learning(X, np.arange(40) % 2 == 0, strategy="uncertainty", protocol="fink", n_loops=2, random_state=0,
                         classifier=FastForest(n_estimators=2, random_state=0))

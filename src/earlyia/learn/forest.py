@@ -20,7 +20,7 @@ this forest updates itself instead, and gives the *same* forest as a refit from 
   disappear). Votes and entropies are maintained from their first request.
 
 It is also an ordinary estimator: ``FastForest(n_estimators=1000, random_state=42).fit(X, y)
-.predict_proba(X)``; ``to_ensemble()`` gives a :class:`~earlyia.score.trees.TreeEnsemble`.
+.predict_proba(X)``; ``to_ensemble()`` gives a :class:`~earlyia.model.trees.TreeEnsemble`.
 The bootstrap differs from scikit-learn's (Poisson weights instead of n draws with replacement),
 so forests are statistically, not bitwise, equivalent to ``RandomForestClassifier``.
 
@@ -39,7 +39,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from earlyia.errors import ConfigError, InputError, ModelError
 from earlyia.learn import _forest_kernels as kern
-from earlyia.score.trees import TreeEnsemble
+from earlyia.model.trees import TreeEnsemble
 
 _NODE_ARRAYS = ("F", "T", "L", "R", "V", "K")
 #: memory budget of the scored rows' prefix bitsets (bytes); sets the checkpoint spacing

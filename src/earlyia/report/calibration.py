@@ -4,7 +4,7 @@ A reported "score 0.8" should mean "about 8 in 10 such alerts are SN Ia". :func:
 measures that on labelled alerts (reliability curve with counts per bin, Brier score, expected
 calibration error); :class:`ScoreCalibrator` fits a monotone map (isotonic regression or Platt's
 sigmoid) on labelled scores and applies it to new ones. The map is stored as plain arrays, in the
-same format as a model file's ``calibration.npz`` (:func:`earlyia.score.model.fit_calibration`), so
+same format as a model file's ``calibration.npz`` (:func:`earlyia.model.calibration.fit_calibration`), so
 a calibration fitted here can travel with a model.
 """
 
@@ -21,7 +21,7 @@ from earlyia.errors import InputError, ModelError
 from earlyia.evaluate import PROTOCOL_TYPES, reliability
 from earlyia.io.table import atomic_write
 from earlyia.labels import POSITIVE, UNLABELLED, read_labels
-from earlyia.score.model import _apply_calibration, fit_calibration
+from earlyia.model.calibration import apply_calibration, fit_calibration
 
 
 def _check(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +122,7 @@ class ScoreCalibrator:
         s = np.asarray(score, np.float64)
         out = np.full(s.shape, np.nan)
         ok = np.isfinite(s)
-        out[ok] = _apply_calibration(s[ok], self.arrays_)
+        out[ok] = apply_calibration(s[ok], self.arrays_)
         return out
 
     def to_dict(self) -> dict:

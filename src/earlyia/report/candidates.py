@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from earlyia.errors import InputError, SchemaError
+from earlyia.model.operating import adjust_prevalence, card_threshold, stream_prevalence
 from earlyia.report.record import BLOCKING, ReportedRecord
-from earlyia.score.evidence import adjust_prevalence, card_threshold, stream_prevalence
 from earlyia.select import EXTRAGALACTIC_TYPES, simbad_type
 
 log = logging.getLogger(__name__)

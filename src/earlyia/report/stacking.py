@@ -24,9 +24,10 @@ from earlyia.evaluate import PROTOCOL_TYPES, counts_metrics
 from earlyia.features import get_extractor
 from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.labels import POSITIVE, UNLABELLED, read_labels
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 from earlyia.report.calibration import ScoreCalibrator, calibration_report
 from earlyia.report.candidates import CandidateRule
-from earlyia.score.model import train_model
 from earlyia.score.pipeline import score_lightcurves
 
 EPS = 1e-4
@@ -220,7 +221,7 @@ def _our_oof_scores(replay: pd.DataFrame, labels: pd.Series, n_splits: int, rand
     scores = pd.Series(np.nan, index=feats["alert_id"].astype(str).to_numpy())
     for k in range(n_splits):
         train_ids = set(feats.loc[folds != k, "object_id"])
-        model = train_model(feats[folds != k], ex.config(), n_estimators=n_estimators, random_state=random_state)
+        model = train_model(feats[folds != k], ex.config(), Recipe(n_estimators=n_estimators), random_state=random_state)
         test = lc.take(np.flatnonzero(~lc.objects["object_id"].isin(train_ids).to_numpy()))
         s = score_lightcurves(test, model, ex)
         scores.loc[s["alert_id"].astype(str).to_numpy()] = s["score"].to_numpy()

@@ -33,11 +33,11 @@ from earlyia.followup.notify import lightcurve_png
 from earlyia.followup.targets import choose, days_since_first, latest_alerts
 from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
+from earlyia.model.artifact import Model
+from earlyia.model.shipped import default_model_path
+from earlyia.model.survey import card_survey
 from earlyia.report.candidates import CandidateRule, operating_threshold, select_candidates
-from earlyia.score.model import Model
 from earlyia.score.pipeline import iter_chunks, score_files
-from earlyia.score.shipped import default_model_path
-from earlyia.score.survey import card_survey
 
 #: Columns of tonight.csv, in this order.
 CSV_COLUMNS = ("list", "rank", "object_id", "ra", "dec", "mag", "band", "score", "query_score", "days_since_first",
@@ -230,8 +230,8 @@ def observing_list(
 ) -> TonightResult:
     """Score ``inputs`` and write tonight's observing list into the directory ``out`` (see the module docstring).
 
-    ``model``: a model file path or :class:`~earlyia.score.model.Model` (default: the shipped model,
-    :func:`earlyia.score.shipped.default_model_path`). ``min_purity``, ``prevalence``, ``max_detections``: the
+    ``model``: a model file path or :class:`~earlyia.model.artifact.Model` (default: the shipped model,
+    :func:`earlyia.model.shipped.default_model_path`). ``min_purity``, ``prevalence``, ``max_detections``: the
     candidates' card threshold, as ``earlyia candidates --min-purity --prevalence --max-ndethist``.
     ``n_targets``, ``strategy``, ``constraints``: the active-learning targets, as ``earlyia followup select``.
     ``portal_url``: object pages (default: the survey's broker portal; ``""`` for none).

@@ -22,15 +22,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
+from earlyia import __version__
 from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem
+from earlyia.features import get_extractor
+from earlyia.features.base import extract_batched
 from earlyia.features.gates import GATE_REASON, apply_gate
-from earlyia.score.model import Model
+from earlyia.io import detect_format, expand_inputs, get_reader, read
+from earlyia.io.fink import lightcurves_from_fink_frame
+from earlyia.io.output import make_temp_dir
+from earlyia.io.registry import DAMAGED_INPUT_ERRORS, csv_header
+from earlyia.io.table import arrow_to_pandas, atomic_write
+from earlyia.model.artifact import Model
+from earlyia.model.survey import check_survey, data_survey
+from earlyia.select import EXTRAGALACTIC_TYPES, SELECTION_RULES, fink_cuts, select_early
 
 #: Schema metadata key of a SCORES Parquet file.
 METADATA_KEY = b"earlyia.scores"
@@ -247,10 +259,6 @@ def _detection_limits(lc, points: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Selection rules a model card may name (``card["selection"]["rule"]``).
-SELECTION_RULES = ("early", "fink", "none")
-
-
 def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Selection on each row: ``(passed bool, reason str)``.
 
@@ -259,8 +267,6 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
     or ``"none"`` (every row: the model judges every alert, e.g. LSST, where SIMBAD and ``ndethist`` cuts do
     not apply).
     """
-    from earlyia import select as sel_mod
-
     n = len(rows.object_index)
     passed = np.ones(n, bool)
     reason = np.full(n, "", dtype=object)
@@ -275,13 +281,13 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
             continue
         src = rows.alert_row[mask] if per == "alert" else rows.object_index[mask]
         if rule == "fink":
-            ok = np.asarray(sel_mod.fink_cuts(lc, per=per, **params), bool)[src]
+            ok = np.asarray(fink_cuts(lc, per=per, **params), bool)[src]
             why = np.full(len(src), "", dtype=object)
             bad = np.flatnonzero(~ok)
             if len(bad):
                 why[bad] = _fink_reasons(lc, per, src[bad], params, rows.starts[mask][bad], rows.ends[mask][bad])
         else:
-            ok_all, why_all = _selection_arrays(sel_mod.select_early(lc, per=per, **params))
+            ok_all, why_all = _selection_arrays(select_early(lc, per=per, **params))
             ok, why = ok_all[src], why_all[src]
         passed[mask] = ok
         reason[mask] = why
@@ -290,8 +296,6 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
 
 def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping, starts: np.ndarray, ends: np.ndarray) -> list[str]:
     """Which of Fink's cuts each failing row missed (``bad``: alert or object rows; their segments given)."""
-    from earlyia.select import EXTRAGALACTIC_TYPES
-
     min_mags, max_nd = int(params.get("min_mags", 4)), float(params.get("max_ndethist", 20))
     allowed = set(params.get("allowed_xmatch", EXTRAGALACTIC_TYPES))
     src = lc.alerts if per == "alert" else lc.objects
@@ -331,8 +335,6 @@ def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
 def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of the segments (of objects ``objects``); when the batch call raises, each segment alone so one bad
     alert cannot sink the chunk."""
-    from earlyia.features.base import extract_batched
-
     k = len(extractor.names)
     try:
         X, ok, why = extract_batched(extractor, lc, starts, ends, objects)
@@ -372,8 +374,6 @@ def score_lightcurves(
     not included: see :func:`problem_rows`.
     """
     if extractor is None:
-        from earlyia.features import get_extractor
-
         extractor = get_extractor(model.card["extractor"])
     model.check_features(list(extractor.names))
     rows = score_rows(lc, per)
@@ -514,8 +514,6 @@ def problem_rows(problems: Iterable[Problem], feature_names: Iterable[str] = ())
 
 def scores_metadata(model: Model, extractor=None, **extra: Any) -> dict[str, Any]:
     """What a SCORES file says about how it was made (stored under :data:`METADATA_KEY`)."""
-    from earlyia import __version__
-
     return {
         "format": SCORES_FORMAT,
         "model_hash": model.hash,
@@ -561,8 +559,6 @@ def iter_chunks(
     ``merge_objects``: inputs that share an object (listed from their object-id column: Parquet, Avro, CSV) are
     read together, so the object has one light curve as :func:`earlyia.io.read` would give it.
     """
-    from earlyia.io import detect_format, expand_inputs, get_reader
-
     if chunk_size < 1:
         raise InputError(f"chunk size must be >= 1, got {chunk_size}")
     files = expand_inputs(inputs)
@@ -606,8 +602,6 @@ def iter_chunks(
 def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
     """64-bit hashes of the distinct object ids of one input, read from its id column only (None when unknown or
     unreadable). Hashes, not strings: a million objects cost 8 MB, not a Python set of a million strings."""
-    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
-
     if not path.is_file():
         return None
     ids = None
@@ -624,8 +618,6 @@ def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
                     keys = keys.dictionary_decode()
                 ids = pc.unique(pc.cast(keys, pa.string())).drop_null().to_numpy(zero_copy_only=False)
             else:
-                from earlyia.io.registry import csv_header
-
                 header = csv_header(path)
                 for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
                     if col in header:
@@ -673,10 +665,6 @@ def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> lis
 
 def _avro_object_ids(path: Path) -> set[str] | None:
     """Object ids of the alerts in an Avro file (None when unreadable: its reader will report why)."""
-    import fastavro
-
-    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
-
     try:
         with open(path, "rb") as fh:
             return {str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)}
@@ -729,8 +717,6 @@ def _is_parquet(path: Path) -> bool:
 
 
 def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
-    from earlyia.io import read
-
     try:
         lc = read(files, format=format)
         yield Chunk(lc, [], f"{files[0]} (+{len(files) - 1} files)")
@@ -856,8 +842,6 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
 
 
 def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
-    from earlyia.io.registry import DAMAGED_INPUT_ERRORS
-
     try:
         pf = pq.ParquetFile(path)
         n = pf.metadata.num_rows
@@ -901,9 +885,6 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
 
 def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
     """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
-    from earlyia.io.fink import lightcurves_from_fink_frame
-    from earlyia.io.table import arrow_to_pandas
-
     df = arrow_to_pandas(table)
     lc = lightcurves_from_fink_frame(df, source=str(path))
     if not lc.alerts.empty and "row" in lc.alerts.columns:
@@ -940,8 +921,6 @@ class TableWriter:
         arrow: Callable[[pd.DataFrame], pa.Table] | None = None,
         leading: Iterable[str] = SCORE_COLUMNS,
     ):
-        from earlyia.io.output import make_temp_dir
-
         self.path = Path(path)
         self.key = key
         self.metadata = {key: json.dumps(metadata, default=str).encode()}
@@ -978,8 +957,6 @@ class TableWriter:
 
     def close(self, metadata: Mapping[str, Any] | None = None) -> Path:
         """Finish and atomically move the file into place (``metadata``: the final metadata, when it changed)."""
-        from earlyia.io.table import atomic_write
-
         rewrite = False
         if metadata is not None:
             final = {self.key: json.dumps(metadata, default=str).encode()}
@@ -1005,8 +982,6 @@ class TableWriter:
         os.replace(self._parts[0], self.path)
 
     def _merge_parts(self) -> None:
-        from earlyia.io.table import atomic_write
-
         schemas = [pq.read_schema(p) for p in self._parts]
         unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
         unified = _exact_ids(unified, schemas, self._parts)
@@ -1150,12 +1125,9 @@ def score_files(
 
     ``progress``: a tqdm bar on stderr (default: only when stderr is a terminal). Bad inputs and
     bad alerts become rows with ``passed=False`` and the reason; nothing is raised for them.
-    Alerts of another survey than the model's are refused (:class:`~earlyia.score.survey.SurveyMismatchError`,
+    Alerts of another survey than the model's are refused (:class:`~earlyia.model.survey.SurveyMismatchError`,
     nothing written) unless ``allow_survey_mismatch``, which scores them with a note in the summary.
     """
-    from earlyia.features import get_extractor
-    from earlyia.score.survey import check_survey, data_survey
-
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     extractor = get_extractor(model.card["extractor"])
     model.check_features(list(extractor.names))
@@ -1163,8 +1135,6 @@ def score_files(
         progress = sys.stderr.isatty()
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(unit=" alerts", file=sys.stderr, desc="scoring")
     t0 = time.perf_counter()
     summary = ScoreSummary(Path(out))

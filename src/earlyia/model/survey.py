@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from earlyia.errors import FeatureMismatchError
 
 #: Bands only Rubin has among the surveys earlyia reads (ZTF: g, r, i).
@@ -59,8 +61,6 @@ def data_survey(lc) -> str | None:
     """The survey of a light-curve table: its ``survey``, else the one its measured bands imply (None: unknown)."""
     if getattr(lc, "survey", ""):
         return str(lc.survey).upper()
-    import numpy as np
-
     codes = np.unique(np.asarray(lc.band)) if len(lc.band) else []
     return survey_of_bands([lc.bands[int(c)] for c in codes if 0 <= int(c) < len(lc.bands)])
 

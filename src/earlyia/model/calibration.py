@@ -1,22 +1,23 @@
-"""Scores that say how much an alert holds, and operating points that travel to other streams.
+"""Calibration: the maps from a forest's raw scores to probabilities, how they are fitted, checked and applied.
 
-Why: an alert with one detection carries almost nothing, one with fifteen a great deal, and a forest
-gives both the same spread of raw scores. Under the replay protocol an object is flagged as soon as
-ANY of its early alerts crosses the threshold, so the noise of the thinnest alerts becomes false
-candidates. Calibrating separately per *evidence stratum* (number of positive detections) turns each
-score into P(SN Ia | what this alert shows): near the training prevalence when it shows little, far
-from it only when the alert earns it.
+A calibration is stored in a model file's ``calibration.npz`` as plain arrays, one of :data:`CALIBRATION_METHODS`:
 
-* :func:`fit_evidence_calibration`: per stratum, a weighted isotonic regression of the labels on the
-  held-out raw scores (pool-adjacent-violators), each block shrunk towards the stratum's prevalence
-  with ``pseudo_count`` pseudo-objects, so that a handful of lucky objects cannot lift a stratum's top
-  score; then isotonic again. Stored as plain arrays in the model file.
-* :func:`adjust_prevalence` moves calibrated probabilities to another prevalence (Bayes' rule on the
-  prior odds); :func:`estimate_prevalence` finds the prevalence of an unlabelled stream by the EM
-  prior adjustment of Saerens, Latinne & Decaestecker (2002, Neural Computation 14, 21).
-* :class:`OperatingCurve`: the efficiency and false-positive rate of flagging objects at every
-  threshold (held-out, replay protocol), from which the threshold reaching a target purity is found for
-  any prevalence: purity = pi TPR / (pi TPR + (1 - pi) FPR).
+* ``isotonic``: the knots of an isotonic regression, applied by linear interpolation; ``sigmoid``: Platt's
+  ``1 / (1 + exp(a p + b))``; both fitted on a model's held-out probabilities (:func:`fit_calibration`).
+* ``evidence``: scores that say how much an alert holds. An alert with one detection carries almost nothing,
+  one with fifteen a great deal, and a forest gives both the same spread of raw scores. Under the replay
+  protocol an object is flagged as soon as ANY of its early alerts crosses the threshold, so the noise of the
+  thinnest alerts becomes false candidates. Calibrating separately per *evidence stratum* (number of positive
+  detections) turns each score into P(SN Ia | what this alert shows): near the training prevalence when it
+  shows little, far from it only when the alert earns it.
+
+  :func:`fit_evidence_calibration`: per stratum, a weighted isotonic regression of the labels on the held-out
+  raw scores (pool-adjacent-violators), each block shrunk towards the stratum's prevalence with
+  ``pseudo_count`` pseudo-objects, so that a handful of lucky objects cannot lift a stratum's top score; then
+  isotonic again (or a regularised Platt map per stratum, :func:`platt_knots`).
+
+scikit-learn and scipy's optimiser are imported by the functions that fit, not here: scoring only applies a
+calibration, and loading a model must not pay for them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import pandas as pd
 
 from earlyia.errors import InputError, ModelError
 
+#: What a model file's calibration map can be.
+CALIBRATION_METHODS = ("isotonic", "sigmoid", "evidence")
 #: Lower bounds of the evidence strata: positive detections 1, 2, 3, 4, 5-6, 7-9, 10-14, 15 and more.
 EVIDENCE_EDGES = (1, 2, 3, 4, 5, 7, 10, 15)
 
@@ -297,171 +300,90 @@ def fit_evidence_calibration(
     return EvidenceCalibration(feature, edges, xs, vs, prior, np.array(prev), np.array(wt))
 
 
-# ---------------------------------------------------------------------------- prevalence
-def adjust_prevalence(p: np.ndarray, trained: float, target: float) -> np.ndarray:
-    """Probabilities calibrated at prevalence ``trained`` moved to prevalence ``target`` (prior-odds shift)."""
-    _check_prevalence(trained, "trained")
-    _check_prevalence(target, "target")
-    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
-    a = (target / trained) * p
-    b = ((1.0 - target) / (1.0 - trained)) * (1.0 - p)
-    with np.errstate(invalid="ignore"):
-        out = np.where(a + b > 0, a / (a + b), 0.0)
-    return out
+# ---------------------------------------------------------------------------- calibration maps
+def apply_calibration(
+    p: np.ndarray, calibration: Mapping[str, np.ndarray] | None, evidence: np.ndarray | None = None
+) -> np.ndarray:
+    """Calibrated probabilities: ``p`` mapped by a calibration map (``p`` unchanged when None).
 
-
-def estimate_prevalence(p: np.ndarray, trained: float, *, tol: float = 1e-6, max_iter: int = 1000) -> tuple[float, int]:
-    """Prevalence of positives in an unlabelled sample whose calibrated probabilities (at ``trained``) are ``p``.
-
-    EM prior adjustment (Saerens et al. 2002): repeat pi <- mean(adjust_prevalence(p, trained, pi)) until
-    it moves by less than ``tol``. Returns ``(pi, iterations)``.
+    ``evidence``: the evidence of each row, which a calibration by evidence needs (:class:`ModelError` without it).
     """
-    _check_prevalence(trained, "trained")
-    p = np.asarray(p, np.float64)
-    p = p[np.isfinite(p)]
-    if len(p) == 0:
-        raise InputError("cannot estimate a prevalence from no scores")
-    pi = trained
-    for it in range(1, max_iter + 1):
-        new = float(np.mean(adjust_prevalence(p, trained, pi)))
-        new = min(max(new, 1e-6), 1.0 - 1e-6)
-        if abs(new - pi) < tol:
-            return new, it
-        pi = new
-    return pi, max_iter
+    if not calibration:
+        return p
+    kind = str(np.asarray(calibration["method"]).reshape(-1)[0])
+    if kind == "evidence":
+        if evidence is None:
+            raise ModelError("this model's calibration depends on the evidence of each row: score it with its features")
+        return EvidenceCalibration.from_arrays(calibration).apply(p, evidence)
+    if kind == "isotonic":
+        return np.interp(p, calibration["x"], calibration["y"])
+    if kind == "sigmoid":
+        a, b = (float(v) for v in calibration["ab"])
+        return 1.0 / (1.0 + np.exp(a * p + b))
+    raise ModelError(f"unknown calibration method {kind!r}; expected one of {CALIBRATION_METHODS}")
 
 
-def _check_prevalence(value: float, name: str) -> None:
-    if not (np.isfinite(value) and 0.0 < float(value) < 1.0):
-        raise InputError(f"{name} prevalence must be strictly between 0 and 1, got {value!r}")
+def calibration_method(calibration: Mapping[str, np.ndarray], where: str) -> str:
+    """The method a calibration map names (:class:`ModelError` naming ``where`` when it names none it knows)."""
+    m = np.asarray(calibration.get("method", np.array([])))
+    if m.dtype.kind not in "US" or m.size != 1 or str(m.reshape(-1)[0]) not in CALIBRATION_METHODS:
+        raise ModelError(f"{where} names no known calibration method (one of {CALIBRATION_METHODS})")
+    return str(m.reshape(-1)[0])
 
 
-# ---------------------------------------------------------------------------- operating points
-@dataclass
-class OperatingCurve:
-    """Flagging objects whose highest score within ``max_detections`` is above ``threshold[i]``: the fraction
-    of positive objects flagged (``tpr``) and of negative ones (``fpr``), held out, at every threshold."""
+def check_calibration(calibration: Mapping[str, np.ndarray], features: Sequence[str], where: str) -> None:
+    """Refuse a calibration map that could give anything but a probability (:class:`ModelError` naming ``where``).
 
-    max_detections: int
-    threshold: np.ndarray
-    tpr: np.ndarray
-    fpr: np.ndarray
-    n_pos: int
-    n_neg: int
-    prevalence: float  # of the objects the curve was measured on
-
-    @classmethod
-    def from_object_scores(cls, best: np.ndarray, positive: np.ndarray, max_detections: int) -> OperatingCurve:
-        """The curve of objects with highest early scores ``best`` and labels ``positive``."""
-        best = np.asarray(best, np.float64)
-        positive = np.asarray(positive, bool)
-        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-        if n_pos == 0 or n_neg == 0:
-            raise InputError("an operating curve needs positive and negative objects")
-        order = np.argsort(-best, kind="mergesort")
-        s, yy = best[order], positive[order]
-        tp = np.cumsum(yy)
-        fp = np.cumsum(~yy)
-        last = np.r_[s[1:] != s[:-1], True]
-        thr = np.nextafter(s[last], -np.inf)  # flag "score > threshold": just below each distinct score
-        return cls(int(max_detections), thr, tp[last] / n_pos, fp[last] / n_neg, n_pos, n_neg, n_pos / (n_pos + n_neg))
-
-    def purity(self, prevalence: float | None = None) -> np.ndarray:
-        pi = self.prevalence if prevalence is None else float(prevalence)
-        _check_prevalence(pi, "the")
-        num = pi * self.tpr
-        den = num + (1.0 - pi) * self.fpr
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-    def threshold_for(self, min_purity: float, prevalence: float | None = None, *, min_flagged: int = 10) -> dict[str, float]:
-        """The lowest threshold whose purity, and that of every stricter threshold flagging at least
-        ``min_flagged`` of the curve's objects, is >= ``min_purity``.
-
-        Why the whole upper range: the single threshold that just reaches the purity on held-out scores is
-        a lucky dip as often as not; requiring it of every stricter threshold gives one that holds on new
-        objects (the few top objects alone are left out: one negative among them says little). Returns
-        threshold, efficiency and purity (threshold NaN, efficiency 0 when none reaches it).
-        """
-        pur = self.purity(prevalence)
-        flagged = self.tpr * self.n_pos + self.fpr * self.n_neg
-        ok = (pur >= min_purity) | (flagged < min_flagged)
-        # from the strictest threshold down, the first index where purity falls below the target
-        bad = np.flatnonzero(~ok)
-        stop = int(bad[0]) if len(bad) else len(ok)
-        reached = np.flatnonzero(pur[:stop] >= min_purity)
-        if len(reached) == 0:
-            return {"threshold": float("nan"), "efficiency": 0.0, "purity": float("nan")}
-        i = int(reached[-1])
-        return {"threshold": float(self.threshold[i]), "efficiency": float(self.tpr[i]), "purity": float(pur[i])}
-
-    def to_card(self) -> dict:
-        return {
-            "max_detections": self.max_detections,
-            "threshold": self.threshold.tolist(),
-            "tpr": self.tpr.tolist(),
-            "fpr": self.fpr.tolist(),
-            "n_pos": self.n_pos,
-            "n_neg": self.n_neg,
-            "prevalence": self.prevalence,
-        }
-
-    @classmethod
-    def from_card(cls, entry: Mapping) -> OperatingCurve:
+    ``isotonic``: knots ``x, y`` finite, never decreasing, ``y`` in [0, 1]; ``sigmoid``: two finite numbers ``a, b``;
+    ``evidence``: :meth:`EvidenceCalibration.from_arrays` checks, and its feature is one of ``features``.
+    """
+    method = calibration_method(calibration, where)
+    expected = {"isotonic": {"method", "x", "y"}, "sigmoid": {"method", "ab"}}.get(method)
+    if expected is not None and set(calibration) != expected:
+        raise ModelError(f"{where}: a {method} calibration holds arrays {sorted(expected)}, not {sorted(calibration)}")
+    if method == "evidence":
         try:
-            thr = np.asarray(entry["threshold"], np.float64)
-            tpr = np.asarray(entry["tpr"], np.float64)
-            fpr = np.asarray(entry["fpr"], np.float64)
-            curve = cls(int(entry["max_detections"]), thr, tpr, fpr, int(entry["n_pos"]), int(entry["n_neg"]), float(entry["prevalence"]))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ModelError(f"malformed operating curve in the model card ({exc})") from exc
-        if thr.ndim != 1 or not (len(thr) == len(tpr) == len(fpr)) or len(thr) == 0 or tpr.ndim != 1 or fpr.ndim != 1:
-            raise ModelError("operating curve arrays differ in length or are empty")
-        if not (np.all(np.isfinite(thr)) and np.all(np.isfinite(tpr)) and np.all(np.isfinite(fpr))):
-            raise ModelError("operating curve holds non-finite values")
-        if tpr.min() < 0 or tpr.max() > 1 or fpr.min() < 0 or fpr.max() > 1:
-            raise ModelError("operating curve rates (tpr, fpr) outside [0, 1]")
-        if (np.diff(thr) > 0).any() or (np.diff(tpr) < 0).any() or (np.diff(fpr) < 0).any():
-            raise ModelError("operating curve is not monotone (thresholds must decrease, rates increase)")
-        if curve.max_detections < 1 or curve.n_pos < 1 or curve.n_neg < 1 or not (0.0 < curve.prevalence < 1.0):
-            raise ModelError("operating curve needs max_detections, n_pos, n_neg >= 1 and a prevalence strictly between 0 and 1")
-        return curve
+            cal = EvidenceCalibration.from_arrays(calibration)
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}") from exc
+        if cal.feature not in features:
+            raise ModelError(f"{where}: the calibration reads feature {cal.feature!r}, which the model does not have")
+        return
+    arrays = {k: np.asarray(v) for k, v in calibration.items() if k != "method"}
+    for name, a in arrays.items():
+        if a.ndim != 1 or a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)):
+            raise ModelError(f"{where}: calibration array {name!r} must be a vector of finite numbers")
+    if method == "sigmoid":
+        if len(arrays["ab"]) != 2:
+            raise ModelError(f"{where}: a sigmoid calibration holds two numbers a, b; got {len(arrays['ab'])}")
+        return
+    x, y = arrays["x"], arrays["y"]
+    if len(x) == 0 or len(x) != len(y):
+        raise ModelError(f"{where}: isotonic calibration knots x ({len(x)}) and y ({len(y)}) must be as many, at least one")
+    if (np.diff(x) < 0).any() or (np.diff(y) < 0).any():
+        raise ModelError(f"{where}: isotonic calibration knots are not monotone (x and y must never decrease)")
+    if y.min() < 0.0 or y.max() > 1.0:
+        raise ModelError(f"{where}: isotonic calibration probabilities outside [0, 1]")
 
 
-# ---------------------------------------------------------------------------- thresholds from a model card
-def card_threshold(card: Mapping, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None) -> dict[str, float]:
-    """The threshold reaching ``min_purity`` within ``max_detections`` at ``prevalence`` (default: the training one)
-    from a model card (or the card summary a SCORES file carries): its operating curve when it has one, else its
-    fixed operating point (which cannot move to another prevalence). Returns threshold, efficiency, purity."""
-    for c in card.get("operating_curves") or []:
-        if int(c["max_detections"]) == int(max_detections):
-            return OperatingCurve.from_card(c).threshold_for(min_purity, prevalence)
-    if prevalence is not None:
-        raise ModelError(
-            f"the model card records no operating curve for {max_detections} detections: its threshold cannot move to another "
-            "prevalence (re-train with this release, or use the training prevalence)"
-        )
-    for o in card.get("operating_points") or []:
-        if int(o["max_detections"]) == int(max_detections) and float(o["min_purity"]) == float(min_purity):
-            t = o.get("threshold")
-            return {"threshold": float("nan") if t is None else float(t), "efficiency": o.get("efficiency"), "purity": o.get("purity")}
-    raise ModelError(f"the model card records no operating point for purity {min_purity} within {max_detections} detections")
+def fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, np.ndarray]:
+    """Calibration map from raw probabilities ``p`` to P(positive), stored as plain arrays.
 
+    ``isotonic``: the step points of an isotonic regression (applied by linear interpolation,
+    clipped at the ends, which is what scikit-learn's ``IsotonicRegression`` does).
+    ``sigmoid``: Platt's ``1 / (1 + exp(a p + b))``.
+    """
+    p = np.asarray(p, np.float64)
+    y = np.asarray(y).astype(np.float64)
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
 
-def stream_prevalence(scores, card: Mapping, *, min_objects: int = 30) -> tuple[float, int, str]:
-    """The prevalence of positives among the objects of a SCORES table, estimated by EM from each object's latest
-    scored alert (calibrated probabilities at the card's training prevalence). Returns ``(prevalence, objects,
-    how)``; with fewer than ``min_objects`` scored objects, or a model without calibration by evidence, the
-    training prevalence (``how`` says which)."""
-    trained = (card.get("evidence") or {}).get("prevalence")
-    if trained is None:
-        raise ModelError("the model is not calibrated by evidence: its scores are not probabilities, so no prevalence can be "
-                         "estimated from them (give --prevalence training)")
-    df = scores[scores["passed"].fillna(False).astype(bool)] if "passed" in scores.columns else scores
-    order = [c for c in ("object_id", "mjd", "alert_id") if c in df.columns]
-    latest = df.sort_values(order, kind="mergesort").drop_duplicates("object_id", keep="last")
-    p = pd.to_numeric(latest["score"], errors="coerce").to_numpy(np.float64)
-    p = p[np.isfinite(p)]
-    if len(p) < min_objects:
-        return float(trained), len(p), f"training prevalence: only {len(p)} scored object(s), too few to estimate the stream's"
-    est, it = estimate_prevalence(p, float(trained))
-    return est, len(p), f"estimated from {len(p)} scored objects (EM prior adjustment, {it} iterations)"
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        return {"method": np.array("isotonic"), "x": iso.X_thresholds_.astype(np.float64), "y": iso.y_thresholds_.astype(np.float64)}
+    if method == "sigmoid":
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=1e6).fit(p[:, None], y.astype(int))
+        # P = 1 / (1 + exp(-(w p + c)))  =>  a = -w, b = -c
+        return {"method": np.array("sigmoid"), "ab": np.array([-lr.coef_[0, 0], -lr.intercept_[0]], np.float64)}
+    raise InputError(f"calibrate must be one of {CALIBRATION_METHODS} or None, got {method!r}")

@@ -40,7 +40,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from earlyia.errors import ConfigError, IntegrityError, ModelError
+from earlyia import select
+from earlyia.errors import ConfigError, EarlyIAError, IntegrityError, ModelError
+from earlyia.features.gates import GATE_KINDS
+from earlyia.labels import TypeMap
+from earlyia.model.operating import OperatingCurve
+from earlyia.select import SELECTION_RULES
 
 #: Default cap on the bytes decompressed while reading one model file (1 GiB). A 1000-tree forest trained
 #: on 20 000 rows holds 75 MB of tree arrays (150 MB counted: the ``trees.npz`` member, then its arrays).
@@ -401,9 +406,6 @@ def check_card(card: Mapping, where: str, *, calibration_method: str | None) -> 
 
 
 def _check_type_map(card: Mapping, bad) -> None:
-    from earlyia.errors import EarlyIAError
-    from earlyia.labels import TypeMap
-
     tm = card.get("type_map")
     if tm is None:
         return
@@ -441,8 +443,6 @@ def _check_evidence(card: Mapping, bad, features: list[str]) -> None:
 
 
 def _check_operating(card: Mapping, bad) -> None:
-    from earlyia.score.evidence import OperatingCurve
-
     for i, op in enumerate(card.get("operating_points") or []):
         key = f"operating_points[{i}]"
         if not isinstance(op, dict):
@@ -468,9 +468,6 @@ def _check_selection(card: Mapping, bad) -> None:
     sel = card.get("selection")
     if sel is None:
         return
-    from earlyia import select
-    from earlyia.score.pipeline import SELECTION_RULES
-
     rule = sel.get("rule", "early")
     if rule not in SELECTION_RULES:
         raise bad("selection.rule", f"is {rule!r}; this version knows {list(SELECTION_RULES)}")
@@ -487,8 +484,6 @@ def _check_gate(card: Mapping, bad) -> None:
     gate = card.get("gate")
     if not gate:
         return
-    from earlyia.features.gates import GATE_KINDS
-
     if gate.get("kind") not in GATE_KINDS:
         raise bad("gate.kind", f"is {gate.get('kind')!r}; this version knows {list(GATE_KINDS)}")
     if not _is_number(gate.get("min_slope_sig")) or not _is_int(gate.get("min_points")):

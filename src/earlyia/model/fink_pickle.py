@@ -6,7 +6,7 @@ the PROVENANCE.md of the shared ``anchor_models_fink`` folder). The file is deco
 hashed, refused unless the hash is pinned, and then read with a restricted unpickler that can
 build only numpy arrays and placeholder objects for the few scikit-learn classes a forest
 contains. The fitted trees' node arrays are captured from ``Tree.__setstate__`` and flattened into
-a :class:`~earlyia.score.trees.TreeEnsemble`; no scikit-learn object is ever reconstructed, so
+a :class:`~earlyia.model.trees.TreeEnsemble`; no scikit-learn object is ever reconstructed, so
 these old pickles load with any scikit-learn version (or none).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from earlyia.errors import DataNotFoundError, IntegrityError, ModelError
-from earlyia.score.trees import TreeEnsemble
+from earlyia.model.trees import TreeEnsemble
 
 #: sha256 of the DECOMPRESSED pickles (anchor_models_fink/sha256sums.txt) -> file name.
 PINNED_SHA256 = {

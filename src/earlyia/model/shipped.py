@@ -1,7 +1,7 @@
 """The default early model shipped with earlyia: where it is, how it was built, and what it was built from.
 
 Why: a new user can score tonight's ZTF alerts without training first. The model is built by
-``scripts/build_default_model.py`` with the current ``early`` recipe (:mod:`earlyia.score.recipes`)
+``scripts/build_default_model.py`` with the current ``early`` recipe (:mod:`earlyia.model.recipe`)
 on the shared labelled ZTF light curves (``ztf_fink_tns_labelled``), with fewer trees than the
 recipe's so that the package stays small; :data:`SIZE` says how, and ``docs/tonight.md`` what it
 costs in held-out quality. The card's ``lineage`` records the resolved recipe and the sha256 of
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from earlyia.errors import DataNotFoundError
+from earlyia.model.recipe import Recipe
 
 #: The shipped model, inside the installed package.
 PACKAGE_PATH = ("models", "early_ztf.eia")
@@ -72,10 +73,7 @@ def training_data_hash(files: Iterable[str | Path], root: str | Path) -> dict[st
     return {"files": per_file, "sha256": total.hexdigest()}
 
 
-def recipe_settings(size: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``early`` recipe as it is now, with ``size`` (default :data:`SIZE`) applied: for the shipped model,
-    what it must have been built with."""
-    from earlyia.score.model import _jsonable
-    from earlyia.score.recipes import RECIPES, resolve
-
-    return _jsonable(resolve(RECIPES["early"], SIZE if size is None else size))
+def shipped_recipe(size: dict[str, Any] | None = None) -> Recipe:
+    """The ``early`` recipe as it is now, with ``size`` (default :data:`SIZE`) applied and the shipped model's
+    folds: for the shipped model, what it must have been built with."""
+    return Recipe.named("early").replace(**(SIZE if size is None else size), cv_folds=FOLDS)

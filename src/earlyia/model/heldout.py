@@ -1,37 +1,56 @@
-"""Held-out estimates for a model trained on augmented light curves: calibration by evidence and operating curves.
+"""Held-out estimates of a model: what its card says of objects it never saw.
 
-Why a separate step: with augmentation and generated impostors, many training rows are not objects the
-model will ever be judged on. Every estimate here is made on the *original* labelled alerts (``view``
-0) of objects held out by folds split by object, while the forests of each fold learn from every row
-(augmented copies and impostors included) of the other objects:
+* :func:`grouped_out_of_fold`: with several rows per object, out-of-bag predictions are optimistic (other
+  alerts of the same object sit in the bag): each row's probability comes from a forest trained on folds
+  that hold none of its object's rows.
+* :func:`held_out_evidence`: the held-out estimates of a model trained on augmented light curves, with its
+  calibration by evidence (:mod:`earlyia.model.calibration`). With augmentation and generated impostors, many
+  training rows are not objects the model will ever be judged on. Every estimate there is made on the
+  *original* labelled alerts (``view`` 0) of objects held out by folds split by object, while the forests of
+  each fold learn from every row (augmented copies and impostors included) of the other objects:
 
-1. held-out raw scores of the original alerts, ``folds`` folds stratified by class and grouped by object;
-2. a calibration by evidence (:mod:`earlyia.score.evidence`) fitted on all of them: the model's;
-3. cross-fitted calibrated scores (each fold calibrated by the maps of the other folds), from which the
-   operating curves are measured, so the card's thresholds are chosen on scores the calibration never
-   saw: they hold their purity on new objects instead of on the training folds.
+  1. held-out raw scores of the original alerts, ``folds`` folds stratified by class and grouped by object;
+  2. a calibration by evidence fitted on all of them: the model's;
+  3. cross-fitted calibrated scores (each fold calibrated by the maps of the other folds), from which the
+     operating curves (:mod:`earlyia.model.operating`) are measured, so the card's thresholds are chosen on
+     scores the calibration never saw: they hold their purity on new objects instead of on the training folds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import GroupKFold
 
 from earlyia.errors import InputError
 from earlyia.folds import fold_of_rows
-from earlyia.score.evidence import EVIDENCE_EDGES, OperatingCurve, fit_evidence_calibration
+from earlyia.model.calibration import EVIDENCE_EDGES, fit_evidence_calibration
+from earlyia.model.operating import OPERATING_POINTS, OperatingCurve
 
-#: (max detections, min purity) of the operating points a card records.
-TARGETS = ((10, 0.8), (20, 0.8))
-#: Platt calibration per stratum, with one pseudo-object at the stratum's prevalence.
-CALIBRATION = {"method": "platt", "pseudo_count": 1.0}
+#: How :func:`held_out_evidence` fits each stratum: Platt, with one pseudo-object at the stratum's prevalence.
+EVIDENCE_FIT = {"method": "platt", "pseudo_count": 1.0}
+
+
+def grouped_out_of_fold(
+    make_forest: Callable[[], Any], X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """P(positive) of each row from a forest that saw none of its object's rows (NaN when a fold lacks a class)."""
+    out = np.full(len(y), np.nan)
+    k = min(int(folds), len(set(groups)))
+    for train, test in GroupKFold(n_splits=k).split(X, y, groups):
+        if y[train].all() or not y[train].any():
+            continue
+        w = None if weights is None else weights[train]
+        f = make_forest().fit(X[train], y[train], sample_weight=w)
+        out[test] = f.predict_proba(X[test])[:, list(f.classes_).index(True)]
+    return out
 
 
 def held_out_evidence(
-    make_forest,
+    make_forest: Callable[[], Any],
     X: np.ndarray,
     y: np.ndarray,
     groups: np.ndarray,
@@ -43,7 +62,7 @@ def held_out_evidence(
     evidence_feature: str,
     folds: int = 5,
     seed: int = 0,
-    targets=TARGETS,
+    targets=OPERATING_POINTS,
 ) -> dict[str, Any]:
     """Calibration arrays, card entries and held-out metrics of a model trained on ``X`` (see the module docstring).
 
@@ -76,13 +95,13 @@ def held_out_evidence(
     rows = np.flatnonzero(eval_rows & np.isfinite(raw))
     ev = X[rows, names.index(evidence_feature)]
     g = groups[rows]
-    cal = fit_evidence_calibration(raw[rows], y[rows], ev, feature=evidence_feature, groups=g, edges=EVIDENCE_EDGES, **CALIBRATION)
+    cal = fit_evidence_calibration(raw[rows], y[rows], ev, feature=evidence_feature, groups=g, edges=EVIDENCE_EDGES, **EVIDENCE_FIT)
     cross = np.empty(len(rows))
     for j in range(k):
         m = fold[rows] == j
         if not m.any():
             continue
-        cj = fit_evidence_calibration(raw[rows][~m], y[rows][~m], ev[~m], feature=evidence_feature, groups=g[~m], **CALIBRATION)
+        cj = fit_evidence_calibration(raw[rows][~m], y[rows][~m], ev[~m], feature=evidence_feature, groups=g[~m], **EVIDENCE_FIT)
         cross[m] = cj.apply(raw[rows][m], ev[m])
     det = np.asarray(detections, np.float64)[rows]
     curves, ops = [], []
@@ -113,7 +132,7 @@ def held_out_evidence(
         "stratum_max": [float(v) for v in top],
         "prevalence": float(cal.prevalence),
         "judged_from": judged_from,
-        "calibration": dict(CALIBRATION),
+        "calibration": dict(EVIDENCE_FIT),
         "folds": int(k),
     }
     return {
@@ -123,34 +142,3 @@ def held_out_evidence(
         "operating_points": ops,
         "evidence": evidence,
     }
-
-
-def training_table(lc, extractor, augmentation, *, random_state=None) -> pd.DataFrame:
-    """The feature table a model learns from: every view of :meth:`earlyia.augment.Augmentation.views` of ``lc``.
-
-    One row per replayed alert: ``object_id`` (the original object in every view), ``alert_id``
-    (``<object>_<k>``, with ``~<view>`` for augmented copies), ``view``, ``ndethist`` (detections so far,
-    the protocol's N), ``n_detections`` (detections in the history the alert carries), ``label`` (when
-    ``lc.objects`` has it), ``valid``, ``reason``, then ``extractor.names``.
-    """
-    names = list(extractor.names)
-    parts = []
-    for view, seg in augmentation.views(lc, random_state):
-        X, ok, why = extractor.extract_lc(seg.lc, seg.starts, seg.ends, object_index=seg.object_index)
-        oid = seg.lc.objects["object_id"].astype(str).to_numpy(object)[seg.object_index]
-        suffix = "" if view == 0 else f"~{view}"
-        cum = np.concatenate([[0], np.cumsum(seg.lc.detected, dtype=np.int64)])
-        cols: dict[str, Any] = {
-            "object_id": oid,
-            "alert_id": np.array([f"{o}_{k}{suffix}" for o, k in zip(oid, seg.ndethist, strict=True)], dtype=object),
-            "view": np.full(len(oid), view, np.int64),
-            "ndethist": seg.ndethist.astype(np.int64),
-            "n_detections": (cum[seg.ends] - cum[seg.starts]).astype(np.int64),
-        }
-        if "label" in seg.lc.objects.columns:
-            cols["label"] = seg.lc.objects["label"].to_numpy(object)[seg.object_index]
-        cols["valid"] = np.asarray(ok, bool)
-        cols["reason"] = np.asarray(why, dtype=object)
-        frame = pd.DataFrame(cols)
-        parts.append(pd.concat([frame, pd.DataFrame(np.asarray(X, np.float64), columns=names)], axis=1))
-    return pd.concat(parts, ignore_index=True)
