@@ -40,8 +40,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.data import reference_dir, shared_path
+from earlyia.io.chunks import CHUNK_SIZE
 from earlyia.model.artifact import Model
-from earlyia.score.pipeline import CHUNK_SIZE, score_files
+from earlyia.score.pipeline import score_files
 
 REPLAY = "ztf_replay_alerts_with_anchor.parquet"
 POOL = "ztf_fink_alerts_pool/ztf_alerts_pool.parquet"

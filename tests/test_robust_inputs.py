@@ -326,7 +326,7 @@ def test_a_missing_input_exits_2_before_any_work(tmp_path, replay, model_path, c
 def test_parquet_chunks_regroup_unsorted_objects_without_reading_the_file_whole(tmp_path, replay, model_path):
     """An unsorted file is regrouped through bucket files: chunks keep objects whole and scores do not depend on
     the chunk size (the same rows as reading the file in one chunk)."""
-    from earlyia.score.pipeline import _aligned_tables
+    from earlyia.io.chunks import _aligned_tables
 
     shuffled = replay.sample(frac=1, random_state=4).reset_index(drop=True)
     path = tmp_path / "shuffled.parquet"

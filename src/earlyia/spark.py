@@ -32,6 +32,7 @@ import socket
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -43,6 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from earlyia import __version__
 from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem, SchemaError
 from earlyia.features import get_extractor
 from earlyia.io.fink import lightcurves_from_fink_frame
@@ -50,6 +52,9 @@ from earlyia.io.table import LightCurves, atomic_write
 from earlyia.io.ztf import lightcurves_from_alert_table
 from earlyia.model.artifact import Model
 from earlyia.score.pipeline import ScoresWriter, concat_rows, problem_rows, score_lightcurves, scores_metadata, to_arrow
+
+#: The earlyia package this process runs (shipped to executors by :func:`ship_package`).
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Process-level caches of the Python worker (one per executor process, reused across tasks).
 _MODELS: dict[str, Any] = {}
@@ -130,16 +135,12 @@ def code_archive(directory: str | Path) -> Path:
     Python sources and package data only (no bytecode), with fixed timestamps: the same code gives
     the same bytes and name.
     """
-    import zipfile
-
-    import earlyia
-
-    package = Path(earlyia.__file__).resolve().parent
+    package = PACKAGE_DIR
     members = sorted(f for f in package.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"))
     digest = hashlib.sha256()
     for f in members:
         digest.update(f.relative_to(package.parent).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    target = Path(directory) / f"earlyia-{earlyia.__version__}-{digest.hexdigest()[:12]}.zip"
+    target = Path(directory) / f"earlyia-{__version__}-{digest.hexdigest()[:12]}.zip"
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in members:
@@ -158,9 +159,7 @@ def ship_package(spark) -> str | None:
     Python still needs earlyia's dependencies: numpy, pandas, pyarrow, scikit-learn...). Returns the
     archive name, or None when earlyia does not run from a directory (already shipped by the user).
     """
-    import earlyia
-
-    if not Path(earlyia.__file__).resolve().parent.is_dir():
+    if not PACKAGE_DIR.is_dir():
         return None
     sc = spark.sparkContext
     directory = Path(tempfile.mkdtemp(prefix="earlyia-code-"))

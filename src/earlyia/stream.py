@@ -55,7 +55,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem, RemoteError
+from earlyia.errors import ConfigError, EarlyIAError, InputError, ModelError, Problem, RemoteError
+from earlyia.features import get_extractor
+from earlyia.io import rubin
+from earlyia.io.avro_columns import compile_schema, decode_columns
+from earlyia.io.fink import CANDIDATE_ALERT_FIELDS
+from earlyia.io.ztf import (
+    FORCED_FIELDS,
+    POINT_FIELDS,
+    lightcurves_from_alert_records,
+    lightcurves_from_alert_table,
+)
+from earlyia.score.pipeline import METADATA_KEY, problem_rows, score_lightcurves, scores_metadata, to_arrow
 
 #: Nights split at this fraction of a day after 0h UTC (~17 h UTC: daytime in California and Chile).
 NIGHT_SHIFT = 0.3
@@ -266,7 +277,6 @@ class Decoder:
 
     def program(self, schema):
         """The compiled column walk of a ZTF-like schema (``objectId`` and a ``candidate`` record), else None."""
-        from earlyia.io.avro_columns import compile_schema
 
         key = id(schema)
         if key not in self._programs:
@@ -305,8 +315,6 @@ class Decoder:
 
 def _wanted() -> dict[str, set[str]]:
     """What the ZTF reader reads of a packet besides its top-level scalars."""
-    from earlyia.io.fink import CANDIDATE_ALERT_FIELDS
-    from earlyia.io.ztf import FORCED_FIELDS, POINT_FIELDS
 
     points = set(POINT_FIELDS) | set(FORCED_FIELDS)
     return {"candidate": points | set(CANDIDATE_ALERT_FIELDS), "prv_candidates": points, "fp_hists": points}
@@ -314,7 +322,6 @@ def _wanted() -> dict[str, set[str]]:
 
 def records_to_lightcurves(records: Sequence[Mapping], source: str):
     """Alert records of any supported survey -> :class:`~earlyia.io.table.LightCurves` (the files' readers)."""
-    from earlyia.io.ztf import lightcurves_from_alert_records
 
     if not records:
         raise InputError("no alert record", source=source)
@@ -322,11 +329,6 @@ def records_to_lightcurves(records: Sequence[Mapping], source: str):
     if "candidate" in first:
         return lightcurves_from_alert_records(list(records), source=source, survey="ZTF")
     if "diaSource" in first:
-        try:
-            from earlyia.io import rubin
-        except ImportError as exc:
-            raise ConfigError("Rubin alerts need earlyia.io.rubin, which this installation of earlyia lacks: "
-                              "upgrade earlyia, or consume only ZTF topics") from exc
         return rubin.lightcurves_from_records(list(records), source=source)
     raise InputError(f"unrecognised alert record (fields {sorted(first)[:8]}...): neither ZTF nor Rubin", source=source)
 
@@ -538,7 +540,6 @@ def _rounds(items: list[tuple[int, Mapping]]) -> list[list[tuple[int, Mapping]]]
 def _score_round(items: list[tuple[int, Mapping]], model, extractor, source: str) -> tuple[list[pd.DataFrame], list[tuple[int, str]]]:
     """Score records whose objects are distinct; rows carry ``_msg`` (the message index). On a reader failure
     each record is tried alone, so one bad alert costs only its own row."""
-    from earlyia.score.pipeline import score_lightcurves
 
     try:
         lc = records_to_lightcurves([r for _, r in items], source=source)
@@ -577,9 +578,6 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
     columns in one compiled pass (:mod:`earlyia.io.avro_columns`), then through the Arrow reader of ZTF alert
     tables; one alert per object per round, as the record path. Returns the messages left for the record path
     (other conventions, Rubin, and any message the columnar pass could not read exactly)."""
-    from earlyia.io.avro_columns import decode_columns
-    from earlyia.io.ztf import lightcurves_from_alert_table
-    from earlyia.score.pipeline import score_lightcurves
 
     groups: dict[int, tuple[Any, list[int], list[bytes]]] = {}
     rest: set[int] = set()
@@ -645,10 +643,8 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
     """SCORES rows of a batch of messages, with :data:`ORIGIN_COLUMNS` and ``night``; an undecodable message or
     an unusable alert is a reason row, never an exception, and every message gives at least one row. The messages'
     ``key`` and ``value`` are released once decoded."""
-    from earlyia.score.pipeline import problem_rows
 
     if extractor is None:
-        from earlyia.features import get_extractor
 
         extractor = get_extractor(model.card["extractor"])
     names = list(extractor.names)
@@ -750,7 +746,6 @@ def _table_bytes(table: pa.Table, meta: dict[bytes, bytes]) -> bytes:
 def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message], metadata: dict, threshold: float) -> tuple[int, int, int]:
     """Write one batch durably: per partition its parts per night, then its offset file. Returns the rows and
     candidates written and the duplicate alerts dropped (already written, or twice in the batch)."""
-    from earlyia.score.pipeline import METADATA_KEY
 
     meta = {METADATA_KEY: json.dumps(metadata, default=str).encode()}
     ranges: dict[tuple[str, int], tuple[int, int]] = {}
@@ -773,7 +768,6 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
     n_rows = n_cand = 0
     table = None
     if len(rows):
-        from earlyia.score.pipeline import to_arrow
 
         table = to_arrow(rows.drop(columns=["night"]).reset_index(drop=True))  # once per batch; parts are slices of it
         r_topic = rows["kafka_topic"].to_numpy(object)
@@ -817,7 +811,6 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
 def candidate_threshold(model, threshold: float | None = None) -> float:
     """The score from which a scored alert is a candidate: ``threshold`` when given, else the model card's
     (purity 0.8 within 20 detections at the training prevalence), else 0.5 for a card without one."""
-    from earlyia.errors import ModelError
 
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
@@ -917,8 +910,6 @@ def run_stream(
     true (between batches; a batch in progress is finished and committed first). ``log`` receives the progress
     lines (alerts/s, lag), every ``progress_every`` seconds and at the end.
     """
-    from earlyia.features import get_extractor
-    from earlyia.score.pipeline import scores_metadata
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")

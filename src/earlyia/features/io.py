@@ -8,6 +8,7 @@ not a feature table instead of guessing.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import pyarrow.parquet as pq
 from earlyia import __version__
 from earlyia.errors import FormatError, InputError, SchemaError
 from earlyia.features.base import META_COLUMNS, FeatureExtractor, get_extractor
+from earlyia.io.chunks import CHUNK_SIZE, iter_chunks, reason_key
 from earlyia.io.table import atomic_write
+from earlyia.io.writer import TableWriter
 
 META_KEY = b"earlyia.features"
 FORMAT_VERSION = "earlyia.features/1"
@@ -145,10 +148,7 @@ def features_files(
     the readers drop become rows with ``valid=False`` and the reason; :class:`InputError` when no input at all
     could be read (nothing is written then).
     """
-    import time
 
-    # the chunked reader and writer of the scoring pipeline (score imports features: importing it here is lazy)
-    from earlyia.score.pipeline import CHUNK_SIZE, TableWriter, _reason_key, iter_chunks
 
     t0 = time.perf_counter()
     chunk_size = chunk_size or CHUNK_SIZE
@@ -190,7 +190,7 @@ def features_files(
             summary.n_rows += len(df)
             summary.n_valid += int(df["valid"].sum())
             for r in df.loc[~df["valid"].to_numpy(bool), "reason"]:
-                key = _reason_key(str(r))
+                key = reason_key(str(r))
                 summary.reasons[key] = summary.reasons.get(key, 0) + 1
             del chunk, lc, frames, df  # before the next chunk is read: one chunk in memory at a time
         if n_read == 0:

@@ -95,6 +95,24 @@ ELASTICC_GENTYPE_CLASS = {
 }
 
 
+def unique_alert_ids(alert_ids, source_ids, source: str) -> tuple[np.ndarray, list[Problem]]:
+    """Alert ids, with an ``alertId`` that several alerts of *different* ``diaSourceId`` share (Rubin's and
+    ELAsTiCC's test alerts all say 1231321321) replaced by each alert's ``diaSourceId``, and one Problem per such id.
+    The same alert read twice (same id, same diaSource) keeps its id. ``source_ids`` 0 = unknown (left alone)."""
+    ids = np.asarray(alert_ids, dtype=object).copy()
+    sid = np.asarray(source_ids, np.int64)
+    frame = pd.DataFrame({"a": ids, "s": sid})[sid != 0]
+    n_src = frame.groupby("a")["s"].nunique()
+    shared = n_src[n_src > 1]
+    if shared.empty:
+        return ids, []
+    mask = pd.Series(ids).isin(shared.index).to_numpy() & (sid != 0)
+    ids[mask] = sid[mask].astype(str).astype(object)
+    problems = [Problem(source, None, f"alertId {a} is shared by alerts of {int(k)} different diaSources: each of them is "
+                        "identified by its diaSourceId instead") for a, k in shared.items()]  # fmt: skip
+    return ids, problems
+
+
 def lightcurves_from_flux_points(
     phot: pd.DataFrame,
     objects: pd.DataFrame | None = None,
@@ -300,8 +318,6 @@ def lightcurves_from_elasticc_table(
     )
     id_problems: list[Problem] = []
     if src is not None and _field(src, "diaSourceId") is not None:  # test alerts that all share one alertId
-        from earlyia.io.rubin import unique_alert_ids
-
         sid = pc.fill_null(pc.cast(_field(src, "diaSourceId"), pa.int64()), 0).to_numpy(zero_copy_only=False)
         alert_ids, id_problems = unique_alert_ids(alert_ids, sid, source)
     alert_int = pd.to_numeric(pd.Series(alert_ids), errors="coerce").fillna(-1).astype(np.int64).to_numpy()

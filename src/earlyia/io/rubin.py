@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.errors import ConfigError, FormatError, InputError, Problem, RemoteError, SchemaError
-from earlyia.io.lsst import HOST_FIELDS
+from earlyia.io.lsst import HOST_FIELDS, unique_alert_ids
 from earlyia.io.photometry import njy_to_fluxcal
 from earlyia.io.registry import AVRO_MAGIC, head_bytes, parquet_schema
 from earlyia.io.table import SURVEY_BANDS, LightCurves
@@ -98,24 +98,6 @@ def _band_names(values: np.ndarray) -> np.ndarray:
     out = np.asarray(values, dtype=object).copy()
     out[out == "y"] = "Y"
     return out
-
-
-def unique_alert_ids(alert_ids, source_ids, source: str) -> tuple[np.ndarray, list[Problem]]:
-    """Alert ids, with an ``alertId`` that several alerts of *different* ``diaSourceId`` share (Rubin's and
-    ELAsTiCC's test alerts all say 1231321321) replaced by each alert's ``diaSourceId``, and one Problem per such id.
-    The same alert read twice (same id, same diaSource) keeps its id. ``source_ids`` 0 = unknown (left alone)."""
-    ids = np.asarray(alert_ids, dtype=object).copy()
-    sid = np.asarray(source_ids, np.int64)
-    frame = pd.DataFrame({"a": ids, "s": sid})[sid != 0]
-    n_src = frame.groupby("a")["s"].nunique()
-    shared = n_src[n_src > 1]
-    if shared.empty:
-        return ids, []
-    mask = pd.Series(ids).isin(shared.index).to_numpy() & (sid != 0)
-    ids[mask] = sid[mask].astype(str).astype(object)
-    problems = [Problem(source, None, f"alertId {a} is shared by alerts of {int(k)} different diaSources: each of them is "
-                        "identified by its diaSourceId instead") for a, k in shared.items()]  # fmt: skip
-    return ids, problems
 
 
 def _assemble(b: _Batch, source: str) -> LightCurves:

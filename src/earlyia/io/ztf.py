@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, Problem, SchemaError
 from earlyia.io.fink import CANDIDATE_ALERT_FIELDS, points_to_lightcurves
+from earlyia.io.photometry import ztf_forced_to_fluxcal
 from earlyia.io.registry import is_avro, is_tar, parquet_schema
 from earlyia.io.table import LightCurves, object_id_strings
 
@@ -111,7 +112,6 @@ def _is_forced_record(p: Mapping) -> bool:
 
 def _forced(flux, unc, zp, status, is_forced) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Per point: forced FLUXCAL, its error and whether the point is a forced record (None when none is)."""
-    from earlyia.io.photometry import ztf_forced_to_fluxcal
 
     is_forced = np.asarray(is_forced, bool)
     if not is_forced.any():
@@ -329,7 +329,6 @@ def lightcurves_from_alert_table(table: pa.Table, *, source: str = "<memory>", s
     is_forced &= ~np.isfinite(merged("magpsf", _np_float))
     forced = None
     if is_forced.any():
-        from earlyia.io.photometry import ztf_forced_to_fluxcal
 
         ff, fe, _ok = ztf_forced_to_fluxcal(forced_flux, merged("forcediffimfluxunc", _np_float), merged("magzpsci", _np_float),
                                             merged("procstatus", _np_obj))

@@ -31,13 +31,14 @@ from earlyia.errors import InputError
 from earlyia.followup.config import Constraints
 from earlyia.followup.notify import lightcurve_png
 from earlyia.followup.targets import choose, days_since_first, latest_alerts
+from earlyia.io.chunks import iter_chunks
 from earlyia.io.spreadsheet import write_csv_for_people
 from earlyia.io.table import atomic_write
 from earlyia.model.artifact import Model
 from earlyia.model.shipped import default_model_path
 from earlyia.model.survey import card_survey
 from earlyia.report.candidates import CandidateRule, operating_threshold, select_candidates
-from earlyia.score.pipeline import iter_chunks, score_files
+from earlyia.score.pipeline import score_files
 
 #: Columns of tonight.csv, in this order.
 CSV_COLUMNS = ("list", "rank", "object_id", "ra", "dec", "mag", "band", "score", "query_score", "days_since_first",

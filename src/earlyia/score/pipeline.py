@@ -10,36 +10,25 @@ columns (``input_`` prefixed on a name clash), then the model's features.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from earlyia import __version__
-from earlyia.errors import ConfigError, EarlyIAError, InputError, Problem
+from earlyia.errors import ConfigError, InputError, Problem
 from earlyia.features import get_extractor
 from earlyia.features.base import extract_batched
 from earlyia.features.gates import GATE_REASON, apply_gate
-from earlyia.io import detect_format, expand_inputs, get_reader, read
-from earlyia.io.fink import lightcurves_from_fink_frame
-from earlyia.io.output import make_temp_dir
-from earlyia.io.registry import DAMAGED_INPUT_ERRORS, csv_header
-from earlyia.io.table import arrow_to_pandas, atomic_write
+from earlyia.io.chunks import CHUNK_SIZE, iter_chunks, reason_key
+from earlyia.io.writer import TableWriter
 from earlyia.model.artifact import Model
 from earlyia.model.survey import check_survey, data_survey
 from earlyia.select import EXTRAGALACTIC_TYPES, SELECTION_RULES, fink_cuts, select_early
@@ -524,493 +513,13 @@ def scores_metadata(model: Model, extractor=None, **extra: Any) -> dict[str, Any
     }
 
 
-# ============================================================================ local chunked driver
-@dataclass
-class Chunk:
-    """Light curves read from part of the input (None when nothing was readable) and the input's problems."""
-
-    lc: Any
-    problems: list[Problem] = field(default_factory=list)
-    label: str = ""
-
-
-#: Input rows (alerts) read and processed at a time by default: memory is about proportional to it (see
-#: docs/scoring.md for the measured peak), the speed barely depends on it above a few thousand.
-CHUNK_SIZE = 5_000
-
-
-def input_problem(source: str | Path, exc: Exception) -> Problem:
-    """A :class:`Problem` of a whole input from the error that made it unreadable (without repeating its name)."""
-    message = str(exc)
-    for prefix in (f"{source}: ", f"{Path(str(source)).name}: "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-            break
-    return Problem(str(source), None, message)
-
-
-def iter_chunks(
-    inputs: Iterable[str | Path], chunk_size: int = CHUNK_SIZE, format: str | None = None, *, merge_objects: bool = False
-) -> Iterator[Chunk]:
-    """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts) in groups.
-
-    Memory is bounded by ``chunk_size`` input rows (alerts for alert formats, objects for tables
-    of light curves), whatever the total size. An unreadable input becomes a problem, never an exception.
-    ``merge_objects``: inputs that share an object (listed from their object-id column: Parquet, Avro, CSV) are
-    read together, so the object has one light curve as :func:`earlyia.io.read` would give it.
-    """
-    if chunk_size < 1:
-        raise InputError(f"chunk size must be >= 1, got {chunk_size}")
-    files = expand_inputs(inputs)
-    group: list[Path] = []
-    avro: list[Path] = []
-    formats: dict[Path, str] = {}
-
-    def flush() -> Iterator[Chunk]:
-        if group:
-            yield from _read_group(list(group), format)
-            group.clear()
-
-    for f in files:
-        try:
-            formats[f] = format or detect_format(f)
-        except EarlyIAError as exc:
-            yield Chunk(None, [input_problem(f, exc)], str(f))
-    readable = [f for f in files if f in formats]
-    units = _shared_object_groups(readable, formats) if merge_objects and len(readable) > 1 else [[f] for f in readable]
-    for unit in units:
-        if len(unit) > 1:
-            group.extend(unit)
-            yield from flush()
-            continue
-        f = unit[0]
-        fmt = formats[f]
-        if f.is_file() and _is_parquet(f):
-            yield from _parquet_chunks(f, fmt, chunk_size, get_reader(fmt))
-        elif f.is_file() and fmt == "ztf_avro":
-            avro.append(f)
-        else:
-            try:
-                yield Chunk(get_reader(fmt).read(f), [], str(f))
-            except EarlyIAError as exc:
-                yield Chunk(None, [input_problem(f, exc)], str(f))
-    for files_of_group in _avro_groups(avro, chunk_size):
-        group.extend(files_of_group)
-        yield from flush()
-
-
-def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
-    """64-bit hashes of the distinct object ids of one input, read from its id column only (None when unknown or
-    unreadable). Hashes, not strings: a million objects cost 8 MB, not a Python set of a million strings."""
-    if not path.is_file():
-        return None
-    ids = None
-    if fmt == "ztf_avro":
-        found = _avro_object_ids(path)
-        ids = None if found is None else np.array(sorted(found), dtype=object)
-    else:
-        try:
-            if _is_parquet(path):
-                keys = _key_column(path, pq.ParquetFile(path))
-                if keys is None:
-                    return None
-                if pa.types.is_dictionary(keys.type):
-                    keys = keys.dictionary_decode()
-                ids = pc.unique(pc.cast(keys, pa.string())).drop_null().to_numpy(zero_copy_only=False)
-            else:
-                header = csv_header(path)
-                for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
-                    if col in header:
-                        values = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col].dropna().unique()
-                        ids = np.array([str(v) for v in values], dtype=object)
-                        break
-        except DAMAGED_INPUT_ERRORS:
-            return None  # unreadable: its reader reports why
-    if ids is None:
-        return None
-    return pd.util.hash_array(np.asarray(ids, dtype=object))
-
-
-def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> list[list[Path]]:
-    """``files`` in groups: files that share an object id are in one group (union-find over the files whose id
-    hashes meet; a hash collision only reads two files together), singletons otherwise."""
-    parent = list(range(len(files)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    hashes, owners = [], []
-    for i, f in enumerate(files):
-        h = _file_object_hashes(f, formats[f])
-        if h is not None and len(h):
-            hashes.append(np.unique(h))
-            owners.append(np.full(len(hashes[-1]), i, np.int64))
-    if hashes:
-        h, o = np.concatenate(hashes), np.concatenate(owners)
-        del hashes, owners
-        order = np.argsort(h, kind="stable")
-        h, o = h[order], o[order]
-        for j in np.flatnonzero(h[1:] == h[:-1]):
-            a, b = find(int(o[j])), find(int(o[j + 1]))
-            if a != b:
-                parent[a] = b
-    groups: dict[int, list[Path]] = {}
-    for i, f in enumerate(files):
-        groups.setdefault(find(i), []).append(f)
-    return list(groups.values())
-
-
-def _avro_object_ids(path: Path) -> set[str] | None:
-    """Object ids of the alerts in an Avro file (None when unreadable: its reader will report why)."""
-    try:
-        with open(path, "rb") as fh:
-            return {str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)}
-    except (*DAMAGED_INPUT_ERRORS, StopIteration):
-        return None
-
-
-def _avro_groups(files: list[Path], chunk_size: int) -> list[list[Path]]:
-    """Files packed into groups of about ``chunk_size`` alerts; files sharing an object always share a group.
-
-    Like Parquet chunks, this keeps every alert of an object in one chunk so scores do not depend on
-    the chunk size (costs one extra pass over the object ids when there is more than one group).
-    """
-    if not files:
-        return []
-    if len(files) <= chunk_size:
-        return [files]
-    parent = list(range(len(files)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner: dict[str, int] = {}
-    for i, f in enumerate(files):
-        for oid in _avro_object_ids(f) or ():
-            j = owner.setdefault(oid, i)
-            if j != i:
-                parent[find(i)] = find(j)
-    components: dict[int, list[Path]] = {}
-    for i, f in enumerate(files):
-        components.setdefault(find(i), []).append(f)
-    groups: list[list[Path]] = []
-    current: list[Path] = []
-    for comp in components.values():  # in order of first file
-        if current and len(current) + len(comp) > chunk_size:
-            groups.append(current)
-            current = []
-        current.extend(comp)
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _is_parquet(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PAR1"
-
-
-def _read_group(files: list[Path], format: str | None) -> Iterator[Chunk]:
-    try:
-        lc = read(files, format=format)
-        yield Chunk(lc, [], f"{files[0]} (+{len(files) - 1} files)")
-    except EarlyIAError as exc:
-        yield Chunk(None, [input_problem(f, exc) for f in files], str(files[0]))
-
-
-#: Top-level columns naming the object of a row, in the Parquet alert formats.
-OBJECT_KEY_COLUMNS = ("objectId", "object_id", "diaObjectId")
-
-
-def _key_column(path: Path, pf: pq.ParquetFile) -> pa.Array | None:
-    """The object id of every row as an Arrow array (None when the format has no row-level object column we know)."""
-    names = pf.schema_arrow.names
-    for col in OBJECT_KEY_COLUMNS:
-        if col in names:
-            return pq.read_table(path, columns=[col]).column(0).combine_chunks()
-    if "diaSource" in names and pa.types.is_struct(pf.schema_arrow.field("diaSource").type):
-        src = pq.read_table(path, columns=["diaSource"]).column(0).combine_chunks()
-        if src.type.get_field_index("diaObjectId") >= 0:
-            return src.field("diaObjectId")
-    return None
-
-
-def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
-    """The object id of every row (None when the format has no row-level object column we know)."""
-    keys = _key_column(path, pf)
-    return None if keys is None else keys.to_numpy(zero_copy_only=False)
-
-
-def _object_codes(keys: pa.Array) -> np.ndarray:
-    """Per row, the object's number in order of first appearance (Arrow hashing: no Python object per row)."""
-    if pa.types.is_dictionary(keys.type):
-        keys = keys.dictionary_decode()
-    codes = pc.dictionary_encode(keys.fill_null("") if keys.null_count else keys).indices
-    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-#: Rows decoded at a time in the regrouping pass over an unsorted file (alerts with their history are large).
-PASS_BATCH_ROWS = 4096
-
-
-def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """``(table, original row numbers)`` chunks of about ``chunk_size`` rows that never split an object's rows.
-
-    Keeping all alerts of an object in one chunk makes the scores independent of the chunk size
-    (an alert's history may include points that another alert of its object carried). Files sorted
-    by object stream batch by batch; otherwise one pass over the file sends each batch's rows to the
-    bucket file of their object's chunk (a temporary folder), then each bucket is read back: memory
-    holds one batch and one chunk, never the file.
-    """
-    keys = _key_column(path, pf)
-    n = pf.metadata.num_rows
-    if keys is None:  # no object column: plain row batches
-        offset = 0
-        for batch in pf.iter_batches(batch_size=chunk_size, columns=columns):
-            yield pa.Table.from_batches([batch]), np.arange(offset, offset + batch.num_rows)
-            offset += batch.num_rows
-        return
-    codes = _object_codes(keys)
-    del keys
-    contiguous = bool((np.diff(codes) >= 0).all()) if n > 1 else True
-    if contiguous:
-        starts_of_object = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
-        cuts = [0]
-        while cuts[-1] < n:
-            i = np.searchsorted(starts_of_object, cuts[-1] + chunk_size, side="left")
-            cuts.append(int(starts_of_object[i]) if i < len(starts_of_object) else n)
-        buffer: list[pa.Table] = []
-        have, k, done = 0, 1, 0
-        for batch in pf.iter_batches(batch_size=min(chunk_size, 65_536), columns=columns):
-            buffer.append(pa.Table.from_batches([batch]))
-            have += batch.num_rows
-            while k < len(cuts) and done + have >= cuts[k]:
-                table = pa.concat_tables(buffer)
-                size = cuts[k] - done
-                yield table.slice(0, size), np.arange(done, cuts[k])
-                rest = table.slice(size)
-                buffer, have, done, k = ([rest] if rest.num_rows else []), rest.num_rows, cuts[k], k + 1
-        return
-    # objects in chunks of about chunk_size rows, in order of first appearance
-    counts = np.bincount(codes)
-    bucket_of_object = np.zeros(len(counts), np.int64)
-    size, b = 0, 0
-    for obj, c in enumerate(counts):
-        if size and size + c > chunk_size:
-            b, size = b + 1, 0
-        bucket_of_object[obj] = b
-        size += c
-    bucket = bucket_of_object[codes]
-    del codes
-    n_buckets = b + 1
-    with tempfile.TemporaryDirectory(prefix="earlyia-chunks-") as tmpdir:
-        # Arrow IPC bucket files: a writer buffers nothing (a Parquet writer per bucket would hold its pages)
-        writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-        row_files: dict[int, list[np.ndarray]] = {}
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        try:
-            offset = 0
-            for batch in pf.iter_batches(batch_size=min(chunk_size, PASS_BATCH_ROWS), columns=columns):
-                bb = bucket[offset : offset + batch.num_rows]
-                for k in np.unique(bb):
-                    sel = np.flatnonzero(bb == k)
-                    if k not in writers:
-                        writers[k] = pa.ipc.new_file(Path(tmpdir) / f"b{k}.arrow", batch.schema, options=options)
-                    writers[k].write_batch(batch.take(pa.array(sel)))
-                    row_files.setdefault(int(k), []).append(sel + offset)
-                offset += batch.num_rows
-                del batch
-        finally:
-            for w in writers.values():
-                w.close()
-        pa.default_memory_pool().release_unused()  # the pass's decoding buffers, before the chunks are processed
-        for k in range(n_buckets):
-            if k not in writers:
-                continue
-            bucket_file = Path(tmpdir) / f"b{k}.arrow"
-            with pa.memory_map(str(bucket_file)) as source:
-                table = pa.ipc.open_file(source).read_all().replace_schema_metadata(pf.schema_arrow.metadata)
-            bucket_file.unlink()
-            yield table, np.concatenate(row_files.pop(k))
-            del table
-
-
-def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[Chunk]:
-    try:
-        pf = pq.ParquetFile(path)
-        n = pf.metadata.num_rows
-    except (OSError, pa.ArrowException) as exc:
-        yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
-        return
-    if n <= chunk_size:  # small files in one go
-        try:
-            yield Chunk(reader.read(path), [], str(path))
-        except EarlyIAError as exc:
-            yield Chunk(None, [input_problem(path, exc)], str(path))
-        return
-    columns = [c for c in pf.schema_arrow.names if not c.startswith("cutout")]
-    with tempfile.TemporaryDirectory(prefix="earlyia-score-") as tmpdir:
-        try:
-            for table, rows in _aligned_tables(path, pf, columns, chunk_size):
-                label = f"{path}[{len(rows)} rows from {rows[0] if len(rows) else 0}]"
-                try:
-                    if fmt == "fink_parquet":
-                        lc = _fink_batch(table, path, rows)
-                    else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
-                        part = Path(tmpdir) / f"part{rows[0] if len(rows) else 0}{path.suffix or '.parquet'}"
-                        pq.write_table(table.replace_schema_metadata(pf.schema_arrow.metadata), part)
-                        try:
-                            lc = reader.read(part)
-                        except EarlyIAError as exc:
-                            raise type(exc)(str(exc).replace(str(part), str(path))) from exc
-                        finally:
-                            part.unlink()
-                        lc.problems = [replace(p, source=str(path)) if p.source == str(part) else p for p in lc.problems]
-                    del table
-                    yield Chunk(lc, [], label)
-                    del lc
-                except EarlyIAError as exc:
-                    yield Chunk(None, [input_problem(label, exc)], label)
-                except DAMAGED_INPUT_ERRORS as exc:  # the Fink batch reader is not behind the registry's guard
-                    yield Chunk(None, [Problem(label, None, f"cannot read: {type(exc).__name__}: {exc}")], label)
-        except (OSError, pa.ArrowException) as exc:
-            yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
-
-
-def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
-    """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
-    df = arrow_to_pandas(table)
-    lc = lightcurves_from_fink_frame(df, source=str(path))
-    if not lc.alerts.empty and "row" in lc.alerts.columns:
-        a = lc.alerts
-        local = a["row"].to_numpy(np.int64)
-        label = path.name
-        ids = a["alert_id"].astype(str).to_numpy(object)
-        suffix = np.array([f"@{label}:{r}" for r in local], dtype=object)
-        fallback = np.array([i.endswith(s) for i, s in zip(ids, suffix, strict=True)], bool)
-        if fallback.any():
-            ids[fallback] = [
-                i[: -len(s)] + f"@{label}:{rows[r]}" for i, s, r in zip(ids[fallback], suffix[fallback], local[fallback], strict=True)
-            ]
-        lc.alerts = a.assign(row=rows[local], alert_id=ids)
-    return lc
-
-
-class TableWriter:
-    """Stream frames into one Parquet file, written atomically (parts in a temporary folder, then a rename).
-
-    Frames may carry different columns (inputs of several formats): the first frame's schema is kept while
-    later frames fit it (missing columns become null); otherwise the remaining frames go to new part files and
-    everything is merged with a unified schema at the end (``leading`` columns first). ``metadata`` goes under
-    ``key`` in the schema metadata; :meth:`close` may give the final one. The temporary folder
-    (``.<name>.<pid>.<random>.eia-tmp``) is removed on any exit, and those of killed runs by the next run.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        metadata: Mapping[str, Any],
-        *,
-        key: bytes = METADATA_KEY,
-        arrow: Callable[[pd.DataFrame], pa.Table] | None = None,
-        leading: Iterable[str] = SCORE_COLUMNS,
-    ):
-        self.path = Path(path)
-        self.key = key
-        self.metadata = {key: json.dumps(metadata, default=str).encode()}
-        self._arrow = arrow or to_arrow
-        self._leading = list(leading)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmpdir = make_temp_dir(self.path)
-        self._parts: list[Path] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._schema: pa.Schema | None = None
-        self._empty_schema = SCORE_SCHEMA if key == METADATA_KEY else pa.schema([])
-        self.n_rows = 0
-
-    def _new_part(self, schema: pa.Schema) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        part = Path(self._tmpdir) / f"part{len(self._parts):05d}.parquet"
-        self._parts.append(part)
-        self._schema = schema
-        self._writer = pq.ParquetWriter(part, schema.with_metadata(self.metadata), compression="zstd")
-
-    def write(self, df: pd.DataFrame) -> None:
-        table = self._arrow(df)
-        if self._schema is None:
-            self._new_part(table.schema)
-        else:
-            fitted = _fit_schema(table, self._schema)
-            if fitted is None:
-                self._new_part(table.schema)
-            else:
-                table = fitted
-        self._writer.write_table(table)
-        self.n_rows += table.num_rows
-
-    def close(self, metadata: Mapping[str, Any] | None = None) -> Path:
-        """Finish and atomically move the file into place (``metadata``: the final metadata, when it changed)."""
-        rewrite = False
-        if metadata is not None:
-            final = {self.key: json.dumps(metadata, default=str).encode()}
-            rewrite = final != self.metadata
-            self.metadata = final
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        try:
-            if not self._parts:
-                empty = pa.Table.from_pylist([], schema=self._empty_schema)
-                atomic_write(self.path, lambda tmp: pq.write_table(empty.replace_schema_metadata(self.metadata), tmp))
-            elif len(self._parts) == 1 and not rewrite:
-                self._finish_single()
-            else:
-                self._merge_parts()
-        finally:
-            self.abort()
-        return self.path
-
-    def _finish_single(self) -> None:
-        # the part already carries the metadata and lives next to the output: one rename, no rewrite
-        os.replace(self._parts[0], self.path)
-
-    def _merge_parts(self) -> None:
-        schemas = [pq.read_schema(p) for p in self._parts]
-        unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
-        unified = _exact_ids(unified, schemas, self._parts)
-        lead = [n for n in self._leading if n in unified.names]
-        order = lead + [n for n in unified.names if n not in lead]
-        unified = pa.schema([unified.field(n) for n in order]).with_metadata(self.metadata)
-
-        def write(tmp: str) -> None:
-            with pq.ParquetWriter(tmp, unified, compression="zstd") as w:
-                for p in self._parts:
-                    pf = pq.ParquetFile(p)
-                    for i in range(pf.num_row_groups):
-                        w.write_table(_fit_schema(pf.read_row_group(i), unified, strict=True))
-
-        atomic_write(self.path, write)
-
-    def abort(self) -> None:
-        """Remove the temporary parts (the output path is never touched)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        for p in self._parts:
-            p.unlink(missing_ok=True)
-        if os.path.isdir(self._tmpdir):
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-
 class ScoresWriter(TableWriter):
     """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types first)."""
+
+    def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
+        super().__init__(
+            path, metadata, key=METADATA_KEY, arrow=to_arrow, leading=SCORE_COLUMNS, empty_schema=SCORE_SCHEMA
+        )
 
 
 def to_arrow(df: pd.DataFrame) -> pa.Table:
@@ -1038,51 +547,6 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _exact_ids(unified: pa.Schema, schemas: list[pa.Schema], parts: list[Path]) -> pa.Schema:
-    """``unified`` with string columns where parts disagree on integer vs float and an integer is beyond 2**53
-    (a float64 cannot hold it: a ZTF ``candid``). Such columns keep every digit as text."""
-    fields = []
-    for f in unified:
-        if pa.types.is_floating(f.type):
-            int_parts = [p for p, s in zip(parts, schemas, strict=True) if f.name in s.names and pa.types.is_integer(s.field(f.name).type)]
-            for p in int_parts:
-                col = pq.read_table(p, columns=[f.name]).column(0)
-                bounds = pc.min_max(col)
-                big = max(abs(bounds["min"].as_py() or 0), abs(bounds["max"].as_py() or 0))
-                if big > 2**53:
-                    f = pa.field(f.name, pa.string())
-                    break
-        fields.append(f)
-    return pa.schema(fields, metadata=unified.metadata)
-
-
-def _fit_schema(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.Table | None:
-    """``table`` cast to ``schema`` (missing columns null); None when it has other columns or types that do not cast."""
-    extra = [n for n in table.column_names if n not in schema.names]
-    if extra:
-        return None
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            if col.type != f.type:
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowException, ValueError):
-                    if strict:
-                        col = (
-                            pa.array([None if v is None else str(v) for v in col.to_pylist()], f.type)
-                            if pa.types.is_string(f.type)
-                            else col
-                        )
-                    else:
-                        return None
-            cols.append(col)
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
 @dataclass
 class ScoreSummary:
     """What :func:`score_files` did."""
@@ -1101,11 +565,6 @@ class ScoreSummary:
     @property
     def rate(self) -> float:
         return self.n_rows / self.seconds if self.seconds > 0 else float("nan")
-
-
-def _reason_key(reason: str) -> str:
-    """A reason with its numbers and source elided, to count rows per kind of failure."""
-    return re.sub(r"\d+(\.\d+)?", "N", reason.split(" [")[0])[:80]
 
 
 def score_files(
@@ -1164,7 +623,7 @@ def score_files(
             summary.n_rows += len(df)
             summary.n_passed += int(df["passed"].sum())
             for r in df.loc[~df["passed"].to_numpy(bool), "reason"]:
-                key = _reason_key(str(r))
+                key = reason_key(str(r))
                 summary.reasons[key] = summary.reasons.get(key, 0) + 1
             if bar is not None:
                 bar.update(len(df))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, SchemaError
-from earlyia.score.pipeline import _fit_schema
+from earlyia.io.writer import fit_schema
 
 
 def score_parts(path: str | Path) -> list[Path]:
@@ -89,7 +89,7 @@ def _concat_parts(tables: list):
         seen = types[n] or {next(t.schema.field(n).type for t in tables if n in t.column_names)}
         fields.append(pa.field(n, next(iter(seen)) if len(seen) == 1 else pa.string()))
     schema = pa.schema(fields)
-    return pa.concat_tables([_fit_schema(t, schema, strict=True) for t in tables])
+    return pa.concat_tables([fit_schema(t, schema, strict=True) for t in tables])
 
 
 def model_version_of(meta: dict) -> str | None:
