@@ -1,7 +1,8 @@
-"""Experiment runner: wall time of realisations in 1 vs 2 worker processes (prints figures and the ratio).
+"""Experiment runner: wall time of realisations in 1 vs 2 worker processes (prints figures and the
+ratio).
 
-Run: python bench/bench_experiment.py [--objects 2000 --realisations 4 --loops 100 --trees 100]
-Uses the built-in simulation -> early selection -> robust sigmoid features (computed once, not timed).
+Run: python bench/bench_experiment.py [--objects 2000 --realisations 4 --loops 100 --trees 100] Uses
+the built-in simulation -> early selection -> robust sigmoid features (computed once, not timed).
 """
 
 from __future__ import annotations
@@ -28,10 +29,24 @@ def main() -> None:
     sel = select_early(lc, per="alert")["passed"].to_numpy(bool)
     lc = dataclasses.replace(lc, alerts=lc.alerts[sel].reset_index(drop=True))
     feats = get_extractor("sigmoid", mode="robust").transform(lc, per="alert")
-    print(f"{len(feats)} alert rows, {args.realisations} realisations x 2 strategies x {args.loops} loops, {args.trees} trees")
-    kw = dict(n_loops=args.loops, n_realisations=args.realisations, classifier={"n_estimators": args.trees}, progress=False)
+    print(
+        f"{len(feats)} alert rows, {args.realisations} realisations x 2 strategies x "
+        f"{args.loops} loops, {args.trees} trees"
+    )
+    kw = dict(
+        n_loops=args.loops,
+        n_realisations=args.realisations,
+        classifier={"n_estimators": args.trees},
+        progress=False,
+    )
     with tempfile.TemporaryDirectory() as warm:  # compile the kernels once, outside the timing
-        run_experiment(feats, ["uncertainty"], out_dir=warm, n_jobs=1, **{**kw, "n_realisations": 1, "n_loops": 2})
+        run_experiment(
+            feats,
+            ["uncertainty"],
+            out_dir=warm,
+            n_jobs=1,
+            **{**kw, "n_realisations": 1, "n_loops": 2},
+        )
     walls = {}
     for n_jobs in (1, 2):
         with tempfile.TemporaryDirectory() as out:
@@ -39,7 +54,10 @@ def main() -> None:
             run_experiment(feats, ["uncertainty", "random"], out_dir=out, n_jobs=n_jobs, **kw)
             walls[n_jobs] = time.perf_counter() - t
         n = 2 * args.realisations
-        print(f"n_jobs={n_jobs}: {walls[n_jobs]:6.1f} s wall, {walls[n_jobs] / n:5.2f} s per realisation (incl. writing and plots)")
+        print(
+            f"n_jobs={n_jobs}: {walls[n_jobs]:6.1f} s wall, {walls[n_jobs] / n:5.2f} s per "
+            "realisation (incl. writing and plots)"
+        )
     print(f"speed-up of 2 workers over 1: {walls[1] / walls[2]:.2f}x")
 
 

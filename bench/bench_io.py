@@ -1,19 +1,23 @@
-"""Readers: objects (or alerts) per second of CPU, ours vs a plain per-object/per-line reference, same run.
+"""Readers: objects (or alerts) per second of CPU, ours vs a plain per-object/per-line reference,
+same run.
 
     python bench/bench_io.py [--repeats 3] [--only snpcc,fink,pool,replay,elasticc]
 
-For each data set it prints our median CPU time (``time.process_time``: the work of this process, robust on a
-shared machine), the reference's, and the ratio. The references are what a straightforward script does:
+For each data set it prints our median CPU time (``time.process_time``: the work of this process,
+robust on a shared machine), the reference's, and the ratio. The references are what a
+straightforward script does:
 
-* snpcc: stream the tar.xz, split every DAT file into lines in Python, one small DataFrame per object, concat;
+* snpcc: stream the tar.xz, split every DAT file into lines in Python, one small DataFrame per
+  object, concat;
 * fink / replay: one DataFrame per Fink row (explode the lists), concat, convert magnitudes;
 * pool: ``to_pylist()`` the alert table and loop over every point of every alert in Python;
-* elasticc: ``to_pylist()`` every alert and loop over its diaSources in Python (detections only, 3 columns: it
-  does much less than ours, which also reads the forced photometry, the truth and the host columns);
+* elasticc: ``to_pylist()`` every alert and loop over its diaSources in Python (detections only, 3
+  columns: it does much less than ours, which also reads the forced photometry, the truth and the
+  host columns);
 * plasticc: ``read_csv`` then one sorted group per object.
 
-Both sides end with long photometry in FLUXCAL; ours also builds the full canonical table (sorting, duplicate
-epochs, alerts, objects), so the comparison is conservative.
+Both sides end with long photometry in FLUXCAL; ours also builds the full canonical table (sorting,
+duplicate epochs, alerts, objects), so the comparison is conservative.
 """
 
 from __future__ import annotations
@@ -53,7 +57,11 @@ def ref_snpcc(path: Path) -> int:
                     rows.append(parts[1:])
             df = pd.DataFrame(rows, columns=cols)
             df["snid"] = snid
-            frames.append(df[["snid", "MJD", "FLT", "FLUXCAL", "FLUXCALERR"]].astype({"MJD": float, "FLUXCAL": float, "FLUXCALERR": float}))
+            frames.append(
+                df[["snid", "MJD", "FLT", "FLUXCAL", "FLUXCALERR"]].astype(
+                    {"MJD": float, "FLUXCAL": float, "FLUXCALERR": float}
+                )
+            )
     return pd.concat(frames)["snid"].nunique()
 
 
@@ -62,7 +70,14 @@ def ref_fink(paths: list[Path]) -> int:
     for p in paths:
         df = pd.read_parquet(p)
         for _, row in df.iterrows():
-            f = pd.DataFrame({"jd": row["cjd"], "mag": row["cmagpsf"], "sig": row["csigmapsf"], "fid": row["cfid"]})
+            f = pd.DataFrame(
+                {
+                    "jd": row["cjd"],
+                    "mag": row["cmagpsf"],
+                    "sig": row["csigmapsf"],
+                    "fid": row["cfid"],
+                }
+            )
             f["objectId"] = row["objectId"]
             flux, err = mag_to_fluxcal(f["mag"].to_numpy(), f["sig"].to_numpy())
             f["flux"], f["err"] = flux, err
@@ -79,20 +94,43 @@ def ref_pool(path: Path) -> int:
         for p in [*(r["prv_candidates"] or []), cand]:
             if p["magpsf"] is None:
                 pts.append(
-                    (r["objectId"], p["jd"], p["fid"], np.nan, 10 ** (-0.4 * p["diffmaglim"] + 11) / 5 if p["diffmaglim"] else np.nan)
+                    (
+                        r["objectId"],
+                        p["jd"],
+                        p["fid"],
+                        np.nan,
+                        10 ** (-0.4 * p["diffmaglim"] + 11) / 5 if p["diffmaglim"] else np.nan,
+                    )
                 )
             else:
                 f, e = mag_to_fluxcal(p["magpsf"], p["sigmapsf"])
-                pts.append((r["objectId"], p["jd"], p["fid"], float(f) * (-1 if p["isdiffpos"] in ("f", "0") else 1), float(e)))
+                pts.append(
+                    (
+                        r["objectId"],
+                        p["jd"],
+                        p["fid"],
+                        float(f) * (-1 if p["isdiffpos"] in ("f", "0") else 1),
+                        float(e),
+                    )
+                )
     return len({p[0] for p in pts})
 
 
 def ref_elasticc(files: list[Path]) -> int:
     pts = []
     for f in files:
-        for r in pq.read_table(f, partitioning=None, columns=["alertId", "diaSource", "prvDiaSources"]).to_pylist():
+        for r in pq.read_table(
+            f, partitioning=None, columns=["alertId", "diaSource", "prvDiaSources"]
+        ).to_pylist():
             for d in [*(r["prvDiaSources"] or []), r["diaSource"]]:
-                pts.append((d["diaObjectId"], d["midPointTai"], d["filterName"], d["psFlux"] * 10 ** (-0.4 * 3.9)))
+                pts.append(
+                    (
+                        d["diaObjectId"],
+                        d["midPointTai"],
+                        d["filterName"],
+                        d["psFlux"] * 10 ** (-0.4 * 3.9),
+                    )
+                )
     return len({p[0] for p in pts})
 
 
@@ -122,7 +160,9 @@ def cpu(fn, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", default="snpcc,fink,pool,replay,elasticc,plasticc")
     args = ap.parse_args()
@@ -144,14 +184,22 @@ def main() -> None:
             lambda: read(d / "ztf_fink_alerts_pool/ztf_alerts_pool.parquet").n_objects,
             lambda: ref_pool(d / "ztf_fink_alerts_pool/ztf_alerts_pool.parquet"),
         ),
-        "elasticc": (lambda: read(d / "elasticc_fink_ia_ii").n_objects, lambda: ref_elasticc(el_files)),
+        "elasticc": (
+            lambda: read(d / "elasticc_fink_ia_ii").n_objects,
+            lambda: ref_elasticc(el_files),
+        ),
     }
     pl = d / "plasticc_train_snmachine"
     cases["plasticc"] = (
         lambda: read(pl / "plasticc_train_lightcurves.csv.xz").n_objects,
-        lambda: ref_plasticc(pl / "plasticc_train_lightcurves.csv.xz", pl / "plasticc_train_metadata.csv.gz"),
+        lambda: ref_plasticc(
+            pl / "plasticc_train_lightcurves.csv.xz", pl / "plasticc_train_metadata.csv.gz"
+        ),
     )
-    print(f"{'data set':10s} {'objects':>8s} {'ours s':>8s} {'ref s':>8s} {'ratio':>7s}  (median CPU seconds of {args.repeats})")
+    print(
+        f"{'data set':10s} {'objects':>8s} {'ours s':>8s} {'ref s':>8s} {'ratio':>7s}  "
+        f"(median CPU seconds of {args.repeats})"
+    )
     for name in args.only.split(","):
         ours_fn, ref_fn = cases[name]
         t_ours, n_ours = cpu(ours_fn, args.repeats)

@@ -1,25 +1,28 @@
-"""Rainbow speed and agreement: earlyia's batched fit vs light-curve's RainbowFit, same run, same light curves.
+"""Rainbow speed and agreement: earlyia's batched fit vs light-curve's RainbowFit, same run, same
+light curves.
 
 Data: ELAsTiCC alerts processed by Fink (``elasticc_fink_ia_ii``), one light curve per alert (its
-history as of the alert), detections only, Fink's ELAsTiCC cuts (>= 7 points after intraday averaging,
-flux >= -10 nJy). Both codes fit exactly the same points (ours after its preprocessing) with the same
-model, bounds and prior (``RainbowFit(bolometric="sigmoid", temperature="sigmoid", with_baseline=False)``,
-light-curve 0.13.3, iminuit).
+history as of the alert), detections only, Fink's ELAsTiCC cuts (>= 7 points after intraday
+averaging, flux >= -10 nJy). Both codes fit exactly the same points (ours after its preprocessing)
+with the same model, bounds and prior (``RainbowFit(bolometric="sigmoid", temperature="sigmoid",
+with_baseline=False)``, light-curve 0.13.3, iminuit).
 
 Speed: light curves per second on one core (the process pins itself to CPU 0, numba/BLAS threads 1),
-median over ``--repeats`` interleaved rounds (light-curve, then each earlyia configuration, so all see the
-same load; the speed-up is the median of per-round ratios), numba compilation excluded (warm-up call). earlyia's time includes
-its preprocessing; light-curve's does not (it gets the preprocessed arrays), which favours it.
+median over ``--repeats`` interleaved rounds (light-curve, then each earlyia configuration, so all
+see the same load; the speed-up is the median of per-round ratios), numba compilation excluded
+(warm-up call). earlyia's time includes its preprocessing; light-curve's does not (it gets the
+preprocessed arrays), which favours it.
 
 Agreement (on the light-curve sample): among fits where both converge, the fraction whose six
 parameters all agree within the two fits' combined 1-sigma errors, and the χ² difference.
 
-Against an earlier version of the fit (per light curve, all of them): ``--save FILE.npz`` stores the cost
-(χ² + prior) and status of the first configuration; ``--against FILE.npz`` compares with a stored run, e.g.
+Against an earlier version of the fit (per light curve, all of them): ``--save FILE.npz`` stores the
+cost (χ² + prior) and status of the first configuration; ``--against FILE.npz`` compares with a
+stored run, e.g.
 of the code at an older commit (this script only needs ``fit_segments``)::
 
-    git worktree add /tmp/rainbow_old c3ddf5a
-    PYTHONPATH=/tmp/rainbow_old/src python bench/bench_rainbow.py --n-starts 6 --repeats 1 --n-lc 20 --save old.npz
+    git worktree add /tmp/rainbow_old c3ddf5a PYTHONPATH=/tmp/rainbow_old/src python
+    bench/bench_rainbow.py --n-starts 6 --repeats 1 --n-lc 20 --save old.npz
     python bench/bench_rainbow.py --n-lc 500 --repeats 3 --against old.npz
 
 Run:  python bench/bench_rainbow.py --n-lc 500 --repeats 3
@@ -54,7 +57,17 @@ def segments(max_alerts: int | None, seed: int):
     code_wl = np.array([table.get(b, 0.0) for b in lc.bands])
     nu_band = kern.C_LIGHT / (code_wl * 1e-8)
     pre = kern.preprocess(
-        lc.mjd, lc.band.astype(np.int64), lc.flux, lc.flux_err, lc.detected, starts, ends, nu_band, True, -10 * NJY_TO_FLUXCAL, 0.5
+        lc.mjd,
+        lc.band.astype(np.int64),
+        lc.flux,
+        lc.flux_err,
+        lc.detected,
+        starts,
+        ends,
+        nu_band,
+        True,
+        -10 * NJY_TO_FLUXCAL,
+        0.5,
     )
     keep = np.where(pre[6] - pre[5] >= 7)[0]
     rng = np.random.default_rng(seed)
@@ -71,7 +84,9 @@ def time_ours(lc, starts, ends, code_wl, repeats, n_starts):
         "detected": lc.detected,
         "min_flux": -10 * NJY_TO_FLUXCAL,
     }
-    res = fit_segments(lc.mjd, lc.band, lc.flux, lc.flux_err, starts[:5], ends[:5], **kw)  # numba warm-up
+    res = fit_segments(
+        lc.mjd, lc.band, lc.flux, lc.flux_err, starts[:5], ends[:5], **kw
+    )  # numba warm-up
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -84,7 +99,10 @@ def light_curve_fitter(wl):
     import light_curve
 
     fit = light_curve.RainbowFit.from_angstrom(
-        dict(zip("ugrizY", wl, strict=True)), bolometric="sigmoid", temperature="sigmoid", with_baseline=False
+        dict(zip("ugrizY", wl, strict=True)),
+        bolometric="sigmoid",
+        temperature="sigmoid",
+        with_baseline=False,
     )
     return fit, light_curve.__version__
 
@@ -106,33 +124,56 @@ def time_theirs(fit, pre, idx, bands, repeats):
             for k, (ti, fi, ei, bi) in enumerate(data):
                 try:
                     out[k] = fit.fit_and_get_errors(ti, fi, ei, bi)
-                except (RuntimeError, ValueError):  # no convergence; ValueError: two points at the same time
+                except (
+                    RuntimeError,
+                    ValueError,
+                ):  # no convergence; ValueError: two points at the same time
                     out[k] = None
             rates.append(len(data) / (time.perf_counter() - t0))
     return float(np.median(rates)), out, data
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-lc", type=int, default=200, help="light curves given to light-curve's RainbowFit (slow)")
-    ap.add_argument("--max-alerts", type=int, default=None, help="cap on the light curves we fit (default: all)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--n-lc",
+        type=int,
+        default=200,
+        help="light curves given to light-curve's RainbowFit (slow)",
+    )
+    ap.add_argument(
+        "--max-alerts", type=int, default=None, help="cap on the light curves we fit (default: all)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-starts", type=int, nargs="+", default=[8, 6, 4], help="earlyia start counts to measure (8 = default)")
-    ap.add_argument("--save", help="store per-light-curve cost and status of the first configuration (.npz)")
+    ap.add_argument(
+        "--n-starts",
+        type=int,
+        nargs="+",
+        default=[8, 6, 4],
+        help="earlyia start counts to measure (8 = default)",
+    )
+    ap.add_argument(
+        "--save", help="store per-light-curve cost and status of the first configuration (.npz)"
+    )
     ap.add_argument("--against", help="compare the first configuration with a run stored by --save")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to CPU 0")
     args = ap.parse_args()
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     lc, starts, ends, pre, keep, code_wl = segments(args.max_alerts, args.seed)
-    print(f"ELAsTiCC alert light curves passing Fink's Rainbow cuts: {len(starts)} (of {len(lc.alert_segments()[0])} alerts)")
+    print(
+        f"ELAsTiCC alert light curves passing Fink's Rainbow cuts: {len(starts)} (of "
+        f"{len(lc.alert_segments()[0])} alerts)"
+    )
     wl = effective_wavelengths("LSST")
     fit, version = light_curve_fitter(wl)
     rng = np.random.default_rng(args.seed + 1)
     sample = np.sort(rng.choice(len(starts), min(args.n_lc, len(starts)), replace=False))
-    # interleaved rounds: one light-curve pass, then every earlyia configuration, so that both see the same
-    # load; speed-ups are medians of per-round ratios
+    # interleaved rounds: one light-curve pass, then every earlyia configuration, so that both see
+    # the same load; speed-ups are medians of per-round ratios
     theirs_rates, ours_rates, results = [], {n: [] for n in args.n_starts}, {}
     for n in args.n_starts:
         time_ours(lc, starts[:5], ends[:5], code_wl, 1, n)  # numba warm-up
@@ -145,12 +186,14 @@ def main() -> None:
     theirs_rate = float(np.median(theirs_rates))
     lc_conv = sum(o is not None for o in out) / len(out)
     print(
-        f"light-curve {version} RainbowFit (iminuit): {theirs_rate:,.1f} LC/s/core (median of {args.repeats}) on {len(sample)} "
+        f"light-curve {version} RainbowFit (iminuit): {theirs_rate:,.1f} LC/s/core (median "
+        f"of {args.repeats}) on {len(sample)} "
         f"of the same light curves; converged {lc_conv:.1%}"
     )
     print()
     print(
-        "| n_starts | earlyia LC/s/core | speed-up (range over rounds) | evaluations per fit | converged | both converged | "
+        "| n_starts | earlyia LC/s/core | speed-up (range over rounds) | evaluations per fit "
+        "| converged | both converged | "
         "all 6 params within 1 sigma | "
         "median chi2 ours - theirs | ours lower (>0.01) | ours higher (>1) |"
     )
@@ -169,19 +212,25 @@ def main() -> None:
             ti, fi, ei, bi = data[k]
             values, errors = out[k]
             theirs = values[:-1]
-            their_cost = np.sum(((fit.model(ti, bi, *theirs) - fi) / ei) ** 2) + (theirs[4] / 0.25) ** 2
+            their_cost = (
+                np.sum(((fit.model(ti, bi, *theirs) - fi) / ei) ** 2) + (theirs[4] / 0.25) ** 2
+            )
             ours = res["params"][i]
             dchi2.append(res["chi2"][i] + (ours[4] / 0.25) ** 2 - their_cost)
             sig = np.hypot(np.sqrt(np.diag(res["cov"][i])), errors)
             agree.append(np.abs(ours - theirs) <= sig)
         agree, dchi2 = np.array(agree), np.array(dchi2)
         print(
-            f"| {n_starts} | {ours_rate:,.0f} | {speedup:,.0f}x ({ratios.min():,.0f}-{ratios.max():,.0f}) | {evals} | {conv:.1%} | "
+            f"| {n_starts} | {ours_rate:,.0f} | {speedup:,.0f}x "
+            f"({ratios.min():,.0f}-{ratios.max():,.0f}) | {evals} | {conv:.1%} | "
             f"{len(agree)}/{len(sample)} | "
-            f"{agree.all(axis=1).mean():.1%} | {np.median(dchi2):+.3f} | {(dchi2 < -0.01).mean():.1%} | {(dchi2 > 1).mean():.1%} |"
+            f"{agree.all(axis=1).mean():.1%} | {np.median(dchi2):+.3f} | "
+            f"{(dchi2 < -0.01).mean():.1%} | {(dchi2 > 1).mean():.1%} |"
         )
         if n_starts == args.n_starts[0]:
-            per = ", ".join(f"{n} {a:.0%}" for n, a in zip(PARAM_NAMES, agree.mean(axis=0), strict=True))
+            per = ", ".join(
+                f"{n} {a:.0%}" for n, a in zip(PARAM_NAMES, agree.mean(axis=0), strict=True)
+            )
             detail = f"(n_starts={n_starts}) per parameter within 1 sigma: {per}"
     print()
     print(detail)
@@ -191,7 +240,9 @@ def main() -> None:
         np.savez(args.save, cost=cost, status=first["status"], starts=starts, ends=ends)
         print(f"saved n_starts={args.n_starts[0]} per-light-curve costs to {args.save}")
     if args.against:
-        compare_runs(cost, first["status"], starts, np.load(args.against), args.n_starts[0], args.against)
+        compare_runs(
+            cost, first["status"], starts, np.load(args.against), args.n_starts[0], args.against
+        )
 
 
 def compare_runs(cost, status, starts, old, n_starts, name):
@@ -204,12 +255,15 @@ def compare_runs(cost, status, starts, old, n_starts, name):
     tol = 0.01 + 1e-4 * old["cost"][both]
     print()
     print(
-        f"n_starts={n_starts} against {name}, all {len(starts)} light curves: converged {ok.mean():.1%} "
+        f"n_starts={n_starts} against {name}, all {len(starts)} light curves: converged "
+        f"{ok.mean():.1%} "
         f"(stored run {old_ok.mean():.1%}); among the {both.sum()} both converged,"
     )
     print(
-        f"cost (chi2 + prior) lower by > 0.01: {np.mean(d < -tol):.1%}, within 0.01: {np.mean(np.abs(d) <= tol):.1%}, higher by > 0.01: "
-        f"{np.mean(d > tol):.1%}, higher by > 1: {np.mean(d > 1):.1%}; median difference {np.median(d):+.3f}"
+        f"cost (chi2 + prior) lower by > 0.01: {np.mean(d < -tol):.1%}, within 0.01: "
+        f"{np.mean(np.abs(d) <= tol):.1%}, higher by > 0.01: "
+        f"{np.mean(d > tol):.1%}, higher by > 1: {np.mean(d > 1):.1%}; median difference "
+        f"{np.median(d):+.3f}"
     )
 
 

@@ -1,15 +1,18 @@
-"""Sigmoid features: light curves per second per core, ours (one compiled batch call) vs plain per-object scipy.
+"""Sigmoid features: light curves per second per core, ours (one compiled batch call) vs plain
+per-object scipy.
 
-    python bench/bench_sigmoid.py [--repeats 5] [--anchor-sample 300] [--core 0] [--snpcc-detections 20]
+    python bench/bench_sigmoid.py [--repeats 5] [--anchor-sample 300] [--core 0] \\
+        [--snpcc-detections 20]
 
-Data: all shared real ZTF light curves (the labelled Fink set, per object, plus the alert pool, per alert) and
-SNPCC (g, r only, truncated to its first N points: ``lc.truncate(N)``). For each mode ("fink" and "robust") it
-prints: our LC/s (median of repeats, numba compile excluded by a warm-up call), the anchor's LC/s (a plain Python
-loop calling ``scipy.optimize.least_squares`` once per light curve and band, same preprocessing, measured in the
-same run on a random sample of the same light curves) and the ratio. Pinned to one core with
-``os.sched_setaffinity``; BLAS threads are limited to 1. Rates use the process CPU time (``--clock cpu``, default),
-which on a shared machine measures the work of this process rather than how often the scheduler ran it;
-``--clock wall`` uses ``time.perf_counter``. Both sides of the ratio use the same clock.
+Data: all shared real ZTF light curves (the labelled Fink set, per object, plus the alert pool, per
+alert) and SNPCC (g, r only, truncated to its first N points: ``lc.truncate(N)``). For each mode
+("fink" and "robust") it prints: our LC/s (median of repeats, numba compile excluded by a warm-up
+call), the anchor's LC/s (a plain Python loop calling ``scipy.optimize.least_squares`` once per
+light curve and band, same preprocessing, measured in the same run on a random sample of the same
+light curves) and the ratio. Pinned to one core with ``os.sched_setaffinity``; BLAS threads are
+limited to 1. Rates use the process CPU time (``--clock cpu``, default), which on a shared machine
+measures the work of this process rather than how often the scheduler ran it; ``--clock wall`` uses
+``time.perf_counter``. Both sides of the ratio use the same clock.
 """
 
 from __future__ import annotations
@@ -65,10 +68,13 @@ def anchor_fink_one(t_mjd, flux, det, band, code):
 
 
 def anchor_fink_pandas(t_mjd, flux, err, det, band, codes):
-    """Fink's steps the way Fink runs them: a pandas frame per light curve, groupby / ewm per band, scipy fit."""
+    """Fink's steps the way Fink runs them: a pandas frame per light curve, groupby / ewm per
+    band, scipy fit."""
     import pandas as pd
 
-    pdf = pd.DataFrame({"MJD": t_mjd + 2400000.5, "FLT": band, "FLUXCAL": np.abs(flux), "FLUXCALERR": err})[det]
+    pdf = pd.DataFrame(
+        {"MJD": t_mjd + 2400000.5, "FLT": band, "FLUXCAL": np.abs(flux), "FLUXCALERR": err}
+    )[det]
     out = []
     for code in codes:
         d = pdf[pdf["FLT"] == code].copy()
@@ -89,7 +95,8 @@ def anchor_fink_pandas(t_mjd, flux, err, det, band, codes):
 
 
 def anchor_robust_one(t_mjd, flux, err, det, band, code):
-    """The robust steps for one band, the plain way: numpy + one bounded, weighted scipy least_squares call."""
+    """The robust steps for one band, the plain way: numpy + one bounded, weighted scipy
+    least_squares call."""
     m = (band == code) & det & np.isfinite(flux)
     if m.sum() < 3:
         return None
@@ -118,18 +125,34 @@ def anchor_rate(lc: LightCurves, mode: str, sample: np.ndarray, codes) -> float:
         for i in sample:
             s, e = lc.offsets[i], lc.offsets[i + 1]
             if mode == "fink-pandas":
-                anchor_fink_pandas(lc.mjd[s:e], lc.flux[s:e], lc.flux_err[s:e], lc.detected[s:e], lc.band[s:e], codes)
+                anchor_fink_pandas(
+                    lc.mjd[s:e],
+                    lc.flux[s:e],
+                    lc.flux_err[s:e],
+                    lc.detected[s:e],
+                    lc.band[s:e],
+                    codes,
+                )
                 continue
             for code in codes:
                 if mode == "fink":
                     anchor_fink_one(lc.mjd[s:e], lc.flux[s:e], lc.detected[s:e], lc.band[s:e], code)
                 else:
-                    anchor_robust_one(lc.mjd[s:e], lc.flux[s:e], lc.flux_err[s:e], lc.detected[s:e], lc.band[s:e], code)
+                    anchor_robust_one(
+                        lc.mjd[s:e],
+                        lc.flux[s:e],
+                        lc.flux_err[s:e],
+                        lc.detected[s:e],
+                        lc.band[s:e],
+                        code,
+                    )
     return len(sample) / (CLOCK() - t0)
 
 
 # ------------------------------------------------------------------------------------------ ours
-def our_rate(lc: LightCurves, ext: SigmoidFeatures, starts, ends, repeats: int) -> tuple[float, float, float]:
+def our_rate(
+    lc: LightCurves, ext: SigmoidFeatures, starts, ends, repeats: int
+) -> tuple[float, float, float]:
     ext.extract_lc(lc, starts[:10], ends[:10])  # warm-up: numba compile / cache load excluded
     times = []
     for _ in range(repeats):
@@ -152,12 +175,20 @@ def datasets_to_run(args) -> list[tuple[str, LightCurves, str]]:
     phot, obj, _ = snpcc.to_frames()
     phot = phot[phot["band"].isin(["g", "r"])]
     gr = LightCurves.from_frames(phot, obj, bands=("g", "r"), survey=snpcc.survey, source="snpcc")
-    out.append((f"SNPCC g,r first {args.snpcc_detections} points (sim)", gr.truncate(args.snpcc_detections), "object"))
+    out.append(
+        (
+            f"SNPCC g,r first {args.snpcc_detections} points (sim)",
+            gr.truncate(args.snpcc_detections),
+            "object",
+        )
+    )
     return out
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--anchor-sample", type=int, default=300)
     ap.add_argument("--core", type=int, default=0)
@@ -174,28 +205,50 @@ def main(argv=None) -> None:
         f"pinned to core {args.core}; {args.clock} clock; medians of {args.repeats} repeats; "
         f"anchor on {args.anchor_sample} random light curves"
     )
-    head = f"{'data':40s} {'mode':7s} {'n LC':>7s} {'valid':>6s} {'fits/LC':>7s} {'ours LC/s':>10s} {'scipy LC/s':>10s} {'ratio':>7s}"
+    head = (
+        f"{'data':40s} {'mode':7s} {'n LC':>7s} {'valid':>6s} {'fits/LC':>7s} {'ours LC/s':>10s} "
+        f"{'scipy LC/s':>10s} {'ratio':>7s}"
+    )
     print(head + f" {'Fink-pandas LC/s':>16s} {'ratio':>7s}")
     for label, lc, per in datasets_to_run(args):
         if per == "alert":
             starts, ends = lc.alert_segments()
-            view = LightCurves.from_frames(*_alert_frames(lc, starts, ends), survey=lc.survey, bands=lc.bands)
+            view = LightCurves.from_frames(
+                *_alert_frames(lc, starts, ends), survey=lc.survey, bands=lc.bands
+            )
         else:
             starts, ends, view = lc.starts, lc.ends, lc
         codes = [view.band_code(b) for b in ("g", "r")]
         runs = [("fink", view, starts, ends, lc, label), ("robust", view, starts, ends, lc, label)]
         if per == "alert" and len(starts) > 5000:
-            # fits only: the alerts whose two bands Fink fits (the fitter's own speed-up, no cheap rejects)
+            # fits only: the alerts whose two bands Fink fits (the fitter's own speed-up, no cheap
+            # rejects)
             _, ok, _ = SigmoidFeatures(mode="fink").extract_lc(lc, starts, ends)
             keep = np.flatnonzero(ok)
             sub = view.take(keep)
-            runs.append(("fink", sub, sub.starts, sub.ends, sub, label.split(" (")[0] + ", both bands fitted"))
+            runs.append(
+                (
+                    "fink",
+                    sub,
+                    sub.starts,
+                    sub.ends,
+                    sub,
+                    label.split(" (")[0] + ", both bands fitted",
+                )
+            )
         for mode, view, starts, ends, lc_run, label in runs:
             ext = SigmoidFeatures(mode=mode)
-            ours, valid, fits = our_rate(lc_run, ext, np.asarray(starts), np.asarray(ends), args.repeats)
-            sample = rng.choice(view.n_objects, size=min(args.anchor_sample, view.n_objects), replace=False)
+            ours, valid, fits = our_rate(
+                lc_run, ext, np.asarray(starts), np.asarray(ends), args.repeats
+            )
+            sample = rng.choice(
+                view.n_objects, size=min(args.anchor_sample, view.n_objects), replace=False
+            )
             anchor = anchor_rate(view, mode, sample, codes)
-            line = f"{label:40s} {mode:7s} {len(starts):7d} {valid:6.1%} {fits:7.2f} {ours:10,.0f} {anchor:10,.1f} {ours / anchor:6,.0f}x"
+            line = (
+                f"{label:40s} {mode:7s} {len(starts):7d} {valid:6.1%} {fits:7.2f} {ours:10,.0f} "
+                f"{anchor:10,.1f} {ours / anchor:6,.0f}x"
+            )
             if mode == "fink":
                 pand = anchor_rate(view, "fink-pandas", sample[: max(1, len(sample) // 3)], codes)
                 line += f" {pand:16,.1f} {ours / pand:6,.0f}x"
@@ -206,11 +259,17 @@ def _alert_frames(lc: LightCurves, starts, ends):
     """Each alert's history as its own light curve (for the per-object anchor loop)."""
     import pandas as pd
 
-    rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(starts) else np.zeros(0, int)
+    rows = (
+        np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+        if len(starts)
+        else np.zeros(0, int)
+    )
     owner = np.repeat(np.arange(len(starts)), np.asarray(ends) - np.asarray(starts))
     phot = pd.DataFrame(
         {
-            "object_id": np.char.zfill(owner.astype(str), 9),  # zero-padded: objects keep the alert order
+            "object_id": np.char.zfill(
+                owner.astype(str), 9
+            ),  # zero-padded: objects keep the alert order
             "mjd": lc.mjd[rows],
             "band": np.asarray(lc.bands, dtype=object)[lc.band[rows]],
             "flux": lc.flux[rows],

@@ -21,7 +21,10 @@ def main() -> None:
             lc = simulate(n, random_state=rep)
             times.append(time.perf_counter() - t)
         med = float(np.median(times))
-        print(f"simulate({n:>6}): median {med:6.3f} s  ({n / med:,.0f} objects/s, {lc.n_points / n:.1f} points/object)")
+        print(
+            f"simulate({n:>6}): median {med:6.3f} s  ({n / med:,.0f} objects/s, "
+            f"{lc.n_points / n:.1f} points/object)"
+        )
 
 
 if __name__ == "__main__":

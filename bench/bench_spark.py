@@ -1,6 +1,8 @@
-"""Spark scoring throughput: local[1] vs local[2] (or any masters) on replicated real alerts, against plain local scoring.
+"""Spark scoring throughput: local[1] vs local[2] (or any masters) on replicated real alerts,
+against plain local scoring.
 
-    python bench/bench_spark.py [--alerts 20000] [--repeat 3] [--model MODEL] [--masters local[1] local[2] spark://HOST:PORT]
+    python bench/bench_spark.py [--alerts 20000] [--repeat 3] [--model MODEL] \\
+        [--masters local[1] local[2] spark://HOST:PORT]
 
 Alerts are the shared replay file's rows (Fink's ZTF schema), replicated under new object ids up to
 ``--alerts``. Each configuration runs once to warm up (Python workers start, the model is shipped),
@@ -48,7 +50,9 @@ def make_model(out: Path) -> Path:
     from earlyia.model.training import train_model
 
     replay = pd.read_parquet(shared_path("ztf_replay_alerts_with_anchor.parquet", reference=True))
-    labels = pd.read_csv(shared_path("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
+    labels = pd.read_csv(shared_path("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")[
+        "tns_type"
+    ]
     sub = replay[replay["objectId"].isin(replay["objectId"].unique()[:300])].copy()
     sub["TNS"] = sub["objectId"].map(labels)
     ex = get_extractor("sigmoid", mode="fink")
@@ -72,7 +76,9 @@ def time_local(alerts: Path, model_path: Path, repeat: int) -> float:
     return statistics.median(times)
 
 
-def time_spark(master: str, alerts: Path, model_path: Path, repeat: int, group_objects: bool = True) -> tuple[float, float]:
+def time_spark(
+    master: str, alerts: Path, model_path: Path, repeat: int, group_objects: bool = True
+) -> tuple[float, float]:
     t0 = time.perf_counter()
     spark = sp.get_session(master, shuffle_partitions=4)
     spark.sparkContext.setLogLevel("ERROR")
@@ -82,7 +88,9 @@ def time_spark(master: str, alerts: Path, model_path: Path, repeat: int, group_o
 
     def run() -> None:
         df = sp.with_provenance(spark.read.parquet(str(alerts)))
-        scored = sp.score_dataframe(df, ref, source=alerts.name, partitions=2 * parallel, group_objects=group_objects)
+        scored = sp.score_dataframe(
+            df, ref, source=alerts.name, partitions=2 * parallel, group_objects=group_objects
+        )
         scored.write.format("noop").mode("overwrite").save()
 
     run()  # warm-up: Python workers, model broadcast
@@ -96,7 +104,9 @@ def time_spark(master: str, alerts: Path, model_path: Path, repeat: int, group_o
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--alerts", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--model")
@@ -107,18 +117,29 @@ def main() -> None:
         tmp = Path(tmp)
         alerts = make_alerts(args.alerts, tmp)
         model = Path(args.model) if args.model else make_model(tmp)
-        print(f"{args.alerts} alerts (replicated replay rows), model {model.name}; medians of {args.repeat} runs")
+        print(
+            f"{args.alerts} alerts (replicated replay rows), model {model.name}; medians of "
+            f"{args.repeat} runs"
+        )
         base = time_local(alerts, model, args.repeat)
-        print(f"{'plain local (no Spark, 1 core)':34s} {base:8.2f} s  {args.alerts / base:8.0f} alerts/s  (anchor)")
+        print(
+            f"{'plain local (no Spark, 1 core)':34s} {base:8.2f} s  "
+            f"{args.alerts / base:8.0f} alerts/s  (anchor)"
+        )
         results = {}
         for master in args.masters:
             t, start = time_spark(master, alerts, model, args.repeat)
             results[master] = t
-            print(f"{'Spark ' + master:34s} {t:8.2f} s  {args.alerts / t:8.0f} alerts/s  x{base / t:5.2f} vs anchor"
-                  f"  (session start {start:.1f} s)")
+            print(
+                f"{'Spark ' + master:34s} {t:8.2f} s  {args.alerts / t:8.0f} alerts/s  "
+                f"x{base / t:5.2f} vs anchor"
+                f"  (session start {start:.1f} s)"
+            )
         t, start = time_spark(args.masters[-1], alerts, model, args.repeat, group_objects=False)
         label = f"Spark {args.masters[-1]}, rows not grouped"
-        print(f"{label:34s} {t:8.2f} s  {args.alerts / t:8.0f} alerts/s  x{base / t:5.2f} vs anchor")
+        print(
+            f"{label:34s} {t:8.2f} s  {args.alerts / t:8.0f} alerts/s  x{base / t:5.2f} vs anchor"
+        )
         if "local[1]" in results and "local[2]" in results:
             print(f"speed-up local[2] / local[1]: x{results['local[1]'] / results['local[2]']:.2f}")
 

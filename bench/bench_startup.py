@@ -1,4 +1,5 @@
-"""Start-up time of the ``earlyia`` command: ``earlyia --help`` against a bare interpreter, medians of repeats.
+"""Start-up time of the ``earlyia`` command: ``earlyia --help`` against a bare interpreter, medians
+of repeats.
 
 Usage:
     python bench/bench_startup.py [--repeats 15]
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     help_ = _median_seconds([sys.executable, "-m", "earlyia.cli.main", "--help"], args.repeats)
     version = _median_seconds([sys.executable, "-m", "earlyia.cli.main", "--version"], args.repeats)
     print(f"python -c pass           {bare * 1000:7.0f} ms (median of {args.repeats})")
-    print(f"earlyia --help           {help_ * 1000:7.0f} ms ({help_ / bare:.1f}x the bare interpreter)")
+    print(
+        f"earlyia --help           {help_ * 1000:7.0f} ms ({help_ / bare:.1f}x the bare "
+        "interpreter)"
+    )
     print(f"earlyia --version        {version * 1000:7.0f} ms")
 
 

@@ -1,11 +1,13 @@
-"""Figures of docs/features.md (sigmoid features): run ``python bench/fig_features.py [--out docs/figures]``.
+"""Figures of docs/features.md (sigmoid features): run ``python bench/fig_features.py [--out
+docs/figures]``.
 
-1. ``features_fink_vs_reference.png``: our "fink" mode vs Fink's own output on the shared labelled ZTF set
-   (fitted a_r, b_r, and the anchor score with Fink's model).
-2. ``features_availability.png``: on the alert-by-alert replay of the real labelled ZTF set, the fraction of alerts
-   with usable features vs the number of detections, fink mode vs robust mode.
-3. ``features_example_fits.png``: real SN Ia at their 8th detection with the fink and robust sigmoids (top: both
-   modes fit; bottom: Fink's rising test or point count fails, the robust mode fits).
+1. ``features_fink_vs_reference.png``: our "fink" mode vs Fink's own output on the shared labelled
+   ZTF set (fitted a_r, b_r, and the anchor score with Fink's model).
+2. ``features_availability.png``: on the alert-by-alert replay of the real labelled ZTF set, the
+   fraction of alerts with usable features vs the number of detections, fink mode vs robust mode.
+3. ``features_example_fits.png``: real SN Ia at their 8th detection with the fink and robust
+   sigmoids (top: both modes fit; bottom: Fink's rising test or point count fails, the robust mode
+   fits).
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ def fig_reference(out: Path) -> None:
     for ax, name in zip(axes[:2], ("a_r", "b_r"), strict=True):
         m = r[name].to_numpy() != 0
         ax.scatter(r[name][m], ours[name][m], s=8)
-        lim = [min(r[name][m].min(), ours[name][m].min()), max(r[name][m].max(), ours[name][m].max())]
+        lim = [
+            min(r[name][m].min(), ours[name][m].min()),
+            max(r[name][m].max(), ours[name][m].max()),
+        ]
         ax.plot(lim, lim, "k:", lw=1)
         ax.set_xlabel(f"Fink (actsnfink + scipy) {name}")
         ax.set_ylabel(f"earlyia fink mode {name}")
@@ -74,7 +79,11 @@ def fig_availability(out: Path) -> None:
     anyb = rob["valid"].to_numpy()
     ks = np.arange(3, 21)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for y, lab in ((fink_ok, "fink: both bands (score possible)"), (both, "robust: both bands fitted"), (anyb, "robust: >= 1 band fitted")):
+    for y, lab in (
+        (fink_ok, "fink: both bands (score possible)"),
+        (both, "robust: both bands fitted"),
+        (anyb, "robust: >= 1 band fitted"),
+    ):
         ax.plot(ks, [y[k == kk].mean() for kk in ks], marker="o", label=lab)
     ax.set_xlabel("detections so far (alert k of the replay)")
     ax.set_ylabel("fraction of alerts with features")
@@ -111,10 +120,22 @@ def fig_examples(out: Path, n: int = 6) -> None:
                 ax.plot(tt, _sig(tt, *Xr[j, o : o + 3]), color=col, lw=1.5, label=f"robust {bn}")
             of = fink.names.index(f"a_{bn}")
             if Xf[j, of] != 0 and m.any():
-                t0 = np.rint(t.min() + 2400000.5) - 2400000.5 - tref  # Fink's dt origin: its first night
-                ax.plot(tt, _sig(tt - t0, *Xf[j, of : of + 3]), color=col, lw=1, ls="--", label=f"fink {bn}")
+                t0 = (
+                    np.rint(t.min() + 2400000.5) - 2400000.5 - tref
+                )  # Fink's dt origin: its first night
+                ax.plot(
+                    tt,
+                    _sig(tt - t0, *Xf[j, of : of + 3]),
+                    color=col,
+                    lw=1,
+                    ls="--",
+                    label=f"fink {bn}",
+                )
         label = lc.objects["label"].iloc[lc.alerts["object_index"].iloc[sel[j]]]
-        ax.set_title(f"{lc.object_ids[lc.alerts['object_index'].iloc[sel[j]]]} ({label}), 8 detections", fontsize=9)
+        ax.set_title(
+            f"{lc.object_ids[lc.alerts['object_index'].iloc[sel[j]]]} ({label}), 8 detections",
+            fontsize=9,
+        )
         ax.set_xlabel("days since first detection")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -122,7 +143,8 @@ def fig_examples(out: Path, n: int = 6) -> None:
 
 
 def compare_modes(seed: int = 0) -> None:
-    """Object-grouped 5-fold CV on the replay: per-alert AUC of a 300-tree forest on fink vs robust features."""
+    """Object-grouped 5-fold CV on the replay: per-alert AUC of a 300-tree forest on fink vs
+    robust features."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
@@ -136,16 +158,22 @@ def compare_modes(seed: int = 0) -> None:
         X = ext.transform(lc, per="alert")[ext.names].to_numpy()
         p = np.zeros(len(y))
         for tr, te in GroupKFold(5).split(X, y, groups):
-            rf = RandomForestClassifier(300, min_samples_leaf=2, random_state=seed).fit(X[tr], y[tr])
+            rf = RandomForestClassifier(300, min_samples_leaf=2, random_state=seed).fit(
+                X[tr], y[tr]
+            )
             p[te] = rf.predict_proba(X[te])[:, 1]
-        aucs = ", ".join(f"k <= {n}: {roc_auc_score(y[k <= n], p[k <= n]):.3f}" for n in (5, 10, 20))
+        aucs = ", ".join(
+            f"k <= {n}: {roc_auc_score(y[k <= n], p[k <= n]):.3f}" for n in (5, 10, 20)
+        )
         print(f"{mode:7s} per-alert AUC (SN Ia vs rest, objects never split): {aucs}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="docs/figures")
-    ap.add_argument("--classify", action="store_true", help="also print the fink-vs-robust AUC comparison")
+    ap.add_argument(
+        "--classify", action="store_true", help="also print the fink-vs-robust AUC comparison"
+    )
     args = ap.parse_args()
     if args.classify:
         compare_modes()

@@ -29,7 +29,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def _derive_module():
-    spec = importlib.util.spec_from_file_location("derive_sim_params", HERE / "derive_sim_params.py")
+    spec = importlib.util.spec_from_file_location(
+        "derive_sim_params", HERE / "derive_sim_params.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -44,12 +46,21 @@ def sim_long(n: int, seed: int) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         mag = np.where(det, -2.5 * np.log10(flux) + 27.5, np.nan)
         sig = np.where(det, 1.0857 * phot["flux_err"].to_numpy() / flux, np.nan)
-    return pd.DataFrame({"objectId": phot["object_id"], "jd": phot["mjd"], "fid": np.where(phot["band"] == "g", 1, 2), "mag": mag,
-                         "sigma": sig, "cls": phot["label"]})
+    return pd.DataFrame(
+        {
+            "objectId": phot["object_id"],
+            "jd": phot["mjd"],
+            "fid": np.where(phot["band"] == "g", 1, 2),
+            "mag": mag,
+            "sigma": sig,
+            "cls": phot["label"],
+        }
+    )
 
 
 def per_object(phot: pd.DataFrame, cls: str) -> pd.DataFrame:
-    """peak_r, g-r near the r peak (pairs within 1 day, within 5 days of the peak), days to peak, n detections before peak."""
+    """peak_r, g-r near the r peak (pairs within 1 day, within 5 days of the peak), days to peak,
+    n detections before peak."""
     rows = []
     det = phot[(phot["cls"] == cls) & phot["mag"].notna()]
     for oid, g in det.groupby("objectId"):
@@ -65,11 +76,23 @@ def per_object(phot: pd.DataFrame, cls: str) -> pd.DataFrame:
         if len(gg):
             tg, mg = gg["jd"].to_numpy(), gg["mag"].to_numpy()
             near = r[np.abs(r["jd"] - tp) <= 5.0]
-            d = [mg[np.argmin(np.abs(tg - t))] - m for t, m in zip(near["jd"], near["mag"], strict=True) if np.min(np.abs(tg - t)) <= 1.0]
+            d = [
+                mg[np.argmin(np.abs(tg - t))] - m
+                for t, m in zip(near["jd"], near["mag"], strict=True)
+                if np.min(np.abs(tg - t)) <= 1.0
+            ]
             col = float(np.median(d)) if d else np.nan
         declined = k < len(r) - 1
-        rows.append({"objectId": oid, "peak_r": float(r["mag"].min()), "gr": col, "rise": tp - first, "n_before": n_before,
-                     "declined": declined})
+        rows.append(
+            {
+                "objectId": oid,
+                "peak_r": float(r["mag"].min()),
+                "gr": col,
+                "rise": tp - first,
+                "n_before": n_before,
+                "declined": declined,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -90,8 +113,16 @@ def main(argv=None) -> int:
     real = _derive_module().load_labelled(data_dir())
     sim = sim_long(args.n, args.seed)
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
-    kw_real = dict(histtype="step", density=True, lw=1.8, color="k", label="real ZTF (TNS-labelled)")
-    kw_sim = dict(histtype="stepfilled", density=True, alpha=0.45, color="tab:blue", label=f"simulated (n={args.n})")
+    kw_real = dict(
+        histtype="step", density=True, lw=1.8, color="k", label="real ZTF (TNS-labelled)"
+    )
+    kw_sim = dict(
+        histtype="stepfilled",
+        density=True,
+        alpha=0.45,
+        color="tab:blue",
+        label=f"simulated (n={args.n})",
+    )
 
     ia_r, ia_s = per_object(real, "SN Ia"), per_object(sim, "SN Ia")
     ii_r, ii_s = per_object(real, "SN II"), per_object(sim, "SN II")
@@ -109,8 +140,25 @@ def main(argv=None) -> int:
     b = np.linspace(-1, 1.5, 31)
     ax.hist(ia_s["gr"].dropna(), b, **kw_sim)
     ax.hist(ia_r["gr"].dropna(), b, **kw_real)
-    ax.hist(ii_s["gr"].dropna(), b, histtype="stepfilled", density=True, alpha=0.3, color="tab:orange", label="simulated SN II")
-    ax.hist(ii_r["gr"].dropna(), b, histtype="step", density=True, lw=1.5, color="tab:red", ls="--", label="real SN II")
+    ax.hist(
+        ii_s["gr"].dropna(),
+        b,
+        histtype="stepfilled",
+        density=True,
+        alpha=0.3,
+        color="tab:orange",
+        label="simulated SN II",
+    )
+    ax.hist(
+        ii_r["gr"].dropna(),
+        b,
+        histtype="step",
+        density=True,
+        lw=1.5,
+        color="tab:red",
+        ls="--",
+        label="real SN II",
+    )
     ax.set_xlabel("g - r near the r peak")
     ax.legend(fontsize=7)
     ax = axes[1][0]
@@ -123,8 +171,26 @@ def main(argv=None) -> int:
     ax = axes[1][1]
     b = np.linspace(0, 12, 49)
     for fid, name, ls in ((1, "g", "-"), (2, "r", "--")):
-        ax.hist(intervals(sim, fid), b, histtype="step", density=True, lw=1.2, ls=ls, color="tab:blue", label=f"simulated {name}")
-        ax.hist(intervals(real, fid), b, histtype="step", density=True, lw=1.8, ls=ls, color="k", label=f"real {name}")
+        ax.hist(
+            intervals(sim, fid),
+            b,
+            histtype="step",
+            density=True,
+            lw=1.2,
+            ls=ls,
+            color="tab:blue",
+            label=f"simulated {name}",
+        )
+        ax.hist(
+            intervals(real, fid),
+            b,
+            histtype="step",
+            density=True,
+            lw=1.8,
+            ls=ls,
+            color="k",
+            label=f"real {name}",
+        )
     ax.set_xlabel("revisit interval per band (days)")
     ax.legend(fontsize=7)
     ax = axes[1][2]
@@ -142,8 +208,12 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
-    for name, a, b_ in (("SN Ia peak r", ia_r["peak_r"], ia_s["peak_r"]), ("SN Ia g-r", ia_r["gr"], ia_s["gr"]),
-                        ("SN II g-r", ii_r["gr"], ii_s["gr"]), ("SN Ia rise days", sel_r["rise"], sel_s["rise"])):
+    for name, a, b_ in (
+        ("SN Ia peak r", ia_r["peak_r"], ia_s["peak_r"]),
+        ("SN Ia g-r", ia_r["gr"], ia_s["gr"]),
+        ("SN II g-r", ii_r["gr"], ii_s["gr"]),
+        ("SN Ia rise days", sel_r["rise"], sel_s["rise"]),
+    ):
         print(f"{name:16s} real median {np.nanmedian(a):6.2f}  sim median {np.nanmedian(b_):6.2f}")
     return 0
 

@@ -15,7 +15,8 @@ fraction of CV / AGN / Varstar objects flagged at 0.5, and of freshly generated 
 noisy-constant light curves (``earlyia.sim.impostors``, a seed the training never used).
 
 Usage:
-    python scripts/early_default_cv.py [--replay PATH] [--labels PATH] [--folds 5] [--trees 1000] [--seed 0] [--out table.md]
+    python scripts/early_default_cv.py [--replay PATH] [--labels PATH] [--folds 5] [--trees 1000] \\
+        [--seed 0] [--out table.md]
 """
 
 from __future__ import annotations
@@ -49,11 +50,17 @@ def run(cmd: list[str]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--replay", default=str(reference_dir() / "ztf_replay_alerts_with_anchor.parquet"))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--replay", default=str(reference_dir() / "ztf_replay_alerts_with_anchor.parquet")
+    )
     ap.add_argument("--labels", default=str(data_dir() / "ztf_fink_tns_labelled" / "objects.csv"))
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--trees", type=int, default=1000, help="trees (default 1000, the train command's default)")
+    ap.add_argument(
+        "--trees", type=int, default=1000, help="trees (default 1000, the train command's default)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the fold split")
     ap.add_argument("--out", help="write the Markdown report here too")
     args = ap.parse_args()
@@ -78,11 +85,28 @@ def main() -> None:
             t0 = time.perf_counter()
             train_ids, test_ids = set(objects[tr]), set(objects[te])
             part = tmp / f"train{k}.parquet"
-            write_features(df[df["object_id"].isin(train_ids)].reset_index(drop=True), part, ext,
-                           survey=meta.get("survey", "ZTF"), bands=meta.get("bands"))
+            write_features(
+                df[df["object_id"].isin(train_ids)].reset_index(drop=True),
+                part,
+                ext,
+                survey=meta.get("survey", "ZTF"),
+                bands=meta.get("bands"),
+            )
             model_path = tmp / f"model{k}.eia"
-            run(["train", str(part), "--labels", args.labels, "--out", str(model_path), "--trees", str(args.trees),
-                 "--seed", str(args.seed + k)])
+            run(
+                [
+                    "train",
+                    str(part),
+                    "--labels",
+                    args.labels,
+                    "--out",
+                    str(model_path),
+                    "--trees",
+                    str(args.trees),
+                    "--seed",
+                    str(args.seed + k),
+                ]
+            )
             held = tmp / f"heldout{k}.parquet"
             replay[replay["objectId"].isin(test_ids)].to_parquet(held)
             out = tmp / f"scores{k}.parquet"
@@ -112,21 +136,36 @@ def main() -> None:
             tp += int(pos.sum())
             fp += int((~pos).sum())
         n_pos = int(s.loc[n, "n_pos"])
-        rows.append({
-            "N (max detections)": n,
-            "eff / pur at 0.5": f"{s.loc[n, 'efficiency']:.3f} / {s.loc[n, 'purity']:.3f}",
-            "eff at pur >= 0.8, curve (optimistic)": f"{best['efficiency']:.3f} (thr {best['threshold']:.3f})",
-            "eff / pur, card threshold (blind)": f"{tp / n_pos:.3f} / {tp / max(tp + fp, 1):.3f}" if tp + fp else "-",
-        })
+        rows.append(
+            {
+                "N (max detections)": n,
+                "eff / pur at 0.5": f"{s.loc[n, 'efficiency']:.3f} / {s.loc[n, 'purity']:.3f}",
+                "eff at pur >= 0.8, curve (optimistic)": f"{best['efficiency']:.3f} (thr "
+                f"{best['threshold']:.3f})",
+                "eff / pur, card threshold (blind)": f"{tp / n_pos:.3f} / "
+                f"{tp / max(tp + fp, 1):.3f}"
+                if tp + fp
+                else "-",
+            }
+        )
     table = markdown_table(pd.DataFrame(rows))
     best_obj = allscores[allscores["ndethist"] <= 20].groupby("object_id")["score"].max()
     types = labels.reindex(best_obj.index)
-    var = {c: f"{(best_obj[types == c] > 0.5).mean():.3f} of {(types == c).sum()}" for c in VARIABLE_CLASSES}
+    var = {
+        c: f"{(best_obj[types == c] > 0.5).mean():.3f} of {(types == c).sum()}"
+        for c in VARIABLE_CLASSES
+    }
     kinds = impostors.objects["label"].to_numpy(object)[impostors.alerts["object_index"].to_numpy()]
-    imp = pd.DataFrame({"kind": kinds, "obj": imp_feats["object_id"], "p": np.max(imp_scores, axis=0)})
-    imp_frac = imp.groupby(["kind", "obj"])["p"].max().gt(0.5).groupby("kind").mean().round(3).to_dict()
-    text = (f"{table}\nHeld-out objects flagged at 0.5 within 20 detections: {var}\n"
-            f"Generated impostors (any fold's model, any alert) above 0.5: {imp_frac}\n")
+    imp = pd.DataFrame(
+        {"kind": kinds, "obj": imp_feats["object_id"], "p": np.max(imp_scores, axis=0)}
+    )
+    imp_frac = (
+        imp.groupby(["kind", "obj"])["p"].max().gt(0.5).groupby("kind").mean().round(3).to_dict()
+    )
+    text = (
+        f"{table}\nHeld-out objects flagged at 0.5 within 20 detections: {var}\n"
+        f"Generated impostors (any fold's model, any alert) above 0.5: {imp_frac}\n"
+    )
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -1,19 +1,24 @@
-"""How often does Fink's own scipy fit land on the reference's parameters? (issue 2, the 99 % criterion)
+"""How often does Fink's own scipy fit land on the reference's parameters? (issue 2, the 99 %
+criterion)
 
-The reference features (``fink_sigmoid_reference_ztf.parquet``) hold Fink's fitted ``a, b, c`` for 352 bands.
-This script refits each of them with Fink's call as the reference document describes it (nightly mean of
-``|flux|`` on rounded JD, ``t - t_first``, Fink's starting point, ``scipy.optimize.least_squares`` with its
-defaults on ``|y - f|``) and with earlyia's fink mode, and counts the bands whose three parameters are
-within 1e-3 (relative) of the reference, and of each other.
+The reference features (``fink_sigmoid_reference_ztf.parquet``) hold Fink's fitted ``a, b, c`` for
+352 bands. This script refits each of them with Fink's call as the reference document describes it
+(nightly mean of ``|flux|`` on rounded JD, ``t - t_first``, Fink's starting point,
+``scipy.optimize.least_squares`` with its defaults on ``|y - f|``) and with earlyia's fink mode, and
+counts the bands whose three parameters are within 1e-3 (relative) of the reference, and of each
+other.
 
 Two steps, so that the scipy side can run in any environment (only numpy, scipy and pandas needed)::
 
-    python scripts/fink_fit_agreement.py --dump fits.npz          # needs earlyia and the shared data
-    python scripts/fink_fit_agreement.py --refit fits.npz         # in this or another venv (scipy/numpy versions)
+    # needs earlyia and the shared data
+    python scripts/fink_fit_agreement.py --dump fits.npz
+    # in this or another venv (scipy/numpy versions)
+    python scripts/fink_fit_agreement.py --refit fits.npz
 
-``--dump`` also prints earlyia's figures. Measured (README, docs/features.md): Fink's call agrees with the
-reference on 335-337 of 352 bands (95.2-95.7 %) with scipy 1.9.3 / 1.11.4 / 1.13.1 / 1.17.1, numpy 1.23-2.4,
-with and without numpy's AVX-512 ``exp``; the reference's fits cannot be reproduced to 99 % by Fink's code.
+``--dump`` also prints earlyia's figures. Measured (README, docs/features.md): Fink's call agrees
+with the reference on 335-337 of 352 bands (95.2-95.7 %) with scipy 1.9.3 / 1.11.4 / 1.13.1 /
+1.17.1, numpy 1.23-2.4, with and without numpy's AVX-512 ``exp``; the reference's fits cannot be
+reproduced to 99 % by Fink's code.
 """
 
 from __future__ import annotations
@@ -61,7 +66,11 @@ def dump(path: str) -> None:
     ext = SigmoidFeatures(mode="fink")
     X, _ok, _ = ext.extract(*arrays, bands=("g", "r", "i"), survey="ZTF")
     ref = pd.read_parquet(reference_dir() / "fink_sigmoid_reference_ztf.parquet")
-    key = np.where(ref["row"] >= 0, ref["source"] + "|" + ref["row"].astype(str), ref["source"] + "|" + ref["objectId"])
+    key = np.where(
+        ref["row"] >= 0,
+        ref["source"] + "|" + ref["row"].astype(str),
+        ref["source"] + "|" + ref["objectId"],
+    )
     pos = pd.Index(keys).get_indexer(key)
     R = ref[ext.names].to_numpy()
     out, k = {}, 0
@@ -74,11 +83,15 @@ def dump(path: str) -> None:
             k += 1
     np.savez(path, n=np.array(k), **out)
     agree = sum(_close(out[f"ours{j}"], out[f"ref{j}"]) for j in range(k))
-    print(f"{k} fitted bands written to {path}; earlyia fink mode within 1e-3 of the reference: {agree} ({agree / k:.1%})")
+    print(
+        f"{k} fitted bands written to {path}; earlyia fink mode within 1e-3 of the "
+        f"reference: {agree} ({agree / k:.1%})"
+    )
 
 
 def refit(path: str) -> dict[str, int]:
-    """Refit every band with Fink's scipy call here; compare with the reference and with earlyia (counts)."""
+    """Refit every band with Fink's scipy call here; compare with the reference and with earlyia
+    (counts)."""
     import scipy
 
     d = np.load(path)
@@ -87,16 +100,33 @@ def refit(path: str) -> dict[str, int]:
     ref = sum(_close(x[k], d[f"ref{k}"]) for k in range(n))
     ours = sum(_close(x[k], d[f"ours{k}"]) for k in range(n))
     both = sum(_close(d[f"ours{k}"], d[f"ref{k}"]) for k in range(n))
-    print(f"scipy {scipy.__version__}, numpy {np.__version__}: Fink's call within 1e-3 of the reference on {ref} of {n} bands "
-          f"({ref / n:.1%}); of earlyia's fink mode on {ours} ({ours / n:.1%}); earlyia vs reference {both} ({both / n:.1%})")
-    return {"bands": n, "fink_vs_reference": ref, "fink_vs_earlyia": ours, "earlyia_vs_reference": both}
+    print(
+        f"scipy {scipy.__version__}, numpy {np.__version__}: Fink's call within 1e-3 of the "
+        f"reference on {ref} of {n} bands "
+        f"({ref / n:.1%}); of earlyia's fink mode on {ours} ({ours / n:.1%}); earlyia vs "
+        f"reference {both} ({both / n:.1%})"
+    )
+    return {
+        "bands": n,
+        "fink_vs_reference": ref,
+        "fink_vs_earlyia": ours,
+        "earlyia_vs_reference": both,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = ap.add_mutually_exclusive_group(required=True)
-    g.add_argument("--dump", metavar="FILE.npz", help="write the fitted bands' inputs (needs earlyia and the shared data)")
-    g.add_argument("--refit", metavar="FILE.npz", help="refit them with Fink's scipy call in this environment")
+    g.add_argument(
+        "--dump",
+        metavar="FILE.npz",
+        help="write the fitted bands' inputs (needs earlyia and the shared data)",
+    )
+    g.add_argument(
+        "--refit", metavar="FILE.npz", help="refit them with Fink's scipy call in this environment"
+    )
     args = ap.parse_args()
     if args.dump:
         dump(args.dump)

@@ -1,9 +1,11 @@
-"""How a model scores real ZTF alerts that hold too little to judge: one or two detections, or negative differences only.
+"""How a model scores real ZTF alerts that hold too little to judge: one or two detections, or
+negative differences only.
 
-Scores every real ZTF alert file of the shared data (the alert pool and the public samples: ZTF's packets of every
-schema, Fink's livestream and data-transfer files, Fink's Parquet) with ``earlyia score``'s pipeline and reports,
-per number of detections in the alert's history, how many alerts score above 0.5 and above the card's candidate
-threshold (purity >= 0.8 within 20 detections at the training prevalence).
+Scores every real ZTF alert file of the shared data (the alert pool and the public samples: ZTF's
+packets of every schema, Fink's livestream and data-transfer files, Fink's Parquet) with ``earlyia
+score``'s pipeline and reports, per number of detections in the alert's history, how many alerts
+score above 0.5 and above the card's candidate threshold (purity >= 0.8 within 20 detections at the
+training prevalence).
 
 Usage:
     earlyia train ../shared/reference/ztf_replay_alerts_with_anchor.parquet \\
@@ -39,7 +41,9 @@ SOURCES = (
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model")
     ap.add_argument("--data", default=str(data_dir()))
     ap.add_argument("--out", help="write the Markdown table here too")
@@ -60,12 +64,28 @@ def main() -> None:
     pos = s["n_detections"].to_numpy()  # detections in the alert's history (either sign)
     neg_only = s["reason"].eq("no positive detection")
     rows = []
-    for name, mask in (("1 detection", pos == 1), ("2 detections", pos == 2), ("3-5 detections", (pos >= 3) & (pos <= 5)),
-                       ("negative differences only", neg_only.to_numpy())):
+    for name, mask in (
+        ("1 detection", pos == 1),
+        ("2 detections", pos == 2),
+        ("3-5 detections", (pos >= 3) & (pos <= 5)),
+        ("negative differences only", neg_only.to_numpy()),
+    ):
         sub = s[mask]
-        rows.append({"alerts": name, "n": len(sub), "> 0.5": f"{(sub['score'] > 0.5).mean():.1%}" if len(sub) else "-",
-                     f"> card threshold ({thr:.3f})": f"{(sub['score'] > thr).mean():.1%}" if len(sub) else "-",
-                     "said 'too little to judge'": f"{sub['reason'].str.startswith('too little').mean():.1%}" if len(sub) else "-"})
+        rows.append(
+            {
+                "alerts": name,
+                "n": len(sub),
+                "> 0.5": f"{(sub['score'] > 0.5).mean():.1%}" if len(sub) else "-",
+                f"> card threshold ({thr:.3f})": f"{(sub['score'] > thr).mean():.1%}"
+                if len(sub)
+                else "-",
+                "said 'too little to judge'": (
+                    f"{sub['reason'].str.startswith('too little').mean():.1%}"
+                )
+                if len(sub)
+                else "-",
+            }
+        )
     table = pd.DataFrame(rows)
     head = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns)
     body = ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]

@@ -24,8 +24,9 @@ from hypothesis import settings
 
 from earlyia.data import data_dir, reference_dir, strict
 
-# The same examples on every run (the README's test command must not fail by chance); HYPOTHESIS_PROFILE=explore
-# searches new ones, and what it finds becomes an @example once understood.
+# The same examples on every run (the README's test command must not fail by chance);
+# HYPOTHESIS_PROFILE=explore searches new ones, and what it finds becomes an @example once
+# understood.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -62,8 +63,9 @@ def reference_data():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache_dir(tmp_path_factory):
-    """earlyia's cache in a temporary folder, never the user's home; the kernels' first-run note is marked as
-    shown (output checks of commands stay independent of test order; tests/test_kernels.py tests the note)."""
+    """earlyia's cache in a temporary folder, never the user's home; the kernels' first-run note
+    is marked as shown (output checks of commands stay independent of test order;
+    tests/test_kernels.py tests the note)."""
     from earlyia.kernels import marker
 
     with pytest.MonkeyPatch.context() as mp:
@@ -74,15 +76,32 @@ def _private_cache_dir(tmp_path_factory):
 
 
 #: Chromium without the background connections this closed network refuses.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright, offline (no browser download; .ci/run installs the package)."""
-    exe = os.environ.get("EARLYIA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api") if not strict() else __import__("playwright.sync_api").sync_api
+    """Debian's Chromium driven by Playwright, offline (no browser download; .ci/run installs the
+    package)."""
+    exe = (
+        os.environ.get("EARLYIA_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    sync_api = (
+        pytest.importorskip("playwright.sync_api")
+        if not strict()
+        else __import__("playwright.sync_api").sync_api
+    )
     if exe is None:
         message = "no headless Chromium (apt-get install chromium, or set EARLYIA_CHROMIUM)"
         if strict():
@@ -96,8 +115,11 @@ def browser():
 
 @contextlib.contextmanager
 def served_page(browser, directory: Path):
-    """``directory``'s index.html served on 127.0.0.1 and loaded in ``browser``: (page, dialogs, failed requests)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(directory)))
+    """``directory``'s index.html served on 127.0.0.1 and loaded in ``browser``: (page, dialogs,
+    failed requests)."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(directory))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         page = browser.new_page()

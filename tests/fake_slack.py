@@ -1,12 +1,15 @@
-"""A Slack-like HTTP server on 127.0.0.1 for the notify tests: Web API, incoming webhook, file uploads.
+"""A Slack-like HTTP server on 127.0.0.1 for the notify tests: Web API, incoming webhook, file
+uploads.
 
 Every request is answered from a per-method script (then normally). Actions:
 
 - ``"ok"``: process and answer;
 - ``("reject", code)``: answer ``{"ok": false, "error": code}`` without processing;
 - ``("delay", s)``: wait ``s`` seconds, then process and answer;
-- ``"drop"`` / ``"drop-before"``: close the connection without an answer, after / without processing;
-- ``("hang", s)`` / ``("hang-before", s)``: process / do not, then keep the connection silent ``s`` seconds;
+- ``"drop"`` / ``"drop-before"``: close the connection without an answer, after / without
+  processing;
+- ``("hang", s)`` / ``("hang-before", s)``: process / do not, then keep the connection silent ``s``
+  seconds;
 - ``("429", retry_after)``: rate-limited, not processed;
 - ``("http", status)``: an HTML error page with that status, not processed;
 - ``"garbage"``: process, then answer bytes that are not HTTP.
@@ -87,13 +90,17 @@ class FakeSlackAPI:
 
     def keys(self, channel: str) -> list[str]:
         """Idempotency keys of the channel's messages (metadata), oldest first."""
-        return [(m.get("metadata") or {}).get("event_payload", {}).get("key") for m in self.messages(channel)]
+        return [
+            (m.get("metadata") or {}).get("event_payload", {}).get("key")
+            for m in self.messages(channel)
+        ]
 
     def calls_of(self, method: str) -> list[dict]:
         with self.lock:
             return [p for m, p in self.calls if m == method]
 
-    # -- the server ----------------------------------------------------------------------------------
+    # -- the server
+    # ----------------------------------------------------------------------------------
     def _next_ts(self) -> str:
         ts = max(time.time(), self._last_ts + 1e-6)
         self._last_ts = ts
@@ -116,7 +123,7 @@ class FakeSlackAPI:
         elif path.startswith("/upload/"):
             method = "upload"
         elif path.startswith("/api/"):
-            method = path[len("/api/"):]
+            method = path[len("/api/") :]
         else:
             self._reply(handler, 404, b"no_service", "text/plain")
             return
@@ -130,7 +137,12 @@ class FakeSlackAPI:
             self._reply(handler, 200, json.dumps({"ok": False, "error": arg}).encode())
             return
         if name == "429":
-            self._reply(handler, 429, b'{"ok": false, "error": "ratelimited"}', headers={"Retry-After": str(arg)})
+            self._reply(
+                handler,
+                429,
+                b'{"ok": false, "error": "ratelimited"}',
+                headers={"Retry-After": str(arg)},
+            )
             return
         if name == "http":
             self._reply(handler, arg, b"<html><body>Bad gateway</body></html>", "text/html")
@@ -142,7 +154,11 @@ class FakeSlackAPI:
             return
         if name == "delay":
             time.sleep(arg)
-        if method != "upload" and method != "webhook" and handler.headers.get("Authorization") != f"Bearer {TOKEN}":
+        if (
+            method != "upload"
+            and method != "webhook"
+            and handler.headers.get("Authorization") != f"Bearer {TOKEN}"
+        ):
             self._reply(handler, 200, b'{"ok": false, "error": "invalid_auth"}')
             return
         status, payload, ctype = self._process(method, path, params, body)
@@ -159,7 +175,14 @@ class FakeSlackAPI:
             return
         self._reply(handler, status, payload, ctype)
 
-    def _reply(self, handler, status: int, payload: bytes, ctype: str = "application/json; charset=utf-8", headers=None):
+    def _reply(
+        self,
+        handler,
+        status: int,
+        payload: bytes,
+        ctype: str = "application/json; charset=utf-8",
+        headers=None,
+    ):
         handler.send_response(status)
         handler.send_header("Content-Type", ctype)
         for k, v in (headers or {}).items():
@@ -191,8 +214,14 @@ class FakeSlackAPI:
                 channel = params.get("channel")
                 if channel not in self.channels:
                     return err("channel_not_found")
-                message = {"type": "message", "ts": self._next_ts(), "text": params.get("text", ""), "bot_id": "B0EARLYIA",
-                           "blocks": params.get("blocks") or [], "metadata": params.get("metadata")}
+                message = {
+                    "type": "message",
+                    "ts": self._next_ts(),
+                    "text": params.get("text", ""),
+                    "bot_id": "B0EARLYIA",
+                    "blocks": params.get("blocks") or [],
+                    "metadata": params.get("metadata"),
+                }
                 self.channels[channel].append(message)
                 return ok(channel=channel, ts=message["ts"], message=message)
             if method == "conversations.history":
@@ -203,18 +232,27 @@ class FakeSlackAPI:
                 limit = int(params.get("limit") or 100)
                 start = int(params.get("cursor") or 0)
                 keep_meta = str(params.get("include_all_metadata")).lower() in ("1", "true")
-                newest_first = [m for m in reversed(self.channels[channel]) if float(m["ts"]) > oldest]
-                page = newest_first[start:start + limit]
+                newest_first = [
+                    m for m in reversed(self.channels[channel]) if float(m["ts"]) > oldest
+                ]
+                page = newest_first[start : start + limit]
                 if not keep_meta:
                     page = [{k: v for k, v in m.items() if k != "metadata"} for m in page]
                 more = start + limit < len(newest_first)
-                return ok(messages=page, has_more=more, response_metadata={"next_cursor": str(start + limit) if more else ""})
+                return ok(
+                    messages=page,
+                    has_more=more,
+                    response_metadata={"next_cursor": str(start + limit) if more else ""},
+                )
             if method == "files.getUploadURLExternal":
                 if not params.get("filename") or not str(params.get("length", "")).isdigit():
                     return err("invalid_arguments")
                 self._file_no += 1
                 fid = f"F{self._file_no:09d}"
-                self.pending_files[fid] = {"name": params["filename"], "length": int(params["length"])}
+                self.pending_files[fid] = {
+                    "name": params["filename"],
+                    "length": int(params["length"]),
+                }
                 return ok(upload_url=f"http://127.0.0.1:{self.port}/upload/{fid}", file_id=fid)
             if method == "files.completeUploadExternal":
                 files = json.loads(params.get("files") or "[]")
@@ -223,9 +261,23 @@ class FakeSlackAPI:
                     return err("channel_not_found")
                 if not files or any(f["id"] not in self.uploads for f in files):
                     return err("file_not_found")
-                shared = [{"id": f["id"], "title": f.get("title"), "name": self.pending_files[f["id"]]["name"],
-                           "size": len(self.uploads[f["id"]])} for f in files]
-                self.channels[channel].append({"type": "message", "ts": self._next_ts(), "text": params.get("initial_comment", ""),
-                                               "files": shared, "user": "U0EARLYIA"})
+                shared = [
+                    {
+                        "id": f["id"],
+                        "title": f.get("title"),
+                        "name": self.pending_files[f["id"]]["name"],
+                        "size": len(self.uploads[f["id"]]),
+                    }
+                    for f in files
+                ]
+                self.channels[channel].append(
+                    {
+                        "type": "message",
+                        "ts": self._next_ts(),
+                        "text": params.get("initial_comment", ""),
+                        "files": shared,
+                        "user": "U0EARLYIA",
+                    }
+                )
                 return ok(files=shared)
             return err("unknown_method")

@@ -1,7 +1,8 @@
-"""Architecture guard: no import cycle between earlyia's top-level parts, no earlyia import hidden in a function.
+"""Architecture guard: no import cycle between earlyia's top-level parts, no earlyia import hidden
+in a function.
 
-Each exception is listed with its reason; remove it from the list when its reason goes away (the tests fail on a
-listed exception that no longer exists, so the lists only shrink).
+Each exception is listed with its reason; remove it from the list when its reason goes away (the
+tests fail on a listed exception that no longer exists, so the lists only shrink).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import earlyia
 
 SRC = Path(earlyia.__file__).parent
 
-#: Imports between top-level parts allowed to close a cycle: (importer, imported) -> why. None today; an entry
-#: needs a reason and the test fails once it is no longer needed.
+#: Imports between top-level parts allowed to close a cycle: (importer, imported) -> why. None
+#: today; an entry needs a reason and the test fails once it is no longer needed.
 ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {}
 
 #: Library modules allowed to import earlyia inside functions: path -> why. None today (same rules).
@@ -85,9 +86,19 @@ def test_no_import_cycle_between_top_level_parts(graph):
     edges = _top_level_edges(graph)
     kept = {e: how for e, how in edges.items() if e not in ALLOWED_CYCLE_EDGES}
     cycles = _cycles(kept)
-    detail = [f"{a} -> {b}: {kept[(a, b)][:3]}" for comp in cycles for a in comp for b in comp if (a, b) in kept]
+    detail = [
+        f"{a} -> {b}: {kept[(a, b)][:3]}"
+        for comp in cycles
+        for a in comp
+        for b in comp
+        if (a, b) in kept
+    ]
     assert cycles == [], "import cycles between top-level parts:\n" + "\n".join(detail)
-    stale = [e for e in ALLOWED_CYCLE_EDGES if e not in edges or not any(e[0] in c and e[1] in c for c in _cycles(edges))]
+    stale = [
+        e
+        for e in ALLOWED_CYCLE_EDGES
+        if e not in edges or not any(e[0] in c and e[1] in c for c in _cycles(edges))
+    ]
     assert stale == [], f"allowed cycle edges that no longer close a cycle (remove them): {stale}"
 
 
@@ -117,8 +128,9 @@ def _function_imports(path: Path) -> list[int]:
 
 
 def test_library_modules_import_earlyia_at_module_level():
-    """Imports of earlyia inside functions hide the real dependencies (and the cycles); only the command line
-    (earlyia.cli, lazy for start-up) and the listed modules may. Heavy optional third-party packages may be lazy."""
+    """Imports of earlyia inside functions hide the real dependencies (and the cycles); only the
+    command line (earlyia.cli, lazy for start-up) and the listed modules may. Heavy optional
+    third-party packages may be lazy."""
     offenders, clean = {}, []
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
@@ -130,10 +142,18 @@ def test_library_modules_import_earlyia_at_module_level():
         if not found and rel in ALLOWED_FUNCTION_IMPORTS:
             clean.append(rel)
     assert offenders == {}, f"earlyia imported inside functions (file: lines): {offenders}"
-    assert clean == [], f"allowed modules without function-level imports any more (remove them from the list): {clean}"
+    assert clean == [], (
+        "allowed modules without function-level imports any more (remove them from the "
+        f"list): {clean}"
+    )
 
 
 def test_the_library_never_imports_the_command_line(graph):
-    importers = {m for m in graph.modules if not m.startswith("earlyia.cli")
-                 for d in graph.find_modules_directly_imported_by(m) if d.startswith("earlyia.cli")}
+    importers = {
+        m
+        for m in graph.modules
+        if not m.startswith("earlyia.cli")
+        for d in graph.find_modules_directly_imported_by(m)
+        if d.startswith("earlyia.cli")
+    }
     assert importers == set()

@@ -1,4 +1,5 @@
-"""Perturbations of light curves (augmentation and stress cases) and the alert views they are replayed into."""
+"""Perturbations of light curves (augmentation and stress cases) and the alert views they are
+replayed into."""
 
 from __future__ import annotations
 
@@ -47,9 +48,13 @@ def test_single_band_leaves_one_band_per_object():
     lc = _lcs()
     out = augment.single_band(lc, np.random.default_rng(1))
     chosen = [set(out.band[sl]) for _, sl in _per_object(out)]
-    assert all(len(c) == 1 for c in chosen) and len(set.union(*chosen)) == 2  # both bands are drawn somewhere
+    assert (
+        all(len(c) == 1 for c in chosen) and len(set.union(*chosen)) == 2
+    )  # both bands are drawn somewhere
     g = augment.single_band(lc, np.random.default_rng(1), band="g")
-    assert set(g.band) == {lc.band_code("g")} and g.n_points == int((lc.band == lc.band_code("g")).sum())
+    assert set(g.band) == {lc.band_code("g")} and g.n_points == int(
+        (lc.band == lc.band_code("g")).sum()
+    )
     with pytest.raises(ConfigError, match="band"):
         augment.single_band(lc, np.random.default_rng(1), band="y")
 
@@ -71,7 +76,9 @@ def test_shift_magnitude_brighter_scales_flux_and_errors_exactly():
     det = lc.detected
     np.testing.assert_allclose(out.flux[det], lc.flux[det] * 10**0.4)
     np.testing.assert_allclose(out.flux_err[det], lc.flux_err[det] * 10**0.4)
-    np.testing.assert_array_equal(out.flux_err[~det], lc.flux_err[~det])  # same sky: limits unchanged
+    np.testing.assert_array_equal(
+        out.flux_err[~det], lc.flux_err[~det]
+    )  # same sky: limits unchanged
 
 
 def test_shift_magnitude_fainter_keeps_the_sky_noise_and_loses_faint_detections():
@@ -80,7 +87,9 @@ def test_shift_magnitude_fainter_keeps_the_sky_noise_and_loses_faint_detections(
     assert out.n_points == lc.n_points  # points become limits, never vanish
     det = out.detected
     was_above = lc.detected & (np.abs(lc.flux) >= augment.DETECTION_SNR * lc.flux_err)
-    assert (np.abs(out.flux[det & was_above]) >= augment.DETECTION_SNR * out.flux_err[det & was_above]).all()
+    assert (
+        np.abs(out.flux[det & was_above]) >= augment.DETECTION_SNR * out.flux_err[det & was_above]
+    ).all()
     assert det.sum() < lc.detected.sum() and np.isnan(out.flux[~det]).all()
     # the quoted (sky) error is kept and the scatter around the scaled flux matches it
     both = lc.detected & det
@@ -123,7 +132,10 @@ def test_mix_objects_takes_each_object_from_the_chosen_table():
     mixed = augment.mix_objects(lc, other, use)
     for i in range(lc.n_objects):
         src = other if use[i] else lc
-        np.testing.assert_array_equal(mixed.mjd[mixed.offsets[i] : mixed.offsets[i + 1]], src.mjd[src.offsets[i] : src.offsets[i + 1]])
+        np.testing.assert_array_equal(
+            mixed.mjd[mixed.offsets[i] : mixed.offsets[i + 1]],
+            src.mjd[src.offsets[i] : src.offsets[i + 1]],
+        )
 
 
 def test_replay_segments_one_alert_per_detection_and_the_window():
@@ -141,7 +153,10 @@ def test_replay_segments_one_alert_per_detection_and_the_window():
     np.testing.assert_array_equal(win.ends, seg.ends)
     for s, e in zip(win.starts, win.ends, strict=True):
         assert lc.mjd[e - 1] - lc.mjd[s] <= 10.0
-        assert s == lc.offsets[np.searchsorted(lc.offsets, s, side="right") - 1] or lc.mjd[e - 1] - lc.mjd[s - 1] > 10.0
+        assert (
+            s == lc.offsets[np.searchsorted(lc.offsets, s, side="right") - 1]
+            or lc.mjd[e - 1] - lc.mjd[s - 1] > 10.0
+        )
 
 
 def test_augmentation_views_are_seeded_and_round_trip_through_the_card():
@@ -155,10 +170,14 @@ def test_augmentation_views_are_seeded_and_round_trip_through_the_card():
         np.testing.assert_array_equal(sa, sb)
         np.testing.assert_array_equal(fa, fb)
     c = [s.lc.flux.copy() for _, s in aug.views(lc, 8)]
-    assert not all(np.array_equal(x, y, equal_nan=True) for x, (_, _, y) in zip(c[1:], a[1:], strict=True))
+    assert not all(
+        np.array_equal(x, y, equal_nan=True) for x, (_, _, y) in zip(c[1:], a[1:], strict=True)
+    )
     assert augment.Augmentation.from_card(aug.to_card()).to_card() == aug.to_card()
     with pytest.raises(ConfigError, match="unknown perturbation"):
-        augment.Augmentation.from_card({**aug.to_card(), "steps": [{"name": "teleport", "probability": 1.0}]})
+        augment.Augmentation.from_card(
+            {**aug.to_card(), "steps": [{"name": "teleport", "probability": 1.0}]}
+        )
     with pytest.raises(ConfigError, match="probability"):
         augment.Augmentation(steps=(augment.Step("drop_limits", 1.5),)).check()
 

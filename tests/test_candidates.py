@@ -21,7 +21,12 @@ from earlyia.report.calibration import (
     expected_calibration_error,
 )
 from earlyia.report.candidates import CandidateRule, ReportedRecord, select_candidates
-from earlyia.report.stacking import StackedScorer, compare_rule_and_stacking, cross_val_stacked, object_folds
+from earlyia.report.stacking import (
+    StackedScorer,
+    compare_rule_and_stacking,
+    cross_val_stacked,
+    object_folds,
+)
 
 XM = ("Unknown", "SN", "galaxy")
 
@@ -95,7 +100,14 @@ def test_rule_matches_plain_reference(seed, min_score, min_snn, max_nd, nan_frac
 def test_failing_alerts_say_which_cut():
     df = _alerts(6)
     df["passed"] = True
-    df[["score", "snn_snia_vs_nonia", "snn_sn_vs_all", "ndethist", "drb", "classtar"]] = [0.9, 0.9, 0.9, 5, 0.9, 0.9]
+    df[["score", "snn_snia_vs_nonia", "snn_sn_vs_all", "ndethist", "drb", "classtar"]] = [
+        0.9,
+        0.9,
+        0.9,
+        5,
+        0.9,
+        0.9,
+    ]
     df["cdsxmatch"] = "SN"
     df.loc[0, "score"] = 0.2
     df.loc[1, ["snn_snia_vs_nonia", "snn_sn_vs_all"]] = 0.1
@@ -116,7 +128,9 @@ def test_without_snn_columns_uses_our_score_and_says_so():
     assert any("absent" in n for n in res.notes)
     assert not res.snn_used.any()
     # same as the rule with the SNN clause disabled
-    np.testing.assert_array_equal(res.passed, CandidateRule(min_snn=None, xmatch=XM).evaluate(df).passed)
+    np.testing.assert_array_equal(
+        res.passed, CandidateRule(min_snn=None, xmatch=XM).evaluate(df).passed
+    )
     sel = select_candidates(df, rule)
     assert any("absent" in n for n in sel.notes) and sel.summary()["snn_used"] is False
     assert rule.evaluate(with_snn).snn_used.all()
@@ -127,7 +141,8 @@ def test_enabled_cut_without_its_column_is_an_error_naming_it():
     with pytest.raises(SchemaError, match="classtar"):
         CandidateRule(xmatch=XM).evaluate(df)
     CandidateRule(min_classtar=None, xmatch=XM).evaluate(df)  # disabled: fine
-    # a column the input cannot carry (unknown for every alert): the cut is skipped and says so, never an empty result
+    # a column the input cannot carry (unknown for every alert): the cut is skipped and says so,
+    # never an empty result
     unknown = _alerts(10).assign(drb=np.nan)
     res = CandidateRule(xmatch=XM).evaluate(unknown)
     known = CandidateRule(xmatch=XM, min_drb=None).evaluate(unknown)
@@ -148,18 +163,73 @@ def test_no_simbad_information_counts_as_unknown_and_says_so():
 
 
 def test_one_candidate_per_object_from_its_latest_qualifying_alert_without_mixing():
-    good = {"passed": True, "score": 0.9, "snn_snia_vs_nonia": 0.9, "snn_sn_vs_all": 0.2, "ndethist": 5.0,
-            "drb": 0.99, "classtar": 0.9, "cdsxmatch": "SN", "first_det_band": "g", "n_detections": 3}
+    good = {
+        "passed": True,
+        "score": 0.9,
+        "snn_snia_vs_nonia": 0.9,
+        "snn_sn_vs_all": 0.2,
+        "ndethist": 5.0,
+        "drb": 0.99,
+        "classtar": 0.9,
+        "cdsxmatch": "SN",
+        "first_det_band": "g",
+        "n_detections": 3,
+    }
     rows = [
-        {**good, "object_id": "A", "alert_id": "A1", "mjd": 10.0, "ra": 1.0, "dec": 1.0, "first_det_mjd": 9.0, "first_det_mag": 19.0},
-        {**good, "object_id": "A", "alert_id": "A2", "mjd": 12.0, "ra": 2.0, "dec": 2.0, "first_det_mjd": 9.5, "first_det_mag": 18.0,
-         "score": 0.6},
+        {
+            **good,
+            "object_id": "A",
+            "alert_id": "A1",
+            "mjd": 10.0,
+            "ra": 1.0,
+            "dec": 1.0,
+            "first_det_mjd": 9.0,
+            "first_det_mag": 19.0,
+        },
+        {
+            **good,
+            "object_id": "A",
+            "alert_id": "A2",
+            "mjd": 12.0,
+            "ra": 2.0,
+            "dec": 2.0,
+            "first_det_mjd": 9.5,
+            "first_det_mag": 18.0,
+            "score": 0.6,
+        },
         # a later alert of A that fails: never used, and its fields never leak in
-        {**good, "object_id": "A", "alert_id": "A3", "mjd": 15.0, "ra": 3.0, "dec": 3.0, "first_det_mjd": 1.0, "first_det_mag": 12.0,
-         "drb": 0.1},
-        {**good, "object_id": "B", "alert_id": "B1", "mjd": 11.0, "ra": 5.0, "dec": 5.0, "first_det_mjd": 10.0, "first_det_mag": 20.0},
-        {**good, "object_id": "C", "alert_id": "C1", "mjd": 11.0, "ra": 6.0, "dec": 6.0, "first_det_mjd": 10.0, "first_det_mag": 20.0,
-         "score": 0.4},
+        {
+            **good,
+            "object_id": "A",
+            "alert_id": "A3",
+            "mjd": 15.0,
+            "ra": 3.0,
+            "dec": 3.0,
+            "first_det_mjd": 1.0,
+            "first_det_mag": 12.0,
+            "drb": 0.1,
+        },
+        {
+            **good,
+            "object_id": "B",
+            "alert_id": "B1",
+            "mjd": 11.0,
+            "ra": 5.0,
+            "dec": 5.0,
+            "first_det_mjd": 10.0,
+            "first_det_mag": 20.0,
+        },
+        {
+            **good,
+            "object_id": "C",
+            "alert_id": "C1",
+            "mjd": 11.0,
+            "ra": 6.0,
+            "dec": 6.0,
+            "first_det_mjd": 10.0,
+            "first_det_mag": 20.0,
+            "score": 0.4,
+        },
     ]
     df = pd.DataFrame(rows).sample(frac=1, random_state=3)
     sel = select_candidates(df, CandidateRule(xmatch=XM))
@@ -175,7 +245,15 @@ def test_one_candidate_per_object_from_its_latest_qualifying_alert_without_mixin
 
 def test_prohibited_and_already_reported_objects_are_excluded(tmp_path):
     df = _alerts(90, seed=4)
-    rule = CandidateRule(min_score=0.0, min_snn=None, max_ndethist=None, min_drb=None, min_classtar=None, xmatch=(), require_passed=False)
+    rule = CandidateRule(
+        min_score=0.0,
+        min_snn=None,
+        max_ndethist=None,
+        min_drb=None,
+        min_classtar=None,
+        xmatch=(),
+        require_passed=False,
+    )
     everyone = select_candidates(df, rule).candidates["object_id"].tolist()
     assert len(everyone) == df["object_id"].nunique()
     record = ReportedRecord(tmp_path / "rec" / "reported.sqlite")
@@ -196,14 +274,36 @@ def test_default_rule_uses_the_shared_extragalactic_list():
 
 
 def test_candidates_csv_cannot_run_formulas(tmp_path):
-    """Alert text in candidates.csv (object ids, SIMBAD types, labels) never runs as a spreadsheet formula."""
-    df = _alerts(3, seed=1).assign(object_id=['=HYPERLINK("http://evil.example","click")', "ZTF2", "ZTF3"], passed=True,
-                                   score=0.9, ndethist=5.0, drb=0.9, classtar=0.9, dec=[-12.5, 3.0, 4.0],
-                                   cdsxmatch=["SN", "@SUM(1+1)*cmd|' /C calc'!A0", "SN"], label=["+1", "-2", "\tx"])
+    """Alert text in candidates.csv (object ids, SIMBAD types, labels) never runs as a
+    spreadsheet formula."""
+    df = _alerts(3, seed=1).assign(
+        object_id=['=HYPERLINK("http://evil.example","click")', "ZTF2", "ZTF3"],
+        passed=True,
+        score=0.9,
+        ndethist=5.0,
+        drb=0.9,
+        classtar=0.9,
+        dec=[-12.5, 3.0, 4.0],
+        cdsxmatch=["SN", "@SUM(1+1)*cmd|' /C calc'!A0", "SN"],
+        label=["+1", "-2", "\tx"],
+    )
     scores = tmp_path / "scores.parquet"
     df.to_parquet(scores)
-    code = main(["candidates", str(scores), "--out", str(tmp_path / "o"), "--record", str(tmp_path / "r.sqlite"), "--min-score", "0.5",
-                 "--min-snn", "none", "--any-xmatch"])
+    code = main(
+        [
+            "candidates",
+            str(scores),
+            "--out",
+            str(tmp_path / "o"),
+            "--record",
+            str(tmp_path / "r.sqlite"),
+            "--min-score",
+            "0.5",
+            "--min-snn",
+            "none",
+            "--any-xmatch",
+        ]
+    )
     assert code == 0
     with open(tmp_path / "o" / "candidates.csv", newline="") as fh:
         body = list(csv.reader(fh))[1:]
@@ -213,13 +313,29 @@ def test_candidates_csv_cannot_run_formulas(tmp_path):
             if cell and cell[0] in "=+-@\t\r":
                 float(cell)  # only numbers (a negative declination) may start so
     cells = {c for row in body for c in row}
-    assert "'" + '=HYPERLINK("http://evil.example","click")' in cells and "'+1" in cells and "'\tx" in cells and "-12.5" in cells
-    assert np.allclose(sorted(pd.read_csv(tmp_path / "o" / "candidates.csv")["dec"]), [-12.5, 3.0, 4.0])
-    safe = spreadsheet_safe(pd.DataFrame({"a": ["=1", "ok", "", "-x", "\r1"], "n": [-1, 2, 3, 4, 5]}))
-    assert safe["a"].tolist() == ["'=1", "ok", "", "'-x", "'\r1"] and safe["n"].tolist() == [-1, 2, 3, 4, 5]
+    assert (
+        "'" + '=HYPERLINK("http://evil.example","click")' in cells
+        and "'+1" in cells
+        and "'\tx" in cells
+        and "-12.5" in cells
+    )
+    assert np.allclose(
+        sorted(pd.read_csv(tmp_path / "o" / "candidates.csv")["dec"]), [-12.5, 3.0, 4.0]
+    )
+    safe = spreadsheet_safe(
+        pd.DataFrame({"a": ["=1", "ok", "", "-x", "\r1"], "n": [-1, 2, 3, 4, 5]})
+    )
+    assert safe["a"].tolist() == ["'=1", "ok", "", "'-x", "'\r1"] and safe["n"].tolist() == [
+        -1,
+        2,
+        3,
+        4,
+        5,
+    ]
 
 
-# ---------------------------------------------------------------------------------------------- calibration
+# ----------------------------------------------------------------------------------------------
+# calibration
 def _slow_ece(score, y, n_bins=10):
     total = 0.0
     edges = np.linspace(0, 1, n_bins + 1)  # the reliability table's bin edges
@@ -239,7 +355,9 @@ def test_ece_and_brier_match_plain_formulas(seed, n):
     s[: n // 5] = np.round(s[: n // 5], 1)  # values on bin edges
     y = rng.uniform(size=n) < s
     assert expected_calibration_error(s, y) == pytest.approx(_slow_ece(s, y), abs=1e-12)
-    assert brier_score(s, y) == pytest.approx(sum((a - b) ** 2 for a, b in zip(s, y, strict=True)) / n)
+    assert brier_score(s, y) == pytest.approx(
+        sum((a - b) ** 2 for a, b in zip(s, y, strict=True)) / n
+    )
 
 
 def test_calibrator_repairs_a_miscalibrated_score_and_round_trips(tmp_path):
@@ -251,10 +369,14 @@ def test_calibrator_repairs_a_miscalibrated_score_and_round_trips(tmp_path):
     for method in ("isotonic", "sigmoid"):
         cal = ScoreCalibrator(method).fit(raw[fit], y[fit])
         out = cal.transform(raw[test])
-        assert expected_calibration_error(out, y[test]) < 0.5 * expected_calibration_error(raw[test], y[test])
+        assert expected_calibration_error(out, y[test]) < 0.5 * expected_calibration_error(
+            raw[test], y[test]
+        )
         assert np.all(np.diff(out[np.argsort(raw[test])]) >= -1e-12)  # monotone
         cal.save(tmp_path / f"{method}.json")
-        np.testing.assert_array_equal(ScoreCalibrator.load(tmp_path / f"{method}.json").transform(raw[test]), out)
+        np.testing.assert_array_equal(
+            ScoreCalibrator.load(tmp_path / f"{method}.json").transform(raw[test]), out
+        )
     assert np.isnan(cal.transform(np.array([np.nan]))[0])
     with pytest.raises(InputError):
         ScoreCalibrator().fit(raw, np.ones(raw.size, bool))
@@ -262,7 +384,8 @@ def test_calibrator_repairs_a_miscalibrated_score_and_round_trips(tmp_path):
     assert rep.curve["count"].sum() == raw.size and rep.n_positive == int(y.sum())
 
 
-# ---------------------------------------------------------------------------------------------- stacking
+# ----------------------------------------------------------------------------------------------
+# stacking
 def _stack_data(n_obj=300, seed=0):
     rng = np.random.default_rng(seed)
     obj = np.repeat([f"o{i}" for i in range(n_obj)], 3)
@@ -271,8 +394,17 @@ def _stack_data(n_obj=300, seed=0):
     n = len(obj)
     informative = 1 / (1 + np.exp(-(3.0 * (2 * y - 1) + rng.normal(0, 1.5, n))))
     noise = rng.uniform(0, 1, n)
-    df = pd.DataFrame({"object_id": obj, "score": noise, "snn_snia_vs_nonia": informative,
-                       "ndethist": np.tile([3.0, 6.0, 12.0], n_obj), "drb": 0.9, "classtar": 0.9, "cdsxmatch": "SN"})
+    df = pd.DataFrame(
+        {
+            "object_id": obj,
+            "score": noise,
+            "snn_snia_vs_nonia": informative,
+            "ndethist": np.tile([3.0, 6.0, 12.0], n_obj),
+            "drb": 0.9,
+            "classtar": 0.9,
+            "cdsxmatch": "SN",
+        }
+    )
     df.loc[rng.uniform(size=n) < 0.2, "snn_snia_vs_nonia"] = np.nan
     return df, y
 
@@ -311,11 +443,18 @@ def test_compare_rule_and_stacking_counts_agree_with_direct_computation():
     fixed = rule.evaluate(df).passed
     assert t.loc[("fixed rule", "alert"), "tp"] == int((fixed & y).sum())
     flagged = oof > 0.5
-    obj_flag = pd.Series(flagged & (df["ndethist"] <= 5).to_numpy()).groupby(df["object_id"].to_numpy()).max()
+    obj_flag = (
+        pd.Series(flagged & (df["ndethist"] <= 5).to_numpy())
+        .groupby(df["object_id"].to_numpy())
+        .max()
+    )
     obj_y = pd.Series(y).groupby(df["object_id"].to_numpy()).max()
     assert t.loc[("stacked > 0.5", "object, <= 5 det."), "tp"] == int((obj_flag & obj_y).sum())
     # the informative score, learned, beats a rule that also requires the noise score > 0.5
-    assert t.loc[("stacked > 0.5", "alert"), "efficiency"] > t.loc[("fixed rule", "alert"), "efficiency"]
+    assert (
+        t.loc[("stacked > 0.5", "alert"), "efficiency"]
+        > t.loc[("fixed rule", "alert"), "efficiency"]
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -349,12 +488,34 @@ def test_calibration_command_writes_a_usable_map(tmp_path, capsys):
     score = np.clip(p**2 + rng.normal(0, 0.05, 400), 0, 1)
     pd.DataFrame({"object_id": ids, "score": score}).to_parquet(tmp_path / "s.parquet")
     pd.DataFrame({"objectId": ids, "tns_type": types}).to_csv(tmp_path / "labels.csv", index=False)
-    argv = ["calibrate", str(tmp_path / "s.parquet"), "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "c.json")]
+    argv = [
+        "calibrate",
+        str(tmp_path / "s.parquet"),
+        "--labels",
+        str(tmp_path / "labels.csv"),
+        "--out",
+        str(tmp_path / "c.json"),
+    ]
     assert main(argv) == 0
     cal = ScoreCalibrator.load(tmp_path / "c.json")
     out = cal.transform(score)
-    assert expected_calibration_error(out, types == "SN Ia") < expected_calibration_error(score, types == "SN Ia")
+    assert expected_calibration_error(out, types == "SN Ia") < expected_calibration_error(
+        score, types == "SN Ia"
+    )
     assert "Brier" in capsys.readouterr().out
-    assert main(["calibrate", str(tmp_path / "s.parquet"), "--labels", str(tmp_path / "labels.csv"), "--score-column", "nope",
-                 "--out", str(tmp_path / "d.json")]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                str(tmp_path / "s.parquet"),
+                "--labels",
+                str(tmp_path / "labels.csv"),
+                "--score-column",
+                "nope",
+                "--out",
+                str(tmp_path / "d.json"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "d.json").exists()

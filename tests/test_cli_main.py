@@ -30,7 +30,8 @@ def test_help_imports_no_command_module_nor_the_scientific_stack():
         "        main(['--help'])\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'pandas', 'scipy', 'sklearn', 'pyarrow')"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'pandas', "
+        "'scipy', 'sklearn', 'pyarrow')"
         " or (m.startswith('earlyia.cli.') and m != 'earlyia.cli.main'))\n"
         "assert 'followup' in out.getvalue()\n"
         "print(','.join(heavy))\n"
@@ -39,8 +40,15 @@ def test_help_imports_no_command_module_nor_the_scientific_stack():
     assert res.stdout.strip() == ""
 
 
-@pytest.mark.parametrize(("argv", "command"), [(["score", "x"], "score"), (["--version"], None), (["nope"], None),
-                                                (["evaluate-early", "--help"], "evaluate-early")])
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["score", "x"], "score"),
+        (["--version"], None),
+        (["nope"], None),
+        (["evaluate-early", "--help"], "evaluate-early"),
+    ],
+)
 def test_command_of(argv, command):
     assert cli_main._command_of(argv) == command
 

@@ -1,8 +1,9 @@
-"""Contract tests over every registered implementation: readers, feature extractors, query strategies.
+"""Contract tests over every registered implementation: readers, feature extractors, query
+strategies.
 
-The cases are generated from the registries when the tests are collected, so a newly registered implementation
-is tested without editing this file (a reader also needs a sample in :data:`READER_SAMPLES`, else its test
-fails). Inputs are small: the whole module runs in seconds.
+The cases are generated from the registries when the tests are collected, so a newly registered
+implementation is tested without editing this file (a reader also needs a sample in
+:data:`READER_SAMPLES`, else its test fails). Inputs are small: the whole module runs in seconds.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from earlyia.io.registry import AVRO_MAGIC, PARQUET_MAGIC
 from earlyia.io.table import SURVEY_BANDS
 from earlyia.learn.strategies import STRATEGIES
 
-# ------------------------------------------------------------------------------------------------ readers
-#: One real sample per format, under the shared data directory. A reader missing here fails its test.
+# ------------------------------------------------------------------------------------------------
+# readers
+#: One real sample per format, under the shared data directory. A reader missing here fails its
+#: test.
 READER_SAMPLES = {
     "ztf_alert_parquet": "fixtures/fink_ztf/ztf_alerts_51.parquet",
     "rubin_parquet": "external_alert_samples/fink_lsst_transfer/part-1-0-243580376.parquet",
     "elasticc_parquet": "external_alert_samples/fink_science/elasticc_parquet_part-00000.parquet",
     "fink_parquet": "fixtures/fink_ztf/agn_example_aggregated_columns.parquet",
-    "rubin_avro": "external_alert_samples/fink_client/elasticc_alert_mjd60674.0512_obj747_src1494043.avro.gz",
+    "rubin_avro": (
+        "external_alert_samples/fink_client/elasticc_alert_mjd60674.0512_obj747_src1494043.avro.gz"
+    ),
     "ztf_avro": "fixtures/ztf_avro/472263571115115000.avro",
     "plasticc_csv": "fixtures/plasticc/plasticc_lightcurves.csv.gz",
     "snana_dat": "fixtures/snpcc_dat/DES_SN008623.DAT",
@@ -51,7 +56,9 @@ def samples(tmp_path_factory) -> dict[str, Path]:
     own = tmp_path_factory.mktemp("earlyia-table") / "sample.parquet"
     read(out["earlyia"], format="ztf_alert_parquet").to_parquet(own)
     out["earlyia"] = own
-    with open(out["alert_json"], "rb") as fh:  # Rubin alerts as a JSON broker forwards them (one per line)
+    with open(
+        out["alert_json"], "rb"
+    ) as fh:  # Rubin alerts as a JSON broker forwards them (one per line)
         alerts = list(fastavro.reader(fh))
     lines = tmp_path_factory.mktemp("alert-json") / "alerts.jsonl"
     lines.write_text("\n".join(json.dumps(a, default=str) for a in alerts) + "\n")
@@ -60,7 +67,8 @@ def samples(tmp_path_factory) -> dict[str, Path]:
 
 
 def _garbage(folder: Path) -> list[Path]:
-    """Files of no format: empty, random bytes, text, and damaged files that start like the real formats."""
+    """Files of no format: empty, random bytes, text, and damaged files that start like the real
+    formats."""
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
     files = {
@@ -86,22 +94,35 @@ def garbage(tmp_path_factory) -> list[Path]:
 
 
 def assert_canonical(lc: LightCurves, source: str) -> None:
-    """What every reader's output holds: the table's columns and dtypes, known bands, finite sorted times."""
+    """What every reader's output holds: the table's columns and dtypes, known bands, finite
+    sorted times."""
     assert isinstance(lc, LightCurves), source
     assert lc.n_objects >= 1 and lc.n_points >= 1, f"{source}: nothing read"
     assert lc.objects.columns[0] == "object_id", source
     ids = lc.objects["object_id"]
-    assert all(isinstance(v, str) and v for v in ids), f"{source}: object ids must be non-empty strings"
+    assert all(isinstance(v, str) and v for v in ids), (
+        f"{source}: object ids must be non-empty strings"
+    )
     assert ids.is_unique, f"{source}: an object appears twice"
     assert lc.offsets.dtype == np.int64 and len(lc.offsets) == lc.n_objects + 1, source
     assert lc.offsets[0] == 0 and (np.diff(lc.offsets) >= 0).all(), source
     n = lc.n_points
-    for name, dtype in (("mjd", np.float64), ("flux", np.float64), ("flux_err", np.float64), ("band", np.int8),
-                        ("detected", np.bool_), ("alert_id", np.int64)):
+    for name, dtype in (
+        ("mjd", np.float64),
+        ("flux", np.float64),
+        ("flux_err", np.float64),
+        ("band", np.int8),
+        ("detected", np.bool_),
+        ("alert_id", np.int64),
+    ):
         arr = getattr(lc, name)
-        assert arr.dtype == dtype and arr.shape == (n,), f"{source}: {name} is {arr.dtype}{arr.shape}"
+        assert arr.dtype == dtype and arr.shape == (n,), (
+            f"{source}: {name} is {arr.dtype}{arr.shape}"
+        )
     assert lc.survey in SURVEY_BANDS, f"{source}: unknown survey {lc.survey!r}"
-    assert set(lc.bands) <= set(SURVEY_BANDS[lc.survey]), f"{source}: bands {lc.bands} not of {lc.survey}"
+    assert set(lc.bands) <= set(SURVEY_BANDS[lc.survey]), (
+        f"{source}: bands {lc.bands} not of {lc.survey}"
+    )
     assert ((lc.band >= 0) & (lc.band < len(lc.bands))).all(), f"{source}: band codes out of range"
     assert np.isfinite(lc.mjd).all(), f"{source}: non-finite times"
     assert (np.abs(lc.mjd) < 1e6).all(), f"{source}: times are not MJD"
@@ -150,7 +171,8 @@ def test_reading_garbage_raises_a_format_error_naming_the_file(name, garbage):
         assert str(path) in str(info.value), f"{name} on {path.name}: {info.value}"
 
 
-# ------------------------------------------------------------------------------------------------ extractors
+# ------------------------------------------------------------------------------------------------
+# extractors
 EXTRACTOR_NAMES = [name for name, _ in EXTRACTORS.items()]
 
 
@@ -163,7 +185,9 @@ def lightcurves() -> dict[str, LightCurves]:
 
 
 def _features(ext: FeatureExtractor, lc: LightCurves, starts=None, ends=None):
-    X, ok, reason = ext.extract_lc(lc, starts, ends, object_index=None if starts is None else np.arange(len(starts)))
+    X, ok, reason = ext.extract_lc(
+        lc, starts, ends, object_index=None if starts is None else np.arange(len(starts))
+    )
     return np.asarray(X, np.float64), np.asarray(ok, bool), np.asarray(reason, object)
 
 
@@ -179,7 +203,9 @@ def test_extractor_names_match_its_output(extractor, survey, lightcurves):
     names = list(extractor.names)
     assert len(names) == len(set(names)), f"{extractor.name}: duplicate feature names"
     assert X.shape == (lc.n_objects, len(names)) and ok.shape == reason.shape == (lc.n_objects,)
-    assert all(r == "" for r in reason[ok]) and all(isinstance(r, str) and r for r in reason[~ok]), reason
+    assert all(r == "" for r in reason[ok]) and all(
+        isinstance(r, str) and r for r in reason[~ok]
+    ), reason
     table = extractor.transform(lc)
     assert feature_columns(table) == names
     np.testing.assert_array_equal(table[names].to_numpy(np.float64), X)
@@ -191,8 +217,14 @@ def test_extractor_batch_equals_one_object_at_a_time(extractor, survey, lightcur
     X, ok, reason = _features(extractor, lc)
     for i in range(lc.n_objects):
         Xi, oki, whyi = _features(extractor, lc.take([i]))
-        np.testing.assert_allclose(Xi[0], X[i], rtol=1e-12, atol=0, equal_nan=True,
-                                   err_msg=f"{extractor.name}: object {i} differs alone and in the batch")
+        np.testing.assert_allclose(
+            Xi[0],
+            X[i],
+            rtol=1e-12,
+            atol=0,
+            equal_nan=True,
+            err_msg=f"{extractor.name}: object {i} differs alone and in the batch",
+        )
         assert (oki[0], whyi[0]) == (ok[i], reason[i])
 
 
@@ -206,7 +238,10 @@ def test_extractor_is_deterministic(extractor, lightcurves):
 def test_extractor_config_round_trip(extractor, lightcurves):
     lc = lightcurves["ZTF"]
     X = _features(extractor, lc)[0]
-    for rebuilt in (get_extractor(extractor.config()), get_extractor(extractor.name, **extractor.get_params())):
+    for rebuilt in (
+        get_extractor(extractor.config()),
+        get_extractor(extractor.name, **extractor.get_params()),
+    ):
         assert type(rebuilt) is type(extractor) and rebuilt.get_params() == extractor.get_params()
         assert list(rebuilt.names) == list(extractor.names)
         np.testing.assert_array_equal(_features(rebuilt, lc)[0], X)
@@ -214,12 +249,14 @@ def test_extractor_config_round_trip(extractor, lightcurves):
 
 def test_extractor_on_empty_and_one_point_light_curves(extractor, lightcurves):
     lc = lightcurves["ZTF"]
-    first_detection = int(lc.starts[0] + np.argmax(lc.detected[lc.starts[0]:lc.ends[0]]))
+    first_detection = int(lc.starts[0] + np.argmax(lc.detected[lc.starts[0] : lc.ends[0]]))
     starts = np.array([lc.starts[0], first_detection], np.int64)
     ends = np.array([lc.starts[0], first_detection + 1], np.int64)
     X, ok, reason = _features(extractor, lc, starts, ends)
     assert X.shape == (2, len(extractor.names))
-    assert not ok[0] and isinstance(reason[0], str) and reason[0], "an empty light curve must be an invalid row"
+    assert not ok[0] and isinstance(reason[0], str) and reason[0], (
+        "an empty light curve must be an invalid row"
+    )
     assert ok[1] or reason[1], "an invalid row must say why"
     assert not np.isinf(X).any(), f"{extractor.name}: infinite features"
 
@@ -231,13 +268,15 @@ def test_extractor_refuses_an_unknown_parameter(extractor):
         get_extractor({"extractor": extractor.name, "params": {"no_such_parameter": 1}})
 
 
-# ------------------------------------------------------------------------------------------------ strategies
+# ------------------------------------------------------------------------------------------------
+# strategies
 STRATEGY_NAMES = STRATEGIES.names()
 
 
 @pytest.fixture(scope="module")
 def pool():
-    """A fitted forest (a committee), its pool of 40 candidates, and 10 of them marked as labelled."""
+    """A fitted forest (a committee), its pool of 40 candidates, and 10 of them marked as
+    labelled."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 4))
     y = X[:, 0] + 0.5 * rng.normal(size=60) > 0
@@ -251,7 +290,9 @@ def pool():
 @pytest.mark.parametrize("n", [1, 5])
 def test_strategy_returns_n_distinct_pool_indices_never_a_labelled_one(name, n, pool):
     clf, X_pool, X_lab, exclude = pool
-    idx, scores = STRATEGIES.get(name)(clf, X_pool, n_instances=n, random_state=3, exclude=exclude, X_labelled=X_lab)
+    idx, scores = STRATEGIES.get(name)(
+        clf, X_pool, n_instances=n, random_state=3, exclude=exclude, X_labelled=X_lab
+    )
     idx = np.asarray(idx)
     assert idx.dtype.kind == "i" and len(idx) == n and len(np.unique(idx)) == n, idx
     assert ((idx >= 0) & (idx < len(X_pool))).all()
@@ -262,7 +303,9 @@ def test_strategy_returns_n_distinct_pool_indices_never_a_labelled_one(name, n, 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 def test_strategy_takes_the_whole_pool_when_asked(name, pool):
     clf, X_pool, X_lab, _ = pool
-    idx, _ = STRATEGIES.get(name)(clf, X_pool, n_instances=len(X_pool), random_state=0, X_labelled=X_lab)
+    idx, _ = STRATEGIES.get(name)(
+        clf, X_pool, n_instances=len(X_pool), random_state=0, X_labelled=X_lab
+    )
     assert sorted(np.asarray(idx).tolist()) == list(range(len(X_pool)))
 
 
@@ -270,7 +313,12 @@ def test_strategy_takes_the_whole_pool_when_asked(name, pool):
 def test_strategy_is_deterministic_for_a_seed(name, pool):
     clf, X_pool, X_lab, exclude = pool
     strategy = STRATEGIES.get(name)
-    runs = [strategy(clf, X_pool, n_instances=4, random_state=seed, exclude=exclude, X_labelled=X_lab)[0] for seed in (7, 7)]
+    runs = [
+        strategy(clf, X_pool, n_instances=4, random_state=seed, exclude=exclude, X_labelled=X_lab)[
+            0
+        ]
+        for seed in (7, 7)
+    ]
     np.testing.assert_array_equal(*runs)
 
 
@@ -278,7 +326,9 @@ def test_strategy_is_deterministic_for_a_seed(name, pool):
 def test_strategy_refuses_more_than_the_pool(name, pool):
     clf, X_pool, _, _ = pool
     for n in (len(X_pool) + 1, 0):
-        with pytest.raises(ConfigError, match=rf"n_instances .*pool size \({len(X_pool)} candidates\), got {n}"):
+        with pytest.raises(
+            ConfigError, match=rf"n_instances .*pool size \({len(X_pool)} candidates\), got {n}"
+        ):
             STRATEGIES.get(name)(clf, X_pool, n_instances=n, random_state=0)
 
 

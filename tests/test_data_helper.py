@@ -1,4 +1,5 @@
-"""Where the shared data is found: the environment, a source checkout, or an installed package's cwd."""
+"""Where the shared data is found: the environment, a source checkout, or an installed package's
+cwd."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def test_source_checkout_uses_the_repository_root(monkeypatch, tmp_path):
 
 def test_installed_package_uses_the_working_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("EARLYIA_DATA", raising=False)
-    monkeypatch.setattr(data, "_REPO_ROOT", tmp_path / "site-packages-like")  # no pyproject.toml there
+    monkeypatch.setattr(
+        data, "_REPO_ROOT", tmp_path / "site-packages-like"
+    )  # no pyproject.toml there
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -1,4 +1,5 @@
-"""The replay protocol: reproduces the reference's Fink figures and a slow per-threshold reference."""
+"""The replay protocol: reproduces the reference's Fink figures and a slow per-threshold
+reference."""
 
 import numpy as np
 import pandas as pd
@@ -13,9 +14,14 @@ from earlyia.labels import TypeMap
 
 
 def test_reproduces_fink_reference_table():
-    replay = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"), columns=["objectId", "ndethist", "anchor_score"])
+    replay = pd.read_parquet(
+        reference("ztf_replay_alerts_with_anchor.parquet"),
+        columns=["objectId", "ndethist", "anchor_score"],
+    )
     objects = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv"))
-    rep = evaluate_early(replay, objects.set_index("objectId")["tns_type"], score_column="anchor_score")
+    rep = evaluate_early(
+        replay, objects.set_index("objectId")["tns_type"], score_column="anchor_score"
+    )
     s = rep.summary.set_index("max_detections")
     # figures published in fink-early-ia.md for Fink's production model on this replay
     assert (s.loc[10, "tp"], s.loc[10, "fp"]) == (74, 72)
@@ -29,7 +35,9 @@ def test_reproduces_fink_reference_table():
 
 @settings(max_examples=80, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 12), st.integers(1, 8), st.floats(0, 1)), min_size=1, max_size=80),
+    st.lists(
+        st.tuples(st.integers(0, 12), st.integers(1, 8), st.floats(0, 1)), min_size=1, max_size=80
+    ),
     st.sampled_from([0.0, 0.3, 0.5, 0.77]),
 )
 def test_matches_slow_reference(rows, threshold):
@@ -46,7 +54,9 @@ def test_matches_slow_reference(rows, threshold):
     for n in (2, 5):
         tp = fp = 0
         for _oid, g in lab.groupby("object_id"):
-            flagged = any(s > threshold for s, k in zip(g["score"], g["ndethist"], strict=True) if k <= n)
+            flagged = any(
+                s > threshold for s, k in zip(g["score"], g["ndethist"], strict=True) if k <= n
+            )
             if flagged:
                 if g["label"].iloc[0] == "SN Ia":
                     tp += 1
@@ -64,23 +74,49 @@ def test_matches_slow_reference(rows, threshold):
 def test_cli_on_replay_file(tmp_path, capsys):
     from earlyia.cli.main import main
 
-    rc = main([
-        "evaluate-early", str(reference("ztf_replay_alerts_with_anchor.parquet")),
-        "--labels", str(shared("ztf_fink_tns_labelled/objects.csv")), "--score-column", "anchor_score",
-        "--max-detections", "10", "20", "--out", str(tmp_path),
-    ])
+    rc = main(
+        [
+            "evaluate-early",
+            str(reference("ztf_replay_alerts_with_anchor.parquet")),
+            "--labels",
+            str(shared("ztf_fink_tns_labelled/objects.csv")),
+            "--score-column",
+            "anchor_score",
+            "--max-detections",
+            "10",
+            "20",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "| 20 | 570 |" in out and "| 123 | 105 |" in out
     assert (tmp_path / "efficiency_vs_detections.png").stat().st_size > 1000
     curves = pd.read_csv(tmp_path / "curves.csv")
     assert set(curves["max_detections"]) == {10, 20}
-    assert main(["evaluate-early", str(reference("ztf_replay_alerts_with_anchor.parquet")), "--score-column", "nope"]) == 2
+    assert (
+        main(
+            [
+                "evaluate-early",
+                str(reference("ztf_replay_alerts_with_anchor.parquet")),
+                "--score-column",
+                "nope",
+            ]
+        )
+        == 2
+    )
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.55, 0.9, 1.0]), st.booleans()), min_size=1, max_size=60),
-       st.sampled_from([0.5, 0.8, 0.95]))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.55, 0.9, 1.0]), st.booleans()),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from([0.5, 0.8, 0.95]),
+)
 def test_per_row_curve_and_best_at_purity_match_direct_counts(rows, min_purity):
     score = np.array([r[0] for r in rows])
     y = np.array([r[1] for r in rows])
@@ -107,12 +143,14 @@ def test_plot_leaves_undefined_purity_as_a_gap_and_counts_whole_detections(tmp_p
     from earlyia.evaluate import plot_efficiency_vs_detections
 
     # nothing scores above the threshold before the 3rd detection: purity is undefined there
-    df = pd.DataFrame({
-        "object_id": ["a", "a", "a", "b", "b", "b"],
-        "ndethist": [1, 2, 3, 1, 2, 3],
-        "score": [0.1, 0.2, 0.9, 0.1, 0.1, 0.2],
-        "label": ["SN Ia", "SN Ia", "SN Ia", "SN II", "SN II", "SN II"],
-    })
+    df = pd.DataFrame(
+        {
+            "object_id": ["a", "a", "a", "b", "b", "b"],
+            "ndethist": [1, 2, 3, 1, 2, 3],
+            "score": [0.1, 0.2, 0.9, 0.1, 0.1, 0.2],
+            "label": ["SN Ia", "SN Ia", "SN Ia", "SN II", "SN II", "SN II"],
+        }
+    )
     rep = evaluate_early(df, max_detections=(3,))
     assert rep.by_detections["n_flagged"].tolist() == [0, 0, 1]
     figures = []

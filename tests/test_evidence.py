@@ -1,4 +1,5 @@
-"""Calibration by evidence, prevalence moves and operating curves, against slow obviously-correct references."""
+"""Calibration by evidence, prevalence moves and operating curves, against slow obviously-correct
+references."""
 
 from __future__ import annotations
 
@@ -10,13 +11,25 @@ from hypothesis import strategies as st
 from sklearn.isotonic import IsotonicRegression
 
 from earlyia.errors import InputError, ModelError
-from earlyia.model.calibration import EvidenceCalibration, fit_evidence_calibration, pav, platt_knots, shrunk_isotonic
+from earlyia.model.calibration import (
+    EvidenceCalibration,
+    fit_evidence_calibration,
+    pav,
+    platt_knots,
+    shrunk_isotonic,
+)
 from earlyia.model.operating import OperatingCurve, adjust_prevalence, estimate_prevalence
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 1), st.floats(0.1, 3.0)), min_size=1, max_size=60,
-                unique_by=lambda d: d[0]))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1000), st.integers(0, 1), st.floats(0.1, 3.0)),
+        min_size=1,
+        max_size=60,
+        unique_by=lambda d: d[0],
+    )
+)
 def test_pav_equals_scikit_learn_isotonic_regression(data):
     # distinct scores on a grid (shrunk_isotonic pools equal scores before calling pav)
     p = np.array([d[0] for d in data]) / 1000.0
@@ -69,7 +82,9 @@ def test_evidence_calibration_per_stratum_and_its_arrays():
     groups = np.arange(n) // 3
     cal = fit_evidence_calibration(p, y, ev, feature="early_n_det", groups=groups)
     out = cal.apply(p, ev)
-    assert np.ptp(out[ev == 1]) < 0.1 and abs(out[ev == 1].mean() - 0.4) < 0.05  # one detection: the prevalence
+    assert (
+        np.ptp(out[ev == 1]) < 0.1 and abs(out[ev == 1].mean() - 0.4) < 0.05
+    )  # one detection: the prevalence
     assert out[(ev >= 15) & y].mean() > 0.8 and out[(ev >= 15) & ~y].mean() < 0.2
     again = EvidenceCalibration.from_arrays(cal.to_arrays())
     np.testing.assert_array_equal(again.apply(p, ev), out)
@@ -80,13 +95,17 @@ def test_evidence_calibration_per_stratum_and_its_arrays():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.floats(0.02, 0.98), st.floats(0.02, 0.98), st.lists(st.floats(0, 1), min_size=1, max_size=30))
+@given(
+    st.floats(0.02, 0.98), st.floats(0.02, 0.98), st.lists(st.floats(0, 1), min_size=1, max_size=30)
+)
 def test_prevalence_moves_are_bayes_rule_and_invertible(trained, target, ps):
     p = np.array(ps)
     moved = adjust_prevalence(p, trained, target)
     odds = lambda q: q / (1 - q)  # noqa: E731
     inner = (p > 1e-9) & (p < 1 - 1e-9)
-    np.testing.assert_allclose(odds(moved[inner]), odds(p[inner]) * odds(target) / odds(trained), rtol=1e-6)
+    np.testing.assert_allclose(
+        odds(moved[inner]), odds(p[inner]) * odds(target) / odds(trained), rtol=1e-6
+    )
     np.testing.assert_allclose(adjust_prevalence(moved, target, trained), p, atol=1e-9)
 
 
@@ -95,7 +114,11 @@ def test_em_recovers_the_prevalence_of_a_resampled_stream():
     n = 20000
     y = rng.uniform(0, 1, n) < 0.4
     x = rng.normal(np.where(y, 1.0, -1.0), 1.0)  # one Gaussian feature per class
-    post = 0.4 * np.exp(-((x - 1) ** 2) / 2) / (0.4 * np.exp(-((x - 1) ** 2) / 2) + 0.6 * np.exp(-((x + 1) ** 2) / 2))
+    post = (
+        0.4
+        * np.exp(-((x - 1) ** 2) / 2)
+        / (0.4 * np.exp(-((x - 1) ** 2) / 2) + 0.6 * np.exp(-((x + 1) ** 2) / 2))
+    )
     # a stream with 10 % positives: keep every negative, a sixth of the positives
     keep = ~y | (rng.uniform(0, 1, n) < 1 / 6)
     truth = y[keep].mean()
@@ -109,8 +132,9 @@ def test_em_recovers_the_prevalence_of_a_resampled_stream():
 
 
 def _brute_threshold(best, yy, purity, prevalence, min_flagged):
-    """Every candidate threshold checked directly: the lowest one with purity >= target for every stricter
-    threshold flagging at least ``min_flagged`` objects, purity computed from counts at the curve's prevalence."""
+    """Every candidate threshold checked directly: the lowest one with purity >= target for every
+    stricter threshold flagging at least ``min_flagged`` objects, purity computed from counts at
+    the curve's prevalence."""
     n_pos, n_neg = yy.sum(), (~yy).sum()
     cands = np.sort(np.unique(best))[::-1]
     chosen = None
@@ -140,11 +164,15 @@ def test_operating_curve_threshold_equals_brute_force(seed, purity, prevalence):
     best = np.round(np.clip(rng.normal(np.where(yy, 0.7, 0.4), 0.2), 0, 1), 2)
     curve = OperatingCurve.from_object_scores(best, yy, 20)
     got = curve.threshold_for(purity, prevalence)
-    ref = _brute_threshold(best, yy, purity, curve.prevalence if prevalence is None else prevalence, 10)
+    ref = _brute_threshold(
+        best, yy, purity, curve.prevalence if prevalence is None else prevalence, 10
+    )
     if ref is None:
         assert np.isnan(got["threshold"]) and got["efficiency"] == 0.0
     else:
-        assert got["threshold"] == pytest.approx(ref[0]) and got["efficiency"] == pytest.approx(ref[1])
+        assert got["threshold"] == pytest.approx(ref[0]) and got["efficiency"] == pytest.approx(
+            ref[1]
+        )
     again = OperatingCurve.from_card(curve.to_card()).threshold_for(purity, prevalence)
     assert pd.Series(again).equals(pd.Series(got))
 

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from earlyia.errors import ConfigError, FeatureMismatchError, FormatError
-from earlyia.features import FeatureExtractor, get_extractor, read_features, register_extractor, write_features
+from earlyia.features import (
+    FeatureExtractor,
+    get_extractor,
+    read_features,
+    register_extractor,
+    write_features,
+)
 from earlyia.io.table import LightCurves
 
 
@@ -52,8 +58,17 @@ def _lc() -> LightCurves:
             "detected": [True] * 5 + [False] * 2,
         }
     )
-    objects = pd.DataFrame({"object_id": ["A", "B"], "label": [1, 0], "cdsxmatch": ["Unknown", "SN"]})
-    alerts = pd.DataFrame({"object_id": ["A", "A", "B"], "alert_id": ["a1", "a2", "b1"], "mjd": [3.0, 5.0, 2.0], "ndethist": [3, 5, 0]})
+    objects = pd.DataFrame(
+        {"object_id": ["A", "B"], "label": [1, 0], "cdsxmatch": ["Unknown", "SN"]}
+    )
+    alerts = pd.DataFrame(
+        {
+            "object_id": ["A", "A", "B"],
+            "alert_id": ["a1", "a2", "b1"],
+            "mjd": [3.0, 5.0, 2.0],
+            "ndethist": [3, 5, 0],
+        }
+    )
     return LightCurves.from_frames(phot, objects, alerts, survey="ZTF")
 
 
@@ -61,7 +76,15 @@ def test_transform_per_object_and_alert():
     lc = _lc()
     ext = CountPoints()
     obj = ext.transform(lc, per="object")
-    assert list(obj.columns[:7]) == ["object_id", "alert_id", "mjd", "n_detections", "label", "valid", "reason"]
+    assert list(obj.columns[:7]) == [
+        "object_id",
+        "alert_id",
+        "mjd",
+        "n_detections",
+        "label",
+        "valid",
+        "reason",
+    ]
     assert list(obj.columns[-3:]) == ext.names
     a = obj.set_index("object_id")
     assert a.loc["A", "n_g"] == 3 and a.loc["A", "n_r"] == 2 and a.loc["A", "max_flux"] == 50
@@ -82,7 +105,11 @@ def test_transform_per_object_and_alert():
 def test_registry_and_config_roundtrip():
     ext = get_extractor("test_count", bands=("r",), scale=2.0)
     cfg = ext.config()
-    assert cfg == {"extractor": "test_count", "params": {"bands": ["r"], "scale": 2.0}, "names": ["n_r", "max_flux"]}
+    assert cfg == {
+        "extractor": "test_count",
+        "params": {"bands": ["r"], "scale": 2.0},
+        "names": ["n_r", "max_flux"],
+    }
     again = get_extractor(cfg)
     assert again.names == ext.names and again.scale == 2.0
     with pytest.raises(FeatureMismatchError):
@@ -101,7 +128,11 @@ def test_write_read_features(tmp_path):
     write_features(df, path, ext, survey=lc.survey, bands=lc.bands)
     back, meta = read_features(path)
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
-    assert meta["extractor"] == ext.config() and meta["survey"] == "ZTF" and meta["bands"] == ["g", "r", "i"]
+    assert (
+        meta["extractor"] == ext.config()
+        and meta["survey"] == "ZTF"
+        and meta["bands"] == ["g", "r", "i"]
+    )
     # a plain parquet is not a feature table; the message names the file
     plain = tmp_path / "plain.parquet"
     df.to_parquet(plain)

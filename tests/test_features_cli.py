@@ -24,10 +24,17 @@ def test_features_command_fink_and_robust(tmp_path, capsys):
     assert "145 rows" in err and "invalid rows by reason" in err
 
     out2 = tmp_path / "r.parquet"
-    assert main(["features", str(src), "--out", str(out2), "--per", "object", "--extractor", "sigmoid"]) == 0
+    assert (
+        main(
+            ["features", str(src), "--out", str(out2), "--per", "object", "--extractor", "sigmoid"]
+        )
+        == 0
+    )
     df2, meta2 = read_features(out2)
     assert meta2["extractor"]["params"]["mode"] == "robust" and df2["alert_id"].isna().all()
-    assert df2["valid"].mean() > pd.read_parquet(out)["valid"].mean()  # robust fits far more light curves
+    assert (
+        df2["valid"].mean() > pd.read_parquet(out)["valid"].mean()
+    )  # robust fits far more light curves
 
 
 def test_features_command_bad_input(tmp_path, capsys):
@@ -49,9 +56,16 @@ def test_features_command_keeps_bad_objects(tmp_path):
     rows.append(("ZTFone", 2459001.7, 1, 19.0, 0.1))
     rows += [("ZTFlim", 2459001.7 + k, 1, np.nan, np.nan) for k in range(3)]
     path = tmp_path / "lc.csv"
-    pd.DataFrame(rows, columns=["objectId", "cjd", "cfid", "cmagpsf", "csigmapsf"]).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=["objectId", "cjd", "cfid", "cmagpsf", "csigmapsf"]).to_csv(
+        path, index=False
+    )
     out = tmp_path / "f.parquet"
-    assert main(["features", str(path), "--out", str(out), "--per", "object", "--extractor", "sigmoid"]) == 0
+    assert (
+        main(
+            ["features", str(path), "--out", str(out), "--per", "object", "--extractor", "sigmoid"]
+        )
+        == 0
+    )
     df, _ = read_features(out)
     df = df.set_index("object_id")
     assert df.loc["ZTFgood", "valid"]
@@ -63,7 +77,12 @@ def test_features_command_keeps_bad_objects(tmp_path):
 def test_features_command_replays_early_prefixes(tmp_path):
     src = shared("ztf_fink_tns_labelled/fink_cross_tns_sept2020.parquet")
     out = tmp_path / "early.parquet"
-    assert main(["features", str(src), "--out", str(out), "--extractor", "early", "--replay", "3", "5"]) == 0
+    assert (
+        main(
+            ["features", str(src), "--out", str(out), "--extractor", "early", "--replay", "3", "5"]
+        )
+        == 0
+    )
     df, meta = read_features(out)
     assert meta["extractor"]["extractor"] == "early"
     # one row per detection k = 3..5 of each object, named <object>_<k>, seeing exactly k detections
@@ -73,13 +92,21 @@ def test_features_command_replays_early_prefixes(tmp_path):
 
 
 def test_features_command_default_is_the_early_extractor(tmp_path):
-    """No option: the default model's features (early-epoch + robust sigmoid), defined from 1 detection on."""
+    """No option: the default model's features (early-epoch + robust sigmoid), defined from 1
+    detection on."""
     src = shared("ztf_fink_tns_labelled/fink_cross_tns_sept2020.parquet")
     out = tmp_path / "default.parquet"
     assert main(["features", str(src), "--out", str(out), "--replay", "1", "3"]) == 0
     df, meta = read_features(out)
-    assert meta["extractor"]["extractor"] == "early" and meta["extractor"]["params"]["sigmoid"] == "robust"
+    assert (
+        meta["extractor"]["extractor"] == "early"
+        and meta["extractor"]["params"]["sigmoid"] == "robust"
+    )
     ext = get_extractor(meta["extractor"])
-    assert list(df.columns[-len(ext.names):]) == ext.names and "a_g" in ext.names and "early_colour_last" in ext.names
+    assert (
+        list(df.columns[-len(ext.names) :]) == ext.names
+        and "a_g" in ext.names
+        and "early_colour_last" in ext.names
+    )
     one = df[df["n_detections"] == 1]
     assert len(one) and one["valid"].all() and (one["early_n_det"] == 1).all()

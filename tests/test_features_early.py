@@ -38,12 +38,21 @@ def reference(t, b, f, e, d, pair_days=1.0):
     out["has_nondet"] = float(bool(before))
     pos = [i for i in det if f[i] > 0]
     mags = {i: ZP - 2.5 * math.log10(f[i]) for i in pos}
-    depth_known = bool(before) and np.isfinite(e[before[-1]]) and e[before[-1]] > 0 and f[det[0]] > 0
-    out["depth_nondet"] = (ZP - 2.5 * math.log10(5 * e[before[-1]])) - mags[det[0]] if depth_known else 0.0
+    depth_known = (
+        bool(before) and np.isfinite(e[before[-1]]) and e[before[-1]] > 0 and f[det[0]] > 0
+    )
+    out["depth_nondet"] = (
+        (ZP - 2.5 * math.log10(5 * e[before[-1]])) - mags[det[0]] if depth_known else 0.0
+    )
     out["has_depth"] = float(depth_known)
     if pos:
         peak = min(pos, key=lambda i: (mags[i], i))
-        out.update(mag_first=mags[pos[0]], mag_peak=mags[peak], mag_last=mags[pos[-1]], t_since_peak=t[det[-1]] - t[peak])
+        out.update(
+            mag_first=mags[pos[0]],
+            mag_peak=mags[peak],
+            mag_last=mags[pos[-1]],
+            t_since_peak=t[det[-1]] - t[peak],
+        )
     else:
         out.update(mag_first=0.0, mag_peak=0.0, mag_last=0.0, t_since_peak=0.0)
     cols, times = [], []
@@ -56,12 +65,18 @@ def reference(t, b, f, e, d, pair_days=1.0):
             cols.append(mags[i] - mags[j])
             times.append(0.5 * (t[i] + t[j]))
     out["colour_mean"] = float(np.mean(cols)) if cols else 0.0
-    out["colour_last"] = cols[int(np.flatnonzero(np.asarray(times) == max(times))[-1])] if cols else 0.0
-    out["colour_rate"] = _slope(np.asarray(times), np.asarray(cols), np.ones(len(cols))) if cols else 0.0
+    out["colour_last"] = (
+        cols[int(np.flatnonzero(np.asarray(times) == max(times))[-1])] if cols else 0.0
+    )
+    out["colour_rate"] = (
+        _slope(np.asarray(times), np.asarray(cols), np.ones(len(cols))) if cols else 0.0
+    )
     out["n_colour"] = len(cols)
     w = 1 / e[det] ** 2
     mu = np.sum(w * f[det]) / w.sum()
-    out["log_chi2_const"] = math.log10(1 + np.sum(((f[det] - mu) / e[det]) ** 2) / max(len(det) - 1, 1))
+    out["log_chi2_const"] = math.log10(
+        1 + np.sum(((f[det] - mu) / e[det]) ** 2) / max(len(det) - 1, 1)
+    )
     best = 0.0
     for band, name in ((0, "g"), (1, "r")):
         idx = [i for i in pos if b[i] == band]
@@ -120,10 +135,19 @@ def test_rising_sn_vs_flat_star():
     rows = []
     for oid, f in (("sn", rising), ("star", flat)):
         for band in ("g", "r"):
-            rows += [(oid, ti + (0.1 if band == "r" else 0), band, fi, 0.02 * fi, True) for ti, fi in zip(t, f, strict=True)]
-    lc = LightCurves.from_frames(pd.DataFrame(rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"]), survey="ZTF")
+            rows += [
+                (oid, ti + (0.1 if band == "r" else 0), band, fi, 0.02 * fi, True)
+                for ti, fi in zip(t, f, strict=True)
+            ]
+    lc = LightCurves.from_frames(
+        pd.DataFrame(rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"]),
+        survey="ZTF",
+    )
     tab = EarlyFeatures(sigmoid=None).transform(lc).set_index("object_id")
     assert abs(tab.loc["sn", "early_rise_rate_g"] + 0.25) < 1e-6
     assert abs(tab.loc["star", "early_rise_rate_g"]) < 1e-9
-    assert tab.loc["sn", "early_brightening_sig"] > 10 and abs(tab.loc["star", "early_brightening_sig"]) < 1e-9
+    assert (
+        tab.loc["sn", "early_brightening_sig"] > 10
+        and abs(tab.loc["star", "early_brightening_sig"]) < 1e-9
+    )
     assert tab.loc["sn", "early_n_colour"] == 6

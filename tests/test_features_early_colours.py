@@ -1,4 +1,5 @@
-"""EarlyFeatures(extra_colours=...): more colours for surveys with more bands, default outputs unchanged."""
+"""EarlyFeatures(extra_colours=...): more colours for surveys with more bands, default outputs
+unchanged."""
 
 from __future__ import annotations
 
@@ -51,7 +52,11 @@ def test_extra_colours_match_the_slow_reference(points):
             return
         suffix = "" if (blue, red) == ("g", "r") else f"_{blue}_{red}"
         for k in ("colour_mean", "colour_last", "colour_rate", "n_colour"):
-            assert np.isclose(got[f"early_{k}{suffix}"], ref[k], rtol=1e-7, atol=1e-7), (blue, red, k)
+            assert np.isclose(got[f"early_{k}{suffix}"], ref[k], rtol=1e-7, atol=1e-7), (
+                blue,
+                red,
+                k,
+            )
 
 
 @settings(max_examples=30, deadline=None)

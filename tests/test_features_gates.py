@@ -1,6 +1,8 @@
-"""rise_gate: flat, noisy-constant and fading light curves are rejected; 1-2 point alerts are scored.
+"""rise_gate: flat, noisy-constant and fading light curves are rejected; 1-2 point alerts are
+scored.
 
-``rise_sig_band`` (the rise with one offset per band) is checked against a slow least-squares reference.
+``rise_sig_band`` (the rise with one offset per band) is checked against a slow least-squares
+reference.
 """
 
 from __future__ import annotations
@@ -38,14 +40,28 @@ def _generated(seed, n_per_shape, n_min, n_max):
     for k in range(n_per_shape * len(SHAPES)):
         n = int(rng.integers(n_min, n_max + 1))
         t = np.sort(rng.uniform(0, 30, n)) + 60000.0
-        ts.append(t), bs.append(rng.integers(0, 6, n)), fs.append(_shape(SHAPES[k % 5], t, rng)), kind.append(SHAPES[k % 5])
+        (
+            ts.append(t),
+            bs.append(rng.integers(0, 6, n)),
+            fs.append(_shape(SHAPES[k % 5], t, rng)),
+            kind.append(SHAPES[k % 5]),
+        )
         starts.append(pos)
         pos += n
         ends.append(pos)
     t, b, f = (np.concatenate(x) for x in (ts, bs, fs))
     ext = RainbowFeatures(intraday_window=0.0, min_points=3)
-    X, _ok, _ = ext.extract(t, b, f, np.full(pos, 10.0), np.ones(pos, bool), np.array(starts), np.array(ends),
-                            bands=tuple("ugrizY"), survey="LSST")  # fmt: skip
+    X, _ok, _ = ext.extract(
+        t,
+        b,
+        f,
+        np.full(pos, 10.0),
+        np.ones(pos, bool),
+        np.array(starts),
+        np.array(ends),
+        bands=tuple("ugrizY"),
+        survey="LSST",
+    )
     return X, ext.names, np.array(kind)
 
 
@@ -59,7 +75,8 @@ def test_rejects_flat_noisy_and_fading_keeps_rising_and_peaked(n_min, n_max):
         assert keep[kind == "rising"].mean() >= 0.9 and keep[kind == "peaked"].mean() >= 0.8
     else:
         # 3-7 points: the scatter that inflates the slope error is poorly measured, so noise with 6x
-        # underestimated errors passes more often (8-17 % over seeds), and short rises are less significant
+        # underestimated errors passes more often (8-17 % over seeds), and short rises are less
+        # significant
         assert keep[kind == "noisy"].mean() <= 0.25
         assert keep[kind == "rising"].mean() >= 0.6 and keep[kind == "peaked"].mean() >= 0.6
 
@@ -67,7 +84,9 @@ def test_rejects_flat_noisy_and_fading_keeps_rising_and_peaked(n_min, n_max):
 def test_one_or_two_points_cannot_be_judged_and_are_scored():
     X, names, _ = _generated(3, 20, 1, 2)
     assert rise_gate(X, names).all()
-    assert not rise_gate(X, names, min_points=0).any()  # requiring a rise everywhere would score them all 0
+    assert not rise_gate(
+        X, names, min_points=0
+    ).any()  # requiring a rise everywhere would score them all 0
 
 
 def test_the_rule_against_a_slow_reference():
@@ -75,7 +94,10 @@ def test_the_rule_against_a_slow_reference():
     n = X[:, names.index("n_points")]
     assert (n >= 3).any() and (n < 3).any()
     rise, band = X[:, names.index("rise_sig")], X[:, names.index("rise_sig_band")]
-    ref = [bool((np.isfinite(r) and r >= 3.0) or (np.isfinite(rb) and rb >= 3.0) or k < 3) for r, rb, k in zip(rise, band, n, strict=True)]
+    ref = [
+        bool((np.isfinite(r) and r >= 3.0) or (np.isfinite(rb) and rb >= 3.0) or k < 3)
+        for r, rb, k in zip(rise, band, n, strict=True)
+    ]
     np.testing.assert_array_equal(rise_gate(X, names), ref)
     single = [bool((np.isfinite(r) and r >= 3.0) or k < 3) for r, k in zip(rise, n, strict=True)]
     np.testing.assert_array_equal(rise_gate(X, names, band_offsets=False), single)
@@ -83,7 +105,8 @@ def test_the_rule_against_a_slow_reference():
 
 
 def _slow_banded_rise(t, f, e, b, min_dof):
-    """Weighted least squares flux = a_band + slope * t on the points up to the brightest one (np.linalg.lstsq)."""
+    """Weighted least squares flux = a_band + slope * t on the points up to the brightest one
+    (np.linalg.lstsq)."""
     upto = t <= t[np.argmax(f)]
     t, f, e, b = t[upto], f[upto], e[upto], b[upto]
     used = [k for k in np.unique(b) if (b == k).sum() >= 2]
@@ -99,14 +122,21 @@ def _slow_banded_rise(t, f, e, b, min_dof):
 
 
 @settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 2**31), n=st.integers(1, 14), n_bands=st.integers(1, 6), trend=st.floats(-30, 30))
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(1, 14),
+    n_bands=st.integers(1, 6),
+    trend=st.floats(-30, 30),
+)
 def test_banded_rise_significance_matches_least_squares(seed, n, n_bands, trend):
     rng = np.random.default_rng(seed)
     t = np.sort(rng.uniform(0, 30, n)) + 60000.0
     b = rng.integers(0, n_bands, n)
     e = rng.uniform(5, 20, n)
     f = 300.0 * (1 + b) + trend * (t - t[0]) + rng.normal(0, 1, n) * e * rng.choice([1.0, 5.0])
-    got = kern.banded_rise_significance(t, f, e, b, np.array([0]), np.array([n]), 6, RISE_BAND_MIN_DOF)[0]
+    got = kern.banded_rise_significance(
+        t, f, e, b, np.array([0]), np.array([n]), 6, RISE_BAND_MIN_DOF
+    )[0]
     want = _slow_banded_rise(t, f, e, b, RISE_BAND_MIN_DOF) if n >= 3 else np.nan
     if np.isnan(want):
         assert np.isnan(got)
@@ -115,8 +145,9 @@ def test_banded_rise_significance_matches_least_squares(seed, n, n_bands, trend)
 
 
 def test_a_rise_hidden_by_colour_is_found_with_band_offsets():
-    """A supernova rising in a bright and a faint band, visits alternating: the pooled line sees the colour
-    scatter (not significant); one offset per band sees the rise. Noise around two colours does not pass."""
+    """A supernova rising in a bright and a faint band, visits alternating: the pooled line sees
+    the colour scatter (not significant); one offset per band sees the rise. Noise around two
+    colours does not pass."""
     rng = np.random.default_rng(2)
     t = np.arange(16.0) * 2.0 + 60000.0
     b = np.arange(16) % 2
@@ -127,7 +158,12 @@ def test_a_rise_hidden_by_colour_is_found_with_band_offsets():
     for _ in range(200):
         for name, slope in (("rising", 0.02), ("flat", 0.0)):
             f = level * (1 + slope * (t - t[0])) + rng.normal(0, 15, 16)
-            z[name].append((kern.slope_significance(t, f, e, *seg, True)[0], kern.banded_rise_significance(t, f, e, b, *seg, 6, 3)[0]))
+            z[name].append(
+                (
+                    kern.slope_significance(t, f, e, *seg, True)[0],
+                    kern.banded_rise_significance(t, f, e, b, *seg, 6, 3)[0],
+                )
+            )
     rising, flat = (np.nan_to_num(np.array(z[k]), nan=-np.inf) >= 3 for k in ("rising", "flat"))
     assert rising[:, 1].mean() >= 0.95 and rising[:, 0].mean() <= 0.05
     assert flat.mean(axis=0).max() <= 0.02

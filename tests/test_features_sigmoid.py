@@ -1,4 +1,5 @@
-"""Sigmoid features: the batch fitter vs scipy, fink-mode preprocessing vs a slow pandas version, robust recovery, bad input."""
+"""Sigmoid features: the batch fitter vs scipy, fink-mode preprocessing vs a slow pandas version,
+robust recovery, bad input."""
 
 from __future__ import annotations
 
@@ -43,12 +44,14 @@ def rising_curves(draw):
 
 
 def test_batch_fitter_reaches_scipy_minimum():
-    """From Fink's start, our compiled TRF ends where scipy's least_squares (trf) ends, on 400 random curves.
+    """From Fink's start, our compiled TRF ends where scipy's least_squares (trf) ends, on 400
+    random curves.
 
-    Statistical, because it is the same algorithm but not the same floating-point path (numpy's vectorised exp in
-    scipy's finite differences rounds differently): on pathological curves the two paths can part and stop at
-    different points, in both directions (measured: ~1 % worse, ~0.3 % better by > 1e-4). On the real reference
-    fits the excess is below 1e-6 for all (test_fink_compat).
+    Statistical, because it is the same algorithm but not the same floating-point path (numpy's
+    vectorised exp in scipy's finite differences rounds differently): on pathological curves the two
+    paths can part and stop at different points, in both directions (measured: ~1 % worse, ~0.3 %
+    better by > 1e-4). On the real reference fits the excess is below 1e-6 for all
+    (test_fink_compat).
     """
     rng = np.random.default_rng(3)
     same, n = 0, 0
@@ -56,12 +59,20 @@ def test_batch_fitter_reaches_scipy_minimum():
         m = int(rng.integers(4, 10))
         t = np.sort(rng.choice(np.arange(0, 41), m, replace=False)).astype(float)
         t -= t[0]
-        y = np.abs(_model((rng.uniform(0.05, 2), rng.uniform(-5, 40), rng.uniform(100, 1e5)), t) * (1 + rng.normal(0, 0.03, m))) + 1.0
+        y = (
+            np.abs(
+                _model((rng.uniform(0.05, 2), rng.uniform(-5, 40), rng.uniform(100, 1e5)), t)
+                * (1 + rng.normal(0, 0.03, m))
+            )
+            + 1.0
+        )
         x0 = _fink_guess(t, y)
         with np.errstate(over="ignore"):
             ref = least_squares(lambda p, t=t, y=y: np.abs(y - _model(p, t)), x0)
         x = x0.copy()
-        status, nfev = trf_fit(t, y, np.ones(m), m, x, True, 1e-8, 1e-8, 1e-8, 300, x0, x0, False, np.empty((m, 3)))
+        status, nfev = trf_fit(
+            t, y, np.ones(m), m, x, True, 1e-8, 1e-8, 1e-8, 300, x0, x0, False, np.empty((m, 3))
+        )
         assert status >= 0 and nfev <= 300
         if ref.status <= 0:
             continue
@@ -78,7 +89,9 @@ def test_batch_fitter_terminates_like_scipy(curve):
     x0 = _fink_guess(t, y)
     x = x0.copy()
     m = len(t)
-    status, nfev = trf_fit(t, y, np.ones(m), m, x, True, 1e-8, 1e-8, 1e-8, 300, x0, x0, False, np.empty((m, 3)))
+    status, nfev = trf_fit(
+        t, y, np.ones(m), m, x, True, 1e-8, 1e-8, 1e-8, 300, x0, x0, False, np.empty((m, 3))
+    )
     assert status in (0, 1, 2, 3, 4) and 1 <= nfev <= 300 and np.isfinite(x).all()
 
 
@@ -89,7 +102,11 @@ def _lc_from(rows, survey="ZTF"):
 
 def _slow_fink_band(t_mjd, flux, err):
     """Fink's preprocessing spelt out with pandas (the obviously correct version)."""
-    d = pd.DataFrame({"MJD": np.around(t_mjd + 2400000.5), "F": np.abs(flux), "E": err}).groupby("MJD").mean()
+    d = (
+        pd.DataFrame({"MJD": np.around(t_mjd + 2400000.5), "F": np.abs(flux), "E": err})
+        .groupby("MJD")
+        .mean()
+    )
     d = d[d["F"] >= -10]
     if len(d) < 4:
         return None
@@ -149,11 +166,17 @@ def test_robust_recovers_parameters_with_three_points_per_band():
         b = df[f"b_{bn}"].to_numpy()[ok] + truth[ok, 3]  # b is relative to the first detection
         c = df[f"c_{bn}"].to_numpy()[ok]
         assert np.median(np.abs(a / truth[ok, 0] - 1)) < 0.15
-        assert np.median(np.abs(b - truth[ok, 1])) < 1.0  # days; 3 points of 1 % noise constrain b loosely
-        assert np.mean(np.abs(b - truth[ok, 1]) < 2 * df[f"b_err_{bn}"].to_numpy()[ok]) > 0.8  # honest uncertainties
+        assert (
+            np.median(np.abs(b - truth[ok, 1])) < 1.0
+        )  # days; 3 points of 1 % noise constrain b loosely
+        assert (
+            np.mean(np.abs(b - truth[ok, 1]) < 2 * df[f"b_err_{bn}"].to_numpy()[ok]) > 0.8
+        )  # honest uncertainties
         assert np.median(np.abs(c / truth[ok, 2] - 1)) < 0.1
         aerr = df[f"a_err_{bn}"].to_numpy()[ok]
-        assert ((aerr > 0) | (aerr == -1)).all() and (aerr > 0).mean() >= 0.9  # -1 = covariance undefined
+        assert ((aerr > 0) | (aerr == -1)).all() and (
+            aerr > 0
+        ).mean() >= 0.9  # -1 = covariance undefined
 
 
 def test_robust_uses_errors_and_bounds():
@@ -201,7 +224,10 @@ def test_bad_input_is_reported_not_raised():
 
 def test_config_roundtrip_and_errors():
     ext = SigmoidFeatures(mode="fink")
-    assert ext.names[:6] == ["a_g", "b_g", "c_g", "snratio_g", "mse_g", "nrise_g"] and len(ext.names) == 12
+    assert (
+        ext.names[:6] == ["a_g", "b_g", "c_g", "snratio_g", "mse_g", "nrise_g"]
+        and len(ext.names) == 12
+    )
     again = get_extractor(ext.config())
     assert again.mode == "fink" and again.names == ext.names
     with pytest.raises(ConfigError):
@@ -211,7 +237,8 @@ def test_config_roundtrip_and_errors():
 
 
 def test_robust_features_are_finite_on_real_data():
-    """Every robust feature of every real light curve is finite and float32-safe (models cast to float32)."""
+    """Every robust feature of every real light curve is finite and float32-safe (models cast to
+    float32)."""
     from conftest import shared
     from earlyia.io import read
 
@@ -224,10 +251,11 @@ def test_robust_features_are_finite_on_real_data():
 
 
 def test_robust_fit_reaches_scipy_bounded_minimum():
-    """On 300 random rising curves the robust fit's chi2 matches the best of scipy's bounded trf from 3 starts.
+    """On 300 random rising curves the robust fit's chi2 matches the best of scipy's bounded trf
+    from 3 starts.
 
-    A statistical statement, because both are local optimisers: nearly always the same minimum (chi2 within
-    0.01), rarely worse by more than 1 (and about as often better than scipy's best of 3).
+    A statistical statement, because both are local optimisers: nearly always the same minimum (chi2
+    within 0.01), rarely worse by more than 1 (and about as often better than scipy's best of 3).
     """
     rng = np.random.default_rng(11)
     ext = SigmoidFeatures(bands=("g",), use_limit=False)
@@ -236,9 +264,17 @@ def test_robust_fit_reaches_scipy_bounded_minimum():
         m = int(rng.integers(4, 10))
         t = np.sort(rng.choice(np.arange(0, 41), m, replace=False)).astype(float)
         t -= t[0]
-        y = np.abs(_model((rng.uniform(0.05, 2), rng.uniform(-5, 40), rng.uniform(100, 1e5)), t) * (1 + rng.normal(0, 0.03, m))) + 1
+        y = (
+            np.abs(
+                _model((rng.uniform(0.05, 2), rng.uniform(-5, 40), rng.uniform(100, 1e5)), t)
+                * (1 + rng.normal(0, 0.03, m))
+            )
+            + 1
+        )
         err = 0.05 * y.max() * np.ones(m)
-        lc = _lc_from([("A", 60000.2 + ti, "g", yi, ei, True) for ti, yi, ei in zip(t, y, err, strict=True)])
+        lc = _lc_from(
+            [("A", 60000.2 + ti, "g", yi, ei, True) for ti, yi, ei in zip(t, y, err, strict=True)]
+        )
         X, ok, _ = ext.extract_lc(lc)
         if not ok[0]:  # the rising test may reject a noisy plateau: no fit to compare
             continue
@@ -250,8 +286,16 @@ def test_robust_fit_reaches_scipy_bounded_minimum():
 
         best = np.inf
         with np.errstate(over="ignore"):
-            for x0 in ([0.3, t[-1] / 2, y.max()], [1.0, t[-1], 2 * y.max()], [0.1, 0.0, 1.2 * y.max()]):
-                r = least_squares(lambda p, t=t, y=y, err=err: (y - _model(p, t)) / err, np.clip(x0, lo, hi), bounds=(lo, hi))
+            for x0 in (
+                [0.3, t[-1] / 2, y.max()],
+                [1.0, t[-1], 2 * y.max()],
+                [0.1, 0.0, 1.2 * y.max()],
+            ):
+                r = least_squares(
+                    lambda p, t=t, y=y, err=err: (y - _model(p, t)) / err,
+                    np.clip(x0, lo, hi),
+                    bounds=(lo, hi),
+                )
                 best = min(best, cost(r.x))
         diffs.append(cost(X[0, :3]) - best)
     d = np.asarray(diffs)
@@ -262,7 +306,8 @@ def test_robust_fit_reaches_scipy_bounded_minimum():
 
 @st.composite
 def _projection_problems(draw):
-    """Points, weights and an (a, b) for the robust fit's one-pass normal equations (scaled units: y ~ 1)."""
+    """Points, weights and an (a, b) for the robust fit's one-pass normal equations (scaled
+    units: y ~ 1)."""
     n = draw(st.integers(3, 12))
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     t = np.sort(rng.uniform(-30.0, 60.0, n))
@@ -276,9 +321,10 @@ def _projection_problems(draw):
 @given(_projection_problems())
 @settings(max_examples=150, deadline=None)
 def test_robust_normal_equations_match_a_slow_reference(problem):
-    """``_normal3`` (one pass, sums recombined with the projected c) equals the plain computation: c by weighted
-    linear least squares clipped to its bounds, the residual vector, the n x 3 Jacobian from the textbook
-    derivatives of the logistic, then J^T J and J^T r as matrix products."""
+    """``_normal3`` (one pass, sums recombined with the projected c) equals the plain
+    computation: c by weighted linear least squares clipped to its bounds, the residual vector,
+    the n x 3 Jacobian from the textbook derivatives of the logistic, then J^T J and J^T r as
+    matrix products."""
     from earlyia.features._sigmoid_robust import _normal3
 
     t, y, w, a, b = problem
@@ -310,8 +356,8 @@ def test_robust_normal_equations_match_a_slow_reference(problem):
 @given(_projection_problems())
 @settings(max_examples=100, deadline=None)
 def test_robust_start_scoring_matches_direct_chi2(problem):
-    """The start search's factored logistic (one exponential per point for every b) gives the chi2 and c of the
-    direct formula."""
+    """The start search's factored logistic (one exponential per point for every b) gives the
+    chi2 and c of the direct formula."""
     from earlyia.features._sigmoid_robust import _projected_chi2
 
     t, y, w, a, _ = problem
@@ -323,4 +369,6 @@ def test_robust_start_scoring_matches_direct_chi2(problem):
         s = 1.0 / (1.0 + np.exp(-a * (t - b)))
         c_ref = float(np.clip(np.sum(w**2 * s * y) / np.sum(w**2 * s * s), 1e-3, 10.0))
         assert c == pytest.approx(c_ref, rel=1e-9)
-        assert chi2 == pytest.approx(np.sum((w * (y - c_ref * s)) ** 2), rel=1e-7, abs=1e-9 * np.sum((w * y) ** 2))
+        assert chi2 == pytest.approx(
+            np.sum((w * (y - c_ref * s)) ** 2), rel=1e-7, abs=1e-9 * np.sum((w * y) ** 2)
+        )

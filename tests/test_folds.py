@@ -1,4 +1,5 @@
-"""Folds by object: no object on both sides, stratified, reproducible, and the rows follow their object."""
+"""Folds by object: no object on both sides, stratified, reproducible, and the rows follow their
+object."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The follow-up database: migrations, one transaction per command, concurrent processes, crashes."""
+"""The follow-up database: migrations, one transaction per command, concurrent processes,
+crashes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ def test_fresh_database_is_migrated_and_reopening_is_idempotent(tmp_path):
     with FollowupDB(path) as db:
         assert db.schema_version() == SCHEMA_VERSION
         tables = set(db.counts())
-        assert {"requests", "labels", "models", "training_set", "candidates", "selections", "schema_version"} <= tables
+        assert {
+            "requests",
+            "labels",
+            "models",
+            "training_set",
+            "candidates",
+            "selections",
+            "schema_version",
+        } <= tables
         assert db.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with FollowupDB(path) as db:  # second open applies nothing twice
         assert db.query("SELECT COUNT(*) FROM schema_version")[0][0] == SCHEMA_VERSION
@@ -112,7 +121,9 @@ def _writer(path: str, tag: str, n: int, barrier) -> None:
         with db.transaction() as con:
             # read-modify-write: lost updates would show as a wrong final counter
             cur = con.execute("SELECT COUNT(*) FROM validation_set").fetchone()[0]
-            con.execute("INSERT INTO validation_set VALUES (?, ?, ?)", (f"{tag}{i}", i % 2, str(cur)))
+            con.execute(
+                "INSERT INTO validation_set VALUES (?, ?, ?)", (f"{tag}{i}", i % 2, str(cur))
+            )
     db.close()
 
 
@@ -187,7 +198,14 @@ def _select_worker(db_path: str, scores: str, barrier) -> None:
 
     db = FollowupDB(db_path, busy_timeout=60)
     barrier.wait()
-    select(db, scores, n=10, constraints=Constraints(extragalactic=("Unknown", "Galaxy")), early=EarlyList(n=3), random_state=0)
+    select(
+        db,
+        scores,
+        n=10,
+        constraints=Constraints(extragalactic=("Unknown", "Galaxy")),
+        early=EarlyList(n=3),
+        random_state=0,
+    )
     db.close()
 
 

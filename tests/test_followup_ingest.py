@@ -14,18 +14,44 @@ from earlyia.followup.ingest import current_labels, ingest_labels, read_label_cs
 from earlyia.labels import TypeMap
 
 #: Header of the TNS search page's CSV export (as downloaded from wis-tns.org/search).
-TNS_HEADER = ["ID", "Name", "RA", "DEC", "Obj. Type", "Redshift", "Host Name", "Host Redshift", "Reporting Group/s",
-              "Associated Group/s", "Discovery Data Source/s", "Classifying Group/s", "Disc. Internal Name",
-              "Disc. Instrument/s", "Class. Instrument/s", "Public", "Discovery Mag/Flux", "Discovery Filter",
-              "Discovery Date (UT)", "Sender", "Ext. catalog/s", "Remarks"]
+TNS_HEADER = [
+    "ID",
+    "Name",
+    "RA",
+    "DEC",
+    "Obj. Type",
+    "Redshift",
+    "Host Name",
+    "Host Redshift",
+    "Reporting Group/s",
+    "Associated Group/s",
+    "Discovery Data Source/s",
+    "Classifying Group/s",
+    "Disc. Internal Name",
+    "Disc. Instrument/s",
+    "Class. Instrument/s",
+    "Public",
+    "Discovery Mag/Flux",
+    "Discovery Filter",
+    "Discovery Date (UT)",
+    "Sender",
+    "Ext. catalog/s",
+    "Remarks",
+]
 
 
 @pytest.fixture
 def db(tmp_path):
     d = FollowupDB(tmp_path / "loop.db")
     with d.transaction() as con:
-        con.execute("INSERT INTO score_files (id, path, sha256, n_alerts, n_objects, ingested_at) VALUES (1, 'x', 'y', 9, 9, 't')")
-        con.executemany("INSERT INTO scored_objects (score_file_id, object_id) VALUES (1, ?)", [(f"ZTF{i}",) for i in range(9)])
+        con.execute(
+            "INSERT INTO score_files (id, path, sha256, n_alerts, n_objects, ingested_at) "
+            "VALUES (1, 'x', 'y', 9, 9, 't')"
+        )
+        con.executemany(
+            "INSERT INTO scored_objects (score_file_id, object_id) VALUES (1, ?)",
+            [(f"ZTF{i}",) for i in range(9)],
+        )
     yield d
     d.close()
 
@@ -39,13 +65,17 @@ def _csv(path, header, rows):
 
 
 def test_csv_labels_mapped_with_type_map(db, tmp_path):
-    f = _csv(tmp_path / "l.csv", ["object_id", "type", "date", "source", "who"], [
-        ["ZTF0", "SN Ia", "2026-01-01", "NTT", "ann"],
-        ["ZTF1", "SN II", "2026-01-01", "NTT", "ann"],
-        ["ZTF2", "SN Ia-91T-like", "2026-01-02", "SALT", ""],
-        ["ZTF3", "SN", "2026-01-02", "SALT", ""],
-        ["ZTF4", "(TNS) SN Ia", "2026-01-02", "TNS", ""],
-    ])
+    f = _csv(
+        tmp_path / "l.csv",
+        ["object_id", "type", "date", "source", "who"],
+        [
+            ["ZTF0", "SN Ia", "2026-01-01", "NTT", "ann"],
+            ["ZTF1", "SN II", "2026-01-01", "NTT", "ann"],
+            ["ZTF2", "SN Ia-91T-like", "2026-01-02", "SALT", ""],
+            ["ZTF3", "SN", "2026-01-02", "SALT", ""],
+            ["ZTF4", "(TNS) SN Ia", "2026-01-02", "TNS", ""],
+        ],
+    )
     rep = ingest_labels(db, read_label_csv(f), file=str(f))
     assert not rep.problems
     got = {o: c for o, _, c in rep.inserted}
@@ -57,26 +87,40 @@ def test_csv_labels_mapped_with_type_map(db, tmp_path):
 
 
 def test_subtypes_positive_by_option(db, tmp_path):
-    f = _csv(tmp_path / "l.csv", ["objectId", "tns_type"], [["ZTF2", "SN Ia-91T-like"], ["ZTF5", "SN Iax[02cx-like]"]])
+    f = _csv(
+        tmp_path / "l.csv",
+        ["objectId", "tns_type"],
+        [["ZTF2", "SN Ia-91T-like"], ["ZTF5", "SN Iax[02cx-like]"]],
+    )
     rep = ingest_labels(db, read_label_csv(f), type_map=TypeMap(include_subtypes=True))
     assert {o: c for o, _, c in rep.inserted} == {"ZTF2": 1, "ZTF5": 1}
 
 
 def test_unknown_conflicting_duplicate_reported_and_valid_rows_kept(db, tmp_path):
     with db.transaction() as con:
-        con.execute("INSERT INTO labels (object_id, type, label, source, ingested_at) VALUES ('ZTF6', 'SN II', 0, 'old', 't')")
-        con.execute("INSERT INTO labels (object_id, type, label, source, ingested_at) VALUES ('ZTF5', 'SN II', 0, 'old', 't')")
-    f = _csv(tmp_path / "l.csv", ["object_id", "type", "date", "source"], [
-        ["ZTF0", "SN Ia", "d", "s"],          # fine
-        ["ZTF404", "SN Ia", "d", "s"],        # unknown object
-        ["ZTF6", "SN Ia", "d", "s"],          # conflicts with the stored SN II
-        ["ZTF5", "SN IIP", "d", "s"],         # same class as stored: a second, consistent label
-        ["ZTF7", "SN Ia", "d", "s"],          # conflicting rows inside the file
-        ["ZTF7", "SN Ic", "d", "s"],
-        ["ZTF8", "SN II", "d", "s"],          # duplicate within the file
-        ["ZTF8", "SN II", "d", "s2"],
-        ["", "SN II", "d", "s"],              # no id
-    ])
+        con.execute(
+            "INSERT INTO labels (object_id, type, label, source, ingested_at) VALUES "
+            "('ZTF6', 'SN II', 0, 'old', 't')"
+        )
+        con.execute(
+            "INSERT INTO labels (object_id, type, label, source, ingested_at) VALUES "
+            "('ZTF5', 'SN II', 0, 'old', 't')"
+        )
+    f = _csv(
+        tmp_path / "l.csv",
+        ["object_id", "type", "date", "source"],
+        [
+            ["ZTF0", "SN Ia", "d", "s"],  # fine
+            ["ZTF404", "SN Ia", "d", "s"],  # unknown object
+            ["ZTF6", "SN Ia", "d", "s"],  # conflicts with the stored SN II
+            ["ZTF5", "SN IIP", "d", "s"],  # same class as stored: a second, consistent label
+            ["ZTF7", "SN Ia", "d", "s"],  # conflicting rows inside the file
+            ["ZTF7", "SN Ic", "d", "s"],
+            ["ZTF8", "SN II", "d", "s"],  # duplicate within the file
+            ["ZTF8", "SN II", "d", "s2"],
+            ["", "SN II", "d", "s"],  # no id
+        ],
+    )
     rep = ingest_labels(db, read_label_csv(f), file="l.csv")
     assert sorted(o for o, *_ in rep.inserted) == ["ZTF0", "ZTF5", "ZTF8"]
     assert [p.object_id for p in rep.unknown] == ["ZTF404"]
@@ -96,12 +140,21 @@ def test_unknown_conflicting_duplicate_reported_and_valid_rows_kept(db, tmp_path
 
 def test_tns_export(db, tmp_path):
     rows = []
-    for name, internal, typ, group in [("2026abc", "ZTF1, ATLAS26xyz", "SN Ia", "ePESSTO+"),
-                                       ("2026abd", "ATLAS26aaa, ZTF3", "SN IIn", "ZTF"),
-                                       ("2026abe", "PS26zzz", "SN Ia", "PESSTO")]:
+    for name, internal, typ, group in [
+        ("2026abc", "ZTF1, ATLAS26xyz", "SN Ia", "ePESSTO+"),
+        ("2026abd", "ATLAS26aaa, ZTF3", "SN IIn", "ZTF"),
+        ("2026abe", "PS26zzz", "SN Ia", "PESSTO"),
+    ]:
         r = dict.fromkeys(TNS_HEADER, "")
-        r.update({"Name": f"SN {name}", "Disc. Internal Name": internal, "Obj. Type": typ, "Classifying Group/s": group,
-                  "Discovery Date (UT)": "2026-01-03 10:00:00"})
+        r.update(
+            {
+                "Name": f"SN {name}",
+                "Disc. Internal Name": internal,
+                "Obj. Type": typ,
+                "Classifying Group/s": group,
+                "Discovery Date (UT)": "2026-01-03 10:00:00",
+            }
+        )
         rows.append([r[h] for h in TNS_HEADER])
     f = _csv(tmp_path / "tns_search.csv", TNS_HEADER, rows)
     from earlyia.followup.ingest import known_objects
@@ -132,30 +185,64 @@ def test_cli_label_reports_and_stores(db, tmp_path, capsys):
     assert code == 0 and "1 label(s) stored" in out.out and "nobody" in out.err
     assert main(["followup", "label", str(f), "--db", str(db.path), "--strict"]) == 1
     capsys.readouterr()
-    many = _csv(tmp_path / "many.csv", ["object_id", "type"], [[f"ghost{i}", "SN II"] for i in range(30)])
+    many = _csv(
+        tmp_path / "many.csv", ["object_id", "type"], [[f"ghost{i}", "SN II"] for i in range(30)]
+    )
     assert main(["followup", "label", str(many), "--db", str(db.path), "--max-problems", "5"]) == 0
     err = capsys.readouterr().err
-    assert sum("ghost" in line for line in err.splitlines()) == 5 and "... and 25 more (--max-problems N)" in err
+    assert (
+        sum("ghost" in line for line in err.splitlines()) == 5
+        and "... and 25 more (--max-problems N)" in err
+    )
 
 
 TYPES_POOL = ["SN Ia", "SN II", "SN Ic", "SN", "SN Ia-91T-like", "CV", ""]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.lists(st.tuples(st.sampled_from([f"ZTF{i}" for i in range(5)] + ["ghost"]), st.sampled_from(TYPES_POOL)),
-                                 max_size=12), min_size=1, max_size=3))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from([f"ZTF{i}" for i in range(5)] + ["ghost"]),
+                st.sampled_from(TYPES_POOL),
+            ),
+            max_size=12,
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_ingestion_invariants(tmp_path_factory, batches):
-    """Whatever the files say: every row is stored or reported exactly once, and no object ever holds two classes."""
+    """Whatever the files say: every row is stored or reported exactly once, and no object ever
+    holds two classes."""
     d = FollowupDB(tmp_path_factory.mktemp("h") / "loop.db")
     with d.transaction() as con:
-        con.execute("INSERT INTO score_files (id, path, sha256, n_alerts, n_objects, ingested_at) VALUES (1, 'x', 'y', 5, 5, 't')")
-        con.executemany("INSERT INTO scored_objects (score_file_id, object_id) VALUES (1, ?)", [(f"ZTF{i}",) for i in range(5)])
+        con.execute(
+            "INSERT INTO score_files (id, path, sha256, n_alerts, n_objects, ingested_at) "
+            "VALUES (1, 'x', 'y', 5, 5, 't')"
+        )
+        con.executemany(
+            "INSERT INTO scored_objects (score_file_id, object_id) VALUES (1, ?)",
+            [(f"ZTF{i}",) for i in range(5)],
+        )
     tm = TypeMap()
     for rows in batches:
         import pandas as pd
 
-        frame = pd.DataFrame({"object_id": [r[0] for r in rows], "type": [r[1] for r in rows], "date": "", "source": "s", "who": "",
-                              "line": range(2, len(rows) + 2)}, columns=["object_id", "type", "date", "source", "who", "line"])
+        frame = pd.DataFrame(
+            {
+                "object_id": [r[0] for r in rows],
+                "type": [r[1] for r in rows],
+                "date": "",
+                "source": "s",
+                "who": "",
+                "line": range(2, len(rows) + 2),
+            },
+            columns=["object_id", "type", "date", "source", "who", "line"],
+        )
         rep = ingest_labels(d, frame, type_map=tm)
         assert len(rep.inserted) + len(rep.problems) == len(rows)
         assert all(p.object_id == "ghost" for p in rep.unknown)

@@ -1,4 +1,5 @@
-"""`followup notify` against a real local HTTP server (127.0.0.1): format, retries, idempotency, secrecy."""
+"""`followup notify` against a real local HTTP server (127.0.0.1): format, retries, idempotency,
+secrecy."""
 
 from __future__ import annotations
 
@@ -33,12 +34,16 @@ class FakeSlack:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with outer.lock:
-                    outer.requests.append({"path": self.path, "ctype": self.headers.get("Content-Type"), "body": body})
+                    outer.requests.append(
+                        {"path": self.path, "ctype": self.headers.get("Content-Type"), "body": body}
+                    )
                     status, headers = outer.script.pop(0) if outer.script else (200, {})
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                payload = b"ok" if status == 200 else b"invalid_payload" if status == 400 else b"error"
+                payload = (
+                    b"ok" if status == 200 else b"invalid_payload" if status == 400 else b"error"
+                )
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -81,8 +86,19 @@ def _statuses(db):
 
 
 def test_message_has_link_coordinates_score_class_and_age():
-    m = format_message({"object_id": "ZTF21abcdefg", "list": "al", "ra": 12.3456789, "dec": -5.5, "score": 0.123456,
-                        "classification": "Galaxy", "days_since_first": 3.26, "last_mag": 18.2, "last_band": "r"})
+    m = format_message(
+        {
+            "object_id": "ZTF21abcdefg",
+            "list": "al",
+            "ra": 12.3456789,
+            "dec": -5.5,
+            "score": 0.123456,
+            "classification": "Galaxy",
+            "days_since_first": 3.26,
+            "last_mag": 18.2,
+            "last_band": "r",
+        }
+    )
     text = json.dumps(m)
     assert "<https://fink-portal.org/ZTF21abcdefg|ZTF21abcdefg>" in text
     assert "0.123" in text and "0.1235" not in text
@@ -95,7 +111,9 @@ def test_posts_each_target_once_and_rerun_posts_nothing(loop_db):
         rep = notify(loop_db, SlackSink(srv.url, retry=FAST))
         assert rep.ok and len(rep.posted) == 6
         posted = srv.posted()
-        assert len(posted) == 6 and all(r["ctype"].startswith("application/json") for r in srv.requests)
+        assert len(posted) == 6 and all(
+            r["ctype"].startswith("application/json") for r in srv.requests
+        )
         assert {r["path"] for r in srv.requests} == {SECRET_PATH}
         ids = [b["blocks"][0]["text"]["text"].split("|")[1].split(">")[0] for b in posted]
         assert sorted(ids) == sorted(_statuses(loop_db))
@@ -107,7 +125,11 @@ def test_posts_each_target_once_and_rerun_posts_nothing(loop_db):
 def test_429_honours_retry_after_then_succeeds(loop_db):
     delays = []
     with FakeSlack([(429, {"Retry-After": "2"}), (200, {})]) as srv:
-        sink = SlackSink(srv.url, retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=30), sleep=delays.append)
+        sink = SlackSink(
+            srv.url,
+            retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=30),
+            sleep=delays.append,
+        )
         rep = notify(loop_db, sink, limit=1)
         assert rep.ok and len(rep.posted) == 1
         assert delays == [2.0]  # the server's value, not the 0.01 s backoff
@@ -117,7 +139,11 @@ def test_429_honours_retry_after_then_succeeds(loop_db):
 def test_500_then_200_uses_exponential_backoff(loop_db):
     delays = []
     with FakeSlack([(500, {}), (503, {}), (200, {})]) as srv:
-        sink = SlackSink(srv.url, retry=RetryPolicy(max_attempts=5, base_delay=0.5, factor=2.0, max_delay=30), sleep=delays.append)
+        sink = SlackSink(
+            srv.url,
+            retry=RetryPolicy(max_attempts=5, base_delay=0.5, factor=2.0, max_delay=30),
+            sleep=delays.append,
+        )
         rep = notify(loop_db, sink, limit=1)
         assert rep.ok and delays == [0.5, 1.0]
         assert list(_statuses(loop_db).values()).count("posted") == 1
@@ -234,7 +260,10 @@ def test_webhook_url_is_never_printed(tmp_path, monkeypatch, capsys):
         code = main(["followup", "notify", "--db", db, "--backoff", "0.01", "--max-attempts", "2"])
         out = capsys.readouterr()
         assert code == 1
-        assert "s3cr3t" not in out.out + out.err and str(srv.server.server_address[1]) not in out.out + out.err
+        assert (
+            "s3cr3t" not in out.out + out.err
+            and str(srv.server.server_address[1]) not in out.out + out.err
+        )
         assert "400" in out.err
     monkeypatch.delenv("EARLYIA_SLACK_WEBHOOK")
     with pytest.raises(ConfigError, match="EARLYIA_SLACK_WEBHOOK"):
@@ -254,7 +283,14 @@ class FakeUploader(FakeSlack):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 oid = self.headers.get("X-Object-Id")
                 with outer.lock:
-                    outer.requests.append({"path": self.path, "ctype": self.headers.get("Content-Type"), "body": body, "oid": oid})
+                    outer.requests.append(
+                        {
+                            "path": self.path,
+                            "ctype": self.headers.get("Content-Type"),
+                            "body": body,
+                            "oid": oid,
+                        }
+                    )
                 payload = json.dumps({"url": f"http://127.0.0.1/img/{oid}.png"}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(payload)))
@@ -276,16 +312,40 @@ def test_light_curve_png_uploaded_and_linked(loop_db):
 
     targets = [t["object_id"] for t in pending_targets(loop_db)]
     rng = np.random.default_rng(0)
-    phot = pd.DataFrame([{"object_id": o, "mjd": 60000.0 + k, "band": "gr"[k % 2], "flux": 100.0 + 10 * k + rng.normal(),
-                          "flux_err": 5.0} for o in targets[:3] for k in range(6)])
+    phot = pd.DataFrame(
+        [
+            {
+                "object_id": o,
+                "mjd": 60000.0 + k,
+                "band": "gr"[k % 2],
+                "flux": 100.0 + 10 * k + rng.normal(),
+                "flux_err": 5.0,
+            }
+            for o in targets[:3]
+            for k in range(6)
+        ]
+    )
     lc = LightCurves.from_frames(phot, survey="ZTF", bands=["g", "r"])
     with FakeSlack() as slack, FakeUploader() as up:
-        rep = notify(loop_db, SlackSink(slack.url, retry=FAST), image_for=ImageUploader(lc, up.url, retry=FAST))
+        rep = notify(
+            loop_db,
+            SlackSink(slack.url, retry=FAST),
+            image_for=ImageUploader(lc, up.url, retry=FAST),
+        )
         assert rep.ok and len(rep.posted) == 6
-        assert len(up.requests) == 3 and all(r["body"][:8] == b"\x89PNG\r\n\x1a\n" for r in up.requests)
+        assert len(up.requests) == 3 and all(
+            r["body"][:8] == b"\x89PNG\r\n\x1a\n" for r in up.requests
+        )
         assert {r["ctype"] for r in up.requests} == {"image/png"}
-        images = {b["alt_text"].split()[-1]: b["image_url"] for m in slack.posted() for b in m["blocks"] if b["type"] == "image"}
-        assert images == {o: f"http://127.0.0.1/img/{o}.png" for o in targets[:3]}  # objects without photometry: no image
+        images = {
+            b["alt_text"].split()[-1]: b["image_url"]
+            for m in slack.posted()
+            for b in m["blocks"]
+            if b["type"] == "image"
+        }
+        assert images == {
+            o: f"http://127.0.0.1/img/{o}.png" for o in targets[:3]
+        }  # objects without photometry: no image
 
 
 def test_retry_after_parsing_and_backoff_schedule():
@@ -294,7 +354,12 @@ def test_retry_after_parsing_and_backoff_schedule():
 
     from earlyia.followup.notify import _retry_after
 
-    assert _retry_after("3") == 3.0 and _retry_after(" 0 ") == 0.0 and _retry_after(None) is None and _retry_after("soon") is None
+    assert (
+        _retry_after("3") == 3.0
+        and _retry_after(" 0 ") == 0.0
+        and _retry_after(None) is None
+        and _retry_after("soon") is None
+    )
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 <= _retry_after(when) <= 31
     p = RetryPolicy(base_delay=0.5, factor=3.0, max_delay=5.0)
@@ -303,9 +368,12 @@ def test_retry_after_parsing_and_backoff_schedule():
         RetryPolicy(max_attempts=0)
 
 
-@pytest.mark.parametrize("action", ["drop", ("hang", 3.0), "garbage"], ids=["dropped", "hang", "not-http"])
+@pytest.mark.parametrize(
+    "action", ["drop", ("hang", 3.0), "garbage"], ids=["dropped", "hang", "not-http"]
+)
 def test_webhook_that_got_the_post_but_gave_no_answer_is_not_sent_again(loop_db, action):
-    """The webhook received the message, then the connection dropped, timed out or answered non-HTTP."""
+    """The webhook received the message, then the connection dropped, timed out or answered
+    non-HTTP."""
     sink_retry = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, timeout=1.0)
     with FakeSlackAPI(script={"webhook": [action]}) as srv:
         rep = notify(loop_db, SlackSink(srv.webhook_url, retry=sink_retry))
@@ -318,18 +386,36 @@ def test_webhook_that_got_the_post_but_gave_no_answer_is_not_sent_again(loop_db,
 
 
 def test_alert_fields_cannot_mention_or_link():
-    m = format_message({"object_id": "ZTF<!channel>", "list": "al", "classification": "<https://evil.example|click> & co",
-                        "last_band": "<@U1>", "model_version": "<!here>", "ra": 1.0, "dec": 2.0, "score": 0.5})
+    m = format_message(
+        {
+            "object_id": "ZTF<!channel>",
+            "list": "al",
+            "classification": "<https://evil.example|click> & co",
+            "last_band": "<@U1>",
+            "model_version": "<!here>",
+            "ra": 1.0,
+            "dec": 2.0,
+            "score": 0.5,
+        }
+    )
     text = json.dumps(m)
     for raw in ("<!channel>", "<!here>", "<https://evil", "<@U1>", "& co"):
         assert raw not in text
-    assert "&lt;!channel&gt;" in m["text"] and "&lt;https://evil.example|click&gt; &amp; co" in m["text"]
-    assert m["blocks"][0]["text"]["text"].startswith("*<https://fink-portal.org/ZTF%3C%21channel%3E|ZTF&lt;!channel&gt;>*")
+    assert (
+        "&lt;!channel&gt;" in m["text"]
+        and "&lt;https://evil.example|click&gt; &amp; co" in m["text"]
+    )
+    assert m["blocks"][0]["text"]["text"].startswith(
+        "*<https://fink-portal.org/ZTF%3C%21channel%3E|ZTF&lt;!channel&gt;>*"
+    )
     fields = " ".join(f["text"] for f in m["blocks"][1]["fields"])
     assert "&lt;@U1&gt;" in fields and "&lt;!here&gt;" in fields
 
 
-@pytest.mark.parametrize("url", ["https://hooks.slack.com:s3cr3t/services/x", "http://[::1/s3cr3t", "https://h/s3cr3t\nX: 1"])
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.slack.com:s3cr3t/services/x", "http://[::1/s3cr3t", "https://h/s3cr3t\nX: 1"],
+)
 def test_malformed_webhook_url_is_a_config_error_that_hides_it(loop_db, url):
     with pytest.raises(ConfigError) as info:
         notify(loop_db, SlackSink(url, retry=FAST))

@@ -1,4 +1,5 @@
-"""`followup select`: constraints, one row per object, exclusions, strategies, the early list, one transaction.
+"""`followup select`: constraints, one row per object, exclusions, strategies, the early list, one
+transaction.
 
 Also holds :func:`make_scores`, the synthetic score-file generator the other follow-up tests import.
 """
@@ -22,31 +23,55 @@ TYPES = ("Unknown", "Galaxy", "SN")
 CONSTRAINTS = Constraints(extragalactic=TYPES)
 
 
-def make_scores(n_objects: int = 120, seed: int = 0, prefix: str = "ZTF", mjd0: float = 60000.0, model_hash: str | None = None,
-                features: int = 3) -> pd.DataFrame:
-    """Synthetic score table (several alerts per object) with every column `followup select` reads."""
+def make_scores(
+    n_objects: int = 120,
+    seed: int = 0,
+    prefix: str = "ZTF",
+    mjd0: float = 60000.0,
+    model_hash: str | None = None,
+    features: int = 3,
+) -> pd.DataFrame:
+    """Synthetic score table (several alerts per object) with every column `followup select`
+    reads."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_objects):
         k = int(rng.integers(1, 4))
         start = mjd0 + rng.uniform(0, 5)
         for j in range(k):
-            rows.append({
-                "object_id": f"{prefix}{i:05d}", "alert_id": f"{prefix}{i:05d}_{j}", "mjd": start + 2.0 * j,
-                "score": float(rng.uniform()), "passed": True, "reason": "",
-                "ra": float(rng.uniform(0, 360)), "dec": float(rng.uniform(-70, 40)),
-                "ndethist": j + 3, "jdstarthist": start + MJD_OFFSET, "drb": float(rng.uniform(0.3, 1.0)),
-                "classtar": float(rng.uniform(0.2, 1.0)), "cdsxmatch": str(rng.choice(["Unknown", "Galaxy", "Star", "RRLyr"])),
-                "n_detections": j + 3, "first_det_mjd": start, "last_mag": float(rng.uniform(16.5, 21)), "last_band": "r",
-                **{f"f{m}": float(rng.normal()) for m in range(features)},
-            })
+            rows.append(
+                {
+                    "object_id": f"{prefix}{i:05d}",
+                    "alert_id": f"{prefix}{i:05d}_{j}",
+                    "mjd": start + 2.0 * j,
+                    "score": float(rng.uniform()),
+                    "passed": True,
+                    "reason": "",
+                    "ra": float(rng.uniform(0, 360)),
+                    "dec": float(rng.uniform(-70, 40)),
+                    "ndethist": j + 3,
+                    "jdstarthist": start + MJD_OFFSET,
+                    "drb": float(rng.uniform(0.3, 1.0)),
+                    "classtar": float(rng.uniform(0.2, 1.0)),
+                    "cdsxmatch": str(rng.choice(["Unknown", "Galaxy", "Star", "RRLyr"])),
+                    "n_detections": j + 3,
+                    "first_det_mjd": start,
+                    "last_mag": float(rng.uniform(16.5, 21)),
+                    "last_band": "r",
+                    **{f"f{m}": float(rng.normal()) for m in range(features)},
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def write_scores(df: pd.DataFrame, path, model_hash: str | None = None) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     if model_hash:
-        meta = {b"earlyia.scores": json.dumps({"model_hash": model_hash, "extractor": {"names": ["f0", "f1", "f2"]}}).encode()}
+        meta = {
+            b"earlyia.scores": json.dumps(
+                {"model_hash": model_hash, "extractor": {"names": ["f0", "f1", "f2"]}}
+            ).encode()
+        }
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
     pq.write_table(table, path)
 
@@ -57,9 +82,16 @@ def _reference_pool(df: pd.DataFrame, c: Constraints, exclude: set[str]) -> set[
     for oid, g in df.groupby("object_id"):
         last = g.iloc[np.argmax(g["mjd"].to_numpy())]
         days = last["mjd"] - (last["jdstarthist"] - 2400000.5)
-        if (last["score"] > c.min_score and c.dec_min <= last["dec"] < c.dec_max and days <= c.max_days_since_first
-                and last["last_mag"] <= c.mag_limit and last["drb"] > c.drb_min and last["classtar"] > c.classtar_min
-                and last["cdsxmatch"] in c.types() and oid not in exclude):
+        if (
+            last["score"] > c.min_score
+            and c.dec_min <= last["dec"] < c.dec_max
+            and days <= c.max_days_since_first
+            and last["last_mag"] <= c.mag_limit
+            and last["drb"] > c.drb_min
+            and last["classtar"] > c.classtar_min
+            and last["cdsxmatch"] in c.types()
+            and oid not in exclude
+        ):
             out.add(oid)
     return out
 
@@ -71,16 +103,26 @@ def test_latest_alert_per_object_keeps_that_alerts_columns():
     ref = df.sort_values("mjd").groupby("object_id").tail(1).set_index("object_id")
     got = latest.set_index("object_id").loc[ref.index]
     np.testing.assert_array_equal(got["alert_id"], ref["alert_id"])
-    np.testing.assert_array_equal(got["score"], ref["score"])  # not mixed across alerts (Fink's min() flaw)
+    np.testing.assert_array_equal(
+        got["score"], ref["score"]
+    )  # not mixed across alerts (Fink's min() flaw)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pool_matches_slow_reference_and_uncertainty_order(seed):
     df = make_scores(150, seed=seed)
     excl = set(df["object_id"].drop_duplicates().sample(10, random_state=seed))
-    sel = choose(latest_alerts(df), n=500, constraints=CONSTRAINTS, exclude={"requested": excl}, random_state=0)
+    sel = choose(
+        latest_alerts(df),
+        n=500,
+        constraints=CONSTRAINTS,
+        exclude={"requested": excl},
+        random_state=0,
+    )
     assert set(sel.al["object_id"]) == _reference_pool(df, CONSTRAINTS, excl)
-    few = choose(latest_alerts(df), n=7, constraints=CONSTRAINTS, exclude={"requested": excl}, random_state=0)
+    few = choose(
+        latest_alerts(df), n=7, constraints=CONSTRAINTS, exclude={"requested": excl}, random_state=0
+    )
     u = np.abs(few.al["score"].to_numpy() - 0.5)
     assert np.all(np.diff(u) >= 0)  # most uncertain first
     pool_u = np.abs(sel.al["score"].to_numpy() - 0.5)
@@ -90,8 +132,15 @@ def test_pool_matches_slow_reference_and_uncertainty_order(seed):
 def test_constraints_are_parameters():
     df = make_scores(150, seed=4)
     latest = latest_alerts(df)
-    loose = Constraints(dec_max=None, dec_min=None, mag_limit=None, drb_min=None, classtar_min=None, max_days_since_first=None,
-                        extragalactic=("Unknown", "Galaxy", "Star", "RRLyr"))
+    loose = Constraints(
+        dec_max=None,
+        dec_min=None,
+        mag_limit=None,
+        drb_min=None,
+        classtar_min=None,
+        max_days_since_first=None,
+        extragalactic=("Unknown", "Galaxy", "Star", "RRLyr"),
+    )
     sel = choose(latest, n=1000, constraints=loose)
     assert len(sel.al) == len(latest)  # every object (score > 0)
     north = choose(latest, n=1000, constraints=Constraints(dec_max=0.0, extragalactic=TYPES))
@@ -131,7 +180,14 @@ def test_cost_aware_prefers_bright_targets():
 
 def test_budget_caps_total_cost():
     df = make_scores(300, seed=8)
-    sel = choose(latest_alerts(df), n=30, strategy="cost_aware", constraints=CONSTRAINTS, budget=5.0, random_state=0)
+    sel = choose(
+        latest_alerts(df),
+        n=30,
+        strategy="cost_aware",
+        constraints=CONSTRAINTS,
+        budget=5.0,
+        random_state=0,
+    )
     cost = 10 ** (0.4 * (sel.al["last_mag"].to_numpy() - 18.0))
     assert cost.sum() <= 5.0 + 1e-9 and len(sel.al) >= 1
 
@@ -140,14 +196,25 @@ def test_missing_column_names_the_constraint():
     df = make_scores(20).drop(columns=["dec"])
     with pytest.raises(SchemaError, match="dec"):
         choose(latest_alerts(df), n=5, constraints=CONSTRAINTS)
-    choose(latest_alerts(df), n=5, constraints=Constraints(dec_max=None, dec_min=None, extragalactic=TYPES))  # disabled: fine
-    empty = make_scores(20).assign(classtar=np.nan)  # e.g. alerts without classtar: skip the cut and say so
+    choose(
+        latest_alerts(df),
+        n=5,
+        constraints=Constraints(dec_max=None, dec_min=None, extragalactic=TYPES),
+    )  # disabled: fine
+    empty = make_scores(20).assign(
+        classtar=np.nan
+    )  # e.g. alerts without classtar: skip the cut and say so
     sel = choose(latest_alerts(empty), n=5, constraints=CONSTRAINTS)
     assert len(sel.al) >= 1 and "classtar" not in sel.removed
-    assert any("classtar is unknown for every object" in note and "--min-classtar" in note for note in sel.notes)
+    assert any(
+        "classtar is unknown for every object" in note and "--min-classtar" in note
+        for note in sel.notes
+    )
     nodrb = make_scores(20).drop(columns=["drb"]).assign(classtar=np.nan)
     assert len(choose(latest_alerts(nodrb), n=5, constraints=CONSTRAINTS).notes) == 2
-    nomag = make_scores(20).assign(last_mag=np.nan)  # a cut that gives the target its meaning stays an error
+    nomag = make_scores(20).assign(
+        last_mag=np.nan
+    )  # a cut that gives the target its meaning stays an error
     with pytest.raises(SchemaError, match="mag-limit none"):
         choose(latest_alerts(nomag), n=5, constraints=CONSTRAINTS)
 
@@ -160,17 +227,27 @@ def test_select_records_everything_and_never_reproposes(tmp_path):
         assert s1.model_version == "abc123def456"
         req = db.query("SELECT object_id, list, status, model_version, strategy FROM requests")
         assert len(req) == len(s1.al) + len(s1.early)
-        assert {r["status"] for r in req} == {"selected"} and {r["model_version"] for r in req} == {"abc123def456"}
+        assert {r["status"] for r in req} == {"selected"} and {r["model_version"] for r in req} == {
+            "abc123def456"
+        }
         assert db.counts()["scored_objects"] == 400
         s2 = select(db, path, n=5, constraints=CONSTRAINTS, early=EarlyList(n=3), random_state=0)
         assert not set(s2.al["object_id"]) & (set(s1.al["object_id"]) | set(s1.early["object_id"]))
         # labelled and prohibited objects are out too
-        pool = set(choose(latest_alerts(make_scores(400, seed=9)), n=1000, constraints=CONSTRAINTS).al["object_id"])
+        pool = set(
+            choose(latest_alerts(make_scores(400, seed=9)), n=1000, constraints=CONSTRAINTS).al[
+                "object_id"
+            ]
+        )
         taken = {r[0] for r in db.query("SELECT object_id FROM requests")}
         left = sorted(pool - taken)
         assert len(left) >= 2
         with db.transaction() as con:
-            con.execute("INSERT INTO labels (object_id, type, label, source, ingested_at) VALUES (?, 'SN Ia', 1, 'x', 't')", (left[0],))
+            con.execute(
+                "INSERT INTO labels (object_id, type, label, source, ingested_at) VALUES (?, "
+                "'SN Ia', 1, 'x', 't')",
+                (left[0],),
+            )
         s3 = select(db, path, n=1000, constraints=CONSTRAINTS, prohibited={left[1]})
         assert left[0] not in set(s3.al["object_id"]) and left[1] not in set(s3.al["object_id"])
 
@@ -206,7 +283,23 @@ def test_cli_select_and_status(tmp_path, capsys):
     df["cdsxmatch"] = "Unknown"
     write_scores(df, path)
     db = str(tmp_path / "loop.db")
-    assert main(["followup", "select", "--scores", str(path), "--n", "5", "--db", db, "--mag-limit", "none"]) == 0
+    assert (
+        main(
+            [
+                "followup",
+                "select",
+                "--scores",
+                str(path),
+                "--n",
+                "5",
+                "--db",
+                db,
+                "--mag-limit",
+                "none",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Active-learning targets (uncertainty): 5" in out and "fink" not in out.lower()
     assert main(["followup", "status", "--db", db]) == 0

@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM on a running batch: real ``earlyia`` subprocesses, real signals.
 
-The run must stop within a second of the signal, exit 130 (SIGINT) or 143 (SIGTERM), and leave no output and
-no temporary file, neither beside ``--out`` nor in the temporary folder (TMPDIR).
+The run must stop within a second of the signal, exit 130 (SIGINT) or 143 (SIGTERM), and leave no
+output and no temporary file, neither beside ``--out`` nor in the temporary folder (TMPDIR).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from earlyia.model.training import train_model
 
 @pytest.fixture(scope="module")
 def alerts(tmp_path_factory):
-    """The replay file twice (second copy under new ids), shuffled: ~40 000 alerts, objects not grouped."""
+    """The replay file twice (second copy under new ids), shuffled: ~40 000 alerts, objects not
+    grouped."""
     df = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"))
     twin = df.assign(objectId=df["objectId"] + "~1", candid=df["candid"].astype(str) + "~1")
     both = pd.concat([df.assign(candid=df["candid"].astype(str)), twin], ignore_index=True)
@@ -50,14 +51,26 @@ def model_path(tmp_path_factory):
     ("command", "signum"),
     [("features", signal.SIGINT), ("score", signal.SIGTERM)],
 )
-def test_a_signal_stops_the_run_within_a_second_and_leaves_nothing(tmp_path, alerts, model_path, command, signum):
+def test_a_signal_stops_the_run_within_a_second_and_leaves_nothing(
+    tmp_path, alerts, model_path, command, signum
+):
     out_dir, tmp_dir = tmp_path / "out", tmp_path / "tmp"
     out_dir.mkdir()
     tmp_dir.mkdir()
     extra = ["--model", str(model_path)] if command == "score" else ["--extractor", "sigmoid"]
     env = dict(os.environ, TMPDIR=str(tmp_dir))
-    cmd = [sys.executable, "-m", "earlyia.cli.main", command, str(alerts), "--out", str(out_dir / "t.parquet"),
-           "--chunk-size", "500", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "earlyia.cli.main",
+        command,
+        str(alerts),
+        "--out",
+        str(out_dir / "t.parquet"),
+        "--chunk-size",
+        "500",
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

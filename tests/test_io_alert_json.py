@@ -1,4 +1,5 @@
-"""Alerts as JSON (one alert, a list, JSON Lines, gzip): the same light curves as the Avro they were decoded from."""
+"""Alerts as JSON (one alert, a list, JSON Lines, gzip): the same light curves as the Avro they
+were decoded from."""
 
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ def test_bad_json_names_the_file_and_line(tmp_path):
     broken.write_text(good + "\n" + good[:-5] + "\n")
     with pytest.raises(FormatError, match=r"broken\.jsonl.*line 2"):
         read(broken)
-    ztf = json.dumps(_jsonable(avro_records(shared(f"{SAMPLES}/ztf_avro_history/{ZTF_HISTORY[-1]}.avro"))[0]))
+    ztf = json.dumps(
+        _jsonable(avro_records(shared(f"{SAMPLES}/ztf_avro_history/{ZTF_HISTORY[-1]}.avro"))[0])
+    )
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(good + "\n" + ztf + "\n")
     with pytest.raises(FormatError, match="mixes Rubin and ZTF"):

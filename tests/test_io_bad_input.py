@@ -1,4 +1,5 @@
-"""Bad input (issue 2 section 7): every reader names the file/object, and one bad item never loses the batch."""
+"""Bad input (issue 2 section 7): every reader names the file/object, and one bad item never
+loses the batch."""
 
 from __future__ import annotations
 
@@ -36,12 +37,23 @@ def test_nan_and_inf_values():
     assert "flux error" in by_obj["inf_sigma"]
     assert "unknown band" in by_obj["bad_band"]
     i = lc.object_index(["inf_mag"])[0]
-    assert lc.detected[lc.offsets[i] : lc.offsets[i + 1]].tolist() == [False, True]  # inf magnitude = no detection
+    assert lc.detected[lc.offsets[i] : lc.offsets[i + 1]].tolist() == [
+        False,
+        True,
+    ]  # inf magnitude = no detection
     assert all(p.source == "mem.parquet" for p in lc.problems)
 
 
 def test_unsorted_duplicates_single_band():
-    rows = [["x", [2459003.5, 2459000.5, 2459003.5, 2459001.5], [18.0, 19.5, 18.0, 19.0], [0.1] * 4, [2, 2, 2, 2]]]
+    rows = [
+        [
+            "x",
+            [2459003.5, 2459000.5, 2459003.5, 2459001.5],
+            [18.0, 19.5, 18.0, 19.0],
+            [0.1] * 4,
+            [2, 2, 2, 2],
+        ]
+    ]
     lc = lightcurves_from_fink_frame(_fink(rows), source="mem")
     assert lc.n_points == 3 and np.all(np.diff(lc.mjd) > 0)
     assert set(lc.band.tolist()) == {lc.band_code("r")} and lc.bands == ("g", "r", "i")
@@ -50,9 +62,12 @@ def test_unsorted_duplicates_single_band():
 def test_empty_inputs(tmp_path):
     empty = tmp_path / "empty.parquet"
     pq.write_table(
-        pa.table({c: pa.array([], pa.list_(pa.float64())) for c in ("cjd", "cmagpsf", "csigmapsf", "cfid")}).append_column(
-            "objectId", pa.array([], pa.string())
-        ),
+        pa.table(
+            {
+                c: pa.array([], pa.list_(pa.float64()))
+                for c in ("cjd", "cmagpsf", "csigmapsf", "cfid")
+            }
+        ).append_column("objectId", pa.array([], pa.string())),
         empty,
     )
     with pytest.raises(InputError, match=r"empty\.parquet.*empty"):
@@ -73,7 +88,9 @@ def test_empty_inputs(tmp_path):
 
 def test_missing_columns_name_the_file(tmp_path):
     p = tmp_path / "cols.parquet"
-    pq.write_table(pa.table({"objectId": ["a"], "cjd": [[1.0]], "cmagpsf": [[19.0]], "cfid": [[1]]}), p)
+    pq.write_table(
+        pa.table({"objectId": ["a"], "cjd": [[1.0]], "cmagpsf": [[19.0]], "cfid": [[1]]}), p
+    )
     with pytest.raises(FormatError, match=r"cols\.parquet.*unrecognised"):
         read(p)
     with pytest.raises(SchemaError, match=r"cols\.parquet.*csigmapsf"):
@@ -89,7 +106,11 @@ def test_truncated_parquet(tmp_path):
     with pytest.raises(FormatError, match=r"cut\.parquet"):
         read(cut, format="fink_parquet")
     lc = read([p, cut], format="fink_parquet")
-    assert lc.n_objects == 1 and len(lc.problems) == 1 and lc.problems[0].source.endswith("cut.parquet")
+    assert (
+        lc.n_objects == 1
+        and len(lc.problems) == 1
+        and lc.problems[0].source.endswith("cut.parquet")
+    )
 
 
 _SCHEMA = {
@@ -129,13 +150,31 @@ def _alert(oid, candid, jd, mag, isdiffpos="t", prv=None):
     return {
         "objectId": oid,
         "candid": candid,
-        "candidate": {"jd": jd, "fid": 1, "magpsf": mag, "sigmapsf": 0.1, "isdiffpos": isdiffpos, "diffmaglim": 20.5, "candid": candid},
+        "candidate": {
+            "jd": jd,
+            "fid": 1,
+            "magpsf": mag,
+            "sigmapsf": 0.1,
+            "isdiffpos": isdiffpos,
+            "diffmaglim": 20.5,
+            "candid": candid,
+        },
         "prv_candidates": prv,
     }
 
 
 def test_avro_container_with_a_bad_alert(tmp_path):
-    prv = [{"jd": 2459000.5, "fid": 2, "magpsf": None, "sigmapsf": None, "isdiffpos": None, "diffmaglim": 20.0, "candid": None}]
+    prv = [
+        {
+            "jd": 2459000.5,
+            "fid": 2,
+            "magpsf": None,
+            "sigmapsf": None,
+            "isdiffpos": None,
+            "diffmaglim": 20.0,
+            "candid": None,
+        }
+    ]
     records = [
         _alert("ZTFa", 1, 2459001.5, 19.0, prv=prv),
         {"objectId": "ZTFbad", "candid": 2, "candidate": None, "prv_candidates": None},
@@ -156,6 +195,8 @@ def test_avro_container_with_a_bad_alert(tmp_path):
 def test_avro_codecs(tmp_path, codec):
     p = tmp_path / f"{codec}.avro"
     with open(p, "wb") as fh:
-        fastavro.writer(fh, fastavro.parse_schema(_SCHEMA), [_alert("ZTFc", 7, 2459001.5, 19.0)], codec=codec)
+        fastavro.writer(
+            fh, fastavro.parse_schema(_SCHEMA), [_alert("ZTFc", 7, 2459001.5, 19.0)], codec=codec
+        )
     lc = read(p)
     assert list(lc.alerts["alert_id"]) == ["7"] and np.isclose(lc.flux[0], 10 ** (-0.4 * 19.0 + 11))

@@ -1,4 +1,5 @@
-"""``earlyia convert``: mixed inputs -> one table, summary, problems, exit codes, no half-written output."""
+"""``earlyia convert``: mixed inputs -> one table, summary, problems, exit codes, no half-written
+output."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def test_convert_mixed_inputs(tmp_path, capsys):
     junk = tmp_path / "notes.bin"
     junk.write_bytes(b"\x00\x01 nothing we know")
     out = tmp_path / "out" / "table.parquet"
-    rc = main(["convert", *map(str, months), str(d / "all_nonIa.csv.gz"), str(junk), "--out", str(out)])
+    rc = main(
+        ["convert", *map(str, months), str(d / "all_nonIa.csv.gz"), str(junk), "--out", str(out)]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and out.exists()
     lc = LightCurves.read_parquet(out)
@@ -42,17 +45,30 @@ def test_convert_nothing_read(tmp_path, capsys):
 def test_convert_forced_format_and_list(tmp_path, capsys):
     assert main(["convert", "--list-formats"]) == 0
     listed = capsys.readouterr().out
-    for name in ("ztf_avro", "fink_parquet", "fink_csv", "snana_dat", "plasticc_csv", "elasticc_parquet", "ztf_alert_parquet", "earlyia"):
+    for name in (
+        "ztf_avro",
+        "fink_parquet",
+        "fink_csv",
+        "snana_dat",
+        "plasticc_csv",
+        "elasticc_parquet",
+        "ztf_alert_parquet",
+        "earlyia",
+    ):
         assert name in listed
     src = shared("fixtures/snpcc_dat/DES_SN008623.DAT")
     out = tmp_path / "one.parquet"
     assert main(["convert", str(src), "--format", "snana_dat", "--out", str(out)]) == 0
     assert LightCurves.read_parquet(out).n_objects == 1
-    assert main(["convert", str(src), "--format", "ztf_avro", "--out", str(tmp_path / "x.parquet")]) == 2
+    assert (
+        main(["convert", str(src), "--format", "ztf_avro", "--out", str(tmp_path / "x.parquet")])
+        == 2
+    )
 
 
 def test_convert_mixed_candid_types(tmp_path):
-    """String candids (the replay file) and integer candids (ZTF packets) end up in one column of strings."""
+    """String candids (the replay file) and integer candids (ZTF packets) end up in one column of
+    strings."""
     import pandas as pd
 
     fink = tmp_path / "replay_like.parquet"
@@ -70,15 +86,20 @@ def test_convert_mixed_candid_types(tmp_path):
     out = tmp_path / "mixed.parquet"
     assert main(["convert", str(fink), str(avro), "--out", str(out)]) == 0
     lc = LightCurves.read_parquet(out)
-    assert sorted(lc.alerts["alert_id"]) == sorted(["ZTF18abc_3", str(read(avro).alerts["alert_id"].iloc[0])])
+    assert sorted(lc.alerts["alert_id"]) == sorted(
+        ["ZTF18abc_3", str(read(avro).alerts["alert_id"].iloc[0])]
+    )
     assert set(map(type, lc.alerts["candid"].dropna())) == {str}
 
 
 def test_convert_says_why_when_every_object_was_dropped(tmp_path, capsys):
-    """Nothing left after reading: each dropped object and its reason is printed, not only "no light curve"."""
+    """Nothing left after reading: each dropped object and its reason is printed, not only "no
+    light curve"."""
     bad = tmp_path / "lightcurves.csv"
-    bad.write_text("object_id,mjd,passband,flux,flux_err,detected_bool\n"
-                   "1,60000.0,9,10.0,1.0,1\n1,60001.0,9,12.0,1.0,1\n2,60000.0,7,10.0,1.0,1\n")  # fmt: skip
+    bad.write_text(
+        "object_id,mjd,passband,flux,flux_err,detected_bool\n"
+        "1,60000.0,9,10.0,1.0,1\n1,60001.0,9,12.0,1.0,1\n2,60000.0,7,10.0,1.0,1\n"
+    )
     out = tmp_path / "t.parquet"
     assert main(["convert", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -89,7 +110,8 @@ def test_convert_says_why_when_every_object_was_dropped(tmp_path, capsys):
 
 
 def test_convert_rubin_alerts_reports_solar_system_alerts(tmp_path, capsys):
-    """A Rubin file of only asteroid alerts: nothing to write, and every alert says it is a solar-system object."""
+    """A Rubin file of only asteroid alerts: nothing to write, and every alert says it is a
+    solar-system object."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 

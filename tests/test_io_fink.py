@@ -21,7 +21,11 @@ def _frame():
         {
             "objectId": ["ZTF1", "ZTF1", "ZTF2"],
             "candid": [11, 12, 21],
-            "cjd": [[2459000.5, 2459001.5], [2459000.5, 2459001.5, 2459003.5], [2459010.5, 2459011.5]],
+            "cjd": [
+                [2459000.5, 2459001.5],
+                [2459000.5, 2459001.5, 2459003.5],
+                [2459010.5, 2459011.5],
+            ],
             "cmagpsf": [[19.0, np.nan], [19.0, np.nan, 18.5], [20.0, 19.5]],
             "csigmapsf": [[0.1, np.nan], [0.1, np.nan, 0.05], [0.2, 0.1]],
             "cfid": [[1, 2], [1, 2, 1], [2, 2]],
@@ -46,7 +50,9 @@ def test_rows_merge_and_alerts():
     assert np.isclose(lc.flux[s + 2], mag_to_fluxcal(18.5, 0.05)[0])
     assert lc.alert_id[s + 2] == 12  # the alert's own point carries its candid
     assert list(lc.alerts["alert_id"]) == ["11", "12", "21"]
-    assert np.allclose(lc.alerts["mjd"], np.array([2459001.5, 2459003.5, 2459011.5]) - JD_MJD_OFFSET)
+    assert np.allclose(
+        lc.alerts["mjd"], np.array([2459001.5, 2459003.5, 2459011.5]) - JD_MJD_OFFSET
+    )
     assert list(lc.alerts["anchor_score"]) == [0.1, 0.7, 0.0]
     assert list(lc.alerts["ndethist"]) == [1, 2, 2]  # detections in each row's history
     starts, ends = lc.alert_segments()
@@ -60,7 +66,11 @@ def test_rows_merge_and_alerts():
 def test_alert_ids_without_candid():
     df = _frame().drop(columns="candid")
     lc = lightcurves_from_fink_frame(df, source="/x/file.parquet")
-    assert list(lc.alerts["alert_id"]) == ["ZTF1@file.parquet:0", "ZTF1@file.parquet:1", "ZTF2@file.parquet:2"]
+    assert list(lc.alerts["alert_id"]) == [
+        "ZTF1@file.parquet:0",
+        "ZTF1@file.parquet:1",
+        "ZTF2@file.parquet:2",
+    ]
     assert (lc.alert_id == -1).all()
 
 
@@ -117,14 +127,17 @@ def test_replay_file():
 
 @st.composite
 def _fink_rows(draw):
-    """Objects with a true light curve on a 0.01-day grid; each alert row is a random prefix of it (Fink-like)."""
+    """Objects with a true light curve on a 0.01-day grid; each alert row is a random prefix of
+    it (Fink-like)."""
     rows = []
     for k in range(draw(st.integers(1, 4))):
         n = draw(st.integers(1, 12))
         steps = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
         jd = 2459000.5 + np.cumsum(steps) * 0.01
         fid = np.array(draw(st.lists(st.sampled_from([1, 2, 3]), min_size=n, max_size=n)))
-        mag = np.array(draw(st.lists(st.one_of(st.just(np.nan), st.floats(15, 22)), min_size=n, max_size=n)))
+        mag = np.array(
+            draw(st.lists(st.one_of(st.just(np.nan), st.floats(15, 22)), min_size=n, max_size=n))
+        )
         sig = np.where(np.isnan(mag), np.nan, 0.05)
         order = draw(st.permutations(range(n)))  # Fink lists are not always sorted
         for cut in sorted(set(draw(st.lists(st.integers(1, n), min_size=1, max_size=4)))):
@@ -149,12 +162,16 @@ def _reference(rows):
 @given(_fink_rows())
 @settings(max_examples=60, deadline=None)
 def test_fink_builder_against_reference(rows):
-    lc = lightcurves_from_fink_frame(pd.DataFrame(rows, columns=["objectId", "cjd", "cmagpsf", "csigmapsf", "cfid"]), source="h")
+    lc = lightcurves_from_fink_frame(
+        pd.DataFrame(rows, columns=["objectId", "cjd", "cmagpsf", "csigmapsf", "cfid"]), source="h"
+    )
     ref = _reference(rows)
     oid = np.repeat(lc.object_ids, np.diff(lc.offsets))
     ours = sorted(
         ((o, round(t, 8), lc.bands[b]), (f, e, d))
-        for o, t, b, f, e, d in zip(oid, lc.mjd, lc.band, lc.flux, lc.flux_err, lc.detected, strict=True)
+        for o, t, b, f, e, d in zip(
+            oid, lc.mjd, lc.band, lc.flux, lc.flux_err, lc.detected, strict=True
+        )
     )
     assert [k for k, _ in ours] == [k for k, _ in ref]
     for (_, (f, e, d)), (_, (rf, re, rd)) in zip(ours, ref, strict=True):
@@ -167,26 +184,40 @@ def test_fink_builder_against_reference(rows):
     for j, (s, e) in enumerate(zip(starts, ends, strict=True)):
         oid_j, jd, _, _, fid = rows[int(lc.alerts["row"].iloc[j])]
         seg = {(round(t, 8), lc.bands[b]) for t, b in zip(lc.mjd[s:e], lc.band[s:e], strict=True)}
-        assert {(round(t - JD_MJD_OFFSET, 8), "gri"[f - 1]) for t, f in zip(jd, fid, strict=True)} <= seg
+        assert {
+            (round(t - JD_MJD_OFFSET, 8), "gri"[f - 1]) for t, f in zip(jd, fid, strict=True)
+        } <= seg
         assert lc.object_ids[lc.alerts["object_index"].iloc[j]] == oid_j
         assert lc.mjd[e - 1] <= lc.alerts["mjd"].iloc[j] + 1e-9
 
 
-# ---------------------------------------------------------------------------- the array builder equals the frame builder
+# ---------------------------------------------------------------------------- the array builder
+# equals the frame builder
 _JD = [2459000.5, 2459000.5 + 4e-6, 2459000.5 + 2e-5, 2459001.25, 2459003.0]
 
 
 @st.composite
 def _alert_rows(draw):
-    """Alert rows as the readers give them to points_to_lightcurves: few objects (repeated over rows), epochs that
-    repeat within and across rows, detections and limits, both signs, duplicate and unknown alert ids, forced points."""
+    """Alert rows as the readers give them to points_to_lightcurves: few objects (repeated over
+    rows), epochs that repeat within and across rows, detections and limits, both signs,
+    duplicate and unknown alert ids, forced points."""
     n_rows = draw(st.integers(1, 6))
-    oids = draw(st.lists(st.sampled_from(["ZTF21b", "ZTF21a", "ZTF20c"]), min_size=n_rows, max_size=n_rows))
+    oids = draw(
+        st.lists(st.sampled_from(["ZTF21b", "ZTF21a", "ZTF20c"]), min_size=n_rows, max_size=n_rows)
+    )
     lengths = draw(st.lists(st.integers(1, 6), min_size=n_rows, max_size=n_rows))
     n = sum(lengths)
     pts = st.lists
     jd = draw(pts(st.sampled_from(_JD), min_size=n, max_size=n))
-    fid = draw(pts(st.sampled_from([1, 2, 2, 3, 1] + ([4] if draw(st.booleans()) and draw(st.booleans()) else [])), min_size=n, max_size=n))
+    fid = draw(
+        pts(
+            st.sampled_from(
+                [1, 2, 2, 3, 1] + ([4] if draw(st.booleans()) and draw(st.booleans()) else [])
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
     mag = draw(pts(st.sampled_from([np.nan, 18.0, 19.5, 19.5]), min_size=n, max_size=n))
     sigma = draw(pts(st.sampled_from([0.1, 0.05]), min_size=n, max_size=n))
     isd = draw(pts(st.sampled_from(["t", "f", None]), min_size=n, max_size=n))
@@ -196,21 +227,39 @@ def _alert_rows(draw):
     forced = None
     if draw(st.booleans()):
         is_forced = np.array(draw(pts(st.booleans(), min_size=n, max_size=n))) & np.isnan(mag)
-        f_flux = np.array(draw(pts(st.sampled_from([np.nan, 50.0, -30.0, 400.0]), min_size=n, max_size=n)))
+        f_flux = np.array(
+            draw(pts(st.sampled_from([np.nan, 50.0, -30.0, 400.0]), min_size=n, max_size=n))
+        )
         forced = (np.where(is_forced, f_flux, np.nan), np.where(is_forced, 20.0, np.nan), is_forced)
     if draw(st.booleans()):  # an absurd point: its object goes (the frame builder says why)
         mag[draw(st.integers(0, n - 1))] = -60.0
-    alerts = pd.DataFrame({"candid": row_candid, "ndethist": draw(pts(st.integers(1, 9), min_size=n_rows, max_size=n_rows))})
+    alerts = pd.DataFrame(
+        {
+            "candid": row_candid,
+            "ndethist": draw(pts(st.integers(1, 9), min_size=n_rows, max_size=n_rows)),
+        }
+    )
     alerts["alert_id"] = [str(c) for c in row_candid]
-    return dict(row_object_ids=np.asarray(oids, object), lengths=np.asarray(lengths), jd=np.asarray(jd), mag=np.asarray(mag),
-                sigma=np.asarray(sigma), fid=np.asarray(fid, float), isdiffpos=np.asarray(isd, object), diffmaglim=np.asarray(lim),
-                candid=np.asarray(candid, np.int64), alert_columns=alerts, forced=forced)
+    return dict(
+        row_object_ids=np.asarray(oids, object),
+        lengths=np.asarray(lengths),
+        jd=np.asarray(jd),
+        mag=np.asarray(mag),
+        sigma=np.asarray(sigma),
+        fid=np.asarray(fid, float),
+        isdiffpos=np.asarray(isd, object),
+        diffmaglim=np.asarray(lim),
+        candid=np.asarray(candid, np.int64),
+        alert_columns=alerts,
+        forced=forced,
+    )
 
 
 @given(_alert_rows())
 def test_array_builder_gives_the_table_of_the_frame_builder(rows):
-    """points_to_lightcurves sorts and dedups points as arrays (LightCurves.from_sorted_points); the table is the one
-    the frame path (LightCurves.from_frames) gives, point for point, with the same objects, alerts and problems."""
+    """points_to_lightcurves sorts and dedups points as arrays (LightCurves.from_sorted_points);
+    the table is the one the frame path (LightCurves.from_frames) gives, point for point, with
+    the same objects, alerts and problems."""
     from unittest import mock
 
     from earlyia.io.fink import points_to_lightcurves

@@ -34,10 +34,15 @@ def test_plasticc_fixture_values():
 
 def test_plasticc_metadata_labels(tmp_path):
     lcs = tmp_path / "mini_lightcurves.csv"
-    lcs.write_text("object_id,mjd,passband,flux,flux_err,detected_bool\n1,59000.0,1,10.0,1.0,1\n2,59000.0,5,5.0,1.0,0\n")
+    lcs.write_text(
+        "object_id,mjd,passband,flux,flux_err,detected_bool\n1,59000.0,1,10.0,1.0,1\n2,59000.0,5,5.0,1.0,0\n"
+    )
     (tmp_path / "mini_metadata.csv").write_text("object_id, target\n  1, 90\n  2, 42\n")
     lc = read(lcs)
-    assert dict(zip(lc.objects["object_id"], lc.objects["label"], strict=True)) == {"1": "SN Ia", "2": "SN II"}
+    assert dict(zip(lc.objects["object_id"], lc.objects["label"], strict=True)) == {
+        "1": "SN Ia",
+        "2": "SN II",
+    }
     bad = tmp_path / "bad.csv"
     bad.write_text("object_id,mjd,passband,flux\n1,2,3,4\n")
     with pytest.raises(SchemaError, match="flux_err"):
@@ -53,12 +58,17 @@ def test_plasticc_full_training_set():
 
 
 def _ref_alert_points(row):
-    pts = [(d["midPointTai"], d["filterName"], d["psFlux"] * NJY_TO_FLUXCAL) for d in [*(row["prvDiaSources"] or []), row["diaSource"]]]
+    pts = [
+        (d["midPointTai"], d["filterName"], d["psFlux"] * NJY_TO_FLUXCAL)
+        for d in [*(row["prvDiaSources"] or []), row["diaSource"]]
+    ]
     return sorted(pts)
 
 
 def test_elasticc_one_file_against_reference():
-    path = shared("elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820/classId=113/part-0-0.parquet")
+    path = shared(
+        "elasticc_fink_ia_ii/ftransfer_elasticc_2023-02-08_902820/classId=113/part-0-0.parquet"
+    )
     assert detect_format(path) == "elasticc_parquet"
     lc = read(path)
     rows = pq.read_table(path, partitioning=None).to_pylist()
@@ -71,7 +81,14 @@ def test_elasticc_one_file_against_reference():
         j = int(np.flatnonzero(a["alert_id"].to_numpy() == str(row["alertId"]))[0])
         s, e = starts[j], ends[j]
         det = lc.detected[s:e]
-        ours = sorted(zip(lc.mjd[s:e][det], np.asarray(lc.bands)[lc.band[s:e][det]], lc.flux[s:e][det], strict=True))
+        ours = sorted(
+            zip(
+                lc.mjd[s:e][det],
+                np.asarray(lc.bands)[lc.band[s:e][det]],
+                lc.flux[s:e][det],
+                strict=True,
+            )
+        )
         ref = _ref_alert_points(row)
         # history (as of this alert) of the merged light curve includes this alert's own detections
         for t, b, f in ref:
@@ -86,14 +103,19 @@ def test_elasticc_one_file_against_reference():
 def test_elasticc_aggregated_columns_match_nested():
     path = shared("fixtures/elasticc/test_elasticc_earlysnia_aggregated.parquet")
     lc = read_elasticc(path, forced=False)
-    t = pq.read_table(path, columns=["alertId", "cmidPointTai", "cfilterName", "cpsFlux"]).to_pylist()
+    t = pq.read_table(
+        path, columns=["alertId", "cmidPointTai", "cfilterName", "cpsFlux"]
+    ).to_pylist()
     assert len(lc.alerts) == len(t) == 260
     starts, ends = lc.alert_segments()
     idx = {aid: j for j, aid in enumerate(lc.alerts["alert_id"])}
     for row in t[::13]:
         j = idx[str(row["alertId"])]
         s, e = starts[j], ends[j]
-        got = {(round(m, 6), lc.bands[b]): f for m, b, f in zip(lc.mjd[s:e], lc.band[s:e], lc.flux[s:e], strict=True)}
+        got = {
+            (round(m, 6), lc.bands[b]): f
+            for m, b, f in zip(lc.mjd[s:e], lc.band[s:e], lc.flux[s:e], strict=True)
+        }
         for m, b, f in zip(row["cmidPointTai"], row["cfilterName"], row["cpsFlux"], strict=True):
             assert np.isclose(got[(round(m, 6), b)], f * NJY_TO_FLUXCAL, rtol=1e-6)
 
@@ -101,7 +123,16 @@ def test_elasticc_aggregated_columns_match_nested():
 def test_elasticc_schema_errors(tmp_path):
     p = tmp_path / "x.parquet"
     pq.write_table(
-        pa.table({"alertId": [1], "cmidPointTai": [[60000.0]], "cfilterName": [["g"]], "cpsFlux": [[1.0]], "cpsFluxErr": [[0.1]]}), p
+        pa.table(
+            {
+                "alertId": [1],
+                "cmidPointTai": [[60000.0]],
+                "cfilterName": [["g"]],
+                "cpsFlux": [[1.0]],
+                "cpsFluxErr": [[0.1]],
+            }
+        ),
+        p,
     )
     assert detect_format(p) == "elasticc_parquet"
     with pytest.raises(SchemaError, match="diaObjectId"):

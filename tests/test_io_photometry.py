@@ -8,7 +8,13 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from earlyia.io.photometry import diffpos_sign, fluxcal_to_mag, limit_to_flux_err, mag_to_fluxcal, njy_to_fluxcal
+from earlyia.io.photometry import (
+    diffpos_sign,
+    fluxcal_to_mag,
+    limit_to_flux_err,
+    mag_to_fluxcal,
+    njy_to_fluxcal,
+)
 
 
 def test_hand_computed_flux():
@@ -33,16 +39,29 @@ def test_isdiffpos_negative_and_positive_spellings():
 
 
 def _sign_one_by_one(v) -> int:
-    """The sign of one isdiffpos value, spelled out (the reference for the vectorised :func:`diffpos_sign`)."""
+    """The sign of one isdiffpos value, spelled out (the reference for the vectorised
+    :func:`diffpos_sign`)."""
     if isinstance(v, (bool, np.bool_)):
         return 1 if v else -1
     if isinstance(v, (int, float, np.integer, np.floating)):
         return -1 if (v == v and v <= 0) else 1
-    return -1 if v is not None and str(v).strip().lower() in {"f", "0", "false", "-1", "n", "no"} else 1
+    return (
+        -1
+        if v is not None and str(v).strip().lower() in {"f", "0", "false", "-1", "n", "no"}
+        else 1
+    )
 
 
-_ISDIFFPOS = st.one_of(st.sampled_from(["t", "f", "T", "F", " f ", "1", "0", "-1", "+1", "true", "False", "no", "yes", "", "nan"]),
-                       st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3))
+_ISDIFFPOS = st.one_of(
+    st.sampled_from(
+        ["t", "f", "T", "F", " f ", "1", "0", "-1", "+1", "true", "False", "no", "yes", "", "nan"]
+    ),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+)
 
 
 @given(st.lists(_ISDIFFPOS, max_size=40))

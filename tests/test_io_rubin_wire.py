@@ -1,5 +1,5 @@
-"""Rubin's Kafka wire format (magic byte 0, 4-byte big-endian schema id, schemaless Avro) decoded with schemas from a
-real schema-registry HTTP server on 127.0.0.1, or from a schema file."""
+"""Rubin's Kafka wire format (magic byte 0, 4-byte big-endian schema id, schemaless Avro) decoded
+with schemas from a real schema-registry HTTP server on 127.0.0.1, or from a schema file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ import pytest
 
 from conftest import shared
 from earlyia.errors import ConfigError, FormatError, RemoteError
-from earlyia.io.rubin import SchemaRegistry, decode_wire, lightcurves_from_wire, load_schema, read_rubin_avro, split_wire
+from earlyia.io.rubin import (
+    SchemaRegistry,
+    decode_wire,
+    lightcurves_from_wire,
+    load_schema,
+    read_rubin_avro,
+    split_wire,
+)
 
 SAMPLES = "external_alert_samples"
 USER, PASSWORD = "reader", "s3cret-pw"
@@ -36,7 +43,8 @@ def wire(schema_id: int, schema: dict, record: dict) -> bytes:
 
 @pytest.fixture
 def registry_server():
-    """A Confluent-style registry: GET /schemas/ids/<id> -> {"schema": "<json>"}; basic auth required; counts requests."""
+    """A Confluent-style registry: GET /schemas/ids/<id> -> {"schema": "<json>"}; basic auth
+    required; counts requests."""
     schemas: dict[int, dict] = {}
     hits: list[str] = []
     token = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -81,10 +89,19 @@ def test_wire_messages_through_a_schema_registry_equal_the_avro_file(registry_se
     path = shared(f"{SAMPLES}/fink_client/lsst_part-2-918301.avro")
     schema, records = sample(path)
     v74_schema, v74 = sample(shared(f"{SAMPLES}/lsst_alert_packet/v7_4_fakeAlert.avro"))
-    # the v7.4 sample's times are Unix seconds, no MJD: give its alert plausible ones so that it is read
+    # the v7.4 sample's times are Unix seconds, no MJD: give its alert plausible ones so that it is
+    # read
     src = v74[0]["diaSource"]
-    v74 = [{**v74[0], "diaSource": {**src, "midpointMjdTai": 60000.5},
-            "prvDiaSources": [{**s, "midpointMjdTai": 59990.5 + i} for i, s in enumerate(v74[0].get("prvDiaSources") or [])]}]
+    v74 = [
+        {
+            **v74[0],
+            "diaSource": {**src, "midpointMjdTai": 60000.5},
+            "prvDiaSources": [
+                {**s, "midpointMjdTai": 59990.5 + i}
+                for i, s in enumerate(v74[0].get("prvDiaSources") or [])
+            ],
+        }
+    ]
     schemas[703] = schema
     schemas[704] = v74_schema
     messages = [wire(703, schema, r) for r in records]
@@ -98,11 +115,17 @@ def test_wire_messages_through_a_schema_registry_equal_the_avro_file(registry_se
     # one batch may mix schema versions; a bad message is reported and the rest read
     bad_magic = b"\x01" + messages[0][1:]
     truncated = messages[1][:40]
-    mixed = lightcurves_from_wire([wire(704, v74_schema, v74[0]), bad_magic, *messages, truncated], registry=reg, source="topic")
+    mixed = lightcurves_from_wire(
+        [wire(704, v74_schema, v74[0]), bad_magic, *messages, truncated],
+        registry=reg,
+        source="topic",
+    )
     assert mixed.n_objects == 6 and hits == ["/schemas/ids/703", "/schemas/ids/704"]
     reasons = [p.reason for p in mixed.problems]
     assert any(r.startswith("message 1: ") and "first byte 1, expected 0" in r for r in reasons)
-    assert any(r.startswith(f"message {len(messages) + 2}: ") and "does not decode" in r for r in reasons)
+    assert any(
+        r.startswith(f"message {len(messages) + 2}: ") and "does not decode" in r for r in reasons
+    )
 
 
 def test_wire_with_a_schema_file_and_registry_errors(registry_server, tmp_path):
@@ -160,10 +183,15 @@ def test_convert_wire_messages_with_registry_or_schema_file(registry_server, tmp
     assert f"{junk}: not a wire-format message: first byte 79" in text and PASSWORD not in text
     avsc = tmp_path / "schema.avsc"
     avsc.write_text(json.dumps(schema))
-    assert main(["convert", *files, "--schema", str(avsc), "--out", str(tmp_path / "b.parquet")]) == 0
+    assert (
+        main(["convert", *files, "--schema", str(avsc), "--out", str(tmp_path / "b.parquet")]) == 0
+    )
     assert LightCurves.read_parquet(tmp_path / "b.parquet").n_points == ref.n_points
     # a registry that does not know the id: exit 2, one line, no password
     schemas.clear()
-    assert main(["convert", *files, "--schema-registry", url, "--out", str(tmp_path / "c.parquet")]) == 2
+    assert (
+        main(["convert", *files, "--schema-registry", url, "--out", str(tmp_path / "c.parquet")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "schema id 9: HTTP 404" in err and PASSWORD not in err and "Traceback" not in err

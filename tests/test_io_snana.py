@@ -1,4 +1,5 @@
-"""SNANA DAT reader: fixtures, damaged inputs, and (slow) the full SNPCC archive against the parquet extract."""
+"""SNANA DAT reader: fixtures, damaged inputs, and (slow) the full SNPCC archive against the
+parquet extract."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from earlyia.io.snana import parse_header, sim_type_from_comment
 
 
 def _check_against_extract(lc, snids, phot):
-    """Our photometry of ``snids`` equals the rows of snpcc_photometry.parquet (valid errors only)."""
+    """Our photometry of ``snids`` equals the rows of snpcc_photometry.parquet (valid errors
+    only)."""
     for snid in snids:
         ref = phot[(phot["snid"] == snid) & (phot["fluxcalerr"] > 0)].sort_values(["mjd", "flt"])
         i = lc.object_index([str(snid)])[0]
@@ -35,12 +37,24 @@ def test_fixture_directory_and_file():
     lc = read(d)
     assert lc.n_objects == 5 and lc.survey == "DES" and lc.bands == ("g", "r", "i", "z")
     assert lc.detected.all()
-    assert set(lc.objects["label"]) <= {"SN Ia", "SN II", "SN Ib", "SN Ic", "SN IIn", "SN IIP", "SN IIL", "SN Ibc"}
+    assert set(lc.objects["label"]) <= {
+        "SN Ia",
+        "SN II",
+        "SN Ib",
+        "SN Ic",
+        "SN IIn",
+        "SN IIP",
+        "SN IIL",
+        "SN Ibc",
+    }
     phot = pd.read_parquet(
-        shared("snpcc_simgen_public_des/snpcc_photometry.parquet"), filters=[("snid", "in", [8623, 18336, 29663, 43274, 848233])]
+        shared("snpcc_simgen_public_des/snpcc_photometry.parquet"),
+        filters=[("snid", "in", [8623, 18336, 29663, 43274, 848233])],
     )
     _check_against_extract(lc, [8623, 18336, 29663, 43274, 848233], phot)
-    meta = pd.read_parquet(shared("snpcc_simgen_public_des/snpcc_metadata.parquet")).set_index("snid")
+    meta = pd.read_parquet(shared("snpcc_simgen_public_des/snpcc_metadata.parquet")).set_index(
+        "snid"
+    )
     o = lc.objects.set_index("object_id")
     for sid in o.index:
         assert o.loc[sid, "sim_type"] == meta.loc[int(sid), "sim_type_name"]
@@ -50,22 +64,30 @@ def test_fixture_directory_and_file():
 
 def test_header_parsing():
     head, varlist = parse_header(
-        "SURVEY: DES\nSNID:  42 \nSIM_COMMENT:  SN Type = IIn , MODEL = X\nRA: 1.5 deg\nVARLIST: MJD FLT FLUXCAL FLUXCALERR\n"
+        "SURVEY: DES\nSNID:  42 \nSIM_COMMENT:  SN Type = IIn , MODEL = X\nRA: 1.5 "
+        "deg\nVARLIST: MJD FLT FLUXCAL FLUXCALERR\n"
     )
-    assert head["object_id"] == "42" and head["ra"] == 1.5 and varlist == ["MJD", "FLT", "FLUXCAL", "FLUXCALERR"]
+    assert (
+        head["object_id"] == "42"
+        and head["ra"] == 1.5
+        and varlist == ["MJD", "FLT", "FLUXCAL", "FLUXCALERR"]
+    )
     assert sim_type_from_comment(head["sim_comment"]) == "IIn"
 
 
 def _dat(snid: int, rows: list[str], extra: str = "") -> bytes:
     body = "\n".join(f"OBS: {r}" for r in rows)
     return (
-        f"SURVEY: DES\nSNID: {snid}\nFILTERS: griz\nSIM_COMMENT: SN Type = Ia , MODEL = M\n{extra}NOBS: {len(rows)}\n"
+        f"SURVEY: DES\nSNID: {snid}\nFILTERS: griz\nSIM_COMMENT: SN Type = Ia , MODEL = "
+        f"M\n{extra}NOBS: {len(rows)}\n"
         f"VARLIST: MJD FLT FIELD FLUXCAL FLUXCALERR\n{body}\nEND:\n"
     ).encode()
 
 
 def test_tar_with_bad_members(tmp_path):
-    good = _dat(1, ["56000.0 g NULL 10.0 1.0", "56001.0 r NULL 12.0 1.5", "56001.0 r NULL 12.0 1.5"])  # duplicate epoch
+    good = _dat(
+        1, ["56000.0 g NULL 10.0 1.0", "56001.0 r NULL 12.0 1.5", "56001.0 r NULL 12.0 1.5"]
+    )  # duplicate epoch
     unsorted = _dat(2, ["56010.0 i NULL 5.0 1.0", "56002.0 z NULL 7.0 1.0"])
     bad_rows = _dat(3, ["56000.0 g NULL ten 1.0 extra extra"])
     nan_flux = _dat(4, ["56000.0 g NULL nan 1.0"])
@@ -131,9 +153,13 @@ def test_full_snpcc_archive():
     assert (ours.loc[meta["snid"].astype(str)].to_numpy() == meta["sim_type_name"].to_numpy()).all()
     # the fast path of earlyia.io.datasets gives the very same table
     fast = datasets.snpcc()
-    assert np.array_equal(fast.object_ids, lc.object_ids) and np.array_equal(fast.offsets, lc.offsets)
+    assert np.array_equal(fast.object_ids, lc.object_ids) and np.array_equal(
+        fast.offsets, lc.offsets
+    )
     assert np.array_equal(fast.band, lc.band) and np.allclose(fast.mjd, lc.mjd)
-    assert np.allclose(fast.flux, lc.flux, rtol=1e-6) and np.allclose(fast.flux_err, lc.flux_err, rtol=1e-6)
+    assert np.allclose(fast.flux, lc.flux, rtol=1e-6) and np.allclose(
+        fast.flux_err, lc.flux_err, rtol=1e-6
+    )
     for col in ("label", "sample", "sim_model"):
         assert list(fast.objects[col]) == list(lc.objects[col]), col
 
@@ -141,11 +167,14 @@ def test_full_snpcc_archive():
 def test_photflag_marks_detections(tmp_path):
     text = (
         "SURVEY: LSST\nSNID: 77\nSIM_TYPE_NAME: Ia\nVARLIST: MJD BAND FLUXCAL FLUXCALERR PHOTFLAG\n"
-        "OBS: 60000.0 g 1.5 2.0 0\nOBS: 60001.0 r 150.0 5.0 4096\nOBS: 60002.0 i 300.0 6.0 6144\nEND:\n"
+        "OBS: 60000.0 g 1.5 2.0 0\nOBS: 60001.0 r 150.0 5.0 4096\nOBS: 60002.0 i 300.0 6.0 "
+        "6144\nEND:\n"
     )
     p = tmp_path / "LSST_77.DAT"
     p.write_text(text)
     lc = read(p)
     assert lc.survey == "LSST" and lc.detected.tolist() == [False, True, True]
-    assert np.allclose(lc.flux, [1.5, 150.0, 300.0])  # a forced-photometry non-detection keeps its flux
+    assert np.allclose(
+        lc.flux, [1.5, 150.0, 300.0]
+    )  # a forced-photometry non-detection keeps its flux
     assert lc.objects.loc[0, "label"] == "SN Ia"

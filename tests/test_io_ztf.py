@@ -1,4 +1,5 @@
-"""ZTF Avro and alert-parquet readers: counts on the shared fixtures, values against a plain-Python reference."""
+"""ZTF Avro and alert-parquet readers: counts on the shared fixtures, values against a
+plain-Python reference."""
 
 from __future__ import annotations
 
@@ -45,7 +46,15 @@ def _reference_points(alert):
     out = []
     for p in [*(alert["prv_candidates"] or []), alert["candidate"]]:
         if p["magpsf"] is None:
-            out.append((p["jd"] - JD_MJD_OFFSET, p["fid"], np.nan, float(limit_to_flux_err(p["diffmaglim"])), False))
+            out.append(
+                (
+                    p["jd"] - JD_MJD_OFFSET,
+                    p["fid"],
+                    np.nan,
+                    float(limit_to_flux_err(p["diffmaglim"])),
+                    False,
+                )
+            )
         else:
             f, e = mag_to_fluxcal(p["magpsf"], p["sigmapsf"])
             sign = -1.0 if p["isdiffpos"] in ("f", "0") else 1.0
@@ -87,7 +96,9 @@ def test_pool_counts_and_reference_values():
         ref = _reference_points(alert)
         i = lc.object_index([r["objectId"]])[0]
         s, e = lc.offsets[i], lc.offsets[i + 1]
-        got = {(round(lc.mjd[k], 6), lc.band[k] + 1): (lc.flux[k], lc.flux_err[k]) for k in range(s, e)}
+        got = {
+            (round(lc.mjd[k], 6), lc.band[k] + 1): (lc.flux[k], lc.flux_err[k]) for k in range(s, e)
+        }
         for t, fid, f, err, _ in ref:
             gf, ge = got[(round(t, 6), fid)]
             assert np.isclose(ge, err) and ((np.isnan(gf) and np.isnan(f)) or np.isclose(gf, f))
@@ -113,7 +124,9 @@ def test_corrupted_parquet_and_batch(tmp_path):
     good = shared("fixtures/fink_ztf/ztf_alerts_51.parquet")
     bad = tmp_path / "broken.parquet"
     data = good.read_bytes()
-    bad.write_bytes(data[:4] + data[4 : len(data) // 3] + data[-8:])  # PAR1 ... PAR1 with garbage footer
+    bad.write_bytes(
+        data[:4] + data[4 : len(data) // 3] + data[-8:]
+    )  # PAR1 ... PAR1 with garbage footer
     with pytest.raises(FormatError, match=r"broken\.parquet"):
         read(bad, format="ztf_alert_parquet")
     lc = read([good, bad])
@@ -133,12 +146,22 @@ def test_missing_candidate_fields(tmp_path):
 
 
 def test_candidate_without_history_but_fink_lists(tmp_path):
-    """A nested candidate plus Fink's lists (no prv_candidates): the lists carry the history, so fink_parquet reads it."""
+    """A nested candidate plus Fink's lists (no prv_candidates): the lists carry the history, so
+    fink_parquet reads it."""
     t = pa.table(
         {
             "objectId": ["ZTFx"],
             "candid": [5],
-            "candidate": [{"jd": 2459002.5, "fid": 1, "magpsf": 18.0, "sigmapsf": 0.1, "ndethist": 2, "drb": 0.9}],
+            "candidate": [
+                {
+                    "jd": 2459002.5,
+                    "fid": 1,
+                    "magpsf": 18.0,
+                    "sigmapsf": 0.1,
+                    "ndethist": 2,
+                    "drb": 0.9,
+                }
+            ],
             "cjd": [[2459000.5, 2459002.5]],
             "cmagpsf": [[19.0, 18.0]],
             "csigmapsf": [[0.1, 0.1]],

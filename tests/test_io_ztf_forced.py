@@ -1,4 +1,5 @@
-"""ZTF forced photometry (fp_hists of schema 4.x, and forced records inside prv_candidates) is read as measurements."""
+"""ZTF forced photometry (fp_hists of schema 4.x, and forced records inside prv_candidates) is
+read as measurements."""
 
 from __future__ import annotations
 
@@ -30,12 +31,23 @@ def test_forced_points_are_measurements_not_limits(name, n_forced):
     rec = _record(name)
     lc = read([shared(name)])
     assert lc.n_objects == 1 and lc.n_points == n_forced + 1 and not lc.problems
-    assert np.isfinite(lc.flux).all() and np.isfinite(lc.flux_err).all()  # no upper limit among them
+    assert (
+        np.isfinite(lc.flux).all() and np.isfinite(lc.flux_err).all()
+    )  # no upper limit among them
     # each forced point is forcediffimflux scaled from its zero point to FLUXCAL's 27.5, sign kept
     fp = sorted(rec["prv_candidates"], key=lambda p: p["jd"])
-    expected = {round(p["jd"] - 2400000.5, 6): (p["forcediffimflux"] * 10 ** (0.4 * (27.5 - p["magzpsci"])),
-                                                p["forcediffimfluxunc"] * 10 ** (0.4 * (27.5 - p["magzpsci"]))) for p in fp}
-    got = {round(t, 6): (f, e) for t, f, e in zip(lc.mjd, lc.flux, lc.flux_err, strict=True) if round(t, 6) in expected}
+    expected = {
+        round(p["jd"] - 2400000.5, 6): (
+            p["forcediffimflux"] * 10 ** (0.4 * (27.5 - p["magzpsci"])),
+            p["forcediffimfluxunc"] * 10 ** (0.4 * (27.5 - p["magzpsci"])),
+        )
+        for p in fp
+    }
+    got = {
+        round(t, 6): (f, e)
+        for t, f, e in zip(lc.mjd, lc.flux, lc.flux_err, strict=True)
+        if round(t, 6) in expected
+    }
     assert len(got) == n_forced
     for t, (f, e) in expected.items():
         assert got[t][0] == pytest.approx(f, rel=1e-6) and got[t][1] == pytest.approx(e, rel=1e-6)
@@ -62,4 +74,8 @@ def test_unusable_forced_points_are_left_out_and_reported():
     lc = lightcurves_from_alert_records([rec], source="x.avro")
     assert lc.n_points == 17 and len(lc.problems) == 1
     p = lc.problems[0]
-    assert p.object_id == rec["objectId"] and "2 forced-photometry point(s)" in p.reason and "procstatus" in p.reason
+    assert (
+        p.object_id == rec["objectId"]
+        and "2 forced-photometry point(s)" in p.reason
+        and "procstatus" in p.reason
+    )

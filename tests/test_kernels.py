@@ -14,7 +14,10 @@ def test_first_run_says_so_and_later_runs_are_quiet(monkeypatch, tmp_path):
     first = io.StringIO()
     with FirstCompile(first):
         pass
-    assert "first run of this installation" in first.getvalue() and "kernels cached" in first.getvalue()
+    assert (
+        "first run of this installation" in first.getvalue()
+        and "kernels cached" in first.getvalue()
+    )
     assert marker().exists()
     again = io.StringIO()
     with FirstCompile(again):

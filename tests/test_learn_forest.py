@@ -20,7 +20,8 @@ def _assert_same_forest(a: FastForest, b: FastForest):
 
 
 def _grow(n, k, n_start, seed, ties, after_each=None):
-    """A random 7-tree FastForest started on a few rows, then grown row by row; returns what the tests compare."""
+    """A random 7-tree FastForest started on a few rows, then grown row by row; returns what the
+    tests compare."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, k))
     if ties:  # many repeated values, like features that fail and get a default value
@@ -30,7 +31,9 @@ def _grow(n, k, n_start, seed, ties, after_each=None):
     order = rng.permutation(n)
     n_start = min(n_start, n)
     start, rest = order[:n_start], order[n_start:]
-    inc = FastForest(n_estimators=7, random_state=seed % 97).fit(X[start], y[start], sample_keys=keys[start])
+    inc = FastForest(n_estimators=7, random_state=seed % 97).fit(
+        X[start], y[start], sample_keys=keys[start]
+    )
     Xs = rng.normal(size=(50, k))
     inc.register_scored(Xs)
     for i in rest:
@@ -51,7 +54,9 @@ def _grow(n, k, n_start, seed, ties, after_each=None):
 def test_incremental_equals_refit(n, k, n_start, seed, ties):
     rng, X, y, keys, inc, Xs = _grow(n, k, n_start, seed, ties)
     perm = rng.permutation(n)  # the refit sees the rows in another order
-    ref = FastForest(n_estimators=7, random_state=seed % 97).fit(X[perm], y[perm], sample_keys=keys[perm])
+    ref = FastForest(n_estimators=7, random_state=seed % 97).fit(
+        X[perm], y[perm], sample_keys=keys[perm]
+    )
     _assert_same_forest(inc, ref)
     # the maintained predictions equal a fresh prediction of the same forest, exactly
     p, v, h = ref.committee_summary(Xs)
@@ -77,7 +82,23 @@ def test_rebuild_of_subtree_without_scored_rows_regression():
     freed nodes; they kept the segments of the nodes they used to be (here the one scored row's
     [0, 1)), so the next rebuild above them removed leaf values from rows they never had
     (maintained P = -1.0, fresh P = 0.0). Minimal case: 1 tree, 1 scored row, 12 rows."""
-    X = np.array([[1, 1], [2, 0], [-1, 0], [0, 0], [1, 1], [0, -1], [0, -2], [0, 1], [1, 1], [-1, 1], [1, 0], [0, -2]], float)
+    X = np.array(
+        [
+            [1, 1],
+            [2, 0],
+            [-1, 0],
+            [0, 0],
+            [1, 1],
+            [0, -1],
+            [0, -2],
+            [0, 1],
+            [1, 1],
+            [-1, 1],
+            [1, 0],
+            [0, -2],
+        ],
+        float,
+    )
     y = np.array([0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0], bool)
     Xs = np.array([[0.45040473, 0.75625726]])
     ff = FastForest(n_estimators=1, random_state=651).fit(X[:1], y[:1]).register_scored(Xs)
@@ -104,6 +125,7 @@ def test_refit_keeps_registered_rows_consistent():
     _assert_scored_consistent(ff, Xs)
     ff.add_samples(np.arange(30, 40), rng.normal(size=(10, 3)), rng.random(10) < 0.5)
     _assert_scored_consistent(ff, Xs)
+
 
 def test_predictions_match_ensemble_and_trees():
     rng = np.random.default_rng(0)
@@ -196,9 +218,13 @@ def test_scored_bitsets_coarse_checkpoints(seed, n_scored, committee_from):
     X = np.round(rng.normal(size=(40, 3)) * 2)
     y = rng.random(40) < 0.4
     Xs = np.round(rng.normal(size=(n_scored, 3)) * 2) / 2
-    with pytest.MonkeyPatch.context() as mp:  # a tiny memory budget: prefix checkpoints as sparse as possible
+    with (
+        pytest.MonkeyPatch.context() as mp
+    ):  # a tiny memory budget: prefix checkpoints as sparse as possible
         mp.setattr(forest_module, "_PREFIX_BYTES", 1)
-        ff = FastForest(n_estimators=6, random_state=seed % 89).fit(X[:5], y[:5]).register_scored(Xs)
+        ff = (
+            FastForest(n_estimators=6, random_state=seed % 89).fit(X[:5], y[:5]).register_scored(Xs)
+        )
     assert ff._block > 64 or n_scored < 64
     for i in range(5, 40):
         ff.add_sample(i, X[i], y[i])
@@ -206,4 +232,3 @@ def test_scored_bitsets_coarse_checkpoints(seed, n_scored, committee_from):
             ff.scored_votes()  # turns on the maintenance of votes and entropies
     _assert_scored_consistent(ff, Xs)
     _assert_same_forest(ff, FastForest(n_estimators=6, random_state=seed % 89).fit(X, y))
-

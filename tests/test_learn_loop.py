@@ -6,7 +6,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 
 from earlyia.errors import ConfigError, InputError
-from earlyia.learn import ALResult, FastForest, Protocol, fink, get_protocol, honest, run_active_learning
+from earlyia.learn import (
+    ALResult,
+    FastForest,
+    Protocol,
+    fink,
+    get_protocol,
+    honest,
+    run_active_learning,
+)
 from earlyia.metrics import METRIC_NAMES, binary_metrics
 
 
@@ -42,8 +50,18 @@ def test_honest_protocol_split_by_object():
 
 def test_honest_loop_never_queries_test_and_records_protocol():
     X, y, groups, nd = _data()
-    res = run_active_learning(X, y, protocol="honest", groups=groups, n_detections=nd, n_loops=8, batch_size=2,
-                              classifier=FastForest(n_estimators=10, random_state=0), random_state=2, ids=groups * 10)
+    res = run_active_learning(
+        X,
+        y,
+        protocol="honest",
+        groups=groups,
+        n_detections=nd,
+        n_loops=8,
+        batch_size=2,
+        classifier=FastForest(n_estimators=10, random_state=0),
+        random_state=2,
+        ids=groups * 10,
+    )
     assert isinstance(res, ALResult) and res.protocol == "honest"
     assert not np.isin(res.training_indices(), res.test).any()
     assert not np.isin(groups[res.training_indices()], groups[res.test]).any()
@@ -61,12 +79,15 @@ def test_honest_loop_never_queries_test_and_records_protocol():
 
 def test_fink_test_is_the_complement():
     X, y, _, _ = _data()
-    res = run_active_learning(X, y, n_loops=5, classifier=FastForest(n_estimators=5, random_state=0), random_state=0)
+    res = run_active_learning(
+        X, y, n_loops=5, classifier=FastForest(n_estimators=5, random_state=0), random_state=0
+    )
     assert list(res.metrics["n"]) == [len(y) - 10 - i for i in range(6)]
     assert res.config["protocol"]["name"] == "fink" and res.test is None
     # the final forest is usable as an estimator and was trained on exactly the labelled rows
-    ref = FastForest(n_estimators=5, random_state=0).fit(X[res.training_indices()], y[res.training_indices()],
-                                                         sample_keys=res.training_indices())
+    ref = FastForest(n_estimators=5, random_state=0).fit(
+        X[res.training_indices()], y[res.training_indices()], sample_keys=res.training_indices()
+    )
     np.testing.assert_allclose(res.classifier.predict_proba(X), ref.predict_proba(X), atol=1e-12)
 
 
@@ -76,23 +97,30 @@ def test_incremental_path_equals_generic_path():
     kw = dict(strategy="uncertainty", n_loops=12, random_state=5)
     fast = run_active_learning(X, y, classifier=FastForest(n_estimators=15, random_state=1), **kw)
     assert fast.config["incremental"]
-    slow = run_active_learning(X, y, classifier=_NoIncremental(n_estimators=15, random_state=1), **kw)
+    slow = run_active_learning(
+        X, y, classifier=_NoIncremental(n_estimators=15, random_state=1), **kw
+    )
     assert not slow.config["incremental"]
     for a, b in zip(fast.queried, slow.queried, strict=True):
         np.testing.assert_array_equal(a, b)
     cols = ["accuracy", "efficiency", "purity", "fom", "roc_auc"]
-    np.testing.assert_allclose(fast.metrics[cols].to_numpy(), slow.metrics[cols].to_numpy(), atol=1e-9)
+    np.testing.assert_allclose(
+        fast.metrics[cols].to_numpy(), slow.metrics[cols].to_numpy(), atol=1e-9
+    )
 
 
 class _NoIncremental(ClassifierMixin, BaseEstimator):
-    """A FastForest seen only through fit/predict_proba (keys = positions in the training subset)."""
+    """A FastForest seen only through fit/predict_proba (keys = positions in the training
+    subset)."""
 
     def __init__(self, n_estimators=15, random_state=1):
         self.n_estimators = n_estimators
         self.random_state = random_state
 
     def fit(self, X, y):
-        self.inner_ = FastForest(self.n_estimators, random_state=self.random_state).fit(X, y, sample_keys=self._keys(X))
+        self.inner_ = FastForest(self.n_estimators, random_state=self.random_state).fit(
+            X, y, sample_keys=self._keys(X)
+        )
         self.classes_ = self.inner_.classes_
         return self
 
@@ -110,7 +138,12 @@ _ROW_OF = {tuple(r): i for i, r in enumerate(X0)}
 
 def test_generic_classifier_and_seed_reproducibility():
     X, y, _, _ = _data(300)
-    kw = dict(strategy="bald", n_loops=4, batch_size=2, classifier=RandomForestClassifier(n_estimators=10, random_state=0))
+    kw = dict(
+        strategy="bald",
+        n_loops=4,
+        batch_size=2,
+        classifier=RandomForestClassifier(n_estimators=10, random_state=0),
+    )
     a = run_active_learning(X, y, random_state=9, **kw)
     b = run_active_learning(X, y, random_state=9, **kw)
     np.testing.assert_array_equal(a.training_indices(), b.training_indices())
@@ -120,11 +153,22 @@ def test_generic_classifier_and_seed_reproducibility():
 def test_budget_and_errors():
     X, y, _, _ = _data(300)
     cost = np.where(X[:, 1] > 0, 1.0, 3.0)
-    res = run_active_learning(X, y, strategy="uncertainty_per_cost", cost=cost, budget=3.0, n_loops=5, batch_size=3,
-                              classifier=FastForest(n_estimators=5), random_state=0)
+    res = run_active_learning(
+        X,
+        y,
+        strategy="uncertainty_per_cost",
+        cost=cost,
+        budget=3.0,
+        n_loops=5,
+        batch_size=3,
+        classifier=FastForest(n_estimators=5),
+        random_state=0,
+    )
     for q in res.queried:
         assert cost[q].sum() <= 3.0
-    assert res.metrics["cost_spent"].iloc[-1] == pytest.approx(sum(cost[q].sum() for q in res.queried))
+    assert res.metrics["cost_spent"].iloc[-1] == pytest.approx(
+        sum(cost[q].sum() for q in res.queried)
+    )
     with pytest.raises(InputError, match="y has shape"):
         run_active_learning(X, y[:-1])
     with pytest.raises(InputError, match="non-finite"):

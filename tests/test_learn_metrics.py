@@ -28,7 +28,9 @@ def slow_metrics(y, p, thr=0.5, w=3.0):
     pos = [pi for yi, pi in zip(y, p, strict=True) if yi]
     neg = [pi for yi, pi in zip(y, p, strict=True) if not yi]
     if pos and neg:
-        auc = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg) / (len(pos) * len(neg))
+        auc = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg) / (
+            len(pos) * len(neg)
+        )
     else:
         auc = float("nan")
     return {
@@ -44,7 +46,9 @@ def slow_metrics(y, p, thr=0.5, w=3.0):
 labels_scores = st.integers(1, 60).flatmap(
     lambda n: st.tuples(
         st.lists(st.booleans(), min_size=n, max_size=n),
-        st.lists(st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.5000001, 0.7, 0.9, 1.0]), min_size=n, max_size=n),
+        st.lists(
+            st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.5000001, 0.7, 0.9, 1.0]), min_size=n, max_size=n
+        ),
         st.lists(st.integers(3, 7), min_size=n, max_size=n),
     )
 )

@@ -74,7 +74,9 @@ def test_cached_predictions_give_the_same_choice(name):
     ff = FastForest(n_estimators=20, random_state=2).fit(X[:50], y[:50])
     X_pool = X[50:]
     ff.register_scored(X_pool)
-    cached = PoolPredictions(X_pool, ff.scored_proba(), ff.scored_votes(), ff.scored_member_entropy())
+    cached = PoolPredictions(
+        X_pool, ff.scored_proba(), ff.scored_votes(), ff.scored_member_entropy()
+    )
     a, sa = get_strategy(name)(ff, X_pool, n_instances=4, random_state=5)
     b, sb = get_strategy(name)(cached, X_pool, n_instances=4, random_state=5)
     np.testing.assert_array_equal(a, b)
@@ -86,8 +88,15 @@ def test_cached_predictions_give_the_same_choice(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_loop_never_requeries(name):
     X, y = _data(300, seed=4)
-    res = run_active_learning(X, y, strategy=name, classifier=FastForest(n_estimators=10, random_state=0),
-                              n_loops=6, batch_size=3, random_state=11)
+    res = run_active_learning(
+        X,
+        y,
+        strategy=name,
+        classifier=FastForest(n_estimators=10, random_state=0),
+        n_loops=6,
+        batch_size=3,
+        random_state=11,
+    )
     rows = res.training_indices()
     assert len(np.unique(rows)) == len(rows) == 10 + 18
     assert not np.isin(np.concatenate(res.queried), res.initial).any()
@@ -146,11 +155,16 @@ class _FixedProba:
 
 
 @settings(max_examples=60, deadline=None)
-@given(votes=st.lists(st.integers(0, 50), min_size=3, max_size=60), k=st.integers(1, 5), seed=st.integers(0, 2**16))
+@given(
+    votes=st.lists(st.integers(0, 50), min_size=3, max_size=60),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
 def test_binary_uncertainty_family_picks_the_same_levels(votes, k, seed):
-    """For two classes, entropy, margin and least confident rank the pool like |p - 0.5|: with forest-like
-    probabilities (vote fractions, many exact ties) each picks rows of the same uncertainty levels, so their
-    active-learning runs are uncertainty sampling up to the tie-break (why the README runs only one of them)."""
+    """For two classes, entropy, margin and least confident rank the pool like |p - 0.5|: with
+    forest-like probabilities (vote fractions, many exact ties) each picks rows of the same
+    uncertainty levels, so their active-learning runs are uncertainty sampling up to the
+    tie-break (why the README runs only one of them)."""
     p = np.asarray(votes, np.float64) / 50.0
     X = np.arange(len(p))[:, None]
     clf = _FixedProba(p)

@@ -1,4 +1,5 @@
-"""LSST alerts go through the same features -> train -> score commands as ZTF; the card picks the extractor."""
+"""LSST alerts go through the same features -> train -> score commands as ZTF; the card picks the
+extractor."""
 
 import pandas as pd
 
@@ -19,7 +20,19 @@ def test_elasticc_rainbow_train_and_score(tmp_path):
     assert meta["extractor"]["extractor"] == "rainbow" and meta["survey"] == "LSST"
     assert set(df["label"].dropna()) == {"SN Ia", "SN II"}
     model = tmp_path / "rb.eia"
-    args = ["train", str(feats), "--out", str(model), "--trees", "30", "--cv-folds", "0", "--select-min-points", "0", "--select-no-rising"]
+    args = [
+        "train",
+        str(feats),
+        "--out",
+        str(model),
+        "--trees",
+        "30",
+        "--cv-folds",
+        "0",
+        "--select-min-points",
+        "0",
+        "--select-no-rising",
+    ]
     assert main(args) == 0
     assert Model.load(model).card["extractor"]["extractor"] == "rainbow"
     out = tmp_path / "scores.parquet"
@@ -28,7 +41,8 @@ def test_elasticc_rainbow_train_and_score(tmp_path):
     scores = pd.read_parquet(out)
     n_alerts = len(pd.read_parquet(other, columns=["alertId"]))
     assert len(scores) == n_alerts and scores["passed"].any()
-    # rows the model scored carry the Rainbow features the card lists, in its order; failed rows score 0
+    # rows the model scored carry the Rainbow features the card lists, in its order; failed rows
+    # score 0
     names = Model.load(model).card["features"]
     assert all(n in scores.columns for n in names)
     assert (scores.loc[~scores["passed"], "score"] == 0).all()

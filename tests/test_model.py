@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.isotonic import IsotonicRegression
 
-from earlyia.errors import ConfigError, DataNotFoundError, FeatureMismatchError, InputError, IntegrityError, ModelError
+from earlyia.errors import (
+    ConfigError,
+    DataNotFoundError,
+    FeatureMismatchError,
+    InputError,
+    IntegrityError,
+    ModelError,
+)
 from earlyia.labels import TypeMap
 from earlyia.model import artifact, modelfile, operating
 from earlyia.model.artifact import Model, content_hash
@@ -76,13 +83,17 @@ def test_matches_sklearn_forest(trained):
     oob = rf.oob_decision_function_[:, 1]
     ok = np.isfinite(oob)
     y = (df["label"] == "SN Ia").to_numpy()[ok]
-    assert trained.card["metrics"]["oob"]["accuracy"] == pytest.approx(((oob[ok] > 0.5) == y).mean())
+    assert trained.card["metrics"]["oob"]["accuracy"] == pytest.approx(
+        ((oob[ok] > 0.5) == y).mean()
+    )
 
 
 def test_dataframe_columns_matched_by_name(trained):
     df = _table(50, seed=5)
     shuffled = df[["label", "f_c", "object_id", "f_a", "f_b"]]
-    np.testing.assert_array_equal(trained.predict_proba(shuffled), trained.predict_proba(df[NAMES].to_numpy()))
+    np.testing.assert_array_equal(
+        trained.predict_proba(shuffled), trained.predict_proba(df[NAMES].to_numpy())
+    )
     with pytest.raises(FeatureMismatchError, match="f_b"):
         trained.predict_proba(df[["f_a", "f_c"]])
 
@@ -101,13 +112,18 @@ def test_flip_a_byte_inside_the_trees_is_refused(tmp_path, trained):
 
 
 def test_any_byte_flip_is_refused_or_harmless(tmp_path, trained):
-    """Every flipped byte either makes the load fail, or changes nothing the model computes (zip header padding)."""
+    """Every flipped byte either makes the load fail, or changes nothing the model computes (zip
+    header padding)."""
     path = trained.save(tmp_path / "m.eia")
     raw = path.read_bytes()
     X = np.random.default_rng(4).normal(size=(50, 3))
     expected = trained.predict_proba(X)
     rng = np.random.default_rng(0)
-    positions = np.unique(np.concatenate([rng.integers(0, len(raw), 150), np.arange(0, 64), np.arange(len(raw) - 64, len(raw))]))
+    positions = np.unique(
+        np.concatenate(
+            [rng.integers(0, len(raw), 150), np.arange(0, 64), np.arange(len(raw) - 64, len(raw))]
+        )
+    )
     refused = 0
     for pos in positions:
         b = bytearray(raw)
@@ -176,7 +192,9 @@ def test_feature_mismatch_names_the_feature(trained):
     with pytest.raises(FeatureMismatchError, match="missing feature") as e:
         trained.check_features(["f_a", "f_x", "f_c"])
     assert "f_b" in str(e.value) and "f_x" in str(e.value)
-    with pytest.raises(FeatureMismatchError, match="feature 1 is 'f_c' in the input but 'f_b' in the model"):
+    with pytest.raises(
+        FeatureMismatchError, match="feature 1 is 'f_c' in the input but 'f_b' in the model"
+    ):
         trained.check_features(["f_a", "f_c", "f_b"])
     with pytest.raises(FeatureMismatchError, match="params"):
         trained.check_extractor({**CONFIG, "params": {"k": 2}})
@@ -195,7 +213,9 @@ def test_no_pickle_anywhere(tmp_path, trained):
     source = inspect.getsource(artifact) + inspect.getsource(modelfile)
     assert "import pickle" not in source and "pickle.load" not in source
     loads = [line for line in source.splitlines() if "np.load(" in line]
-    assert all("allow_pickle=False" in args for args in loads)  # the loader itself parses .npy headers, no np.load
+    assert all(
+        "allow_pickle=False" in args for args in loads
+    )  # the loader itself parses .npy headers, no np.load
 
 
 @pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
@@ -207,15 +227,23 @@ def test_calibration(tmp_path, method):
     p_raw = raw.predict_proba(X)[:, 1]
     p_cal = m.predict_proba(X)[:, 1]
     assert np.all((p_cal >= 0) & (p_cal <= 1))
-    assert np.all(np.diff(p_cal[np.argsort(p_raw, kind="stable")]) >= -1e-12)  # monotone in the raw score
+    assert np.all(
+        np.diff(p_cal[np.argsort(p_raw, kind="stable")]) >= -1e-12
+    )  # monotone in the raw score
     # reference: refit the map on the forest's out-of-bag probabilities with scikit-learn
     lab = df[df["label"] != "SN"]
-    rf = RandomForestClassifier(n_estimators=40, random_state=0, oob_score=True).fit(lab[NAMES].to_numpy(), lab["label"] == "SN Ia")
+    rf = RandomForestClassifier(n_estimators=40, random_state=0, oob_score=True).fit(
+        lab[NAMES].to_numpy(), lab["label"] == "SN Ia"
+    )
     oob = rf.oob_decision_function_[:, 1]
     ok = np.isfinite(oob)
     y = (lab["label"] == "SN Ia").to_numpy()[ok]
     if method == "isotonic":
-        ref = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(oob[ok], y).predict(p_raw)
+        ref = (
+            IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip")
+            .fit(oob[ok], y)
+            .predict(p_raw)
+        )
         np.testing.assert_allclose(p_cal, ref, atol=1e-12)
     else:
         a, b = m.calibration["ab"]
@@ -245,10 +273,14 @@ def test_training_options():
         train_model(df[df["label"] != "SN Ia"], CONFIG, Recipe(n_estimators=5))
     with pytest.raises(FeatureMismatchError, match="f_c"):
         train_model(df.drop(columns="f_c"), CONFIG, Recipe(n_estimators=5))
-    numeric = df.assign(label=np.where(df["label"] == "SN Ia", 1, np.where(df["label"] == "SN", -1, 0)), valid=True)
+    numeric = df.assign(
+        label=np.where(df["label"] == "SN Ia", 1, np.where(df["label"] == "SN", -1, 0)), valid=True
+    )
     numeric.loc[:9, "valid"] = False
     m = train_model(numeric, CONFIG, Recipe(n_estimators=5))
-    assert m.card["training"]["n_samples"] == int(((numeric["label"] >= 0) & numeric["valid"]).sum())
+    assert m.card["training"]["n_samples"] == int(
+        ((numeric["label"] >= 0) & numeric["valid"]).sum()
+    )
 
 
 def test_content_hash_covers_everything(trained):
@@ -271,21 +303,33 @@ def test_no_pickle_in_the_package_outside_the_pinned_fink_loader():
         if f.relative_to(root).as_posix() == "model/fink_pickle.py":
             continue
         text = f.read_text()
-        if re.search(r"^\s*(import pickle|from pickle import|import joblib|import cloudpickle)", text, re.M) or "allow_pickle=True" in text:
+        if (
+            re.search(
+                r"^\s*(import pickle|from pickle import|import joblib|import cloudpickle)",
+                text,
+                re.M,
+            )
+            or "allow_pickle=True" in text
+        ):
             offenders.append(str(f.relative_to(root)))
     assert offenders == []
 
 
 def test_grouped_held_out_metrics_when_objects_repeat():
-    """Alerts of one object are near copies: out-of-bag looks great, folds by object show there is no signal."""
+    """Alerts of one object are near copies: out-of-bag looks great, folds by object show there
+    is no signal."""
     from sklearn.model_selection import GroupKFold
 
     rng = np.random.default_rng(5)
     n_obj, per = 60, 5
     centre = rng.normal(size=(n_obj, 3))
     X = np.repeat(centre, per, axis=0) + 0.01 * rng.normal(size=(n_obj * per, 3))
-    lab = np.repeat(np.where(rng.random(n_obj) < 0.5, "SN Ia", "SN II"), per)  # labels unrelated to features
-    df = pd.DataFrame(X, columns=NAMES).assign(object_id=np.repeat([f"o{i}" for i in range(n_obj)], per), label=lab)
+    lab = np.repeat(
+        np.where(rng.random(n_obj) < 0.5, "SN Ia", "SN II"), per
+    )  # labels unrelated to features
+    df = pd.DataFrame(X, columns=NAMES).assign(
+        object_id=np.repeat([f"o{i}" for i in range(n_obj)], per), label=lab
+    )
     m = train_model(df, CONFIG, Recipe(n_estimators=40, calibrate="isotonic"), random_state=0)
     met = m.card["metrics"]
     assert met["oob"]["accuracy"] > 0.85 and "optimistic" in met["oob"]["note"]
@@ -304,13 +348,16 @@ def test_grouped_held_out_metrics_when_objects_repeat():
 
 
 def test_object_weights_make_every_object_count_once():
-    # object A is replayed at 30 alerts, the others once: with object weights the forest equals one trained
-    # on the same rows with explicit weights 1/30 and 1, and differs from the unweighted forest
+    # object A is replayed at 30 alerts, the others once: with object weights the forest equals one
+    # trained on the same rows with explicit weights 1/30 and 1, and differs from the unweighted
+    # forest
     df = _table(n=120, seed=5)
     rep = pd.concat([df.iloc[[0]]] * 29, ignore_index=True)
     rep["alert_id"] = [f"rep{i}" for i in range(len(rep))]
     big = pd.concat([df, rep], ignore_index=True)
-    weighted = train_model(big, CONFIG, Recipe(n_estimators=20, object_weights=True, cv_folds=0), random_state=1)
+    weighted = train_model(
+        big, CONFIG, Recipe(n_estimators=20, object_weights=True, cv_folds=0), random_state=1
+    )
     plain = train_model(big, CONFIG, Recipe(n_estimators=20, cv_folds=0), random_state=1)
     usable = big[big["label"] != "SN"]
     X = usable[NAMES].to_numpy()
@@ -321,17 +368,22 @@ def test_object_weights_make_every_object_count_once():
     np.testing.assert_allclose(weighted.predict_proba(grid)[:, 1], ref.predict_proba(grid)[:, 1])
     assert not np.allclose(weighted.predict_proba(grid), plain.predict_proba(grid))
     assert weighted.card["classifier"]["object_weights"] is True
-    balanced = train_model(df, CONFIG, Recipe(n_estimators=10, class_weight="balanced"), random_state=1)
+    balanced = train_model(
+        df, CONFIG, Recipe(n_estimators=10, class_weight="balanced"), random_state=1
+    )
     assert balanced.card["classifier"]["params"]["class_weight"] == "balanced"
     with pytest.raises(ConfigError, match="recipe setting class_weight"):
         Recipe(n_estimators=10, class_weight="heavy")
 
 
 def _slow_operating_point(obj, det, pos, score, n, min_purity):
-    """Brute force: every threshold (highest first), objects flagged when any alert with <= n detections is above it."""
+    """Brute force: every threshold (highest first), objects flagged when any alert with <= n
+    detections is above it."""
     best = (np.nan, 0.0, np.nan)
     n_pos = len({o for o, p in zip(obj, pos, strict=True) if p})
-    for t in sorted({np.nextafter(s, -np.inf) for s in score}, reverse=True):  # ties: the highest threshold
+    for t in sorted(
+        {np.nextafter(s, -np.inf) for s in score}, reverse=True
+    ):  # ties: the highest threshold
         flagged = {o for o, d, s in zip(obj, det, score, strict=True) if d <= n and s > t}
         positives = {o for o, p in zip(obj, pos, strict=True) if p}
         tp, fp = len(flagged & positives), len(flagged - positives)
@@ -349,7 +401,9 @@ def test_operating_points_match_a_brute_force_reference(seed, n_obj, min_purity)
     pos = np.repeat(rng.random(n_obj) < 0.5, per)
     det = np.concatenate([np.arange(1, k + 1) * rng.integers(1, 6) for k in per])
     score = np.round(rng.random(len(obj)) * 0.6 + 0.4 * pos, 2)  # ties on purpose
-    ops = operating.operating_points(obj, det, pos, score, targets=((5, min_purity), (20, min_purity)))
+    ops = operating.operating_points(
+        obj, det, pos, score, targets=((5, min_purity), (20, min_purity))
+    )
     if not pos.any():
         assert ops == []
         return
@@ -360,14 +414,16 @@ def test_operating_points_match_a_brute_force_reference(seed, n_obj, min_purity)
             continue
         assert op["efficiency"] == pytest.approx(eff) and op["purity"] == pytest.approx(pur)
         # the threshold reproduces the point when applied
-        flagged = {o for o, d, s in zip(obj, det, score, strict=True) if d <= n and s > op["threshold"]}
+        flagged = {
+            o for o, d, s in zip(obj, det, score, strict=True) if d <= n and s > op["threshold"]
+        }
         tp = len(flagged & set(obj[pos]))
         assert tp / len(set(obj[pos])) == pytest.approx(eff)
 
 
 def test_card_records_operating_points_from_grouped_scores(tmp_path):
-    """Replayed alerts (object_id + ndethist): the card carries the purity >= 0.8 thresholds, estimated on
-    held-out objects only, and they survive saving."""
+    """Replayed alerts (object_id + ndethist): the card carries the purity >= 0.8 thresholds,
+    estimated on held-out objects only, and they survive saving."""
     rng = np.random.default_rng(11)
     n_obj, per = 120, 4
     centre = rng.normal(size=(n_obj, 3))
@@ -381,7 +437,15 @@ def test_card_records_operating_points_from_grouped_scores(tmp_path):
     m = train_model(df, CONFIG, Recipe(n_estimators=30), random_state=0)
     ops = m.card["operating_points"]
     assert [(o["max_detections"], o["min_purity"]) for o in ops] == [(10, 0.8), (20, 0.8)]
-    assert all(o["purity"] >= 0.8 and 0 < o["efficiency"] <= 1 and "grouped" in o["estimated_on"] for o in ops)
+    assert all(
+        o["purity"] >= 0.8 and 0 < o["efficiency"] <= 1 and "grouped" in o["estimated_on"]
+        for o in ops
+    )
     assert Model.load(m.save(tmp_path / "m.eia")).card["operating_points"] == ops
     # without a detections column there is no replay to estimate them on
-    assert train_model(df.drop(columns="ndethist"), CONFIG, Recipe(n_estimators=10), random_state=0).card["operating_points"] == []
+    assert (
+        train_model(
+            df.drop(columns="ndethist"), CONFIG, Recipe(n_estimators=10), random_state=0
+        ).card["operating_points"]
+        == []
+    )

@@ -1,11 +1,11 @@
 """A model file can never hurt the machine that loads it.
 
-Every file here is built for real: zip bombs, forged zip and ``.npy`` headers, trees that are cycles, crafted
-leaf values, calibration maps and cards, each with its content hash recomputed the way
-:func:`earlyia.model.artifact.content_hash` computes it, so that only the new checks can refuse them. Each must be
-refused by :meth:`Model.load` with an error naming the file and what is wrong, and by the CLI (``earlyia score``,
-``earlyia models show``) with exit code 2 and one line, no traceback. Real models still load and score exactly
-as before.
+Every file here is built for real: zip bombs, forged zip and ``.npy`` headers, trees that are
+cycles, crafted leaf values, calibration maps and cards, each with its content hash recomputed the
+way :func:`earlyia.model.artifact.content_hash` computes it, so that only the new checks can refuse
+them. Each must be refused by :meth:`Model.load` with an error naming the file and what is wrong,
+and by the CLI (``earlyia score``, ``earlyia models show``) with exit code 2 and one line, no
+traceback. Real models still load and score exactly as before.
 """
 
 from __future__ import annotations
@@ -57,8 +57,17 @@ def _evidence_table(seed=0):
     for o in range(160):
         ia = rng.random() < 0.4
         for d in range(1, 6):
-            rows.append({"object_id": f"ZTF{o:05d}", "alert_id": f"a{o}_{d}", "f_a": rng.normal(ia * d / 3), "f_b": rng.normal(),
-                         "early_n_det": d, "ndethist": d, "label": "SN Ia" if ia else "SN II"})
+            rows.append(
+                {
+                    "object_id": f"ZTF{o:05d}",
+                    "alert_id": f"a{o}_{d}",
+                    "f_a": rng.normal(ia * d / 3),
+                    "f_b": rng.normal(),
+                    "early_n_det": d,
+                    "ndethist": d,
+                    "label": "SN Ia" if ia else "SN II",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -68,10 +77,18 @@ def models(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("models")
     out = {
         "plain": train_model(_table(), CONFIG, Recipe(n_estimators=12), random_state=5),
-        "isotonic": train_model(_table(), CONFIG, Recipe(n_estimators=12, calibrate="isotonic"), random_state=5),
-        "sigmoid": train_model(_table(), CONFIG, Recipe(n_estimators=12, calibrate="sigmoid"), random_state=5),
-        "evidence": train_model(_evidence_table(), {"extractor": "toy", "names": ["f_a", "f_b", "early_n_det"]},
-                                Recipe(n_estimators=10, calibrate="evidence", cv_folds=3), random_state=1),
+        "isotonic": train_model(
+            _table(), CONFIG, Recipe(n_estimators=12, calibrate="isotonic"), random_state=5
+        ),
+        "sigmoid": train_model(
+            _table(), CONFIG, Recipe(n_estimators=12, calibrate="sigmoid"), random_state=5
+        ),
+        "evidence": train_model(
+            _evidence_table(),
+            {"extractor": "toy", "names": ["f_a", "f_b", "early_n_det"]},
+            Recipe(n_estimators=10, calibrate="evidence", cv_folds=3),
+            random_state=1,
+        ),
     }
     return {k: (m, m.save(tmp / f"{k}.eia")) for k, m in out.items()}
 
@@ -88,17 +105,24 @@ def npz_bytes(arrays, compression=zipfile.ZIP_STORED) -> bytes:
 
 
 def parts(path):
-    """``(card, trees, calibration)`` of a model file written by the tests (trusted: plain zipfile and np.load)."""
+    """``(card, trees, calibration)`` of a model file written by the tests (trusted: plain
+    zipfile and np.load)."""
     with zipfile.ZipFile(path) as zf:
         card = json.loads(zf.read("card.json"))
         trees = dict(np.load(io.BytesIO(zf.read("trees.npz")), allow_pickle=False))
-        cal = dict(np.load(io.BytesIO(zf.read("calibration.npz")), allow_pickle=False)) if "calibration.npz" in zf.namelist() else None
+        cal = (
+            dict(np.load(io.BytesIO(zf.read("calibration.npz")), allow_pickle=False))
+            if "calibration.npz" in zf.namelist()
+            else None
+        )
     return card, trees, cal
 
 
-def write_model(out: Path, card, trees, calibration=None, *, rehash=True, card_text: str | None = None) -> Path:
-    """A model zip of these parts; ``rehash``: the content hash recomputed as ``content_hash`` does, so the hash
-    check passes and only the other checks can refuse the file."""
+def write_model(
+    out: Path, card, trees, calibration=None, *, rehash=True, card_text: str | None = None
+) -> Path:
+    """A model zip of these parts; ``rehash``: the content hash recomputed as ``content_hash``
+    does, so the hash check passes and only the other checks can refuse the file."""
     if rehash:
         arrays = {f"trees/{k}": np.asarray(v) for k, v in trees.items()}
         arrays.update({f"calibration/{k}": np.asarray(v) for k, v in (calibration or {}).items()})
@@ -133,7 +157,9 @@ def _npz_with_raw(trees, name: str, raw_npy: bytes, compression=zipfile.ZIP_STOR
     return buf.getvalue()
 
 
-def _replace_member(path: Path, out: Path, name: str, data: bytes | None = None, *, compression=zipfile.ZIP_DEFLATED) -> Path:
+def _replace_member(
+    path: Path, out: Path, name: str, data: bytes | None = None, *, compression=zipfile.ZIP_DEFLATED
+) -> Path:
     with zipfile.ZipFile(path) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
     if data is not None:
@@ -145,8 +171,11 @@ def _replace_member(path: Path, out: Path, name: str, data: bytes | None = None,
     return out
 
 
-def _patch_headers(path: Path, name: str, *, flags: int | None = None, file_size: int | None = None) -> None:
-    """Edit a member's flag bits or declared size in both its local header and its central directory entry."""
+def _patch_headers(
+    path: Path, name: str, *, flags: int | None = None, file_size: int | None = None
+) -> None:
+    """Edit a member's flag bits or declared size in both its local header and its central
+    directory entry."""
     raw = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as zf:
         local = zf.getinfo(name).header_offset
@@ -168,7 +197,8 @@ def _patch_headers(path: Path, name: str, *, flags: int | None = None, file_size
 
 
 def _refused(path: Path, pattern: str, error=ModelError, **kw) -> str:
-    """Model.load refuses ``path`` with ``error`` whose message names the file and matches ``pattern``."""
+    """Model.load refuses ``path`` with ``error`` whose message names the file and matches
+    ``pattern``."""
     with pytest.raises(error) as e:
         Model.load(path, **kw)
     msg = str(e.value)
@@ -179,12 +209,31 @@ def _refused(path: Path, pattern: str, error=ModelError, **kw) -> str:
 
 
 def _cli_argvs(path: Path, tmp_path: Path) -> list[list[str]]:
-    """Commands that load a model: show it, score with it, register it and select targets with it (follow-up loop)."""
+    """Commands that load a model: show it, score with it, register it and select targets with it
+    (follow-up loop)."""
     db = str(tmp_path / "loop.db")
-    return [["models", "show", str(path)],
-            ["score", str(tmp_path / "alerts.parquet"), "--model", str(path), "--out", str(tmp_path / "s.parquet")],
-            ["followup", "register", str(path), "--production", "--db", db],
-            ["followup", "select", "--scores", str(tmp_path / "scores.parquet"), "--model", str(path), "--db", db]]
+    return [
+        ["models", "show", str(path)],
+        [
+            "score",
+            str(tmp_path / "alerts.parquet"),
+            "--model",
+            str(path),
+            "--out",
+            str(tmp_path / "s.parquet"),
+        ],
+        ["followup", "register", str(path), "--production", "--db", db],
+        [
+            "followup",
+            "select",
+            "--scores",
+            str(tmp_path / "scores.parquet"),
+            "--model",
+            str(path),
+            "--db",
+            db,
+        ],
+    ]
 
 
 def _registered(tmp_path: Path) -> int:
@@ -196,8 +245,8 @@ def _registered(tmp_path: Path) -> int:
 
 
 def _cli_refuses(path: Path, pattern: str, tmp_path: Path, capsys) -> None:
-    """Every command that loads the model exits 2 with one line naming the file (in-process CLI), and writes
-    nothing (no score file, no registered model)."""
+    """Every command that loads the model exits 2 with one line naming the file (in-process CLI),
+    and writes nothing (no score file, no registered model)."""
     for argv in _cli_argvs(path, tmp_path):
         capsys.readouterr()
         assert main(argv) == 2
@@ -208,9 +257,11 @@ def _cli_refuses(path: Path, pattern: str, tmp_path: Path, capsys) -> None:
     assert _registered(tmp_path) == 0
 
 
-# ---------------------------------------------------------------------------- bombs and forged headers
+# ---------------------------------------------------------------------------- bombs and forged
+# headers
 def _nested_bomb(out: Path, models, n_bytes: int) -> Path:
-    """A model whose trees.npz (deflated) holds a deflated .npy of ``n_bytes`` of zeros with a truthful header."""
+    """A model whose trees.npz (deflated) holds a deflated .npy of ``n_bytes`` of zeros with a
+    truthful header."""
     _m, path = models["plain"]
     card, trees, _ = parts(path)
     n = n_bytes // 8
@@ -254,19 +305,25 @@ def npz_member(v) -> bytes:
 
 
 def test_nested_zip_bomb_is_refused_before_it_is_read(nested_bomb):
-    """A file of a few kB may expand into 64 MiB (200 times its size, at least 64 MiB): the bomb is refused from
-    the declared size of its inner array, in well under a second, and never expands in memory; an explicit larger
-    limit (a model one trusts) refuses it the same way."""
+    """A file of a few kB may expand into 64 MiB (200 times its size, at least 64 MiB): the bomb
+    is refused from the declared size of its inner array, in well under a second, and never
+    expands in memory; an explicit larger limit (a model one trusts) refuses it the same way."""
     size = nested_bomb.stat().st_size
     assert size < 20_000
     start = time.perf_counter()
     peak = _peak_bytes_while_refused(
-        nested_bomb, rf"{nested_bomb}: member trees\.npz: member value\.npy declares 314,5\d\d,\d{{3}} bytes, beyond the "
-        rf"67,108,864-byte limit \(200 times the file's {size:,} bytes, at least 67,108,864\)")
+        nested_bomb,
+        rf"{nested_bomb}: member trees\.npz: member value\.npy declares 314,5\d\d,\d{{3}} "
+        r"bytes, beyond the "
+        rf"67,108,864-byte limit \(200 times the file's {size:,} bytes, at least 67,108,864\)",
+    )
     assert time.perf_counter() - start < 1.0
     assert peak < 16 << 20, f"loading the bomb allocated {peak:,} bytes"
-    peak = _peak_bytes_while_refused(nested_bomb, r"value\.npy declares [\d,]+ bytes, beyond the 268,435,456-byte limit",
-                                     max_bytes=256 << 20)
+    peak = _peak_bytes_while_refused(
+        nested_bomb,
+        r"value\.npy declares [\d,]+ bytes, beyond the 268,435,456-byte limit",
+        max_bytes=256 << 20,
+    )
     assert peak < 16 << 20, f"loading the bomb allocated {peak:,} bytes"
 
 
@@ -281,31 +338,44 @@ def test_default_limit_grows_with_the_file_up_to_1_gib(monkeypatch):
 
 
 def test_bomb_member_beyond_an_explicit_limit(tmp_path, models, monkeypatch):
-    """A deflated member of 48 MiB of zeros, refused from its declared size under a 32 MiB limit (argument or
-    environment), before reading it; the real model loads under a limit it fits in, and not under a smaller one."""
+    """A deflated member of 48 MiB of zeros, refused from its declared size under a 32 MiB limit
+    (argument or environment), before reading it; the real model loads under a limit it fits in,
+    and not under a smaller one."""
     _m, path = models["plain"]
     bomb = _replace_member(path, tmp_path / "outer.eia", "trees.npz", bytes(48 << 20))
     assert bomb.stat().st_size < 200_000
-    _refused(bomb, r"member trees\.npz declares 50,331,648 bytes, beyond the 33,554,432-byte limit.*EARLYIA_MODEL_MAX_BYTES",
-             IntegrityError, max_bytes=32 << 20)
+    _refused(
+        bomb,
+        r"member trees\.npz declares 50,331,648 bytes, beyond the 33,554,432-byte "
+        r"limit.*EARLYIA_MODEL_MAX_BYTES",
+        IntegrityError,
+        max_bytes=32 << 20,
+    )
     monkeypatch.setenv("EARLYIA_MODEL_MAX_BYTES", str(32 << 20))
     _refused(bomb, r"beyond the 33,554,432-byte limit", IntegrityError)
     assert Model.load(path).hash == _m.hash
     monkeypatch.setenv("EARLYIA_MODEL_MAX_BYTES", "2000")
     _refused(path, r"beyond the 2,000-byte limit", IntegrityError)
-    assert Model.load(path, max_bytes=10 << 20).hash == _m.hash  # the argument wins over the environment
+    assert (
+        Model.load(path, max_bytes=10 << 20).hash == _m.hash
+    )  # the argument wins over the environment
     monkeypatch.setenv("EARLYIA_MODEL_MAX_BYTES", "1 GB")
     with pytest.raises(ConfigError, match="EARLYIA_MODEL_MAX_BYTES must be a number of bytes"):
         Model.load(path)
 
 
 def test_forged_member_size_is_refused_before_reading(tmp_path, models):
-    """A member whose headers declare 4 GB from a few kB of deflate: more than deflate can produce."""
+    """A member whose headers declare 4 GB from a few kB of deflate: more than deflate can
+    produce."""
     _m, path = models["plain"]
     bad = _replace_member(path, tmp_path / "forged.eia", "trees.npz")
     _patch_headers(bad, "trees.npz", file_size=0xF0000000)
-    _refused(bad, r"member trees\.npz declares 4,026,531,840 bytes from [\d,]+ compressed bytes, more than deflate can produce",
-             IntegrityError)
+    _refused(
+        bad,
+        r"member trees\.npz declares 4,026,531,840 bytes from [\d,]+ compressed bytes, more "
+        r"than deflate can produce",
+        IntegrityError,
+    )
 
 
 def test_forged_npy_header_is_refused_before_allocation(tmp_path, models, capsys):
@@ -317,7 +387,10 @@ def test_forged_npy_header_is_refused_before_allocation(tmp_path, models, capsys
     with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("card.json", json.dumps(card))
         zf.writestr("trees.npz", _npz_with_raw(trees, "value", raw))
-    pattern = r"member trees\.npz: array value: the \.npy header declares shape \(1000000000000,\) of float64 \(8,000,000,000,000 bytes\)"
+    pattern = (
+        r"member trees\.npz: array value: the \.npy header declares shape \(1000000000000,\) of "
+        r"float64 \(8,000,000,000,000 bytes\)"
+    )
     _refused(bad, pattern, IntegrityError)
     _cli_refuses(bad, "declares shape", tmp_path, capsys)
     # a header declaring fewer values than the member holds is refused as well
@@ -325,10 +398,15 @@ def test_forged_npy_header_is_refused_before_allocation(tmp_path, models, capsys
     with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("card.json", json.dumps(card))
         zf.writestr("trees.npz", _npz_with_raw(trees, "value", raw))
-    _refused(bad, r"declares shape \(2,\) of float64 \(16 bytes\) but the member holds", IntegrityError)
+    _refused(
+        bad, r"declares shape \(2,\) of float64 \(16 bytes\) but the member holds", IntegrityError
+    )
 
 
-@pytest.mark.parametrize("case", ["bzip2", "encrypted", "comment", "many_members", "inner_many_members", "name_with_newline"])
+@pytest.mark.parametrize(
+    "case",
+    ["bzip2", "encrypted", "comment", "many_members", "inner_many_members", "name_with_newline"],
+)
 def test_archives_a_model_is_never_written_as(tmp_path, models, case):
     _m, path = models["plain"]
     out = tmp_path / f"{case}.eia"
@@ -344,7 +422,9 @@ def test_archives_a_model_is_never_written_as(tmp_path, models, case):
         with zipfile.ZipFile(out, "a") as zf:
             zf.comment = b"hello"
         _refused(out, r"plain zip end record", IntegrityError)
-    elif case == "many_members":  # a directory of 100 000 entries is refused before zipfile parses it
+    elif (
+        case == "many_members"
+    ):  # a directory of 100 000 entries is refused before zipfile parses it
         with zipfile.ZipFile(out, "w") as zf:
             for i in range(100_000):
                 zf.writestr(f"{i}", b"")
@@ -355,7 +435,9 @@ def test_archives_a_model_is_never_written_as(tmp_path, models, case):
             zf.writestr("card.json", json.dumps(card))
             zf.writestr("trees.npz", npz_bytes(trees))
             zf.writestr("x\nearlyia: all good", b"")
-        _refused(out, r"member name 'x\\nearlyia: all good' is not a printable name", IntegrityError)
+        _refused(
+            out, r"member name 'x\\nearlyia: all good' is not a printable name", IntegrityError
+        )
     else:
         card, trees, _ = parts(path)
         buf = io.BytesIO()
@@ -392,7 +474,9 @@ def _edit(case, t):
     """Apply a malicious edit to tree arrays ``t`` (copies); return the message pattern expected."""
     x = _internal_below_root(t)
     n = len(t["feature"])
-    if case == "cycle":  # the root's left child leads left back to the root: a row going left never leaves the tree
+    if (
+        case == "cycle"
+    ):  # the root's left child leads left back to the root: a row going left never leaves the tree
         r = _root_with_internal_left(t)
         t["left"][t["left"][r]] = r
         return rf"node {r} is reached 2 times .*a cycle"
@@ -403,18 +487,39 @@ def _edit(case, t):
         r1 = t["roots"][1]
         t["left"][r1] = t["left"][t["roots"][0]]
         return r"is reached 2 times .*shared"
-    if case == "unreachable_cycle":  # two extra internal nodes pointing at each other, reached from no root
-        for k, v in (("feature", [0, 0]), ("threshold", [0.0, 0.0]), ("left", [n + 1, n]), ("right", [n + 1, n]), ("value", [0.5, 0.5])):
+    if (
+        case == "unreachable_cycle"
+    ):  # two extra internal nodes pointing at each other, reached from no root
+        for k, v in (
+            ("feature", [0, 0]),
+            ("threshold", [0.0, 0.0]),
+            ("left", [n + 1, n]),
+            ("right", [n + 1, n]),
+            ("value", [0.5, 0.5]),
+        ):
             t[k] = np.concatenate([t[k], np.asarray(v, t[k].dtype)])
         return r"reached 2 times|lies on a cycle"
-    if case == "unreachable_cycle_one_parent_each":  # every node has exactly one parent, but two of them only each other
+    if (
+        case == "unreachable_cycle_one_parent_each"
+    ):  # every node has exactly one parent, but two of them only each other
         a, b = n, n + 1  # a -> b -> a on the left, each with its own new leaf on the right
-        for k, v in (("feature", [0, 0, -1, -1]), ("threshold", [0.0, 0.0, -2.0, -2.0]), ("left", [b, a, -1, -1]),
-                     ("right", [n + 2, n + 3, -1, -1]), ("value", [0.5, 0.5, 0.5, 0.5])):
+        for k, v in (
+            ("feature", [0, 0, -1, -1]),
+            ("threshold", [0.0, 0.0, -2.0, -2.0]),
+            ("left", [b, a, -1, -1]),
+            ("right", [n + 2, n + 3, -1, -1]),
+            ("value", [0.5, 0.5, 0.5, 0.5]),
+        ):
             t[k] = np.concatenate([t[k], np.asarray(v, t[k].dtype)])
         return rf"node {a} lies on a cycle that no root reaches"
     if case == "orphan_leaf":
-        for k, v in (("feature", -1), ("threshold", -2.0), ("left", -1), ("right", -1), ("value", 0.5)):
+        for k, v in (
+            ("feature", -1),
+            ("threshold", -2.0),
+            ("left", -1),
+            ("right", -1),
+            ("value", 0.5),
+        ):
             t[k] = np.concatenate([t[k], np.asarray([v], t[k].dtype)])
         return rf"node {n} belongs to no tree"
     if case == "child_out_of_range":
@@ -449,7 +554,10 @@ def _edit(case, t):
     if case in ("value_7.5", "value_nan", "value_-1"):
         leaf = _leaf(t)
         t["value"][leaf] = float(case.split("_")[1])
-        return rf"node {leaf} holds value {float(case.split('_')[1])}; a node's value is a probability in \[0, 1\]"
+        return (
+            rf"node {leaf} holds value {float(case.split('_')[1])}; a node's value is a "
+            r"probability in \[0, 1\]"
+        )
     if case == "two_dimensional":
         t["value"] = t["value"][:, None]
         return r"tree array 'value' has shape \(\d+, 1\)"
@@ -462,11 +570,29 @@ def _edit(case, t):
     raise AssertionError(case)
 
 
-TREE_CASES = ["cycle", "self_loop", "shared_between_trees", "unreachable_cycle", "unreachable_cycle_one_parent_each",
-              "orphan_leaf", "child_out_of_range",
-              "child_wraps_int32", "negative_root", "root_out_of_range", "no_trees", "feature_out_of_range",
-              "feature_below_minus_one", "leaf_with_children", "threshold_nan", "value_7.5", "value_nan", "value_-1",
-              "two_dimensional", "float_children", "unknown_array"]
+TREE_CASES = [
+    "cycle",
+    "self_loop",
+    "shared_between_trees",
+    "unreachable_cycle",
+    "unreachable_cycle_one_parent_each",
+    "orphan_leaf",
+    "child_out_of_range",
+    "child_wraps_int32",
+    "negative_root",
+    "root_out_of_range",
+    "no_trees",
+    "feature_out_of_range",
+    "feature_below_minus_one",
+    "leaf_with_children",
+    "threshold_nan",
+    "value_7.5",
+    "value_nan",
+    "value_-1",
+    "two_dimensional",
+    "float_children",
+    "unknown_array",
+]
 
 
 @pytest.mark.parametrize("case", TREE_CASES)
@@ -482,8 +608,8 @@ def test_crafted_trees_with_a_valid_hash_are_refused(tmp_path, models, case, cap
 
 
 def test_a_cyclic_tree_would_never_finish_scoring(models, tmp_path):
-    """Why the structure is checked: the compiled loop walks the cycle forever (in a child process, killed after a
-    few seconds), and the same arrays are refused."""
+    """Why the structure is checked: the compiled loop walks the cycle forever (in a child
+    process, killed after a few seconds), and the same arrays are refused."""
     _m, path = models["plain"]
     _card, trees, _ = parts(path)
     t = {k: v.copy() for k, v in trees.items()}
@@ -506,7 +632,8 @@ def test_a_cyclic_tree_would_never_finish_scoring(models, tmp_path):
 
 
 def _random_forest(rng, n_trees=4, max_nodes=40):
-    """Random proper trees in flat arrays, node indices shuffled (children may come before their parent)."""
+    """Random proper trees in flat arrays, node indices shuffled (children may come before their
+    parent)."""
     feature, left, right = [], [], []
     roots = []
     for _ in range(n_trees):
@@ -530,7 +657,8 @@ def _random_forest(rng, n_trees=4, max_nodes=40):
 
 
 def _proper_forest_slow(feature, left, right, roots) -> bool:
-    """The obvious reference: walk every tree from its root; proper iff no node is met twice and every node is met."""
+    """The obvious reference: walk every tree from its root; proper iff no node is met twice and
+    every node is met."""
     seen = set()
     for r in roots:
         stack = [int(r)]
@@ -545,8 +673,9 @@ def _proper_forest_slow(feature, left, right, roots) -> bool:
 
 
 def test_structure_check_agrees_with_a_walk_of_every_tree():
-    """Random forests (shuffled or not), each also with one child or root redirected at random: the vectorised
-    check (fast path and pointer doubling) refuses exactly the forests a plain walk from the roots finds improper."""
+    """Random forests (shuffled or not), each also with one child or root redirected at random:
+    the vectorised check (fast path and pointer doubling) refuses exactly the forests a plain
+    walk from the roots finds improper."""
     from earlyia.model.trees import _structure_problem
 
     rng = np.random.default_rng(11)
@@ -566,7 +695,8 @@ def test_structure_check_agrees_with_a_walk_of_every_tree():
     assert outcomes == {True, False}
 
 
-# ---------------------------------------------------------------------------- calibration and curves
+# ---------------------------------------------------------------------------- calibration and
+# curves
 def _cal_edit(case, cal):
     if case == "isotonic_y_7.5":
         cal["y"] = cal["y"].copy()
@@ -621,10 +751,23 @@ def _cal_edit(case, cal):
 
 
 CAL_CASES = {
-    "isotonic": ["isotonic_y_7.5", "isotonic_x_nan", "isotonic_x_decreasing", "isotonic_y_decreasing", "unknown_method"],
+    "isotonic": [
+        "isotonic_y_7.5",
+        "isotonic_x_nan",
+        "isotonic_x_decreasing",
+        "isotonic_y_decreasing",
+        "unknown_method",
+    ],
     "sigmoid": ["sigmoid_nan", "sigmoid_three"],
-    "evidence": ["evidence_x_nan", "evidence_y_7.5", "evidence_not_monotone", "evidence_edges", "evidence_prevalence",
-                 "evidence_lengths", "evidence_feature"],
+    "evidence": [
+        "evidence_x_nan",
+        "evidence_y_7.5",
+        "evidence_not_monotone",
+        "evidence_edges",
+        "evidence_prevalence",
+        "evidence_lengths",
+        "evidence_feature",
+    ],
 }
 
 
@@ -643,9 +786,14 @@ def test_crafted_calibration_with_a_valid_hash_is_refused(tmp_path, models, kind
 def test_calibration_card_and_file_must_agree(tmp_path, models):
     _m, path = models["isotonic"]
     card, trees, cal = parts(path)
-    _refused(write_model(tmp_path / "a.eia", {**card, "calibration": None}, trees, cal),
-             r"card entry 'calibration' says None but the file holds a 'isotonic' calibration map")
-    _refused(write_model(tmp_path / "b.eia", card, trees, None), r"card entry 'calibration' says 'isotonic' but the file holds no")
+    _refused(
+        write_model(tmp_path / "a.eia", {**card, "calibration": None}, trees, cal),
+        r"card entry 'calibration' says None but the file holds a 'isotonic' calibration map",
+    )
+    _refused(
+        write_model(tmp_path / "b.eia", card, trees, None),
+        r"card entry 'calibration' says 'isotonic' but the file holds no",
+    )
 
 
 def _curve_edit(case, card):
@@ -674,8 +822,18 @@ def _curve_edit(case, card):
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["tpr_above_one", "fpr_negative", "not_monotone", "threshold_text", "prevalence_zero",
-                                  "point_without_n", "point_threshold_text"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "tpr_above_one",
+        "fpr_negative",
+        "not_monotone",
+        "threshold_text",
+        "prevalence_zero",
+        "point_without_n",
+        "point_threshold_text",
+    ],
+)
 def test_crafted_operating_curves_are_refused(tmp_path, models, case):
     _m, path = models["evidence"]
     card, trees, cal = parts(path)
@@ -688,10 +846,29 @@ def _card_text(card) -> str:
     return json.dumps(card, indent=1)
 
 
-@pytest.mark.parametrize("case", ["list", "string", "features_longer", "features_shorter", "n_features_text", "duplicate_features",
-                                  "extractor_list", "nan", "infinity", "huge_integer", "deeply_nested", "nested_100",
-                                  "selection_unknown_key", "selection_unknown_rule", "gate_kind", "type_map_positive",
-                                  "training_ids_text", "not_utf8"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "list",
+        "string",
+        "features_longer",
+        "features_shorter",
+        "n_features_text",
+        "duplicate_features",
+        "extractor_list",
+        "nan",
+        "infinity",
+        "huge_integer",
+        "deeply_nested",
+        "nested_100",
+        "selection_unknown_key",
+        "selection_unknown_rule",
+        "gate_kind",
+        "type_map_positive",
+        "training_ids_text",
+        "not_utf8",
+    ],
+)
 def test_crafted_cards_are_refused(tmp_path, models, case, capsys):
     _m, path = models["plain"]
     card, trees, _ = parts(path)
@@ -719,15 +896,24 @@ def test_crafted_cards_are_refused(tmp_path, models, case, capsys):
         pattern = r"card entry 'extractor' must be the extractor configuration"
     elif case in ("nan", "infinity"):  # JSON extensions Python accepts; a card's numbers are finite
         rehash = False
-        text = _card_text(card).replace('"n_trees": 12', '"n_trees": NaN' if case == "nan" else '"n_trees": 1e999')
-        pattern = r"card\.json is corrupted \((NaN is not a number a card may hold|1e999 is beyond the range of floats)"
-    elif case == "huge_integer":  # Python refuses to parse integers of more than 4300 digits (ValueError)
+        text = _card_text(card).replace(
+            '"n_trees": 12', '"n_trees": NaN' if case == "nan" else '"n_trees": 1e999'
+        )
+        pattern = (
+            r"card\.json is corrupted \((NaN is not a number a card may hold|1e999 is beyond the "
+            r"range of floats)"
+        )
+    elif (
+        case == "huge_integer"
+    ):  # Python refuses to parse integers of more than 4300 digits (ValueError)
         rehash = False
         text = _card_text(card).replace('"n_trees": 12', '"n_trees": 1' + "0" * 5000)
         pattern = r"card\.json is corrupted"
     elif case == "deeply_nested":  # json.loads would raise RecursionError
         rehash = False
-        text = _card_text(card).replace('"lineage": {}', '"lineage": ' + "[" * 100_000 + "]" * 100_000)
+        text = _card_text(card).replace(
+            '"lineage": {}', '"lineage": ' + "[" * 100_000 + "]" * 100_000
+        )
         pattern = r"card\.json is nested too deeply"
     elif case == "nested_100":  # shallow enough for json, hashed: refused by the depth limit
         deep: list = []
@@ -737,7 +923,9 @@ def test_crafted_cards_are_refused(tmp_path, models, case, capsys):
         pattern = r"card\.json is nested more than 64 levels deep"
     elif case == "selection_unknown_key":
         card["selection"] = {"max_ndethist": 5, "shell": "rm -rf /"}
-        pattern = r"card entry 'selection' sets \['shell'\], which the 'early' selection does not take"
+        pattern = (
+            r"card entry 'selection' sets \['shell'\], which the 'early' selection does not take"
+        )
     elif case == "selection_unknown_rule":
         card["selection"] = {"rule": "magic"}
         pattern = r"card entry 'selection\.rule' is 'magic'"
@@ -755,7 +943,9 @@ def test_crafted_cards_are_refused(tmp_path, models, case, capsys):
     if case == "not_utf8":
         bad = tmp_path / "not_utf8.eia"
         with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("card.json", _card_text(card).replace('"toy"', '"to\xffy"').encode("latin-1"))
+            zf.writestr(
+                "card.json", _card_text(card).replace('"toy"', '"to\xffy"').encode("latin-1")
+            )
             zf.writestr("trees.npz", npz_bytes(trees))
     else:
         bad = write_model(tmp_path / f"{case}.eia", card, trees, rehash=rehash, card_text=text)
@@ -765,8 +955,9 @@ def test_crafted_cards_are_refused(tmp_path, models, case, capsys):
 
 
 def test_card_larger_than_its_cap_is_refused(tmp_path, models):
-    """A valid card padded to 70 MB of whitespace (its hash still matches): beyond the 64 MiB card cap, refused
-    from its declared size; a larger limit, given for a model one trusts, raises the cap with it."""
+    """A valid card padded to 70 MB of whitespace (its hash still matches): beyond the 64 MiB
+    card cap, refused from its declared size; a larger limit, given for a model one trusts,
+    raises the cap with it."""
     m, path = models["plain"]
     card, trees, _ = parts(path)
     arrays = {f"trees/{k}": v for k, v in trees.items()}
@@ -774,13 +965,19 @@ def test_card_larger_than_its_cap_is_refused(tmp_path, models):
     text = json.dumps(card)[:-1] + " " * (70 << 20) + "}"
     bad = write_model(tmp_path / "huge_card.eia", card, trees, rehash=False, card_text=text)
     assert bad.stat().st_size < 200_000
-    _refused(bad, r"member card\.json declares 73,\d{3},\d{3} bytes; a card is at most 67,108,864 bytes", IntegrityError)
+    _refused(
+        bad,
+        r"member card\.json declares 73,\d{3},\d{3} bytes; a card is at most 67,108,864 bytes",
+        IntegrityError,
+    )
     assert Model.load(bad, max_bytes=2 * GIB).hash == m.hash  # cap 128 MiB
 
 
-# ---------------------------------------------------------------------------- through the command line, in a child process
+# ---------------------------------------------------------------------------- through the command
+# line, in a child process
 def test_cli_refuses_bad_models_in_one_line_without_traceback(tmp_path, models, nested_bomb):
-    """The real ``earlyia`` command in a child process: exit 2, one line naming the file, no traceback."""
+    """The real ``earlyia`` command in a child process: exit 2, one line naming the file, no
+    traceback."""
     _m, path = models["plain"]
     card, trees, _ = parts(path)
     cyc = {k: v.copy() for k, v in trees.items()}
@@ -796,14 +993,23 @@ def test_cli_refuses_bad_models_in_one_line_without_traceback(tmp_path, models, 
         forged: "declares shape",
         write_model(tmp_path / "cycle.eia", card, cyc): "cycle",
         write_model(tmp_path / "leaf.eia", card, leaf): "holds value 7.5",
-        write_model(tmp_path / "list.eia", card, trees, rehash=False, card_text="[1, 2]"): "not an object",
+        write_model(
+            tmp_path / "list.eia", card, trees, rehash=False, card_text="[1, 2]"
+        ): "not an object",
     }
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    for i, (model, words) in enumerate(bad.items()):  # each command once (in process, every command sees every file)
+    for i, (model, words) in enumerate(
+        bad.items()
+    ):  # each command once (in process, every command sees every file)
         argv = _cli_argvs(model, tmp_path)[i % 4]
-        proc = subprocess.run([sys.executable, "-m", "earlyia.cli.main", *argv], capture_output=True, text=True, timeout=120,
-                              env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "earlyia.cli.main", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         err = proc.stderr.strip()
         assert proc.returncode == 2, (argv, err)
         assert "Traceback" not in err and len(err.splitlines()) == 1, err
@@ -811,18 +1017,26 @@ def test_cli_refuses_bad_models_in_one_line_without_traceback(tmp_path, models, 
     assert _registered(tmp_path) == 0
 
 
-# ---------------------------------------------------------------------------- real models are unchanged
+# ---------------------------------------------------------------------------- real models are
+# unchanged
 def _slow_proba(model: Model, X: np.ndarray) -> np.ndarray:
-    """P(positive) by walking every tree in Python, then the calibration map: the obvious reference."""
+    """P(positive) by walking every tree in Python, then the calibration map: the obvious
+    reference."""
     e = model.ensemble
-    X = X.astype(np.float32).astype(np.float64) if model.card["classifier"].get("input_dtype") == "float32" else X
+    X = (
+        X.astype(np.float32).astype(np.float64)
+        if model.card["classifier"].get("input_dtype") == "float32"
+        else X
+    )
     raw = np.empty(len(X))
     for i, x in enumerate(X):
         total = 0.0
         for r in e.roots:
             node = int(r)
             while e.feature[node] >= 0:
-                node = int(e.left[node] if x[e.feature[node]] <= e.threshold[node] else e.right[node])
+                node = int(
+                    e.left[node] if x[e.feature[node]] <= e.threshold[node] else e.right[node]
+                )
             total += e.value[node]
         raw[i] = total / e.n_trees
     cal = model.calibration
@@ -848,7 +1062,9 @@ def test_real_models_load_and_score_identically(models, kind, tmp_path):
     if kind == "evidence":
         X[:, 2] = rng.integers(0, 20, size=200)
     np.testing.assert_array_equal(loaded.predict_proba(X), m.predict_proba(X))
-    np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], _slow_proba(loaded, X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        loaded.predict_proba(X)[:, 1], _slow_proba(loaded, X), rtol=0, atol=1e-12
+    )
     # the operating curves and thresholds a card carries are still read
     if kind == "evidence":
         assert loaded.operating_curves() and loaded.threshold(10, 0.5)["efficiency"] >= 0
@@ -865,11 +1081,14 @@ def test_finks_pinned_forest_loads_and_scores_identically(tmp_path):
     rng = np.random.default_rng(0)
     X = np.abs(rng.normal(size=(300, 12))) * rng.choice([0.1, 1, 10, 100], size=(300, 12))
     np.testing.assert_array_equal(loaded.predict_proba(X), fink.predict_proba(X))
-    np.testing.assert_allclose(loaded.predict_proba(X[:20])[:, 1], _slow_proba(loaded, X[:20]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        loaded.predict_proba(X[:20])[:, 1], _slow_proba(loaded, X[:20]), rtol=0, atol=1e-12
+    )
 
 
 def test_budget_counts_members_then_arrays(models):
-    """The budget a real model uses: its members, then the arrays inside trees.npz (documented in docs/scoring.md)."""
+    """The budget a real model uses: its members, then the arrays inside trees.npz (documented in
+    docs/scoring.md)."""
     _m, path = models["plain"]
     with zipfile.ZipFile(path) as zf:
         members = sum(i.file_size for i in zf.infolist())

@@ -21,7 +21,8 @@ LSST = "ugrizY"
 WL = effective_wavelengths("LSST")
 REF_WL = float(WL.mean())
 
-# physical constants written out again on purpose (CODATA, cgs): the reference does not reuse the kernel
+# physical constants written out again on purpose (CODATA, cgs): the reference does not reuse the
+# kernel
 H, KB, C, SB = 6.62607015e-27, 1.380649e-16, 2.99792458e10, 5.6703744191844314e-05
 
 
@@ -56,7 +57,13 @@ def synth(rng, n_lc, n_min=12, n_max=30, noise=0.05, span=40.0):
         )
         m = slow_model(t, WL[b], p)
         e = noise * m.max() + 0.02 * np.abs(m)
-        ts.append(t), bs.append(b), fs.append(m + rng.normal(0, 1, n) * e), es.append(e), truth.append(p)
+        (
+            ts.append(t),
+            bs.append(b),
+            fs.append(m + rng.normal(0, 1, n) * e),
+            es.append(e),
+            truth.append(p),
+        )
         starts.append(pos)
         pos += n
         ends.append(pos)
@@ -66,7 +73,9 @@ def synth(rng, n_lc, n_min=12, n_max=30, noise=0.05, span=40.0):
 
 def fit(t, b, f, e, s, en, **kw):
     kw.setdefault("intraday_window", 0.0)
-    return fit_segments(t, b, f, e, s, en, band_wavelength_aa=WL, reference_wavelength_aa=REF_WL, **kw)
+    return fit_segments(
+        t, b, f, e, s, en, band_wavelength_aa=WL, reference_wavelength_aa=REF_WL, **kw
+    )
 
 
 def test_passbands_tables():
@@ -94,7 +103,9 @@ def test_kernel_model_matches_independent_formula():
         )
         t = rng.uniform(-30, 30, 50)
         wl = rng.choice(WL, 50)
-        np.testing.assert_allclose(rainbow_model(t, wl, p, REF_WL), slow_model(t, wl, p), rtol=1e-9, atol=1e-300)
+        np.testing.assert_allclose(
+            rainbow_model(t, wl, p, REF_WL), slow_model(t, wl, p), rtol=1e-9, atol=1e-300
+        )
 
 
 def test_kernel_gradient_matches_finite_differences():
@@ -162,24 +173,57 @@ def _scipy_reference(t, b, f, e, p0, prior_sigma):
     # the bounds of light-curve 0.13.3, in physical units (w = weighted width of the bright half)
     up = f > np.median(f)
     tc = np.sum(t[up] * f[up] / e[up]) / np.sum(f[up] / e[up])
-    w = np.sqrt(np.sum((t[up] - tc) ** 2 * (f[up] - f.min()) / e[up]) / np.sum((f[up] - f.min()) / e[up]))
+    w = np.sqrt(
+        np.sum((t[up] - tc) ** 2 * (f[up] - f.min()) / e[up]) / np.sum((f[up] - f.min()) / e[up])
+    )
     span, amp_hi = np.ptp(t), 20 * np.ptp(f)
     lo = np.array([t.min() - 10 * span, 1e-8 * amp_hi, w / 100, 1e3, -0.99, w / 3]) / scale
-    hi = np.array([t.max() + 10 * span, amp_hi, max(10 * span, w / 50), 2e6, 0.99, max(10 * span, w / 1.5)]) / scale
+    hi = (
+        np.array(
+            [
+                t.max() + 10 * span,
+                amp_hi,
+                max(10 * span, w / 50),
+                2e6,
+                0.99,
+                max(10 * span, w / 1.5),
+            ]
+        )
+        / scale
+    )
     sol = least_squares(
-        resid, np.clip(p0 / scale, lo, hi), bounds=(lo, hi), method="trf", x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=5000
+        resid,
+        np.clip(p0 / scale, lo, hi),
+        bounds=(lo, hi),
+        method="trf",
+        x_scale="jac",
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+        max_nfev=5000,
     )
     return sol.x * scale, float(np.sum(sol.fun**2)), sol.success
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1), prior=st.sampled_from([0.25, None]), n_min=st.sampled_from([8, 15, 30]))
-@example(seed=1755, prior=0.25, n_min=8)  # stopped 0.012 in chi2 above the minimum, parameters within 0.08 sigma
-@example(seed=787972558, prior=0.25, n_min=8)  # a stalled crawl stopped 0.25 above the minimum (before STALL_EDM)
-@example(seed=787972558, prior=None, n_min=15)  # scipy leaves our valley over a barrier of Δχ² 23 for one 0.41 lower
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    prior=st.sampled_from([0.25, None]),
+    n_min=st.sampled_from([8, 15, 30]),
+)
+@example(
+    seed=1755, prior=0.25, n_min=8
+)  # stopped 0.012 in chi2 above the minimum, parameters within 0.08 sigma
+@example(
+    seed=787972558, prior=0.25, n_min=8
+)  # a stalled crawl stopped 0.25 above the minimum (before STALL_EDM)
+@example(
+    seed=787972558, prior=None, n_min=15
+)  # scipy leaves our valley over a barrier of Δχ² 23 for one 0.41 lower
 def test_fit_is_a_minimum_of_the_same_cost_for_scipy(seed, prior, n_min):
-    """Our converged fit is a (bounded) minimum of the same cost: scipy's trf started there cannot improve it by
-    more than a small fraction of the Δχ² = 1 that moves a parameter by one sigma (the fit stops on ``edm_tol``)."""
+    """Our converged fit is a (bounded) minimum of the same cost: scipy's trf started there
+    cannot improve it by more than a small fraction of the Δχ² = 1 that moves a parameter by one
+    sigma (the fit stops on ``edm_tol``)."""
     rng = np.random.default_rng(seed)
     t, b, f, e, s, en, _truth = synth(rng, 1, n_min=n_min, n_max=n_min + 10, noise=0.03)
     res = fit(t, b, f, e, s, en, t_amplitude_prior=prior)
@@ -191,13 +235,15 @@ def test_fit_is_a_minimum_of_the_same_cost_for_scipy(seed, prior, n_min):
     ref, ref_cost, success = _scipy_reference(t, b, f, e, ours, prior)
     if not success:
         return
+
     def cost(p):
         return np.sum(((slow_model(t, WL[b], p) - f) / e) ** 2) + penalty(p)
 
     assert np.isclose(ours_cost, cost(ours), rtol=1e-9)
     if max(cost(ours + lam * (ref - ours)) for lam in np.linspace(0, 1, 21)) > ours_cost + 1:
-        # scipy's large first steps crossed a barrier into another valley (the cost is multi-modal): ours must
-        # still be a minimum of its own valley, i.e. stationary: the expected gain of a Gauss-Newton step is tiny
+        # scipy's large first steps crossed a barrier into another valley (the cost is multi-modal):
+        # ours must still be a minimum of its own valley, i.e. stationary: the expected gain of a
+        # Gauss-Newton step is tiny
         assert _expected_gain(t, b, f, e, ours, prior) < 0.05
         return
     assert ref_cost >= ours_cost - 0.05 - 1e-4 * ours_cost
@@ -206,19 +252,27 @@ def test_fit_is_a_minimum_of_the_same_cost_for_scipy(seed, prior, n_min):
 
 
 def _expected_gain(t, b, f, e, p, prior_sigma) -> float:
-    """χ² decrease a Gauss-Newton step from ``p`` expects (Migrad's EDM), with a finite-difference Jacobian."""
+    """χ² decrease a Gauss-Newton step from ``p`` expects (Migrad's EDM), with a
+    finite-difference Jacobian."""
+
     def resid(q):
         r = (slow_model(t, WL[b], q) - f) / e
         return np.append(r, q[4] / prior_sigma) if prior_sigma else r
 
     step = 1e-6 * np.maximum(np.abs(p), 1e-3)
-    J = np.column_stack([(resid(p + dp) - resid(p - dp)) / (2 * h) for h, dp in ((h, np.eye(6)[k] * h) for k, h in enumerate(step))])
+    J = np.column_stack(
+        [
+            (resid(p + dp) - resid(p - dp)) / (2 * h)
+            for h, dp in ((h, np.eye(6)[k] * h) for k, h in enumerate(step))
+        ]
+    )
     g = J.T @ resid(p)
     return float(g @ np.linalg.pinv(J.T @ J) @ g) / 2
 
 
 def test_default_starts_find_the_reference_minimum():
-    """Without a start, the multi-start fit is as good as scipy started at the truth on nearly all curves."""
+    """Without a start, the multi-start fit is as good as scipy started at the truth on nearly
+    all curves."""
     rng = np.random.default_rng(6)
     t, b, f, e, s, en, truth = synth(rng, 40, n_min=15, n_max=40, noise=0.03)
     res = fit(t, b, f, e, s, en)
@@ -226,13 +280,15 @@ def test_default_starts_find_the_reference_minimum():
     for i in range(len(s)):
         sl = slice(s[i], en[i])
         _, ref_cost, _ = _scipy_reference(t[sl], b[sl], f[sl], e[sl], truth[i], 0.25)
-        worse += res["chi2"][i] + (res["params"][i, 4] / 0.25) ** 2 > ref_cost + 1e-2 + 1e-4 * ref_cost
+        worse += (
+            res["chi2"][i] + (res["params"][i, 4] / 0.25) ** 2 > ref_cost + 1e-2 + 1e-4 * ref_cost
+        )
     assert worse <= 4
 
 
 def test_profiled_amplitude_is_the_least_squares_amplitude():
-    """Variable projection: for the other parameters fixed, the kernel's amplitude minimises the cost
-    (closed form in numpy, and no better amplitude nearby), clipped to its bounds."""
+    """Variable projection: for the other parameters fixed, the kernel's amplitude minimises the
+    cost (closed form in numpy, and no better amplitude nearby), clipped to its bounds."""
     rng = np.random.default_rng(9)
     n = 20
     ts = np.sort(rng.uniform(-2, 2, n))
@@ -242,14 +298,26 @@ def test_profiled_amplitude_is_the_least_squares_amplitude():
     xk, ck, buf = np.empty(n), np.empty(n), np.empty((6, n))
     kern.point_constants(nus, C / (REF_WL * 1e-8), n, xk, ck)
     for _ in range(10):
-        q = np.array([rng.uniform(-1, 1), 0.0, np.log(rng.uniform(0.2, 2)), np.log(rng.uniform(0.5, 2)), rng.uniform(-0.8, 0.8), 0.0])
+        q = np.array(
+            [
+                rng.uniform(-1, 1),
+                0.0,
+                np.log(rng.uniform(0.2, 2)),
+                np.log(rng.uniform(0.5, 2)),
+                rng.uniform(-0.8, 0.8),
+                0.0,
+            ]
+        )
         kern._evaluate(ts, xk, ck, n, q, buf)
         cost = kern._cost_from(fs, ws, n, q, 4.0, buf, True, -30.0, 30.0)
         m1 = buf[0, :n] * buf[4, :n]  # the evaluation does not depend on A: the model at A = 1
         best = np.sum(m1 * fs * ws**2) / np.sum(m1**2 * ws**2)
         assert np.isclose(np.exp(q[1]), best, rtol=1e-10)
         for da in (-1e-3, 1e-3):
-            assert kern._cost_only(ts, xk, ck, fs, ws, n, q + np.r_[0, da, 0, 0, 0, 0], 4.0, buf) >= cost
+            assert (
+                kern._cost_only(ts, xk, ck, fs, ws, n, q + np.r_[0, da, 0, 0, 0, 0], 4.0, buf)
+                >= cost
+            )
         q_hi = q.copy()
         kern._evaluate(ts, xk, ck, n, q_hi, buf)
         kern._cost_from(fs, ws, n, q_hi, 4.0, buf, True, -30.0, np.log(best) - 0.5)
@@ -257,8 +325,8 @@ def test_profiled_amplitude_is_the_least_squares_amplitude():
 
 
 def test_projected_fit_is_no_worse_than_the_plain_six_parameter_fit():
-    """The default (amplitude profiled out) against the plain LM over all six parameters from the same
-    starts: it reaches the same or a lower χ² on nearly every light curve."""
+    """The default (amplitude profiled out) against the plain LM over all six parameters from the
+    same starts: it reaches the same or a lower χ² on nearly every light curve."""
     rng = np.random.default_rng(11)
     t, b, f, e, s, en, _ = synth(rng, 60, n_min=8, n_max=30, noise=0.05)
     new = fit(t, b, f, e, s, en)
@@ -285,9 +353,18 @@ def _slow_preprocess(t, b, f, e, d, nu_band, detected_only, min_flux, window):
             if window > 0 and t[k] - t[group[0]] < window:
                 group.append(k)
             else:
-                out.append((t[group].mean(), band, f[group].mean(), np.sqrt(np.sum(e[group] ** 2)) / len(group)))
+                out.append(
+                    (
+                        t[group].mean(),
+                        band,
+                        f[group].mean(),
+                        np.sqrt(np.sum(e[group] ** 2)) / len(group),
+                    )
+                )
                 group = [k]
-        out.append((t[group].mean(), band, f[group].mean(), np.sqrt(np.sum(e[group] ** 2)) / len(group)))
+        out.append(
+            (t[group].mean(), band, f[group].mean(), np.sqrt(np.sum(e[group] ** 2)) / len(group))
+        )
     return sorted(out)
 
 
@@ -309,9 +386,13 @@ def test_preprocess_matches_slow_reference(window):
     pt, _pnu, pf, pe, pb, ns, ne = out
     for s0, e0, a0, a1 in zip(starts, ends, ns, ne, strict=True):
         got = sorted(zip(pt[a0:a1], pb[a0:a1], pf[a0:a1], pe[a0:a1], strict=True))
-        want = _slow_preprocess(t[s0:e0], b[s0:e0], f[s0:e0], e[s0:e0], d[s0:e0], nu_band, True, -10.0, window)
+        want = _slow_preprocess(
+            t[s0:e0], b[s0:e0], f[s0:e0], e[s0:e0], d[s0:e0], nu_band, True, -10.0, window
+        )
         assert len(got) == len(want)
-        np.testing.assert_allclose(np.array(got, float).reshape(-1, 4), np.array(want, float).reshape(-1, 4), rtol=1e-12)
+        np.testing.assert_allclose(
+            np.array(got, float).reshape(-1, 4), np.array(want, float).reshape(-1, 4), rtol=1e-12
+        )
     assert ne[1] == ns[1]  # the empty segment stays empty
 
 
@@ -356,10 +437,15 @@ def test_feature_invariances_under_flux_scale_and_time_shift():
     X2, ok2, _ = ext.extract(t + 123.0, b, 7.0 * f, 7.0 * e, det, s, en, **kw)
     assert np.array_equal(ok, ok2)
     names = ext.names
-    np.testing.assert_allclose(X2[ok][:, names.index("n_points")], X[ok][:, names.index("n_points")])
-    np.testing.assert_allclose(X2[ok][:, names.index("reduced_chi2")], X[ok][:, names.index("reduced_chi2")], rtol=1e-3)
-    # the same fit up to rounding: a shifted time axis changes the last digits of the scaled data, which can
-    # stop the iterations one step apart on a flat cost, so parameters agree to a small fraction of their error
+    np.testing.assert_allclose(
+        X2[ok][:, names.index("n_points")], X[ok][:, names.index("n_points")]
+    )
+    np.testing.assert_allclose(
+        X2[ok][:, names.index("reduced_chi2")], X[ok][:, names.index("reduced_chi2")], rtol=1e-3
+    )
+    # the same fit up to rounding: a shifted time axis changes the last digits of the scaled data,
+    # which can stop the iterations one step apart on a flat cost, so parameters agree to a small
+    # fraction of their error
     for n in ("t0", "amplitude", "rise_time", "T_min", "T_max", "t_color"):
         k, ke = names.index(n), names.index(f"{n}_err")
         assert np.all(np.abs(X2[ok, k] - X[ok, k]) <= 1e-3 * X[ok, ke] + 1e-6 * np.abs(X[ok, k])), n
@@ -369,12 +455,22 @@ def test_feature_invariances_under_flux_scale_and_time_shift():
 
 def test_configuration_errors():
     det = np.ones(3, bool)
-    args = (np.arange(3.0), np.zeros(3, np.int8), np.ones(3), np.ones(3), det, np.array([0]), np.array([3]))
+    args = (
+        np.arange(3.0),
+        np.zeros(3, np.int8),
+        np.ones(3),
+        np.ones(3),
+        det,
+        np.array([0]),
+        np.array([3]),
+    )
     with pytest.raises(ConfigError, match="no effective wavelengths"):
         RainbowFeatures().extract(*args, bands=("g",), survey="")
     with pytest.raises(ConfigError, match="has no effective wavelength"):
         RainbowFeatures(survey="ZTF", bands=["g", "u"]).extract(*args, bands=("g",), survey="ZTF")
-    X, ok, reason = RainbowFeatures(wavelengths={"g": 4800.0}).extract(*args, bands=("g",), survey="")
+    X, ok, reason = RainbowFeatures(wavelengths={"g": 4800.0}).extract(
+        *args, bands=("g",), survey=""
+    )
     assert X.shape == (1, len(RainbowFeatures().names)) and not ok[0] and "points" in reason[0]
 
 
@@ -405,9 +501,16 @@ def test_rise_gate_rejects_flat_fading_and_noisy_constant_light_curves():
         ends.append(pos)
     ext = RainbowFeatures(intraday_window=0.0)
     X, _ok, _ = ext.extract(
-        np.concatenate(t_all), np.concatenate(b_all), np.concatenate(f_all), np.concatenate(e_all), np.ones(pos, bool),
-        np.array(starts), np.array(ends), bands=tuple(LSST), survey="LSST",
-    )  # fmt: skip
+        np.concatenate(t_all),
+        np.concatenate(b_all),
+        np.concatenate(f_all),
+        np.concatenate(e_all),
+        np.ones(pos, bool),
+        np.array(starts),
+        np.array(ends),
+        bands=tuple(LSST),
+        survey="LSST",
+    )
     keep = rise_gate(X, ext.names, min_points=0)  # a rise required everywhere
     kind = np.array(kind)
     assert not keep[kind == "flat"].any() and not keep[kind == "fading"].any()
@@ -417,7 +520,8 @@ def test_rise_gate_rejects_flat_fading_and_noisy_constant_light_curves():
 
 
 def test_warm_start_from_a_previous_solution():
-    """``init`` (e.g. the previous alert's fit) alone reaches the same minimum, in few iterations."""
+    """``init`` (e.g. the previous alert's fit) alone reaches the same minimum, in few
+    iterations."""
     rng = np.random.default_rng(8)
     t, b, f, e, s, en, _ = synth(rng, 30)
     first = fit(t, b, f, e, s, en)
@@ -428,8 +532,8 @@ def test_warm_start_from_a_previous_solution():
     np.testing.assert_allclose(again["chi2"][both], first["chi2"][both], rtol=1e-3, atol=0.02)
     with pytest.raises(ConfigError, match="init must have shape"):
         fit(t, b, f, e, s, en, init=first["params"][:3])
-    # without any start (n_starts=0, a NaN init row) a light curve is reported as not fitted, never given
-    # another light curve's solution
+    # without any start (n_starts=0, a NaN init row) a light curve is reported as not fitted, never
+    # given another light curve's solution
     partial = first["params"].copy()
     partial[1] = np.nan
     only = fit(t, b, f, e, s, en, n_starts=0, init=partial)
@@ -443,7 +547,11 @@ def test_fink_cuts_are_in_table_units():
     assert ext.min_points == 7 and ext.intraday_window == 0.5
     assert np.isclose(ext.min_flux, -10 * 10 ** (-0.4 * (31.4 - 27.5)))  # -10 nJy in FLUXCAL
     t = 60000.0 + np.arange(9.0)
-    f = np.array([-1.0, 5, 10, 20, 40, 80, 120, 150, 170])  # -1 FLUXCAL = -36 nJy: dropped -> 8 points left
+    f = np.array(
+        [-1.0, 5, 10, 20, 40, 80, 120, 150, 170]
+    )  # -1 FLUXCAL = -36 nJy: dropped -> 8 points left
     seg = (np.array([0]), np.array([9]))
-    X, _ok, _ = ext.extract(t, np.arange(9) % 6, f, np.ones(9), np.ones(9, bool), *seg, bands=tuple(LSST), survey="LSST")
+    X, _ok, _ = ext.extract(
+        t, np.arange(9) % 6, f, np.ones(9), np.ones(9, bool), *seg, bands=tuple(LSST), survey="LSST"
+    )
     assert X[0, ext.names.index("n_points")] == 8

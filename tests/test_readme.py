@@ -1,4 +1,5 @@
-"""The README's tour runs as written: every command of its tested blocks, in order, from a fresh folder."""
+"""The README's tour runs as written: every command of its tested blocks, in order, from a fresh
+folder."""
 
 from __future__ import annotations
 
@@ -37,12 +38,22 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
     env.pop("EARLYIA_DATA", None)  # the README's relative paths, not the test's environment
-    res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=1200)
+    res = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = work / "earlyia-out"
     assert (out / "tonight" / "index.html").stat().st_size > 0
-    assert (out / "scores.parquet").exists() and (out / "model.eia").exists() and (out / "loop.db").exists()
+    assert (
+        (out / "scores.parquet").exists()
+        and (out / "model.eia").exists()
+        and (out / "loop.db").exists()
+    )
     assert "Traceback" not in res.stderr
     # nothing written outside the one ignored output folder
     assert sorted(p.name for p in work.iterdir()) == ["earlyia-out"]

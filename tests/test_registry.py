@@ -54,7 +54,9 @@ def test_check_refuses_wrong_entries():
 
 
 def test_lazy_builtins_are_imported_on_first_use(tmp_path, monkeypatch):
-    (tmp_path / "eia_lazy_plugin.py").write_text("from tests_registry_target import REG\nREG.register('plug', 42)\n")
+    (tmp_path / "eia_lazy_plugin.py").write_text(
+        "from tests_registry_target import REG\nREG.register('plug', 42)\n"
+    )
     (tmp_path / "eia_lazy_silent.py").write_text("")
     target = type(sys)("tests_registry_target")
     target.REG = Registry("plugin", lazy={"plug": "eia_lazy_plugin", "silent": "eia_lazy_silent"})

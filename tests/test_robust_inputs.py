@@ -1,8 +1,9 @@
-"""No input sinks a batch: damaged files, absurd values, wrong column types, bad --out, ids kept exact.
+"""No input sinks a batch: damaged files, absurd values, wrong column types, bad --out, ids kept
+exact.
 
-Each case runs the real commands (``earlyia convert``, ``features``, ``score``) on real shared data with one
-broken input or alert beside good ones: the broken part becomes a one-line error (exit 2) or a reason row, the
-rest is processed, and nothing is written half-way.
+Each case runs the real commands (``earlyia convert``, ``features``, ``score``) on real shared data
+with one broken input or alert beside good ones: the broken part becomes a one-line error (exit 2)
+or a reason row, the rest is processed, and nothing is written half-way.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _one_line_error(capsys, rc: int, *words: str) -> str:
     return lines[0]
 
 
-# ---------------------------------------------------------------------------------------------- damaged files
+# ----------------------------------------------------------------------------------------------
+# damaged files
 def _corrupt(data: bytes, at: int = 4000, n: int = 64) -> bytes:
     b = bytearray(data)
     for i in range(at, at + n):
@@ -74,7 +76,9 @@ def _corrupt(data: bytes, at: int = 4000, n: int = 64) -> bytes:
 
 
 @pytest.mark.parametrize("command", ["convert", "features", "score"])
-def test_a_compressed_csv_corrupted_after_a_few_kb_is_one_reason_and_the_rest_is_processed(tmp_path, model_path, command, capsys):
+def test_a_compressed_csv_corrupted_after_a_few_kb_is_one_reason_and_the_rest_is_processed(
+    tmp_path, model_path, command, capsys
+):
     src = shared("ztf_fink_tns_labelled/all_nonIa.csv.gz")
     raw = gzip.decompress(src.read_bytes())
     head = raw[: raw.index(b"\n", 200_000) + 1]  # ~200 kB of whole lines: a few thousand points
@@ -84,7 +88,11 @@ def test_a_compressed_csv_corrupted_after_a_few_kb_is_one_reason_and_the_rest_is
     (folder / "b_bad.csv.gz").write_bytes(_corrupt(gzip.compress(head)))
     (folder / "c_bad.csv.xz").write_bytes(_corrupt(lzma.compress(head)))
     out = tmp_path / "out.parquet"
-    args = {"convert": [], "features": ["--extractor", "sigmoid"], "score": ["--model", str(model_path)]}[command]
+    args = {
+        "convert": [],
+        "features": ["--extractor", "sigmoid"],
+        "score": ["--model", str(model_path)],
+    }[command]
     rc = main([command, str(folder), "--out", str(out), *args])
     captured = capsys.readouterr()
     text = captured.out + captured.err
@@ -98,7 +106,12 @@ def test_a_compressed_csv_corrupted_after_a_few_kb_is_one_reason_and_the_rest_is
         df = pd.read_parquet(out)
         assert set(good.object_ids) <= set(df["object_id"])
         bad_rows = df[df["reason"].str.contains("bad.csv", regex=False)]
-        assert len(bad_rows) == 2 and bad_rows["reason"].str.contains("LZMAError|zlib|gzip|CRC|tokeniz|cannot read", regex=True).all()
+        assert (
+            len(bad_rows) == 2
+            and bad_rows["reason"]
+            .str.contains("LZMAError|zlib|gzip|CRC|tokeniz|cannot read", regex=True)
+            .all()
+        )
 
 
 def test_damaged_gzip_alone_is_one_line_exit_2(tmp_path, capsys):
@@ -108,17 +121,31 @@ def test_damaged_gzip_alone_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "t.parquet"
     _one_line_error(capsys, main(["convert", str(bad), "--out", str(out)]), "lc.csv.xz")
     _one_line_error(capsys, main(["features", str(bad), "--out", str(out)]), "lc.csv.xz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lc.csv.xz"]  # nothing written, no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lc.csv.xz"
+    ]  # nothing written, no temporary left
 
 
-# ---------------------------------------------------------------------------------------------- exact ids
+# ----------------------------------------------------------------------------------------------
+# exact ids
 def test_alert_ids_stay_int64_beside_a_truncated_avro(tmp_path, model_path, capsys):
     pool = shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet")
     avro = shared("fixtures/fink_ztf/avro_multi_alerts.avro")
     truncated = tmp_path / "truncated.avro"
     truncated.write_bytes(avro.read_bytes()[:100_000])
     out = tmp_path / "scores.parquet"
-    rc = main(["score", str(pool), str(avro), str(truncated), "--model", str(model_path), "--out", str(out)])
+    rc = main(
+        [
+            "score",
+            str(pool),
+            str(avro),
+            str(truncated),
+            "--model",
+            str(model_path),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc in (0, 1) and "Traceback" not in err
     table = pq.read_table(out)
@@ -126,14 +153,17 @@ def test_alert_ids_stay_int64_beside_a_truncated_avro(tmp_path, model_path, caps
     candid = table.column("candid").to_pylist()
     alert_id = table.column("alert_id").to_pylist()
     pairs = [(c, a) for c, a in zip(candid, alert_id, strict=True) if c is not None]
-    assert len(pairs) >= 1577 and all(str(c) == a for c, a in pairs)  # every digit of the 19-digit candids
+    assert len(pairs) >= 1577 and all(
+        str(c) == a for c, a in pairs
+    )  # every digit of the 19-digit candids
     expected = set(pq.read_table(pool, columns=["candid"]).column(0).to_pylist())
     assert expected <= {c for c, _ in pairs}
     reasons = table.column("reason").to_pylist()
     assert any("truncated.avro" in r and "damaged" in r for r in reasons)
 
 
-# ---------------------------------------------------------------------------------------------- absurd values
+# ----------------------------------------------------------------------------------------------
+# absurd values
 ABSURD = {
     "denormal_sigma": ("csigmapsf", 1e-170),
     "zero_sigma": ("csigmapsf", 0.0),
@@ -145,8 +175,8 @@ ABSURD = {
 
 
 def test_absurd_alerts_are_reason_rows_and_the_rest_is_scored(tmp_path, replay, model_path):
-    """One alert per absurd value (each its own object) beside the clean file: each is one reason row, the
-    rest scores exactly as the clean file alone."""
+    """One alert per absurd value (each its own object) beside the clean file: each is one reason
+    row, the rest scores exactly as the clean file alone."""
     rich = replay[replay["cjd"].map(len) >= 8].iloc[[0]]
     bad = []
     for case, (column, value) in sorted(ABSURD.items()):
@@ -162,16 +192,25 @@ def test_absurd_alerts_are_reason_rows_and_the_rest_is_scored(tmp_path, replay, 
     replay.to_parquet(tmp_path / "clean.parquet")
     pd.concat([replay, *bad], ignore_index=True).to_parquet(tmp_path / "mixed.parquet")
     model = Model.load(model_path)
-    score_files([tmp_path / "clean.parquet"], model, tmp_path / "clean_scores.parquet", progress=False)
-    score_files([tmp_path / "mixed.parquet"], model, tmp_path / "mixed_scores.parquet", progress=False)
+    score_files(
+        [tmp_path / "clean.parquet"], model, tmp_path / "clean_scores.parquet", progress=False
+    )
+    score_files(
+        [tmp_path / "mixed.parquet"], model, tmp_path / "mixed_scores.parquet", progress=False
+    )
     clean = pd.read_parquet(tmp_path / "clean_scores.parquet").set_index("alert_id")
     mixed = pd.read_parquet(tmp_path / "mixed_scores.parquet")
     for case in ABSURD:
         rows = mixed[mixed["object_id"] == f"ZTFabsurd_{case}"]
         assert len(rows) == 1 and not rows["passed"].any() and (rows["score"] == 0).all(), case
-        assert rows["reason"].str.contains("absurd|non-finite|non-positive", regex=True).all(), (case, rows["reason"].tolist())
+        assert rows["reason"].str.contains("absurd|non-finite|non-positive", regex=True).all(), (
+            case,
+            rows["reason"].tolist(),
+        )
     rest = mixed[~mixed["object_id"].str.startswith("ZTFabsurd_")].set_index("alert_id")
-    np.testing.assert_array_equal(rest.loc[clean.index, "score"], clean["score"])  # the rest scored exactly as alone
+    np.testing.assert_array_equal(
+        rest.loc[clean.index, "score"], clean["score"]
+    )  # the rest scored exactly as alone
 
 
 def test_the_spark_batch_function_survives_an_absurd_alert(replay, model_path):
@@ -181,7 +220,9 @@ def test_the_spark_batch_function_survives_an_absurd_alert(replay, model_path):
     bad = replay.iloc[[0]].copy()
     bad["objectId"], bad["candid"] = "ZTFtiny", "tiny_1"
     bad["csigmapsf"] = [np.full(len(bad["cjd"].iloc[0]), 1e-170)]
-    out = score_batch(pd.concat([replay, bad], ignore_index=True), Model.load(model_path), kind="fink")
+    out = score_batch(
+        pd.concat([replay, bad], ignore_index=True), Model.load(model_path), kind="fink"
+    )
     assert (out["object_id"] == "ZTFtiny").sum() == 1
     assert out["object_id"].isin(replay["objectId"]).sum() == len(replay)
 
@@ -213,12 +254,15 @@ def test_validation_matches_a_slow_reference():
                 return True
         return False
 
-    expected = sorted({o for o, m, f, e, d in zip(oid, mjd, flux, err, det, strict=True) if bad_point(m, f, e, d)})
+    expected = sorted(
+        {o for o, m, f, e, d in zip(oid, mjd, flux, err, det, strict=True) if bad_point(m, f, e, d)}
+    )
     ids, why = t.validate_photometry(oid, mjd, flux, err, det)
     assert list(ids) == expected and len(why) == len(ids)
 
 
-# ---------------------------------------------------------------------------------------------- column types
+# ----------------------------------------------------------------------------------------------
+# column types
 def _fink_file(path, replay, **columns):
     df = replay.copy()
     for k, v in columns.items():
@@ -228,46 +272,98 @@ def _fink_file(path, replay, **columns):
 
 
 def test_wrong_column_types_are_named(tmp_path, replay, capsys):
-    strings = _fink_file(tmp_path / "cjd_strings.parquet", replay, cjd=lambda d: [[str(x) for x in v] for v in d["cjd"]])
-    _one_line_error(capsys, main(["features", str(strings), "--out", str(tmp_path / "o.parquet")]), "'cjd'", "numbers", "str")
-    nested = _fink_file(tmp_path / "cjd_nested.parquet", replay, cjd=lambda d: [[list(v)] for v in d["cjd"]])
-    _one_line_error(capsys, main(["convert", str(nested), "--out", str(tmp_path / "o.parquet")]), "'cjd'", "list of lists")
-    floats = _fink_file(tmp_path / "oid_float.parquet", replay, objectId=lambda d: np.arange(len(d), dtype=float))
-    _one_line_error(capsys, main(["features", str(floats), "--out", str(tmp_path / "o.parquet")]), "'objectId'", "strings or integers")
+    strings = _fink_file(
+        tmp_path / "cjd_strings.parquet",
+        replay,
+        cjd=lambda d: [[str(x) for x in v] for v in d["cjd"]],
+    )
+    _one_line_error(
+        capsys,
+        main(["features", str(strings), "--out", str(tmp_path / "o.parquet")]),
+        "'cjd'",
+        "numbers",
+        "str",
+    )
+    nested = _fink_file(
+        tmp_path / "cjd_nested.parquet", replay, cjd=lambda d: [[list(v)] for v in d["cjd"]]
+    )
+    _one_line_error(
+        capsys,
+        main(["convert", str(nested), "--out", str(tmp_path / "o.parquet")]),
+        "'cjd'",
+        "list of lists",
+    )
+    floats = _fink_file(
+        tmp_path / "oid_float.parquet", replay, objectId=lambda d: np.arange(len(d), dtype=float)
+    )
+    _one_line_error(
+        capsys,
+        main(["features", str(floats), "--out", str(tmp_path / "o.parquet")]),
+        "'objectId'",
+        "strings or integers",
+    )
     with pytest.raises(SchemaError, match="'objectId'"):
         read(floats)
-    codes = {o: 10**15 + k for k, o in enumerate(replay["objectId"].unique())}  # integers are ids: their decimal form
-    ints = _fink_file(tmp_path / "oid_int.parquet", replay, objectId=lambda d: d["objectId"].map(codes).astype("int64"))
+    codes = {
+        o: 10**15 + k for k, o in enumerate(replay["objectId"].unique())
+    }  # integers are ids: their decimal form
+    ints = _fink_file(
+        tmp_path / "oid_int.parquet",
+        replay,
+        objectId=lambda d: d["objectId"].map(codes).astype("int64"),
+    )
     assert sorted(read(ints).object_ids) == sorted(str(v) for v in codes.values())
 
 
 def test_cfid_as_float_and_text_columns_in_csv(tmp_path, replay, capsys):
-    fl = _fink_file(tmp_path / "cfid_float.parquet", replay, cfid=lambda d: [np.asarray(v, float) for v in d["cfid"]])
+    fl = _fink_file(
+        tmp_path / "cfid_float.parquet",
+        replay,
+        cfid=lambda d: [np.asarray(v, float) for v in d["cfid"]],
+    )
     assert read(fl).n_objects == replay["objectId"].nunique()  # integral floats are band numbers
-    odd = _fink_file(tmp_path / "cfid_odd.parquet", replay, cfid=lambda d: [np.where(np.arange(len(v)) == 0, 1.5, v) for v in d["cfid"]])
+    odd = _fink_file(
+        tmp_path / "cfid_odd.parquet",
+        replay,
+        cfid=lambda d: [np.where(np.arange(len(v)) == 0, 1.5, v) for v in d["cfid"]],
+    )
     lc = read(odd)
     assert lc.n_objects == 0 and all("fid=1.5" in p.reason for p in lc.problems)
     csv = tmp_path / "text.csv"
     pd.DataFrame(
-        {"objectId": ["a", "a", "b", "b"], "cjd": ["x", "2459000.5", "2459001.5", "2459002.5"], "cfid": [1, 1, 2, 2],
-         "cmagpsf": [19, 19, 18, 18.5], "csigmapsf": [0.1] * 4}
+        {
+            "objectId": ["a", "a", "b", "b"],
+            "cjd": ["x", "2459000.5", "2459001.5", "2459002.5"],
+            "cfid": [1, 1, 2, 2],
+            "cmagpsf": [19, 19, 18, 18.5],
+            "csigmapsf": [0.1] * 4,
+        }
     ).to_csv(csv, index=False)
     lc = read(csv)
     assert list(lc.object_ids) == ["b"] and "column 'cjd' holds 'x'" in lc.problems[0].reason
 
 
 def test_a_file_whose_every_object_is_dropped(tmp_path, replay, capsys):
-    path = _fink_file(tmp_path / "all_bad.parquet", replay, csigmapsf=lambda d: [np.full(len(v), -1.0) for v in d["csigmapsf"]])
+    path = _fink_file(
+        tmp_path / "all_bad.parquet",
+        replay,
+        csigmapsf=lambda d: [np.full(len(v), -1.0) for v in d["csigmapsf"]],
+    )
     out = tmp_path / "f.parquet"
     rc = main(["features", str(path), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err and "flux error" in err
     df = pd.read_parquet(out)
     assert len(df) == replay["objectId"].nunique() and not df["valid"].any()
-    _one_line_error(capsys, main(["convert", str(path), "--out", str(tmp_path / "c.parquet")]), "every object was dropped")
+    _one_line_error(
+        capsys,
+        main(["convert", str(path), "--out", str(tmp_path / "c.parquet")]),
+        "every object was dropped",
+    )
 
 
-# ---------------------------------------------------------------------------------------------- repeated epochs
+# ----------------------------------------------------------------------------------------------
+# repeated epochs
 def test_repeated_epochs_are_counted_once_in_ndethist(replay):
     one = replay[replay["objectId"] == replay["objectId"].iloc[0]].copy()
     doubled = one.copy()
@@ -276,13 +372,16 @@ def test_repeated_epochs_are_counted_once_in_ndethist(replay):
     plain = lightcurves_from_fink_frame(one.drop(columns="ndethist"), source="plain")
     twice = lightcurves_from_fink_frame(doubled.drop(columns="ndethist"), source="twice")
     # slow reference: distinct (band, time) pairs among the detections of each row
-    ref = [len({(f, j) for j, m, f in zip(jd, mag, fid, strict=True) if m == m and m is not None})
-           for jd, mag, fid in zip(one["cjd"], one["cmagpsf"], one["cfid"], strict=True)]
+    ref = [
+        len({(f, j) for j, m, f in zip(jd, mag, fid, strict=True) if m == m and m is not None})
+        for jd, mag, fid in zip(one["cjd"], one["cmagpsf"], one["cfid"], strict=True)
+    ]
     assert plain.alerts["ndethist"].tolist() == ref
     assert twice.alerts["ndethist"].tolist() == ref
 
 
-# ---------------------------------------------------------------------------------------------- --out
+# ----------------------------------------------------------------------------------------------
+# --out
 @pytest.mark.parametrize("command", ["score", "features", "convert"])
 def test_out_is_checked_before_any_work(tmp_path, replay, model_path, command, capsys):
     src = tmp_path / "alerts.parquet"
@@ -307,7 +406,12 @@ def test_out_is_checked_before_any_work(tmp_path, replay, model_path, command, c
     # the input given through the link, --out the real file
     _one_line_error(capsys, main([command, str(link), "--out", str(src), *extra]), "is the input")
     assert _digest(src) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.parquet", "file.txt", "folder", "link.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alerts.parquet",
+        "file.txt",
+        "folder",
+        "link.parquet",
+    ]
     assert not any(folder.iterdir())
 
 
@@ -319,13 +423,19 @@ def test_a_missing_input_exits_2_before_any_work(tmp_path, replay, model_path, c
     out = tmp_path / "new" / "t.parquet"
     rc = main([command, str(src), str(tmp_path / "typo.parquet"), "--out", str(out), *extra])
     _one_line_error(capsys, rc, "typo.parquet", "does not exist")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.parquet"]  # no output, not even its folder
-    assert main([command, str(src), "--out", str(out), *extra]) in (0, 1) and out.exists()  # a new folder is made
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alerts.parquet"
+    ]  # no output, not even its folder
+    assert (
+        main([command, str(src), "--out", str(out), *extra]) in (0, 1) and out.exists()
+    )  # a new folder is made
 
 
-def test_parquet_chunks_regroup_unsorted_objects_without_reading_the_file_whole(tmp_path, replay, model_path):
-    """An unsorted file is regrouped through bucket files: chunks keep objects whole and scores do not depend on
-    the chunk size (the same rows as reading the file in one chunk)."""
+def test_parquet_chunks_regroup_unsorted_objects_without_reading_the_file_whole(
+    tmp_path, replay, model_path
+):
+    """An unsorted file is regrouped through bucket files: chunks keep objects whole and scores
+    do not depend on the chunk size (the same rows as reading the file in one chunk)."""
     from earlyia.io.chunks import _aligned_tables
 
     shuffled = replay.sample(frac=1, random_state=4).reset_index(drop=True)
@@ -337,15 +447,22 @@ def test_parquet_chunks_regroup_unsorted_objects_without_reading_the_file_whole(
     for k, (table, idx) in enumerate(_aligned_tables(path, pf, pf.schema_arrow.names, 97)):
         assert table.num_rows == len(idx)
         assert table.num_rows <= 97 or table.column("objectId").to_pandas().nunique() == 1
-        np.testing.assert_array_equal(table.column("objectId").to_numpy(zero_copy_only=False), shuffled["objectId"].to_numpy()[idx])
+        np.testing.assert_array_equal(
+            table.column("objectId").to_numpy(zero_copy_only=False),
+            shuffled["objectId"].to_numpy()[idx],
+        )
         for o in set(table.column("objectId").to_pylist()):
             assert o not in seen
             seen[o] = k
         rows.append(idx)
     assert sorted(np.concatenate(rows).tolist()) == list(range(len(shuffled)))
     model = Model.load(model_path)
-    score_files([path], model, tmp_path / "one.parquet", chunk_size=10**6, progress=False, select=False)
-    score_files([path], model, tmp_path / "many.parquet", chunk_size=97, progress=False, select=False)
+    score_files(
+        [path], model, tmp_path / "one.parquet", chunk_size=10**6, progress=False, select=False
+    )
+    score_files(
+        [path], model, tmp_path / "many.parquet", chunk_size=97, progress=False, select=False
+    )
     one = pd.read_parquet(tmp_path / "one.parquet").set_index("alert_id").sort_index()
     many = pd.read_parquet(tmp_path / "many.parquet").set_index("alert_id").sort_index()
     np.testing.assert_array_equal(one["score"], many["score"])
@@ -367,7 +484,8 @@ def test_features_of_inputs_sharing_objects_match_reading_them_together(tmp_path
     np.testing.assert_array_equal(got[ext.names].to_numpy(), want[ext.names].to_numpy())
 
 
-# ---------------------------------------------------------------------------------------------- memory
+# ----------------------------------------------------------------------------------------------
+# memory
 _PEAK = """
 import json, sys
 import pyarrow as pa
@@ -387,8 +505,9 @@ print(json.dumps({"arrow_peak": pa.default_memory_pool().max_memory()}))
 
 @pytest.mark.parametrize("task", ["score", "features"])
 def test_an_unsorted_file_is_never_decoded_whole(tmp_path, model_path, task):
-    """Arrow's peak allocation while scoring (or computing features of) 16 000 unsorted alerts in chunks of 1000
-    stays a fraction of the decoded file: the file streams, it is never held whole."""
+    """Arrow's peak allocation while scoring (or computing features of) 16 000 unsorted alerts in
+    chunks of 1000 stays a fraction of the decoded file: the file streams, it is never held
+    whole."""
     import json
     import subprocess
     import sys
@@ -399,9 +518,14 @@ def test_an_unsorted_file_is_never_decoded_whole(tmp_path, model_path, task):
     pool = pool.select([c for c in pool.column_names if not c.startswith("cutout")])
     copies = []
     for k in range(10):
-        oid = pc.binary_join_element_wise(pc.cast(pool.column("objectId"), pa.string()), pa.scalar(f"~{k}"), "")
+        oid = pc.binary_join_element_wise(
+            pc.cast(pool.column("objectId"), pa.string()), pa.scalar(f"~{k}"), ""
+        )
         t = pool.set_column(pool.column_names.index("objectId"), "objectId", oid)
-        for col in ("candid", "cand_candid"):  # new alert ids: the same candid twice is one alert delivered twice
+        for col in (
+            "candid",
+            "cand_candid",
+        ):  # new alert ids: the same candid twice is one alert delivered twice
             t = t.set_column(t.column_names.index(col), col, pc.add(t.column(col), k * 2**40))
         copies.append(t)
     table = pa.concat_tables(copies)
@@ -410,8 +534,14 @@ def test_an_unsorted_file_is_never_decoded_whole(tmp_path, model_path, task):
     pq.write_table(table, src, row_group_size=2048)
     whole = table.nbytes
     out = tmp_path / "out.parquet"
-    proc = subprocess.run([sys.executable, "-c", _PEAK, task, str(src), str(model_path), str(out)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK, task, str(src), str(model_path), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     peak = json.loads(proc.stdout.strip().splitlines()[-1])["arrow_peak"]
     assert pq.read_metadata(out).num_rows >= table.num_rows
-    assert peak < 0.6 * whole, f"Arrow peak {peak / 2**20:.0f} MB for a file of {whole / 2**20:.0f} MB decoded"
+    assert peak < 0.6 * whole, (
+        f"Arrow peak {peak / 2**20:.0f} MB for a file of {whole / 2**20:.0f} MB decoded"
+    )

@@ -1,4 +1,5 @@
-"""Real Rubin alerts scored end to end by an `lsst`-recipe model trained on ELAsTiCC (small and fast here)."""
+"""Real Rubin alerts scored end to end by an `lsst`-recipe model trained on ELAsTiCC (small and
+fast here)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ def test_lsst_model_scores_real_rubin_alerts(tmp_path, capsys):
     df = pd.concat([ext.transform(lc, per="alert") for lc in small], ignore_index=True)
     feats, model_path = tmp_path / "f.parquet", tmp_path / "lsst.eia"
     write_features(df, feats, ext, survey="LSST", bands=small[0].bands)
-    assert main(["train", str(feats), "--out", str(model_path), "--trees", "20", "--cv-folds", "0"]) == 0
+    assert (
+        main(["train", str(feats), "--out", str(model_path), "--trees", "20", "--cv-folds", "0"])
+        == 0
+    )
     model = Model.load(model_path)
     assert model.card["lineage"]["recipe"] == "lsst"
 
@@ -37,9 +41,12 @@ def test_lsst_model_scores_real_rubin_alerts(tmp_path, capsys):
     assert rc == 0
     scores = pd.read_parquet(out)
     parts = sorted(folder.glob("part-*.parquet"))
-    rows = [r for p in parts for r in pq.read_table(p, columns=["diaSource", "diaObject"]).to_pylist()]
+    rows = [
+        r for p in parts for r in pq.read_table(p, columns=["diaSource", "diaObject"]).to_pylist()
+    ]
     with_object = [r for r in rows if (r["diaObject"] or {}).get("diaObjectId")]
-    # one row per alert: scored (or gated) alerts of objects, and the asteroid alerts with their reason
+    # one row per alert: scored (or gated) alerts of objects, and the asteroid alerts with their
+    # reason
     assert len(scores) == len(rows) and len(with_object) < len(rows)
     assert sorted(scores.loc[scores["alert_id"] != "", "alert_id"].astype(str)) == sorted(
         str(r["diaSource"]["diaSourceId"]) for r in with_object
@@ -53,4 +60,6 @@ def test_lsst_model_scores_real_rubin_alerts(tmp_path, capsys):
     mine = scores[~ss].set_index("alert_id").loc[ref.index]
     X = ref[model.features].to_numpy()
     keep = apply_gate(model.card["gate"], X, model.features)
-    np.testing.assert_allclose(mine["score"].to_numpy(), np.where(keep, model.predict_proba(X)[:, 1], 0.0), atol=1e-12)
+    np.testing.assert_allclose(
+        mine["score"].to_numpy(), np.where(keep, model.predict_proba(X)[:, 1], 0.0), atol=1e-12
+    )

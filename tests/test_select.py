@@ -13,7 +13,9 @@ from earlyia.select import EXTRAGALACTIC_TYPES, fink_cuts, select_early
 
 
 def _lc(objects, phot_rows, alerts=None):
-    phot = pd.DataFrame(phot_rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"])
+    phot = pd.DataFrame(
+        phot_rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"]
+    )
     return LightCurves.from_frames(phot, pd.DataFrame(objects), alerts, survey="ZTF")
 
 
@@ -26,7 +28,9 @@ def _rising(oid, n=3, step=100.0):
 
 
 def test_each_cut_and_reason():
-    rows = _rising("ok") + _rising("old") + _rising("star") + _rising("short", n=2) + _rising("nan_xm")
+    rows = (
+        _rising("ok") + _rising("old") + _rising("star") + _rising("short", n=2) + _rising("nan_xm")
+    )
     rows += [("fall", 10.0 + k, b, 1000.0 - 200 * k, 5.0, True) for k in range(4) for b in "gr"]
     objects = {
         "object_id": ["ok", "old", "star", "short", "nan_xm", "fall"],
@@ -41,14 +45,22 @@ def test_each_cut_and_reason():
     assert out.loc["short", "reason"] == "band g: 2 points < 3"
     assert out.loc["fall", "reason"] == "not rising in g"
     # thresholds are parameters
-    relaxed = select_early(_lc(objects, rows), per="object", max_ndethist=40, min_points_per_band=2, require_rising=False)
+    relaxed = select_early(
+        _lc(objects, rows),
+        per="object",
+        max_ndethist=40,
+        min_points_per_band=2,
+        require_rising=False,
+    )
     assert relaxed.set_index("object_id").loc[["old", "short", "fall"], "passed"].all()
     assert "RRLyr" not in EXTRAGALACTIC_TYPES and "GravLens_Candidate" in EXTRAGALACTIC_TYPES
 
 
 def test_per_alert_uses_each_alerts_history():
     rows = _rising("a", n=4)
-    alerts = pd.DataFrame({"object_id": ["a", "a"], "alert_id": ["a1", "a2"], "mjd": [11.2, 13.2], "ndethist": [4, 8]})
+    alerts = pd.DataFrame(
+        {"object_id": ["a", "a"], "alert_id": ["a1", "a2"], "mjd": [11.2, 13.2], "ndethist": [4, 8]}
+    )
     out = select_early(_lc({"object_id": ["a"]}, rows, alerts), per="alert").set_index("alert_id")
     assert out.loc["a1", "reason"] == "band g: 2 points < 3"
     assert out.loc["a2", "passed"]
@@ -67,7 +79,16 @@ def test_matches_slow_reference(seed):
         objects["cdsxmatch"].append(rng.choice(["Unknown", "SN", "Star", "Galaxy", "RRLyr"]))
         for b in "gr":
             for k in range(int(rng.integers(0, 5))):
-                rows.append((oid, 10.0 + 2 * k + (0.1 if b == "r" else 0), b, rng.uniform(-50, 500), rng.uniform(5, 20), True))
+                rows.append(
+                    (
+                        oid,
+                        10.0 + 2 * k + (0.1 if b == "r" else 0),
+                        b,
+                        rng.uniform(-50, 500),
+                        rng.uniform(5, 20),
+                        True,
+                    )
+                )
         rows.append((oid, 5.0, "g", np.nan, 3.0, False))
     lc = _lc(objects, rows)
     out = select_early(lc, per="object").set_index("object_id")
@@ -114,8 +135,18 @@ def test_select_command(tmp_path, capsys):
     assert "passed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("raw", "read"), [("Supernova", "SN"), ("(SIMBAD) Supernova", "SN"), ("SuperNova_Candidate", "SN*_Candidate"),
-                                           ("", "Unknown"), (None, "Unknown"), ("(TNS) SN Ia", "SN"), ("RRLyr", "RRLyr")])
+@pytest.mark.parametrize(
+    ("raw", "read"),
+    [
+        ("Supernova", "SN"),
+        ("(SIMBAD) Supernova", "SN"),
+        ("SuperNova_Candidate", "SN*_Candidate"),
+        ("", "Unknown"),
+        (None, "Unknown"),
+        ("(TNS) SN Ia", "SN"),
+        ("RRLyr", "RRLyr"),
+    ],
+)
 def test_simbad_long_names_read_as_fink_short_names(raw, read):
     from earlyia.select import simbad_type
 

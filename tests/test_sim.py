@@ -1,4 +1,5 @@
-"""The built-in ZTF simulator: determinism, class mix, structure, and statistics vs the derived numbers."""
+"""The built-in ZTF simulator: determinism, class mix, structure, and statistics vs the derived
+numbers."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def _frames(lc):
 
 
 def test_same_seed_same_output_and_different_seed_differs():
-    a, b, c = simulate(300, random_state=3), simulate(300, random_state=3), simulate(300, random_state=4)
+    a, b, c = (
+        simulate(300, random_state=3),
+        simulate(300, random_state=3),
+        simulate(300, random_state=4),
+    )
     for name in ("mjd", "band", "flux_err", "detected", "offsets", "alert_id"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     np.testing.assert_array_equal(a.flux, b.flux)  # NaN-aware
@@ -104,7 +109,10 @@ def test_max_detections_and_parquet_round_trip(tmp_path):
     np.testing.assert_array_equal(back.detected, lc.detected)
     assert back.objects["label"].tolist() == lc.objects["label"].tolist()
     # the truncation is the table's own truncate() on a longer simulation of the same objects
-    assert (simulate(80, random_state=1, max_detections=20).truncate(5).n_detections() >= lc.n_detections()).all()
+    assert (
+        simulate(80, random_state=1, max_detections=20).truncate(5).n_detections()
+        >= lc.n_detections()
+    ).all()
 
 
 def test_statistics_match_the_derived_numbers(big):
@@ -112,12 +120,21 @@ def test_statistics_match_the_derived_numbers(big):
     phot = _frames(big)
     det = phot[phot["detected"]].copy()
     det["mag"] = -2.5 * np.log10(np.abs(det["flux"])) + 27.5
-    for c in ("SN Ia", "SN II", "SN Ic", "SN IIn"):  # CV: 1-day rises are under-sampled by a 2-day cadence
+    for c in (
+        "SN Ia",
+        "SN II",
+        "SN Ic",
+        "SN IIn",
+    ):  # CV: 1-day rises are under-sampled by a 2-day cadence
         r = det[(det["label"] == c) & (det["band"] == "r")]
         peak = r.groupby("object_id")["mag"].min()
         ref = P["classes"][c]["peak_mag_r"]
         assert abs(peak.median() - ref["median"]) < 0.25, c
-        assert 0.6 * ref["sigma"] < (peak.quantile(0.84) - peak.quantile(0.16)) / 2 < 1.5 * ref["sigma"], c
+        assert (
+            0.6 * ref["sigma"]
+            < (peak.quantile(0.84) - peak.quantile(0.16)) / 2
+            < 1.5 * ref["sigma"]
+        ), c
     # SN Ia g-r near peak (pairs within 1 day, within 5 days of the r peak), like the derivation
     ia = det[det["label"] == "SN Ia"]
     colours = []
@@ -128,7 +145,11 @@ def test_statistics_match_the_derived_numbers(big):
         tp = r["mjd"].to_numpy()[np.argmin(r["mag"].to_numpy())]
         near = r[np.abs(r["mjd"] - tp) <= 5]
         tg, mg = gg["mjd"].to_numpy(), gg["mag"].to_numpy()
-        d = [mg[np.argmin(np.abs(tg - t))] - m for t, m in zip(near["mjd"], near["mag"], strict=True) if np.min(np.abs(tg - t)) <= 1]
+        d = [
+            mg[np.argmin(np.abs(tg - t))] - m
+            for t, m in zip(near["mjd"], near["mag"], strict=True)
+            if np.min(np.abs(tg - t)) <= 1
+        ]
         if d:
             colours.append(np.median(d))
     assert abs(np.median(colours) - P["classes"]["SN Ia"]["gr_peak"]["median"]) < 0.15
@@ -136,7 +157,9 @@ def test_statistics_match_the_derived_numbers(big):
     # cadence: per-band revisit interval median near the real one
     for b in ("g", "r"):
         t = phot[phot["band"] == b]
-        iv = np.concatenate([np.diff(np.unique(x)) for x in t.groupby("object_id")["mjd"].apply(np.asarray)])
+        iv = np.concatenate(
+            [np.diff(np.unique(x)) for x in t.groupby("object_id")["mjd"].apply(np.asarray)]
+        )
         assert abs(np.median(iv[iv > 0.02]) - P["cadence"][b]["median"]) < 0.5
     # depth: limits (5 sigma) near the real diffmaglim distribution
     lim = phot[~phot["detected"]]
@@ -151,34 +174,46 @@ def test_statistics_match_the_derived_numbers(big):
 
 
 def test_rise_times_order_by_class():
-    # SLSN and IIn rise slower than SN Ia: time from first detection to the brightest r point (capped window)
+    # SLSN and IIn rise slower than SN Ia: time from first detection to the brightest r point
+    # (capped window)
     lc = simulate(1500, class_mix={"SN Ia": 1, "SLSN-I": 1}, random_state=5, max_detections=40)
     det = _frames(lc)
     det = det[det["detected"] & (det["band"] == "r")]
-    rise = det.groupby("object_id").apply(lambda g: g["mjd"].to_numpy()[np.argmax(g["flux"].to_numpy())] - g["mjd"].min())
+    rise = det.groupby("object_id").apply(
+        lambda g: g["mjd"].to_numpy()[np.argmax(g["flux"].to_numpy())] - g["mjd"].min()
+    )
     lab = lc.objects.set_index("object_id")["label"]
-    assert rise[lab[rise.index] == "SLSN-I"].median() > 1.5 * rise[lab[rise.index] == "SN Ia"].median()
+    assert (
+        rise[lab[rise.index] == "SLSN-I"].median() > 1.5 * rise[lab[rise.index] == "SN Ia"].median()
+    )
 
 
 def test_derivation_script_reproduces_the_shipped_numbers(tmp_path):
     shared("ztf_fink_tns_labelled/objects.csv")
     shared("ztf_fink_alerts_pool/ztf_alerts_pool.parquet")
     out = tmp_path / "params.json"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "derive_sim_params.py"), "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "derive_sim_params.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     _assert_close(json.loads(out.read_text()), load_params())
 
 
-#: Objects whose fit converges on one machine and not on another (scipy and BLAS builds differ in the last digits).
+#: Objects whose fit converges on one machine and not on another (scipy and BLAS builds differ in
+#: the last digits).
 FIT_COUNT_SLACK = 2
 
 
 def _assert_close(a, b, path="params", rel=1e-3):
-    """Equal structure and strings; numbers equal to ``rel`` (1e-3: fits differ in the last digits across machines).
+    """Equal structure and strings; numbers equal to ``rel`` (1e-3: fits differ in the last digits
+    across machines).
 
-    A statistic over fitted objects (a dict with a count ``n``) may hold one or two objects more or fewer on
-    another machine: its count must agree within :data:`FIT_COUNT_SLACK`, and then its other numbers within what
-    one object moves (10 %; the outlier-sensitive mean and std, which the simulator does not read, 50 %). With the
-    same count, one fit may still end elsewhere in a flat valley: the mean and std within 5 %.
+    A statistic over fitted objects (a dict with a count ``n``) may hold one or two objects more or
+    fewer on another machine: its count must agree within :data:`FIT_COUNT_SLACK`, and then its
+    other numbers within what one object moves (10 %; the outlier-sensitive mean and std, which the
+    simulator does not read, 50 %). With the same count, one fit may still end elsewhere in a flat
+    valley: the mean and std within 5 %.
     """
     if isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), path
@@ -186,10 +221,17 @@ def _assert_close(a, b, path="params", rel=1e-3):
             assert abs(a["n"] - b["n"]) <= FIT_COUNT_SLACK, f"{path}.n: {a['n']} vs {b['n']}"
             for k in a:
                 if k != "n":
-                    _assert_close(a[k], b[k], f"{path}.{k}", rel=0.5 if k in ("mean", "std") else 0.1)
+                    _assert_close(
+                        a[k], b[k], f"{path}.{k}", rel=0.5 if k in ("mean", "std") else 0.1
+                    )
             return
         for k in a:
-            _assert_close(a[k], b[k], f"{path}.{k}", max(rel, 0.05) if k in ("mean", "std") and "n" in a else rel)
+            _assert_close(
+                a[k],
+                b[k],
+                f"{path}.{k}",
+                max(rel, 0.05) if k in ("mean", "std") and "n" in a else rel,
+            )
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b, strict=True)):

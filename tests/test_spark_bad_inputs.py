@@ -1,4 +1,5 @@
-"""Spark: a truncated or damaged Parquet input becomes a reason row, as in local scoring; the rest is scored."""
+"""Spark: a truncated or damaged Parquet input becomes a reason row, as in local scoring; the
+rest is scored."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 from conftest import reference, shared
 
 pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("pyspark") is None, reason="pyspark not installed (pip install 'earlyia[spark]')"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("pyspark") is None,
+        reason="pyspark not installed (pip install 'earlyia[spark]')",
+    ),
     pytest.mark.spark,
     pytest.mark.xdist_group("spark"),  # one Spark session at a time on a worker
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -24,7 +28,9 @@ pytestmark = [
 def spark():
     from earlyia import spark as sp
 
-    session = sp.get_session("local[2]", shuffle_partitions=2, conf={"spark.default.parallelism": "2"})
+    session = sp.get_session(
+        "local[2]", shuffle_partitions=2, conf={"spark.default.parallelism": "2"}
+    )
     session.sparkContext.setLogLevel("OFF")
     yield session
     session.stop()
@@ -40,7 +46,9 @@ def test_a_truncated_and_a_damaged_file_are_reason_rows_beside_the_scored_file(s
     from earlyia.spark import score_spark
 
     replay = pd.read_parquet(reference("ztf_replay_alerts_with_anchor.parquet"))
-    sub = replay[replay["objectId"].isin(replay["objectId"].drop_duplicates().iloc[:40])].reset_index(drop=True)
+    sub = replay[
+        replay["objectId"].isin(replay["objectId"].drop_duplicates().iloc[:40])
+    ].reset_index(drop=True)
     lab = pd.read_csv(shared("ztf_fink_tns_labelled/objects.csv")).set_index("objectId")["tns_type"]
     ext = get_extractor("sigmoid", mode="fink")
     feats = ext.transform(lightcurves_from_fink_frame(sub, source="sub"), per="alert")
@@ -59,7 +67,9 @@ def test_a_truncated_and_a_damaged_file_are_reason_rows_beside_the_scored_file(s
     data = bytearray(damaged.read_bytes())
     first = pq.ParquetFile(damaged).metadata.row_group(0).column(0)
     start = first.data_page_offset
-    for i in range(start + 16, start + first.total_compressed_size - 4):  # the footer reads, the pages do not
+    for i in range(
+        start + 16, start + first.total_compressed_size - 4
+    ):  # the footer reads, the pages do not
         data[i] ^= 0x5A
     damaged.write_bytes(bytes(data))
     with pytest.raises(OSError):
@@ -74,7 +84,9 @@ def test_a_truncated_and_a_damaged_file_are_reason_rows_beside_the_scored_file(s
     for name in ("b_truncated.parquet", "c_damaged.parquet"):
         for df in (remote, local):
             rows = df[df["reason"].str.contains(name, regex=False)]
-            assert len(rows) == 1 and not rows["passed"].any() and "Parquet" in rows["reason"].iloc[0], df["reason"].tolist()
+            assert (
+                len(rows) == 1 and not rows["passed"].any() and "Parquet" in rows["reason"].iloc[0]
+            ), df["reason"].tolist()
     scored_remote = remote[remote["alert_id"] != ""].sort_values("alert_id").reset_index(drop=True)
     scored_local = local[local["alert_id"] != ""].sort_values("alert_id").reset_index(drop=True)
     assert len(scored_remote) == len(sub)

@@ -22,17 +22,28 @@ def _model(t, band, t0, s, amp):
     out = np.zeros(len(t))
     for b in (0, 1):
         m = band == b
-        out[m] = amp[b] * np.interp(x[m], np.arange(TMPL.shape[1]), TMPL[b], left=0.0, right=TMPL[b, -1])
+        out[m] = amp[b] * np.interp(
+            x[m], np.arange(TMPL.shape[1]), TMPL[b], left=0.0, right=TMPL[b, -1]
+        )
     return out
 
 
 def _lc(t, band, flux, err):
-    phot = pd.DataFrame({"object_id": "x", "mjd": t, "band": np.where(band == 0, "g", "r"), "flux": flux, "flux_err": err})
+    phot = pd.DataFrame(
+        {
+            "object_id": "x",
+            "mjd": t,
+            "band": np.where(band == 0, "g", "r"),
+            "flux": flux,
+            "flux_err": err,
+        }
+    )
     return LightCurves.from_frames(phot, survey="ZTF")
 
 
 def _brute(t, band, flux, err, sys_floor=0.03):
-    """Dense search (0.02-day steps at every stretch of the grid) with the same model: the smallest chi2."""
+    """Dense search (0.02-day steps at every stretch of the grid) with the same model: the
+    smallest chi2."""
     w = 1.0 / (err**2 + (sys_floor * flux) ** 2)
     best = np.inf
     for s in STRETCHES:
@@ -56,7 +67,10 @@ def test_the_template_is_an_sn_ia_in_g_and_r():
     g, r = np.array(doc["bands"]["g"]), np.array(doc["bands"]["r"])
     assert abs(phase[np.argmax(g)]) < 2 and 0 < phase[np.argmax(r)] < 4  # r peaks after g
     assert -0.3 < -2.5 * np.log10(g.max() / r.max()) < 0.1  # blue at maximum
-    assert g[phase == 20][0] / g.max() < 0.4 and r[phase == 20][0] / r.max() > g[phase == 20][0] / g.max()  # g fades faster
+    assert (
+        g[phase == 20][0] / g.max() < 0.4
+        and r[phase == 20][0] / r.max() > g[phase == 20][0] / g.max()
+    )  # g fades faster
 
 
 @settings(max_examples=15, deadline=None)
@@ -97,10 +111,19 @@ def test_features_of_a_clean_sn_ia_and_of_a_flat_source():
     f = dict(zip(ext.names, ext.extract_lc(_lc(t, band, flux, err))[0][0], strict=True))
     assert f["tmpl_ok"] == 1 and f["tmpl_chi2dof"] < 0.05
     assert f["tmpl_stretch"] == pytest.approx(1.0, abs=0.11)
-    assert f["tmpl_phase_last"] == pytest.approx((t.max() - t0), abs=1.5) and f["tmpl_phase_first"] < -5
+    assert (
+        f["tmpl_phase_last"] == pytest.approx((t.max() - t0), abs=1.5)
+        and f["tmpl_phase_first"] < -5
+    )
     assert f["tmpl_colour_excess"] == pytest.approx(0.2, abs=0.05)
     assert f["tmpl_gain_const"] > 1 and f["tmpl_gain_linear"] > 0.3
-    flat = dict(zip(ext.names, ext.extract_lc(_lc(t, band, np.full(len(t), 800.0), np.full(len(t), 40.0)))[0][0], strict=True))
+    flat = dict(
+        zip(
+            ext.names,
+            ext.extract_lc(_lc(t, band, np.full(len(t), 800.0), np.full(len(t), 40.0)))[0][0],
+            strict=True,
+        )
+    )
     assert flat["tmpl_gain_const"] < 0.2 < f["tmpl_gain_const"]
 
 
@@ -108,8 +131,16 @@ def test_too_few_points_negative_detections_and_limits_give_no_fit():
     t = np.array([0.0, 1.0, 2.0, 3.0])
     flux = np.array([-500.0, -600.0, 400.0, np.nan])
     err = np.array([30.0, 30.0, 30.0, 40.0])
-    phot = pd.DataFrame({"object_id": "x", "mjd": t, "band": ["g", "r", "g", "r"], "flux": flux, "flux_err": err,
-                         "detected": [True, True, True, False]})
+    phot = pd.DataFrame(
+        {
+            "object_id": "x",
+            "mjd": t,
+            "band": ["g", "r", "g", "r"],
+            "flux": flux,
+            "flux_err": err,
+            "detected": [True, True, True, False],
+        }
+    )
     ext = IaTemplateFeatures()
     X, ok, _ = ext.extract_lc(LightCurves.from_frames(phot, survey="ZTF"))
     assert ok.all() and X[0, 0] == 0 and (X[0] == 0).all()  # one positive detection: no fit, zeros
@@ -120,9 +151,13 @@ def test_too_few_points_negative_detections_and_limits_give_no_fit():
 
 
 def test_the_early_extractor_appends_the_template_and_drops_brightness():
-    ext = get_extractor("early", limits=False, magnitudes=False, negatives="separate", template=True)
+    ext = get_extractor(
+        "early", limits=False, magnitudes=False, negatives="separate", template=True
+    )
     names = ext.names
     assert names[-8:] == IaTemplateFeatures().names
-    assert not any(n.startswith("early_mag_") or n in ("c_g", "c_r", "snratio_g", "snratio_r") for n in names)
+    assert not any(
+        n.startswith("early_mag_") or n in ("c_g", "c_r", "snratio_g", "snratio_r") for n in names
+    )
     legacy = get_extractor("early")
     assert "early_mag_peak" in legacy.names and not any(n.startswith("tmpl_") for n in legacy.names)

@@ -1,4 +1,5 @@
-"""earlyia: find Type Ia supernovae early in alert streams, with maximum classification from minimum training."""
+"""earlyia: find Type Ia supernovae early in alert streams, with maximum classification from
+minimum training."""
 
 from earlyia.errors import EarlyIAError
 

@@ -6,8 +6,8 @@ limits and full histories), while the stream delivers detections-only histories,
 scales and negative differences. A model trained on the curated source alone learns its shortcuts
 (the upper limits were one) and breaks elsewhere. The same transformations serve two purposes:
 
-* **training augmentation** (:func:`augment`): several perturbed copies of each labelled light curve,
-  replayed alert by alert, so the model sees every kind of alert the stream delivers;
+* **training augmentation** (:func:`augment`): several perturbed copies of each labelled light
+  curve, replayed alert by alert, so the model sees every kind of alert the stream delivers;
 * **stress tests** (``earlyia evaluate-early --stress``): one perturbation at a time on held-out
   objects, to measure what each costs.
 
@@ -39,7 +39,11 @@ ZTF_HISTORY_DAYS = 30.0
 
 
 def _rng(random_state) -> np.random.Generator:
-    return random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+    return (
+        random_state
+        if isinstance(random_state, np.random.Generator)
+        else np.random.default_rng(random_state)
+    )
 
 
 def _per_point(lc: LightCurves, values: np.ndarray) -> np.ndarray:
@@ -47,9 +51,19 @@ def _per_point(lc: LightCurves, values: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(values), np.diff(lc.offsets))
 
 
-def _with_photometry(lc: LightCurves, keep: np.ndarray | None = None, **arrays: np.ndarray) -> LightCurves:
-    """``lc`` with some photometry arrays replaced (full length) and then only the points in ``keep``."""
-    out = LightCurves(**{**lc.__dict__, **arrays, "alerts": lc.alerts.iloc[0:0].copy(), "problems": list(lc.problems)})
+def _with_photometry(
+    lc: LightCurves, keep: np.ndarray | None = None, **arrays: np.ndarray
+) -> LightCurves:
+    """``lc`` with some photometry arrays replaced (full length) and then only the points in
+    ``keep``."""
+    out = LightCurves(
+        **{
+            **lc.__dict__,
+            **arrays,
+            "alerts": lc.alerts.iloc[0:0].copy(),
+            "problems": list(lc.problems),
+        }
+    )
     if keep is None:
         return out
     return out._filter_points(np.asarray(keep, bool))
@@ -57,7 +71,8 @@ def _with_photometry(lc: LightCurves, keep: np.ndarray | None = None, **arrays: 
 
 # ---------------------------------------------------------------------------- perturbations
 def drop_limits(lc: LightCurves, rng: np.random.Generator) -> LightCurves:
-    """Detections only: every upper limit removed (as detections-only sources deliver light curves)."""
+    """Detections only: every upper limit removed (as detections-only sources deliver light
+    curves)."""
     return _with_photometry(lc, keep=lc.detected.copy())
 
 
@@ -81,7 +96,8 @@ def single_band(lc: LightCurves, rng: np.random.Generator, band: str | None = No
 
 
 def thin_cadence(lc: LightCurves, rng: np.random.Generator, keep_every: int = 2) -> LightCurves:
-    """Every ``keep_every``-th night of each object (cadence divided by ``keep_every``), from a random first night."""
+    """Every ``keep_every``-th night of each object (cadence divided by ``keep_every``), from a
+    random first night."""
     if keep_every < 1:
         raise ConfigError(f"thin_cadence: keep_every must be >= 1, got {keep_every}")
     obj = lc.object_of_point()
@@ -100,16 +116,22 @@ def thin_cadence(lc: LightCurves, rng: np.random.Generator, keep_every: int = 2)
     return _with_photometry(lc, keep=(rank + phase[obj]) % keep_every == 0)
 
 
-def shift_magnitude(lc: LightCurves, rng: np.random.Generator, delta: float | Sequence[float] = (-1.0, 1.0)) -> LightCurves:
-    """The same object ``delta`` magnitudes fainter (> 0) or brighter (< 0), seen with the same sky noise.
+def shift_magnitude(
+    lc: LightCurves, rng: np.random.Generator, delta: float | Sequence[float] = (-1.0, 1.0)
+) -> LightCurves:
+    """The same object ``delta`` magnitudes fainter (> 0) or brighter (< 0), seen with the same sky
+    noise.
 
     ``delta``: one value, or ``(low, high)`` to draw one per object uniformly. Fainter: the flux is
     scaled and noise added so the total matches the quoted (sky-dominated) error; points below
-    :data:`DETECTION_SNR` become non-detections with their measured noise as the limit. Brighter: the
-    flux and its error scale together (the noise cannot be removed). Limits are unchanged (same sky). Points
-    that were detected above :data:`DETECTION_SNR` and fall below it become non-detections.
+    :data:`DETECTION_SNR` become non-detections with their measured noise as the limit. Brighter:
+    the flux and its error scale together (the noise cannot be removed). Limits are unchanged (same
+    sky). Points that were detected above :data:`DETECTION_SNR` and fall below it become
+    non-detections.
     """
-    lo, hi = (float(delta), float(delta)) if np.isscalar(delta) else (float(delta[0]), float(delta[1]))
+    lo, hi = (
+        (float(delta), float(delta)) if np.isscalar(delta) else (float(delta[0]), float(delta[1]))
+    )
     d = rng.uniform(lo, hi, lc.n_objects) if hi > lo else np.full(lc.n_objects, lo)
     scale = _per_point(lc, 10.0 ** (-0.4 * d))
     det = lc.detected.copy()
@@ -129,8 +151,8 @@ def shift_magnitude(lc: LightCurves, rng: np.random.Generator, delta: float | Se
 
 
 def _crossed_below(flux0, err0, flux1, err1) -> np.ndarray:
-    """Points whose signal to noise fell below :data:`DETECTION_SNR` (points already below it stay as the
-    pipeline delivered them)."""
+    """Points whose signal to noise fell below :data:`DETECTION_SNR` (points already below it
+    stay as the pipeline delivered them)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return (np.abs(flux0) >= DETECTION_SNR * err0) & (np.abs(flux1) < DETECTION_SNR * err1)
 
@@ -144,8 +166,9 @@ def resample_noise(
     """Another photometry pipeline: more scatter and another error scale.
 
     Per object, detections get Gaussian noise of ``extra`` times their error added, and the quoted
-    errors (of detections and limits) are multiplied by ``error_scale`` (each a value or a range drawn
-    per object). Detections that fall from above :data:`DETECTION_SNR` to below it become non-detections.
+    errors (of detections and limits) are multiplied by ``error_scale`` (each a value or a range
+    drawn per object). Detections that fall from above :data:`DETECTION_SNR` to below it become
+    non-detections.
     """
 
     def draw(v):
@@ -164,11 +187,14 @@ def resample_noise(
     return _with_photometry(lc, flux=flux, flux_err=err, detected=det)
 
 
-def negative_difference(lc: LightCurves, rng: np.random.Generator, fraction: float = 1.0) -> LightCurves:
-    """A negative-difference detection added to ``fraction`` of the objects (a subtraction residual).
+def negative_difference(
+    lc: LightCurves, rng: np.random.Generator, fraction: float = 1.0
+) -> LightCurves:
+    """A negative-difference detection added to ``fraction`` of the objects (a subtraction
+    residual).
 
-    It sits on one of the object's epochs (a random point), in the same band, with the absolute flux of
-    a random detection of the object and its error: the kind of point real histories carry
+    It sits on one of the object's epochs (a random point), in the same band, with the absolute flux
+    of a random detection of the object and its error: the kind of point real histories carry
     (``isdiffpos = 'f'``) and Fink turns into a positive flux.
     """
     obj_pts = np.diff(lc.offsets)
@@ -193,7 +219,8 @@ def negative_difference(lc: LightCurves, rng: np.random.Generator, fraction: flo
 
 
 def flip_sign(lc: LightCurves, rng: np.random.Generator) -> LightCurves:
-    """Every detection a negative difference (the source faded below its reference: never a young supernova)."""
+    """Every detection a negative difference (the source faded below its reference: never a young
+    supernova)."""
     flux = lc.flux.copy()
     f = lc.detected & np.isfinite(flux)
     flux[f] = -np.abs(flux[f])
@@ -226,24 +253,37 @@ def _insert_points(lc, obj, mjd, band, flux, err, det) -> LightCurves:
 
 #: Perturbations by name: ``f(lc, rng, **params) -> LightCurves``.
 PERTURBATIONS: Registry[Callable[..., LightCurves]] = Registry("perturbation")
-for _f in (drop_limits, single_band, thin_cadence, shift_magnitude, resample_noise, negative_difference, flip_sign):
+for _f in (
+    drop_limits,
+    single_band,
+    thin_cadence,
+    shift_magnitude,
+    resample_noise,
+    negative_difference,
+    flip_sign,
+):
     PERTURBATIONS.register(_f.__name__, _f)
 del _f
 
 
-def perturb(lc: LightCurves, steps: Sequence[tuple[str, Mapping[str, Any]]], random_state=None) -> LightCurves:
-    """Apply the named perturbations in order (``[(name, params), ...]``), with one seeded generator."""
+def perturb(
+    lc: LightCurves, steps: Sequence[tuple[str, Mapping[str, Any]]], random_state=None
+) -> LightCurves:
+    """Apply the named perturbations in order (``[(name, params), ...]``), with one seeded
+    generator."""
     rng = _rng(random_state)
     for name, params in steps:
         lc = PERTURBATIONS.get(name)(lc, rng, **dict(params))
     return lc
 
 
-# ---------------------------------------------------------------------------- alerts of perturbed curves
+# ---------------------------------------------------------------------------- alerts of perturbed
+# curves
 @dataclass
 class Segments:
-    """Alert views of a light-curve table: segment ``i`` is ``starts[i]:ends[i]`` of the photometry,
-    the history alert ``i`` carries, with its object and number of detections so far (``ndethist``)."""
+    """Alert views of a light-curve table: segment ``i`` is ``starts[i]:ends[i]`` of the
+    photometry, the history alert ``i`` carries, with its object and number of detections so far
+    (``ndethist``)."""
 
     lc: LightCurves
     starts: np.ndarray
@@ -254,11 +294,15 @@ class Segments:
 
 
 def replay_segments(
-    lc: LightCurves, min_detections: int = 1, max_detections: int = 20, window_days: float | None = None
+    lc: LightCurves,
+    min_detections: int = 1,
+    max_detections: int = 20,
+    window_days: float | None = None,
 ) -> Segments:
-    """One alert per detection ``k`` (``min_detections <= k <= max_detections``) of each object, seeing the
-    history up to that detection; with ``window_days``, only the last ``window_days`` of it (ZTF's
-    ``prv_candidates`` window), while ``ndethist`` keeps counting every detection since the first.
+    """One alert per detection ``k`` (``min_detections <= k <= max_detections``) of each object,
+    seeing the history up to that detection; with ``window_days``, only the last ``window_days`` of
+    it (ZTF's ``prv_candidates`` window), while ``ndethist`` keeps counting every detection since
+    the first.
     """
     obj = lc.object_of_point()
     cum = np.cumsum(lc.detected, dtype=np.int64)
@@ -277,15 +321,26 @@ def replay_segments(
     starts = lc.offsets[obj[sel]].astype(np.int64)
     if window_days is not None:
         t0 = lc.mjd[sel] - float(window_days)
-        starts = np.array([s + np.searchsorted(lc.mjd[s:e], t, side="left") for s, e, t in zip(starts, ends, t0, strict=True)], np.int64)
-    return Segments(lc, starts, ends.astype(np.int64), obj[sel].astype(np.int64), k[sel].astype(np.int64))
+        starts = np.array(
+            [
+                s + np.searchsorted(lc.mjd[s:e], t, side="left")
+                for s, e, t in zip(starts, ends, t0, strict=True)
+            ],
+            np.int64,
+        )
+    return Segments(
+        lc, starts, ends.astype(np.int64), obj[sel].astype(np.int64), k[sel].astype(np.int64)
+    )
 
 
 def mix_objects(a: LightCurves, b: LightCurves, use_b: np.ndarray) -> LightCurves:
-    """Object ``i`` from ``b`` where ``use_b[i]``, else from ``a`` (same objects in the same order)."""
+    """Object ``i`` from ``b`` where ``use_b[i]``, else from ``a`` (same objects in the same
+    order)."""
     use_b = np.asarray(use_b, bool)
     if a.n_objects != b.n_objects or len(use_b) != a.n_objects:
-        raise ConfigError("mix_objects needs two tables of the same objects and one flag per object")
+        raise ConfigError(
+            "mix_objects needs two tables of the same objects and one flag per object"
+        )
     if not use_b.any():
         return a
     if use_b.all():
@@ -300,13 +355,27 @@ def mix_objects(a: LightCurves, b: LightCurves, use_b: np.ndarray) -> LightCurve
     da = _segment_rows(offsets[:-1][~use_b], offsets[1:][~use_b])
     db = _segment_rows(offsets[:-1][use_b], offsets[1:][use_b])
     out = {}
-    for name, dtype in (("mjd", np.float64), ("band", np.int8), ("flux", np.float64), ("flux_err", np.float64),
-                        ("detected", bool), ("alert_id", np.int64)):
+    for name, dtype in (
+        ("mjd", np.float64),
+        ("band", np.int8),
+        ("flux", np.float64),
+        ("flux_err", np.float64),
+        ("detected", bool),
+        ("alert_id", np.int64),
+    ):
         arr = np.empty(int(offsets[-1]), dtype)
         arr[da] = getattr(a, name)[ra]
         arr[db] = getattr(b, name)[rb]
         out[name] = arr
-    return LightCurves(**{**a.__dict__, **out, "offsets": offsets, "alerts": a.alerts.iloc[0:0].copy(), "problems": list(a.problems)})
+    return LightCurves(
+        **{
+            **a.__dict__,
+            **out,
+            "offsets": offsets,
+            "alerts": a.alerts.iloc[0:0].copy(),
+            "problems": list(a.problems),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -318,7 +387,8 @@ class Step:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-#: What the stream does to ZTF light curves, and how often a training copy sees it (see :class:`Augmentation`).
+#: What the stream does to ZTF light curves, and how often a training copy sees it (see
+#: :class:`Augmentation`).
 ZTF_STEPS = (
     Step("drop_limits", 0.5),
     Step("single_band", 0.15),
@@ -333,10 +403,10 @@ ZTF_STEPS = (
 class Augmentation:
     """Perturbed copies of labelled light curves, replayed alert by alert.
 
-    View 0 is the light curves as given; each of the ``copies`` further views applies every step to each
-    object with the step's probability (in the order given), then replays detections ``min_detections``
-    to ``max_detections``, each alert seeing only the last ``window_days`` of history with probability
-    ``window_probability`` per object (ZTF's ``prv_candidates`` window).
+    View 0 is the light curves as given; each of the ``copies`` further views applies every step to
+    each object with the step's probability (in the order given), then replays detections
+    ``min_detections`` to ``max_detections``, each alert seeing only the last ``window_days`` of
+    history with probability ``window_probability`` per object (ZTF's ``prv_candidates`` window).
     """
 
     copies: int = 2
@@ -350,18 +420,28 @@ class Augmentation:
         if int(self.copies) < 0:
             raise ConfigError(f"augmentation copies must be >= 0, got {self.copies}")
         if not 1 <= int(self.min_detections) <= int(self.max_detections):
-            raise ConfigError(f"augmentation needs 1 <= min_detections <= max_detections, got {self.min_detections}, {self.max_detections}")
+            raise ConfigError(
+                "augmentation needs 1 <= min_detections <= max_detections, got "
+                f"{self.min_detections}, {self.max_detections}"
+            )
         for st in self.steps:
             PERTURBATIONS.get(st.name)  # ConfigError naming the known perturbations
             if not 0.0 <= float(st.probability) <= 1.0:
-                raise ConfigError(f"perturbation {st.name!r}: probability must be in [0, 1], got {st.probability}")
+                raise ConfigError(
+                    f"perturbation {st.name!r}: probability must be in [0, 1], got {st.probability}"
+                )
         if not 0.0 <= float(self.window_probability) <= 1.0:
-            raise ConfigError(f"window_probability must be in [0, 1], got {self.window_probability}")
+            raise ConfigError(
+                f"window_probability must be in [0, 1], got {self.window_probability}"
+            )
 
     def to_card(self) -> dict[str, Any]:
         return {
             "copies": int(self.copies),
-            "steps": [{"name": s.name, "probability": float(s.probability), "params": _plain(s.params)} for s in self.steps],
+            "steps": [
+                {"name": s.name, "probability": float(s.probability), "params": _plain(s.params)}
+                for s in self.steps
+            ],
             "window_days": None if self.window_days is None else float(self.window_days),
             "window_probability": float(self.window_probability),
             "min_detections": int(self.min_detections),
@@ -371,11 +451,16 @@ class Augmentation:
     @classmethod
     def from_card(cls, entry: Mapping[str, Any]) -> Augmentation:
         try:
-            steps = tuple(Step(str(s["name"]), float(s["probability"]), dict(s.get("params") or {})) for s in entry.get("steps", []))
+            steps = tuple(
+                Step(str(s["name"]), float(s["probability"]), dict(s.get("params") or {}))
+                for s in entry.get("steps", [])
+            )
             aug = cls(
                 copies=int(entry.get("copies", 0)),
                 steps=steps,
-                window_days=None if entry.get("window_days") is None else float(entry["window_days"]),
+                window_days=None
+                if entry.get("window_days") is None
+                else float(entry["window_days"]),
                 window_probability=float(entry.get("window_probability", 0.0)),
                 min_detections=int(entry.get("min_detections", 1)),
                 max_detections=int(entry.get("max_detections", 20)),
@@ -386,7 +471,8 @@ class Augmentation:
         return aug
 
     def views(self, lc: LightCurves, random_state=None):
-        """``(view, Segments)`` for view 0 (as given) and every augmented copy, from one seeded generator."""
+        """``(view, Segments)`` for view 0 (as given) and every augmented copy, from one seeded
+        generator."""
         self.check()
         rng = _rng(random_state)
         yield 0, replay_segments(lc, self.min_detections, self.max_detections)
@@ -396,13 +482,23 @@ class Augmentation:
                 chosen = rng.random(lc.n_objects) < float(st.probability)
                 if not chosen.any():
                     continue
-                cur = mix_objects(cur, PERTURBATIONS.get(st.name)(cur, rng, **dict(st.params)), chosen)
+                cur = mix_objects(
+                    cur, PERTURBATIONS.get(st.name)(cur, rng, **dict(st.params)), chosen
+                )
             seg = replay_segments(cur, self.min_detections, self.max_detections)
             if self.window_days is not None and self.window_probability > 0:
                 windowed = rng.random(cur.n_objects) < float(self.window_probability)
-                win = replay_segments(cur, self.min_detections, self.max_detections, window_days=self.window_days)
+                win = replay_segments(
+                    cur, self.min_detections, self.max_detections, window_days=self.window_days
+                )
                 use = windowed[seg.object_index]
-                seg = Segments(cur, np.where(use, win.starts, seg.starts), seg.ends, seg.object_index, seg.ndethist)
+                seg = Segments(
+                    cur,
+                    np.where(use, win.starts, seg.starts),
+                    seg.ends,
+                    seg.object_index,
+                    seg.ndethist,
+                )
             yield v, seg
 
 

@@ -1,9 +1,9 @@
 """Where the shared (not redistributed) data lives, and the one helper tests use to find it.
 
 ``EARLYIA_DATA`` points at the shared data directory. Without it: ``../shared/data`` from the
-repository root when earlyia runs from a source checkout, else from the current working directory (an
-installed package has no repository). ``EARLYIA_STRICT_DATA=1`` (set by ``.ci/run``) turns "data absent,
-skip" into a hard failure.
+repository root when earlyia runs from a source checkout, else from the current working directory
+(an installed package has no repository). ``EARLYIA_STRICT_DATA=1`` (set by ``.ci/run``) turns "data
+absent, skip" into a hard failure.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def _base() -> Path:
 
 
 def data_dir() -> Path:
-    """The shared data directory (``$EARLYIA_DATA``, else ``../shared/data`` from the checkout or the cwd)."""
+    """The shared data directory (``$EARLYIA_DATA``, else ``../shared/data`` from the checkout or
+    the cwd)."""
     env = os.environ.get("EARLYIA_DATA")
     if env:
         return Path(env).expanduser().resolve()
@@ -30,7 +31,8 @@ def data_dir() -> Path:
 
 
 def reference_dir() -> Path:
-    """The shared reference directory (``$EARLYIA_REFERENCE`` or sibling ``reference`` of the data)."""
+    """The shared reference directory (``$EARLYIA_REFERENCE`` or sibling ``reference`` of the
+    data)."""
     env = os.environ.get("EARLYIA_REFERENCE")
     if env:
         return Path(env).expanduser().resolve()

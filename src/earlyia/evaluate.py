@@ -29,8 +29,11 @@ from earlyia.metrics import FOM_WEIGHT, counts_to_metrics
 PROTOCOL_TYPES = TypeMap(unlabelled=("",))
 
 
-def counts_metrics(tp: np.ndarray, fp: np.ndarray, n_pos: int, w: float = FOM_WEIGHT) -> dict[str, np.ndarray]:
-    """Efficiency, purity and FoM of flagged objects from true/false positive counts and the positives present.
+def counts_metrics(
+    tp: np.ndarray, fp: np.ndarray, n_pos: int, w: float = FOM_WEIGHT
+) -> dict[str, np.ndarray]:
+    """Efficiency, purity and FoM of flagged objects from true/false positive counts and the
+    positives present.
 
     The formulas live in :func:`earlyia.metrics.counts_to_metrics` (0 for an empty denominator).
     """
@@ -43,7 +46,9 @@ def counts_metrics(tp: np.ndarray, fp: np.ndarray, n_pos: int, w: float = FOM_WE
 class EarlyReport:
     """Result of :func:`evaluate_early`."""
 
-    summary: pd.DataFrame  # one row per N: n_pos, n_neg, tp, fp, efficiency, purity, fom (at threshold)
+    summary: (
+        pd.DataFrame
+    )  # one row per N: n_pos, n_neg, tp, fp, efficiency, purity, fom (at threshold)
     curves: dict[int, pd.DataFrame]  # per N: threshold, tp, fp, efficiency, purity, fom
     by_detections: pd.DataFrame  # efficiency & purity vs N = 1..max at the threshold
     per_alert: dict[str, float]  # alert-level efficiency / purity / Brier
@@ -52,7 +57,8 @@ class EarlyReport:
     score_column: str
 
     def best_at_purity(self, n: int, min_purity: float = 0.8) -> dict[str, float]:
-        """Highest efficiency on the curve of ``n`` with purity >= ``min_purity`` (and its threshold).
+        """Highest efficiency on the curve of ``n`` with purity >= ``min_purity`` (and its
+        threshold).
 
         Choosing the threshold on the evaluated data is optimistic; it is reported beside the fixed
         threshold, never instead of it.
@@ -63,19 +69,29 @@ class EarlyReport:
         lines = [
             f"Score column `{self.score_column}`, threshold {self.threshold:g}.",
             "",
-            "| N detections | SN Ia | others | TP | FP | efficiency | purity | FoM | best eff. at purity >= 0.8 (threshold) |",
+            "| N detections | SN Ia | others | TP | FP | efficiency | purity | FoM | best "
+            "eff. at purity >= 0.8 (threshold) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in self.summary.iterrows():
             n = int(r["max_detections"])
             b = self.best_at_purity(n)
-            best = f"{b['efficiency']:.3f} ({b['threshold']:.3f})" if np.isfinite(b["threshold"]) else "-"
+            best = (
+                f"{b['efficiency']:.3f} ({b['threshold']:.3f})"
+                if np.isfinite(b["threshold"])
+                else "-"
+            )
             lines.append(
-                f"| {n} | {int(r['n_pos'])} | {int(r['n_neg'])} | {int(r['tp'])} | {int(r['fp'])} | "
+                f"| {n} | {int(r['n_pos'])} | {int(r['n_neg'])} | {int(r['tp'])} | "
+                f"{int(r['fp'])} | "
                 f"{r['efficiency']:.3f} | {r['purity']:.3f} | {r['fom']:.3f} | {best} |"
             )
         pa = self.per_alert
-        lines += ["", f"Per alert: efficiency {pa['efficiency']:.3f}, purity {pa['purity']:.3f}, Brier {pa['brier']:.4f}."]
+        lines += [
+            "",
+            f"Per alert: efficiency {pa['efficiency']:.3f}, purity {pa['purity']:.3f}, Brier "
+            f"{pa['brier']:.4f}.",
+        ]
         return "\n".join(lines)
 
 
@@ -97,8 +113,8 @@ def evaluate_early(
             number of detections the alert had (``detections_column``).
         labels: type string per object id (index = object id). When None, the ``label`` column of
             ``scores`` is used. Unlabelled objects (vague types) are left out.
-        max_detections: the N of "flagged within N detections".
-        type_map: positive-class mapping. Default: the protocol's own, TNS 'SN Ia' positive and every
+        max_detections: the N of "flagged within N detections". type_map: positive-class mapping.
+        Default: the protocol's own, TNS 'SN Ia' positive and every
             other type negative (vague types such as 'SN' too, as in the reference figures); only
             objects without any label are left out.
     """
@@ -109,14 +125,16 @@ def evaluate_early(
             raise InputError(f"scores lack column {col!r}; have {list(df.columns)[:12]}")
     if labels is None:
         if "label" not in df.columns:
-            raise InputError("no labels: give labels (object id -> type) or a 'label' column in the scores")
+            raise InputError(
+                "no labels: give labels (object id -> type) or a 'label' column in the scores"
+            )
         types = df["label"]
     else:
         types = df["object_id"].map(labels)
     y = type_map.encode(types.to_numpy(object))
     keep = y != UNLABELLED
     df = df.loc[keep, ["object_id", score_column, detections_column]].copy()
-    df["y"] = (y[keep] == POSITIVE)
+    df["y"] = y[keep] == POSITIVE
     score = df[score_column].to_numpy(float)
     if not np.isfinite(score).all():
         raise InputError(f"column {score_column!r} has non-finite scores")
@@ -146,11 +164,19 @@ def evaluate_early(
         yy = obj.reindex(best.index).to_numpy(bool)
         fl = best.to_numpy() > threshold
         met = counts_metrics(np.array([(fl & yy).sum()]), np.array([(fl & ~yy).sum()]), n_pos)
-        by_det.append({"max_detections": n, "n_flagged": int(fl.sum()), **{k: float(v[0]) for k, v in met.items()}})
+        by_det.append(
+            {
+                "max_detections": n,
+                "n_flagged": int(fl.sum()),
+                **{k: float(v[0]) for k, v in met.items()},
+            }
+        )
 
     ya = df["y"].to_numpy(bool)
     fla = score > threshold
-    alert_met = counts_metrics(np.array([(fla & ya).sum()]), np.array([(fla & ~ya).sum()]), int(ya.sum()))
+    alert_met = counts_metrics(
+        np.array([(fla & ya).sum()]), np.array([(fla & ~ya).sum()]), int(ya.sum())
+    )
     per_alert = {k: float(v[0]) for k, v in alert_met.items()}
     per_alert["brier"] = float(np.mean((score - ya) ** 2))
     return EarlyReport(
@@ -165,16 +191,22 @@ def evaluate_early(
 
 
 def best_at_purity(curve: pd.DataFrame, min_purity: float = 0.8) -> dict[str, float]:
-    """Highest efficiency on an efficiency-purity ``curve`` with purity >= ``min_purity`` (and its threshold)."""
+    """Highest efficiency on an efficiency-purity ``curve`` with purity >= ``min_purity`` (and
+    its threshold)."""
     ok = curve[curve["purity"] >= min_purity]
     if ok.empty:
         return {"threshold": float("nan"), "efficiency": 0.0, "purity": float("nan")}
     row = ok.loc[ok["efficiency"].idxmax()]
-    return {"threshold": float(row["threshold"]), "efficiency": float(row["efficiency"]), "purity": float(row["purity"])}
+    return {
+        "threshold": float(row["threshold"]),
+        "efficiency": float(row["efficiency"]),
+        "purity": float(row["purity"]),
+    }
 
 
 def efficiency_purity_curve(score: np.ndarray, y: np.ndarray) -> pd.DataFrame:
-    """Efficiency / purity / FoM of flagging ``score`` > each distinct threshold (per row: alerts or objects)."""
+    """Efficiency / purity / FoM of flagging ``score`` > each distinct threshold (per row: alerts
+    or objects)."""
     y = np.asarray(y, bool)
     return _curve(np.asarray(score, np.float64), y, int(y.sum()))
 
@@ -182,7 +214,9 @@ def efficiency_purity_curve(score: np.ndarray, y: np.ndarray) -> pd.DataFrame:
 def _curve(best: np.ndarray, y: np.ndarray, n_pos: int) -> pd.DataFrame:
     """Efficiency/purity/FoM when flagging objects whose max score is > each distinct threshold."""
     if len(best) == 0:
-        return pd.DataFrame({"threshold": [], "tp": [], "fp": [], "efficiency": [], "purity": [], "fom": []})
+        return pd.DataFrame(
+            {"threshold": [], "tp": [], "fp": [], "efficiency": [], "purity": [], "fom": []}
+        )
     order = np.argsort(-best, kind="mergesort")
     s, yy = best[order], y[order]
     tp = np.cumsum(yy)
@@ -192,7 +226,9 @@ def _curve(best: np.ndarray, y: np.ndarray, n_pos: int) -> pd.DataFrame:
     thr = s[last]
     met = counts_metrics(tp[last], fp[last], n_pos)
     # "score > threshold": flagging the objects down to s means a threshold just below s
-    return pd.DataFrame({"threshold": np.nextafter(thr, -np.inf), "tp": tp[last], "fp": fp[last], **met})
+    return pd.DataFrame(
+        {"threshold": np.nextafter(thr, -np.inf), "tp": tp[last], "fp": fp[last], **met}
+    )
 
 
 def reliability(score: np.ndarray, y: np.ndarray, n_bins: int = 10) -> pd.DataFrame:

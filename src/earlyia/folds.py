@@ -1,7 +1,9 @@
-"""Cross-validation folds that never split an object: one definition for training, scripts and benchmarks.
+"""Cross-validation folds that never split an object: one definition for training, scripts and
+benchmarks.
 
-Every alert of an object lands in the same fold (an object seen in training would make its other alerts look
-easy), and the folds are stratified on the object's label so each holds the class mix of the whole set.
+Every alert of an object lands in the same fold (an object seen in training would make its other
+alerts look easy), and the folds are stratified on the object's label so each holds the class mix of
+the whole set.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 
-def object_folds(labels: np.ndarray, n_folds: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(training, held-out) positions of objects, ``n_folds`` folds stratified on ``labels`` (one per object).
+def object_folds(
+    labels: np.ndarray, n_folds: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(training, held-out) positions of objects, ``n_folds`` folds stratified on ``labels`` (one
+    per object).
 
     The split is reproducible: the same labels, fold count and seed give the same folds.
     """
@@ -21,17 +26,20 @@ def object_folds(labels: np.ndarray, n_folds: int, seed: int) -> Iterator[tuple[
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
     positions = np.arange(len(labels))
-    yield from StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(positions, labels, positions)
+    yield from StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(
+        positions, labels, positions
+    )
 
 
 def fold_of_rows(
     groups: np.ndarray, labels: np.ndarray, n_folds: int, seed: int, rows: np.ndarray | None = None
 ) -> np.ndarray:
-    """Fold index (0 to ``n_folds`` - 1) of every row, its object's fold; objects split as :func:`object_folds`.
+    """Fold index (0 to ``n_folds`` - 1) of every row, its object's fold; objects split as
+    :func:`object_folds`.
 
-    ``groups`` is the object of each row and ``labels`` its label (constant within an object). Only the objects of
-    ``rows`` (a boolean mask; all rows by default) are split; the rows of other objects get -1 (they train in
-    every fold: generated impostors, augmented-only views).
+    ``groups`` is the object of each row and ``labels`` its label (constant within an object). Only
+    the objects of ``rows`` (a boolean mask; all rows by default) are split; the rows of other
+    objects get -1 (they train in every fold: generated impostors, augmented-only views).
     """
     groups = np.asarray(groups)
     labels = np.asarray(labels)

@@ -78,10 +78,17 @@ class TypeMap:
         return np.asarray(out, dtype=np.int8)
 
     def describe(self) -> str:
-        return f"positive = {sorted(self.positive_set())}; unlabelled = {sorted(set(self.unlabelled))}; every other type negative"
+        return (
+            f"positive = {sorted(self.positive_set())}; unlabelled = "
+            f"{sorted(set(self.unlabelled))}; every other type negative"
+        )
 
     def config(self) -> dict:
-        return {"positive": list(self.positive), "include_subtypes": self.include_subtypes, "unlabelled": list(self.unlabelled)}
+        return {
+            "positive": list(self.positive),
+            "include_subtypes": self.include_subtypes,
+            "unlabelled": list(self.unlabelled),
+        }
 
     @classmethod
     def from_config(cls, cfg: dict) -> TypeMap:
@@ -92,7 +99,9 @@ class TypeMap:
         )
 
 
-def is_positive(types: Iterable[object], positive: Iterable[str] = ("SN Ia",), include_subtypes: bool = False) -> np.ndarray:
+def is_positive(
+    types: Iterable[object], positive: Iterable[str] = ("SN Ia",), include_subtypes: bool = False
+) -> np.ndarray:
     """Boolean positive-class mask (unlabelled types count as not positive)."""
     return TypeMap(tuple(positive), include_subtypes).encode(types) == POSITIVE
 
@@ -103,8 +112,10 @@ LABEL_TYPE_COLUMNS = ("tns_type", "type", "label", "TNS", "classification")
 
 
 def read_labels(path: str | Path) -> pd.Series:
-    """Object id -> type string from a labels CSV (id column ``objectId``/``object_id``/``id``/``name``, type column
-    ``tns_type``/``type``/``label``/``TNS``/``classification``; the last row of a repeated id wins)."""
+    """Object id -> type string from a labels CSV (id column
+    ``objectId``/``object_id``/``id``/``name``, type column
+    ``tns_type``/``type``/``label``/``TNS``/``classification``; the last row of a repeated id
+    wins)."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -113,7 +124,8 @@ def read_labels(path: str | Path) -> pd.Series:
     type_col = next((c for c in LABEL_TYPE_COLUMNS if c in df.columns), None)
     if id_col is None or type_col is None:
         raise InputError(
-            f"labels need an object id column (one of {list(LABEL_ID_COLUMNS)}) and a type column (one of "
+            f"labels need an object id column (one of {list(LABEL_ID_COLUMNS)}) and a type "
+            "column (one of "
             f"{list(LABEL_TYPE_COLUMNS)}); found {list(df.columns)[:10]}",
             source=str(path),
         )

@@ -22,7 +22,17 @@ import pandas as pd
 from earlyia.errors import InputError
 
 #: Names of the per-loop metric columns, in order.
-METRIC_NAMES = ("accuracy", "efficiency", "purity", "fom", "f1", "roc_auc", "n_pos", "n_flagged", "n")
+METRIC_NAMES = (
+    "accuracy",
+    "efficiency",
+    "purity",
+    "fom",
+    "f1",
+    "roc_auc",
+    "n_pos",
+    "n_flagged",
+    "n",
+)
 
 FOM_WEIGHT = 3.0
 
@@ -41,10 +51,14 @@ def _check(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim == 2:
         if p.shape[1] != 2:
-            raise InputError(f"proba has shape {p.shape}; give P(positive) as a 1-d array or an (n, 2) array")
+            raise InputError(
+                f"proba has shape {p.shape}; give P(positive) as a 1-d array or an (n, 2) array"
+            )
         p = p[:, 1]
     if y.ndim != 1 or p.ndim != 1 or len(y) != len(p):
-        raise InputError(f"y_true {y.shape} and proba {p.shape} must be 1-d arrays of the same length")
+        raise InputError(
+            f"y_true {y.shape} and proba {p.shape} must be 1-d arrays of the same length"
+        )
     if y.dtype != bool:
         if not np.isin(y, (0, 1)).all():
             raise InputError("y_true must be boolean (True = positive class) or 0/1")
@@ -52,12 +66,15 @@ def _check(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def counts_to_metrics(tp, fp, tn, fn, fom_weight: float = FOM_WEIGHT, undefined: float = 0.0) -> dict[str, np.ndarray]:
+def counts_to_metrics(
+    tp, fp, tn, fn, fom_weight: float = FOM_WEIGHT, undefined: float = 0.0
+) -> dict[str, np.ndarray]:
     """Metrics from confusion counts (arrays broadcast), the one place the formulas live.
 
-    ``undefined``: the value of a ratio whose denominator is 0 (purity when nothing is flagged, efficiency
-    without positives): 0 in active-learning curves (Fink's and RESSPECT's convention, so early loops average),
-    NaN in model cards and reports, where "not measurable" must not read as "bad".
+    ``undefined``: the value of a ratio whose denominator is 0 (purity when nothing is flagged,
+    efficiency without positives): 0 in active-learning curves (Fink's and RESSPECT's convention, so
+    early loops average), NaN in model cards and reports, where "not measurable" must not read as
+    "bad".
     """
     tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
     n = tp + fp + tn + fn
@@ -78,16 +95,19 @@ def roc_auc(y_true, proba) -> float:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    from scipy.stats import rankdata  # here, not at import: scipy.stats costs ~0.8 s of every command's start-up
+    from scipy.stats import (
+        rankdata,
+    )  # here, not at import: scipy.stats costs ~0.8 s of every command's start-up
 
     r = rankdata(p)
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def binary_metrics(y_true, proba, threshold: float = 0.5, fom_weight: float = FOM_WEIGHT,
-                   undefined: float = 0.0) -> dict[str, float]:
-    """All metrics of :data:`METRIC_NAMES` for one set of scores (positive when ``p > threshold``; ``undefined``:
-    see :func:`counts_to_metrics`)."""
+def binary_metrics(
+    y_true, proba, threshold: float = 0.5, fom_weight: float = FOM_WEIGHT, undefined: float = 0.0
+) -> dict[str, float]:
+    """All metrics of :data:`METRIC_NAMES` for one set of scores (positive when ``p >
+    threshold``; ``undefined``: see :func:`counts_to_metrics`)."""
     y, p = _check(y_true, proba)
     pred = p > threshold
     tp = int(np.count_nonzero(pred & y))
@@ -102,8 +122,14 @@ def binary_metrics(y_true, proba, threshold: float = 0.5, fom_weight: float = FO
     return out
 
 
-def metrics_by_detections(y_true, proba, n_detections, threshold: float = 0.5, fom_weight: float = FOM_WEIGHT,
-                          cumulative: bool = False) -> pd.DataFrame:
+def metrics_by_detections(
+    y_true,
+    proba,
+    n_detections,
+    threshold: float = 0.5,
+    fom_weight: float = FOM_WEIGHT,
+    cumulative: bool = False,
+) -> pd.DataFrame:
     """Early-epoch metrics: one row per number of detections ``d`` the alert had when scored.
 
     With ``cumulative=True`` row ``d`` uses every alert with ``n_detections <= d`` (the usual
@@ -113,7 +139,9 @@ def metrics_by_detections(y_true, proba, n_detections, threshold: float = 0.5, f
     y, p = _check(y_true, proba)
     d = np.asarray(n_detections)
     if d.shape != y.shape:
-        raise InputError(f"n_detections has shape {d.shape}; expected {y.shape} (one per scored row)")
+        raise InputError(
+            f"n_detections has shape {d.shape}; expected {y.shape} (one per scored row)"
+        )
     d = d.astype(np.int64)
     values, inv = np.unique(d, return_inverse=True)
     k = len(values)
@@ -134,7 +162,9 @@ def metrics_by_detections(y_true, proba, n_detections, threshold: float = 0.5, f
     return pd.DataFrame(out)
 
 
-def _auc_by_group(y: np.ndarray, p: np.ndarray, inv: np.ndarray, k: int, cumulative: bool) -> np.ndarray:
+def _auc_by_group(
+    y: np.ndarray, p: np.ndarray, inv: np.ndarray, k: int, cumulative: bool
+) -> np.ndarray:
     """Per-group Mann-Whitney AUC with one sort: ranks within groups via a lexsort on (group, p)."""
     if cumulative:
         # groups are nested (<= d): each needs its own ranking; k is small (number of detections)

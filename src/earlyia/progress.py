@@ -1,7 +1,8 @@
 """Progress of long steps: a bar on a terminal, plain lines when the output is piped or logged.
 
-A run that goes to a log file (cron, nohup, a pipe) still says how far it is: one line when it starts, then at
-most every ``every`` seconds and at the end, with the count, the rate and the time left.
+A run that goes to a log file (cron, nohup, a pipe) still says how far it is: one line when it
+starts, then at most every ``every`` seconds and at the end, with the count, the rate and the time
+left.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from typing import TextIO
 class Progress:
     """Count ``total`` units of work, shown on ``stream`` (stderr by default).
 
-    ``mode``: ``"auto"`` (a bar on a terminal, lines otherwise), ``"bar"``, ``"lines"`` or ``"off"``.
-    Use as a context manager; call :meth:`update` as units finish.
+    ``mode``: ``"auto"`` (a bar on a terminal, lines otherwise), ``"bar"``, ``"lines"`` or
+    ``"off"``. Use as a context manager; call :meth:`update` as units finish.
     """
 
-    def __init__(self, total: int, desc: str, *, unit: str = "it", mode: str = "auto", every: float = 10.0,
-                 initial: int = 0, stream: TextIO | None = None):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        unit: str = "it",
+        mode: str = "auto",
+        every: float = 10.0,
+        initial: int = 0,
+        stream: TextIO | None = None,
+    ):
         self.total = int(total)
         self.desc = desc
         self.unit = unit
@@ -40,7 +50,9 @@ class Progress:
         if mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, unit=self.unit, file=out)
+            self._bar = tqdm(
+                total=self.total, initial=self.initial, desc=self.desc, unit=self.unit, file=out
+            )
         elif mode == "lines":
             self._line(f"{self.desc}: {self.total - self.n} of {self.total} {self.unit} to do")
         return self

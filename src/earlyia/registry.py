@@ -1,9 +1,11 @@
-"""Named implementations of one kind (readers, feature extractors, query strategies, perturbations, ...).
+"""Named implementations of one kind (readers, feature extractors, query strategies, perturbations,
+...).
 
-One small pattern for every place where earlyia looks an implementation up by name: a :class:`Registry` keeps
-entries in registration order, :meth:`Registry.get` raises one :class:`~earlyia.errors.ConfigError` that names
-the kind and the choices, and built-ins that are costly to import are declared by module (``lazy``) and imported
-on first use, so that importing a package stays cheap.
+One small pattern for every place where earlyia looks an implementation up by name: a
+:class:`Registry` keeps entries in registration order, :meth:`Registry.get` raises one
+:class:`~earlyia.errors.ConfigError` that names the kind and the choices, and built-ins that are
+costly to import are declared by module (``lazy``) and imported on first use, so that importing a
+package stays cheap.
 
 >>> from earlyia.registry import Registry
 >>> colours = Registry("colour")
@@ -28,13 +30,22 @@ class Registry(Generic[T]):
     """Entries of one ``kind`` by name, in registration order.
 
     Args:
-        kind: what an entry is, in words ("feature extractor"); used in error messages.
-        lazy: built-in names -> the module that registers them when imported (imported by :meth:`get` the first
-            time the name is asked for, and by :meth:`names`/iteration, which list everything available).
-        check: called as ``check(name, entry)`` before an entry is stored; raises on an entry of the wrong type.
+        kind: what an entry is, in words ("feature extractor"); used in error messages. lazy:
+        built-in names -> the module that registers them when imported (imported by :meth:`get` the
+        first
+            time the name is asked for, and by :meth:`names`/iteration, which list everything
+            available).
+        check: called as ``check(name, entry)`` before an entry is stored; raises on an entry of the
+        wrong type.
     """
 
-    def __init__(self, kind: str, *, lazy: Mapping[str, str] | None = None, check: Callable[[str, T], None] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        lazy: Mapping[str, str] | None = None,
+        check: Callable[[str, T], None] | None = None,
+    ):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._lazy: dict[str, str] = dict(lazy or {})
@@ -56,7 +67,10 @@ class Registry(Generic[T]):
             self._check(name, entry)
         old = self._entries.get(name)
         if old is not None and old is not entry and not replace:
-            raise ConfigError(f"{self.kind} {name!r} is already registered ({old!r}); pass replace=True to replace it")
+            raise ConfigError(
+                f"{self.kind} {name!r} is already registered ({old!r}); pass replace=True to "
+                "replace it"
+            )
         self._entries[name] = entry
         return entry
 
@@ -70,7 +84,8 @@ class Registry(Generic[T]):
 
     # ------------------------------------------------------------------ look-up
     def get(self, name: str) -> T:
-        """The entry registered under ``name``; :class:`ConfigError` naming the choices when there is none."""
+        """The entry registered under ``name``; :class:`ConfigError` naming the choices when
+        there is none."""
         if not isinstance(name, str):
             raise ConfigError(f"a {self.kind} name must be a string, got {type(name).__name__}")
         self._load(name)
@@ -80,11 +95,13 @@ class Registry(Generic[T]):
             raise self._unknown(name) from None
 
     def names(self) -> list[str]:
-        """Every available name: registered ones in registration order, then built-ins not imported yet."""
+        """Every available name: registered ones in registration order, then built-ins not
+        imported yet."""
         return list(self._entries) + [n for n in self._lazy if n not in self._entries]
 
     def items(self) -> list[tuple[str, T]]:
-        """``(name, entry)`` of everything available (imports the pending built-ins), in registration order."""
+        """``(name, entry)`` of everything available (imports the pending built-ins), in
+        registration order."""
         self.load_all()
         return list(self._entries.items())
 
@@ -116,7 +133,12 @@ class Registry(Generic[T]):
             return
         importlib.import_module(module)
         if name not in self._entries:
-            raise ConfigError(f"built-in {self.kind} {name!r}: importing {module} did not register it")
+            raise ConfigError(
+                f"built-in {self.kind} {name!r}: importing {module} did not register it"
+            )
 
     def _unknown(self, name: str) -> ConfigError:
-        return ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names()) or '(none registered)'}")
+        return ConfigError(
+            f"unknown {self.kind} {name!r}; choose one of: "
+            f"{', '.join(self.names()) or '(none registered)'}"
+        )

@@ -19,10 +19,11 @@ import pandas as pd
 from earlyia.errors import InputError
 from earlyia.features._sigmoid_robust import NIGHT_SHIFT
 
-#: Selection rules a model card may name (``card["selection"]["rule"]``): :func:`select_early`, :func:`fink_cuts`
-#: (Fink's own pre-fit cuts, for Fink's models) or none (every alert scored).
+#: Selection rules a model card may name (``card["selection"]["rule"]``): :func:`select_early`,
+#: :func:`fink_cuts` (Fink's own pre-fit cuts, for Fink's models) or none (every alert scored).
 SELECTION_RULES = ("early", "fink", "none")
-#: SIMBAD types Fink accepts as possible supernova hosts or transients (missing cdsxmatch = "Unknown").
+#: SIMBAD types Fink accepts as possible supernova hosts or transients (missing cdsxmatch =
+#: "Unknown").
 EXTRAGALACTIC_TYPES = (
     "Unknown",
     "Candidate_SN*",
@@ -63,7 +64,8 @@ EXTRAGALACTIC_TYPES = (
 
 @numba.njit(cache=True, nogil=True)
 def band_stats(mjd, band, flux, err, detected, starts, ends, codes, nights, slope_sig):
-    """Per segment and band: number of detection nights and the weighted flux-vs-time slope / its error."""
+    """Per segment and band: number of detection nights and the weighted flux-vs-time slope / its
+    error."""
     for i in range(starts.shape[0]):
         for k in range(codes.shape[0]):
             s0 = 0.0
@@ -72,7 +74,12 @@ def band_stats(mjd, band, flux, err, detected, starts, ends, codes, nights, slop
             n = 0
             last = np.nan
             for r in range(starts[i], ends[i]):
-                if band[r] != codes[k] or not detected[r] or not np.isfinite(flux[r]) or not (err[r] > 0):
+                if (
+                    band[r] != codes[k]
+                    or not detected[r]
+                    or not np.isfinite(flux[r])
+                    or not (err[r] > 0)
+                ):
                     continue
                 day = np.floor(mjd[r] + NIGHT_SHIFT)
                 if day != last:
@@ -91,7 +98,12 @@ def band_stats(mjd, band, flux, err, detected, starts, ends, codes, nights, slop
             stt = 0.0
             sty = 0.0
             for r in range(starts[i], ends[i]):
-                if band[r] != codes[k] or not detected[r] or not np.isfinite(flux[r]) or not (err[r] > 0):
+                if (
+                    band[r] != codes[k]
+                    or not detected[r]
+                    or not np.isfinite(flux[r])
+                    or not (err[r] > 0)
+                ):
                     continue
                 ww = 1.0 / (err[r] * err[r])
                 stt += ww * (mjd[r] - tm) ** 2
@@ -125,7 +137,9 @@ def select_early(
     allowed = set(allowed_xmatch)
     if per == "alert":
         if lc.alerts.empty:
-            raise InputError("per='alert' needs alerts, but the light curves have none; use per='object'")
+            raise InputError(
+                "per='alert' needs alerts, but the light curves have none; use per='object'"
+            )
         starts, ends = lc.alert_segments()
         obj = lc.alerts["object_index"].to_numpy(np.int64)
         alert_ids = lc.alerts["alert_id"].astype(str).to_numpy(object)
@@ -143,18 +157,37 @@ def select_early(
     ndethist = _column(src, "ndethist", rows)
     if ndethist is None and per == "alert":
         ndethist = _column(lc.objects, "ndethist", obj)
-    ndethist = ndet.astype(float) if ndethist is None else pd.to_numeric(pd.Series(ndethist), errors="coerce").to_numpy(float)
+    ndethist = (
+        ndet.astype(float)
+        if ndethist is None
+        else pd.to_numeric(pd.Series(ndethist), errors="coerce").to_numpy(float)
+    )
     ndethist = np.where(np.isfinite(ndethist), ndethist, ndet)
     xm = _column(src, "cdsxmatch", rows)
     if xm is None and per == "alert":
         xm = _column(lc.objects, "cdsxmatch", obj)
-    xm = np.full(n, "Unknown", dtype=object) if xm is None else np.array([simbad_type(v) for v in xm], dtype=object)
+    xm = (
+        np.full(n, "Unknown", dtype=object)
+        if xm is None
+        else np.array([simbad_type(v) for v in xm], dtype=object)
+    )
 
     codes = np.array([lc.band_code(b) for b in bands], np.int8)
     nights = np.zeros((n, len(bands)), np.int64)
     slope = np.zeros((n, len(bands)))
     if n:
-        band_stats(lc.mjd, lc.band, lc.flux, lc.flux_err, lc.detected, starts.astype(np.int64), ends.astype(np.int64), codes, nights, slope)
+        band_stats(
+            lc.mjd,
+            lc.band,
+            lc.flux,
+            lc.flux_err,
+            lc.detected,
+            starts.astype(np.int64),
+            ends.astype(np.int64),
+            codes,
+            nights,
+            slope,
+        )
 
     reason = np.full(n, "", dtype=object)
     for i in range(n):
@@ -184,9 +217,9 @@ def select_early(
 
 
 def reason_kind(reason: str) -> str:
-    """The rule a selection reason comes from, without the object's own value, to count rejections by rule:
-    ``"ndethist 34 > 20"`` -> ``"ndethist > 20"``, ``"band r: 2 points < 3"`` -> ``"band r: fewer than 3 points"``;
-    other reasons are already kinds."""
+    """The rule a selection reason comes from, without the object's own value, to count
+    rejections by rule: ``"ndethist 34 > 20"`` -> ``"ndethist > 20"``, ``"band r: 2 points < 3"``
+    -> ``"band r: fewer than 3 points"``; other reasons are already kinds."""
     m = re.fullmatch(r"ndethist \d+ > (\d+)", reason)
     if m:
         return f"ndethist > {m[1]}"
@@ -201,9 +234,10 @@ SIMBAD_SYNONYMS = {"Supernova": "SN", "SuperNova_Candidate": "SN*_Candidate"}
 
 
 def simbad_type(value) -> str:
-    """Fink's cdsxmatch as a SIMBAD type: missing or empty -> "Unknown"; newer Fink's "(SIMBAD) " prefix removed;
-    a TNS supernova classification ("(TNS) SN II-pec") counts as "SN" (it is a supernova, not a star); SIMBAD's
-    long names of supernovae ("Supernova") read as their short names."""
+    """Fink's cdsxmatch as a SIMBAD type: missing or empty -> "Unknown"; newer Fink's "(SIMBAD) "
+    prefix removed; a TNS supernova classification ("(TNS) SN II-pec") counts as "SN" (it is a
+    supernova, not a star); SIMBAD's long names of supernovae ("Supernova") read as their short
+    names."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "Unknown"
     s = str(value).strip()
@@ -231,7 +265,8 @@ def fink_cuts(
     allowed_xmatch: Iterable[str] = EXTRAGALACTIC_TYPES,
 ) -> np.ndarray:
     """Fink's pre-fit cuts (bool per alert or object): >= ``min_mags`` detections in the history,
-    ``ndethist <= max_ndethist`` (when known) and an allowed SIMBAD type. Failing rows get score 0 in Fink."""
+    ``ndethist <= max_ndethist`` (when known) and an allowed SIMBAD type. Failing rows get score
+    0 in Fink."""
     if per == "alert":
         starts, ends = lc.alert_segments()
         src, rows = lc.alerts, np.arange(len(starts))

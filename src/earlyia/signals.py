@@ -1,11 +1,12 @@
 """Termination signals as exceptions, so a killed run cleans up like an interrupted one.
 
-By default SIGTERM (``kill``, a batch scheduler, ``systemctl stop``) ends Python at once: ``finally`` blocks
-and ``except BaseException`` cleanups do not run, and temporary files stay beside the output.
-:func:`raising_signals` turns SIGTERM and SIGHUP into :class:`Terminated` (a ``KeyboardInterrupt``, as Ctrl-C
-gives), raised where the program is, so the normal cleanup path removes the temporaries. Compiled loops
-cannot be interrupted mid-call: the feature kernels run on bounded batches (see
-:func:`earlyia.features.base.extract_batched`) so a signal is acted on within about a second.
+By default SIGTERM (``kill``, a batch scheduler, ``systemctl stop``) ends Python at once:
+``finally`` blocks and ``except BaseException`` cleanups do not run, and temporary files stay beside
+the output. :func:`raising_signals` turns SIGTERM and SIGHUP into :class:`Terminated` (a
+``KeyboardInterrupt``, as Ctrl-C gives), raised where the program is, so the normal cleanup path
+removes the temporaries. Compiled loops cannot be interrupted mid-call: the feature kernels run on
+bounded batches (see :func:`earlyia.features.base.extract_batched`) so a signal is acted on within
+about a second.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class Terminated(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def raising_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """Within the block, ``signums`` raise :class:`Terminated` once (later ones while cleaning up are ignored);
-    the previous handlers come back on exit. Outside the main thread it does nothing (Python's rule)."""
+    """Within the block, ``signums`` raise :class:`Terminated` once (later ones while cleaning up
+    are ignored); the previous handlers come back on exit. Outside the main thread it does
+    nothing (Python's rule)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

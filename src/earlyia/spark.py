@@ -1,16 +1,16 @@
 """Apache Spark adapter: the same pure scoring and feature functions, on Spark DataFrames.
 
 A thin adapter, never a second implementation: each Arrow batch becomes a pandas frame, then a
-:class:`~earlyia.io.table.LightCurves` (:func:`earlyia.io.fink.lightcurves_from_fink_frame` for Fink's
-ZTF schema, :meth:`LightCurves.from_arrow` for the canonical table), then goes through
+:class:`~earlyia.io.table.LightCurves` (:func:`earlyia.io.fink.lightcurves_from_fink_frame` for
+Fink's ZTF schema, :meth:`LightCurves.from_arrow` for the canonical table), then goes through
 :func:`earlyia.score.pipeline.score_lightcurves` (or an extractor's ``transform``) exactly as local
 scoring does, and back to Arrow. So Spark and local scores are identical (tests check it).
 
-* Fink's ZTF schema: one row per alert, ``objectId, cjd, cmagpsf, csigmapsf, cfid`` (+ ``cdsxmatch``,
-  ``candid``, flat ``ndethist, drb, classtar...`` or a nested ``candidate`` struct, broker scores).
-  The alerts of an object merge into one light curve, so rows are partitioned and sorted by
-  ``objectId`` and an object is never split between two batches (the batch iterator holds the
-  last object back until its rows are complete).
+* Fink's ZTF schema: one row per alert, ``objectId, cjd, cmagpsf, csigmapsf, cfid`` (+
+  ``cdsxmatch``, ``candid``, flat ``ndethist, drb, classtar...`` or a nested ``candidate`` struct,
+  broker scores). The alerts of an object merge into one light curve, so rows are partitioned and
+  sorted by ``objectId`` and an object is never split between two batches (the batch iterator holds
+  the last object back until its rows are complete).
 * The canonical table (``LightCurves.to_parquet``): one row per object, so batches are independent.
 * The model is shipped once (broadcast bytes) and loaded at most once per Python worker process
   (a module-level cache keyed by the model's content hash), never once per batch.
@@ -51,7 +51,14 @@ from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.io.table import LightCurves, atomic_write
 from earlyia.io.ztf import lightcurves_from_alert_table
 from earlyia.model.artifact import Model
-from earlyia.score.pipeline import ScoresWriter, concat_rows, problem_rows, score_lightcurves, scores_metadata, to_arrow
+from earlyia.score.pipeline import (
+    ScoresWriter,
+    concat_rows,
+    problem_rows,
+    score_lightcurves,
+    scores_metadata,
+    to_arrow,
+)
 
 #: The earlyia package this process runs (shipped to executors by :func:`ship_package`).
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -64,45 +71,64 @@ FINK_KEY = "objectId"
 
 
 def worker_stats() -> dict[str, int]:
-    """This process's counters: models loaded, batches processed, seconds spent in the batch function."""
+    """This process's counters: models loaded, batches processed, seconds spent in the batch
+    function."""
     return {"pid": os.getpid(), **_STATS}
 
 
-# ---------------------------------------------------------------------------------------------- session
+# ----------------------------------------------------------------------------------------------
+# session
 _LOCAL_MASTER = re.compile(r"local(\[[^\]]+\])?$")
-_KNOWN_MASTER = re.compile(r"(local(\[[^\]]+\])?|local-cluster\[[^\]]+\]|spark://.+|yarn|k8s://.+)$")
+_KNOWN_MASTER = re.compile(
+    r"(local(\[[^\]]+\])?|local-cluster\[[^\]]+\]|spark://.+|yarn|k8s://.+)$"
+)
 
 
 def is_local_master(master: str) -> bool:
-    """``local`` / ``local[N]`` / ``local[*]``: tasks run in Python workers of this machine, with this interpreter."""
+    """``local`` / ``local[N]`` / ``local[*]``: tasks run in Python workers of this machine, with
+    this interpreter."""
     return bool(_LOCAL_MASTER.match(master))
 
 
 def check_master(master: str, *, timeout: float = 5.0) -> None:
-    """Refuse an unknown master URL, or a standalone master (``spark://host:port[,host:port]``) nobody answers at.
+    """Refuse an unknown master URL, or a standalone master (``spark://host:port[,host:port]``)
+    nobody answers at.
 
     Spark itself would wait for executors for a minute or more before giving up on an unreachable
     standalone master; this fails at once with the address to fix.
     """
     if not _KNOWN_MASTER.match(master):
-        raise ConfigError(f"--master {master!r}: expected local[N], spark://HOST:PORT, yarn or k8s://URL")
+        raise ConfigError(
+            f"--master {master!r}: expected local[N], spark://HOST:PORT, yarn or k8s://URL"
+        )
     if not master.startswith("spark://"):
         return
     errors = []
-    for hostport in master[len("spark://"):].split(","):
+    for hostport in master[len("spark://") :].split(","):
         host, _, port = hostport.rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"--master {master!r}: a standalone master is spark://HOST:PORT (default port 7077)")
+            raise ConfigError(
+                f"--master {master!r}: a standalone master is spark://HOST:PORT (default port 7077)"
+            )
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
             return
         except OSError as exc:
             errors.append(f"{hostport}: {exc.strerror or exc}")
-    raise ConfigError(f"cannot reach the Spark master {master} ({'; '.join(errors)}): is it running, and is the address right?")
+    raise ConfigError(
+        f"cannot reach the Spark master {master} ({'; '.join(errors)}): is it running, and "
+        "is the address right?"
+    )
 
 
-def get_session(master: str = "local[*]", *, app_name: str = "earlyia", shuffle_partitions: int | None = None, conf: dict | None = None,
-                ship_code: bool | None = None):
+def get_session(
+    master: str = "local[*]",
+    *,
+    app_name: str = "earlyia",
+    shuffle_partitions: int | None = None,
+    conf: dict | None = None,
+    ship_code: bool | None = None,
+):
     """A SparkSession whose Python workers use this interpreter (so earlyia and pandas are found).
 
     On a cluster (any master but ``local[...]``) the executors run the driver's own earlyia code,
@@ -117,7 +143,9 @@ def get_session(master: str = "local[*]", *, app_name: str = "earlyia", shuffle_
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)
-    builder = builder.config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    builder = builder.config("spark.ui.enabled", "false").config(
+        "spark.sql.execution.arrow.pyspark.enabled", "true"
+    )
     builder = builder.config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
@@ -136,15 +164,23 @@ def code_archive(directory: str | Path) -> Path:
     the same bytes and name.
     """
     package = PACKAGE_DIR
-    members = sorted(f for f in package.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"))
+    members = sorted(
+        f
+        for f in package.rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo")
+    )
     digest = hashlib.sha256()
     for f in members:
-        digest.update(f.relative_to(package.parent).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        digest.update(
+            f.relative_to(package.parent).as_posix().encode() + b"\0" + f.read_bytes() + b"\0"
+        )
     target = Path(directory) / f"earlyia-{__version__}-{digest.hexdigest()[:12]}.zip"
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in members:
-            info = zipfile.ZipInfo(f.relative_to(package.parent).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(
+                f.relative_to(package.parent).as_posix(), date_time=(1980, 1, 1, 0, 0, 0)
+            )
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, f.read_bytes())
@@ -153,7 +189,8 @@ def code_archive(directory: str | Path) -> Path:
 
 
 def ship_package(spark) -> str | None:
-    """Send the driver's earlyia package to the executors (``addPyFile``), once per Spark application.
+    """Send the driver's earlyia package to the executors (``addPyFile``), once per Spark
+    application.
 
     Executors then import exactly the driver's code, ahead of any earlyia installed on them (their
     Python still needs earlyia's dependencies: numpy, pandas, pyarrow, scikit-learn...). Returns the
@@ -163,17 +200,21 @@ def ship_package(spark) -> str | None:
         return None
     sc = spark.sparkContext
     directory = Path(tempfile.mkdtemp(prefix="earlyia-code-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # Spark serves the file to new executors until then
+    atexit.register(
+        shutil.rmtree, directory, ignore_errors=True
+    )  # Spark serves the file to new executors until then
     archive = code_archive(directory)
     if archive.name not in (getattr(sc, "_python_includes", None) or []):
         sc.addPyFile(str(archive))
     return archive.name
 
 
-# ---------------------------------------------------------------------------------------------- model shipping
+# ----------------------------------------------------------------------------------------------
+# model shipping
 @dataclass(frozen=True)
 class ModelRef:
-    """What a task needs to get the model: its content hash and the file bytes (broadcast) or a path."""
+    """What a task needs to get the model: its content hash and the file bytes (broadcast) or a
+    path."""
 
     key: str
     broadcast: Any = None
@@ -196,7 +237,8 @@ def _load_model(ref: ModelRef):
 
 
 def _model_from_bytes(data: bytes):
-    """``Model.load`` on bytes (the loader verifies the content hash, so corrupted bytes are refused)."""
+    """``Model.load`` on bytes (the loader verifies the content hash, so corrupted bytes are
+    refused)."""
     fd, tmp = tempfile.mkstemp(suffix=".earlyia-model")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -207,9 +249,12 @@ def _model_from_bytes(data: bytes):
 
 
 def ship_model(spark, model_path: str | Path, *, broadcast: bool = True) -> ModelRef:
-    """Verify the model on the driver and make it available to the executors (broadcast bytes by default)."""
+    """Verify the model on the driver and make it available to the executors (broadcast bytes by
+    default)."""
     model_path = Path(model_path)
-    Model.load(model_path)  # refuse a bad model (with the path in the message) before any task starts
+    Model.load(
+        model_path
+    )  # refuse a bad model (with the path in the message) before any task starts
     data = model_path.read_bytes()
     model = _model_from_bytes(data)  # exactly the bytes the executors get
     key = f"{model.hash}:{hashlib.sha256(data).hexdigest()[:16]}"
@@ -219,13 +264,15 @@ def ship_model(spark, model_path: str | Path, *, broadcast: bool = True) -> Mode
     return ModelRef(key=key, broadcast=spark.sparkContext.broadcast(data))
 
 
-# ---------------------------------------------------------------------------------------------- pure batch functions
+# ----------------------------------------------------------------------------------------------
+# pure batch functions
 #: Provenance columns the Spark job adds (file name and row number of each input row).
 PROV_SOURCE, PROV_ROW = "__earlyia_source", "__earlyia_row"
 
 
 def _fink_lightcurves(pdf: pd.DataFrame, source: str, survey: str):
-    """Fink rows -> LightCurves; with provenance columns, alert ``source``/``row`` (and fallback ids) become the file's.
+    """Fink rows -> LightCurves; with provenance columns, alert ``source``/``row`` (and fallback
+    ids) become the file's.
 
     Locally a Fink file is read whole, so ``row`` is the row in the file and an alert without
     ``candid`` gets the id ``<objectId>@<file>:<row>``; in a Spark batch the reader only sees the
@@ -236,7 +283,9 @@ def _fink_lightcurves(pdf: pd.DataFrame, source: str, survey: str):
     pdf = pdf.reset_index(drop=True)
     files = pdf[PROV_SOURCE].astype(str).to_numpy(object)
     rows = pd.to_numeric(pdf[PROV_ROW], errors="coerce").to_numpy(np.float64)
-    lc = lightcurves_from_fink_frame(pdf.drop(columns=[PROV_SOURCE, PROV_ROW]), source=source, survey=survey)
+    lc = lightcurves_from_fink_frame(
+        pdf.drop(columns=[PROV_SOURCE, PROV_ROW]), source=source, survey=survey
+    )
     if lc.alerts.empty or "row" not in lc.alerts.columns:
         return lc
     a = lc.alerts
@@ -260,13 +309,22 @@ def _file_row_problem(problem, rows: np.ndarray):
     m = re.match(r"row (\d+):", problem.reason)
     if not m or int(m.group(1)) >= len(rows) or not np.isfinite(rows[int(m.group(1))]):
         return problem
-    return replace(problem, reason=f"row {int(rows[int(m.group(1))])}:" + problem.reason[m.end():])
+    return replace(problem, reason=f"row {int(rows[int(m.group(1))])}:" + problem.reason[m.end() :])
 
 
-def lightcurves_from_batch(pdf: pd.DataFrame | pa.Table, kind: str, *, source: str, survey: str = "ZTF", table_meta: bytes | None = None):
+def lightcurves_from_batch(
+    pdf: pd.DataFrame | pa.Table,
+    kind: str,
+    *,
+    source: str,
+    survey: str = "ZTF",
+    table_meta: bytes | None = None,
+):
     """A batch (pandas, or Arrow for ZTF alerts) -> LightCurves, exactly as the local readers do."""
     if kind == "ztf_alerts":
-        table = pdf if isinstance(pdf, pa.Table) else pa.Table.from_pandas(pdf, preserve_index=False)
+        table = (
+            pdf if isinstance(pdf, pa.Table) else pa.Table.from_pandas(pdf, preserve_index=False)
+        )
         return lightcurves_from_alert_table(table, source=source, survey=survey)
     if isinstance(pdf, pa.Table):
         pdf = pdf.to_pandas(maps_as_pydicts="strict")
@@ -279,8 +337,16 @@ def lightcurves_from_batch(pdf: pd.DataFrame | pa.Table, kind: str, *, source: s
     raise InputError(f"unknown input kind {kind!r}; expected 'fink', 'ztf_alerts' or 'canonical'")
 
 
-def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", source: str = "<spark>", survey: str = "ZTF",
-                table_meta: bytes | None = None, score_kwargs: dict | None = None) -> pd.DataFrame:
+def score_batch(
+    pdf: pd.DataFrame | pa.Table,
+    model,
+    *,
+    kind: str = "fink",
+    source: str = "<spark>",
+    survey: str = "ZTF",
+    table_meta: bytes | None = None,
+    score_kwargs: dict | None = None,
+) -> pd.DataFrame:
     """Scores of one batch: the same calls as local scoring (reader -> ``score_lightcurves``).
 
     Rows the reader cannot use become SCORES rows with the reason (``passed=False``), as in
@@ -297,14 +363,23 @@ def score_batch(pdf: pd.DataFrame | pa.Table, model, *, kind: str = "fink", sour
     return out
 
 
-def features_batch(pdf: pd.DataFrame | pa.Table, extractor_config: dict, *, kind: str = "fink", source: str = "<spark>",
-                   survey: str = "ZTF", table_meta: bytes | None = None, per: str = "alert") -> pd.DataFrame:
+def features_batch(
+    pdf: pd.DataFrame | pa.Table,
+    extractor_config: dict,
+    *,
+    kind: str = "fink",
+    source: str = "<spark>",
+    survey: str = "ZTF",
+    table_meta: bytes | None = None,
+    per: str = "alert",
+) -> pd.DataFrame:
     """Features of one batch: the reader then the extractor's ``transform``, as locally."""
     lc = lightcurves_from_batch(pdf, kind, source=source, survey=survey, table_meta=table_meta)
     return get_extractor(extractor_config).transform(lc, per=per)
 
 
-# ---------------------------------------------------------------------------------------------- arrow plumbing
+# ----------------------------------------------------------------------------------------------
+# arrow plumbing
 def _normal_type(t: pa.DataType) -> pa.DataType:
     """Types Spark understands: large strings/lists become regular ones, null becomes string."""
     if pa.types.is_large_string(t) or pa.types.is_string(t) or pa.types.is_null(t):
@@ -317,7 +392,8 @@ def _normal_type(t: pa.DataType) -> pa.DataType:
 
 
 def _arrow(df: pd.DataFrame) -> pa.Table:
-    """A frame as Arrow with the SCORES types for the fixed columns (the local writer's conversion)."""
+    """A frame as Arrow with the SCORES types for the fixed columns (the local writer's
+    conversion)."""
     return to_arrow(df)
 
 
@@ -335,9 +411,15 @@ def _to_batch(out: pd.DataFrame, schema: pa.Schema) -> pa.RecordBatch:
         if f.name in table.column_names:
             col = table.column(f.name).combine_chunks()
             if col.type != f.type:
-                stringy = pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)
+                stringy = (
+                    pa.types.is_string(col.type)
+                    or pa.types.is_large_string(col.type)
+                    or pa.types.is_null(col.type)
+                )
                 if pa.types.is_string(f.type) and not stringy:
-                    col = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
+                    col = pa.array(
+                        [None if v is None else str(v) for v in col.to_pylist()], pa.string()
+                    )
                 else:
                     col = col.cast(f.type)
             cols.append(col)
@@ -347,10 +429,11 @@ def _to_batch(out: pd.DataFrame, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def _grouped_tables(batches: Iterator[pa.RecordBatch], key: str | None) -> Iterator[pa.Table]:
-    """Arrow tables from Arrow batches; with ``key``, rows of one key value never straddle two tables.
+    """Arrow tables from Arrow batches; with ``key``, rows of one key value never straddle two
+    tables.
 
-    Input must be sorted by ``key`` within the partition: the trailing key of each batch is held back
-    and prepended to the next one.
+    Input must be sorted by ``key`` within the partition: the trailing key of each batch is held
+    back and prepended to the next one.
     """
     carry: pa.Table | None = None
     for rb in batches:
@@ -382,7 +465,9 @@ def _count_batch(seconds: float) -> None:
     _STATS["seconds"] += seconds
 
 
-def _make_mapper(fn: Callable[[Any], pd.DataFrame], schema: pa.Schema, key: str | None, arrow_input: bool = False):
+def _make_mapper(
+    fn: Callable[[Any], pd.DataFrame], schema: pa.Schema, key: str | None, arrow_input: bool = False
+):
     # Closures are pickled by value with copies of the module globals they name: touch the
     # process-level counters only through module-level functions (pickled by reference).
     diagnostics = "_worker_pid" in schema.names
@@ -394,13 +479,18 @@ def _make_mapper(fn: Callable[[Any], pd.DataFrame], schema: pa.Schema, key: str 
             _count_batch(time.perf_counter() - t0)
             if diagnostics:
                 stats = worker_stats()
-                out = out.assign(_worker_pid=stats["pid"], _model_loads=stats["model_loads"], _batch=stats["batches"])
+                out = out.assign(
+                    _worker_pid=stats["pid"],
+                    _model_loads=stats["model_loads"],
+                    _batch=stats["batches"],
+                )
             yield _to_batch(out, schema)
 
     return mapper
 
 
-# ---------------------------------------------------------------------------------------------- Spark entry points
+# ----------------------------------------------------------------------------------------------
+# Spark entry points
 #: Spark resolves "a.b" as a struct field: the canonical table's ``alert.*`` columns travel renamed.
 _DOT = "__dot__"
 
@@ -424,7 +514,8 @@ def _spark_safe(df):
 
 
 def input_kind(columns: Sequence[str]) -> str:
-    """``fink`` (concatenated ``c*`` columns), ``canonical`` (earlyia light-curve table) or an error."""
+    """``fink`` (concatenated ``c*`` columns), ``canonical`` (earlyia light-curve table) or an
+    error."""
     cols = set(columns)
     fink_lists = {FINK_KEY, "cjd", "cmagpsf", "csigmapsf", "cfid"} <= cols
     ztf = FINK_KEY in cols and ("candidate" in cols or {"cand_jd", "cand_magpsf"} <= cols)
@@ -435,8 +526,10 @@ def input_kind(columns: Sequence[str]) -> str:
     if {"object_id", "mjd", "band", "flux", "flux_err", "detected"} <= cols:
         return "canonical"
     raise SchemaError(
-        "a Spark DataFrame to score needs Fink's ZTF columns (objectId, cjd, cmagpsf, csigmapsf, cfid), ZTF alerts "
-        f"(objectId, candidate, prv_candidates) or an earlyia light-curve table; got columns {sorted(cols)[:15]}"
+        "a Spark DataFrame to score needs Fink's ZTF columns (objectId, cjd, cmagpsf, "
+        "csigmapsf, cfid), ZTF alerts "
+        "(objectId, candidate, prv_candidates) or an earlyia light-curve table; got columns "
+        f"{sorted(cols)[:15]}"
     )
 
 
@@ -448,14 +541,22 @@ def _prepare(df, kind: str, partitions: int | None, group_objects: bool = True):
 
 
 def _sample_frame(df, n: int = 32, arrow: bool = False):
-    """A few rows of ``df`` on the driver, to infer the output schema (it depends on the columns only)."""
+    """A few rows of ``df`` on the driver, to infer the output schema (it depends on the columns
+    only)."""
     # through Arrow, as the tasks see it (structs become dicts, not Rows)
     table = _collect_arrow(df.limit(n))
     return table if arrow else table.to_pandas(maps_as_pydicts="strict")
 
 
-def map_spark(df, fn: Callable[[Any], pd.DataFrame], *, kind: str, partitions: int | None = None, diagnostics: bool = False,
-              group_objects: bool = True):
+def map_spark(
+    df,
+    fn: Callable[[Any], pd.DataFrame],
+    *,
+    kind: str,
+    partitions: int | None = None,
+    diagnostics: bool = False,
+    group_objects: bool = True,
+):
     """Apply a pandas -> pandas batch function to a Spark DataFrame, grouping Fink rows by object.
 
     ``group_objects=False`` skips the shuffle that brings an object's alerts together: faster, and
@@ -473,45 +574,81 @@ def map_spark(df, fn: Callable[[Any], pd.DataFrame], *, kind: str, partitions: i
             schema = schema.append(pa.field(name, pa.int64()))
     prepared = _prepare(df, kind, partitions, group_objects)
     key = FINK_KEY if kind in ("fink", "ztf_alerts") and group_objects else None
-    return prepared.mapInArrow(_make_mapper(fn, schema, key, arrow_input), from_arrow_schema(schema))
+    return prepared.mapInArrow(
+        _make_mapper(fn, schema, key, arrow_input), from_arrow_schema(schema)
+    )
 
 
-def score_dataframe(df, model_ref: ModelRef, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
-                    partitions: int | None = None, score_kwargs: dict | None = None, diagnostics: bool = False, group_objects: bool = True):
-    """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row per alert.
+def score_dataframe(
+    df,
+    model_ref: ModelRef,
+    *,
+    source: str = "<spark>",
+    survey: str = "ZTF",
+    table_meta: bytes | None = None,
+    partitions: int | None = None,
+    score_kwargs: dict | None = None,
+    diagnostics: bool = False,
+    group_objects: bool = True,
+):
+    """Scores of a Spark DataFrame (Fink ZTF schema or canonical table): a Spark DataFrame, one row
+    per alert.
 
-    Tables whose column names differ only in case (ELAsTiCC: ``dec`` and the truth's ``DEC``) need the
-    session's ``spark.sql.caseSensitive`` = true, as :func:`score_spark` sets while it runs.
+    Tables whose column names differ only in case (ELAsTiCC: ``dec`` and the truth's ``DEC``) need
+    the session's ``spark.sql.caseSensitive`` = true, as :func:`score_spark` sets while it runs.
     """
     kind = input_kind(df.columns)
     df = _spark_safe(df)
     if kind == "canonical" and table_meta is None:
-        raise InputError("scoring a canonical light-curve table needs its 'earlyia' schema metadata (table_meta)")
+        raise InputError(
+            "scoring a canonical light-curve table needs its 'earlyia' schema metadata (table_meta)"
+        )
     kw = dict(score_kwargs or {})
 
     def fn(pdf: pd.DataFrame) -> pd.DataFrame:
-        return score_batch(pdf, model_ref.get(), kind=kind, source=source, survey=survey, table_meta=table_meta, score_kwargs=kw)
+        return score_batch(
+            pdf,
+            model_ref.get(),
+            kind=kind,
+            source=source,
+            survey=survey,
+            table_meta=table_meta,
+            score_kwargs=kw,
+        )
 
-    return map_spark(df, fn, kind=kind, partitions=partitions, diagnostics=diagnostics, group_objects=group_objects)
+    return map_spark(
+        df,
+        fn,
+        kind=kind,
+        partitions=partitions,
+        diagnostics=diagnostics,
+        group_objects=group_objects,
+    )
 
 
-def score_rows_frame(pdf: pd.DataFrame, model, *, survey: str = "ZTF", score_kwargs: dict | None = None) -> pd.Series:
-    """One score per input row, in input order (each row = one alert; rows of one object still merge)."""
+def score_rows_frame(
+    pdf: pd.DataFrame, model, *, survey: str = "ZTF", score_kwargs: dict | None = None
+) -> pd.Series:
+    """One score per input row, in input order (each row = one alert; rows of one object still
+    merge)."""
     pdf = pdf.reset_index(drop=True)
     ids = [f"row{i}" for i in range(len(pdf))]
     batch = pdf.drop(columns=[c for c in ("candid",) if c in pdf.columns]).assign(candid=ids)
-    out = score_batch(batch, model, kind="fink", source="<udf>", survey=survey, score_kwargs=score_kwargs)
+    out = score_batch(
+        batch, model, kind="fink", source="<udf>", survey=survey, score_kwargs=score_kwargs
+    )
     return out.set_index("alert_id")["score"].reindex(ids).reset_index(drop=True).astype(np.float64)
 
 
 def make_score_udf(model_ref: ModelRef, *, survey: str = "ZTF", score_kwargs: dict | None = None):
-    """A scalar pandas UDF for Fink-style pipelines: ``df.withColumn("earlyia", udf(struct(cols...)))``.
+    """A scalar pandas UDF for Fink-style pipelines: ``df.withColumn("earlyia",
+    udf(struct(cols...)))``.
 
-    Give it ``pyspark.sql.functions.struct`` of the Fink columns (``objectId, cjd, cmagpsf, csigmapsf,
-    cfid`` and any of ``cdsxmatch, ndethist, drb, classtar, jdstarthist, candidate, ...``); it returns
-    our score per row (0.0 where the selection or the features fail). Rows are not grouped by object
-    (each alert carries its history), so a row with no other row of its object in the batch is scored
-    on its own history, as Fink's modules do.
+    Give it ``pyspark.sql.functions.struct`` of the Fink columns (``objectId, cjd, cmagpsf,
+    csigmapsf, cfid`` and any of ``cdsxmatch, ndethist, drb, classtar, jdstarthist, candidate,
+    ...``); it returns our score per row (0.0 where the selection or the features fail). Rows are
+    not grouped by object (each alert carries its history), so a row with no other row of its object
+    in the batch is scored on its own history, as Fink's modules do.
     """
     from pyspark.sql.functions import pandas_udf
 
@@ -524,15 +661,25 @@ def make_score_udf(model_ref: ModelRef, *, survey: str = "ZTF", score_kwargs: di
     return earlyia_score
 
 
-def features_dataframe(df, extractor_config: dict, *, source: str = "<spark>", survey: str = "ZTF", table_meta: bytes | None = None,
-                       partitions: int | None = None, per: str = "alert"):
+def features_dataframe(
+    df,
+    extractor_config: dict,
+    *,
+    source: str = "<spark>",
+    survey: str = "ZTF",
+    table_meta: bytes | None = None,
+    partitions: int | None = None,
+    per: str = "alert",
+):
     """Feature table of a Spark DataFrame, computed by the extractor's own ``transform``."""
     kind = input_kind(df.columns)
     df = _spark_safe(df)
     cfg = dict(extractor_config)
 
     def fn(pdf: pd.DataFrame) -> pd.DataFrame:
-        return features_batch(pdf, cfg, kind=kind, source=source, survey=survey, table_meta=table_meta, per=per)
+        return features_batch(
+            pdf, cfg, kind=kind, source=source, survey=survey, table_meta=table_meta, per=per
+        )
 
     return map_spark(df, fn, kind=kind, partitions=partitions)
 
@@ -568,7 +715,9 @@ def score_spark(
             raise InputError(f"{p}: input not found")
     files = [f for p in paths for f in (sorted(p.rglob("*.parquet")) if p.is_dir() else [p])]
     if not files:
-        raise InputError(f"no Parquet file under {[str(p) for p in paths]}: the Spark engine reads Parquet")
+        raise InputError(
+            f"no Parquet file under {[str(p) for p in paths]}: the Spark engine reads Parquet"
+        )
     # a truncated or damaged file becomes reason rows, as in local scoring; Spark never sees it
     problems = []
     good = []
@@ -583,29 +732,67 @@ def score_spark(
     out = Path(out)
     if not good:
         n = _write_spark_scores(None, out, ref, problems, files, session)
-        return {"engine": "spark", "master": session.sparkContext.master, "inputs": [str(f) for f in files], "out": str(out),
-                "n_alerts": int(n)}
+        return {
+            "engine": "spark",
+            "master": session.sparkContext.master,
+            "inputs": [str(f) for f in files],
+            "out": str(out),
+            "n_alerts": int(n),
+        }
     with _case_sensitive(session):
         try:
-            n = _score_spark_files(session, good, ref, out, problems, files, survey, partitions, score_kwargs, group_objects)
+            n = _score_spark_files(
+                session,
+                good,
+                ref,
+                out,
+                problems,
+                files,
+                survey,
+                partitions,
+                score_kwargs,
+                group_objects,
+            )
         except _spark_errors() as exc:
-            # a file whose footer reads but whose pages are damaged fails the job: find it, report it, score the rest
+            # a file whose footer reads but whose pages are damaged fails the job: find it, report
+            # it, score the rest
             bad = {f: r for f in good if (r := _parquet_problem(f, full=True)) is not None}
             if not bad:
-                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                first = (
+                    str(exc).strip().splitlines()[0][:300]
+                    if str(exc).strip()
+                    else type(exc).__name__
+                )
                 raise InputError(f"the Spark job failed: {first}") from exc
             problems += [Problem(str(f), None, r) for f, r in bad.items()]
             good = [f for f in good if f not in bad]
             if good:
-                n = _score_spark_files(session, good, ref, out, problems, files, survey, partitions, score_kwargs, group_objects)
+                n = _score_spark_files(
+                    session,
+                    good,
+                    ref,
+                    out,
+                    problems,
+                    files,
+                    survey,
+                    partitions,
+                    score_kwargs,
+                    group_objects,
+                )
             else:
                 n = _write_spark_scores(None, out, ref, problems, files, session)
-    return {"engine": "spark", "master": session.sparkContext.master, "inputs": [str(f) for f in files], "out": str(out),
-            "n_alerts": int(n)}
+    return {
+        "engine": "spark",
+        "master": session.sparkContext.master,
+        "inputs": [str(f) for f in files],
+        "out": str(out),
+        "n_alerts": int(n),
+    }
 
 
 def _spark_errors() -> tuple[type[BaseException], ...]:
-    """What a failed Spark job raises in the driver (JVM errors through py4j, captured Spark exceptions)."""
+    """What a failed Spark job raises in the driver (JVM errors through py4j, captured Spark
+    exceptions)."""
     errors: list[type[BaseException]] = []
     try:
         from pyspark.errors import PySparkException
@@ -623,7 +810,8 @@ def _spark_errors() -> tuple[type[BaseException], ...]:
 
 
 def _parquet_problem(path: Path, *, full: bool) -> str | None:
-    """Why a Parquet file cannot be read (its footer; every page when ``full``), None when it can."""
+    """Why a Parquet file cannot be read (its footer; every page when ``full``), None when it
+    can."""
     try:
         pf = pq.ParquetFile(path)
         _ = pf.metadata.num_rows
@@ -635,18 +823,30 @@ def _parquet_problem(path: Path, *, full: bool) -> str | None:
     return None
 
 
-def _score_spark_files(session, files, ref, out, problems, all_files, survey, partitions, score_kwargs, group_objects) -> int:
+def _score_spark_files(
+    session, files, ref, out, problems, all_files, survey, partitions, score_kwargs, group_objects
+) -> int:
     table_meta = (pq.read_schema(files[0]).metadata or {}).get(b"earlyia")
     df = with_provenance(session.read.parquet(*[str(f) for f in files]))
-    source = str(files[0]) if len(files) == 1 else f"{len(files)} files"  # as the local reader names it
-    scored = score_dataframe(df, ref, source=source, survey=survey, table_meta=table_meta, partitions=partitions,
-                             score_kwargs=score_kwargs, group_objects=group_objects)
+    source = (
+        str(files[0]) if len(files) == 1 else f"{len(files)} files"
+    )  # as the local reader names it
+    scored = score_dataframe(
+        df,
+        ref,
+        source=source,
+        survey=survey,
+        table_meta=table_meta,
+        partitions=partitions,
+        score_kwargs=score_kwargs,
+        group_objects=group_objects,
+    )
     return _write_spark_scores(scored, out, ref, problems, all_files, session)
 
 
 def _write_spark_scores(scored, out: Path, ref, problems, files, session) -> int:
-    """Write the scores (``.parquet``: one file on the driver; else a folder of part files) with a reason row per
-    problem; returns the number of rows."""
+    """Write the scores (``.parquet``: one file on the driver; else a folder of part files) with
+    a reason row per problem; returns the number of rows."""
     model = ref.get()
     extra = problem_rows(problems, model.features) if problems else None
     if out.suffix == ".parquet":
@@ -658,7 +858,9 @@ def _write_spark_scores(scored, out: Path, ref, problems, files, session) -> int
         if extra is not None:
             frames.append(extra)
         result = concat_rows(frames) if frames else problem_rows([], model.features)
-        _write_scores(result, out, model, inputs=[str(f) for f in files], master=session.sparkContext.master)
+        _write_scores(
+            result, out, model, inputs=[str(f) for f in files], master=session.sparkContext.master
+        )
         return len(result)
     n = 0
     if scored is not None:
@@ -678,10 +880,11 @@ def _write_spark_scores(scored, out: Path, ref, problems, files, session) -> int
 
 @contextmanager
 def _case_sensitive(session):
-    """Column names compared case-sensitively while a job is built and run, then the session's setting back.
+    """Column names compared case-sensitively while a job is built and run, then the session's
+    setting back.
 
-    ELAsTiCC tables hold both alert columns (``dec``) and SNANA truth columns (``DEC``): Spark's default
-    case-insensitive resolution refuses to read them at all.
+    ELAsTiCC tables hold both alert columns (``dec``) and SNANA truth columns (``DEC``): Spark's
+    default case-insensitive resolution refuses to read them at all.
     """
     key = "spark.sql.caseSensitive"
     before = session.conf.get(key, "false")
@@ -693,10 +896,12 @@ def _case_sensitive(session):
 
 
 def with_provenance(df):
-    """``df`` plus each row's file name and row number in the file (so alert ids match local reading).
+    """``df`` plus each row's file name and row number in the file (so alert ids match local
+    reading).
 
-    Uses Spark's ``_metadata.file_name`` / ``_metadata.row_index`` (Parquet, Spark >= 3.5/4); when they
-    are unavailable the frame is returned unchanged (alerts without ``candid`` then get batch-local ids).
+    Uses Spark's ``_metadata.file_name`` / ``_metadata.row_index`` (Parquet, Spark >= 3.5/4); when
+    they are unavailable the frame is returned unchanged (alerts without ``candid`` then get
+    batch-local ids).
     """
     if input_kind(df.columns) != "fink":
         return df
@@ -704,7 +909,11 @@ def with_provenance(df):
     from pyspark.sql.utils import AnalysisException
 
     try:
-        return df.select("*", sf.col("_metadata.file_name").alias(PROV_SOURCE), sf.col("_metadata.row_index").alias(PROV_ROW))
+        return df.select(
+            "*",
+            sf.col("_metadata.file_name").alias(PROV_SOURCE),
+            sf.col("_metadata.row_index").alias(PROV_ROW),
+        )
     except AnalysisException:
         return df
 
@@ -716,7 +925,8 @@ def _collect_arrow(sdf) -> pa.Table:
 
 
 def _write_scores(result: pd.DataFrame, out: Path, model, **extra) -> None:
-    """The local scorer's writer: the same file layout and metadata (plus ``engine``) as ``earlyia score``."""
+    """The local scorer's writer: the same file layout and metadata (plus ``engine``) as
+    ``earlyia score``."""
     writer = ScoresWriter(out, scores_metadata(model, engine="spark", **extra))
     try:
         writer.write(result)

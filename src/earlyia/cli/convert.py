@@ -1,4 +1,5 @@
-"""``earlyia convert``: any mix of alert / light-curve inputs -> one canonical light-curve table (Parquet)."""
+"""``earlyia convert``: any mix of alert / light-curve inputs -> one canonical light-curve table
+(Parquet)."""
 
 from __future__ import annotations
 
@@ -36,15 +37,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="read alerts / light curves of any supported format into one canonical table",
         description=(
-            "Reads every input (files or directories; the format of each is detected unless --format is given), "
-            "merges alerts of the same object into one light curve without duplicate epochs, and writes one "
-            "earlyia light-curve table (Parquet, written atomically). An input or object that cannot be read is "
-            "reported with the reason and the rest is converted; the exit code is non-zero when nothing was read."
+            "Reads every input (files or directories; the format of each is detected unless "
+            "--format is given), "
+            "merges alerts of the same object into one light curve without duplicate epochs, "
+            "and writes one "
+            "earlyia light-curve table (Parquet, written atomically). An input or object "
+            "that cannot be read is "
+            "reported with the reason and the rest is converted; the exit code is non-zero "
+            "when nothing was read."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="files or directories (Avro, Parquet, CSV, SNANA DAT, tar archives)")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="files or directories (Avro, Parquet, CSV, SNANA DAT, tar archives)",
+    )
     p.add_argument("--out", "-o", help="output table (.parquet)")
     p.add_argument(
         "--format",
@@ -54,11 +64,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="read every input with this format (see --list-formats; default: detect per file)",
     )
     wire = p.add_mutually_exclusive_group()
-    wire.add_argument("--schema", metavar="AVSC", help="inputs are Rubin Kafka wire-format messages (one per file) with this Avro schema")
     wire.add_argument(
-        "--schema-registry", metavar="URL", help="inputs are Rubin Kafka wire-format messages (one per file); schemas from this registry"
+        "--schema",
+        metavar="AVSC",
+        help="inputs are Rubin Kafka wire-format messages (one per file) with this Avro schema",
     )
-    p.add_argument("--max-problems", type=int, default=20, metavar="N", help="print at most N problems (default 20)")
+    wire.add_argument(
+        "--schema-registry",
+        metavar="URL",
+        help="inputs are Rubin Kafka wire-format messages (one per file); schemas from this "
+        "registry",
+    )
+    p.add_argument(
+        "--max-problems",
+        type=int,
+        default=20,
+        metavar="N",
+        help="print at most N problems (default 20)",
+    )
     p.add_argument("--list-formats", action="store_true", help="list the known formats and exit")
     p.set_defaults(func=run)
 
@@ -68,13 +91,17 @@ def summary(lc: LightCurves, formats: dict[str, str]) -> list[str]:
     n_det = int(lc.detected.sum())
     lines = [
         f"survey {lc.survey or '?'} | bands {''.join(lc.bands)}",
-        f"objects {lc.n_objects} | points {lc.n_points} ({n_det} detections, {lc.n_points - n_det} non-detections)"
+        f"objects {lc.n_objects} | points {lc.n_points} ({n_det} detections, "
+        f"{lc.n_points - n_det} non-detections)"
         f" | alerts {len(lc.alerts)}",
     ]
     if "label" in lc.objects.columns:
         counts = lc.objects["label"].value_counts(dropna=True)
         top = ", ".join(f"{k} {v}" for k, v in counts.head(6).items())
-        lines.append(f"labelled objects {int(counts.sum())}" + (f" ({top}{', ...' if len(counts) > 6 else ''})" if len(counts) else ""))
+        lines.append(
+            f"labelled objects {int(counts.sum())}"
+            + (f" ({top}{', ...' if len(counts) > 6 else ''})" if len(counts) else "")
+        )
     if lc.n_objects:
         npts = np.diff(lc.offsets)
         lines.append(f"points per object: median {int(np.median(npts))}, max {int(npts.max())}")
@@ -116,17 +143,32 @@ def run(args: argparse.Namespace) -> int:
         for p in problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
         raise InputError(f"nothing was read from {len(files)} input(s); see the problems above")
-    lc = harmonise_columns(LightCurves.concat(tables, source="<convert>")) if len(tables) > 1 else tables[0]
+    lc = (
+        harmonise_columns(LightCurves.concat(tables, source="<convert>"))
+        if len(tables) > 1
+        else tables[0]
+    )
     lc.problems = problems + lc.problems
     if lc.n_objects == 0:
         for p in lc.problems[: args.max_problems]:
             print(f"problem: {p}", file=sys.stderr)
         if len(lc.problems) > args.max_problems:
-            print(f"... and {len(lc.problems) - args.max_problems} more (--max-problems N)", file=sys.stderr)
-        why = f"every object was dropped ({len(lc.problems)} problem(s) above)" if lc.problems else "they are empty"
+            print(
+                f"... and {len(lc.problems) - args.max_problems} more (--max-problems N)",
+                file=sys.stderr,
+            )
+        why = (
+            f"every object was dropped ({len(lc.problems)} problem(s) above)"
+            if lc.problems
+            else "they are empty"
+        )
         raise InputError(f"the inputs hold no light curve: {why}")
     lc.to_parquet(out)
-    read_ok = {k: v for k, v in formats.items() if not any(p.source == k and p.object_id is None for p in problems)}
+    read_ok = {
+        k: v
+        for k, v in formats.items()
+        if not any(p.source == k and p.object_id is None for p in problems)
+    }
     print(f"wrote {out}")
     for line in summary(lc, read_ok):
         print("  " + line)

@@ -1,4 +1,5 @@
-"""``earlyia features``: light curves or alerts in any supported format -> a self-describing feature table."""
+"""``earlyia features``: light curves or alerts in any supported format -> a self-describing
+feature table."""
 
 from __future__ import annotations
 
@@ -8,19 +9,27 @@ import sys
 from earlyia.errors import InputError
 
 EPILOG = """examples:
-  earlyia features fink_cross_tns_202001.parquet all_nonIa.csv.gz --out features.parquet --replay 3 20   # training set
-  earlyia features alerts/ --out features.parquet                                              # early + robust sigmoid, per alert
-  earlyia features alerts/ --out fink_features.parquet --mode fink                             # Fink's production sigmoid features
-  earlyia features lightcurves.parquet --out features.parquet --extractor sigmoid --per object --bands g r i
-  earlyia features elasticc/ --out rainbow.parquet --extractor rainbow                         # another registered extractor
-  earlyia features elasticc/ --out lsst.parquet --extractor lsst_early                         # the ELAsTiCC classifier's features
+  # training set
+  earlyia features fink_cross_tns_202001.parquet all_nonIa.csv.gz --out features.parquet \\
+      --replay 3 20
+  # early + robust sigmoid, per alert
+  earlyia features alerts/ --out features.parquet
+  # Fink's production sigmoid features
+  earlyia features alerts/ --out fink_features.parquet --mode fink
+  earlyia features lightcurves.parquet --out features.parquet --extractor sigmoid --per object \\
+      --bands g r i
+  # another registered extractor
+  earlyia features elasticc/ --out rainbow.parquet --extractor rainbow
+  # the ELAsTiCC classifier's features
+  earlyia features elasticc/ --out lsst.parquet --extractor lsst_early
 
-Rows: one per alert when the input has alerts (else per object); columns object_id, alert_id, mjd, n_detections,
-label, valid, reason, the alert context (ndethist, cdsxmatch, drb, classtar...) and the features. A light curve whose
-features cannot be computed, or an object or input that cannot be read, stays in the table with valid=False and the
-reason: one bad object never stops the batch. Inputs are read in chunks (memory flat); inputs sharing objects are
-read together. Exit code 0 when at least one row is valid, 1 when none is, 2 on a usage error or when no input
-could be read (nothing is written then).
+Rows: one per alert when the input has alerts (else per object); columns object_id, alert_id, mjd,
+n_detections, label, valid, reason, the alert context (ndethist, cdsxmatch, drb, classtar...) and
+the features. A light curve whose features cannot be computed, or an object or input that cannot be
+read, stays in the table with valid=False and the reason: one bad object never stops the batch.
+Inputs are read in chunks (memory flat); inputs sharing objects are read together. Exit code 0 when
+at least one row is valid, 1 when none is, 2 on a usage error or when no input could be read
+(nothing is written then).
 """
 
 
@@ -29,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features",
         help="compute features (early-epoch + robust sigmoid by default) of every alert or object",
         description=(
-            "Read light curves or alerts (format detected per file), compute the features of each alert's history (or of "
-            "each object) in one compiled batch, and write a Parquet feature table whose metadata records the extractor "
+            "Read light curves or alerts (format detected per file), compute the features of "
+            "each alert's history (or of "
+            "each object) in one compiled batch, and write a Parquet feature table whose "
+            "metadata records the extractor "
             "configuration, so `earlyia train` and `earlyia score` use exactly the same features."
         ),
         epilog=EPILOG,
@@ -41,9 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--extractor",
         default=None,
-        help="registered feature extractor: early (default: early-epoch features + robust sigmoid + SN Ia template, "
+        help="registered feature extractor: early (default: early-epoch features + robust sigmoid "
+        "+ SN Ia template, "
         "without upper limits or apparent brightness), sigmoid, rainbow, "
-        "sigmoid_lsst, lsst_early (LSST: early features on ugrizY + Rainbow + host galaxy); --mode alone selects sigmoid",
+        "sigmoid_lsst, lsst_early (LSST: early features on ugrizY + Rainbow + host galaxy); "
+        "--mode alone selects sigmoid",
     )
     p.add_argument(
         "--mode",
@@ -52,15 +65,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sigmoid mode (robust by default; fink = Fink's exact production features)",
     )
     p.add_argument(
-        "--per", choices=("alert", "object"), default=None, help="one row per alert or per object (default: alert when there are alerts)"
+        "--per",
+        choices=("alert", "object"),
+        default=None,
+        help="one row per alert or per object (default: alert when there are alerts)",
     )
-    p.add_argument("--bands", nargs="+", default=None, help="bands to use (default g r for ZTF-like data)")
-    p.add_argument("--min-points", type=int, default=None, help="minimum points per band (default 4 fink, 3 robust)")
-    p.add_argument("--format", help="input format name when detection is not wanted (see `earlyia convert --help`)")
-    p.add_argument("--chunk-size", type=int, default=5_000, help="input rows (alerts) read at a time (default 5000; memory grows with it)")
     p.add_argument(
-        "--replay", nargs=2, type=int, metavar=("MIN", "MAX"),
-        help="replay each light curve detection by detection: one row per detection k = MIN..MAX with the history up to it "
+        "--bands", nargs="+", default=None, help="bands to use (default g r for ZTF-like data)"
+    )
+    p.add_argument(
+        "--min-points",
+        type=int,
+        default=None,
+        help="minimum points per band (default 4 fink, 3 robust)",
+    )
+    p.add_argument(
+        "--format",
+        help="input format name when detection is not wanted (see `earlyia convert --help`)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=5_000,
+        help="input rows (alerts) read at a time (default 5000; memory grows with it)",
+    )
+    p.add_argument(
+        "--replay",
+        nargs=2,
+        type=int,
+        metavar=("MIN", "MAX"),
+        help="replay each light curve detection by detection: one row per detection k = MIN..MAX "
+        "with the history up to it "
         "(training on early prefixes; replaces the input's own alerts)",
     )
     p.set_defaults(func=run)
@@ -93,7 +128,10 @@ def summarise(summary) -> tuple[str, list[str]]:
     top = sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:8]
     lines = [f"  {cnt:6d} x {reason}" for reason, cnt in top]
     rate = f", {n / seconds:,.0f} rows/s" if seconds > 0 and n else ""
-    head = f"{n} rows, {valid} valid ({(valid / n if n else 0):.1%}), {len(summary.problems)} input problem(s), {seconds:.2f} s{rate}"
+    head = (
+        f"{n} rows, {valid} valid ({(valid / n if n else 0):.1%}), {len(summary.problems)} input "
+        f"problem(s), {seconds:.2f} s{rate}"
+    )
     return head, lines
 
 
@@ -112,8 +150,13 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args.input)
     check_output(args.out, args.input)
     summary = features_files(
-        args.input, ext, args.out, per=args.per, replay=tuple(args.replay) if args.replay else None,
-        chunk_size=args.chunk_size, format=args.format,
+        args.input,
+        ext,
+        args.out,
+        per=args.per,
+        replay=tuple(args.replay) if args.replay else None,
+        chunk_size=args.chunk_size,
+        format=args.format,
     )
     head, lines = summarise(summary)
     print(f"earlyia features: {ext!r} per {summary.per}: {head} -> {args.out}", file=sys.stderr)
@@ -123,5 +166,8 @@ def run(args: argparse.Namespace) -> int:
     for p in summary.problems[:5]:
         print(f"input problem: {p}", file=sys.stderr)
     if len(summary.problems) > 5:
-        print(f"... and {len(summary.problems) - 5} more input problems (rows with valid=False)", file=sys.stderr)
+        print(
+            f"... and {len(summary.problems) - 5} more input problems (rows with valid=False)",
+            file=sys.stderr,
+        )
     return 0 if summary.n_valid else 1

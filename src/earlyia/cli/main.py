@@ -22,32 +22,61 @@ from earlyia.errors import EarlyIAError
 from earlyia.kernels import FirstCompile
 from earlyia.signals import Terminated, raising_signals
 
-#: Commands that run the compiled kernels (their first run in an installation says it compiles them).
-KERNEL_COMMANDS = frozenset({"demo", "select", "features", "learn", "train", "score", "stream", "tonight", "evaluate-early"})
+#: Commands that run the compiled kernels (their first run in an installation says it compiles
+#: them).
+KERNEL_COMMANDS = frozenset(
+    {"demo", "select", "features", "learn", "train", "score", "stream", "tonight", "evaluate-early"}
+)
 
-#: Subcommands in the order ``earlyia --help`` lists them: command -> (module of this package, one-line help).
-#: A module is imported only when its command runs, so ``earlyia --help`` stays fast; each module's
-#: ``register(subparsers)`` adds the full parser (a test keeps its help equal to the line here).
+#: Subcommands in the order ``earlyia --help`` lists them: command -> (module of this package,
+#: one-line help). A module is imported only when its command runs, so ``earlyia --help`` stays
+#: fast; each module's ``register(subparsers)`` adds the full parser (a test keeps its help equal to
+#: the line here).
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the whole pipeline on built-in simulated data (offline, ~1 minute)"),
-    "convert": ("convert", "read alerts / light curves of any supported format into one canonical table"),
+    "convert": (
+        "convert",
+        "read alerts / light curves of any supported format into one canonical table",
+    ),
     "select": ("select", "apply the early-SN selection cuts"),
-    "features": ("features", "compute features (early-epoch + robust sigmoid by default) of every alert or object"),
-    "learn": ("learn", "run an active-learning experiment (strategies x realisations) on a feature table"),
+    "features": (
+        "features",
+        "compute features (early-epoch + robust sigmoid by default) of every alert or object",
+    ),
+    "learn": (
+        "learn",
+        "run an active-learning experiment (strategies x realisations) on a feature table",
+    ),
     "train": ("train", "train a model file from a labelled feature table"),
     "models": ("models", "inspect (and manage) model files"),
     "score": ("score", "score alerts with a model file"),
     "stream": ("stream", "score alerts from Kafka as they arrive (Fink livestream, ZTF, Rubin)"),
-    "calibrate": ("calibrate", "fit a score calibration on labelled objects (for candidates --calibration)"),
-    "candidates": ("candidates", "early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report"),
-    "tonight": ("tonight", "tonight's observing list: likely early SN Ia and active-learning targets, as a web page"),
-    "evaluate-early": ("evaluate_early", "efficiency/purity of early flagging with the alert-by-alert replay protocol"),
-    "followup": ("followup", "live active learning: select targets, notify Slack, ingest spectra, retrain, promote"),
+    "calibrate": (
+        "calibrate",
+        "fit a score calibration on labelled objects (for candidates --calibration)",
+    ),
+    "candidates": (
+        "candidates",
+        "early SN Ia candidates from scores: CSV/Markdown tables and a TNS AT bulk report",
+    ),
+    "tonight": (
+        "tonight",
+        "tonight's observing list: likely early SN Ia and active-learning targets, as a web page",
+    ),
+    "evaluate-early": (
+        "evaluate_early",
+        "efficiency/purity of early flagging with the alert-by-alert replay protocol",
+    ),
+    "followup": (
+        "followup",
+        "live active learning: select targets, notify Slack, ingest spectra, retrain, promote",
+    ),
 }
 
 
 def _command_of(argv: list[str]) -> str | None:
-    """The subcommand named on the command line (the first argument that is not an option), if any."""
+    """The subcommand named on the command line (the first argument that is not an option), if
+    any."""
     for arg in argv:
         if not arg.startswith("-"):
             return arg if arg in COMMANDS else None
@@ -55,8 +84,8 @@ def _command_of(argv: list[str]) -> str | None:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``earlyia`` parser with ``command``'s full parser (``"*"``: every command's); the other commands are
-    one-line entries of the listing."""
+    """The ``earlyia`` parser with ``command``'s full parser (``"*"``: every command's); the
+    other commands are one-line entries of the listing."""
     parser = argparse.ArgumentParser(
         prog="earlyia",
         description="Find Type Ia supernovae early in alert streams, with active learning.",
@@ -89,17 +118,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
-        print(f"earlyia {args.command}: {exc if isinstance(exc, Terminated) else 'interrupted'}; "
-              "unfinished outputs removed", file=sys.stderr)
+        print(
+            f"earlyia {args.command}: {exc if isinstance(exc, Terminated) else 'interrupted'}; "
+            "unfinished outputs removed",
+            file=sys.stderr,
+        )
         if argv is None:  # the process's own command line: end now (see _exit_now)
             _exit_now(128 + signum)
         return 128 + signum
 
 
 def _exit_now(code: int) -> NoReturn:
-    """End the process at once with ``code``, after an interruption has unwound (temporaries removed, streams
-    flushed). The interpreter's own teardown is skipped: after a large batch its final garbage collection of
-    every object takes a second or more, and Ctrl-C must stop a run within a second."""
+    """End the process at once with ``code``, after an interruption has unwound (temporaries
+    removed, streams flushed). The interpreter's own teardown is skipped: after a large batch its
+    final garbage collection of every object takes a second or more, and Ctrl-C must stop a run
+    within a second."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

@@ -1,4 +1,5 @@
-"""``earlyia select``: apply the early-SN selection cuts to every alert (or object) and say why each fails."""
+"""``earlyia select``: apply the early-SN selection cuts to every alert (or object) and say why
+each fails."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ EPILOG = """examples:
   earlyia select ztf_alerts_pool.parquet --out sel.parquet --max-ndethist 30 --min-points 2
   earlyia select lightcurves.parquet --out sel.parquet --per object --no-rising
 
-Columns: object_id, alert_id, passed, reason (the first failing cut, e.g. "ndethist 34 > 20",
-"band r: 2 points < 3", "not rising in g", "SIMBAD type 'RRLyr' is not a possible SN host or transient").
+Columns: object_id, alert_id, passed, reason (the first failing cut, e.g. "ndethist 34 > 20", "band
+r: 2 points < 3", "not rising in g", "SIMBAD type 'RRLyr' is not a possible SN host or transient").
 Exit code 0 when at least one row passed, 1 when none did, 2 on a usage or input error.
 """
 
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "select",
         help="apply the early-SN selection cuts",
         description=(
-            "Keep young (ndethist), extragalactic-or-unknown (SIMBAD type), well-sampled (points per band) and rising "
+            "Keep young (ndethist), extragalactic-or-unknown (SIMBAD type), well-sampled "
+            "(points per band) and rising "
             "alerts; write one row per alert (or object) with passed and the reason of a rejection."
         ),
         epilog=EPILOG,
@@ -37,10 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", nargs="+", help="input files or directories (any supported format)")
     p.add_argument("--out", required=True, help="selection table to write (Parquet, atomic)")
-    p.add_argument("--per", choices=("alert", "object"), default=None, help="default: alert when the input has alerts")
-    p.add_argument("--max-ndethist", type=int, default=20, help="maximum detections in the alert history (default 20)")
-    p.add_argument("--min-points", type=int, default=3, help="minimum nights with a detection per band (default 3)")
-    p.add_argument("--bands", nargs="+", default=["g", "r"], help="bands that need the points (default g r)")
+    p.add_argument(
+        "--per",
+        choices=("alert", "object"),
+        default=None,
+        help="default: alert when the input has alerts",
+    )
+    p.add_argument(
+        "--max-ndethist",
+        type=int,
+        default=20,
+        help="maximum detections in the alert history (default 20)",
+    )
+    p.add_argument(
+        "--min-points",
+        type=int,
+        default=3,
+        help="minimum nights with a detection per band (default 3)",
+    )
+    p.add_argument(
+        "--bands", nargs="+", default=["g", "r"], help="bands that need the points (default g r)"
+    )
     p.add_argument("--no-rising", action="store_true", help="do not require a rising light curve")
     p.add_argument("--format", help="input format name when detection is not wanted")
     p.set_defaults(func=run)
@@ -63,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
     atomic_write(args.out, lambda tmp: pq.write_table(table, tmp))
     n, k = len(out), int(out["passed"].sum())
     share = k / n if n else 0.0
-    print(f"earlyia select: {n} {per}s, {k} passed ({share:.1%}), {len(lc.problems)} input problem(s) -> {args.out}", file=sys.stderr)
-    for reason, cnt in list(out.loc[~out["passed"], "reason"].map(reason_kind).value_counts().items())[:8]:
+    print(
+        f"earlyia select: {n} {per}s, {k} passed ({share:.1%}), {len(lc.problems)} input "
+        f"problem(s) -> {args.out}",
+        file=sys.stderr,
+    )
+    for reason, cnt in list(
+        out.loc[~out["passed"], "reason"].map(reason_kind).value_counts().items()
+    )[:8]:
         print(f"  {cnt:6d} x {reason}", file=sys.stderr)
     return 0 if k else 1

@@ -1,4 +1,5 @@
-"""Feature extractors: configured objects with one batch array core (see :mod:`earlyia.features.base`)."""
+"""Feature extractors: configured objects with one batch array core (see
+:mod:`earlyia.features.base`)."""
 
 from earlyia.features.base import (
     CARRY_COLUMNS,

@@ -27,10 +27,11 @@ import numba
 import numpy as np
 
 NPAR = 6
-# Only "nsz" of fast math: with reassociation, contraction (FMA), approximate functions or reciprocals the
-# rounding depended on how a helper was compiled (inlined into the fit, or compiled on its own first when
-# called directly), so two processes could fit the same light curve to slightly different end points
-# (Spark vs local scores). Cost: ~15 % of the speed, fits unchanged (bench/bench_rainbow.py --against).
+# Only "nsz" of fast math: with reassociation, contraction (FMA), approximate functions or
+# reciprocals the rounding depended on how a helper was compiled (inlined into the fit, or compiled
+# on its own first when called directly), so two processes could fit the same light curve to
+# slightly different end points (Spark vs local scores). Cost: ~15 % of the speed, fits unchanged
+# (bench/bench_rainbow.py --against).
 FAST = {"nsz"}
 # parameter order inside the kernel
 P_T0, P_AMP, P_RISE, P_TMID, P_TAMP, P_TCOLOR = 0, 1, 2, 3, 4, 5
@@ -41,18 +42,24 @@ SIGMA_SB = 5.6703744191844314e-05  # erg / (cm² s K⁴)
 C_LIGHT = 2.99792458e10  # cm / s
 T_UNIT = 1.0e4  # kernel temperature unit (K)
 SCREEN_ITER = 10  # iterations every start gets before successive halving keeps the better half
-STALL_TOL = 0.01  # χ² gain over STALL_EVERY iterations below which a crawling fit is considered converged
-EDM_RIDGE = 1e-4  # relative ridge of the EDM solve: a direction the data do not constrain cannot block convergence
-#: variance (kernel units: scaled time, log scales) above which a parameter counts as unconstrained (degenerate fit)
+STALL_TOL = (
+    0.01  # χ² gain over STALL_EVERY iterations below which a crawling fit is considered converged
+)
+# relative ridge of the EDM solve: a direction the data do not constrain cannot block convergence
+EDM_RIDGE = 1e-4
+#: variance (kernel units: scaled time, log scales) above which a parameter counts as unconstrained
+#: (degenerate fit)
 MAX_KERNEL_VAR = 1e12
 STALL_EVERY = 5  # iterations between two stall checks
 STALL_EDM = 0.02  # expected χ² gain left below which a stalled fit is considered converged
 EDM_SKIP = 1e4  # the EDM is only computed once a step gains less than EDM_SKIP x its tolerance
-LAM_INIT = 3.0  # initial Marquardt damping of every start (the starts are rough: cautious first steps)
-#: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's start,
-#: rising-only, early rise then cooling, rise just before the peak then cooling from hot, cooling,
-#: heating, sharp rise at the first point, rise before the data then long cooling, hot.
-#: The three peaked-light-curve shapes (5, 6, 7, 8) are what most often finds the lowest minimum on
+LAM_INIT = (
+    3.0  # initial Marquardt damping of every start (the starts are rough: cautious first steps)
+)
+#: starts in order of usefulness (so that a small n_starts keeps the best ones): light-curve's
+#: start, rising-only, early rise then cooling, rise just before the peak then cooling from hot,
+#: cooling, heating, sharp rise at the first point, rise before the data then long cooling, hot. The
+#: three peaked-light-curve shapes (5, 6, 7, 8) are what most often finds the lowest minimum on
 #: ELAsTiCC alerts, whose light curves are mostly past their peak.
 START_ORDER = (0, 1, 5, 6, 3, 4, 7, 8, 2)
 
@@ -83,7 +90,15 @@ def _g_and_dlng(nu, nu_ref, temp):
     em = 1.0 - ex if x > 0.1 else -math.expm1(-x)  # 1 - e^-x, accurate for small x
     t2 = temp * temp
     # π B_ν = 2π h ν³ / c² · e^-x / (1 - e^-x)
-    g = (2.0 * math.pi * H_PLANCK / (C_LIGHT * C_LIGHT * SIGMA_SB)) * nu * nu * nu * nu_ref * ex / (em * t2 * t2)
+    g = (
+        (2.0 * math.pi * H_PLANCK / (C_LIGHT * C_LIGHT * SIGMA_SB))
+        * nu
+        * nu
+        * nu
+        * nu_ref
+        * ex
+        / (em * t2 * t2)
+    )
     dlng = (x / em - 4.0) / temp
     return g, dlng
 
@@ -93,7 +108,14 @@ def model_flux(t, nu, params, nu_ref):
     """Model flux at times ``t`` (days) and frequencies ``nu`` (Hz) for physical ``params``
     ``[t0, amplitude, rise_time, T_mid (K), T_amp, t_color]``."""
     out = np.empty(t.shape[0])
-    t0, amp, rise, tmid, tamp, tcol = params[0], params[1], params[2], params[3], params[4], params[5]
+    t0, amp, rise, tmid, tamp, tcol = (
+        params[0],
+        params[1],
+        params[2],
+        params[3],
+        params[4],
+        params[5],
+    )
     for k in range(t.shape[0]):
         dt = t[k] - t0
         sb, _ = _sigmoid_pair(-dt / rise)
@@ -105,7 +127,9 @@ def model_flux(t, nu, params, nu_ref):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def preprocess(mjd, band, flux, flux_err, detected, starts, ends, nu_band, use_detected_only, min_flux, window):
+def preprocess(
+    mjd, band, flux, flux_err, detected, starts, ends, nu_band, use_detected_only, min_flux, window
+):
     """Select usable points and average them per band within ``window`` days.
 
     Keeps points with finite flux and positive finite error, ``flux >= min_flux`` and (when
@@ -179,8 +203,9 @@ def preprocess(mjd, band, flux, flux_err, detected, starts, ends, nu_band, use_d
 
 @numba.njit(cache=True, fastmath=FAST)
 def point_constants(nus, nu_ref, n, xk, ck):
-    """Per-point constants of the spectral factor, so that a pass over the points needs no powers of ν:
-    with T in kernel units, x = h ν / (k T) = ``xk / T`` and g = ``ck`` e^-x / ((1 - e^-x) T⁴)."""
+    """Per-point constants of the spectral factor, so that a pass over the points needs no powers
+    of ν: with T in kernel units, x = h ν / (k T) = ``xk / T`` and g = ``ck`` e^-x / ((1 - e^-x)
+    T⁴)."""
     cg = 2.0 * math.pi * H_PLANCK / (C_LIGHT * C_LIGHT * SIGMA_SB) / T_UNIT**4
     for k in range(n):
         nu = nus[k]
@@ -203,9 +228,9 @@ def _spectral(xk, ck, temp):
 
 @numba.njit(cache=True, fastmath=FAST)
 def _evaluate(ts, xk, ck, n, p, buf):
-    """The expensive part of a pass (three exponentials per point), stored per point in ``buf`` (6, n):
-    s_b, s_b (1 - s_b), 2 s_c - 1, s_c (1 - s_c), g and d ln g / dT. A cost pass fills it and, when the
-    step is accepted, the normal equations at the same parameters reuse it."""
+    """The expensive part of a pass (three exponentials per point), stored per point in ``buf``
+    (6, n): s_b, s_b (1 - s_b), 2 s_c - 1, s_c (1 - s_c), g and d ln g / dT. A cost pass fills it
+    and, when the step is accepted, the normal equations at the same parameters reuse it."""
     t0, tmid, tamp = p[0], math.exp(p[3]), p[4]
     irise = math.exp(-p[2])
     itcol = math.exp(-p[5])
@@ -225,7 +250,8 @@ def _evaluate(ts, xk, ck, n, p, buf):
 
 @numba.njit(cache=True, fastmath=FAST)
 def _cost_from(fs, ws, n, p, prior_w, buf, profile, lo_amp, hi_amp):
-    """Cost of the evaluated point; with ``profile``, first set ``p[1]`` (ln A) to the best amplitude.
+    """Cost of the evaluated point; with ``profile``, first set ``p[1]`` (ln A) to the best
+    amplitude.
 
     The model is linear in A, so its optimum is closed-form (clipped to the bounds): the fit then
     only searches the five nonlinear parameters (variable projection), and the long valley along
@@ -415,7 +441,8 @@ def _invert_spd(A, out):
 
 @numba.njit(cache=True, fastmath=FAST)
 def _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y):
-    """Expected χ² decrease of an undamped Gauss-Newton step on the free parameters (Migrad's EDM)."""
+    """Expected χ² decrease of an undamped Gauss-Newton step on the free parameters (Migrad's
+    EDM)."""
     for a in range(NPAR):
         at_lo = p[a] <= lo[a] and grad[a] > 0.0
         at_hi = p[a] >= hi[a] and grad[a] < 0.0
@@ -440,14 +467,40 @@ def _chi2_scale(cost, n):
 
 
 @numba.njit(cache=True, fastmath=FAST)
-def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, profile, buf, counter, lam0, wm, wv, free, resume, cost0):
-    """Projected Levenberg-Marquardt from ``p`` (modified in place). Returns (cost, converged, damping).
+def _lm(
+    ts,
+    xk,
+    ck,
+    fs,
+    ws,
+    n,
+    p,
+    lo,
+    hi,
+    prior_w,
+    max_iter,
+    edm_tol,
+    H,
+    grad,
+    profile,
+    buf,
+    counter,
+    lam0,
+    wm,
+    wv,
+    free,
+    resume,
+    cost0,
+):
+    """Projected Levenberg-Marquardt from ``p`` (modified in place). Returns (cost, converged,
+    damping).
 
     ``profile``: the amplitude is not searched but set to its optimum after every step (variable
     projection; the damping then acts on the five nonlinear parameters only). ``lam0``: initial
-    damping (e.g. where the previous round of this start stopped); ``resume``: ``H``, ``grad`` and
-    ``cost0`` already hold the normal equations and cost at ``p`` (saves one evaluation per round). ``counter[0]`` counts model
-    evaluations (passes computing the exponentials of every point). ``wm`` (2, 6, 6), ``wv`` (4, 6), ``free``: work arrays."""
+    damping (e.g. where the previous round of this start stopped); ``resume``: ``H``, ``grad``
+    and ``cost0`` already hold the normal equations and cost at ``p`` (saves one evaluation per
+    round). ``counter[0]`` counts model evaluations (passes computing the exponentials of every
+    point). ``wm`` (2, 6, 6), ``wv`` (4, 6), ``free``: work arrays."""
     A = wm[0]
     L = wm[1]
     step = wv[0]
@@ -467,12 +520,16 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
     converged = False
     stall_ref = cost
     for it in range(max_iter):
-        # stalled: χ² improved by less than STALL_TOL over the last STALL_EVERY iterations (statistically nothing),
-        # unless the Gauss-Newton model still expects more than STALL_EDM: a slow crawl towards a minimum that is
-        # still a sizeable fraction of Δχ² = 1 away is not a minimum
+        # stalled: χ² improved by less than STALL_TOL over the last STALL_EVERY iterations
+        # (statistically nothing), unless the Gauss-Newton model still expects more than STALL_EDM:
+        # a slow crawl towards a minimum that is still a sizeable fraction of Δχ² = 1 away is not a
+        # minimum
         if it > 0 and it % STALL_EVERY == 0:
             scale = _chi2_scale(cost, n)
-            if stall_ref - cost < STALL_TOL * scale and _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < STALL_EDM * scale:
+            if (
+                stall_ref - cost < STALL_TOL * scale
+                and _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < STALL_EDM * scale
+            ):
                 converged = True
                 break
             stall_ref = cost
@@ -507,7 +564,8 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
             new_cost = _cost_from(fs, ws, n, trial, prior_w, buf, profile, lo[P_AMP], hi[P_AMP])
             if new_cost < cost:
                 # Nielsen's damping update from the gain ratio rho = actual / predicted decrease
-                # (quadratic model: -(2 gᵀd + dᵀHd)): shrink a lot after a step the model predicted well
+                # (quadratic model: -(2 gᵀd + dᵀHd)): shrink a lot after a step the model predicted
+                # well
                 pred = 0.0
                 for a in range(NPAR):
                     da = trial[a] - p[a]
@@ -530,7 +588,10 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
                 if (
                     old - cost <= 1e-12 * (old + 1e-300)
                     or dmax < 1e-10
-                    or (old - cost < EDM_SKIP * tol and _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < tol)
+                    or (
+                        old - cost < EDM_SKIP * tol
+                        and _edm(H, grad, p, lo, hi, free, A, rhs, step, L, y) < tol
+                    )
                 ):
                     converged = True
                 break
@@ -547,9 +608,25 @@ def _lm(ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, max_iter, edm_tol, H, grad, p
 
 @numba.njit(cache=True, fastmath=FAST)
 def fit_batch(
-    t, nu, flux, err, band, starts, ends, nu_ref, prior_sigma, min_points, min_bands, max_iter, edm_tol, n_starts, n_bands, init,
-    profile=True, screen_iter=SCREEN_ITER,
-):  # fmt: skip
+    t,
+    nu,
+    flux,
+    err,
+    band,
+    starts,
+    ends,
+    nu_ref,
+    prior_sigma,
+    min_points,
+    min_bands,
+    max_iter,
+    edm_tol,
+    n_starts,
+    n_bands,
+    init,
+    profile=True,
+    screen_iter=SCREEN_ITER,
+):
     """Fit every segment (``init`` (n, 6): physical starting parameters, a NaN row = none).
 
     Returns ``(params (n, 6), cov (n, 6, 6), chi2 (n,), n_pts, n_bnd,
@@ -591,7 +668,9 @@ def fit_batch(
     C = np.zeros(n_max_starts)
     CONV = np.zeros(n_max_starts, np.bool_)
     LAM = np.zeros(n_max_starts)
-    HS = np.zeros((n_max_starts, NPAR, NPAR))  # normal equations where each start stands (resumed next round)
+    HS = np.zeros(
+        (n_max_starts, NPAR, NPAR)
+    )  # normal equations where each start stands (resumed next round)
     GS = np.zeros((n_max_starts, NPAR))
     wm = np.zeros((2, NPAR, NPAR))
     wv = np.zeros((4, NPAR))
@@ -694,7 +773,9 @@ def fit_batch(
         has_init = True
         for a in range(NPAR):
             has_init = has_init and math.isfinite(init[i, a])
-        has_init = has_init and init[i, 1] > 0 and init[i, 2] > 0 and init[i, 3] > 0 and init[i, 5] > 0
+        has_init = (
+            has_init and init[i, 1] > 0 and init[i, 2] > 0 and init[i, 3] > 0 and init[i, 5] > 0
+        )
         n_s = 0
         if has_init:
             # a given start (e.g. the previous alert's solution), in kernel units
@@ -729,7 +810,8 @@ def fit_batch(
                 tamp0 = 0.5
                 tcol0 = max(ptp_t, 2.0 * width)
             elif start == 6:
-                # rose before the brightest point, hot and cooling over the span (peaked light curves)
+                # rose before the brightest point, hot and cooling over the span (peaked light
+                # curves)
                 P[n_s, 0] = ts[kmax] - width
                 rise0 = 0.1 * width
                 tamp0 = 0.8
@@ -776,9 +858,30 @@ def fit_batch(
                 for a in range(NPAR):
                     p[a] = P[k, a]
                 C[k], CONV[k], LAM[k] = _lm(
-                    ts, xk, ck, fs, ws, n, p, lo, hi, prior_w, budget, edm_tol, HS[k], GS[k], profile, buf, counter, LAM[k], wm, wv, free,
-                    not first_round, C[k],
-                )  # fmt: skip
+                    ts,
+                    xk,
+                    ck,
+                    fs,
+                    ws,
+                    n,
+                    p,
+                    lo,
+                    hi,
+                    prior_w,
+                    budget,
+                    edm_tol,
+                    HS[k],
+                    GS[k],
+                    profile,
+                    buf,
+                    counter,
+                    LAM[k],
+                    wm,
+                    wv,
+                    free,
+                    not first_round,
+                    C[k],
+                )
                 for a in range(NPAR):
                     P[k, a] = p[a]
             first_round = False
@@ -843,9 +946,9 @@ def slope_significance(t, flux, err, starts, ends, until_max):
     """Error-weighted linear slope of flux vs time divided by its standard error, per segment.
 
     ``until_max``: only the points up to the brightest one (the rise of a light curve that has
-    peaked). The error is inflated by the reduced χ² of the line when above 1. A rising transient has a large
-    positive value; flat, noisy-constant and fading light curves do not, whatever a 6-parameter fit
-    makes of them (NaN with fewer than 3 points).
+    peaked). The error is inflated by the reduced χ² of the line when above 1. A rising transient
+    has a large positive value; flat, noisy-constant and fading light curves do not, whatever a
+    6-parameter fit makes of them (NaN with fewer than 3 points).
     """
     n_seg = starts.shape[0]
     out = np.full(n_seg, np.nan)
@@ -881,7 +984,8 @@ def slope_significance(t, flux, err, starts, ends, until_max):
             if t[k] <= t_end:
                 r = (flux[k] - icpt - slope * (t[k] - t0)) / err[k]
                 chi2 += r * r
-        # scatter beyond the quoted errors (underestimated noise, variability) widens the slope error
+        # scatter beyond the quoted errors (underestimated noise, variability) widens the slope
+        # error
         inflate = max(1.0, chi2 / (m - 2))
         out[i] = slope / math.sqrt(s / det * inflate)
     return out

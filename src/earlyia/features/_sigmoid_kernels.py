@@ -1,4 +1,5 @@
-"""Compiled kernels of the sigmoid features: batch trust-region fits of ``c / (1 + exp(-a (t - b)))``.
+"""Compiled kernels of the sigmoid features: batch trust-region fits of ``c / (1 + exp(-a (t -
+b)))``.
 
 One call fits every (light curve, band) problem of a batch: no Python object and no scipy call per
 fit. The optimiser is a 3-parameter trust-region reflective method written for this model (the
@@ -10,10 +11,10 @@ makes the "fink" mode land on the same minimum as Fink's scipy call, including o
 (a linear rise has no well-defined plateau, so the end point depends on when the optimiser stops).
 
 The 3-column SVD is a one-sided Jacobi (Hestenes) decomposition: closed-form plane rotations, high
-relative accuracy for small singular values, no LAPACK call and no allocation per iteration. (Calling
-LAPACK's gesdd, as scipy does, was tried: 2.7x slower and no closer to scipy's end points, because the
-remaining differences come from numpy's vectorised ``exp`` rounding differently from libm's in the
-finite-difference Jacobian, which ill-conditioned fits amplify.)
+relative accuracy for small singular values, no LAPACK call and no allocation per iteration.
+(Calling LAPACK's gesdd, as scipy does, was tried: 2.7x slower and no closer to scipy's end points,
+because the remaining differences come from numpy's vectorised ``exp`` rounding differently from
+libm's in the finite-difference Jacobian, which ill-conditioned fits amplify.)
 
 Residual options: weights ``w`` (1 for Fink, ``1/err`` for the robust mode); ``fd_abs`` reproduces
 Fink's residual ``|y - f|`` differentiated by scipy's 2-point finite differences; otherwise the
@@ -36,7 +37,8 @@ FIT_BAD_START = -1
 
 @numba.njit(cache=True, nogil=True)
 def _residuals(x, t, y, w, m, absres, out, den):
-    """Residuals ``w (y - f)`` (absolute values when ``absres``); ``den`` receives ``1 + exp(-a (t - b))``."""
+    """Residuals ``w (y - f)`` (absolute values when ``absres``); ``den`` receives ``1 + exp(-a
+    (t - b))``."""
     a, b, c = x[0], x[1], x[2]
     ok = True
     for i in range(m):
@@ -105,7 +107,9 @@ def _svd3(J, m, f, s, V, uf, A, free):
                     continue
                 rotated = True
                 zeta = (beta - alpha) / (2.0 * gamma)
-                if abs(zeta) > 1e150:  # zeta**2 would overflow: tan = 1 / (2 zeta) to full precision
+                if (
+                    abs(zeta) > 1e150
+                ):  # zeta**2 would overflow: tan = 1 / (2 zeta) to full precision
                     tt = 0.5 / zeta
                 else:
                     tt = (1.0 if zeta >= 0 else -1.0) / (abs(zeta) + np.sqrt(1.0 + zeta * zeta))
@@ -230,7 +234,8 @@ def _solve_tr(m, uf, s, V, Delta, initial_alpha, p):
 
 @numba.njit(cache=True, nogil=True)
 def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, J):
-    """Fit in place ``x = [a, b, c]``; returns (status, nfev). ``J`` (m, 3) holds the final Jacobian."""
+    """Fit in place ``x = [a, b, c]``; returns (status, nfev). ``J`` (m, 3) holds the final
+    Jacobian."""
     f = np.empty(m)
     fn = np.empty(m)
     tmp = np.empty(m)
@@ -268,8 +273,9 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     status = -2
     while True:
         if bounded:
-            # active set: a parameter on its bound whose descent direction points outside is frozen for this
-            # step (projected gradient), so the trust region is not wasted on steps the bound would cut
+            # active set: a parameter on its bound whose descent direction points outside is frozen
+            # for this step (projected gradient), so the trust region is not wasted on steps the
+            # bound would cut
             for j in range(3):
                 free[j] = not ((x[j] <= lo[j] and g[j] > 0) or (x[j] >= hi[j] and g[j] < 0))
         gnorm = 0.0
@@ -359,7 +365,8 @@ def trf_fit(t, y, w, m, x, fd_abs, ftol, xtol, gtol, max_nfev, lo, hi, bounded, 
     return status, nfev
 
 
-# ----------------------------------------------------------------------------------------- fink mode
+# ----------------------------------------------------------------------------------------- fink
+# mode
 @numba.njit(cache=True, nogil=True)
 def _ewm_all_rising(y, n, com):
     """pandas ``Series(y).ewm(com).mean().diff()``: True when no difference is negative."""
@@ -413,7 +420,8 @@ def _nightly(mjd, flux, err, idx, n, jd_offset, use_abs, tn, yn, en):
 # Fink's per-band rules (ZTF production and ELAsTiCC), one kernel parametrised by them.
 # band status codes: meaningful for both rule sets (ST_FAINT only when the faint check is on)
 ST_OK, ST_FEW, ST_NOT_RISING, ST_FAILED, ST_FAINT = 0, 1, 2, 3, 4
-#: rising rules: every difference of the EWM(com=3) mean >= 0 (ZTF), or only the last point (ELAsTiCC)
+#: rising rules: every difference of the EWM(com=3) mean >= 0 (ZTF), or only the last point
+#: (ELAsTiCC)
 RISE_EWM_ALL, RISE_LAST = 0, 1
 
 
@@ -441,7 +449,8 @@ def fink_features(
     status,
     npts,
 ):
-    """Fink's per-band sigmoid features for every segment; X (n, 6 * nb) must be pre-filled with placeholders.
+    """Fink's per-band sigmoid features for every segment; X (n, 6 * nb) must be pre-filled with
+    placeholders.
 
     Rules: nights are ``rint(mjd + night_offset)`` (ZTF: 2400000.5, i.e. JD; LSST: 0) and averaged
     (on ``|flux|`` when ``abs_flux``, as Fink's ZTF code); ``finite_only`` drops points with a
@@ -450,8 +459,8 @@ def fink_features(
     (times the maximum nightly flux when ``low_relative``) are dropped; ``rising_rule`` is
     :data:`RISE_EWM_ALL` or :data:`RISE_LAST`.
 
-    status[i, k]: ST_OK = fitted, ST_FEW = too few nightly points (npts holds the count), ST_NOT_RISING,
-    ST_FAILED = fit failed, ST_FAINT = skipped by the faint check.
+    status[i, k]: ST_OK = fitted, ST_FEW = too few nightly points (npts holds the count),
+    ST_NOT_RISING, ST_FAILED = fit failed, ST_FAINT = skipped by the faint check.
     """
     nseg = starts.shape[0]
     nb = codes.shape[0]
@@ -474,10 +483,17 @@ def fink_features(
             code = codes[kb]
             n = 0
             for r in range(starts[i], ends[i]):
-                if band[r] == code and detected[r] and np.isfinite(flux[r]) and (not finite_only or np.isfinite(err[r])):
+                if (
+                    band[r] == code
+                    and detected[r]
+                    and np.isfinite(flux[r])
+                    and (not finite_only or np.isfinite(err[r]))
+                ):
                     idx[n] = r
                     n += 1
-            nn = _nightly(mjd, flux, err, idx, n, night_offset, abs_flux, tn, yn, en) if n > 0 else 0
+            nn = (
+                _nightly(mjd, flux, err, idx, n, night_offset, abs_flux, tn, yn, en) if n > 0 else 0
+            )
             fmax = -np.inf
             for j in range(nn):
                 fmax = max(fmax, yn[j])
@@ -515,16 +531,23 @@ def fink_features(
                 if yy[j] < yy[imin]:
                     imin = j
             snr /= m
-            # Fink's starting point; the guards only differ from Fink's where its guess divides by zero
+            # Fink's starting point; the guards only differ from Fink's where its guess divides by
+            # zero
             cg = yy[imax]
-            ag = (imax - imin) / (ty[imax] - ty[imin]) if ty[imax] > 0 and ty[imax] != ty[imin] else 1.0
+            ag = (
+                (imax - imin) / (ty[imax] - ty[imin])
+                if ty[imax] > 0 and ty[imax] != ty[imin]
+                else 1.0
+            )
             f0 = yy[0]
             bg = np.log(cg / f0 - 1.0) / ag if f0 > 0 and cg / f0 > 1.0 else 1.0
             x[0] = ag
             x[1] = bg
             x[2] = cg
             st, _nf = trf_fit(ty, yy, w, m, x, fd_abs, 1e-8, 1e-8, 1e-8, 300, lo, lo, False, J)
-            if st == FIT_BAD_START or (finite_only and not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2]))):
+            if st == FIT_BAD_START or (
+                finite_only and not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2]))
+            ):
                 status[i, kb] = ST_FAILED
                 continue
             status[i, kb] = ST_OK

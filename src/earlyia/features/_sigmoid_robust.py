@@ -1,11 +1,12 @@
-"""Compiled kernel of the robust sigmoid features (see ``docs/features.md`` for each choice and why).
+"""Compiled kernel of the robust sigmoid features (see ``docs/features.md`` for each choice and
+why).
 
 Per band: detections averaged per night with inverse-variance weights (signed fluxes: a negative
 difference is a measurement, not an error), optionally the last upper limit before the first
 detection as a zero-flux point, a weighted-slope rising test, and an error-weighted, bounded fit of
-``c / (1 + exp(-a (dt - b)))`` from data-driven starting values (:func:`lm_fit`: c solved exactly for
-each (a, b), Levenberg-Marquardt in (a, b)). Outputs the fit, its uncertainties (from ``(J^T W J)^-1``),
-reduced chi2, counts, span, slope significance and ``ok``.
+``c / (1 + exp(-a (dt - b)))`` from data-driven starting values (:func:`lm_fit`: c solved exactly
+for each (a, b), Levenberg-Marquardt in (a, b)). Outputs the fit, its uncertainties (from ``(J^T W
+J)^-1``), reduced chi2, counts, span, slope significance and ``ok``.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def _inv3_diag(M, out):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _best_c(s_ss, s_sy, s_yy, fallback, lo_c, hi_c):
-    """Variable projection of the amplitude: from ``sum w^2 s^2``, ``sum w^2 s y`` and ``sum w^2 y^2``, the
-    least-squares ``c`` clipped to [lo_c, hi_c] (``fallback`` when every s vanishes) and the chi2 it leaves."""
+    """Variable projection of the amplitude: from ``sum w^2 s^2``, ``sum w^2 s y`` and ``sum w^2
+    y^2``, the least-squares ``c`` clipped to [lo_c, hi_c] (``fallback`` when every s vanishes)
+    and the chi2 it leaves."""
     c = s_sy / s_ss if s_ss > 0 else fallback
     c = min(max(c, lo_c), hi_c)
     return c, s_yy - 2.0 * c * s_sy + c * c * s_ss
@@ -50,8 +52,9 @@ def _best_c(s_ss, s_sy, s_yy, fallback, lo_c, hi_c):
 
 @numba.njit(cache=True, nogil=True)
 def _projected_chi2(y, w, n, e, k, lo_c, hi_c):
-    """chi2 of the rise ``s_j = 1 / (1 + e_j k)`` (``e_j = exp(-a (t_j - t_0))``, ``k = exp(a (b - t_0))``: one
-    exponential per point serves every b) with c at its best value, clipped to [lo_c, hi_c]; (chi2, c)."""
+    """chi2 of the rise ``s_j = 1 / (1 + e_j k)`` (``e_j = exp(-a (t_j - t_0))``, ``k = exp(a (b
+    - t_0))``: one exponential per point serves every b) with c at its best value, clipped to
+    [lo_c, hi_c]; (chi2, c)."""
     sss = 0.0
     ssy = 0.0
     syy = 0.0
@@ -65,10 +68,11 @@ def _projected_chi2(y, w, n, e, k, lo_c, hi_c):
     return chi2, c
 
 
-#: Levenberg-Marquardt settings of the robust fit: stop after two accepted steps in a row that each lower the
-#: cost by less than FTOL (relative, with a gain ratio > 0.25) or move (a, b) by less than XTOL (relative), when
-#: the projected gradient is below GTOL x sqrt(cost), or after MAX_ITER evaluations; the damping starts at LAM0
-#: (relative to the diagonal of the curvature) and follows Nielsen's gain-ratio rule.
+#: Levenberg-Marquardt settings of the robust fit: stop after two accepted steps in a row that each
+#: lower the cost by less than FTOL (relative, with a gain ratio > 0.25) or move (a, b) by less than
+#: XTOL (relative), when the projected gradient is below GTOL x sqrt(cost), or after MAX_ITER
+#: evaluations; the damping starts at LAM0 (relative to the diagonal of the curvature) and follows
+#: Nielsen's gain-ratio rule.
 FTOL, XTOL, GTOL, MAX_ITER, LAM0 = 1e-6, 1e-6, 1e-10, 50, 1.0
 #: fit outcomes of :func:`lm_fit`
 LM_CONVERGED, LM_MAX_ITER, LM_BAD_START = 0, 1, -1
@@ -76,10 +80,11 @@ LM_CONVERGED, LM_MAX_ITER, LM_BAD_START = 0, 1, -1
 
 @numba.njit(cache=True, nogil=True)
 def _normal3(t, y, w, n, x, lo_c, hi_c, H, g):
-    """Cost 0.5 * sum(r^2) of ``r = w (y - c s(a (t - b)))`` with ``c`` set to its best value for (a, b) (linear
-    least squares, clipped to [lo_c, hi_c]; written to ``x[2]``), ``H = J^T J`` and ``g = J^T r`` (3x3 and 3)
-    at that point; NaN cost when not finite. One pass: every entry is a c-free weighted sum times powers of c,
-    so the sums are accumulated first and c is applied after."""
+    """Cost 0.5 * sum(r^2) of ``r = w (y - c s(a (t - b)))`` with ``c`` set to its best value for
+    (a, b) (linear least squares, clipped to [lo_c, hi_c]; written to ``x[2]``), ``H = J^T J``
+    and ``g = J^T r`` (3x3 and 3) at that point; NaN cost when not finite. One pass: every entry
+    is a c-free weighted sum times powers of c, so the sums are accumulated first and c is
+    applied after."""
     a, b = x[0], x[1]
     s_ss = s_sy = s_yy = 0.0  # sum w^2 s s, w^2 s y, w^2 y y
     d_tt = d_t = d_1 = 0.0  # sum w^2 ds^2 dt^2, w^2 ds^2 dt, w^2 ds^2
@@ -121,10 +126,10 @@ def _normal3(t, y, w, n, x, lo_c, hi_c, H, g):
 
 @numba.njit(cache=True, nogil=True)
 def _damped_step(H, g, c_free, lam, free, step, K):
-    """Damped Gauss-Newton step in (a, b) for the cost with ``c`` re-optimised at every point (variable
-    projection): while ``c`` is inside its bounds, the curvature is the Schur complement of ``c`` in
-    ``J^T J`` (written to ``K`` as k00, k01, k11); solves ``(K + lam diag(K)) step = -g`` on the free
-    parameters. False if not positive."""
+    """Damped Gauss-Newton step in (a, b) for the cost with ``c`` re-optimised at every point
+    (variable projection): while ``c`` is inside its bounds, the curvature is the Schur
+    complement of ``c`` in ``J^T J`` (written to ``K`` as k00, k01, k11); solves ``(K + lam
+    diag(K)) step = -g`` on the free parameters. False if not positive."""
     k00, k01, k11 = H[0, 0], H[0, 1], H[1, 1]
     if c_free and H[2, 2] > 0:
         k00 -= H[0, 2] * H[0, 2] / H[2, 2]
@@ -157,15 +162,15 @@ def _damped_step(H, g, c_free, lam, free, step, K):
 
 @numba.njit(cache=True, nogil=True)
 def lm_fit(t, y, w, n, x, lo, hi, H):
-    """Bounded fit of ``c / (1 + exp(-a (t - b)))`` in place on ``x``; ``H`` receives ``J^T J`` at the end point
-    (for the covariance). Returns (outcome, number of model evaluations).
+    """Bounded fit of ``c / (1 + exp(-a (t - b)))`` in place on ``x``; ``H`` receives ``J^T J`` at
+    the end point (for the covariance). Returns (outcome, number of model evaluations).
 
-    Why not the scipy-path trust region of the fink mode: the robust mode need not follow scipy's iterations.
-    ``c`` enters linearly, so it is solved exactly at every (a, b) (variable projection) and Levenberg-Marquardt
-    only searches the 2-D (a, b) plane; one pass per evaluation yields the cost, ``J^T J`` and ``J^T r``
-    together. Fewer and cheaper iterations than a 3-parameter trust region with an SVD of the n x 3 Jacobian.
-    Bounds: a parameter on its bound whose gradient points outwards is frozen for the step, and trial points
-    are clipped into the box (projected LM).
+    Why not the scipy-path trust region of the fink mode: the robust mode need not follow scipy's
+    iterations. ``c`` enters linearly, so it is solved exactly at every (a, b) (variable projection)
+    and Levenberg-Marquardt only searches the 2-D (a, b) plane; one pass per evaluation yields the
+    cost, ``J^T J`` and ``J^T r`` together. Fewer and cheaper iterations than a 3-parameter trust
+    region with an SVD of the n x 3 Jacobian. Bounds: a parameter on its bound whose gradient points
+    outwards is frozen for the step, and trial points are clipped into the box (projected LM).
     """
     g = np.empty(3)
     Hn = np.empty((3, 3))
@@ -208,10 +213,13 @@ def lm_fit(t, y, w, n, x, lo, hi, H):
         nfev += 1
         small_x = np.sqrt(snorm) <= XTOL * (XTOL + np.sqrt(xnorm))
         if np.isfinite(cost_n) and cost_n <= cost:
-            # gain ratio against the (undamped) quadratic model of the projected cost: Nielsen's damping update
+            # gain ratio against the (undamped) quadratic model of the projected cost: Nielsen's
+            # damping update
             d0 = xn[0] - x[0]
             d1 = xn[1] - x[1]
-            predicted = -(g[0] * d0 + g[1] * d1) - 0.5 * (K[0] * d0 * d0 + 2.0 * K[1] * d0 * d1 + K[2] * d1 * d1)
+            predicted = -(g[0] * d0 + g[1] * d1) - 0.5 * (
+                K[0] * d0 * d0 + 2.0 * K[1] * d0 * d1 + K[2] * d1 * d1
+            )
             rho = (cost - cost_n) / predicted if predicted > 0 else 0.0
             small_f = cost - cost_n <= FTOL * cost and rho > 0.25
             for j in range(3):
@@ -223,8 +231,8 @@ def lm_fit(t, y, w, n, x, lo, hi, H):
             lam *= max(1.0 / 3.0, 1.0 - (2.0 * min(rho, 1.0) - 1.0) ** 3)
             lam = max(lam, 1e-9)
             nu = 2.0
-            # converged after two small accepted steps in a row: one small gain can precede a long step
-            # down a curved valley
+            # converged after two small accepted steps in a row: one small gain can precede a long
+            # step down a curved valley
             n_small = n_small + 1 if (small_f or small_x) else 0
             if n_small == 2:
                 return LM_CONVERGED, nfev
@@ -238,12 +246,28 @@ def lm_fit(t, y, w, n, x, lo, hi, H):
 
 @numba.njit(cache=True, nogil=True)
 def robust_features(
-    mjd, band, flux, err, detected, starts, ends, codes, min_points, max_rate, c_max_factor, b_margin, rise_sigma, use_limit,
-    X, status, npts,
+    mjd,
+    band,
+    flux,
+    err,
+    detected,
+    starts,
+    ends,
+    codes,
+    min_points,
+    max_rate,
+    c_max_factor,
+    b_margin,
+    rise_sigma,
+    use_limit,
+    X,
+    status,
+    npts,
 ):
     """Robust per-band features of every segment; X (n, 14 * nb) pre-filled with placeholders.
 
-    status[i, k]: 0 fitted, 1 too few detection nights, 2 not rising, 3 fit failed, 4 no positive flux.
+    status[i, k]: 0 fitted, 1 too few detection nights, 2 not rising, 3 fit failed, 4 no positive
+    flux.
     """
     nseg = starts.shape[0]
     nb = codes.shape[0]
@@ -285,7 +309,9 @@ def robust_features(
                     continue
                 if not (np.isfinite(flux[r]) and np.isfinite(err[r]) and err[r] > 0):
                     continue
-                day = np.floor(mjd[r] + NIGHT_SHIFT)  # nights split at ~17 UTC: daytime in Chile and California
+                day = np.floor(
+                    mjd[r] + NIGHT_SHIFT
+                )  # nights split at ~17 UTC: daytime in Chile and California
                 iv = 1.0 / (err[r] * err[r])
                 if m > 0 and day == last_day:
                     y[m - 1] += flux[r] * iv
@@ -340,7 +366,8 @@ def robust_features(
             if z < -rise_sigma:
                 status[i, kb] = 2
                 continue
-            # add the last upper limit before the first detection as a zero-flux point (start of the rise)
+            # add the last upper limit before the first detection as a zero-flux point (start of the
+            # rise)
             n = m
             t0 = t[0]
             if use_limit and np.isfinite(lim_t) and lim_t < t0 - 0.5 and t0 - lim_t < b_margin:
@@ -361,10 +388,13 @@ def robust_features(
                 if y[j] >= 0.5 * ymax:
                     b0 = t[j]
                     if j > 0 and y[j] > y[j - 1]:  # interpolate the half-maximum crossing
-                        b0 = t[j - 1] + (t[j] - t[j - 1]) * (0.5 * ymax - y[j - 1]) / (y[j] - y[j - 1])
+                        b0 = t[j - 1] + (t[j] - t[j - 1]) * (0.5 * ymax - y[j - 1]) / (
+                            y[j] - y[j - 1]
+                        )
                     break
-            # fit in units of the band's maximum flux (c ~ 1): the 3 parameters get comparable scales, which
-            # the trust region needs to converge fast; residuals (and chi2) are unchanged
+            # fit in units of the band's maximum flux (c ~ 1): the 3 parameters get comparable
+            # scales, which the trust region needs to converge fast; residuals (and chi2) are
+            # unchanged
             for j in range(n):
                 y[j] /= ymax
                 w[j] *= ymax
@@ -374,17 +404,21 @@ def robust_features(
             hi[1] = tlast + b_margin
             lo[2] = 1e-3
             hi[2] = c_max_factor
-            # start from the best of a few candidate rises (chi2 with the best c for each: one pass each); one
-            # start at the half-maximum crossing can sit in a local minimum with the rise between the wrong points
+            # start from the best of a few candidate rises (chi2 with the best c for each: one pass
+            # each); one start at the half-maximum crossing can sit in a local minimum with the rise
+            # between the wrong points
             best_start = np.inf
-            a_slow = min(max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate)  # a rise over the whole light curve
+            a_slow = min(
+                max(4.0 / max(tlast - t[0], 1.0), 0.05), max_rate
+            )  # a rise over the whole light curve
             x[0] = a_slow  # used if no candidate can be scored
             x[1] = b0
             x[2] = 1.0
             for ka in range(2):
                 a_try = a_slow if ka == 0 else min(1.0, max_rate)
                 if a_try * (tlast - t[0]) > 300.0:
-                    continue  # e_j k would over/underflow; the light curve is long enough for the other rate
+                    # e_j k would over/underflow; the light curve is long enough for the other rate
+                    continue
                 for j in range(n):
                     ek[j] = np.exp(-a_try * (t[j] - t[0]))
                 for kb2 in range(4):  # every b_try lies in [t_0, t_last]: k <= exp(300)
@@ -396,14 +430,18 @@ def robust_features(
                         b_try = 0.5 * (t[0] + tlast)
                     else:
                         b_try = tlast
-                    c2, c_try = _projected_chi2(y, w, n, ek, np.exp(a_try * (b_try - t[0])), lo[2], hi[2])
+                    c2, c_try = _projected_chi2(
+                        y, w, n, ek, np.exp(a_try * (b_try - t[0])), lo[2], hi[2]
+                    )
                     if c2 < best_start:
                         best_start = c2
                         x[0] = a_try
                         x[1] = b_try
                         x[2] = c_try
             outcome, _nf = lm_fit(t, y, w, n, x, lo, hi, M)
-            if outcome == LM_BAD_START or not (np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2])):
+            if outcome == LM_BAD_START or not (
+                np.isfinite(x[0]) and np.isfinite(x[1]) and np.isfinite(x[2])
+            ):
                 status[i, kb] = 3
                 continue
             a, b, c = x[0], x[1], x[2]
@@ -422,8 +460,8 @@ def robust_features(
                     mse += (y[j] / syy - p / sp) ** 2
                 mse /= n
             if _inv3_diag(M, dg) and dg[0] >= 0 and dg[1] >= 0 and dg[2] >= 0:
-                # an uncertainty wider than the parameter's allowed range means "unconstrained": cap it there
-                # (keeps features finite and float32-safe for any model)
+                # an uncertainty wider than the parameter's allowed range means "unconstrained": cap
+                # it there (keeps features finite and float32-safe for any model)
                 X[i, o + AERR] = min(np.sqrt(dg[0]), hi[0] - lo[0])
                 X[i, o + BERR] = min(np.sqrt(dg[1]), hi[1] - lo[1])
                 X[i, o + CERR] = min(np.sqrt(dg[2]), hi[2] - lo[2]) * ymax

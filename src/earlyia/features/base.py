@@ -28,6 +28,7 @@ META_COLUMNS = ("object_id", "alert_id", "mjd", "n_detections", "label", "valid"
 #: Alert- (or object-) level columns copied into feature tables when the input has them.
 CARRY_COLUMNS = ("ndethist", "cdsxmatch", "drb", "classtar", "jdstarthist", "anchor_score")
 
+
 class FeatureExtractor:
     """Base class: subclasses set :attr:`name`, implement :attr:`names` and :meth:`extract`.
 
@@ -84,11 +85,17 @@ class FeatureExtractor:
         """
         raise NotImplementedError
 
-    def extract_lc(self, lc, starts: np.ndarray | None = None, ends: np.ndarray | None = None, object_index: np.ndarray | None = None):
+    def extract_lc(
+        self,
+        lc,
+        starts: np.ndarray | None = None,
+        ends: np.ndarray | None = None,
+        object_index: np.ndarray | None = None,
+    ):
         """:meth:`extract` on the arrays of ``lc`` (default segments: whole objects).
 
-        ``object_index`` (the object of each segment) is for extractors that also read object columns
-        (e.g. ``lsst_early``'s host galaxy); photometry-only extractors ignore it.
+        ``object_index`` (the object of each segment) is for extractors that also read object
+        columns (e.g. ``lsst_early``'s host galaxy); photometry-only extractors ignore it.
         """
         if starts is None:
             starts, ends = lc.starts, lc.ends
@@ -105,7 +112,8 @@ class FeatureExtractor:
         )
 
     def transform(self, lc, per: str = "object") -> pd.DataFrame:
-        """Feature table of ``lc``: one row per object (``per="object"``) or per alert (``"alert"``).
+        """Feature table of ``lc``: one row per object (``per="object"``) or per alert
+        (``"alert"``).
 
         ``per="auto"`` means per alert when ``lc`` has alerts, else per object. Columns:
         :data:`META_COLUMNS` (``label`` only when ``lc.objects`` has it), the
@@ -117,7 +125,10 @@ class FeatureExtractor:
             raise InputError(f"per must be 'object', 'alert' or 'auto', got {per!r}")
         if per == "alert":
             if lc.alerts.empty:
-                raise InputError("per='alert' needs alerts, but the light curves have none; use per='object' or lc.replay()")
+                raise InputError(
+                    "per='alert' needs alerts, but the light curves have none; use "
+                    "per='object' or lc.replay()"
+                )
             starts, ends = lc.alert_segments()
             obj = lc.alerts["object_index"].to_numpy(np.int64)
             alert_ids = lc.alerts["alert_id"].astype(str).to_numpy(object)
@@ -132,7 +143,10 @@ class FeatureExtractor:
         X, ok, reason = extract_batched(self, lc, starts, ends, obj)
         names = list(self.names)
         if X.shape != (len(starts), len(names)):
-            raise FeatureMismatchError(f"{self.name}: extract returned shape {X.shape}, expected {(len(starts), len(names))}")
+            raise FeatureMismatchError(
+                f"{self.name}: extract returned shape {X.shape}, expected "
+                f"{(len(starts), len(names))}"
+            )
         cum = np.concatenate([[0], np.cumsum(lc.detected, dtype=np.int64)])
         nonempty = ends > starts
         last = np.full(len(starts), np.nan)
@@ -154,19 +168,29 @@ class FeatureExtractor:
                 cols[c] = lc.objects[c].to_numpy()[obj]
         for j, n in enumerate(names):
             if n in cols:
-                raise FeatureMismatchError(f"{self.name}: feature name {n!r} collides with a metadata column")
+                raise FeatureMismatchError(
+                    f"{self.name}: feature name {n!r} collides with a metadata column"
+                )
             cols[n] = X[:, j]
         return pd.DataFrame(cols)
 
 
-#: Seconds one compiled call may take before control returns to Python (where Ctrl-C and SIGTERM are acted on).
+#: Seconds one compiled call may take before control returns to Python (where Ctrl-C and SIGTERM are
+#: acted on).
 BATCH_SECONDS = 0.25
 
 
-def extract_batched(extractor: FeatureExtractor, lc, starts: np.ndarray, ends: np.ndarray, object_index: np.ndarray | None = None):
+def extract_batched(
+    extractor: FeatureExtractor,
+    lc,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    object_index: np.ndarray | None = None,
+):
     """``extractor.extract_lc`` on consecutive slices of the segments, each sized to take about
-    :data:`BATCH_SECONDS`, so a signal interrupts a long batch within about a second (a compiled kernel
-    cannot be interrupted mid-call). Same result as one call: extractors are pure per segment."""
+    :data:`BATCH_SECONDS`, so a signal interrupts a long batch within about a second (a compiled
+    kernel cannot be interrupted mid-call). Same result as one call: extractors are pure per
+    segment."""
     starts = np.asarray(starts, np.int64)
     ends = np.asarray(ends, np.int64)
     n = len(starts)
@@ -178,7 +202,9 @@ def extract_batched(extractor: FeatureExtractor, lc, starts: np.ndarray, ends: n
     while i < n:
         j = min(n, i + size)
         t0 = time.perf_counter()
-        X, ok, why = extractor.extract_lc(lc, starts[i:j], ends[i:j], object_index=None if obj is None else obj[i:j])
+        X, ok, why = extractor.extract_lc(
+            lc, starts[i:j], ends[i:j], object_index=None if obj is None else obj[i:j]
+        )
         dt = time.perf_counter() - t0
         parts_X.append(np.asarray(X, np.float64).reshape(j - i, -1))
         parts_ok.append(np.asarray(ok, bool))
@@ -190,10 +216,13 @@ def extract_batched(extractor: FeatureExtractor, lc, starts: np.ndarray, ends: n
 
 def _check_extractor(name: str, cls: type[FeatureExtractor]) -> None:
     if not (isinstance(cls, type) and issubclass(cls, FeatureExtractor)):
-        raise ConfigError(f"register_extractor({name!r}): {cls!r} is not a FeatureExtractor subclass")
+        raise ConfigError(
+            f"register_extractor({name!r}): {cls!r} is not a FeatureExtractor subclass"
+        )
 
 
-#: Feature extractors by name. The built-ins are imported on first use so that importing this module stays cheap.
+#: Feature extractors by name. The built-ins are imported on first use so that importing this module
+#: stays cheap.
 EXTRACTORS: Registry[type[FeatureExtractor]] = Registry(
     "feature extractor",
     lazy={
@@ -208,8 +237,11 @@ EXTRACTORS: Registry[type[FeatureExtractor]] = Registry(
 )
 
 
-def register_extractor(name: str, cls: type[FeatureExtractor], *, replace: bool = False) -> type[FeatureExtractor]:
-    """Make ``cls`` available to :func:`get_extractor` under ``name`` (``replace=True`` to replace another class)."""
+def register_extractor(
+    name: str, cls: type[FeatureExtractor], *, replace: bool = False
+) -> type[FeatureExtractor]:
+    """Make ``cls`` available to :func:`get_extractor` under ``name`` (``replace=True`` to
+    replace another class)."""
     return EXTRACTORS.register(name, cls, replace=replace)
 
 
@@ -219,7 +251,8 @@ def available_extractors() -> list[str]:
 
 
 def get_extractor(config_or_name: str | dict | FeatureExtractor, **params: Any) -> FeatureExtractor:
-    """An extractor from its name (+ parameters), from a :meth:`~FeatureExtractor.config` dict, or as is.
+    """An extractor from its name (+ parameters), from a :meth:`~FeatureExtractor.config` dict, or
+    as is.
 
     A config's ``names`` (when present) must match what the rebuilt extractor produces: a model
     trained on other features raises :class:`FeatureMismatchError` instead of scoring garbage.
@@ -236,10 +269,14 @@ def get_extractor(config_or_name: str | dict | FeatureExtractor, **params: Any) 
         want = config_or_name.get("names")
         if want is not None and list(want) != list(ext.names):
             raise FeatureMismatchError(
-                f"extractor {ext!r} produces features {list(ext.names)} but the config lists {list(want)}"
+                f"extractor {ext!r} produces features {list(ext.names)} but the config lists "
+                f"{list(want)}"
             )
         return ext
-    raise ConfigError(f"get_extractor expects a name, a config dict or an extractor, got {type(config_or_name).__name__}")
+    raise ConfigError(
+        "get_extractor expects a name, a config dict or an extractor, got "
+        f"{type(config_or_name).__name__}"
+    )
 
 
 def _build(name: str, params: dict[str, Any]) -> FeatureExtractor:

@@ -13,9 +13,9 @@ colour and rise; Fink adds the last upper limit before the first detection):
   curves of variable stars have chi2/dof ~ 1),
 * counts (detections per band, negative-difference detections) and apparent magnitudes.
 
-Optionally the robust sigmoid features are appended (``sigmoid="robust"``) and the SN Ia template-fit
-features (``template=True``, :mod:`earlyia.features.template`), so one extractor gives the whole
-default feature vector.
+Optionally the robust sigmoid features are appended (``sigmoid="robust"``) and the SN Ia
+template-fit features (``template=True``, :mod:`earlyia.features.template`), so one extractor gives
+the whole default feature vector.
 
 Three options make the features hold on what the stream delivers rather than on one curated source
 (the defaults keep the behaviour of earlier releases, so their models still score):
@@ -26,8 +26,9 @@ Three options make the features hold on what the stream delivers rather than on 
 * ``magnitudes=False``: no apparent brightness (magnitudes, the sigmoid amplitude and its signal to
   noise): the same supernova 1 mag further away must score the same;
 * ``negatives="separate"``: the shape features come from the positive detections only; negative
-  differences (``isdiffpos = 'f'``, a subtraction residual or a source fainter than its reference) are
-  counted in ``early_frac_negative``, and a light curve without a positive detection is not scored.
+  differences (``isdiffpos = 'f'``, a subtraction residual or a source fainter than its reference)
+  are counted in ``early_frac_negative``, and a light curve without a positive detection is not
+  scored.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ _GLOBAL = (
 BRIGHTNESS_FEATURES = ("early_mag_first", "early_mag_peak", "early_mag_last")
 BRIGHTNESS_SIGMOID = ("c", "c_err", "snratio")
 NEGATIVES = ("keep", "separate")
-#: The configuration of the default early model (``earlyia features`` and the ``early`` recipe): every option that
-#: makes the features hold on what the stream delivers (module docstring). The class defaults are the earlier
-#: releases' features, which their model files name.
+#: The configuration of the default early model (``earlyia features`` and the ``early`` recipe):
+#: every option that makes the features hold on what the stream delivers (module docstring). The
+#: class defaults are the earlier releases' features, which their model files name.
 STREAM_PARAMS = {"limits": False, "magnitudes": False, "negatives": "separate", "template": True}
 
 
@@ -74,15 +75,17 @@ class EarlyFeatures(FeatureExtractor):
     """Early-epoch features (see the module docstring); ``sigmoid`` appends the sigmoid features.
 
     Args:
-        bands: the bands of the per-band features; the colour is ``bands[0] - bands[1]``.
-        pair_days: two points of different bands closer than this make a colour measurement.
-        sigmoid: None, or the mode of :class:`~earlyia.features.sigmoid.SigmoidFeatures` to append.
-        extra_colours: more colours ``(blue, red)`` (e.g. ``(("r", "i"), ("i", "z"))`` for LSST), each with
-            the four colour features (``early_colour_mean_r_i``...), placed after the per-band features.
-        limits: use upper limits (True) or ignore every non-detection (False).
-        magnitudes: keep the apparent-brightness features (True) or leave them out (False).
-        negatives: ``"keep"`` (negative detections enter every feature) or ``"separate"`` (module docstring).
-        template: append the SN Ia template-fit features of :class:`~earlyia.features.template.IaTemplateFeatures`.
+        bands: the bands of the per-band features; the colour is ``bands[0] - bands[1]``. pair_days:
+        two points of different bands closer than this make a colour measurement. sigmoid: None, or
+        the mode of :class:`~earlyia.features.sigmoid.SigmoidFeatures` to append. extra_colours:
+        more colours ``(blue, red)`` (e.g. ``(("r", "i"), ("i", "z"))`` for LSST), each with
+            the four colour features (``early_colour_mean_r_i``...), placed after the per-band
+            features.
+        limits: use upper limits (True) or ignore every non-detection (False). magnitudes: keep the
+        apparent-brightness features (True) or leave them out (False). negatives: ``"keep"``
+        (negative detections enter every feature) or ``"separate"`` (module docstring). template:
+        append the SN Ia template-fit features of
+        :class:`~earlyia.features.template.IaTemplateFeatures`.
     """
 
     name = "early"
@@ -126,10 +129,14 @@ class EarlyFeatures(FeatureExtractor):
 
     def _check(self) -> None:
         if self.negatives not in NEGATIVES:
-            raise ConfigError(f"EarlyFeatures: negatives must be one of {NEGATIVES}, got {self.negatives!r}")
+            raise ConfigError(
+                f"EarlyFeatures: negatives must be one of {NEGATIVES}, got {self.negatives!r}"
+            )
         for name in ("limits", "magnitudes", "template"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ConfigError(f"EarlyFeatures: {name} must be True or False, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"EarlyFeatures: {name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     def _all_names(self) -> list[str]:
         own = [f"early_{n}" for n in _GLOBAL]
@@ -139,12 +146,18 @@ class EarlyFeatures(FeatureExtractor):
             own += [f"early_{n}_{blue}_{red}" for n in _COLOUR]
         sig = self._sigmoid()
         tmpl = self._template()
-        return own + (list(sig.names) if sig is not None else []) + (list(tmpl.names) if tmpl is not None else [])
+        return (
+            own
+            + (list(sig.names) if sig is not None else [])
+            + (list(tmpl.names) if tmpl is not None else [])
+        )
 
     def _kept(self, names: list[str]) -> list[bool]:
         if self.magnitudes:
             return [True] * len(names)
-        drop = set(BRIGHTNESS_FEATURES) | {f"{n}_{b}" for n in BRIGHTNESS_SIGMOID for b in self.bands}
+        drop = set(BRIGHTNESS_FEATURES) | {
+            f"{n}_{b}" for n in BRIGHTNESS_SIGMOID for b in self.bands
+        }
         return [n not in drop for n in names]
 
     @property
@@ -156,7 +169,9 @@ class EarlyFeatures(FeatureExtractor):
     def extract(self, mjd, band, flux, flux_err, detected, starts, ends, *, bands, survey):
         self._check()
         if len(self.bands) < 2:
-            raise InputError(f"EarlyFeatures needs at least two bands for the colour, got bands={self.bands!r}")
+            raise InputError(
+                f"EarlyFeatures needs at least two bands for the colour, got bands={self.bands!r}"
+            )
         mjd = np.asarray(mjd, np.float64)
         flux = np.asarray(flux, np.float64)
         detected = np.asarray(detected, np.bool_)
@@ -170,16 +185,23 @@ class EarlyFeatures(FeatureExtractor):
             cum_neg = np.concatenate([[0], np.cumsum(negative, dtype=np.int64)])
             n_all = cum_det[ends] - cum_det[starts]
             with np.errstate(invalid="ignore", divide="ignore"):
-                frac_negative = np.where(n_all > 0, (cum_neg[ends] - cum_neg[starts]) / np.maximum(n_all, 1), 0.0)
+                frac_negative = np.where(
+                    n_all > 0, (cum_neg[ends] - cum_neg[starts]) / np.maximum(n_all, 1), 0.0
+                )
             keep = ~negative
         if not self.limits:
             keep = detected if keep is None else keep & detected
         if keep is not None:  # the same segments over the points kept
             cum = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
             starts, ends = cum[starts], cum[ends]
-            mjd, band, flux, flux_err, detected = (np.asarray(a)[keep] for a in (mjd, band, flux, flux_err, detected))
+            mjd, band, flux, flux_err, detected = (
+                np.asarray(a)[keep] for a in (mjd, band, flux, flux_err, detected)
+            )
         codes = np.array([bands.index(b) if b in bands else -1 for b in self.bands], np.int64)
-        xcodes = np.array([[bands.index(b) if b in bands else -1 for b in p] for p in self._extra_pairs()], np.int64).reshape(-1, 2)
+        xcodes = np.array(
+            [[bands.index(b) if b in bands else -1 for b in p] for p in self._extra_pairs()],
+            np.int64,
+        ).reshape(-1, 2)
         X, n_det = _early_kernel(
             np.asarray(mjd, np.float64),
             np.asarray(band, np.int64),
@@ -200,7 +222,9 @@ class EarlyFeatures(FeatureExtractor):
         parts = [X]
         for extra in (self._sigmoid(), self._template()):
             if extra is not None:
-                Xe, _ok_e, _reason_e = extra.extract(mjd, band, flux, flux_err, detected, starts, ends, bands=bands, survey=survey)
+                Xe, _ok_e, _reason_e = extra.extract(
+                    mjd, band, flux, flux_err, detected, starts, ends, bands=bands, survey=survey
+                )
                 parts.append(Xe)
         X = np.hstack(parts) if len(parts) > 1 else X
         if not self.magnitudes:
@@ -236,7 +260,8 @@ def _wslope(t, m, w, n):
 
 @numba.njit(cache=True)
 def _colour(mjd, band, flux, det, a, e, c0, c1, pair_days, tb, mb, wb, row, col):
-    """Colour c0 - c1 of positive detections paired within ``pair_days``: mean, latest, rate, count -> row[col:col+4]."""
+    """Colour c0 - c1 of positive detections paired within ``pair_days``: mean, latest, rate,
+    count -> row[col:col+4]."""
     n_col = 0
     col_sum = 0.0
     col_last = 0.0
@@ -349,10 +374,26 @@ def _early_kernel(mjd, band, flux, err, det, starts, ends, codes, pair_days, xco
         row[8] = mag_peak
         row[9] = mag_last
         row[10] = t_last - t_peak
-        # ---- colour bands[0] - bands[1] at matched times (and the extra colours, after the per-band block)
+        # ---- colour bands[0] - bands[1] at matched times (and the extra colours, after the
+        # per-band block)
         _colour(mjd, band, flux, det, a, e, codes[0], codes[1], pair_days, tb, mb, wb, row, 11)
         for xi in range(n_extra):
-            _colour(mjd, band, flux, det, a, e, xcodes[xi, 0], xcodes[xi, 1], pair_days, tb, mb, wb, row, n_glob + 4 * nb + 4 * xi)
+            _colour(
+                mjd,
+                band,
+                flux,
+                det,
+                a,
+                e,
+                xcodes[xi, 0],
+                xcodes[xi, 1],
+                pair_days,
+                tb,
+                mb,
+                wb,
+                row,
+                n_glob + 4 * nb + 4 * xi,
+            )
         # ---- non-constancy and brightening significance over all detections
         sw = 0.0
         sf = 0.0

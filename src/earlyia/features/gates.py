@@ -28,10 +28,10 @@ def rise_gate(
 ) -> np.ndarray:
     """Rows a classifier may score: a significant rise, or too few points to judge.
 
-    ``X``/``names``: a feature matrix holding Rainbow's ``rise_sig``, ``n_points`` (points after
-    its cuts, whether or not the fit ran) and, with ``band_offsets``, ``rise_sig_band``, named with
-    ``prefix`` (``"rainbow_"`` in ``lsst_early``). A row passes when either rise statistic is
-    ``>= min_slope_sig`` or when it has fewer than ``min_points`` points (``min_points=0``: a rise is
+    ``X``/``names``: a feature matrix holding Rainbow's ``rise_sig``, ``n_points`` (points after its
+    cuts, whether or not the fit ran) and, with ``band_offsets``, ``rise_sig_band``, named with
+    ``prefix`` (``"rainbow_"`` in ``lsst_early``). A row passes when either rise statistic is ``>=
+    min_slope_sig`` or when it has fewer than ``min_points`` points (``min_points=0``: a rise is
     required everywhere). A light curve with ``min_points`` or more points that is flat,
     noisy-constant or fading from its first point (no significant rise) is rejected: score it 0.
     """
@@ -53,8 +53,8 @@ GATE_KINDS = ("rise",)
 
 
 def rise_prefix(names) -> str | None:
-    """The prefix under which ``names`` hold Rainbow's ``rise_sig`` and ``n_points`` (``""``, ``"rainbow_"``...),
-    or None when these features cannot feed the rise gate."""
+    """The prefix under which ``names`` hold Rainbow's ``rise_sig`` and ``n_points`` (``""``,
+    ``"rainbow_"``...), or None when these features cannot feed the rise gate."""
     names = list(names)
     stems = [n.removesuffix("rise_sig") for n in names if n.endswith("rise_sig")]
     return next((p for p in stems if f"{p}n_points" in names), None)
@@ -63,8 +63,9 @@ def rise_prefix(names) -> str | None:
 def gate_spec(kind: str, names, min_slope_sig: float = 3.0, min_points: int = 3) -> dict | None:
     """The card entry of gate ``kind`` (``"none"`` -> None) for a model on features ``names``.
 
-    Finds Rainbow's ``rise_sig`` / ``n_points`` under any prefix (``rise_sig``, ``rainbow_rise_sig``...),
-    so a model whose features cannot feed the gate is refused at training, not at scoring.
+    Finds Rainbow's ``rise_sig`` / ``n_points`` under any prefix (``rise_sig``,
+    ``rainbow_rise_sig``...), so a model whose features cannot feed the gate is refused at training,
+    not at scoring.
     """
     if kind == "none":
         return None
@@ -73,11 +74,20 @@ def gate_spec(kind: str, names, min_slope_sig: float = 3.0, min_points: int = 3)
     names = list(names)
     prefix = rise_prefix(names)
     if prefix is None:
-        raise InputError("gate 'rise' needs Rainbow's rise_sig and n_points among the model's features "
-                         "(extractors rainbow or lsst_early)")  # fmt: skip
-    # models trained before rise_sig_band existed keep the single-statistic gate (no key in their card)
+        raise InputError(
+            "gate 'rise' needs Rainbow's rise_sig and n_points among the model's features "
+            "(extractors rainbow or lsst_early)"
+        )
+    # models trained before rise_sig_band existed keep the single-statistic gate (no key in their
+    # card)
     offsets = {"band_offsets": True} if f"{prefix}rise_sig_band" in names else {}
-    return {"kind": kind, "prefix": prefix, "min_slope_sig": float(min_slope_sig), "min_points": int(min_points), **offsets}
+    return {
+        "kind": kind,
+        "prefix": prefix,
+        "min_slope_sig": float(min_slope_sig),
+        "min_points": int(min_points),
+        **offsets,
+    }
 
 
 def apply_gate(spec: dict | None, X: np.ndarray, names) -> np.ndarray:
@@ -86,9 +96,16 @@ def apply_gate(spec: dict | None, X: np.ndarray, names) -> np.ndarray:
     if not spec:
         return np.ones(len(X), bool)
     if spec.get("kind") != "rise":
-        raise InputError(f"unknown gate {spec!r} in the model card; this version knows {list(GATE_KINDS)}")
+        raise InputError(
+            f"unknown gate {spec!r} in the model card; this version knows {list(GATE_KINDS)}"
+        )
     return rise_gate(
-        X, names, spec["min_slope_sig"], spec["min_points"], prefix=spec.get("prefix", ""), band_offsets=bool(spec.get("band_offsets"))
+        X,
+        names,
+        spec["min_slope_sig"],
+        spec["min_points"],
+        prefix=spec.get("prefix", ""),
+        band_offsets=bool(spec.get("band_offsets")),
     )
 
 

@@ -42,7 +42,9 @@ def write_features(
     config = extractor.config() if isinstance(extractor, FeatureExtractor) else dict(extractor)
     missing = [n for n in config.get("names", []) if n not in df.columns]
     if missing:
-        raise SchemaError(f"feature table lacks the extractor's feature column(s) {missing[:5]}", source=str(path))
+        raise SchemaError(
+            f"feature table lacks the extractor's feature column(s) {missing[:5]}", source=str(path)
+        )
     meta = {
         "format": FORMAT_VERSION,
         "extractor": config,
@@ -52,12 +54,15 @@ def write_features(
         **(extra or {}),
     }
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
+    )
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def is_feature_table(path: str | Path) -> bool:
-    """True when ``path`` is a Parquet file carrying :data:`META_KEY` (written by :func:`write_features`)."""
+    """True when ``path`` is a Parquet file carrying :data:`META_KEY` (written by
+    :func:`write_features`)."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -71,15 +76,19 @@ def is_feature_table(path: str | Path) -> bool:
 
 
 def read_features(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``(table, metadata)`` of a file written by :func:`write_features` (:class:`FormatError` otherwise)."""
+    """``(table, metadata)`` of a file written by :func:`write_features` (:class:`FormatError`
+    otherwise)."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        raise FormatError(f"cannot read as a Parquet feature table: {exc}", source=str(path)) from exc
+        raise FormatError(
+            f"cannot read as a Parquet feature table: {exc}", source=str(path)
+        ) from exc
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise FormatError(
-            "not an earlyia feature table (no 'earlyia.features' metadata); produce one with `earlyia features`",
+            "not an earlyia feature table (no 'earlyia.features' metadata); produce one with "
+            "`earlyia features`",
             source=str(path),
         )
     try:
@@ -87,7 +96,10 @@ def read_features(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     except ValueError as exc:
         raise FormatError(f"corrupted feature metadata: {exc}", source=str(path)) from exc
     if meta.get("format") != FORMAT_VERSION:
-        raise FormatError(f"unsupported feature table format {meta.get('format')!r}; expected {FORMAT_VERSION}", source=str(path))
+        raise FormatError(
+            f"unsupported feature table format {meta.get('format')!r}; expected {FORMAT_VERSION}",
+            source=str(path),
+        )
     return table.to_pandas(), meta
 
 
@@ -110,16 +122,21 @@ class FeaturesSummary:
 
 
 def problem_feature_rows(problems, names: list[str]) -> pd.DataFrame:
-    """Feature-table rows (``valid=False``, the reason, no features) for inputs or objects a reader dropped."""
+    """Feature-table rows (``valid=False``, the reason, no features) for inputs or objects a
+    reader dropped."""
     probs = list(problems)
     n = len(probs)
     cols: dict[str, Any] = {
-        "object_id": np.array(["" if p.object_id is None else str(p.object_id) for p in probs], dtype=object),
+        "object_id": np.array(
+            ["" if p.object_id is None else str(p.object_id) for p in probs], dtype=object
+        ),
         "alert_id": np.full(n, None, dtype=object),
         "mjd": np.full(n, np.nan),
         "n_detections": np.zeros(n, np.int64),
         "valid": np.zeros(n, bool),
-        "reason": np.array([f"{p.reason} [{p.source}]" if p.source else p.reason for p in probs], dtype=object),
+        "reason": np.array(
+            [f"{p.reason} [{p.source}]" if p.source else p.reason for p in probs], dtype=object
+        ),
     }
     for name in names:
         cols[name] = np.full(n, np.nan)
@@ -140,15 +157,15 @@ def features_files(
     chunk_size: int | None = None,
     format: str | None = None,
 ) -> FeaturesSummary:
-    """The feature table of any inputs, read and computed chunk by chunk (memory flat) and written atomically.
+    """The feature table of any inputs, read and computed chunk by chunk (memory flat) and written
+    atomically.
 
-    Inputs that share objects are read together (one light curve per object, as :func:`earlyia.io.read`
-    gives). ``per``: "alert" or "object" (default: per alert for chunks with alerts, else per object).
-    ``replay=(lo, hi)``: one row per detection ``k = lo..hi`` instead of the input's alerts. Objects and inputs
-    the readers drop become rows with ``valid=False`` and the reason; :class:`InputError` when no input at all
-    could be read (nothing is written then).
+    Inputs that share objects are read together (one light curve per object, as
+    :func:`earlyia.io.read` gives). ``per``: "alert" or "object" (default: per alert for chunks with
+    alerts, else per object). ``replay=(lo, hi)``: one row per detection ``k = lo..hi`` instead of
+    the input's alerts. Objects and inputs the readers drop become rows with ``valid=False`` and the
+    reason; :class:`InputError` when no input at all could be read (nothing is written then).
     """
-
 
     t0 = time.perf_counter()
     chunk_size = chunk_size or CHUNK_SIZE
@@ -185,14 +202,21 @@ def features_files(
                 continue
             df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             if writer is None:
-                writer = TableWriter(out, {}, key=META_KEY, arrow=_features_arrow, leading=META_COLUMNS)
+                writer = TableWriter(
+                    out, {}, key=META_KEY, arrow=_features_arrow, leading=META_COLUMNS
+                )
             writer.write(df)
             summary.n_rows += len(df)
             summary.n_valid += int(df["valid"].sum())
             for r in df.loc[~df["valid"].to_numpy(bool), "reason"]:
                 key = reason_key(str(r))
                 summary.reasons[key] = summary.reasons.get(key, 0) + 1
-            del chunk, lc, frames, df  # before the next chunk is read: one chunk in memory at a time
+            del (
+                chunk,
+                lc,
+                frames,
+                df,
+            )  # before the next chunk is read: one chunk in memory at a time
         if n_read == 0:
             detail = "; ".join(unreadable[:3]) or "no input"
             raise InputError(f"nothing could be read: {detail}")

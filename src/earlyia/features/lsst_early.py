@@ -1,22 +1,26 @@
-"""The LSST early SN Ia features: early-epoch features on ugrizY, Rainbow where it fits, the alert's host galaxy.
+"""The LSST early SN Ia features: early-epoch features on ugrizY, Rainbow where it fits, the alert's
+host galaxy.
 
-Why one extractor: the ELAsTiCC classifier of the README learns from these three blocks together, and
-``earlyia score`` rebuilds a model's features from its card alone, so all three must come from one
-registered, configured object (locally and on Spark alike).
+Why one extractor: the ELAsTiCC classifier of the README learns from these three blocks together,
+and ``earlyia score`` rebuilds a model's features from its card alone, so all three must come from
+one registered, configured object (locally and on Spark alike).
 
-* :class:`~earlyia.features.early.EarlyFeatures` on the six bands, with the extra colours r - i, i - z,
-  u - g: defined for every alert, even one point in one band.
+* :class:`~earlyia.features.early.EarlyFeatures` on the six bands, with the extra colours r - i, i -
+  z, u - g: defined for every alert, even one point in one band.
 * :class:`~earlyia.features.rainbow.RainbowFeatures` with Fink's ELAsTiCC cuts (flux >= -10 nJy,
-  intraday averaging) and ``rainbow_min_points`` (Fink: 7). Where the fit fails, the fitted columns hold
-  :data:`PLACEHOLDER` and ``rainbow_valid`` is 0, while the columns defined without a fit (``n_points``,
-  ``n_bands``, ``peak_flux``, ``slope_sig``, ``rise_sig``, ``rise_sig_band``) keep their values: the row stays usable.
+  intraday averaging) and ``rainbow_min_points`` (Fink: 7). Where the fit fails, the fitted columns
+  hold :data:`PLACEHOLDER` and ``rainbow_valid`` is 0, while the columns defined without a fit
+  (``n_points``, ``n_bands``, ``peak_flux``, ``slope_sig``, ``rise_sig``, ``rise_sig_band``) keep
+  their values: the row stays usable.
 * Host galaxy as the alert's ``diaObject`` carries it (``host="z"``: photo-z, its error, Milky-Way
-  E(B-V); ``"full"`` adds host r magnitude, ellipticity, size, separation and four host colours). Never the
-  simulation's truth. PLAsTiCC metadata (``hostgal_photoz``) is mapped: a photo-z of exactly 0 (galactic)
-  gets ELAsTiCC's no-host values; host magnitudes and shapes PLAsTiCC lacks are unknown (placeholder).
+  E(B-V); ``"full"`` adds host r magnitude, ellipticity, size, separation and four host colours).
+  Never the simulation's truth. PLAsTiCC metadata (``hostgal_photoz``) is mapped: a photo-z of
+  exactly 0 (galactic) gets ELAsTiCC's no-host values; host magnitudes and shapes PLAsTiCC lacks are
+  unknown (placeholder).
 
-Host columns live on the objects, not in the photometry: :meth:`LsstEarlyFeatures.extract_lc` reads them
-from the light-curve table, and the array-only :meth:`~LsstEarlyFeatures.extract` refuses a host setting.
+Host columns live on the objects, not in the photometry: :meth:`LsstEarlyFeatures.extract_lc` reads
+them from the light-curve table, and the array-only :meth:`~LsstEarlyFeatures.extract` refuses a
+host setting.
 """
 
 from __future__ import annotations
@@ -35,8 +39,14 @@ HOST_Z = ("hostgal_zphot", "hostgal_zphot_err", "mwebv")
 HOST_GALAXY = ("hostgal_mag_r", "hostgal_ellipticity", "hostgal_sqradius", "hostgal_snsep")
 HOST_COLOURS = (("g", "r"), ("r", "i"), ("u", "g"), ("i", "z"))
 #: ELAsTiCC's values when no host galaxy is matched
-HOSTLESS = {"hostgal_zphot": -999.0, "hostgal_zphot_err": -999.0, "hostgal_ellipticity": -9999.0, "hostgal_sqradius": -9999.0,
-            "hostgal_snsep": -9.0, **{f"hostgal_mag_{b}": 999.0 for b in "ugrizY"}}  # fmt: skip
+HOSTLESS = {
+    "hostgal_zphot": -999.0,
+    "hostgal_zphot_err": -999.0,
+    "hostgal_ellipticity": -9999.0,
+    "hostgal_sqradius": -9999.0,
+    "hostgal_snsep": -9.0,
+    **{f"hostgal_mag_{b}": 999.0 for b in "ugrizY"},
+}
 #: Rainbow columns defined without a fit (kept when the fit fails)
 RAINBOW_ALWAYS = ("n_points", "n_bands", "peak_flux", "slope_sig", "rise_sig", "rise_sig_band")
 HOST_SETTINGS = ("none", "z", "full")
@@ -70,10 +80,16 @@ class LsstEarlyFeatures(FeatureExtractor):
 
     # ----------------------------------------------------------------- parts
     def _early(self) -> EarlyFeatures:
-        return EarlyFeatures(bands=tuple(self.bands), sigmoid=None, extra_colours=tuple(tuple(p) for p in self.extra_colours))
+        return EarlyFeatures(
+            bands=tuple(self.bands),
+            sigmoid=None,
+            extra_colours=tuple(tuple(p) for p in self.extra_colours),
+        )
 
     def _rainbow(self) -> RainbowFeatures:
-        return RainbowFeatures.fink(survey="LSST", min_points=int(self.rainbow_min_points), detections_only=not self.forced)
+        return RainbowFeatures.fink(
+            survey="LSST", min_points=int(self.rainbow_min_points), detections_only=not self.forced
+        )
 
     def _host_names(self) -> list[str]:
         if self.host not in HOST_SETTINGS:
@@ -87,17 +103,26 @@ class LsstEarlyFeatures(FeatureExtractor):
 
     @property
     def names(self) -> list[str]:
-        return [*self._early().names, *[f"rainbow_{n}" for n in self._rainbow().names], "rainbow_valid", *self._host_names()]
+        return [
+            *self._early().names,
+            *[f"rainbow_{n}" for n in self._rainbow().names],
+            "rainbow_valid",
+            *self._host_names(),
+        ]
 
     # ----------------------------------------------------------------- computation
     def extract(self, mjd, band, flux, flux_err, detected, starts, ends, *, bands, survey):
-        """Photometry-only features; only possible with ``host="none"`` (host columns are object columns)."""
+        """Photometry-only features; only possible with ``host="none"`` (host columns are object
+        columns)."""
         if self._host_names():
             raise ConfigError(
-                f"lsst_early with host={self.host!r} reads the objects' host-galaxy columns: call extract_lc or "
+                f"lsst_early with host={self.host!r} reads the objects' host-galaxy columns: "
+                "call extract_lc or "
                 "transform on a light-curve table, or use host='none'"
             )
-        X, ok, reason = self._photometry(mjd, band, flux, flux_err, detected, starts, ends, bands=bands, survey=survey)
+        X, ok, reason = self._photometry(
+            mjd, band, flux, flux_err, detected, starts, ends, bands=bands, survey=survey
+        )
         return _finite(X), ok, reason
 
     def _photometry(self, mjd, band, flux, flux_err, detected, starts, ends, *, bands, survey):
@@ -116,24 +141,38 @@ class LsstEarlyFeatures(FeatureExtractor):
             starts, ends, object_index = lc.starts, lc.ends, np.arange(lc.n_objects)
         starts = np.asarray(starts, np.int64)
         ends = np.asarray(ends, np.int64)
-        X, ok, reason = self._photometry(lc.mjd, lc.band, lc.flux, lc.flux_err, lc.detected, starts, ends,
-                                         bands=tuple(lc.bands), survey=lc.survey)  # fmt: skip
+        X, ok, reason = self._photometry(
+            lc.mjd,
+            lc.band,
+            lc.flux,
+            lc.flux_err,
+            lc.detected,
+            starts,
+            ends,
+            bands=tuple(lc.bands),
+            survey=lc.survey,
+        )
         host = self._host_names()
         if host:
             if object_index is None:
-                # a segment is a prefix of its object's rows: the object whose rows start at or before it
+                # a segment is a prefix of its object's rows: the object whose rows start at or
+                # before it
                 object_index = np.searchsorted(np.asarray(lc.offsets), starts, side="right") - 1
-            X = np.hstack([X, host_columns(lc.objects, self.host)[np.asarray(object_index, np.int64)]])
+            X = np.hstack(
+                [X, host_columns(lc.objects, self.host)[np.asarray(object_index, np.int64)]]
+            )
         return _finite(X), ok, reason
 
 
 def _finite(X: np.ndarray) -> np.ndarray:
-    """Undefined features (NaN) become the placeholder, infinities a large finite value: forests need numbers."""
+    """Undefined features (NaN) become the placeholder, infinities a large finite value: forests
+    need numbers."""
     return np.nan_to_num(X, nan=PLACEHOLDER, posinf=1e6, neginf=-1e6)
 
 
 def host_columns(objects, host: str) -> np.ndarray:
-    """``(n_objects, k)`` host-galaxy columns (``host`` = ``"z"`` or ``"full"``), in :class:`LsstEarlyFeatures` order."""
+    """``(n_objects, k)`` host-galaxy columns (``host`` = ``"z"`` or ``"full"``), in
+    :class:`LsstEarlyFeatures` order."""
     o = objects
     n = len(o)
 

@@ -48,7 +48,10 @@ def effective_wavelengths(survey: str, bands: Sequence[str] | None = None) -> np
     for k, name in enumerate(names):
         key = name if name in table else _alias(name, table)
         if key is None:
-            raise ConfigError(f"band {name!r} has no effective wavelength for survey {survey!r}; known bands: {sorted(table)}")
+            raise ConfigError(
+                f"band {name!r} has no effective wavelength for survey {survey!r}; known "
+                f"bands: {sorted(table)}"
+            )
         out[k] = table[key]
     return out
 
@@ -63,5 +66,8 @@ def _alias(name: str, table: dict[str, float]) -> str | None:
 def _survey_table(survey: str) -> dict[str, float]:
     key = str(survey).upper()
     if key not in EFFECTIVE_WAVELENGTH_AA:
-        raise ConfigError(f"unknown survey {survey!r} for passband wavelengths; known: {sorted(EFFECTIVE_WAVELENGTH_AA)}")
+        raise ConfigError(
+            f"unknown survey {survey!r} for passband wavelengths; known: "
+            f"{sorted(EFFECTIVE_WAVELENGTH_AA)}"
+        )
     return EFFECTIVE_WAVELENGTH_AA[key]

@@ -31,8 +31,9 @@ from earlyia.features.passbands import EFFECTIVE_WAVELENGTH_AA, effective_wavele
 PARAM_NAMES = ("reference_time", "amplitude", "rise_time", "T", "T_amplitude", "t_color")
 #: ELAsTiCC fluxes are in nJy (zero point 31.4); the table stores FLUXCAL (zero point 27.5).
 NJY_TO_FLUXCAL = 10.0 ** (-0.4 * (31.4 - 27.5))
-#: degrees of freedom ``rise_sig_band`` needs to measure the scatter that inflates its error: generated ugrizY
-#: noise with errors underestimated 6x reached 3 sigma 0.5 % of the time with 3, 2 % with 2, 3.5 % with 1 (200 curves)
+#: degrees of freedom ``rise_sig_band`` needs to measure the scatter that inflates its error:
+#: generated ugrizY noise with errors underestimated 6x reached 3 sigma 0.5 % of the time with 3, 2
+#: % with 2, 3.5 % with 1 (200 curves)
 RISE_BAND_MIN_DOF = 3
 
 _REASONS = {
@@ -76,7 +77,8 @@ def fit_segments(
     profile_amplitude: bool = True,
     screen_iter: int = 10,
 ) -> dict[str, np.ndarray]:
-    """Fit Rainbow to every segment ``starts[i]:ends[i]``; the array-level core of :class:`RainbowFeatures`.
+    """Fit Rainbow to every segment ``starts[i]:ends[i]``; the array-level core of
+    :class:`RainbowFeatures`.
 
     ``band`` holds integer codes into ``band_wavelength_aa`` (a code whose wavelength is 0/NaN is
     ignored). Returns a dict of arrays: ``params`` (n, 6) in :data:`PARAM_NAMES` order (days, flux
@@ -84,15 +86,18 @@ def fit_segments(
     ``t_last`` (after cuts and averaging) and ``status`` (0 = converged fit, see the kernel).
     ``init`` (n, 6), same order and units, adds a start per segment (NaN rows: none): e.g. the
     previous alert's solution, which makes refitting a growing light curve cheap and stable.
-    ``n_starts`` starts (see ``_rainbow_kernel.START_ORDER``) each get ``screen_iter`` iterations, then
-    successive halving keeps the better half until one is iterated to convergence. ``profile_amplitude``
-    (default) solves the amplitude in closed form after every step (variable projection) instead of
-    searching it with the other five; False is the plain six-parameter fit, kept for comparison.
-    ``n_passes`` counts the model evaluations per segment (the work of the fit).
+    ``n_starts`` starts (see ``_rainbow_kernel.START_ORDER``) each get ``screen_iter`` iterations,
+    then successive halving keeps the better half until one is iterated to convergence.
+    ``profile_amplitude`` (default) solves the amplitude in closed form after every step (variable
+    projection) instead of searching it with the other five; False is the plain six-parameter fit,
+    kept for comparison. ``n_passes`` counts the model evaluations per segment (the work of the
+    fit).
     """
     nu_band = _nu_hz(band_wavelength_aa)
     if not (reference_wavelength_aa > 0):
-        raise ConfigError(f"reference_wavelength_aa must be positive, got {reference_wavelength_aa!r}")
+        raise ConfigError(
+            f"reference_wavelength_aa must be positive, got {reference_wavelength_aa!r}"
+        )
     nu_ref = _k.C_LIGHT / (float(reference_wavelength_aa) * 1e-8)
     mjd = np.ascontiguousarray(mjd, np.float64)
     n = mjd.shape[0]
@@ -111,7 +116,10 @@ def fit_segments(
         float(intraday_window),
     )
     if int(n_starts) < 0 or int(screen_iter) < 1 or int(max_iter) < 1:
-        raise ConfigError(f"need n_starts >= 0, screen_iter >= 1 and max_iter >= 1, got {n_starts}, {screen_iter}, {max_iter}")
+        raise ConfigError(
+            f"need n_starts >= 0, screen_iter >= 1 and max_iter >= 1, got {n_starts}, "
+            f"{screen_iter}, {max_iter}"
+        )
     prior = 0.0 if t_amplitude_prior is None else float(t_amplitude_prior)
     params, cov, chi2, n_pts, n_bnd, peak, t_last, status, passes = _k.fit_batch(
         t,
@@ -136,7 +144,9 @@ def fit_segments(
     return {
         "slope_sig": _k.slope_significance(t, f, e, s, en, False),
         "rise_sig": _k.slope_significance(t, f, e, s, en, True),
-        "rise_sig_band": _k.banded_rise_significance(t, f, e, b, s, en, max(len(nu_band), 1), RISE_BAND_MIN_DOF),
+        "rise_sig_band": _k.banded_rise_significance(
+            t, f, e, b, s, en, max(len(nu_band), 1), RISE_BAND_MIN_DOF
+        ),
         "params": params,
         "cov": cov,
         "chi2": chi2,
@@ -154,15 +164,25 @@ def _init_array(init: np.ndarray | None, n: int) -> np.ndarray:
         return np.full((n, len(PARAM_NAMES)), np.nan)
     arr = np.ascontiguousarray(init, np.float64)
     if arr.shape != (n, len(PARAM_NAMES)):
-        raise ConfigError(f"init must have shape {(n, len(PARAM_NAMES))} (segments x {list(PARAM_NAMES)}), got {arr.shape}")
+        raise ConfigError(
+            f"init must have shape {(n, len(PARAM_NAMES))} (segments x {list(PARAM_NAMES)}), "
+            f"got {arr.shape}"
+        )
     return arr
 
 
-def rainbow_model(mjd: np.ndarray, wavelength_aa: np.ndarray, params: Sequence[float], reference_wavelength_aa: float) -> np.ndarray:
+def rainbow_model(
+    mjd: np.ndarray,
+    wavelength_aa: np.ndarray,
+    params: Sequence[float],
+    reference_wavelength_aa: float,
+) -> np.ndarray:
     """Model flux at times ``mjd`` and effective wavelengths ``wavelength_aa`` (one per point)."""
     nu = _nu_hz(np.broadcast_to(np.asarray(wavelength_aa, np.float64), np.shape(mjd)).copy())
     nu_ref = _k.C_LIGHT / (float(reference_wavelength_aa) * 1e-8)
-    return _k.model_flux(np.ascontiguousarray(mjd, np.float64), nu, np.asarray(params, np.float64), nu_ref)
+    return _k.model_flux(
+        np.ascontiguousarray(mjd, np.float64), nu, np.asarray(params, np.float64), nu_ref
+    )
 
 
 class RainbowFeatures(FeatureExtractor):
@@ -231,7 +251,15 @@ class RainbowFeatures(FeatureExtractor):
     def names(self) -> list[str]:
         main = ["t0", "amplitude", "rise_time", "T_min", "T_max", "delta_T", "t_color"]
         trend = ["slope_sig", "rise_sig", "rise_sig_band"]
-        return [*main, "reduced_chi2", *[f"{n}_err" for n in main], "n_points", "n_bands", "peak_flux", *trend]
+        return [
+            *main,
+            "reduced_chi2",
+            *[f"{n}_err" for n in main],
+            "n_points",
+            "n_bands",
+            "peak_flux",
+            *trend,
+        ]
 
     # ------------------------------------------------------------------ wavelengths
     def wavelength_table(self, survey: str | None = None) -> dict[str, float]:
@@ -259,10 +287,17 @@ class RainbowFeatures(FeatureExtractor):
     # ------------------------------------------------------------------ computation
     def extract(self, mjd, band, flux, flux_err, detected, starts, ends, *, bands, survey):
         table = self.wavelength_table(survey)
-        code_wl = np.array([table.get(b, table.get(_ci(b, table) or "", 0.0)) for b in bands], np.float64)
+        code_wl = np.array(
+            [table.get(b, table.get(_ci(b, table) or "", 0.0)) for b in bands], np.float64
+        )
         ref_wl = float(np.mean(list(table.values())))
         res = fit_segments(
-            mjd, band, flux, flux_err, starts, ends,
+            mjd,
+            band,
+            flux,
+            flux_err,
+            starts,
+            ends,
             band_wavelength_aa=code_wl,
             reference_wavelength_aa=ref_wl,
             detected=detected,
@@ -275,18 +310,21 @@ class RainbowFeatures(FeatureExtractor):
             max_iter=self.max_iter,
             edm_tol=self.edm_tol,
             n_starts=self.n_starts,
-        )  # fmt: skip
+        )
         X = features_from_fit(res)
         status = res["status"]
         ok = status == _k.ST_OK
         reason = np.full(len(status), "", dtype=object)
         for code, text in _REASONS.items():
-            reason[status == code] = text.format(min_points=self.min_points, min_bands=self.min_bands)
+            reason[status == code] = text.format(
+                min_points=self.min_points, min_bands=self.min_bands
+            )
         return X, ok, reason
 
 
 def features_from_fit(res: dict[str, np.ndarray]) -> np.ndarray:
-    """Feature matrix (columns of :attr:`RainbowFeatures.names`) from a :func:`fit_segments` result."""
+    """Feature matrix (columns of :attr:`RainbowFeatures.names`) from a :func:`fit_segments`
+    result."""
     p, cov = res["params"], res["cov"]
     n = p.shape[0]
     peak = res["peak_flux"]

@@ -3,12 +3,12 @@
 Two modes of one extractor (:class:`SigmoidFeatures`):
 
 * ``mode="fink"`` reproduces Fink's production early-SN-Ia features (actsnfink
-  ``get_sigmoid_features_dev_fast(min_rising_points=2, min_data_points=4, rising_criteria='ewma')``):
-  nightly averaging on integer JD, ``|flux|`` of detections (Fink derives flux from the magnitude
-  only), >= 4 nights, every EWM(com=3) difference non-negative, unweighted fit of
-  ``c / (1 + exp(-a (dt - b)))`` from Fink's starting point with the same trust-region algorithm
-  and stopping rules as scipy's ``least_squares``; placeholders ``[0, 0, 0, 0.1, 1e8, 0]`` for a
-  failing band. Use it to score with Fink's model or to compare with Fink.
+  ``get_sigmoid_features_dev_fast(min_rising_points=2, min_data_points=4,
+  rising_criteria='ewma')``): nightly averaging on integer JD, ``|flux|`` of detections (Fink
+  derives flux from the magnitude only), >= 4 nights, every EWM(com=3) difference non-negative,
+  unweighted fit of ``c / (1 + exp(-a (dt - b)))`` from Fink's starting point with the same
+  trust-region algorithm and stopping rules as scipy's ``least_squares``; placeholders ``[0, 0, 0,
+  0.1, 1e8, 0]`` for a failing band. Use it to score with Fink's model or to compare with Fink.
 * ``mode="robust"`` (default) is our improvement: error-weighted bounded fit, a rising test that
   tolerates noise, 3 points per band are enough, parameter uncertainties, reduced chi2, span and a
   per-band ``ok`` flag. See ``docs/features.md`` for each change and why.
@@ -47,7 +47,8 @@ ROBUST_BAND_FEATURES = (
     "ok",
 )
 #: Robust-mode placeholders of a band that cannot be fitted (documented in docs/features.md):
-#: rates/times/amplitudes 0, uncertainties and chi2 -1 (never produced by a fit), counts as measured.
+#: rates/times/amplitudes 0, uncertainties and chi2 -1 (never produced by a fit), counts as
+#: measured.
 ROBUST_PLACEHOLDER = {
     "a": 0.0,
     "b": 0.0,
@@ -78,7 +79,8 @@ class SigmoidFeatures(FeatureExtractor):
         b_margin: robust mode: ``b`` within the data span +- this many days.
         rise_sigma: robust mode: a band is "not rising" when its weighted flux-vs-time slope is
             below ``-rise_sigma`` standard errors.
-        use_limit: robust mode: add the last upper limit before the first detection as a zero-flux point.
+        use_limit: robust mode: add the last upper limit before the first detection as a zero-flux
+        point.
     """
 
     name = "sigmoid"
@@ -106,11 +108,15 @@ class SigmoidFeatures(FeatureExtractor):
     # --------------------------------------------------------------------------- configuration
     def _check(self) -> None:
         if self.mode not in ("fink", "robust"):
-            raise ConfigError(f"SigmoidFeatures: mode must be 'fink' or 'robust', got {self.mode!r}")
+            raise ConfigError(
+                f"SigmoidFeatures: mode must be 'fink' or 'robust', got {self.mode!r}"
+            )
         if not self.bands:
             raise ConfigError("SigmoidFeatures: bands must not be empty")
         if self.min_points is not None and int(self.min_points) < 3:
-            raise ConfigError(f"SigmoidFeatures: min_points must be >= 3 (3 parameters), got {self.min_points}")
+            raise ConfigError(
+                f"SigmoidFeatures: min_points must be >= 3 (3 parameters), got {self.min_points}"
+            )
 
     @property
     def n_min(self) -> int:
@@ -140,7 +146,11 @@ class SigmoidFeatures(FeatureExtractor):
         ends = np.ascontiguousarray(ends, np.int64)
         n = len(starts)
         codes = np.array([list(bands).index(b) if b in bands else -1 for b in self.bands], np.int8)
-        X = np.tile(self.placeholder(), len(self.bands))[None, :].repeat(n, axis=0).astype(np.float64)
+        X = (
+            np.tile(self.placeholder(), len(self.bands))[None, :]
+            .repeat(n, axis=0)
+            .astype(np.float64)
+        )
         status = np.zeros((n, len(self.bands)), np.int8)
         npts = np.zeros((n, len(self.bands)), np.int64)
         args = (
@@ -155,8 +165,24 @@ class SigmoidFeatures(FeatureExtractor):
         )
         if n:
             if self.mode == "fink":
-                # Fink's ZTF rules: nights on JD, |flux|, flux >= -10, every EWM difference rising, no faint check
-                fink_features(*args, self.n_min, 2400000.5, True, False, False, -np.inf, -10.0, False, RISE_EWM_ALL, True, X, status, npts)
+                # Fink's ZTF rules: nights on JD, |flux|, flux >= -10, every EWM difference rising,
+                # no faint check
+                fink_features(
+                    *args,
+                    self.n_min,
+                    2400000.5,
+                    True,
+                    False,
+                    False,
+                    -np.inf,
+                    -10.0,
+                    False,
+                    RISE_EWM_ALL,
+                    True,
+                    X,
+                    status,
+                    npts,
+                )
             else:
                 robust_features(
                     *args,
@@ -175,8 +201,9 @@ class SigmoidFeatures(FeatureExtractor):
     def _verdict(self, status: np.ndarray, npts: np.ndarray, codes: np.ndarray):
         """(ok, reason) per segment; reason names the failing bands.
 
-        Fink mode: ok when every band was fitted (Fink forces the score to 0 otherwise). Robust mode:
-        ok when at least one band was fitted (each band carries its own ``ok_<band>`` feature).
+        Fink mode: ok when every band was fitted (Fink forces the score to 0 otherwise). Robust
+        mode: ok when at least one band was fitted (each band carries its own ``ok_<band>``
+        feature).
         """
         n = status.shape[0]
         ok = (status == 0).all(axis=1) if self.mode == "fink" else (status == 0).any(axis=1)
@@ -196,7 +223,9 @@ class SigmoidFeatures(FeatureExtractor):
                 few = st == 1
                 if few.any():
                     counts, inv = np.unique(npts[idx[few], k], return_inverse=True)
-                    part[few] = np.array([f"band {b}: {c} {unit} < {self.n_min}" for c in counts], dtype=object)[inv]
+                    part[few] = np.array(
+                        [f"band {b}: {c} {unit} < {self.n_min}" for c in counts], dtype=object
+                    )[inv]
             sep = np.full(len(idx), "", dtype=object)
             sep[(out != "") & (part != "")] = "; "
             out = out + sep + part

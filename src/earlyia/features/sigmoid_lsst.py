@@ -5,10 +5,9 @@ Fink's LSST/ELAsTiCC early-SN-Ia module used per-filter sigmoids with rules loos
 maximum are dropped; 3 points are enough; only the last point has to be rising (ZTF: every point).
 Everything else is the ZTF "fink" mode of :mod:`earlyia.features.sigmoid`, run by the same compiled
 kernel (:func:`earlyia.features._sigmoid_kernels.fink_features`, given the ELAsTiCC rules): nightly
-averaging, the unweighted fit of ``c / (1 + exp(-a (dt - b)))`` (residual ``|flux - f|``) from Fink's
-starting point with the same trust-region algorithm, and
-the six features ``a, b, c, snratio, mse, nrise`` per band with the placeholders
-``[0, 0, 0, 0.1, 1e8, 0]`` for a band that fails.
+averaging, the unweighted fit of ``c / (1 + exp(-a (dt - b)))`` (residual ``|flux - f|``) from
+Fink's starting point with the same trust-region algorithm, and the six features ``a, b, c, snratio,
+mse, nrise`` per band with the placeholders ``[0, 0, 0, 0.1, 1e8, 0]`` for a band that fails.
 
 Nights: LSST nights straddle 0 h UTC, so points are grouped by ``rint(MJD)`` (which changes at noon
 UTC), not by ``rint(JD)`` as for ZTF.
@@ -19,14 +18,30 @@ from __future__ import annotations
 import numpy as np
 
 from earlyia.errors import ConfigError
-from earlyia.features._sigmoid_kernels import RISE_LAST, ST_FAILED, ST_FAINT, ST_FEW, ST_NOT_RISING, ST_OK, fink_features
+from earlyia.features._sigmoid_kernels import (
+    RISE_LAST,
+    ST_FAILED,
+    ST_FAINT,
+    ST_FEW,
+    ST_NOT_RISING,
+    ST_OK,
+    fink_features,
+)
 from earlyia.features.base import FeatureExtractor, register_extractor
 from earlyia.features.sigmoid import FINK_BAND_FEATURES, FINK_PLACEHOLDER
 
 #: nJy -> FLUXCAL (zero points 31.4 and 27.5); Fink's thresholds are in nJy.
 NJY_TO_FLUXCAL = 10.0 ** (-0.4 * (31.4 - 27.5))
 
-__all__ = ["NJY_TO_FLUXCAL", "ST_FAILED", "ST_FAINT", "ST_FEW", "ST_NOT_RISING", "ST_OK", "ElasticcSigmoidFeatures"]
+__all__ = [
+    "NJY_TO_FLUXCAL",
+    "ST_FAILED",
+    "ST_FAINT",
+    "ST_FEW",
+    "ST_NOT_RISING",
+    "ST_OK",
+    "ElasticcSigmoidFeatures",
+]
 
 
 class ElasticcSigmoidFeatures(FeatureExtractor):
@@ -68,7 +83,9 @@ class ElasticcSigmoidFeatures(FeatureExtractor):
 
     def extract(self, mjd, band, flux, flux_err, detected, starts, ends, *, bands, survey):
         if int(self.min_points) < 3:
-            raise ConfigError(f"sigmoid_lsst: min_points must be >= 3 (3 parameters), got {self.min_points}")
+            raise ConfigError(
+                f"sigmoid_lsst: min_points must be >= 3 (3 parameters), got {self.min_points}"
+            )
         names = self.names
         n = len(starts)
         nb = len(self.bands)
@@ -104,14 +121,24 @@ class ElasticcSigmoidFeatures(FeatureExtractor):
         fitted = (status == ST_OK).sum(axis=1)
         ok = fitted >= int(self.min_ok_bands)
         reason = np.full(n, "", dtype=object)
-        words = {ST_FEW: "points < {m}", ST_NOT_RISING: "last point not rising", ST_FAILED: "fit failed", ST_FAINT: "max flux <= {f:g} nJy"}
+        words = {
+            ST_FEW: "points < {m}",
+            ST_NOT_RISING: "last point not rising",
+            ST_FAILED: "fit failed",
+            ST_FAINT: "max flux <= {f:g} nJy",
+        }
         for i in np.flatnonzero(~ok):
             parts = []
             for k, b in enumerate(self.bands):
                 if codes[k] < 0:
                     parts.append(f"band {b}: not in this survey")
                 elif status[i, k] != ST_OK:
-                    parts.append(f"band {b}: " + words[int(status[i, k])].format(m=self.min_points, f=self.min_max_flux_njy))
+                    parts.append(
+                        f"band {b}: "
+                        + words[int(status[i, k])].format(
+                            m=self.min_points, f=self.min_max_flux_njy
+                        )
+                    )
             reason[i] = f"{fitted[i]} band(s) fitted < {self.min_ok_bands}: " + "; ".join(parts)
         return X, ok, reason
 

@@ -1,9 +1,10 @@
-"""How well an SN Ia template describes a light curve: features that need no training and travel across surveys.
+"""How well an SN Ia template describes a light curve: features that need no training and travel
+across surveys.
 
 Why: a forest learns the shape of an SN Ia rise from a few hundred labelled objects; a template fit
 brings that shape from physics. The SN Ia spectral template of Hsiao et al. (2007) seen through the
-ZTF g and r passbands (``ia_template_ztf.json``, built by ``scripts/make_ia_template.py``) is fitted to
-the positive detections of each segment, with free time of maximum, a time stretch, and one free
+ZTF g and r passbands (``ia_template_ztf.json``, built by ``scripts/make_ia_template.py``) is fitted
+to the positive detections of each segment, with free time of maximum, a time stretch, and one free
 non-negative amplitude per band (so the distance and the host's reddening do not matter, and an
 object 1 mag fainter gives the same features). The fit is a grid search (stretch x time of maximum,
 coarse then fine) with the amplitudes solved exactly at every grid point, compiled with numba.
@@ -11,13 +12,16 @@ coarse then fine) with the amplitudes solved exactly at every grid point, compil
 Features (``tmpl_`` prefix):
 
 * ``ok``: 1 when the fit ran (at least ``min_points`` positive detections in the template's bands);
-* ``chi2dof``: log10(1 + chi2 / dof) of the best fit, errors with a ``sys_floor`` fraction of the flux
-  added in quadrature (photometry pipelines quote different error scales);
-* ``gain_const``, ``gain_linear``: log10 of the chi2 of a constant (resp. linear) flux per band over the
-  template's chi2: how much better an SN Ia describes the points than no evolution or a straight line;
-* ``stretch``: the time stretch (SN Ia: ~0.8-1.2; faster or slower transients go to the grid's ends);
+* ``chi2dof``: log10(1 + chi2 / dof) of the best fit, errors with a ``sys_floor`` fraction of the
+  flux added in quadrature (photometry pipelines quote different error scales);
+* ``gain_const``, ``gain_linear``: log10 of the chi2 of a constant (resp. linear) flux per band over
+  the template's chi2: how much better an SN Ia describes the points than no evolution or a straight
+  line;
+* ``stretch``: the time stretch (SN Ia: ~0.8-1.2; faster or slower transients go to the grid's
+  ends);
 * ``phase_first``, ``phase_last``: the first and the latest point, in stretched days from maximum;
-* ``colour_excess``: the fitted g - r minus the template's (0 when a band has no point): SN Ia ~0-0.3.
+* ``colour_excess``: the fitted g - r minus the template's (0 when a band has no point): SN Ia
+  ~0-0.3.
 """
 
 from __future__ import annotations
@@ -32,15 +36,27 @@ import numpy as np
 from earlyia.errors import ConfigError
 from earlyia.features.base import FeatureExtractor, register_extractor
 
-_NAMES = ("ok", "chi2dof", "gain_const", "gain_linear", "stretch", "phase_first", "phase_last", "colour_excess")
+_NAMES = (
+    "ok",
+    "chi2dof",
+    "gain_const",
+    "gain_linear",
+    "stretch",
+    "phase_first",
+    "phase_last",
+    "colour_excess",
+)
 #: The grid of time stretches searched.
 STRETCHES = np.array([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.45, 1.7])
 
 
 @lru_cache(maxsize=1)
 def load_template() -> dict:
-    """The SN Ia template (see ``scripts/make_ia_template.py``): phase grid and relative flux per band."""
-    doc = json.loads(resources.files("earlyia.features").joinpath("ia_template_ztf.json").read_text())
+    """The SN Ia template (see ``scripts/make_ia_template.py``): phase grid and relative flux per
+    band."""
+    doc = json.loads(
+        resources.files("earlyia.features").joinpath("ia_template_ztf.json").read_text()
+    )
     return doc
 
 
@@ -48,7 +64,9 @@ def _template_arrays(bands: tuple[str, str]) -> tuple[np.ndarray, float, float]:
     doc = load_template()
     missing = [b for b in bands if b not in doc["bands"]]
     if missing:
-        raise ConfigError(f"the SN Ia template has no band(s) {missing}; it has {sorted(doc['bands'])}")
+        raise ConfigError(
+            f"the SN Ia template has no band(s) {missing}; it has {sorted(doc['bands'])}"
+        )
     flux = np.array([doc["bands"][b] for b in bands], np.float64)
     return flux, float(doc["phase_start"]), float(doc["phase_step"])
 
@@ -67,7 +85,8 @@ def _interp(phase, p0, dp, vals):
 
 @numba.njit(cache=True, nogil=True)
 def _chi2_at(t, f, w, b, n, tmpl, p0, dp, t0, s, amp):
-    """chi2 of the template (time of maximum ``t0``, stretch ``s``) with the best non-negative amplitude per band."""
+    """chi2 of the template (time of maximum ``t0``, stretch ``s``) with the best non-negative
+    amplitude per band."""
     sft0 = 0.0
     stt0 = 0.0
     sff0 = 0.0
@@ -123,8 +142,25 @@ def _poly_chi2(t, f, w, b, n, degree):
 
 
 @numba.njit(cache=True, nogil=True)
-def template_kernel(mjd, band, flux, err, det, starts, ends, codes, tmpl, p0, dp, stretches, sys_floor, min_points, out):
-    """Fill ``out[s]`` with the features of segment ``s`` (see the module docstring for the order)."""
+def template_kernel(
+    mjd,
+    band,
+    flux,
+    err,
+    det,
+    starts,
+    ends,
+    codes,
+    tmpl,
+    p0,
+    dp,
+    stretches,
+    sys_floor,
+    min_points,
+    out,
+):
+    """Fill ``out[s]`` with the features of segment ``s`` (see the module docstring for the
+    order)."""
     maxlen = 1
     for s in range(starts.shape[0]):
         maxlen = max(maxlen, ends[s] - starts[s])
@@ -163,8 +199,9 @@ def template_kernel(mjd, band, flux, err, det, starts, ends, codes, tmpl, p0, dp
         for i in range(n):
             tmin = min(tmin, t[i])
             tmax = max(tmax, t[i])
-        # coarse grid: every stretch, time of maximum in 1-day steps from 15 stretched days before the first
-        # point (a rise seen from its start) to 20 after the last (a decline seen from its start)
+        # coarse grid: every stretch, time of maximum in 1-day steps from 15 stretched days before
+        # the first point (a rise seen from its start) to 20 after the last (a decline seen from its
+        # start)
         best = np.inf
         bsi = 0
         bt0 = tmin
@@ -214,7 +251,9 @@ class IaTemplateFeatures(FeatureExtractor):
 
     name = "ia_template"
 
-    def __init__(self, bands: tuple[str, str] = ("g", "r"), sys_floor: float = 0.03, min_points: int = 3):
+    def __init__(
+        self, bands: tuple[str, str] = ("g", "r"), sys_floor: float = 0.03, min_points: int = 3
+    ):
         self.bands = bands
         self.sys_floor = sys_floor
         self.min_points = min_points
@@ -223,9 +262,13 @@ class IaTemplateFeatures(FeatureExtractor):
         if len(tuple(self.bands)) != 2:
             raise ConfigError(f"IaTemplateFeatures: bands must be (blue, red), got {self.bands!r}")
         if not (0.0 <= float(self.sys_floor) < 1.0):
-            raise ConfigError(f"IaTemplateFeatures: sys_floor must be in [0, 1), got {self.sys_floor!r}")
+            raise ConfigError(
+                f"IaTemplateFeatures: sys_floor must be in [0, 1), got {self.sys_floor!r}"
+            )
         if int(self.min_points) < 2:
-            raise ConfigError(f"IaTemplateFeatures: min_points must be >= 2, got {self.min_points!r}")
+            raise ConfigError(
+                f"IaTemplateFeatures: min_points must be >= 2, got {self.min_points!r}"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -254,7 +297,8 @@ class IaTemplateFeatures(FeatureExtractor):
             int(self.min_points),
             out,
         )
-        # a light curve too short to fit is a valid row with tmpl_ok = 0; one without any point is not a light curve
+        # a light curve too short to fit is a valid row with tmpl_ok = 0; one without any point is
+        # not a light curve
         ok = np.asarray(ends, np.int64) > np.asarray(starts, np.int64)
         return out, ok, np.where(ok, "", "no points").astype(object)
 

@@ -97,12 +97,16 @@ def slack_webhook_url(env: dict | None = None) -> str:
     env = os.environ if env is None else env
     url = env.get(SLACK_WEBHOOK_ENV, "").strip()
     if not url:
-        raise ConfigError(f"set {SLACK_WEBHOOK_ENV} to the Slack incoming-webhook URL, or use --sink stdout / --sink file:PATH")
+        raise ConfigError(
+            f"set {SLACK_WEBHOOK_ENV} to the Slack incoming-webhook URL, or use --sink "
+            "stdout / --sink file:PATH"
+        )
     return check_url(url, SLACK_WEBHOOK_ENV)
 
 
 def check_url(url: str, what: str) -> str:
-    """``url`` if it is a well-formed http(s) URL; otherwise a :class:`ConfigError` that does not show it."""
+    """``url`` if it is a well-formed http(s) URL; otherwise a :class:`ConfigError` that does not
+    show it."""
     bad = ConfigError(f"{what} is not a valid http(s) URL (value not shown); check it")
     if not isinstance(url, str) or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise bad

@@ -1,10 +1,11 @@
 """Files posted with a target: its light curve and the alert's image cutouts, as PNG.
 
 ZTF alerts carry three stamps, ``cutoutScience``, ``cutoutTemplate`` and ``cutoutDifference``
-(``{"fileName", "stampData"}``), each a gzipped FITS file with one simple primary HDU (63x63 pixels).
-They are parsed here without astropy (header cards up to ``END``, ``BITPIX``/``NAXISn``/``BSCALE``/
-``BZERO``/``BLANK``, big-endian data) and drawn side by side with matplotlib; a stamp that cannot be
-drawn is attached as the FITS file it is. Alerts without stamps (other formats, Rubin) give none.
+(``{"fileName", "stampData"}``), each a gzipped FITS file with one simple primary HDU (63x63
+pixels). They are parsed here without astropy (header cards up to ``END``,
+``BITPIX``/``NAXISn``/``BSCALE``/ ``BZERO``/``BLANK``, big-endian data) and drawn side by side with
+matplotlib; a stamp that cannot be drawn is attached as the FITS file it is. Alerts without stamps
+(other formats, Rubin) give none.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _BLOCK = 2880
 
 
 def read_fits_image(data: bytes, source: str = "cutout") -> np.ndarray:
-    """The 2-D image of a (gzipped) FITS file's primary HDU, as float64 with BSCALE/BZERO applied."""
+    """The 2-D image of a (gzipped) FITS file's primary HDU, as float64 with BSCALE/BZERO
+    applied."""
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
@@ -40,17 +42,19 @@ def read_fits_image(data: bytes, source: str = "cutout") -> np.ndarray:
     while "END" not in header:
         if pos + _BLOCK > len(data):
             raise FormatError("FITS header without END card (truncated or not FITS)", source=source)
-        block = data[pos:pos + _BLOCK]
+        block = data[pos : pos + _BLOCK]
         pos += _BLOCK
         for i in range(0, _BLOCK, 80):
-            card = block[i:i + 80].decode("ascii", "replace")
+            card = block[i : i + 80].decode("ascii", "replace")
             keyword = card[:8].strip()
             if keyword == "END":
                 header["END"] = ""
                 break
             if card[8:10] == "= " and keyword:
                 value = card[10:].strip()
-                header[keyword] = value.split("'")[1] if value.startswith("'") else value.split("/")[0].strip()
+                header[keyword] = (
+                    value.split("'")[1] if value.startswith("'") else value.split("/")[0].strip()
+                )
     if header.get("SIMPLE") != "T":
         raise FormatError("not a FITS primary HDU (SIMPLE = T missing)", source=source)
     try:
@@ -65,7 +69,7 @@ def read_fits_image(data: bytes, source: str = "cutout") -> np.ndarray:
         raise FormatError(f"unsupported FITS image (BITPIX {bitpix}, {n1} x {n2})", source=source)
     dtype = np.dtype(_BITPIX[bitpix])
     nbytes = n1 * n2 * dtype.itemsize
-    raw = data[pos:pos + nbytes]
+    raw = data[pos : pos + nbytes]
     if len(raw) < nbytes:
         raise FormatError(f"FITS data truncated ({len(raw)} of {nbytes} bytes)", source=source)
     image = np.frombuffer(raw, dtype).reshape(n2, n1).astype(np.float64)
@@ -89,8 +93,15 @@ def cutouts_png(images: dict[str, np.ndarray], title: str) -> bytes:
     fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.9), squeeze=False)
     for ax, (kind, image) in zip(axes[0], images.items(), strict=True):
         finite = image[np.isfinite(image)]
-        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
-        ax.imshow(image, origin="lower", cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
+        ax.imshow(
+            image,
+            origin="lower",
+            cmap="gray",
+            vmin=lo,
+            vmax=hi if hi > lo else lo + 1,
+            interpolation="nearest",
+        )
         ax.set_title(kind.removeprefix("cutout"), fontsize=9)
         ax.set_axis_off()
     fig.suptitle(_plain(title), fontsize=10)
@@ -101,7 +112,8 @@ def cutouts_png(images: dict[str, np.ndarray], title: str) -> bytes:
     return buf.getvalue()
 
 
-# -- stamps from alert files ------------------------------------------------------------------------
+# -- stamps from alert files
+# ------------------------------------------------------------------------
 def _stamp(value) -> tuple[str, bytes] | None:
     if isinstance(value, dict):
         data = value.get("stampData")
@@ -122,7 +134,12 @@ def _avro_alerts(fh, wanted: set[str]) -> Iterator[tuple[str, str, float, dict]]
             continue
         cand = rec.get("candidate") or {}
         stamps = {k: s for k in CUTOUT_KINDS if (s := _stamp(rec.get(k))) is not None}
-        yield oid, str(rec.get("candid") or cand.get("candid") or ""), float(cand.get("jd") or 0.0), stamps
+        yield (
+            oid,
+            str(rec.get("candid") or cand.get("candid") or ""),
+            float(cand.get("jd") or 0.0),
+            stamps,
+        )
 
 
 def _parquet_alerts(path: Path, wanted: set[str]) -> Iterator[tuple[str, str, float, dict]]:
@@ -137,7 +154,12 @@ def _parquet_alerts(path: Path, wanted: set[str]) -> Iterator[tuple[str, str, fl
     for row in table.to_pylist():
         cand = row.get("candidate") or {}
         stamps = {k: s for k in kinds if (s := _stamp(row.get(k))) is not None}
-        yield str(row["objectId"]), str(row.get("candid") or cand.get("candid") or ""), float(cand.get("jd") or 0.0), stamps
+        yield (
+            str(row["objectId"]),
+            str(row.get("candid") or cand.get("candid") or ""),
+            float(cand.get("jd") or 0.0),
+            stamps,
+        )
 
 
 def _alerts(path: Path, wanted: set[str]) -> Iterator[tuple[str, str, float, dict]]:
@@ -156,9 +178,13 @@ def _alerts(path: Path, wanted: set[str]) -> Iterator[tuple[str, str, float, dic
             yield from _avro_alerts(fh, wanted)
 
 
-def find_cutouts(paths: str | Path | Iterable[str | Path], targets: dict[str, str | None],
-                 problems: list[str] | None = None) -> dict[str, dict[str, tuple[str, bytes]]]:
-    """object id -> {stamp kind: (file name, gzipped FITS bytes)} for the targets whose alerts carry stamps.
+def find_cutouts(
+    paths: str | Path | Iterable[str | Path],
+    targets: dict[str, str | None],
+    problems: list[str] | None = None,
+) -> dict[str, dict[str, tuple[str, bytes]]]:
+    """object id -> {stamp kind: (file name, gzipped FITS bytes)} for the targets whose alerts carry
+    stamps.
 
     ``targets`` maps an object id to the alert id it was chosen on: that alert's stamps are taken,
     else those of the object's latest alert with stamps. A file that cannot be read adds a line to
@@ -185,11 +211,12 @@ def _safe_name(object_id: str) -> str:
 
 
 class TargetFiles:
-    """target -> the files to post with it: light-curve PNG and cutouts PNG (or the FITS stamps as they are).
+    """target -> the files to post with it: light-curve PNG and cutouts PNG (or the FITS stamps as
+    they are).
 
     Args:
-        lc: light curves (``earlyia.io.read``) for the light-curve PNG, or None.
-        alert_paths: alert files (ZTF Avro, a tar of Avro, Parquet) whose stamps are attached, or None.
+        lc: light curves (``earlyia.io.read``) for the light-curve PNG, or None. alert_paths: alert
+        files (ZTF Avro, a tar of Avro, Parquet) whose stamps are attached, or None.
     """
 
     def __init__(self, lc=None, alert_paths=None):
@@ -211,15 +238,30 @@ class TargetFiles:
         if self.lc is not None:
             png = lightcurve_png(self.lc, oid)
             if png is not None:
-                files.append(Attachment(f"{name}_lightcurve.png", f"{escape(oid)} light curve", png))
+                files.append(
+                    Attachment(f"{name}_lightcurve.png", f"{escape(oid)} light curve", png)
+                )
         stamps = self.cutouts.get(oid)
         if stamps:
             try:
-                images = {kind: read_fits_image(data, f"{oid} {kind}") for kind, (_n, data) in stamps.items()}
-                files.append(Attachment(f"{name}_cutouts.png", f"{escape(oid)} cutouts", cutouts_png(images, oid)))
+                images = {
+                    kind: read_fits_image(data, f"{oid} {kind}")
+                    for kind, (_n, data) in stamps.items()
+                }
+                files.append(
+                    Attachment(
+                        f"{name}_cutouts.png", f"{escape(oid)} cutouts", cutouts_png(images, oid)
+                    )
+                )
             except FormatError as exc:
                 self.problems.append(f"{oid}: cutouts attached as FITS ({exc})")
                 for kind, (fname, data) in stamps.items():
                     suffix = ".fits.gz" if data[:2] == b"\x1f\x8b" else ".fits"
-                    files.append(Attachment(f"{name}_{kind}{suffix}", f"{escape(oid)} {kind} ({escape(fname)})", data))
+                    files.append(
+                        Attachment(
+                            f"{name}_{kind}{suffix}",
+                            f"{escape(oid)} {kind} ({escape(fname)})",
+                            data,
+                        )
+                    )
         return files

@@ -53,7 +53,8 @@ def _migration_1(con: sqlite3.Connection) -> None:
             n_objects INTEGER NOT NULL,
             ingested_at TEXT NOT NULL
         )""",
-        # The latest scored alert of every object of a score file (what `label` checks objects against).
+        # The latest scored alert of every object of a score file (what `label` checks objects
+        # against).
         """CREATE TABLE scored_objects (
             score_file_id INTEGER NOT NULL REFERENCES score_files(id),
             object_id TEXT NOT NULL,
@@ -94,7 +95,8 @@ def _migration_1(con: sqlite3.Connection) -> None:
             classification TEXT,
             PRIMARY KEY (selection_id, list, object_id)
         )""",
-        # Follow-up requests: one per (object, list) ever; status moves selected -> posting -> posted | failed.
+        # Follow-up requests: one per (object, list) ever; status moves selected -> posting ->
+        # posted | failed.
         """CREATE TABLE requests (
             id INTEGER PRIMARY KEY,
             object_id TEXT NOT NULL,
@@ -165,7 +167,8 @@ def _migration_1(con: sqlite3.Connection) -> None:
 
 
 def _migration_rows(con: sqlite3.Connection) -> None:
-    """The rows every model learned from and the fixed validation rows, stored content-addressed beside the database."""
+    """The rows every model learned from and the fixed validation rows, stored content-addressed
+    beside the database."""
     con.execute(
         """CREATE TABLE model_rows (
             model_version TEXT PRIMARY KEY REFERENCES models(version),
@@ -187,7 +190,8 @@ def _migration_rows(con: sqlite3.Connection) -> None:
 
 
 _REQUEST_COLUMNS = (
-    "id, object_id, list, selection_id, created_at, model_version, strategy, channel, message_id, status, attempts, "
+    "id, object_id, list, selection_id, created_at, model_version, strategy, channel, "
+    "message_id, status, attempts, "
     "error, updated_at"
 )
 
@@ -212,7 +216,8 @@ def _migration_posts(con: sqlite3.Connection) -> None:
             strategy TEXT NOT NULL,
             channel TEXT,
             message_id TEXT,
-            status TEXT NOT NULL CHECK (status IN ('selected', 'posting', 'posted', 'failed', 'unknown')),
+            status TEXT NOT NULL
+                CHECK (status IN ('selected', 'posting', 'posted', 'failed', 'unknown')),
             attempts INTEGER NOT NULL DEFAULT 0,
             error TEXT,
             updated_at TEXT NOT NULL,
@@ -220,7 +225,9 @@ def _migration_posts(con: sqlite3.Connection) -> None:
             UNIQUE (object_id, list)
         )"""
     )
-    con.execute(f"INSERT INTO requests_v2 ({_REQUEST_COLUMNS}) SELECT {_REQUEST_COLUMNS} FROM requests")
+    con.execute(
+        f"INSERT INTO requests_v2 ({_REQUEST_COLUMNS}) SELECT {_REQUEST_COLUMNS} FROM requests"
+    )
     con.execute("DROP TABLE requests")
     con.execute("ALTER TABLE requests_v2 RENAME TO requests")
     con.execute(
@@ -232,7 +239,8 @@ def _migration_posts(con: sqlite3.Connection) -> None:
             list TEXT,
             sink TEXT NOT NULL,
             destination TEXT,
-            status TEXT NOT NULL CHECK (status IN ('pending', 'posting', 'posted', 'failed', 'unknown')),
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'posting', 'posted', 'failed', 'unknown')),
             created_at TEXT NOT NULL,
             started_at TEXT,
             message_id TEXT,
@@ -273,13 +281,20 @@ class FollowupDB:
     Use :meth:`transaction` for every write: ``with db.transaction() as con: ...``.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, migrate: bool = True):
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, migrate: bool = True
+    ):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         if self.path.exists() and self.path.is_dir():
-            raise ConfigError(f"{self.path}: is a directory; --db / EARLYIA_DB must name a database file")
+            raise ConfigError(
+                f"{self.path}: is a directory; --db / EARLYIA_DB must name a database file"
+            )
         if not self.path.parent.exists():
-            raise ConfigError(f"{self.path}: directory {self.path.parent} does not exist; create it or choose another --db")
+            raise ConfigError(
+                f"{self.path}: directory {self.path.parent} does not exist; create it or "
+                "choose another --db"
+            )
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves (no implicit transactions).
             self.con = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None)
@@ -287,11 +302,17 @@ class FollowupDB:
             self.con.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = self.con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise ConfigError(f"{self.path}: cannot switch the database to WAL mode (got {mode!r}); is it on a network file system?")
+                raise ConfigError(
+                    f"{self.path}: cannot switch the database to WAL mode (got {mode!r}); is "
+                    "it on a network file system?"
+                )
             self.con.execute("PRAGMA foreign_keys = ON")
             self.con.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{self.path}: not a usable SQLite database ({exc}); point --db / EARLYIA_DB at another file") from exc
+            raise ConfigError(
+                f"{self.path}: not a usable SQLite database ({exc}); point --db / EARLYIA_DB "
+                "at another file"
+            ) from exc
         if migrate:
             self.migrate()
 
@@ -304,7 +325,8 @@ class FollowupDB:
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise DatabaseBusyError(
-                    f"{self.path}: database busy: another earlyia command kept it locked longer than the "
+                    f"{self.path}: database busy: another earlyia command kept it locked "
+                    "longer than the "
                     f"{self.busy_timeout:g} s busy timeout; retry later"
                 ) from exc
             raise
@@ -327,7 +349,9 @@ class FollowupDB:
 
     # -- schema -------------------------------------------------------------------------------
     def schema_version(self) -> int:
-        row = self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+        row = self.con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
         if row is None:
             return 0
         value = self.con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
@@ -336,17 +360,24 @@ class FollowupDB:
     def migrate(self) -> int:
         """Apply the pending migrations, all in one transaction; return the schema version."""
         with self.transaction() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "applied_at TEXT NOT NULL)"
+            )
             current = self.schema_version()
             if current > SCHEMA_VERSION:
                 raise ConfigError(
-                    f"{self.path}: database schema version {current} is newer than this earlyia understands "
+                    f"{self.path}: database schema version {current} is newer than this "
+                    "earlyia understands "
                     f"({SCHEMA_VERSION}); upgrade earlyia"
                 )
             for version, func in MIGRATIONS:
                 if version > current:
                     func(con)
-                    con.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, utcnow()))
+                    con.execute(
+                        "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                        (version, utcnow()),
+                    )
         return self.schema_version()
 
     # -- small helpers ------------------------------------------------------------------------
@@ -355,13 +386,28 @@ class FollowupDB:
 
     def counts(self) -> dict[str, int]:
         """Rows per table (what tests and `followup status` look at)."""
-        tables = [r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: int(self.con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]) for t in tables}
+        tables = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            t: int(self.con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]) for t in tables
+        }
 
     def snapshot(self) -> dict[str, list[tuple]]:
-        """Every row of every table, sorted (to compare a database before and after a failed command)."""
-        tables = [r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {t: sorted(tuple(r) for r in self.con.execute(f'SELECT * FROM "{t}"')) for t in tables}
+        """Every row of every table, sorted (to compare a database before and after a failed
+        command)."""
+        tables = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            t: sorted(tuple(r) for r in self.con.execute(f'SELECT * FROM "{t}"')) for t in tables
+        }
 
 
 def dumps(obj: object) -> str:

@@ -61,18 +61,22 @@ def read_label_csv(path: str | Path) -> pd.DataFrame:
     missing = [k for k in ("object_id", "type") if cols[k] is None]
     if missing:
         raise SchemaError(
-            f"missing column(s) {missing}; a label CSV needs object_id, type, date, source[, who] (found {list(raw.columns)}); "
+            f"missing column(s) {missing}; a label CSV needs object_id, type, date, source[, "
+            f"who] (found {list(raw.columns)}); "
             "for a TNS search export use --format tns",
             source=str(path),
         )
-    out = pd.DataFrame({k: (raw[c].astype(str).str.strip() if c is not None else "") for k, c in cols.items()})
+    out = pd.DataFrame(
+        {k: (raw[c].astype(str).str.strip() if c is not None else "") for k, c in cols.items()}
+    )
     out["source"] = out["source"].where(out["source"] != "", "csv")
     out["line"] = range(2, len(out) + 2)
     return out
 
 
 def _tns_internal_id(value: str, known: set[str]) -> str:
-    """The survey id among TNS's comma-separated internal names (a known object, else a ZTF name, else the first)."""
+    """The survey id among TNS's comma-separated internal names (a known object, else a ZTF name,
+    else the first)."""
     names = [n.strip() for n in str(value).split(",") if n.strip()]
     for n in names:
         if n in known:
@@ -84,13 +88,18 @@ def _tns_internal_id(value: str, known: set[str]) -> str:
 
 
 def read_label_tns(path: str | Path, known: set[str] | None = None) -> pd.DataFrame:
-    """A TNS search CSV export (``Name, ..., Obj. Type, ..., Disc. Internal Name, ..., Discovery Date (UT)``)."""
+    """A TNS search CSV export (``Name, ..., Obj. Type, ..., Disc. Internal Name, ..., Discovery
+    Date (UT)``)."""
     path = Path(path)
     raw = _read_csv(path)
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in (TNS_ID, TNS_TYPE) if c not in raw.columns]
     if missing:
-        raise SchemaError(f"not a TNS search export: missing column(s) {missing} (found {list(raw.columns)[:8]}...)", source=str(path))
+        raise SchemaError(
+            f"not a TNS search export: missing column(s) {missing} (found "
+            f"{list(raw.columns)[:8]}...)",
+            source=str(path),
+        )
     known = known or set()
     date_col = next((c for c in TNS_DATE if c in raw.columns), None)
     who_col = next((c for c in TNS_WHO if c in raw.columns), None)
@@ -99,7 +108,10 @@ def read_label_tns(path: str | Path, known: set[str] | None = None) -> pd.DataFr
             "object_id": [_tns_internal_id(v, known) for v in raw[TNS_ID]],
             "type": raw[TNS_TYPE].astype(str).str.strip(),
             "date": raw[date_col].astype(str).str.strip() if date_col else "",
-            "source": ["TNS " + n.strip() if n.strip() else "TNS" for n in raw.get(TNS_NAME, pd.Series([""] * len(raw)))],
+            "source": [
+                "TNS " + n.strip() if n.strip() else "TNS"
+                for n in raw.get(TNS_NAME, pd.Series([""] * len(raw)))
+            ],
             "who": raw[who_col].astype(str).str.strip() if who_col else "",
         }
     )
@@ -109,8 +121,9 @@ def read_label_tns(path: str | Path, known: set[str] | None = None) -> pd.DataFr
 
 def known_objects(db: FollowupDB) -> set[str]:
     """Objects the loop has seen: scored, selected, requested, trained on or validated on."""
-    sql = """SELECT object_id FROM scored_objects UNION SELECT object_id FROM candidates UNION SELECT object_id FROM requests
-             UNION SELECT object_id FROM training_set UNION SELECT object_id FROM validation_set"""
+    sql = """SELECT object_id FROM scored_objects UNION SELECT object_id FROM candidates
+             UNION SELECT object_id FROM requests UNION SELECT object_id FROM training_set
+             UNION SELECT object_id FROM validation_set"""
     return {r[0] for r in db.query(sql)}
 
 
@@ -131,15 +144,23 @@ class LabelReport:
         neg = sum(1 for *_, c in self.inserted if c == NEGATIVE)
         unl = len(self.inserted) - pos - neg
         return (
-            f"{len(self.inserted)} label(s) stored ({pos} positive, {neg} negative, {unl} unlabelled type); "
+            f"{len(self.inserted)} label(s) stored ({pos} positive, {neg} negative, {unl} "
+            "unlabelled type); "
             f"{len(self.unknown)} unknown object(s), {len(self.conflicts)} conflict(s), "
             f"{len(self.duplicates)} duplicate(s), {len(self.invalid)} invalid row(s) skipped"
         )
 
 
-def ingest_labels(db: FollowupDB, frame: pd.DataFrame, *, type_map: TypeMap | None = None, file: str = "",
-                  allow_unknown: bool = False) -> LabelReport:
-    """Validate ``frame`` (object_id, type, date, source, who, line) against the database and store the good rows.
+def ingest_labels(
+    db: FollowupDB,
+    frame: pd.DataFrame,
+    *,
+    type_map: TypeMap | None = None,
+    file: str = "",
+    allow_unknown: bool = False,
+) -> LabelReport:
+    """Validate ``frame`` (object_id, type, date, source, who, line) against the database and store
+    the good rows.
 
     Rules: an object the database has never seen is *unknown* (skipped unless ``allow_unknown``);
     a row whose class (positive/negative) differs from a label already stored, or from another
@@ -170,8 +191,14 @@ def ingest_labels(db: FollowupDB, frame: pd.DataFrame, *, type_map: TypeMap | No
                 report.invalid.append(Problem(where, row.object_id, "no type"))
                 continue
             if not allow_unknown and row.object_id not in known:
-                report.unknown.append(Problem(where, row.object_id, "unknown object (never scored, selected or trained on); "
-                                                                    "check the id or pass --allow-unknown"))
+                report.unknown.append(
+                    Problem(
+                        where,
+                        row.object_id,
+                        "unknown object (never scored, selected or trained on); "
+                        "check the id or pass --allow-unknown",
+                    )
+                )
                 continue
             valid_rows.append(row)
 
@@ -188,33 +215,65 @@ def ingest_labels(db: FollowupDB, frame: pd.DataFrame, *, type_map: TypeMap | No
             oid, typ, lab = row.object_id, row.type_norm, int(row.label)
             key = (oid, typ)
             if key in seen or any(t == typ for t, _ in stored.get(oid, [])):
-                report.duplicates.append(Problem(where, oid, f"duplicate label {typ!r} (already stored or earlier in the file): skipped"))
+                report.duplicates.append(
+                    Problem(
+                        where,
+                        oid,
+                        f"duplicate label {typ!r} (already stored or earlier in the file): skipped",
+                    )
+                )
                 continue
             if len(file_classes.get(oid, ())) > 1:
-                report.conflicts.append(Problem(where, oid, f"conflicting types in this file for the same object ({typ!r} is "
-                                                            f"{_CLASS_NAME[lab]}, another row says otherwise): all its rows skipped"))
+                report.conflicts.append(
+                    Problem(
+                        where,
+                        oid,
+                        f"conflicting types in this file for the same object ({typ!r} is "
+                        f"{_CLASS_NAME[lab]}, another row says otherwise): all its rows skipped",
+                    )
+                )
                 continue
             stored_classes = {c for _, c in stored.get(oid, []) if c != UNLABELLED}
             if lab != UNLABELLED and stored_classes and lab not in stored_classes:
                 old = ", ".join(f"{t!r}" for t, c in stored.get(oid, []) if c != UNLABELLED)
-                report.conflicts.append(Problem(where, oid, f"{typ!r} ({_CLASS_NAME[lab]}) conflicts with the stored label {old}: "
-                                                            "skipped (the stored label stays)"))
+                report.conflicts.append(
+                    Problem(
+                        where,
+                        oid,
+                        f"{typ!r} ({_CLASS_NAME[lab]}) conflicts with the stored label {old}: "
+                        "skipped (the stored label stays)",
+                    )
+                )
                 continue
             seen.add(key)
             con.execute(
-                "INSERT INTO labels (object_id, type, label, source, date, who, file, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (oid, typ, lab, row.source or "csv", row.date or None, (row.who or None) if hasattr(row, "who") else None, file, now),
+                "INSERT INTO labels (object_id, type, label, source, date, who, file, "
+                "ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    oid,
+                    typ,
+                    lab,
+                    row.source or "csv",
+                    row.date or None,
+                    (row.who or None) if hasattr(row, "who") else None,
+                    file,
+                    now,
+                ),
             )
             report.inserted.append((oid, typ, lab))
     return report
 
 
 def current_labels(db: FollowupDB) -> pd.DataFrame:
-    """One row per object with a usable class: object_id, label (0/1), label_id (the first label giving it), type."""
-    rows = db.query("SELECT id, object_id, type, label FROM labels WHERE label IN (0, 1) ORDER BY id")
+    """One row per object with a usable class: object_id, label (0/1), label_id (the first label
+    giving it), type."""
+    rows = db.query(
+        "SELECT id, object_id, type, label FROM labels WHERE label IN (0, 1) ORDER BY id"
+    )
     out: dict[str, tuple[int, int, str]] = {}
     for r in rows:
         out.setdefault(r["object_id"], (int(r["label"]), int(r["id"]), r["type"]))
     return pd.DataFrame(
-        [(k, v[0], v[1], v[2]) for k, v in out.items()], columns=["object_id", "label", "label_id", "type"]
+        [(k, v[0], v[1], v[2]) for k, v in out.items()],
+        columns=["object_id", "label", "label_id", "type"],
     ).astype({"label": "int64", "label_id": "int64"})

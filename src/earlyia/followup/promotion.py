@@ -1,4 +1,5 @@
-"""The promotion rule of the follow-up loop (kept free of heavy imports: the command line reads its defaults).
+"""The promotion rule of the follow-up loop (kept free of heavy imports: the command line reads its
+defaults).
 
 See :mod:`earlyia.followup.retrain` for how it is applied.
 """
@@ -18,9 +19,10 @@ METRICS = ("fom", "efficiency", "purity", "roc_auc")
 class PromotionRule:
     """When a retrained candidate may replace production.
 
-    The validation set must hold at least ``min_objects`` objects and ``min_positive`` positives, and a paired
-    bootstrap over its objects (``n_bootstrap`` resamples, seeded) must show ``metric(candidate) -
-    metric(production)`` at least ``-margin`` at its ``1 - confidence`` quantile.
+    The validation set must hold at least ``min_objects`` objects and ``min_positive`` positives,
+    and a paired bootstrap over its objects (``n_bootstrap`` resamples, seeded) must show
+    ``metric(candidate) - metric(production)`` at least ``-margin`` at its ``1 - confidence``
+    quantile.
     """
 
     metric: str = "fom"
@@ -39,6 +41,8 @@ class PromotionRule:
         if not 0.5 <= self.confidence < 1:
             raise ConfigError(f"--confidence must be in [0.5, 1), got {self.confidence}")
         if self.min_objects < 2 or self.min_positive < 1:
-            raise ConfigError("--min-validation-objects must be >= 2 and --min-validation-positives >= 1")
+            raise ConfigError(
+                "--min-validation-objects must be >= 2 and --min-validation-positives >= 1"
+            )
         if self.n_bootstrap < 100:
             raise ConfigError(f"--bootstrap must be >= 100 resamples, got {self.n_bootstrap}")

@@ -1,7 +1,7 @@
 """The sinks a follow-up list can be posted to, by the name the command line takes (``--sink``).
 
-Kept apart from :mod:`earlyia.followup.notify` because the Slack bot sink (:mod:`earlyia.followup.slackbot`) is
-built on that module.
+Kept apart from :mod:`earlyia.followup.notify` because the Slack bot sink
+(:mod:`earlyia.followup.slackbot`) is built on that module.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from earlyia.followup.slackbot import SlackBotSink
 SINK_SPECS = "slack (incoming webhook), slack-bot (Web API), stdout or file:PATH"
 
 
-def make_sink(spec: str, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
-              channels: dict[str, str | None] | None = None, token: str | None = None, base_url: str | None = None):
+def make_sink(
+    spec: str,
+    *,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    channels: dict[str, str | None] | None = None,
+    token: str | None = None,
+    base_url: str | None = None,
+):
     """``slack`` | ``slack-bot`` | ``stdout`` | ``file:PATH``."""
     if spec == "slack":
         return SlackSink(retry=retry, sleep=sleep)

@@ -1,11 +1,12 @@
-"""Readers of every alert and light-curve format into the canonical :class:`~earlyia.io.table.LightCurves`.
+"""Readers of every alert and light-curve format into the canonical
+:class:`~earlyia.io.table.LightCurves`.
 
 >>> from earlyia.io import read, detect_format
 >>> lc = read(["fink_cross_tns_202001.parquet", "all_nonIa.csv.gz"])   # format detected per file
 
 Formats (see ``docs/io.md``): ``earlyia`` (our table), ``ztf_alert_parquet``, ``fink_parquet``,
-``rubin_parquet``, ``elasticc_parquet``, ``rubin_avro``, ``ztf_avro``, ``fink_csv``, ``plasticc_csv``, ``snana_dat``. Add one with
-:func:`register_reader`.
+``rubin_parquet``, ``elasticc_parquet``, ``rubin_avro``, ``ztf_avro``, ``fink_csv``,
+``plasticc_csv``, ``snana_dat``. Add one with :func:`register_reader`.
 """
 
 from __future__ import annotations
@@ -41,12 +42,28 @@ __all__ = [
     "register_reader",
 ]
 
-#: Files inside a directory that are documentation, not data (skipped silently when expanding a directory).
-_DOC_SUFFIXES = {".md", ".txt", ".avsc", ".json", ".metadata", ".readme", ".list", ".ignore", ".input", ".dump", ".py", ".yaml", ".yml"}
+#: Files inside a directory that are documentation, not data (skipped silently when expanding a
+#: directory).
+_DOC_SUFFIXES = {
+    ".md",
+    ".txt",
+    ".avsc",
+    ".json",
+    ".metadata",
+    ".readme",
+    ".list",
+    ".ignore",
+    ".input",
+    ".dump",
+    ".py",
+    ".yaml",
+    ".yml",
+}
 
 
 def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Paths as given, with directories that no format reads as a whole expanded to their data files (sorted)."""
+    """Paths as given, with directories that no format reads as a whole expanded to their data
+    files (sorted)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out: list[Path] = []
@@ -59,7 +76,13 @@ def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
                     continue
             except EarlyIAError:
                 pass
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".") and f.suffix.lower() not in _DOC_SUFFIXES)
+            files = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and not f.name.startswith(".")
+                and f.suffix.lower() not in _DOC_SUFFIXES
+            )
             if not files:
                 raise InputError("directory holds no data file", source=str(p))
             out.extend(files)
@@ -68,8 +91,11 @@ def expand_inputs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def read_many(paths: str | Path | Iterable[str | Path], format: str | None = None) -> tuple[list[LightCurves], list[Problem]]:
-    """Read each input separately: ``(tables read, problems of the inputs that could not be read)``."""
+def read_many(
+    paths: str | Path | Iterable[str | Path], format: str | None = None
+) -> tuple[list[LightCurves], list[Problem]]:
+    """Read each input separately: ``(tables read, problems of the inputs that could not be
+    read)``."""
     files = expand_inputs(paths)
     tables: list[LightCurves] = []
     problems: list[Problem] = []
@@ -93,12 +119,13 @@ def _directory_format(path: Path) -> str | None:
 
 
 def read(paths: str | Path | Iterable[str | Path], format: str | None = None) -> LightCurves:
-    """Read one or many inputs (files or directories, any mix of formats of one survey) into one table.
+    """Read one or many inputs (files or directories, any mix of formats of one survey) into one
+    table.
 
-    One input: its errors are raised (:class:`FormatError`, :class:`SchemaError`, :class:`InputError`, each
-    naming the file). Several inputs: an input that cannot be read becomes a :class:`Problem` in
-    ``lc.problems`` and the rest is read; :class:`InputError` only when nothing at all could be read.
-    Alerts of one object in several inputs merge into one light curve.
+    One input: its errors are raised (:class:`FormatError`, :class:`SchemaError`,
+    :class:`InputError`, each naming the file). Several inputs: an input that cannot be read becomes
+    a :class:`Problem` in ``lc.problems`` and the rest is read; :class:`InputError` only when
+    nothing at all could be read. Alerts of one object in several inputs merge into one light curve.
     """
     given = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if len(given) == 1 and Path(given[0]).is_dir():
@@ -128,12 +155,15 @@ def _mixed_to_str(frame: pd.DataFrame) -> pd.DataFrame:
         kinds = {type(v) for v in col.dropna()}
         kinds -= {float} if any(isinstance(v, float) and v != v for v in col) else set()
         if len({str if issubclass(k, str) else k for k in kinds}) > 1:
-            frame[c] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in col]
+            frame[c] = [
+                None if v is None or (isinstance(v, float) and v != v) else str(v) for v in col
+            ]
     return frame
 
 
 def harmonise_columns(lc: LightCurves) -> LightCurves:
-    """Columns that mix types after merging inputs (e.g. ZTF ``candid`` int vs the replay's string ids) become strings.
+    """Columns that mix types after merging inputs (e.g. ZTF ``candid`` int vs the replay's string
+    ids) become strings.
 
     Arrow (hence ``to_parquet``) needs one type per column.
     """
@@ -153,8 +183,14 @@ def _detect_earlyia(path: Path) -> bool:
 
 
 def _register_builtins() -> None:
-    """Detection order: most specific first (our table, nested alerts, then flat Fink columns, CSVs, text)."""
-    register_reader("earlyia", _detect_earlyia, _read_earlyia, description="earlyia canonical light-curve table (Parquet)")
+    """Detection order: most specific first (our table, nested alerts, then flat Fink columns,
+    CSVs, text)."""
+    register_reader(
+        "earlyia",
+        _detect_earlyia,
+        _read_earlyia,
+        description="earlyia canonical light-curve table (Parquet)",
+    )
     register_reader(
         "ztf_alert_parquet",
         _ztf.detect_ztf_alert_parquet,
@@ -165,7 +201,9 @@ def _register_builtins() -> None:
         "rubin_parquet",
         _rubin.detect_rubin_parquet,
         _rubin.read_rubin_parquet,
-        description="Rubin alerts in Parquet as Fink stores and sends them (lsst.v7_4 ... v10_0, data transfer)",
+        description="Rubin alerts in Parquet as Fink stores and sends them (lsst.v7_4 ... "
+        "v10_0, data "
+        "transfer)",
     )
     register_reader(
         "elasticc_parquet",
@@ -174,27 +212,53 @@ def _register_builtins() -> None:
         description="ELAsTiCC alerts (diaSource + history), LSST ugrizY",
         directory="whole",
     )
-    register_reader("fink_parquet", _fink.detect_fink_parquet, _fink.read_fink_parquet, description="Fink concatenated columns")
+    register_reader(
+        "fink_parquet",
+        _fink.detect_fink_parquet,
+        _fink.read_fink_parquet,
+        description="Fink concatenated columns",
+    )
     register_reader(
         "rubin_avro",
         _rubin.detect_rubin_avro,
         _rubin.read_rubin_avro,
-        description="Rubin alert Avro (schemas v3.0-v11.0), Fink's Rubin data transfer, ELAsTiCC Avro (also .avro.gz)",
+        description="Rubin alert Avro (schemas v3.0-v11.0), Fink's Rubin data transfer, "
+        "ELAsTiCC Avro "
+        "(also .avro.gz)",
     )
-    register_reader("ztf_avro", _ztf.detect_ztf_avro, _ztf.read_ztf_avro, description="ZTF/Fink alert Avro (single or multi-alert)")
+    register_reader(
+        "ztf_avro",
+        _ztf.detect_ztf_avro,
+        _ztf.read_ztf_avro,
+        description="ZTF/Fink alert Avro (single or multi-alert)",
+    )
     register_reader(
         "alert_json",
         _alert_json.detect_alert_json,
         _alert_json.read_alert_json,
-        description="Rubin or ZTF alerts as JSON or JSON Lines (one alert, a list, one per line; also gzip)",
+        description="Rubin or ZTF alerts as JSON or JSON Lines (one alert, a list, one per "
+        "line; also "
+        "gzip)",
     )
     register_reader(
-        "plasticc_csv", _lsst.detect_plasticc, _lsst.read_plasticc, description="PLAsTiCC light-curve CSV (+ sibling metadata for labels)"
+        "plasticc_csv",
+        _lsst.detect_plasticc,
+        _lsst.read_plasticc,
+        description="PLAsTiCC light-curve CSV (+ sibling metadata for labels)",
     )
     register_reader(
-        "snana_dat", _snana.detect_snana, _snana.read_snana, description="SNANA .DAT files, directories or tar archives", directory="unit"
+        "snana_dat",
+        _snana.detect_snana,
+        _snana.read_snana,
+        description="SNANA .DAT files, directories or tar archives",
+        directory="unit",
     )
-    register_reader("fink_csv", _fink.detect_fink_csv, _fink.read_fink_csv, description="Fink long CSV objectId,cjd,cfid,cmagpsf,csigmapsf")
+    register_reader(
+        "fink_csv",
+        _fink.detect_fink_csv,
+        _fink.read_fink_csv,
+        description="Fink long CSV objectId,cjd,cfid,cmagpsf,csigmapsf",
+    )
 
 
 _register_builtins()

@@ -1,10 +1,12 @@
-"""Alerts as JSON: Rubin's ``alert.json`` samples, brokers that forward alerts as JSON, alerts saved by hand.
+"""Alerts as JSON: Rubin's ``alert.json`` samples, brokers that forward alerts as JSON, alerts saved
+by hand.
 
 A file holds one alert (an object), a list of alerts, or one alert per line (JSON Lines), plain or
-gzip-compressed. Each alert is a Rubin alert (``diaSource``, ``prvDiaSources``, ``diaObject``... of any
-schema version, read by :func:`earlyia.io.rubin.lightcurves_from_records`) or a ZTF alert (``candidate``,
-``prv_candidates``, read by :func:`earlyia.io.ztf.lightcurves_from_alert_records`); binary fields (cutouts)
-are ignored. Detection sniffs the first bytes only: a JSON opener and one of those keys.
+gzip-compressed. Each alert is a Rubin alert (``diaSource``, ``prvDiaSources``, ``diaObject``... of
+any schema version, read by :func:`earlyia.io.rubin.lightcurves_from_records`) or a ZTF alert
+(``candidate``, ``prv_candidates``, read by :func:`earlyia.io.ztf.lightcurves_from_alert_records`);
+binary fields (cutouts) are ignored. Detection sniffs the first bytes only: a JSON opener and one of
+those keys.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def _open_text(path: Path):
 
 
 def detect_alert_json(path: Path) -> bool:
-    """A JSON (or JSON Lines) file, plain or gzip-compressed, whose first 64 kB name an alert's fields."""
+    """A JSON (or JSON Lines) file, plain or gzip-compressed, whose first 64 kB name an alert's
+    fields."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -82,8 +85,9 @@ def _kind(rec: object) -> str:
 
 
 def read_alert_json(path: str | Path) -> LightCurves:
-    """Rubin or ZTF alerts from a JSON / JSON Lines file (see the module). Alerts that are neither are reported
-    as problems; a file mixing Rubin and ZTF alerts is refused (their bands differ: split it)."""
+    """Rubin or ZTF alerts from a JSON / JSON Lines file (see the module). Alerts that are
+    neither are reported as problems; a file mixing Rubin and ZTF alerts is refused (their bands
+    differ: split it)."""
     path = Path(path)
     try:
         alerts = _alerts(path)
@@ -93,13 +97,16 @@ def read_alert_json(path: str | Path) -> LightCurves:
     found = sorted({k for k in kinds if k != "other"})
     if not found:
         raise FormatError(
-            f"none of its {len(alerts)} JSON value(s) is a Rubin alert ({', '.join(RUBIN_KEYS)}) or a ZTF alert "
+            f"none of its {len(alerts)} JSON value(s) is a Rubin alert "
+            f"({', '.join(RUBIN_KEYS)}) or a ZTF alert "
             f"({', '.join(ZTF_KEYS)})",
             source=str(path),
         )
     if len(found) > 1:
-        raise FormatError("the file mixes Rubin and ZTF alerts; write each survey's alerts to its own file",
-                          source=str(path))
+        raise FormatError(
+            "the file mixes Rubin and ZTF alerts; write each survey's alerts to its own file",
+            source=str(path),
+        )
     kind = found[0]
     mine = [a for a, k in zip(alerts, kinds, strict=True) if k == kind]
     try:
@@ -112,7 +119,9 @@ def read_alert_json(path: str | Path) -> LightCurves:
     skipped = len(alerts) - len(mine)
     if skipped:
         lc.problems = [
-            Problem(str(path), None, f"{skipped} JSON value(s) are not {kind.upper()} alerts; skipped"),
+            Problem(
+                str(path), None, f"{skipped} JSON value(s) are not {kind.upper()} alerts; skipped"
+            ),
             *lc.problems,
         ]
     return lc

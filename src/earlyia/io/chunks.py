@@ -1,8 +1,9 @@
 """Inputs read piece by piece: memory bounded by a number of input rows, whatever the inputs' size.
 
-:func:`iter_chunks` reads Parquet files by row batches and many small files (Avro alerts) in groups, keeping the
-inputs that share an object together when asked, and turns an unreadable input into a :class:`Problem`. The
-scoring pipeline, the feature batch and tonight's list read their inputs through it.
+:func:`iter_chunks` reads Parquet files by row batches and many small files (Avro alerts) in groups,
+keeping the inputs that share an object together when asked, and turns an unreadable input into a
+:class:`Problem`. The scoring pipeline, the feature batch and tonight's list read their inputs
+through it.
 """
 
 from __future__ import annotations
@@ -30,20 +31,22 @@ from earlyia.io.table import arrow_to_pandas
 
 @dataclass
 class Chunk:
-    """Light curves read from part of the input (None when nothing was readable) and the input's problems."""
+    """Light curves read from part of the input (None when nothing was readable) and the input's
+    problems."""
 
     lc: Any
     problems: list[Problem] = field(default_factory=list)
     label: str = ""
 
 
-#: Input rows (alerts) read and processed at a time by default: memory is about proportional to it (see
-#: docs/scoring.md for the measured peak), the speed barely depends on it above a few thousand.
+#: Input rows (alerts) read and processed at a time by default: memory is about proportional to it
+#: (see docs/scoring.md for the measured peak), the speed barely depends on it above a few thousand.
 CHUNK_SIZE = 5_000
 
 
 def input_problem(source: str | Path, exc: Exception) -> Problem:
-    """A :class:`Problem` of a whole input from the error that made it unreadable (without repeating its name)."""
+    """A :class:`Problem` of a whole input from the error that made it unreadable (without
+    repeating its name)."""
     message = str(exc)
     for prefix in (f"{source}: ", f"{Path(str(source)).name}: "):
         if message.startswith(prefix):
@@ -53,14 +56,20 @@ def input_problem(source: str | Path, exc: Exception) -> Problem:
 
 
 def iter_chunks(
-    inputs: Iterable[str | Path], chunk_size: int = CHUNK_SIZE, format: str | None = None, *, merge_objects: bool = False
+    inputs: Iterable[str | Path],
+    chunk_size: int = CHUNK_SIZE,
+    format: str | None = None,
+    *,
+    merge_objects: bool = False,
 ) -> Iterator[Chunk]:
-    """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts) in groups.
+    """Read the inputs piece by piece: Parquet files by row batches, many small files (Avro alerts)
+    in groups.
 
-    Memory is bounded by ``chunk_size`` input rows (alerts for alert formats, objects for tables
-    of light curves), whatever the total size. An unreadable input becomes a problem, never an exception.
-    ``merge_objects``: inputs that share an object (listed from their object-id column: Parquet, Avro, CSV) are
-    read together, so the object has one light curve as :func:`earlyia.io.read` would give it.
+    Memory is bounded by ``chunk_size`` input rows (alerts for alert formats, objects for tables of
+    light curves), whatever the total size. An unreadable input becomes a problem, never an
+    exception. ``merge_objects``: inputs that share an object (listed from their object-id column:
+    Parquet, Avro, CSV) are read together, so the object has one light curve as
+    :func:`earlyia.io.read` would give it.
     """
     if chunk_size < 1:
         raise InputError(f"chunk size must be >= 1, got {chunk_size}")
@@ -80,7 +89,11 @@ def iter_chunks(
         except EarlyIAError as exc:
             yield Chunk(None, [input_problem(f, exc)], str(f))
     readable = [f for f in files if f in formats]
-    units = _shared_object_groups(readable, formats) if merge_objects and len(readable) > 1 else [[f] for f in readable]
+    units = (
+        _shared_object_groups(readable, formats)
+        if merge_objects and len(readable) > 1
+        else [[f] for f in readable]
+    )
     for unit in units:
         if len(unit) > 1:
             group.extend(unit)
@@ -103,8 +116,9 @@ def iter_chunks(
 
 
 def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
-    """64-bit hashes of the distinct object ids of one input, read from its id column only (None when unknown or
-    unreadable). Hashes, not strings: a million objects cost 8 MB, not a Python set of a million strings."""
+    """64-bit hashes of the distinct object ids of one input, read from its id column only (None
+    when unknown or unreadable). Hashes, not strings: a million objects cost 8 MB, not a Python
+    set of a million strings."""
     if not path.is_file():
         return None
     ids = None
@@ -119,12 +133,18 @@ def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
                     return None
                 if pa.types.is_dictionary(keys.type):
                     keys = keys.dictionary_decode()
-                ids = pc.unique(pc.cast(keys, pa.string())).drop_null().to_numpy(zero_copy_only=False)
+                ids = (
+                    pc.unique(pc.cast(keys, pa.string())).drop_null().to_numpy(zero_copy_only=False)
+                )
             else:
                 header = csv_header(path)
                 for col in ("objectId", "object_id", "object_id ", "SNID", "diaObjectId"):
                     if col in header:
-                        values = pd.read_csv(path, usecols=[col], skipinitialspace=True)[col].dropna().unique()
+                        values = (
+                            pd.read_csv(path, usecols=[col], skipinitialspace=True)[col]
+                            .dropna()
+                            .unique()
+                        )
                         ids = np.array([str(v) for v in values], dtype=object)
                         break
         except DAMAGED_INPUT_ERRORS:
@@ -135,8 +155,9 @@ def _file_object_hashes(path: Path, fmt: str) -> np.ndarray | None:
 
 
 def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> list[list[Path]]:
-    """``files`` in groups: files that share an object id are in one group (union-find over the files whose id
-    hashes meet; a hash collision only reads two files together), singletons otherwise."""
+    """``files`` in groups: files that share an object id are in one group (union-find over the
+    files whose id hashes meet; a hash collision only reads two files together), singletons
+    otherwise."""
     parent = list(range(len(files)))
 
     def find(i: int) -> int:
@@ -167,16 +188,20 @@ def _shared_object_groups(files: list[Path], formats: Mapping[Path, str]) -> lis
 
 
 def _avro_object_ids(path: Path) -> set[str] | None:
-    """Object ids of the alerts in an Avro file (None when unreadable: its reader will report why)."""
+    """Object ids of the alerts in an Avro file (None when unreadable: its reader will report
+    why)."""
     try:
         with open(path, "rb") as fh:
-            return {str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)}
+            return {
+                str(rec.get("objectId")) for rec in fastavro.reader(fh) if isinstance(rec, dict)
+            }
     except (*DAMAGED_INPUT_ERRORS, StopIteration):
         return None
 
 
 def _avro_groups(files: list[Path], chunk_size: int) -> list[list[Path]]:
-    """Files packed into groups of about ``chunk_size`` alerts; files sharing an object always share a group.
+    """Files packed into groups of about ``chunk_size`` alerts; files sharing an object always share
+    a group.
 
     Like Parquet chunks, this keeps every alert of an object in one chunk so scores do not depend on
     the chunk size (costs one extra pass over the object ids when there is more than one group).
@@ -232,7 +257,8 @@ OBJECT_KEY_COLUMNS = ("objectId", "object_id", "diaObjectId")
 
 
 def _key_column(path: Path, pf: pq.ParquetFile) -> pa.Array | None:
-    """The object id of every row as an Arrow array (None when the format has no row-level object column we know)."""
+    """The object id of every row as an Arrow array (None when the format has no row-level object
+    column we know)."""
     names = pf.schema_arrow.names
     for col in OBJECT_KEY_COLUMNS:
         if col in names:
@@ -251,19 +277,24 @@ def _object_keys(path: Path, pf: pq.ParquetFile) -> np.ndarray | None:
 
 
 def _object_codes(keys: pa.Array) -> np.ndarray:
-    """Per row, the object's number in order of first appearance (Arrow hashing: no Python object per row)."""
+    """Per row, the object's number in order of first appearance (Arrow hashing: no Python object
+    per row)."""
     if pa.types.is_dictionary(keys.type):
         keys = keys.dictionary_decode()
     codes = pc.dictionary_encode(keys.fill_null("") if keys.null_count else keys).indices
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-#: Rows decoded at a time in the regrouping pass over an unsorted file (alerts with their history are large).
+#: Rows decoded at a time in the regrouping pass over an unsorted file (alerts with their history
+#: are large).
 PASS_BATCH_ROWS = 4096
 
 
-def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """``(table, original row numbers)`` chunks of about ``chunk_size`` rows that never split an object's rows.
+def _aligned_tables(
+    path: Path, pf: pq.ParquetFile, columns: list[str], chunk_size: int
+) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """``(table, original row numbers)`` chunks of about ``chunk_size`` rows that never split an
+    object's rows.
 
     Keeping all alerts of an object in one chunk makes the scores independent of the chunk size
     (an alert's history may include points that another alert of its object carried). Files sorted
@@ -298,7 +329,12 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
                 size = cuts[k] - done
                 yield table.slice(0, size), np.arange(done, cuts[k])
                 rest = table.slice(size)
-                buffer, have, done, k = ([rest] if rest.num_rows else []), rest.num_rows, cuts[k], k + 1
+                buffer, have, done, k = (
+                    ([rest] if rest.num_rows else []),
+                    rest.num_rows,
+                    cuts[k],
+                    k + 1,
+                )
         return
     # objects in chunks of about chunk_size rows, in order of first appearance
     counts = np.bincount(codes)
@@ -313,18 +349,23 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
     del codes
     n_buckets = b + 1
     with tempfile.TemporaryDirectory(prefix="earlyia-chunks-") as tmpdir:
-        # Arrow IPC bucket files: a writer buffers nothing (a Parquet writer per bucket would hold its pages)
+        # Arrow IPC bucket files: a writer buffers nothing (a Parquet writer per bucket would hold
+        # its pages)
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         row_files: dict[int, list[np.ndarray]] = {}
         options = pa.ipc.IpcWriteOptions(compression="lz4")
         try:
             offset = 0
-            for batch in pf.iter_batches(batch_size=min(chunk_size, PASS_BATCH_ROWS), columns=columns):
+            for batch in pf.iter_batches(
+                batch_size=min(chunk_size, PASS_BATCH_ROWS), columns=columns
+            ):
                 bb = bucket[offset : offset + batch.num_rows]
                 for k in np.unique(bb):
                     sel = np.flatnonzero(bb == k)
                     if k not in writers:
-                        writers[k] = pa.ipc.new_file(Path(tmpdir) / f"b{k}.arrow", batch.schema, options=options)
+                        writers[k] = pa.ipc.new_file(
+                            Path(tmpdir) / f"b{k}.arrow", batch.schema, options=options
+                        )
                     writers[k].write_batch(batch.take(pa.array(sel)))
                     row_files.setdefault(int(k), []).append(sel + offset)
                 offset += batch.num_rows
@@ -332,13 +373,18 @@ def _aligned_tables(path: Path, pf: pq.ParquetFile, columns: list[str], chunk_si
         finally:
             for w in writers.values():
                 w.close()
-        pa.default_memory_pool().release_unused()  # the pass's decoding buffers, before the chunks are processed
+        # the pass's decoding buffers, before the chunks are processed
+        pa.default_memory_pool().release_unused()
         for k in range(n_buckets):
             if k not in writers:
                 continue
             bucket_file = Path(tmpdir) / f"b{k}.arrow"
             with pa.memory_map(str(bucket_file)) as source:
-                table = pa.ipc.open_file(source).read_all().replace_schema_metadata(pf.schema_arrow.metadata)
+                table = (
+                    pa.ipc.open_file(source)
+                    .read_all()
+                    .replace_schema_metadata(pf.schema_arrow.metadata)
+                )
             bucket_file.unlink()
             yield table, np.concatenate(row_files.pop(k))
             del table
@@ -365,29 +411,46 @@ def _parquet_chunks(path: Path, fmt: str, chunk_size: int, reader) -> Iterator[C
                 try:
                     if fmt == "fink_parquet":
                         lc = _fink_batch(table, path, rows)
-                    else:  # any other Parquet format: its own reader on a slice file with the same schema metadata
-                        part = Path(tmpdir) / f"part{rows[0] if len(rows) else 0}{path.suffix or '.parquet'}"
-                        pq.write_table(table.replace_schema_metadata(pf.schema_arrow.metadata), part)
+                    # any other Parquet format: its own reader on a slice file with the same schema
+                    # metadata
+                    else:
+                        part = (
+                            Path(tmpdir)
+                            / f"part{rows[0] if len(rows) else 0}{path.suffix or '.parquet'}"
+                        )
+                        pq.write_table(
+                            table.replace_schema_metadata(pf.schema_arrow.metadata), part
+                        )
                         try:
                             lc = reader.read(part)
                         except EarlyIAError as exc:
                             raise type(exc)(str(exc).replace(str(part), str(path))) from exc
                         finally:
                             part.unlink()
-                        lc.problems = [replace(p, source=str(path)) if p.source == str(part) else p for p in lc.problems]
+                        lc.problems = [
+                            replace(p, source=str(path)) if p.source == str(part) else p
+                            for p in lc.problems
+                        ]
                     del table
                     yield Chunk(lc, [], label)
                     del lc
                 except EarlyIAError as exc:
                     yield Chunk(None, [input_problem(label, exc)], label)
-                except DAMAGED_INPUT_ERRORS as exc:  # the Fink batch reader is not behind the registry's guard
-                    yield Chunk(None, [Problem(label, None, f"cannot read: {type(exc).__name__}: {exc}")], label)
+                except (
+                    DAMAGED_INPUT_ERRORS
+                ) as exc:  # the Fink batch reader is not behind the registry's guard
+                    yield Chunk(
+                        None,
+                        [Problem(label, None, f"cannot read: {type(exc).__name__}: {exc}")],
+                        label,
+                    )
         except (OSError, pa.ArrowException) as exc:
             yield Chunk(None, [Problem(str(path), None, f"cannot read Parquet: {exc}")], str(path))
 
 
 def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
-    """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built from them)."""
+    """Rows of a Fink parquet file, with the file's row numbers (and fallback alert ids built
+    from them)."""
     df = arrow_to_pandas(table)
     lc = lightcurves_from_fink_frame(df, source=str(path))
     if not lc.alerts.empty and "row" in lc.alerts.columns:
@@ -399,7 +462,8 @@ def _fink_batch(table: pa.Table, path: Path, rows: np.ndarray):
         fallback = np.array([i.endswith(s) for i, s in zip(ids, suffix, strict=True)], bool)
         if fallback.any():
             ids[fallback] = [
-                i[: -len(s)] + f"@{label}:{rows[r]}" for i, s, r in zip(ids[fallback], suffix[fallback], local[fallback], strict=True)
+                i[: -len(s)] + f"@{label}:{rows[r]}"
+                for i, s, r in zip(ids[fallback], suffix[fallback], local[fallback], strict=True)
             ]
         lc.alerts = a.assign(row=rows[local], alert_id=ids)
     return lc

@@ -1,13 +1,15 @@
-"""Fink's ZTF formats: the concatenated-column alert table (``cjd, cmagpsf, csigmapsf, cfid``) and its long CSV.
+"""Fink's ZTF formats: the concatenated-column alert table (``cjd, cmagpsf, csigmapsf, cfid``) and
+its long CSV.
 
 Each row of a Fink table is ONE ALERT: the lists hold the object's history as the broker saw it
-(``prv_candidates`` then the current ``candidate``, last). Rows of one object merge into one light curve
-(duplicate epochs removed by :meth:`LightCurves.from_frames`), and every row becomes a row of
-``LightCurves.alerts`` whose ``mjd`` is the time of the row's latest point, so ``alert_segments()`` gives back
-the history that alert carried (plus any older point another row of the same object knew about).
+(``prv_candidates`` then the current ``candidate``, last). Rows of one object merge into one light
+curve (duplicate epochs removed by :meth:`LightCurves.from_frames`), and every row becomes a row of
+``LightCurves.alerts`` whose ``mjd`` is the time of the row's latest point, so ``alert_segments()``
+gives back the history that alert carried (plus any older point another row of the same object knew
+about).
 
-The row builder :func:`rows_to_lightcurves` is shared with the ZTF readers (Avro / alert parquet), which
-first turn ``prv_candidates`` + ``candidate`` into the same per-row lists.
+The row builder :func:`rows_to_lightcurves` is shared with the ZTF readers (Avro / alert parquet),
+which first turn ``prv_candidates`` + ``candidate`` into the same per-row lists.
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ def clean_tns_label(value) -> object:
     return s or None
 
 
-# ---------------------------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------------------------
+# helpers
 def _as_list(cell, column: str = "", numeric: bool = True) -> np.ndarray | None:
-    """A list cell as a 1-d array (None / NaN scalar -> None); :class:`TypeError` naming ``column`` when it is not
-    a list of numbers (``numeric``) or of scalars."""
+    """A list cell as a 1-d array (None / NaN scalar -> None); :class:`TypeError` naming
+    ``column`` when it is not a list of numbers (``numeric``) or of scalars."""
     if cell is None:
         return None
     if isinstance(cell, float) and np.isnan(cell):
@@ -99,8 +102,12 @@ def _as_list(cell, column: str = "", numeric: bool = True) -> np.ndarray | None:
     for v in arr:
         if isinstance(v, (np.ndarray, list, tuple, dict)):
             raise TypeError(f"column {column!r} must be a list of numbers, got a list of lists")
-        if not (v is None or isinstance(v, (int, float, np.integer, np.floating))) or isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"column {column!r} must be a list of numbers, got {type(v).__name__} values")
+        if not (v is None or isinstance(v, (int, float, np.integer, np.floating))) or isinstance(
+            v, (bool, np.bool_)
+        ):
+            raise TypeError(
+                f"column {column!r} must be a list of numbers, got {type(v).__name__} values"
+            )
     return arr
 
 
@@ -111,14 +118,17 @@ def _float_array(values: np.ndarray) -> np.ndarray:
 
 
 def _is_scalar_column(series: pd.Series) -> bool:
-    """True for columns worth keeping per alert: numbers, booleans, strings (not lists, dicts or bytes)."""
+    """True for columns worth keeping per alert: numbers, booleans, strings (not lists, dicts or
+    bytes)."""
     if series.dtype.kind in "biuf":
         return True
     sample = series.dropna()
     if sample.empty:
         return True
     sample = sample.iloc[: min(len(sample), 20)]
-    return all(isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)) for v in sample)
+    return all(
+        isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)) for v in sample
+    )
 
 
 def _candid_int(value) -> int:
@@ -131,7 +141,8 @@ def _candid_int(value) -> int:
 
 
 def _common_reason(problems: Sequence[Problem]) -> str:
-    """The reasons of rejected rows, each told once with its count (``row i:`` prefixes and objects dropped)."""
+    """The reasons of rejected rows, each told once with its count (``row i:`` prefixes and
+    objects dropped)."""
     counts: dict[str, int] = {}
     for p in problems:
         reason = re.sub(r"^row \d+: ", "", p.reason).removesuffix("; row skipped")
@@ -140,13 +151,15 @@ def _common_reason(problems: Sequence[Problem]) -> str:
 
 
 def _id_string(value) -> str:
-    """An alert id as a string; an integral float (an id that went through float64) is written without '.0'."""
+    """An alert id as a string; an integral float (an id that went through float64) is written
+    without '.0'."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
 
 
-# ---------------------------------------------------------------------------------------------- core builder
+# ----------------------------------------------------------------------------------------------
+# core builder
 #: Names of the per-row lists in messages (Fink's columns; the ZTF readers pass their own).
 _LIST_NAMES = {
     "jd": "cjd",
@@ -159,9 +172,12 @@ _LIST_NAMES = {
 }
 
 
-def repeated_epoch_mask(row: np.ndarray, t: np.ndarray, band_code: np.ndarray, detected: np.ndarray) -> np.ndarray:
+def repeated_epoch_mask(
+    row: np.ndarray, t: np.ndarray, band_code: np.ndarray, detected: np.ndarray
+) -> np.ndarray:
     """True for the points that repeat an earlier point of the same row and band (within
-    :data:`DUPLICATE_EPOCH_DAYS`), preferring to keep a detection: what :meth:`LightCurves.from_frames` merges.
+    :data:`DUPLICATE_EPOCH_DAYS`), preferring to keep a detection: what
+    :meth:`LightCurves.from_frames` merges.
 
     Counts derived from the photometry (``ndethist``) use it so a repeated epoch is counted once.
     """
@@ -174,6 +190,7 @@ def repeated_epoch_mask(row: np.ndarray, t: np.ndarray, band_code: np.ndarray, d
     out = np.zeros(n, bool)
     out[order] = ~keep
     return out
+
 
 def rows_to_lightcurves(
     object_ids: Sequence[str],
@@ -195,19 +212,22 @@ def rows_to_lightcurves(
 ) -> LightCurves:
     """Build a table from per-alert rows of magnitude lists (history then current point, last).
 
-    ``alert_columns`` has one row per alert with at least ``alert_id`` (str); other columns are kept as
-    alert-level columns and the :data:`OBJECT_COLUMNS` among them also go to the objects (latest alert wins).
-    Per-row lists: ``jd`` (JD unless ``time_offset`` says otherwise), ``mag``, ``sigma``, ``fid``, and optional
-    ``isdiffpos``, ``diffmaglim`` (5-sigma limit, used for the noise of non-detections) and ``candid`` (per point).
-    A row whose lists differ in length, hold something else than numbers, or have no point at all, is dropped
-    with a :class:`Problem` naming the column (``column_names``: the input's name of each list, for messages).
+    ``alert_columns`` has one row per alert with at least ``alert_id`` (str); other columns are kept
+    as alert-level columns and the :data:`OBJECT_COLUMNS` among them also go to the objects (latest
+    alert wins). Per-row lists: ``jd`` (JD unless ``time_offset`` says otherwise), ``mag``,
+    ``sigma``, ``fid``, and optional ``isdiffpos``, ``diffmaglim`` (5-sigma limit, used for the
+    noise of non-detections) and ``candid`` (per point). A row whose lists differ in length, hold
+    something else than numbers, or have no point at all, is dropped with a :class:`Problem` naming
+    the column (``column_names``: the input's name of each list, for messages).
     """
     fid_bands = dict(fid_bands or ZTF_FID_BANDS)
     names = {**_LIST_NAMES, **(column_names or {})}
     n = len(object_ids)
     problems: list[Problem] = []
     keep_rows: list[int] = []
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("jd", "mag", "sigma", "fid", "isdiffpos", "diffmaglim", "candid")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("jd", "mag", "sigma", "fid", "isdiffpos", "diffmaglim", "candid")
+    }
     for i in range(n):
         oid = str(object_ids[i])
         try:
@@ -218,8 +238,12 @@ def rows_to_lightcurves(
                 "fid": _as_list(fid[i], names["fid"]),
             }
             opt = {
-                "isdiffpos": _as_list(isdiffpos[i], names["isdiffpos"], numeric=False) if isdiffpos is not None else None,
-                "diffmaglim": _as_list(diffmaglim[i], names["diffmaglim"]) if diffmaglim is not None else None,
+                "isdiffpos": _as_list(isdiffpos[i], names["isdiffpos"], numeric=False)
+                if isdiffpos is not None
+                else None,
+                "diffmaglim": _as_list(diffmaglim[i], names["diffmaglim"])
+                if diffmaglim is not None
+                else None,
                 "candid": _as_list(candid[i], names["candid"]) if candid is not None else None,
             }
         except TypeError as exc:
@@ -227,12 +251,20 @@ def rows_to_lightcurves(
             continue
         if any(v is None for v in cols.values()):
             missing = [k for k, v in cols.items() if v is None]
-            problems.append(Problem(source, oid, f"row {i}: null photometry list(s) {missing}; row skipped"))
+            problems.append(
+                Problem(source, oid, f"row {i}: null photometry list(s) {missing}; row skipped")
+            )
             continue
         length = len(cols["jd"])
         lens = {k: len(v) for k, v in {**cols, **opt}.items() if v is not None}
         if len(set(lens.values())) > 1:
-            problems.append(Problem(source, oid, f"row {i}: photometry lists of different lengths {lens}; row skipped"))
+            problems.append(
+                Problem(
+                    source,
+                    oid,
+                    f"row {i}: photometry lists of different lengths {lens}; row skipped",
+                )
+            )
             continue
         if length == 0:
             problems.append(Problem(source, oid, f"row {i}: empty light curve; row skipped"))
@@ -245,7 +277,10 @@ def rows_to_lightcurves(
                 v = np.full(length, None, dtype=object)
             parts[k].append(v)
     if not keep_rows:
-        raise InputError("no readable alert row: " + (_common_reason(problems) or "the table is empty"), source=source)
+        raise InputError(
+            "no readable alert row: " + (_common_reason(problems) or "the table is empty"),
+            source=source,
+        )
 
     lengths = np.array([len(a) for a in parts["jd"]], np.int64)
     rows = np.asarray(keep_rows, np.int64)
@@ -260,7 +295,9 @@ def rows_to_lightcurves(
         alert_columns=alert_columns.iloc[rows].reset_index(drop=True),
         isdiffpos=cat["isdiffpos"] if isdiffpos is not None else None,
         diffmaglim=_float_array(cat["diffmaglim"]) if diffmaglim is not None else None,
-        candid=np.array([_candid_int(v) for v in cat["candid"]], np.int64) if candid is not None else None,
+        candid=np.array([_candid_int(v) for v in cat["candid"]], np.int64)
+        if candid is not None
+        else None,
         labels=[labels[i] for i in keep_rows] if labels is not None else None,
         source=source,
         survey=survey,
@@ -290,13 +327,15 @@ def points_to_lightcurves(
     time_offset: float = JD_MJD_OFFSET,
     forced: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> LightCurves:
-    """The vectorised core: flat point arrays of all rows, row ``i`` owning the next ``lengths[i]`` points.
+    """The vectorised core: flat point arrays of all rows, row ``i`` owning the next ``lengths[i]``
+    points.
 
-    Every row must have at least one point. ``candid`` (int64 per point, -1 unknown) is optional; the row's own
-    ``candid`` (in ``alert_columns``) is put on the row's last point when that point has none. ``forced``:
-    ``(FLUXCAL, FLUXCALERR, is_forced)`` per point for forced photometry (:func:`ztf_forced_to_fluxcal`): those
-    points keep their measured signed flux, detected when it is :data:`DETECTION_SNR` sigma from zero; forced
-    points whose measurement is unusable are left out (counted per object in ``problems``).
+    Every row must have at least one point. ``candid`` (int64 per point, -1 unknown) is optional;
+    the row's own ``candid`` (in ``alert_columns``) is put on the row's last point when that point
+    has none. ``forced``: ``(FLUXCAL, FLUXCALERR, is_forced)`` per point for forced photometry
+    (:func:`ztf_forced_to_fluxcal`): those points keep their measured signed flux, detected when it
+    is :data:`DETECTION_SNR` sigma from zero; forced points whose measurement is unusable are left
+    out (counted per object in ``problems``).
     """
     fid_bands = dict(fid_bands or ZTF_FID_BANDS)
     lengths = np.asarray(lengths, np.int64)
@@ -326,8 +365,15 @@ def points_to_lightcurves(
         keep_point &= ~bad
         if bad.any():
             counts = pd.Series(oid_rows[row_of_point[bad]]).value_counts()
-            forced_problems = [Problem(source, str(o), f"{int(c)} forced-photometry point(s) without a usable measurement "
-                                       "(missing flux, or procstatus != 0) left out") for o, c in counts.items()]
+            forced_problems = [
+                Problem(
+                    source,
+                    str(o),
+                    f"{int(c)} forced-photometry point(s) without a usable measurement "
+                    "(missing flux, or procstatus != 0) left out",
+                )
+                for o, c in counts.items()
+            ]
     band = np.full(len(f), "?", dtype=object)
     for code, name in fid_bands.items():
         band[f == code] = name
@@ -343,7 +389,6 @@ def points_to_lightcurves(
         fill = pid[last] < 0
         pid[last[fill]] = row_cand[fill]
 
-
     # alerts: time of the latest point with a finite time in the row
     tt = np.where(np.isfinite(t), t, -np.inf)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -354,9 +399,15 @@ def points_to_lightcurves(
     alerts["mjd"] = amjd
     if "ndethist" not in alerts.columns or alerts["ndethist"].isna().all():
         # detections of the row, a repeated epoch (same band, same time) counted once
-        once = detected & ~repeated_epoch_mask(row_of_point, t, pd.factorize(band)[0], detected) if len(m) else detected
+        once = (
+            detected & ~repeated_epoch_mask(row_of_point, t, pd.factorize(band)[0], detected)
+            if len(m)
+            else detected
+        )
         alerts["ndethist"] = np.add.reduceat(once.astype(np.int64), starts) if len(m) else 0
-    objects = alerts.assign(_order=np.arange(len(alerts))).sort_values(["mjd", "_order"], kind="mergesort")
+    objects = alerts.assign(_order=np.arange(len(alerts))).sort_values(
+        ["mjd", "_order"], kind="mergesort"
+    )
     obj_cols = ["object_id"] + [c for c in OBJECT_COLUMNS if c in objects.columns]
     objects = objects[obj_cols].copy()
     if labels is not None:
@@ -366,15 +417,32 @@ def points_to_lightcurves(
         objects = objects.groupby("object_id", sort=False).last().reset_index()
     lc = None
     survey_bands = SURVEY_BANDS.get(survey)
-    if survey_bands is not None:  # the points as arrays, sorted and checked without a frame per point
+    if (
+        survey_bands is not None
+    ):  # the points as arrays, sorted and checked without a frame per point
         code = np.full(len(f), -1, np.int8)
         for fid_code, name in fid_bands.items():
             if name in survey_bands:
                 code[f == fid_code] = survey_bands.index(name)
         k = keep_point
-        # among points of one epoch the one with the highest alert id comes first (as the frame sorted below)
-        lc = LightCurves.from_sorted_points(oid_rows, row_of_point[k], t[k], code[k], flux[k], err[k], detected[k], pid[k], objects,
-                                            alerts, bands=survey_bands, tiebreak=-pid[k], survey=survey, source=source)
+        # among points of one epoch the one with the highest alert id comes first (as the frame
+        # sorted below)
+        lc = LightCurves.from_sorted_points(
+            oid_rows,
+            row_of_point[k],
+            t[k],
+            code[k],
+            flux[k],
+            err[k],
+            detected[k],
+            pid[k],
+            objects,
+            alerts,
+            bands=survey_bands,
+            tiebreak=-pid[k],
+            survey=survey,
+            source=source,
+        )
     if lc is None:
         phot = pd.DataFrame(
             {
@@ -387,30 +455,41 @@ def points_to_lightcurves(
                 "alert_id": pid,
             }
         )[keep_point]
-        # the same epoch repeated in many alerts of an object: drop exact repeats early (cheap), keeping a known alert id
+        # the same epoch repeated in many alerts of an object: drop exact repeats early (cheap),
+        # keeping a known alert id
         phot = phot.sort_values("alert_id", ascending=False, kind="mergesort")
-        phot = phot.drop_duplicates(["object_id", "mjd", "band", "flux", "flux_err", "detected"], keep="first")
-        lc = LightCurves.from_frames(phot, objects, alerts, bands=survey_bands, survey=survey, source=source)
+        phot = phot.drop_duplicates(
+            ["object_id", "mjd", "band", "flux", "flux_err", "detected"], keep="first"
+        )
+        lc = LightCurves.from_frames(
+            phot, objects, alerts, bands=survey_bands, survey=survey, source=source
+        )
     lc.problems = forced_problems + lc.problems
     return lc
 
 
-# ---------------------------------------------------------------------------------------------- Fink frame
-def lightcurves_from_fink_frame(df: pd.DataFrame, *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
+# ----------------------------------------------------------------------------------------------
+# Fink frame
+def lightcurves_from_fink_frame(
+    df: pd.DataFrame, *, source: str = "<memory>", survey: str = "ZTF"
+) -> LightCurves:
     """A DataFrame in Fink's concatenated format (one row = one alert) -> :class:`LightCurves`.
 
-    Needs ``objectId, cjd, cmagpsf, csigmapsf, cfid``; understands ``cisdiffpos``, ``cdiffmaglim`` (noise of
-    non-detections), ``candid`` (alert id), ``TNS`` (object label), a nested ``candidate`` struct (its
-    :data:`CANDIDATE_ALERT_FIELDS` become alert columns), and keeps every other scalar column (``ndethist, drb,
-    classtar, cdsxmatch, jdstarthist, ra, dec``, broker scores such as ``anchor_score``, ``rf_snia_vs_nonia``,
-    ``snn_*``...) as an alert column. Alert ids: ``str(candid)``, else ``"<objectId>@<source>:<row>"``.
+    Needs ``objectId, cjd, cmagpsf, csigmapsf, cfid``; understands ``cisdiffpos``, ``cdiffmaglim``
+    (noise of non-detections), ``candid`` (alert id), ``TNS`` (object label), a nested ``candidate``
+    struct (its :data:`CANDIDATE_ALERT_FIELDS` become alert columns), and keeps every other scalar
+    column (``ndethist, drb, classtar, cdsxmatch, jdstarthist, ra, dec``, broker scores such as
+    ``anchor_score``, ``rf_snia_vs_nonia``, ``snn_*``...) as an alert column. Alert ids:
+    ``str(candid)``, else ``"<objectId>@<source>:<row>"``.
     """
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"expected a pandas DataFrame, got {type(df).__name__}", source=source)
     missing = [c for c in ("objectId", *FINK_LIST_COLUMNS) if c not in df.columns]
     if missing:
         raise SchemaError(
-            f"not a Fink concatenated-column table: missing column(s) {missing} (have {list(df.columns)[:12]})", source=source
+            f"not a Fink concatenated-column table: missing column(s) {missing} (have "
+            f"{list(df.columns)[:12]})",
+            source=source,
         )
     df = df.reset_index(drop=True)
     object_ids = object_id_strings(df["objectId"], "objectId", source)
@@ -432,9 +511,16 @@ def lightcurves_from_fink_frame(df: pd.DataFrame, *, source: str = "<memory>", s
             alert[c] = df[c].to_numpy()
     if "candid" in alert.columns:
         cid = alert["candid"].to_numpy(object)
-        ok = np.array([v is not None and v is not pd.NA and not (isinstance(v, float) and np.isnan(v)) for v in cid], bool)
+        ok = np.array(
+            [
+                v is not None and v is not pd.NA and not (isinstance(v, float) and np.isnan(v))
+                for v in cid
+            ],
+            bool,
+        )
         alert["alert_id"] = [
-            _id_string(v) if k else f"{o}@{label}:{r}" for r, (v, k, o) in enumerate(zip(cid, ok, object_ids, strict=True))
+            _id_string(v) if k else f"{o}@{label}:{r}"
+            for r, (v, k, o) in enumerate(zip(cid, ok, object_ids, strict=True))
         ]
     else:
         alert["alert_id"] = [f"{o}@{label}:{r}" for r, o in enumerate(object_ids)]
@@ -469,25 +555,36 @@ def read_fink_parquet(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
+        raise FormatError(
+            f"cannot read Parquet ({exc}); is the file complete?", source=str(path)
+        ) from exc
     keep = [c for c in table.column_names if not c.startswith("cutout")]
     df = arrow_to_pandas(table.select(keep) if keep else table)
     return lightcurves_from_fink_frame(df, source=str(path), survey=survey)
 
 
-# ---------------------------------------------------------------------------------------------- long CSV
+# ----------------------------------------------------------------------------------------------
+# long CSV
 FINK_CSV_COLUMNS = ("objectId", "cjd", "cfid", "cmagpsf", "csigmapsf")
 
 
-def lightcurves_from_fink_long(df: pd.DataFrame, *, source: str = "<memory>", survey: str = "ZTF") -> LightCurves:
-    """Long-form Fink photometry (one row per point: ``objectId, cjd, cfid, cmagpsf, csigmapsf[, TNS]``).
+def lightcurves_from_fink_long(
+    df: pd.DataFrame, *, source: str = "<memory>", survey: str = "ZTF"
+) -> LightCurves:
+    """Long-form Fink photometry (one row per point: ``objectId, cjd, cfid, cmagpsf, csigmapsf[,
+    TNS]``).
 
-    One light curve per ``objectId``; there is no alert structure (``alerts`` stays empty). NaN ``cmagpsf`` is a
-    non-detection with unknown depth (NaN ``flux_err``) unless a ``cdiffmaglim`` column gives it.
+    One light curve per ``objectId``; there is no alert structure (``alerts`` stays empty). NaN
+    ``cmagpsf`` is a non-detection with unknown depth (NaN ``flux_err``) unless a ``cdiffmaglim``
+    column gives it.
     """
     missing = [c for c in FINK_CSV_COLUMNS if c not in df.columns]
     if missing:
-        raise SchemaError(f"not a Fink long-form table: missing column(s) {missing} (have {list(df.columns)[:12]})", source=source)
+        raise SchemaError(
+            f"not a Fink long-form table: missing column(s) {missing} (have "
+            f"{list(df.columns)[:12]})",
+            source=source,
+        )
     keys = object_id_strings(df["objectId"], "objectId", source)
     problems: list[Problem] = []
     dropped: set[str] = set()
@@ -508,7 +605,10 @@ def lightcurves_from_fink_long(df: pd.DataFrame, *, source: str = "<memory>", su
     else:
         err = np.where(detected, err, np.nan)
     fid = numbers["cfid"]
-    band = np.array([ZTF_FID_BANDS.get(int(v), f"fid={v:g}") if np.isfinite(v) else "fid=nan" for v in fid], dtype=object)
+    band = np.array(
+        [ZTF_FID_BANDS.get(int(v), f"fid={v:g}") if np.isfinite(v) else "fid=nan" for v in fid],
+        dtype=object,
+    )
     phot = pd.DataFrame(
         {
             "object_id": keys,
@@ -523,11 +623,15 @@ def lightcurves_from_fink_long(df: pd.DataFrame, *, source: str = "<memory>", su
         phot = phot[~phot["object_id"].isin(dropped)]
     objects = None
     if "TNS" in df.columns:
-        objects = pd.DataFrame({"object_id": keys, "label": [clean_tns_label(v) for v in df["TNS"]]})
+        objects = pd.DataFrame(
+            {"object_id": keys, "label": [clean_tns_label(v) for v in df["TNS"]]}
+        )
         objects = objects.drop_duplicates("object_id", keep="last")
     if phot.empty:
         raise InputError("no usable row: " + "; ".join(str(p) for p in problems[:3]), source=source)
-    lc = LightCurves.from_frames(phot, objects, None, bands=SURVEY_BANDS.get(survey), survey=survey, source=source)
+    lc = LightCurves.from_frames(
+        phot, objects, None, bands=SURVEY_BANDS.get(survey), survey=survey, source=source
+    )
     lc.problems = problems + lc.problems
     return lc
 
@@ -544,7 +648,8 @@ def read_fink_csv(path: str | Path, *, survey: str = "ZTF") -> LightCurves:
     return lightcurves_from_fink_long(df, source=str(path), survey=survey)
 
 
-# ---------------------------------------------------------------------------------------------- detection
+# ----------------------------------------------------------------------------------------------
+# detection
 def detect_fink_parquet(path: Path) -> bool:
     """Parquet whose schema has ``objectId`` and the four concatenated photometry lists."""
     schema = parquet_schema(Path(path))

@@ -1,9 +1,10 @@
 """Format registry: cheap detection separated from reading.
 
-A format is ``(name, detect, read)``: ``detect(path) -> bool`` only sniffs (magic bytes, a Parquet footer's
-schema, a CSV header line, the first members of a tar archive) and never parses the data; ``read(path) ->
-LightCurves`` does the work. :func:`detect_format` asks the detectors in registration order (the more specific
-first), so adding a format is one :func:`register_reader` call and never touches the readers.
+A format is ``(name, detect, read)``: ``detect(path) -> bool`` only sniffs (magic bytes, a Parquet
+footer's schema, a CSV header line, the first members of a tar archive) and never parses the data;
+``read(path) -> LightCurves`` does the work. :func:`detect_format` asks the detectors in
+registration order (the more specific first), so adding a format is one :func:`register_reader` call
+and never touches the readers.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from earlyia.errors import ConfigError, EarlyIAError, FormatError
 from earlyia.io.table import LightCurves
 from earlyia.registry import Registry
 
-#: What a reader raises on a damaged, truncated or mistyped file: decompression, decoding, Arrow and the errors
-#: pandas/numpy raise on values of the wrong type. :func:`guarded` turns them into one :class:`FormatError`.
+#: What a reader raises on a damaged, truncated or mistyped file: decompression, decoding, Arrow and
+#: the errors pandas/numpy raise on values of the wrong type. :func:`guarded` turns them into one
+#: :class:`FormatError`.
 DAMAGED_INPUT_ERRORS = (
     OSError,
     EOFError,
@@ -52,8 +54,9 @@ class Reader:
     detect: Callable[[Path], bool]
     read: Callable[[Path], LightCurves]
     description: str = ""
-    #: "unit": a directory is always one input (SNANA folders); "whole": ``read(directory)`` reads it in one pass,
-    #: but batch tools (``expand_inputs``) still list its files so they can chunk and report per file; "": files only.
+    #: "unit": a directory is always one input (SNANA folders); "whole": ``read(directory)`` reads
+    #: it in one pass, but batch tools (``expand_inputs``) still list its files so they can chunk
+    #: and report per file; "": files only.
     directory: str = ""
 
 
@@ -75,28 +78,39 @@ def register_reader(
     directory: str = "",
     replace: bool = False,
 ) -> Reader:
-    """Add a format (``replace=True`` to replace one). Detectors run in registration order; register specific
-    formats first.
+    """Add a format (``replace=True`` to replace one). Detectors run in registration order; register
+    specific formats first.
 
-    ``directory``: "" (the reader takes files), "unit" (a folder is one input) or "whole" (the reader can take a
-    folder in one pass, used by :func:`earlyia.io.read` when given that folder alone).
+    ``directory``: "" (the reader takes files), "unit" (a folder is one input) or "whole" (the
+    reader can take a folder in one pass, used by :func:`earlyia.io.read` when given that folder
+    alone).
     """
     if directory not in ("", "unit", "whole"):
-        raise ConfigError(f"register_reader({name!r}): directory must be '', 'unit' or 'whole', got {directory!r}")
+        raise ConfigError(
+            f"register_reader({name!r}): directory must be '', 'unit' or 'whole', got {directory!r}"
+        )
     if name in READERS and not replace:
         old = READERS.get(name)
-        same = (old.detect, getattr(old.read, "__wrapped__", old.read), old.description, old.directory)
+        same = (
+            old.detect,
+            getattr(old.read, "__wrapped__", old.read),
+            old.description,
+            old.directory,
+        )
         if same == (detect, read, description, directory):
             return old  # the same format registered again (a re-imported module)
-    return READERS.register(name, Reader(name, detect, guarded(read, name), description, directory), replace=replace)
+    return READERS.register(
+        name, Reader(name, detect, guarded(read, name), description, directory), replace=replace
+    )
 
 
 def guarded(read: Callable[[Path], LightCurves], name: str) -> Callable[[Path], LightCurves]:
-    """``read`` whose failures on a damaged input (:data:`DAMAGED_INPUT_ERRORS`) become a :class:`FormatError`.
+    """``read`` whose failures on a damaged input (:data:`DAMAGED_INPUT_ERRORS`) become a
+    :class:`FormatError`.
 
-    The reader boundary: a gzip stream corrupted after a few kB, a truncated archive or a column of the wrong
-    type ends as one line naming the file and the format, so batch tools report it and read the other inputs.
-    Errors of the earlyia hierarchy pass through unchanged.
+    The reader boundary: a gzip stream corrupted after a few kB, a truncated archive or a column of
+    the wrong type ends as one line naming the file and the format, so batch tools report it and
+    read the other inputs. Errors of the earlyia hierarchy pass through unchanged.
     """
     if getattr(read, "_earlyia_guarded", False):
         return read
@@ -110,7 +124,9 @@ def guarded(read: Callable[[Path], LightCurves], name: str) -> Callable[[Path], 
         except DAMAGED_INPUT_ERRORS as exc:
             detail = str(exc).splitlines()[0][:300] if str(exc) else ""
             raise FormatError(
-                f"cannot read as {name}: {type(exc).__name__}{': ' + detail if detail else ''} (is the file complete and of this format?)",
+                f"cannot read as {name}: "
+                f"{type(exc).__name__}{': ' + detail if detail else ''} (is the file "
+                "complete and of this format?)",
                 source=str(path),
             ) from exc
 
@@ -124,7 +140,8 @@ def readers() -> dict[str, Reader]:
 
 
 def get_reader(name: str) -> Reader:
-    """The format registered as ``name`` (:class:`ConfigError` naming the known formats when there is none)."""
+    """The format registered as ``name`` (:class:`ConfigError` naming the known formats when
+    there is none)."""
     return READERS.get(name)
 
 
@@ -142,18 +159,24 @@ def detect_format(path: str | Path) -> str:
                 return reader.name
         except (OSError, ValueError, EOFError, pa.ArrowException, tarfile.TarError, lzma.LZMAError):
             continue
-    if path.is_file() and is_parquet(path):  # Parquet by its first bytes, but no footer: truncated or damaged
+    if path.is_file() and is_parquet(
+        path
+    ):  # Parquet by its first bytes, but no footer: truncated or damaged
         try:
             pq.read_schema(path)
         except (OSError, pa.ArrowException) as exc:
-            raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
+            raise FormatError(
+                f"cannot read Parquet ({exc}); is the file complete?", source=str(path)
+            ) from exc
     raise FormatError(
-        f"unrecognised format (known: {', '.join(READERS.names())}); pass format=NAME (CLI: --format NAME) if it is one of these",
+        f"unrecognised format (known: {', '.join(READERS.names())}); pass format=NAME (CLI: "
+        "--format NAME) if it is one of these",
         source=str(path),
     )
 
 
-# ---------------------------------------------------------------------------------------------- sniffing helpers
+# ----------------------------------------------------------------------------------------------
+# sniffing helpers
 def head_bytes(path: Path, n: int = 8) -> bytes:
     """The first ``n`` bytes of a file (b'' for a directory)."""
     if not path.is_file():
@@ -181,8 +204,8 @@ def parquet_schema(path: Path) -> pa.Schema | None:
 
 
 def is_tar(path: Path) -> bool:
-    """A tar archive, plain or gzip / xz / bz2 compressed, by content (the ``ustar`` magic of the first member);
-    the name (``.tar``, ``.tgz``...) is only a hint and never required."""
+    """A tar archive, plain or gzip / xz / bz2 compressed, by content (the ``ustar`` magic of the
+    first member); the name (``.tar``, ``.tgz``...) is only a hint and never required."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -229,7 +252,8 @@ def text_head(path: Path, n_lines: int = 1) -> list[str]:
 
 
 def csv_header(path: Path) -> list[str]:
-    """Column names of a (possibly compressed) CSV file's first line (stripped); [] when not text."""
+    """Column names of a (possibly compressed) CSV file's first line (stripped); [] when not
+    text."""
     lines = text_head(path, 1)
     if not lines or "," not in lines[0]:
         return []

@@ -1,17 +1,20 @@
-"""SNANA text light curves (``.DAT``): single files, directories of them, or a tar archive read in one stream.
+"""SNANA text light curves (``.DAT``): single files, directories of them, or a tar archive read in
+one stream.
 
-A DAT file is ``KEY: value`` header lines, then ``VARLIST:`` and one ``OBS:`` line per epoch, then ``END:``.
-Headers are parsed per file (a few dozen lines); the ``OBS:`` blocks of all files are concatenated and parsed
-by one vectorised CSV call, so the 21 319 SNPCC files (220 MB uncompressed) take a few seconds, mostly ``xz``.
+A DAT file is ``KEY: value`` header lines, then ``VARLIST:`` and one ``OBS:`` line per epoch, then
+``END:``. Headers are parsed per file (a few dozen lines); the ``OBS:`` blocks of all files are
+concatenated and parsed by one vectorised CSV call, so the 21 319 SNPCC files (220 MB uncompressed)
+take a few seconds, mostly ``xz``.
 
-Conventions: ``FLUXCAL``/``FLUXCALERR`` are already our unit (zero point 27.5). Every ``OBS`` row is a measured
-(forced) flux, so it is ``detected`` unless a ``PHOTFLAG`` column exists, in which case ``detected`` means the
-SNANA detection bit (4096) and a non-detection keeps its measured flux. Epochs with ``FLUXCALERR <= 0`` (SNANA's
--9 "not simulated", e.g. the z band of low-redshift SNPCC objects) are dropped and reported.
-Simulated truth goes to the objects: ``sim_type`` from ``SIM_COMMENT``
-(``SN Type = Ia , ...``), ``label = "SN " + sim_type`` (TNS spelling, so the default positive class "SN Ia"
-works), ``sim_non1a``, ``sim_model``, ``sim_redshift``, ``sim_peakmjd``, and ``sample`` = ``spec`` when
-``SNTYPE`` is set (the SNPCC spectroscopic training sample), else ``photo``.
+Conventions: ``FLUXCAL``/``FLUXCALERR`` are already our unit (zero point 27.5). Every ``OBS`` row is
+a measured (forced) flux, so it is ``detected`` unless a ``PHOTFLAG`` column exists, in which case
+``detected`` means the SNANA detection bit (4096) and a non-detection keeps its measured flux.
+Epochs with ``FLUXCALERR <= 0`` (SNANA's -9 "not simulated", e.g. the z band of low-redshift SNPCC
+objects) are dropped and reported. Simulated truth goes to the objects: ``sim_type`` from
+``SIM_COMMENT`` (``SN Type = Ia , ...``), ``label = "SN " + sim_type`` (TNS spelling, so the default
+positive class "SN Ia" works), ``sim_non1a``, ``sim_model``, ``sim_redshift``, ``sim_peakmjd``, and
+``sample`` = ``spec`` when ``SNTYPE`` is set (the SNPCC spectroscopic training sample), else
+``photo``.
 """
 
 from __future__ import annotations
@@ -75,11 +78,15 @@ def _first_token(value: str) -> str:
     return parts[0] if parts else ""
 
 
-_HEADER_RE = re.compile(r"^[ \t]*(" + "|".join(re.escape(k) for k in [*_HEADER_KEYS, "VARLIST"]) + r")[ \t]*:(.*)$", re.M)
+_HEADER_RE = re.compile(
+    r"^[ \t]*(" + "|".join(re.escape(k) for k in [*_HEADER_KEYS, "VARLIST"]) + r")[ \t]*:(.*)$",
+    re.M,
+)
 
 
 def parse_header(text: str) -> tuple[dict, list[str]]:
-    """Header keys we use (see :data:`_HEADER_KEYS`) and the ``VARLIST`` names of one DAT file's header part."""
+    """Header keys we use (see :data:`_HEADER_KEYS`) and the ``VARLIST`` names of one DAT file's
+    header part."""
     out: dict = {}
     varlist: list[str] = []
     for m in _HEADER_RE.finditer(text):
@@ -117,13 +124,18 @@ def split_dat(data: bytes) -> tuple[str, bytes]:
     if not block.endswith(b"\n"):
         block += b"\n"
     if block.count(b"\n") != block.count(b"OBS:"):  # comments, blank lines or CRLF inside the block
-        block = b"\n".join(ln.strip() for ln in block.splitlines() if ln.strip().startswith(b"OBS:")) + b"\n"
+        block = (
+            b"\n".join(ln.strip() for ln in block.splitlines() if ln.strip().startswith(b"OBS:"))
+            + b"\n"
+        )
     return data[:start].decode("latin-1"), block
 
 
-# ---------------------------------------------------------------------------------------------- members
+# ----------------------------------------------------------------------------------------------
+# members
 def iter_members(path: Path) -> Iterator[tuple[str, bytes]]:
-    """``(name, bytes)`` of every ``.DAT`` file in a file, directory or tar archive (any compression), streamed."""
+    """``(name, bytes)`` of every ``.DAT`` file in a file, directory or tar archive (any
+    compression), streamed."""
     path = Path(path)
     if path.is_dir():
         for f in sorted(path.rglob("*")):
@@ -145,12 +157,17 @@ def _is_tar(path: Path) -> bool:
     return is_tar(path)
 
 
-# ---------------------------------------------------------------------------------------------- reading
-def read_snana(path: str | Path, *, survey: str | None = None, max_objects: int | None = None) -> LightCurves:
-    """Read SNANA DAT light curves from a file, a directory or a tar archive (``.tar``, ``.tar.xz``, ``.tar.gz``).
+# ----------------------------------------------------------------------------------------------
+# reading
+def read_snana(
+    path: str | Path, *, survey: str | None = None, max_objects: int | None = None
+) -> LightCurves:
+    """Read SNANA DAT light curves from a file, a directory or a tar archive (``.tar``, ``.tar.xz``,
+    ``.tar.gz``).
 
-    A damaged member becomes a :class:`Problem` (the rest is read); an archive that cannot be decompressed, or
-    that holds no DAT file, raises :class:`FormatError`. ``max_objects`` stops after that many files (quick looks).
+    A damaged member becomes a :class:`Problem` (the rest is read); an archive that cannot be
+    decompressed, or that holds no DAT file, raises :class:`FormatError`. ``max_objects`` stops
+    after that many files (quick looks).
     """
     path = Path(path)
     if not path.exists():
@@ -167,10 +184,14 @@ def read_snana(path: str | Path, *, survey: str | None = None, max_objects: int 
                 problems.append(Problem(name, None, f"unreadable SNANA file ({exc}); skipped"))
                 continue
             if "object_id" not in head:
-                problems.append(Problem(name, None, "no 'SNID:' header; not an SNANA light curve; skipped"))
+                problems.append(
+                    Problem(name, None, "no 'SNID:' header; not an SNANA light curve; skipped")
+                )
                 continue
             if not block or not varlist:
-                problems.append(Problem(name, head["object_id"], "no VARLIST/OBS photometry; skipped"))
+                problems.append(
+                    Problem(name, head["object_id"], "no VARLIST/OBS photometry; skipped")
+                )
                 continue
             head["_member"] = name
             blocks.setdefault(tuple(varlist), []).append((len(headers), block))
@@ -179,17 +200,31 @@ def read_snana(path: str | Path, *, survey: str | None = None, max_objects: int 
                 break
     except (tarfile.TarError, lzma.LZMAError, EOFError, OSError) as exc:
         if not headers:
-            raise FormatError(f"cannot read SNANA archive ({type(exc).__name__}: {exc}); is it complete?", source=str(path)) from exc
-        problems.append(Problem(str(path), None, f"archive damaged after {len(headers)} light curve(s) ({exc}); rest skipped"))
+            raise FormatError(
+                f"cannot read SNANA archive ({type(exc).__name__}: {exc}); is it complete?",
+                source=str(path),
+            ) from exc
+        problems.append(
+            Problem(
+                str(path),
+                None,
+                f"archive damaged after {len(headers)} light curve(s) ({exc}); rest skipped",
+            )
+        )
     if not headers:
-        raise FormatError("no SNANA light curve (.DAT with SNID:/VARLIST:/OBS:) found", source=str(path))
+        raise FormatError(
+            "no SNANA light curve (.DAT with SNID:/VARLIST:/OBS:) found", source=str(path)
+        )
 
     phot_parts = []
     for varlist, items in blocks.items():
         phot_parts.append(_parse_blocks(varlist, items, headers, problems))
     phot = pd.concat(phot_parts, ignore_index=True) if phot_parts else pd.DataFrame()
     if phot.empty:
-        raise InputError("no photometry could be parsed; " + "; ".join(str(p) for p in problems[:3]), source=str(path))
+        raise InputError(
+            "no photometry could be parsed; " + "; ".join(str(p) for p in problems[:3]),
+            source=str(path),
+        )
 
     objects = pd.DataFrame(headers)
     surveys = objects["survey"].dropna().unique() if "survey" in objects.columns else []
@@ -203,19 +238,41 @@ def read_snana(path: str | Path, *, survey: str | None = None, max_objects: int 
     return lc
 
 
-def _parse_blocks(varlist: tuple[str, ...], items: list[tuple[int, bytes]], headers: list[dict], problems: list[Problem]) -> pd.DataFrame:
-    """Parse the OBS blocks of many files with one CSV call; on failure, file by file (bad files -> problems)."""
+def _parse_blocks(
+    varlist: tuple[str, ...],
+    items: list[tuple[int, bytes]],
+    headers: list[dict],
+    problems: list[Problem],
+) -> pd.DataFrame:
+    """Parse the OBS blocks of many files with one CSV call; on failure, file by file (bad files
+    -> problems)."""
     upper = [v.upper() for v in varlist]
-    need = [c for c in ("MJD", "FLT", "FLUXCAL", "FLUXCALERR") if c not in upper and not (c == "FLT" and "BAND" in upper)]
+    need = [
+        c
+        for c in ("MJD", "FLT", "FLUXCAL", "FLUXCALERR")
+        if c not in upper and not (c == "FLT" and "BAND" in upper)
+    ]
     if need:
         for hi, _ in items:
-            problems.append(Problem(headers[hi]["_member"], headers[hi]["object_id"], f"VARLIST lacks {need}; skipped"))
+            problems.append(
+                Problem(
+                    headers[hi]["_member"],
+                    headers[hi]["object_id"],
+                    f"VARLIST lacks {need}; skipped",
+                )
+            )
         return pd.DataFrame()
     names = ["_tag", *upper]
 
     def parse(blob: bytes) -> pd.DataFrame:
         df = pd.read_csv(
-            io.BytesIO(blob), sep=r"\s+", header=None, names=names, usecols=range(len(names)), engine="c", dtype={"FLT": str, "BAND": str}
+            io.BytesIO(blob),
+            sep=r"\s+",
+            header=None,
+            names=names,
+            usecols=range(len(names)),
+            engine="c",
+            dtype={"FLT": str, "BAND": str},
         )
         if len(df) and (df["_tag"] != "OBS:").any():
             raise ValueError("a line is not an OBS: row")
@@ -234,7 +291,13 @@ def _parse_blocks(varlist: tuple[str, ...], items: list[tuple[int, bytes]], head
                 d = parse(blob)
                 d = d.astype({c: np.float64 for c in ("MJD", "FLUXCAL", "FLUXCALERR")})
             except (ValueError, pd.errors.ParserError) as exc:
-                problems.append(Problem(headers[hi]["_member"], headers[hi]["object_id"], f"bad OBS rows ({exc}); skipped"))
+                problems.append(
+                    Problem(
+                        headers[hi]["_member"],
+                        headers[hi]["object_id"],
+                        f"bad OBS rows ({exc}); skipped",
+                    )
+                )
                 continue
             frames.append(d)
             owner_parts.append(np.full(len(d), hi))
@@ -247,7 +310,10 @@ def _parse_blocks(varlist: tuple[str, ...], items: list[tuple[int, bytes]], head
         {
             "object_id": ids[owners],
             "mjd": pd.to_numeric(df["MJD"], errors="coerce").to_numpy(np.float64),
-            "band": df["FLT" if "FLT" in df.columns else "BAND"].astype(str).str.strip().to_numpy(object),
+            "band": df["FLT" if "FLT" in df.columns else "BAND"]
+            .astype(str)
+            .str.strip()
+            .to_numpy(object),
             "flux": pd.to_numeric(df["FLUXCAL"], errors="coerce").to_numpy(np.float64),
             "flux_err": pd.to_numeric(df["FLUXCALERR"], errors="coerce").to_numpy(np.float64),
         }
@@ -257,7 +323,8 @@ def _parse_blocks(varlist: tuple[str, ...], items: list[tuple[int, bytes]], head
         out["detected"] = (flag & PHOTFLAG_DETECTION) > 0
     else:
         out["detected"] = True
-    # SNANA writes -9 (FLUXCALERR <= 0) for epochs that were not simulated/measured: drop those epochs, keep the object
+    # SNANA writes -9 (FLUXCALERR <= 0) for epochs that were not simulated/measured: drop those
+    # epochs, keep the object
     null = ~(out["flux_err"].to_numpy() > 0) & np.isfinite(out["mjd"].to_numpy())
     if null.any():
         for oid, n in out.loc[null, "object_id"].value_counts(sort=False).items():
@@ -293,9 +360,11 @@ def _object_columns(objects: pd.DataFrame) -> pd.DataFrame:
     return o
 
 
-# ---------------------------------------------------------------------------------------------- detection
+# ----------------------------------------------------------------------------------------------
+# detection
 def detect_snana(path: Path) -> bool:
-    """A DAT file with ``SNID:`` in its first lines, a directory with such files, or a tar with ``.DAT`` members."""
+    """A DAT file with ``SNID:`` in its first lines, a directory with such files, or a tar with
+    ``.DAT`` members."""
     path = Path(path)
     if path.is_dir():
         for f in path.iterdir():

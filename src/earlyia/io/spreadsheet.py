@@ -1,10 +1,10 @@
 """CSV files for people: cells a spreadsheet would run as a formula are neutralised.
 
 A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is a formula to Excel,
-LibreOffice and Google Sheets (``=HYPERLINK(...)``, ``=cmd|...``): text that came from alerts (object
-ids, SIMBAD types, labels, reasons) must not be able to run when a person opens the file. Such text
-cells get a leading apostrophe, which spreadsheets show as text. Numbers are left as they are (a
-negative declination stays a number).
+LibreOffice and Google Sheets (``=HYPERLINK(...)``, ``=cmd|...``): text that came from alerts
+(object ids, SIMBAD types, labels, reasons) must not be able to run when a person opens the file.
+Such text cells get a leading apostrophe, which spreadsheets show as text. Numbers are left as they
+are (a negative declination stays a number).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise_cell(value):
-    """``value`` with a leading ``'`` when it is text a spreadsheet would run; anything else unchanged."""
+    """``value`` with a leading ``'`` when it is text a spreadsheet would run; anything else
+    unchanged."""
     if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
         return "'" + value
     return value

@@ -53,8 +53,9 @@ SURVEY_BANDS = {
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file.
 
-    The temporary (``.<name>.<pid>.<random>.eia-tmp``, see :mod:`earlyia.io.output`) is removed on any error or
-    interruption; those of killed runs are removed by the next write in the same folder.
+    The temporary (``.<name>.<pid>.<random>.eia-tmp``, see :mod:`earlyia.io.output`) is removed on
+    any error or interruption; those of killed runs are removed by the next write in the same
+    folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,12 +150,18 @@ class LightCurves:
         return det[self.offsets[1:]] - det[self.offsets[:-1]]
 
     def alert_segments(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(starts, ends)`` of each alert's light curve as of that alert (its history up to it)."""
+        """``(starts, ends)`` of each alert's light curve as of that alert (its history up to
+        it)."""
         if self.alerts.empty:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         obj = self.alerts["object_index"].to_numpy(np.int64)
         starts = self.offsets[obj]
-        ends = _prefix_ends(self.mjd, self.offsets, obj, self.alerts["mjd"].to_numpy(np.float64) + DUPLICATE_EPOCH_DAYS)
+        ends = _prefix_ends(
+            self.mjd,
+            self.offsets,
+            obj,
+            self.alerts["mjd"].to_numpy(np.float64) + DUPLICATE_EPOCH_DAYS,
+        )
         return starts, ends
 
     def object_of_point(self) -> np.ndarray:
@@ -175,17 +182,18 @@ class LightCurves:
     ) -> LightCurves:
         """Build the table from long-form photometry (and optional object and alert frames).
 
-        ``phot`` has ``object_id, mjd, band, flux, flux_err`` and optionally ``detected``
-        (default: finite flux) and ``alert_id``. Points are sorted by (object, time, band);
-        duplicate epochs (same object and band within :data:`DUPLICATE_EPOCH_DAYS`) keep one
-        point, preferring a detection. An object with a point that :func:`validate_photometry` refuses
-        (non-finite or absurd time, flux or error) is dropped and reported in ``problems``; a
-        photometry column that does not hold numbers raises :class:`SchemaError` naming it.
-        ``objects`` may repeat an object (one row per alert): the row with the latest
-        ``mjd``-like information wins (the last row given). ``alerts`` needs ``object_id,
-        alert_id, mjd``.
+        ``phot`` has ``object_id, mjd, band, flux, flux_err`` and optionally ``detected`` (default:
+        finite flux) and ``alert_id``. Points are sorted by (object, time, band); duplicate epochs
+        (same object and band within :data:`DUPLICATE_EPOCH_DAYS`) keep one point, preferring a
+        detection. An object with a point that :func:`validate_photometry` refuses (non-finite or
+        absurd time, flux or error) is dropped and reported in ``problems``; a photometry column
+        that does not hold numbers raises :class:`SchemaError` naming it. ``objects`` may repeat an
+        object (one row per alert): the row with the latest ``mjd``-like information wins (the last
+        row given). ``alerts`` needs ``object_id, alert_id, mjd``.
         """
-        missing = [c for c in ("object_id", "mjd", "band", "flux", "flux_err") if c not in phot.columns]
+        missing = [
+            c for c in ("object_id", "mjd", "band", "flux", "flux_err") if c not in phot.columns
+        ]
         if missing:
             raise SchemaError(f"photometry lacks column(s) {missing}", source=source)
         problems: list[Problem] = []
@@ -197,7 +205,9 @@ class LightCurves:
             phot["detected"] = np.isfinite(phot["flux"].to_numpy(np.float64))
         if "alert_id" not in phot.columns:
             phot["alert_id"] = -1
-        phot["alert_id"] = pd.to_numeric(phot["alert_id"], errors="coerce").fillna(-1).astype(np.int64)
+        phot["alert_id"] = (
+            pd.to_numeric(phot["alert_id"], errors="coerce").fillna(-1).astype(np.int64)
+        )
         phot["band"] = phot["band"].astype(str)
         if bands is None:
             known = SURVEY_BANDS.get(survey)
@@ -207,7 +217,11 @@ class LightCurves:
         if unknown:
             bad = phot["band"].isin(unknown)
             for oid in phot.loc[bad, "object_id"].unique():
-                problems.append(Problem(source, oid, f"unknown band(s) {unknown}; expected one of {list(bands)}"))
+                problems.append(
+                    Problem(
+                        source, oid, f"unknown band(s) {unknown}; expected one of {list(bands)}"
+                    )
+                )
             phot = phot[~phot["object_id"].isin(phot.loc[bad, "object_id"].unique())]
 
         bad_ids, why = validate_photometry(
@@ -218,7 +232,10 @@ class LightCurves:
             phot["detected"].to_numpy(bool),
         )
         if len(bad_ids):
-            problems += [Problem(source, str(oid), f"{w}; object dropped") for oid, w in zip(bad_ids, why, strict=True)]
+            problems += [
+                Problem(source, str(oid), f"{w}; object dropped")
+                for oid, w in zip(bad_ids, why, strict=True)
+            ]
             phot = phot[~phot["object_id"].isin(bad_ids)]
 
         code = pd.Categorical(phot["band"], categories=list(bands)).codes.astype(np.int8)
@@ -235,10 +252,22 @@ class LightCurves:
         order = np.argsort(first)
         ids = ids[order]
         counts = np.diff(np.append(np.sort(first), len(phot)))
-        return cls._assemble(ids, counts, phot["mjd"].to_numpy(np.float64).copy(), phot["_band"].to_numpy(np.int8).copy(),
-                             phot["flux"].to_numpy(np.float64).copy(), phot["flux_err"].to_numpy(np.float64).copy(),
-                             phot["detected"].to_numpy(bool).copy(), phot["alert_id"].to_numpy(np.int64).copy(), objects, alerts,
-                             bands=bands, survey=survey, source=source, problems=problems)
+        return cls._assemble(
+            ids,
+            counts,
+            phot["mjd"].to_numpy(np.float64).copy(),
+            phot["_band"].to_numpy(np.int8).copy(),
+            phot["flux"].to_numpy(np.float64).copy(),
+            phot["flux_err"].to_numpy(np.float64).copy(),
+            phot["detected"].to_numpy(bool).copy(),
+            phot["alert_id"].to_numpy(np.int64).copy(),
+            objects,
+            alerts,
+            bands=bands,
+            survey=survey,
+            source=source,
+            problems=problems,
+        )
 
     @classmethod
     def from_sorted_points(
@@ -259,14 +288,16 @@ class LightCurves:
         survey: str = "",
         source: str = "<memory>",
     ) -> LightCurves | None:
-        """:meth:`from_frames` for photometry already in arrays, built with array sorts (no frame per point).
+        """:meth:`from_frames` for photometry already in arrays, built with array sorts (no frame
+        per point).
 
-        ``row_object_ids``: the object id of each row (alert) of the input; ``row_of_point``: each point's row;
-        ``band``: int8 codes into ``bands``; the other arrays as :meth:`from_frames` holds them after its checks
-        (float64, bool, int64). Points of one object, time, band and detection status are taken in ``tiebreak``
-        order (ascending, stable; default: their order), as :meth:`from_frames` takes them in the order given.
-        Returns the table :meth:`from_frames` gives for the same points in that order, or None when the input
-        needs :meth:`from_frames`' handling of bad values (a band code outside ``bands``, a point that
+        ``row_object_ids``: the object id of each row (alert) of the input; ``row_of_point``: each
+        point's row; ``band``: int8 codes into ``bands``; the other arrays as :meth:`from_frames`
+        holds them after its checks (float64, bool, int64). Points of one object, time, band and
+        detection status are taken in ``tiebreak`` order (ascending, stable; default: their order),
+        as :meth:`from_frames` takes them in the order given. Returns the table :meth:`from_frames`
+        gives for the same points in that order, or None when the input needs :meth:`from_frames`'
+        handling of bad values (a band code outside ``bands``, a point that
         :func:`validate_photometry` refuses): the caller then builds the frame and calls it.
         """
         band = np.asarray(band, np.int8)
@@ -282,7 +313,8 @@ class LightCurves:
         bad_ids, _ = validate_photometry(oid_rows[row_of_point], t, f, e, det)
         if len(bad_ids):
             return None
-        # objects in id order (from_frames sorts by the id strings), points by time, band, detections first
+        # objects in id order (from_frames sorts by the id strings), points by time, band,
+        # detections first
         uniq, inv = np.unique(oid_rows, return_inverse=True)
         code = inv.reshape(-1)[row_of_point].astype(np.int64)
         keys = [np.asarray(tiebreak, np.int64)] if tiebreak is not None else []
@@ -292,14 +324,44 @@ class LightCurves:
         order, code = order[keep], code[keep]
         counts = np.bincount(code, minlength=len(uniq))
         present = counts > 0
-        return cls._assemble(uniq[present], counts[present], t[keep], band[keep], f[order], e[order], det[order], aid[order],
-                             objects, alerts, bands=tuple(bands), survey=survey, source=source, problems=[])
+        return cls._assemble(
+            uniq[present],
+            counts[present],
+            t[keep],
+            band[keep],
+            f[order],
+            e[order],
+            det[order],
+            aid[order],
+            objects,
+            alerts,
+            bands=tuple(bands),
+            survey=survey,
+            source=source,
+            problems=[],
+        )
 
     @classmethod
-    def _assemble(cls, ids, counts, mjd, band, flux, flux_err, detected, alert_id, objects, alerts, *, bands, survey, source,
-                  problems) -> LightCurves:
-        """The table from sorted, checked points (``counts`` per object of ``ids``, in that order) and the object
-        and alert frames of :meth:`from_frames`."""
+    def _assemble(
+        cls,
+        ids,
+        counts,
+        mjd,
+        band,
+        flux,
+        flux_err,
+        detected,
+        alert_id,
+        objects,
+        alerts,
+        *,
+        bands,
+        survey,
+        source,
+        problems,
+    ) -> LightCurves:
+        """The table from sorted, checked points (``counts`` per object of ``ids``, in that
+        order) and the object and alert frames of :meth:`from_frames`."""
         offsets = np.zeros(len(ids) + 1, np.int64)
         offsets[1:] = np.cumsum(counts)
         obj = pd.DataFrame({"object_id": ids.astype(str)})
@@ -338,7 +400,9 @@ class LightCurves:
         a["object_index"] = pd.Index(self.objects["object_id"]).get_indexer(a["object_id"])
         a = a[a["object_index"] >= 0]
         a = a.sort_values(["object_index", "mjd"], kind="mergesort")
-        cols = ["object_index", "alert_id", "mjd"] + [c for c in a.columns if c not in ("object_index", "alert_id", "mjd", "object_id")]
+        cols = ["object_index", "alert_id", "mjd"] + [
+            c for c in a.columns if c not in ("object_index", "alert_id", "mjd", "object_id")
+        ]
         return a[cols].reset_index(drop=True)
 
     # ------------------------------------------------------------------ views
@@ -353,26 +417,37 @@ class LightCurves:
             remap[idx] = np.arange(len(idx))
             new = remap[alerts["object_index"].to_numpy(np.int64)]
             alerts = alerts[new >= 0].assign(object_index=new[new >= 0])
-            alerts = alerts.sort_values(["object_index", "mjd"], kind="mergesort").reset_index(drop=True)
+            alerts = alerts.sort_values(["object_index", "mjd"], kind="mergesort").reset_index(
+                drop=True
+            )
         out = self.from_segments(
-            self.offsets[idx], self.offsets[idx + 1], self.objects.iloc[idx].reset_index(drop=True), alerts
+            self.offsets[idx],
+            self.offsets[idx + 1],
+            self.objects.iloc[idx].reset_index(drop=True),
+            alerts,
         )
         out.problems = list(self.problems)
         return out
 
     def from_segments(
-        self, starts: np.ndarray, ends: np.ndarray, objects: pd.DataFrame, alerts: pd.DataFrame | None = None
+        self,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        objects: pd.DataFrame,
+        alerts: pd.DataFrame | None = None,
     ) -> LightCurves:
-        """A new table whose object ``i`` holds this table's points ``starts[i]:ends[i]`` (point indices).
+        """A new table whose object ``i`` holds this table's points ``starts[i]:ends[i]`` (point
+        indices).
 
-        ``objects`` (one row per segment) and ``alerts`` (``object_index`` into the segments) are taken as
-        given; bands and survey are this table's.
+        ``objects`` (one row per segment) and ``alerts`` (``object_index`` into the segments) are
+        taken as given; bands and survey are this table's.
         """
         starts = np.asarray(starts, np.int64)
         ends = np.asarray(ends, np.int64)
         if len(starts) != len(ends) or len(objects) != len(starts):
             raise ValueError(
-                f"from_segments: {len(starts)} starts, {len(ends)} ends and {len(objects)} objects differ"
+                f"from_segments: {len(starts)} starts, {len(ends)} ends and {len(objects)} "
+                "objects differ"
             )
         offsets = np.zeros(len(starts) + 1, np.int64)
         offsets[1:] = np.cumsum(ends - starts)
@@ -432,7 +507,9 @@ class LightCurves:
             nonempty = counts > 0
             last[nonempty] = out.mjd[offsets[1:][nonempty] - 1]
             a = out.alerts
-            out.alerts = a[a["mjd"].to_numpy() <= last[a["object_index"].to_numpy()] + DUPLICATE_EPOCH_DAYS].reset_index(drop=True)
+            out.alerts = a[
+                a["mjd"].to_numpy() <= last[a["object_index"].to_numpy()] + DUPLICATE_EPOCH_DAYS
+            ].reset_index(drop=True)
         return out
 
     def replay(self, min_detections: int = 1, max_detections: int | None = None) -> LightCurves:
@@ -463,7 +540,8 @@ class LightCurves:
 
     @staticmethod
     def concat(tables: Sequence[LightCurves], *, source: str = "<concat>") -> LightCurves:
-        """Merge tables; alerts of the same object merge into one light curve without duplicate epochs."""
+        """Merge tables; alerts of the same object merge into one light curve without duplicate
+        epochs."""
         tables = [t for t in tables if t is not None]
         if not tables:
             raise InputError("nothing to concatenate: no light curves were read")
@@ -471,7 +549,9 @@ class LightCurves:
             return tables[0]
         surveys = {t.survey for t in tables if t.survey}
         if len(surveys) > 1:
-            raise InputError(f"cannot merge light curves of different surveys {sorted(surveys)}", source=source)
+            raise InputError(
+                f"cannot merge light curves of different surveys {sorted(surveys)}", source=source
+            )
         bands: list[str] = []
         for t in tables:
             bands += [b for b in t.bands if b not in bands]
@@ -487,9 +567,18 @@ class LightCurves:
             alerts.append(a)
             problems += t.problems
         objects = pd.concat(objs, ignore_index=True)
-        al = pd.concat([a for a in alerts if len(a)], ignore_index=True) if any(len(a) for a in alerts) else None
+        al = (
+            pd.concat([a for a in alerts if len(a)], ignore_index=True)
+            if any(len(a) for a in alerts)
+            else None
+        )
         out = LightCurves.from_frames(
-            pd.concat(phots, ignore_index=True), _combine_object_rows(objects), al, bands=bands, survey=survey, source=source
+            pd.concat(phots, ignore_index=True),
+            _combine_object_rows(objects),
+            al,
+            bands=bands,
+            survey=survey,
+            source=source,
         )
         out.problems = problems + out.problems
         return out
@@ -498,9 +587,13 @@ class LightCurves:
         """(long photometry, objects, alerts) as pandas frames, with object ids (not indices)."""
         phot = pd.DataFrame(
             {
-                "object_id": np.repeat(self.objects["object_id"].to_numpy(object), np.diff(self.offsets)),
+                "object_id": np.repeat(
+                    self.objects["object_id"].to_numpy(object), np.diff(self.offsets)
+                ),
                 "mjd": self.mjd,
-                "band": np.asarray(self.bands, dtype=object)[self.band] if len(self.band) else np.array([], object),
+                "band": np.asarray(self.bands, dtype=object)[self.band]
+                if len(self.band)
+                else np.array([], object),
                 "flux": self.flux,
                 "flux_err": self.flux_err,
                 "detected": self.detected,
@@ -509,7 +602,11 @@ class LightCurves:
         )
         alerts = self.alerts.copy()
         if not alerts.empty:
-            alerts.insert(0, "object_id", self.objects["object_id"].to_numpy(object)[alerts["object_index"].to_numpy()])
+            alerts.insert(
+                0,
+                "object_id",
+                self.objects["object_id"].to_numpy(object)[alerts["object_index"].to_numpy()],
+            )
             alerts = alerts.drop(columns="object_index")
         else:
             alerts = pd.DataFrame(columns=["object_id", "alert_id", "mjd"])
@@ -517,7 +614,8 @@ class LightCurves:
 
     # ------------------------------------------------------------------ parquet
     def to_parquet(self, path: str | Path) -> None:
-        """Write one row per object: object columns + list columns of photometry and alerts (atomic)."""
+        """Write one row per object: object columns + list columns of photometry and alerts
+        (atomic)."""
         table = self.to_arrow()
         atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
@@ -525,7 +623,11 @@ class LightCurves:
         objects = self.objects.reset_index(drop=True)
         base = pa.Table.from_pandas(objects, preserve_index=False)
         off = pa.array(self.offsets.astype(np.int32))
-        band_names = np.asarray(self.bands, dtype=object)[self.band] if len(self.band) else np.array([], object)
+        band_names = (
+            np.asarray(self.bands, dtype=object)[self.band]
+            if len(self.band)
+            else np.array([], object)
+        )
         cols = {
             "mjd": pa.array(self.mjd, pa.float64()),
             "band": pa.array(band_names, pa.string()),
@@ -542,9 +644,14 @@ class LightCurves:
             aoff = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
             flat = pa.Table.from_pandas(a.drop(columns="object_index"), preserve_index=False)
             for name in flat.column_names:
-                base = base.append_column(f"alert.{name}", pa.ListArray.from_arrays(aoff, flat.column(name).combine_chunks()))
+                base = base.append_column(
+                    f"alert.{name}",
+                    pa.ListArray.from_arrays(aoff, flat.column(name).combine_chunks()),
+                )
         meta = {"format": FORMAT_VERSION, "survey": self.survey, "bands": list(self.bands)}
-        return base.replace_schema_metadata({**(base.schema.metadata or {}), b"earlyia": json.dumps(meta).encode()})
+        return base.replace_schema_metadata(
+            {**(base.schema.metadata or {}), b"earlyia": json.dumps(meta).encode()}
+        )
 
     @classmethod
     def read_parquet(cls, path: str | Path) -> LightCurves:
@@ -559,10 +666,15 @@ class LightCurves:
     def from_arrow(cls, table: pa.Table, *, source: str = "<arrow>") -> LightCurves:
         meta_raw = (table.schema.metadata or {}).get(b"earlyia")
         if meta_raw is None:
-            raise FormatError("not an earlyia light-curve table (no 'earlyia' schema metadata)", source=source)
+            raise FormatError(
+                "not an earlyia light-curve table (no 'earlyia' schema metadata)", source=source
+            )
         meta = json.loads(meta_raw)
         if meta.get("format") != FORMAT_VERSION:
-            raise FormatError(f"unsupported table format {meta.get('format')!r}; expected {FORMAT_VERSION}", source=source)
+            raise FormatError(
+                f"unsupported table format {meta.get('format')!r}; expected {FORMAT_VERSION}",
+                source=source,
+            )
         missing = [c for c in PHOT_COLUMNS if c not in table.column_names]
         if missing:
             raise SchemaError(f"light-curve table lacks column(s) {missing}", source=source)
@@ -574,7 +686,9 @@ class LightCurves:
 
         offsets, mjd = flat("mjd")
         _, band = flat("band")
-        code = pd.Categorical(band.to_numpy(zero_copy_only=False), categories=list(bands)).codes.astype(np.int8)
+        code = pd.Categorical(
+            band.to_numpy(zero_copy_only=False), categories=list(bands)
+        ).codes.astype(np.int8)
         alert_cols = [c for c in table.column_names if c.startswith("alert.")]
         obj_cols = [c for c in table.column_names if c not in PHOT_COLUMNS and c not in alert_cols]
         objects = table.select(obj_cols).to_pandas()
@@ -602,46 +716,65 @@ class LightCurves:
         return lc.without_invalid(source)
 
     def without_invalid(self, source: str) -> LightCurves:
-        """This table without the objects :func:`validate_photometry` refuses (reported in ``problems``)."""
-        oid = np.repeat(self.objects["object_id"].astype(str).to_numpy(object), np.diff(self.offsets))
+        """This table without the objects :func:`validate_photometry` refuses (reported in
+        ``problems``)."""
+        oid = np.repeat(
+            self.objects["object_id"].astype(str).to_numpy(object), np.diff(self.offsets)
+        )
         bad_ids, why = validate_photometry(oid, self.mjd, self.flux, self.flux_err, self.detected)
         if not len(bad_ids):
             return self
         keep = np.flatnonzero(~self.objects["object_id"].astype(str).isin(bad_ids).to_numpy())
         out = self.take(keep)
-        out.problems = list(self.problems) + [Problem(source, str(o), f"{w}; object dropped") for o, w in zip(bad_ids, why, strict=True)]
+        out.problems = list(self.problems) + [
+            Problem(source, str(o), f"{w}; object dropped")
+            for o, w in zip(bad_ids, why, strict=True)
+        ]
         return out
 
 
 def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
-    """``table.to_pandas`` without losing digits: top-level integer columns with nulls become nullable ``Int64``
-    (pandas would make them float64, which rounds a 19-digit ZTF ``candid``); maps become dicts."""
+    """``table.to_pandas`` without losing digits: top-level integer columns with nulls become
+    nullable ``Int64`` (pandas would make them float64, which rounds a 19-digit ZTF ``candid``);
+    maps become dicts."""
     nullable_ints = {
-        f.type for f, col in zip(table.schema, table.columns, strict=True) if pa.types.is_integer(f.type) and col.null_count
+        f.type
+        for f, col in zip(table.schema, table.columns, strict=True)
+        if pa.types.is_integer(f.type) and col.null_count
     }
     mapper = {t: pd.Int64Dtype() for t in nullable_ints}.get if nullable_ints else None
     return table.to_pandas(maps_as_pydicts="strict", types_mapper=mapper)
 
 
-# ---------------------------------------------------------------------------------------------- validation
-#: Plausible ranges of the canonical photometry; a point outside makes its object unusable (see validate_photometry).
+# ----------------------------------------------------------------------------------------------
+# validation
+#: Plausible ranges of the canonical photometry; a point outside makes its object unusable (see
+#: validate_photometry).
 MJD_LIMIT = 1e6  # |mjd| in days: beyond is not a date (a JD is 2.4e6)
 FLUX_LIMIT = 1e16  # |FLUXCAL|: brighter than magnitude -12.5
-FLUX_ERR_FLOOR = 1e-10  # FLUXCAL: a smaller (or denormal, zero, negative) error is not a measurement
+FLUX_ERR_FLOOR = (
+    1e-10  # FLUXCAL: a smaller (or denormal, zero, negative) error is not a measurement
+)
 MAX_SNR = 1e8  # |flux| / flux_err: no survey measures a point better than this
 
 
 def validate_photometry(
-    object_id: np.ndarray, mjd: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, detected: np.ndarray
+    object_id: np.ndarray,
+    mjd: np.ndarray,
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    detected: np.ndarray,
 ) -> tuple[np.ndarray, list[str]]:
-    """Objects with an unusable point, and why: ``(object ids, reasons)`` (sorted by id; empty when all is well).
+    """Objects with an unusable point, and why: ``(object ids, reasons)`` (sorted by id; empty when
+    all is well).
 
-    The one check of the canonical table's values (every reader ends in :meth:`LightCurves.from_frames`). A point
-    is unusable when its time is not finite or beyond :data:`MJD_LIMIT`; when a finite flux is beyond
-    :data:`FLUX_LIMIT`; when a detection has no finite flux; when a known error (required for a detection,
-    NaN allowed for an upper limit of unknown depth) is not finite, below :data:`FLUX_ERR_FLOOR` (zero,
-    denormal, negative), beyond :data:`FLUX_LIMIT`, or more than :data:`MAX_SNR` times smaller than the flux.
-    Such values overflow or divide by zero in the feature kernels: the object goes, the batch does not.
+    The one check of the canonical table's values (every reader ends in
+    :meth:`LightCurves.from_frames`). A point is unusable when its time is not finite or beyond
+    :data:`MJD_LIMIT`; when a finite flux is beyond :data:`FLUX_LIMIT`; when a detection has no
+    finite flux; when a known error (required for a detection, NaN allowed for an upper limit of
+    unknown depth) is not finite, below :data:`FLUX_ERR_FLOOR` (zero, denormal, negative), beyond
+    :data:`FLUX_LIMIT`, or more than :data:`MAX_SNR` times smaller than the flux. Such values
+    overflow or divide by zero in the feature kernels: the object goes, the batch does not.
     """
     det = np.asarray(detected, bool)
     t = np.asarray(mjd, np.float64)
@@ -674,7 +807,11 @@ def validate_photometry(
         what = []
         if grp["time"].any():
             v = grp.loc[grp["time"], "t"].iloc[0]
-            what.append("non-finite time" if not np.isfinite(v) else f"absurd time (mjd {v:g}; expected |mjd| < {MJD_LIMIT:g})")
+            what.append(
+                "non-finite time"
+                if not np.isfinite(v)
+                else f"absurd time (mjd {v:g}; expected |mjd| < {MJD_LIMIT:g})"
+            )
         if grp["flux"].any():
             v = grp.loc[grp["flux"], "f"].iloc[0]
             absurd = f"absurd flux ({v:g}; expected |flux| < {FLUX_LIMIT:g})"
@@ -684,7 +821,8 @@ def validate_photometry(
             what.append(
                 f"a non-finite or non-positive flux error ({v:g})"
                 if not (np.isfinite(v) and v > 0)
-                else f"an absurd flux error ({v:g}; expected {FLUX_ERR_FLOOR:g} <= error < {FLUX_LIMIT:g}, |flux|/error <= {MAX_SNR:g})"
+                else f"an absurd flux error ({v:g}; expected {FLUX_ERR_FLOOR:g} <= error < "
+                f"{FLUX_LIMIT:g}, |flux|/error <= {MAX_SNR:g})"
             )
         ids.append(oid)
         reasons.append(f"{', '.join(what)} ({len(grp)} point(s))")
@@ -692,25 +830,41 @@ def validate_photometry(
 
 
 def numeric_values(values, column: str, source: str) -> np.ndarray:
-    """A column as float64; :class:`SchemaError` naming it when it holds strings or other non-numbers.
+    """A column as float64; :class:`SchemaError` naming it when it holds strings or other
+    non-numbers.
 
-    Missing values (None, NaN) become NaN. Numbers stored as text (``"2459000.5"``) are refused too: a column of the
-    wrong type says the file is not what its format promises.
+    Missing values (None, NaN) become NaN. Numbers stored as text (``"2459000.5"``) are refused too:
+    a column of the wrong type says the file is not what its format promises.
     """
     arr = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64, copy=False)
     flat = arr.astype(object).ravel()
-    bad = [v for v in flat if not (v is None or v is pd.NA or isinstance(v, (int, float, np.integer, np.floating, bool, np.bool_)))]
+    bad = [
+        v
+        for v in flat
+        if not (
+            v is None
+            or v is pd.NA
+            or isinstance(v, (int, float, np.integer, np.floating, bool, np.bool_))
+        )
+    ]
     if bad:
         kind = type(bad[0]).__name__
-        raise SchemaError(f"column {column!r} must hold numbers, got {kind} values (e.g. {bad[0]!r})", source=source)
-    return np.array([np.nan if (v is None or v is pd.NA) else v for v in flat], dtype=np.float64).reshape(arr.shape)
+        raise SchemaError(
+            f"column {column!r} must hold numbers, got {kind} values (e.g. {bad[0]!r})",
+            source=source,
+        )
+    return np.array(
+        [np.nan if (v is None or v is pd.NA) else v for v in flat], dtype=np.float64
+    ).reshape(arr.shape)
 
 
-def text_numbers(values, column: str, keys, source: str) -> tuple[np.ndarray, list[Problem], set[str]]:
-    """A text (CSV) column as float64, with a :class:`Problem` per object (``keys``: its id per row) whose
-    rows hold something that is not a number: ``(values, problems, ids of those objects)``.
+def text_numbers(
+    values, column: str, keys, source: str
+) -> tuple[np.ndarray, list[Problem], set[str]]:
+    """A text (CSV) column as float64, with a :class:`Problem` per object (``keys``: its id per row)
+    whose rows hold something that is not a number: ``(values, problems, ids of those objects)``.
 
     A column where nothing at all is a number raises :class:`SchemaError` naming it.
     """
@@ -718,31 +872,45 @@ def text_numbers(values, column: str, keys, source: str) -> tuple[np.ndarray, li
     if series.dtype.kind in "fiub":
         return series.to_numpy(np.float64), [], set()
     out = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
-    wrong = np.isnan(out) & series.notna().to_numpy() & (series.astype(str).str.strip().str.lower() != "nan").to_numpy()
+    wrong = (
+        np.isnan(out)
+        & series.notna().to_numpy()
+        & (series.astype(str).str.strip().str.lower() != "nan").to_numpy()
+    )
     if not wrong.any():
         return out, [], set()
     if wrong.all():
-        raise SchemaError(f"column {column!r} must hold numbers, got text (e.g. {series[wrong].iloc[0]!r})", source=source)
+        raise SchemaError(
+            f"column {column!r} must hold numbers, got text (e.g. {series[wrong].iloc[0]!r})",
+            source=source,
+        )
     keys = np.asarray(keys, dtype=object)
     problems, bad = [], set()
     for oid, vals in pd.Series(series.to_numpy(object)[wrong]).groupby(keys[wrong], sort=True):
-        why = f"column {column!r} holds {vals.iloc[0]!r}, not a number ({len(vals)} row(s)); object dropped"
+        why = (
+            f"column {column!r} holds {vals.iloc[0]!r}, not a number ({len(vals)} row(s)); "
+            "object dropped"
+        )
         problems.append(Problem(source, str(oid), why))
         bad.add(str(oid))
     return out, problems, bad
 
 
 def object_id_strings(values, column: str, source: str) -> np.ndarray:
-    """Object identifiers as strings: strings as they are, integers in their decimal form (documented in docs/io.md).
+    """Object identifiers as strings: strings as they are, integers in their decimal form
+    (documented in docs/io.md).
 
-    Floats (``123.0``: an integer id that went through float64 may have lost digits), missing ids and other
-    types raise :class:`SchemaError` naming the column.
+    Floats (``123.0``: an integer id that went through float64 may have lost digits), missing ids
+    and other types raise :class:`SchemaError` naming the column.
     """
     arr = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
     if arr.dtype.kind in "iu":
         return arr.astype(str).astype(object)
     if arr.dtype.kind == "f" or arr.dtype.kind == "b":
-        raise SchemaError(f"column {column!r} must hold strings or integers (object ids), got {arr.dtype} values", source=source)
+        raise SchemaError(
+            f"column {column!r} must hold strings or integers (object ids), got {arr.dtype} values",
+            source=source,
+        )
     if arr.dtype.kind == "U":
         return arr.astype(object)
     arr = arr.astype(object)
@@ -751,10 +919,13 @@ def object_id_strings(values, column: str, source: str) -> np.ndarray:
         return arr
     for v in arr:
         if v is None or v is pd.NA or (isinstance(v, float) and v != v):
-            raise SchemaError(f"column {column!r} has missing object ids; every row needs one", source=source)
+            raise SchemaError(
+                f"column {column!r} has missing object ids; every row needs one", source=source
+            )
         if not isinstance(v, (str, int, np.integer)) or isinstance(v, (bool, np.bool_)):
             raise SchemaError(
-                f"column {column!r} must hold strings or integers (object ids), got {type(v).__name__} values (e.g. {v!r})",
+                f"column {column!r} must hold strings or integers (object ids), got "
+                f"{type(v).__name__} values (e.g. {v!r})",
                 source=source,
             )
     return np.array([str(v) for v in arr], dtype=object)
@@ -762,7 +933,8 @@ def object_id_strings(values, column: str, source: str) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _prefix_ends(mjd, offsets, obj, limit):
-    """Per alert, the end of its object's points with time <= limit (binary search in the object)."""
+    """Per alert, the end of its object's points with time <= limit (binary search in the
+    object)."""
     out = np.empty(obj.shape[0], np.int64)
     for k in range(obj.shape[0]):
         lo = offsets[obj[k]]
@@ -778,7 +950,9 @@ def _prefix_ends(mjd, offsets, obj, limit):
 
 
 def _empty_alerts() -> pd.DataFrame:
-    return pd.DataFrame({"object_index": np.zeros(0, np.int64), "alert_id": np.zeros(0, object), "mjd": np.zeros(0)})
+    return pd.DataFrame(
+        {"object_index": np.zeros(0, np.int64), "alert_id": np.zeros(0, object), "mjd": np.zeros(0)}
+    )
 
 
 def _segment_rows(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -792,7 +966,8 @@ def _segment_rows(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _dedup_mask(oid: np.ndarray, t: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """True for points to keep: a point duplicating an earlier kept point (same object, band, ~time) goes.
+    """True for points to keep: a point duplicating an earlier kept point (same object, band, ~time)
+    goes.
 
     Input is sorted by (object, time, band, non-detection last), so among duplicates the first is a
     detection when there is one.

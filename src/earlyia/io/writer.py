@@ -1,7 +1,8 @@
-"""Tables streamed into one Parquet file, written atomically: the writer of the scores and feature tables.
+"""Tables streamed into one Parquet file, written atomically: the writer of the scores and feature
+tables.
 
-Frames arrive chunk by chunk, possibly with different columns (inputs of several formats); the file appears
-only when complete (parts in a temporary folder, then a rename).
+Frames arrive chunk by chunk, possibly with different columns (inputs of several formats); the file
+appears only when complete (parts in a temporary folder, then a rename).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ def arrow_table(df: pd.DataFrame) -> pa.Table:
 
 
 class TableWriter:
-    """Stream frames into one Parquet file, written atomically (parts in a temporary folder, then a rename).
+    """Stream frames into one Parquet file, written atomically (parts in a temporary folder, then a
+    rename).
 
-    Frames may carry different columns (inputs of several formats): the first frame's schema is kept while
-    later frames fit it (missing columns become null); otherwise the remaining frames go to new part files and
-    everything is merged with a unified schema at the end (``leading`` columns first). ``metadata`` goes under
-    ``key`` in the schema metadata; :meth:`close` may give the final one. The temporary folder
-    (``.<name>.<pid>.<random>.eia-tmp``) is removed on any exit, and those of killed runs by the next run.
+    Frames may carry different columns (inputs of several formats): the first frame's schema is kept
+    while later frames fit it (missing columns become null); otherwise the remaining frames go to
+    new part files and everything is merged with a unified schema at the end (``leading`` columns
+    first). ``metadata`` goes under ``key`` in the schema metadata; :meth:`close` may give the final
+    one. The temporary folder (``.<name>.<pid>.<random>.eia-tmp``) is removed on any exit, and those
+    of killed runs by the next run.
     """
 
     def __init__(
@@ -66,7 +69,9 @@ class TableWriter:
         part = Path(self._tmpdir) / f"part{len(self._parts):05d}.parquet"
         self._parts.append(part)
         self._schema = schema
-        self._writer = pq.ParquetWriter(part, schema.with_metadata(self.metadata), compression="zstd")
+        self._writer = pq.ParquetWriter(
+            part, schema.with_metadata(self.metadata), compression="zstd"
+        )
 
     def write(self, df: pd.DataFrame) -> None:
         table = self._arrow(df)
@@ -82,7 +87,8 @@ class TableWriter:
         self.n_rows += table.num_rows
 
     def close(self, metadata: Mapping[str, Any] | None = None) -> Path:
-        """Finish and atomically move the file into place (``metadata``: the final metadata, when it changed)."""
+        """Finish and atomically move the file into place (``metadata``: the final metadata, when
+        it changed)."""
         rewrite = False
         if metadata is not None:
             final = {self.key: json.dumps(metadata, default=str).encode()}
@@ -94,7 +100,10 @@ class TableWriter:
         try:
             if not self._parts:
                 empty = pa.Table.from_pylist([], schema=self._empty_schema)
-                atomic_write(self.path, lambda tmp: pq.write_table(empty.replace_schema_metadata(self.metadata), tmp))
+                atomic_write(
+                    self.path,
+                    lambda tmp: pq.write_table(empty.replace_schema_metadata(self.metadata), tmp),
+                )
             elif len(self._parts) == 1 and not rewrite:
                 self._finish_single()
             else:
@@ -109,7 +118,9 @@ class TableWriter:
 
     def _merge_parts(self) -> None:
         schemas = [pq.read_schema(p) for p in self._parts]
-        unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+        unified = pa.unify_schemas(
+            [s.remove_metadata() for s in schemas], promote_options="permissive"
+        )
         unified = _exact_ids(unified, schemas, self._parts)
         lead = [n for n in self._leading if n in unified.names]
         order = lead + [n for n in unified.names if n not in lead]
@@ -136,12 +147,17 @@ class TableWriter:
 
 
 def _exact_ids(unified: pa.Schema, schemas: list[pa.Schema], parts: list[Path]) -> pa.Schema:
-    """``unified`` with string columns where parts disagree on integer vs float and an integer is beyond 2**53
-    (a float64 cannot hold it: a ZTF ``candid``). Such columns keep every digit as text."""
+    """``unified`` with string columns where parts disagree on integer vs float and an integer is
+    beyond 2**53 (a float64 cannot hold it: a ZTF ``candid``). Such columns keep every digit as
+    text."""
     fields = []
     for f in unified:
         if pa.types.is_floating(f.type):
-            int_parts = [p for p, s in zip(parts, schemas, strict=True) if f.name in s.names and pa.types.is_integer(s.field(f.name).type)]
+            int_parts = [
+                p
+                for p, s in zip(parts, schemas, strict=True)
+                if f.name in s.names and pa.types.is_integer(s.field(f.name).type)
+            ]
             for p in int_parts:
                 col = pq.read_table(p, columns=[f.name]).column(0)
                 bounds = pc.min_max(col)
@@ -154,7 +170,8 @@ def _exact_ids(unified: pa.Schema, schemas: list[pa.Schema], parts: list[Path]) 
 
 
 def fit_schema(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.Table | None:
-    """``table`` cast to ``schema`` (missing columns null); None when it has other columns or types that do not cast."""
+    """``table`` cast to ``schema`` (missing columns null); None when it has other columns or
+    types that do not cast."""
     extra = [n for n in table.column_names if n not in schema.names]
     if extra:
         return None
@@ -168,7 +185,9 @@ def fit_schema(table: pa.Table, schema: pa.Schema, strict: bool = False) -> pa.T
                 except (pa.ArrowException, ValueError):
                     if strict:
                         col = (
-                            pa.array([None if v is None else str(v) for v in col.to_pylist()], f.type)
+                            pa.array(
+                                [None if v is None else str(v) for v in col.to_pylist()], f.type
+                            )
                             if pa.types.is_string(f.type)
                             else col
                         )

@@ -2,10 +2,10 @@
 
 Public API (stable; see each module's docstring)::
 
-    from earlyia.learn import run_active_learning, ALResult, FastForest
-    res = run_active_learning(X, y, strategy="uncertainty", protocol="fink", random_state=0)
-    res.metrics            # per-loop DataFrame: loop, n_labels, accuracy, efficiency, purity, fom, f1, roc_auc...
-    res.queried_ids        # object ids queried at each loop
+    from earlyia.learn import run_active_learning, ALResult, FastForest res = run_active_learning(X,
+    y, strategy="uncertainty", protocol="fink", random_state=0) res.metrics            # per-loop
+    DataFrame: loop, n_labels, accuracy, efficiency, purity, fom, f1, roc_auc... res.queried_ids
+    # object ids queried at each loop
 
 Strategies follow one contract ``strategy(classifier, X_pool, n_instances=1, random_state=None,
 **kwargs) -> (indices, scores)`` and are registered by name in :data:`STRATEGIES`.
@@ -24,7 +24,13 @@ from earlyia.learn.strategies import (
     register_strategy,
     select_top,
 )
-from earlyia.metrics import METRIC_NAMES, binary_metrics, counts_to_metrics, metrics_by_detections, roc_auc
+from earlyia.metrics import (
+    METRIC_NAMES,
+    binary_metrics,
+    counts_to_metrics,
+    metrics_by_detections,
+    roc_auc,
+)
 
 __all__ = [
     "METRIC_NAMES",

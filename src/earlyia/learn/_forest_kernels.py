@@ -9,8 +9,8 @@ State (all plain arrays, mutated in place):
   key; a free list ``free`` and ``meta = [high-water mark, n_free]``;
 - scored (registered) rows: an index built once (``scored_index``: per-feature sorted values and
   order, prefix bitsets every ``block`` rows, ``full`` = all rows) and exact fixed-point sums over
-  trees per row ``sp`` (leaf probabilities), ``sv`` (votes p > 0.5), ``sh`` (leaf entropies). Nothing
-  per tree: the rows reaching a node are recomputed as bitsets from the splits above it.
+  trees per row ``sp`` (leaf probabilities), ``sv`` (votes p > 0.5), ``sh`` (leaf entropies).
+  Nothing per tree: the rows reaching a node are recomputed as bitsets from the splits above it.
 
 Everything random is a pure function of (tree seed, node path key) or (tree seed, sample key), so a
 tree is a deterministic function of its weighted training set: this is what makes the incremental
@@ -157,7 +157,9 @@ def _entropy(p):
 
 
 @numba.njit(cache=True)
-def _best_split(Xtr, ytr, w, buf, lo, hi, seed, key, max_features, fperm, vals, order, gorder, mark, stampc):
+def _best_split(
+    Xtr, ytr, w, buf, lo, hi, seed, key, max_features, fperm, vals, order, gorder, mark, stampc
+):
     """Best gini split of the rows buf[lo:hi]: (feature, threshold), feature -1 when none.
 
     Features are visited in a permutation drawn from (tree seed, node key); constant features are
@@ -250,7 +252,9 @@ def _best_split(Xtr, ytr, w, buf, lo, hi, seed, key, max_features, fperm, vals, 
             if vn > v:
                 r0 = tot0 - l0
                 r1 = tot1 - l1
-                proxy = np.float64(l0 * l0 + l1 * l1) / np.float64(l0 + l1) + np.float64(r0 * r0 + r1 * r1) / np.float64(r0 + r1)
+                proxy = np.float64(l0 * l0 + l1 * l1) / np.float64(l0 + l1) + np.float64(
+                    r0 * r0 + r1 * r1
+                ) / np.float64(r0 + r1)
                 if proxy > best:
                     best = proxy
                     best_f = f
@@ -318,8 +322,33 @@ def _leaf_value(ytr, w, buf, lo, hi):
 
 
 @numba.njit(cache=True)
-def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K, free, meta, fperm, vals, order, gorder, mark, stampc,
-           f0=-2, t0=0.0):
+def _build(
+    node,
+    Xtr,
+    ytr,
+    w,
+    buf,
+    lo,
+    hi,
+    seed,
+    max_features,
+    F,
+    T,
+    L,
+    R,
+    V,
+    K,
+    free,
+    meta,
+    fperm,
+    vals,
+    order,
+    gorder,
+    mark,
+    stampc,
+    f0=-2,
+    t0=0.0,
+):
     """Grow the subtree rooted at ``node`` (its key already set) from the rows buf[lo:hi].
 
     ``f0, t0``: the best split of these rows at ``node`` when the caller already searched it
@@ -340,7 +369,23 @@ def _build(node, Xtr, ytr, w, buf, lo, hi, seed, max_features, F, T, L, R, V, K,
                 f = f0
                 thr = t0
         elif w0 > 0 and w1 > 0:
-            f, thr = _best_split(Xtr, ytr, w, buf, a, b, seed, K[nd], max_features, fperm, vals, order, gorder, mark, stampc)
+            f, thr = _best_split(
+                Xtr,
+                ytr,
+                w,
+                buf,
+                a,
+                b,
+                seed,
+                K[nd],
+                max_features,
+                fperm,
+                vals,
+                order,
+                gorder,
+                mark,
+                stampc,
+            )
         if f < 0:
             F[nd] = -1
             T[nd] = -2.0
@@ -451,7 +496,28 @@ def _split_bits(f, thr, parent, left, right, svals, sord, pref, block):
 
 
 @numba.njit(cache=True)
-def _apply(node, bits, sign, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, do_p, do_c, acc, use_acc):
+def _apply(
+    node,
+    bits,
+    sign,
+    F,
+    T,
+    L,
+    R,
+    V,
+    svals,
+    sord,
+    pref,
+    block,
+    bstack,
+    sp,
+    sv,
+    sh,
+    do_p,
+    do_c,
+    acc,
+    use_acc,
+):
     """Add (sign +1) or remove (-1) the leaf terms of node's subtree for the scored rows in ``bits``
     (the rows reaching node): a depth-first walk carrying each node's bitset in ``bstack``.
 
@@ -469,7 +535,9 @@ def _apply(node, bits, sign, F, T, L, R, V, svals, sord, pref, block, bstack, sp
         cur = bstack[p]
         if F[x] >= 0:
             # left child's rows into slot p+1, right child's rows replace the parent's in slot p
-            any_l, any_r = _split_bits(F[x], T[x], cur, bstack[p + 1], cur, svals, sord, pref, block)
+            any_l, any_r = _split_bits(
+                F[x], T[x], cur, bstack[p + 1], cur, svals, sord, pref, block
+            )
             if any_r:
                 nodes.append(R[x])
             if any_l:
@@ -529,8 +597,16 @@ def _scratch(n_s, k, n_sc):
     """
     m = max(n_s, 1)
     nw = (n_sc + 63) >> 6
-    return (np.empty(m, np.int64), np.empty(k, np.int64), np.empty(m, np.float64), np.empty(m, np.int64),
-            np.zeros(m, np.int64), np.zeros(1, np.int64), np.empty((m + 2, nw), np.uint64), np.empty((3, nw), np.uint64))
+    return (
+        np.empty(m, np.int64),
+        np.empty(k, np.int64),
+        np.empty(m, np.float64),
+        np.empty(m, np.int64),
+        np.zeros(m, np.int64),
+        np.zeros(1, np.int64),
+        np.empty((m + 2, nw), np.uint64),
+        np.empty((3, nw), np.uint64),
+    )
 
 
 @numba.njit(cache=True)
@@ -544,8 +620,34 @@ def _in_bag(W, t, n_s, buf):
 
 
 @numba.njit(cache=True)
-def fit_trees(t0, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T, L, R, V, K, free, meta,
-              svals, sord, pref, full, block, sp, sv, sh, track):
+def fit_trees(
+    t0,
+    Xtr,
+    ytr,
+    W,
+    n_s,
+    gorder,
+    seeds,
+    max_features,
+    roots,
+    F,
+    T,
+    L,
+    R,
+    V,
+    K,
+    free,
+    meta,
+    svals,
+    sord,
+    pref,
+    full,
+    block,
+    sp,
+    sv,
+    sh,
+    track,
+):
     """Build trees t0.. from scratch; return the index of the first tree not built (capacity)."""
     n_trees = seeds.shape[0]
     n_sc = svals.shape[1]
@@ -558,10 +660,54 @@ def fit_trees(t0, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T, L,
         root = _alloc(free, meta)
         roots[t] = root
         K[root] = ROOT_KEY
-        _build(root, Xtr, ytr, W[t], buf, 0, m, seeds[t], max_features, F, T, L, R, V, K, free, meta,
-               fperm, vals, order, gorder, mark, stampc)
+        _build(
+            root,
+            Xtr,
+            ytr,
+            W[t],
+            buf,
+            0,
+            m,
+            seeds[t],
+            max_features,
+            F,
+            T,
+            L,
+            R,
+            V,
+            K,
+            free,
+            meta,
+            fperm,
+            vals,
+            order,
+            gorder,
+            mark,
+            stampc,
+        )
         if n_sc > 0:
-            _apply(root, full, 1, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, True, track, bstack[0], False)
+            _apply(
+                root,
+                full,
+                1,
+                F,
+                T,
+                L,
+                R,
+                V,
+                svals,
+                sord,
+                pref,
+                block,
+                bstack,
+                sp,
+                sv,
+                sh,
+                True,
+                track,
+                bstack[0],
+                False,
+            )
     return n_trees
 
 
@@ -581,7 +727,28 @@ def assign_all(roots, F, T, L, R, V, svals, sord, pref, full, block, sp, sv, sh,
         depth = max(depth, _depth(roots[t], F, L, R))
     bstack = np.empty((depth + 2, full.shape[0]), np.uint64)
     for t in range(roots.shape[0]):
-        _apply(roots[t], full, 1, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, do_p, do_c, bstack[0], False)
+        _apply(
+            roots[t],
+            full,
+            1,
+            F,
+            T,
+            L,
+            R,
+            V,
+            svals,
+            sord,
+            pref,
+            block,
+            bstack,
+            sp,
+            sv,
+            sh,
+            do_p,
+            do_c,
+            bstack[0],
+            False,
+        )
 
 
 @numba.njit(cache=True)
@@ -603,8 +770,36 @@ def _depth(node, F, L, R):
 
 
 @numba.njit(cache=True)
-def add_sample(t0, j, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T, L, R, V, K, free, meta,
-               svals, sord, pref, full, block, sp, sv, sh, track, stats):
+def add_sample(
+    t0,
+    j,
+    Xtr,
+    ytr,
+    W,
+    n_s,
+    gorder,
+    seeds,
+    max_features,
+    roots,
+    F,
+    T,
+    L,
+    R,
+    V,
+    K,
+    free,
+    meta,
+    svals,
+    sord,
+    pref,
+    full,
+    block,
+    sp,
+    sv,
+    sh,
+    track,
+    stats,
+):
     """Insert training row j (already stored, weights drawn) into trees t0..; exact update.
 
     Walk the path of row j from the root: recompute the node's best split with the new row; while
@@ -642,7 +837,23 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T
                     break  # a pure leaf receiving its own class: nothing changes
                 stats[8] += 1
             else:
-                f, thr = _best_split(Xtr, ytr, w, buf, lo, hi, seeds[t], K[node], max_features, fperm, vals, order, gorder, mark, stampc)
+                f, thr = _best_split(
+                    Xtr,
+                    ytr,
+                    w,
+                    buf,
+                    lo,
+                    hi,
+                    seeds[t],
+                    K[node],
+                    max_features,
+                    fperm,
+                    vals,
+                    order,
+                    gorder,
+                    mark,
+                    stampc,
+                )
                 stats[1] += 1
                 stats[2] += hi - lo
                 if f == F[node] and thr == T[node]:
@@ -680,12 +891,79 @@ def add_sample(t0, j, Xtr, ytr, W, n_s, gorder, seeds, max_features, roots, F, T
                 acc_new = pbits[2]
                 acc_old[:] = 0
                 acc_new[:] = 0
-                _apply(node, cur, -1, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, True, track, acc_old, True)
+                _apply(
+                    node,
+                    cur,
+                    -1,
+                    F,
+                    T,
+                    L,
+                    R,
+                    V,
+                    svals,
+                    sord,
+                    pref,
+                    block,
+                    bstack,
+                    sp,
+                    sv,
+                    sh,
+                    True,
+                    track,
+                    acc_old,
+                    True,
+                )
             _free_children(node, F, L, R, free, meta)
-            _build(node, Xtr, ytr, w, buf, lo, hi, seeds[t], max_features, F, T, L, R, V, K, free, meta,
-                   fperm, vals, order, gorder, mark, stampc, f, thr)
+            _build(
+                node,
+                Xtr,
+                ytr,
+                w,
+                buf,
+                lo,
+                hi,
+                seeds[t],
+                max_features,
+                F,
+                T,
+                L,
+                R,
+                V,
+                K,
+                free,
+                meta,
+                fperm,
+                vals,
+                order,
+                gorder,
+                mark,
+                stampc,
+                f,
+                thr,
+            )
             if n_sc > 0:
-                _apply(node, pbits[0], 1, F, T, L, R, V, svals, sord, pref, block, bstack, sp, sv, sh, True, track, acc_new, True)
+                _apply(
+                    node,
+                    pbits[0],
+                    1,
+                    F,
+                    T,
+                    L,
+                    R,
+                    V,
+                    svals,
+                    sord,
+                    pref,
+                    block,
+                    bstack,
+                    sp,
+                    sv,
+                    sh,
+                    True,
+                    track,
+                    acc_new,
+                    True,
+                )
                 _flip_ones(acc_old, acc_new, sp, sv, track)
             break
     return n_trees

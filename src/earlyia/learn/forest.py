@@ -58,7 +58,10 @@ def resolve_max_features(max_features, n_features: int) -> int:
         return max(1, int(max_features * n_features))
     if isinstance(max_features, int | np.integer) and max_features >= 1:
         return min(int(max_features), n_features)
-    raise ConfigError(f"max_features must be 'sqrt', 'log2', None, an int >= 1 or a float in (0, 1]; got {max_features!r}")
+    raise ConfigError(
+        "max_features must be 'sqrt', 'log2', None, an int >= 1 or a float in (0, 1]; got "
+        f"{max_features!r}"
+    )
 
 
 class FastForest(ClassifierMixin, BaseEstimator):
@@ -91,14 +94,20 @@ class FastForest(ClassifierMixin, BaseEstimator):
             raise InputError("X has non-finite values; impute or drop them before fitting")
         if self.n_estimators < 1:
             raise ConfigError(f"n_estimators must be >= 1, got {self.n_estimators}")
-        keys = np.arange(len(X), dtype=np.int64) if sample_keys is None else np.asarray(sample_keys, dtype=np.int64)
+        keys = (
+            np.arange(len(X), dtype=np.int64)
+            if sample_keys is None
+            else np.asarray(sample_keys, dtype=np.int64)
+        )
         if keys.shape != (len(X),) or len(np.unique(keys)) != len(keys):
             raise InputError("sample_keys must be one unique integer per row of X")
         self.classes_ = np.array([False, True])
         self.n_features_in_ = X.shape[1]
         self.max_features_ = resolve_max_features(self.max_features, X.shape[1])
         rng = np.random.default_rng(self.random_state)
-        self.tree_seeds_ = rng.integers(0, np.iinfo(np.int64).max, self.n_estimators, dtype=np.int64).astype(np.uint64)
+        self.tree_seeds_ = rng.integers(
+            0, np.iinfo(np.int64).max, self.n_estimators, dtype=np.int64
+        ).astype(np.uint64)
         cap_s = max(16, 2 * len(X))
         self._Xtr = np.zeros((cap_s, X.shape[1]))
         self._ytr = np.zeros(cap_s, np.int8)
@@ -109,7 +118,9 @@ class FastForest(ClassifierMixin, BaseEstimator):
         self._alloc_nodes(max(1024, self.n_estimators * (int(1.3 * len(X)) + 3)))
         self._roots = np.zeros(self.n_estimators, np.int64)
         old = getattr(self, "_Xs_src", None)
-        self._set_scored(old if old is not None and old.shape[1] == X.shape[1] else np.zeros((0, X.shape[1])))
+        self._set_scored(
+            old if old is not None and old.shape[1] == X.shape[1] else np.zeros((0, X.shape[1]))
+        )
         t = 0
         while t < self.n_estimators:
             t = kern.fit_trees(t, *self._train_args(), *self._tree_args(), *self._scored_args())
@@ -174,27 +185,61 @@ class FastForest(ClassifierMixin, BaseEstimator):
     def _train_args(self):
         # rows of the training set sorted by each feature (k, n_s): lets big nodes skip sorting
         gorder = np.ascontiguousarray(np.argsort(self._Xtr[: self._n_s], axis=0, kind="stable").T)
-        return self._Xtr, self._ytr, self._W, self._n_s, gorder, self.tree_seeds_, self.max_features_
+        return (
+            self._Xtr,
+            self._ytr,
+            self._W,
+            self._n_s,
+            gorder,
+            self.tree_seeds_,
+            self.max_features_,
+        )
 
     def _tree_args(self):
-        return self._roots, self._F, self._T, self._L, self._R, self._V, self._K, self._free, self._meta
+        return (
+            self._roots,
+            self._F,
+            self._T,
+            self._L,
+            self._R,
+            self._V,
+            self._K,
+            self._free,
+            self._meta,
+        )
 
     def _scored_args(self):
-        return self._svals, self._sord, self._pref, self._full, self._block, self._sp, self._sv, self._sh, self._track
+        return (
+            self._svals,
+            self._sord,
+            self._pref,
+            self._full,
+            self._block,
+            self._sp,
+            self._sv,
+            self._sh,
+            self._track,
+        )
 
     def _set_scored(self, X_all: np.ndarray) -> None:
         self._Xs_src = X_all
         n, k = X_all.shape
         nw = (n + 63) // 64
-        # prefix bitsets every `block` rows of each feature's sorted order: k * (n / block) * nw words
+        # prefix bitsets every `block` rows of each feature's sorted order: k * (n / block) * nw
+        # words
         block = 64 * max(1, math.ceil(k * (n / 64 + 1) * nw * 8 / _PREFIX_BYTES))
         self._block = block
-        self._svals, self._sord, self._pref, self._full = kern.scored_index(np.ascontiguousarray(X_all.T), block)
-        # fixed-point sums over trees (kern.FX_SCALE): exact integers, independent of the update history
+        self._svals, self._sord, self._pref, self._full = kern.scored_index(
+            np.ascontiguousarray(X_all.T), block
+        )
+        # fixed-point sums over trees (kern.FX_SCALE): exact integers, independent of the update
+        # history
         self._sp = np.zeros(n, np.int64)
         self._sv = np.zeros(n, np.int64)
         self._sh = np.zeros(n, np.int64)
-        self._track = False  # votes and entropies are maintained once asked for (committee strategies)
+        self._track = (
+            False  # votes and entropies are maintained once asked for (committee strategies)
+        )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_roots"):
@@ -214,8 +259,24 @@ class FastForest(ClassifierMixin, BaseEstimator):
         return self
 
     def _assign(self, do_p: bool, do_c: bool) -> None:
-        kern.assign_all(self._roots, self._F, self._T, self._L, self._R, self._V, self._svals, self._sord, self._pref,
-                        self._full, self._block, self._sp, self._sv, self._sh, do_p, do_c)
+        kern.assign_all(
+            self._roots,
+            self._F,
+            self._T,
+            self._L,
+            self._R,
+            self._V,
+            self._svals,
+            self._sord,
+            self._pref,
+            self._full,
+            self._block,
+            self._sp,
+            self._sv,
+            self._sh,
+            do_p,
+            do_c,
+        )
 
     def refresh_scored(self) -> FastForest:
         """Recompute the maintained sums from scratch (a consistency reset: the sums are exact
@@ -225,14 +286,17 @@ class FastForest(ClassifierMixin, BaseEstimator):
         return self
 
     def release_scored(self) -> FastForest:
-        """Forget the registered rows (their index: sorted columns and prefix bitsets, <= ~50 MB)."""
+        """Forget the registered rows (their index: sorted columns and prefix bitsets, <= ~50
+        MB)."""
         self._check_fitted()
         self._set_scored(np.zeros((0, self.n_features_in_)))
         return self
 
     def add_sample(self, key: int, x, y) -> FastForest:
         """Add one labelled row (``key`` unique, e.g. its row index in X_all); exact update."""
-        return self.add_samples(np.array([key]), np.asarray(x, dtype=np.float64).reshape(1, -1), np.array([y]))
+        return self.add_samples(
+            np.array([key]), np.asarray(x, dtype=np.float64).reshape(1, -1), np.array([y])
+        )
 
     def add_samples(self, keys, X, y) -> FastForest:
         """Add labelled rows one after the other (the result does not depend on their order)."""
@@ -251,7 +315,9 @@ class FastForest(ClassifierMixin, BaseEstimator):
             j = self._n_s - 1
             t = 0
             while t < self.n_estimators:
-                t = kern.add_sample(t, j, *self._train_args(), *self._tree_args(), *self._scored_args(), self.stats_)
+                t = kern.add_sample(
+                    t, j, *self._train_args(), *self._tree_args(), *self._scored_args(), self.stats_
+                )
                 if t < self.n_estimators:
                     self._grow_nodes()
         self._ensemble = None
@@ -278,7 +344,8 @@ class FastForest(ClassifierMixin, BaseEstimator):
         return self._sv / self.n_estimators
 
     def scored_member_entropy(self) -> np.ndarray:
-        """Mean over trees of the binary entropy (nats) of the leaf probability, per registered row."""
+        """Mean over trees of the binary entropy (nats) of the leaf probability, per registered
+        row."""
         self._start_tracking()
         return self._from_fixed(self._sh)
 
@@ -299,9 +366,19 @@ class FastForest(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         if getattr(self, "_ensemble", None) is None:
             n_live = int(self._meta[0] - self._meta[1])
-            f, t, left, right, v, roots = kern.export(self._roots, self._F, self._T, self._L, self._R, self._V, n_live)
+            f, t, left, right, v, roots = kern.export(
+                self._roots, self._F, self._T, self._L, self._R, self._V, n_live
+            )
             self._ensemble = TreeEnsemble.from_arrays(
-                {"feature": f, "threshold": t, "left": left, "right": right, "value": v, "roots": roots}, self.n_features_in_
+                {
+                    "feature": f,
+                    "threshold": t,
+                    "left": left,
+                    "right": right,
+                    "value": v,
+                    "roots": roots,
+                },
+                self.n_features_in_,
             )
         return self._ensemble
 

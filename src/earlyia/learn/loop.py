@@ -27,7 +27,14 @@ from sklearn.base import clone
 from earlyia.errors import ConfigError, InputError
 from earlyia.learn.forest import FastForest
 from earlyia.learn.protocols import Protocol, get_protocol
-from earlyia.learn.strategies import PoolPredictions, binary_entropy, committee_summary, get_strategy, positive_proba, strategy_name
+from earlyia.learn.strategies import (
+    PoolPredictions,
+    binary_entropy,
+    committee_summary,
+    get_strategy,
+    positive_proba,
+    strategy_name,
+)
 from earlyia.metrics import binary_metrics, metrics_by_detections
 
 
@@ -41,10 +48,10 @@ class ALResult:
             of that loop).
         queried: row indices queried at each loop (``queried[L-1]`` = the batch of loop L).
         queried_ids: the same as object ids (``ids[row]``; the row index when no ids were given).
-        initial: the initial labelled rows; ``initial_ids`` their ids.
-        test: the fixed test rows (honest), or ``None`` = every row not in training (fink).
-        classifier: the final fitted classifier (a FastForest's registered rows are released).
-        config: strategy, protocol (name and fields), seed, n_loops, batch size, classifier class and
+        initial: the initial labelled rows; ``initial_ids`` their ids. test: the fixed test rows
+        (honest), or ``None`` = every row not in training (fink). classifier: the final fitted
+        classifier (a FastForest's registered rows are released). config: strategy, protocol (name
+        and fields), seed, n_loops, batch size, classifier class and
             parameters, fast path used or not.
         early_metrics: metrics per number of detections (``loop, n_detections, ...``) when
             ``n_detections`` was given, else ``None``.
@@ -69,7 +76,9 @@ class ALResult:
 
     def training_indices(self) -> np.ndarray:
         """All labelled rows at the end (initial + every query), in labelling order."""
-        return np.concatenate([self.initial, *self.queried]) if self.queried else self.initial.copy()
+        return (
+            np.concatenate([self.initial, *self.queried]) if self.queried else self.initial.copy()
+        )
 
     def final(self) -> dict:
         """The metrics of the last loop as a dict."""
@@ -122,19 +131,30 @@ def run_active_learning(
         raise InputError(f"y has shape {y.shape}; expected ({n},) (one label per row of X)")
     if y.dtype != bool:
         if not np.isin(y, (0, 1)).all():
-            raise InputError("y must be boolean (True = positive) or 0/1; map types with earlyia.labels.TypeMap")
+            raise InputError(
+                "y must be boolean (True = positive) or 0/1; map types with earlyia.labels.TypeMap"
+            )
         y = y.astype(bool)
     if not np.isfinite(X).all():
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))[:5]
-        raise InputError(f"X has non-finite values (rows {bad.tolist()}...); impute or drop them first")
-    for name, arr in (("ids", ids), ("groups", groups), ("n_detections", n_detections), ("cost", cost)):
+        raise InputError(
+            f"X has non-finite values (rows {bad.tolist()}...); impute or drop them first"
+        )
+    for name, arr in (
+        ("ids", ids),
+        ("groups", groups),
+        ("n_detections", n_detections),
+        ("cost", cost),
+    ):
         if arr is not None and len(arr) != n:
             raise InputError(f"{name} has {len(arr)} entries for {n} rows")
     ids_arr = np.arange(n) if ids is None else np.asarray(ids)
     cost_arr = None if cost is None else np.asarray(cost, dtype=np.float64)
     if cost_arr is not None and ((cost_arr <= 0) | ~np.isfinite(cost_arr)).any():
         raise InputError("cost must be positive and finite for every row")
-    overrides = {k: v for k, v in (("n_loops", n_loops), ("batch_size", batch_size)) if v is not None}
+    overrides = {
+        k: v for k, v in (("n_loops", n_loops), ("batch_size", batch_size)) if v is not None
+    }
     proto = get_protocol(protocol, **overrides)
     strat = get_strategy(strategy)
     skw = dict(strategy_kwargs or {})
@@ -192,10 +212,19 @@ def run_active_learning(
         # --- evaluate
         m = binary_metrics(y[test], p_all[test], threshold=threshold)
         n_lab = int(in_train.sum())
-        rec = {"loop": loop, "n_labels": n_lab, "n_labels_positive": int(y[in_train].sum()), "cost_spent": cost_spent}
+        rec = {
+            "loop": loop,
+            "n_labels": n_lab,
+            "n_labels_positive": int(y[in_train].sum()),
+            "cost_spent": cost_spent,
+        }
         rec.update(m)
-        if n_detections is not None and (loop == proto.n_loops or (early_every and loop % early_every == 0)):
-            em = metrics_by_detections(y[test], p_all[test], np.asarray(n_detections)[test], threshold=threshold)
+        if n_detections is not None and (
+            loop == proto.n_loops or (early_every and loop % early_every == 0)
+        ):
+            em = metrics_by_detections(
+                y[test], p_all[test], np.asarray(n_detections)[test], threshold=threshold
+            )
             em.insert(0, "loop", loop)
             early_rows.append(em)
         # --- query
@@ -206,7 +235,8 @@ def run_active_learning(
                 break
             X_pool = X[pool]
             cached = PoolPredictions(
-                X_pool, p_all[pool],
+                X_pool,
+                p_all[pool],
                 None if vote_all is None else vote_all[pool],
                 None if ent_all is None else ent_all[pool],
             )
@@ -217,10 +247,21 @@ def run_active_learning(
                 kw["budget"] = budget
             kw.setdefault("X_labelled", X[in_train])
             seed = int(rng.integers(0, 2**63 - 1))
-            idx, _ = strat(cached, X_pool, n_instances=min(proto.batch_size, len(pool)), random_state=seed, **kw)
+            idx, _ = strat(
+                cached,
+                X_pool,
+                n_instances=min(proto.batch_size, len(pool)),
+                random_state=seed,
+                **kw,
+            )
             idx = np.asarray(idx, dtype=np.int64)
-            if len(np.unique(idx)) != len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= len(pool))):
-                raise ConfigError(f"strategy {strategy_name(strategy)!r} returned invalid pool positions {idx[:10]}")
+            if len(np.unique(idx)) != len(idx) or (
+                len(idx) and (idx.min() < 0 or idx.max() >= len(pool))
+            ):
+                raise ConfigError(
+                    f"strategy {strategy_name(strategy)!r} returned invalid pool positions "
+                    f"{idx[:10]}"
+                )
             new = pool[idx]
             queried.append(new)
             in_train[new] = True
@@ -239,12 +280,16 @@ def run_active_learning(
         "strategy_kwargs": {k: v for k, v in skw.items() if np.isscalar(v)},
         "protocol": proto.config(),
         "protocol_description": proto.describe(),
-        "seed": random_state if random_state is None or np.isscalar(random_state) else repr(random_state),
+        "seed": random_state
+        if random_state is None or np.isscalar(random_state)
+        else repr(random_state),
         "n_loops": proto.n_loops,
         "batch_size": proto.batch_size,
         "budget": budget,
         "classifier": type(base).__name__,
-        "classifier_params": {k: v for k, v in base.get_params(deep=False).items() if v is None or np.isscalar(v)},
+        "classifier_params": {
+            k: v for k, v in base.get_params(deep=False).items() if v is None or np.isscalar(v)
+        },
         "incremental": incremental,
         "threshold": threshold,
         "n_rows": n,

@@ -15,8 +15,14 @@ import pandas as pd
 
 from earlyia.io.table import atomic_write
 
-LABELS = {"accuracy": "accuracy", "efficiency": "efficiency", "purity": "purity", "fom": "figure of merit (FoM)", "f1": "F1",
-          "roc_auc": "ROC AUC"}
+LABELS = {
+    "accuracy": "accuracy",
+    "efficiency": "efficiency",
+    "purity": "purity",
+    "fom": "figure of merit (FoM)",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+}
 
 
 def _pyplot():
@@ -30,7 +36,9 @@ def _pyplot():
 
 def _bands(df: pd.DataFrame, x: str, metric: str) -> pd.DataFrame:
     g = df.groupby(x)[metric]
-    return pd.DataFrame({"median": g.median(), "lo": g.quantile(0.16), "hi": g.quantile(0.84)}).reset_index()
+    return pd.DataFrame(
+        {"median": g.median(), "lo": g.quantile(0.16), "hi": g.quantile(0.84)}
+    ).reset_index()
 
 
 def _save(fig, path: Path) -> None:
@@ -39,13 +47,17 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, metrics_to_plot=tuple(LABELS), title: str = "") -> Path:
+def plot_learning_curves(
+    metrics: pd.DataFrame, path: str | Path, metrics_to_plot=tuple(LABELS), title: str = ""
+) -> Path:
     """Median and 16-84 % band per strategy of each metric against the number of labels."""
     plt = _pyplot()
     names = [m for m in metrics_to_plot if m in metrics.columns]
     ncol = 3
     nrow = int(np.ceil(len(names) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False, sharex=True
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     n_real = metrics.groupby("strategy")["realisation"].nunique()
     for k, m in enumerate(names):
@@ -53,7 +65,13 @@ def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, metrics_to_plo
         for j, (strategy, g) in enumerate(metrics.groupby("strategy", sort=False)):
             b = _bands(g, "n_labels", m)
             c = colours[j % len(colours)]
-            ax.plot(b["n_labels"], b["median"], color=c, lw=1.6, label=f"{strategy} ({n_real[strategy]})")
+            ax.plot(
+                b["n_labels"],
+                b["median"],
+                color=c,
+                lw=1.6,
+                label=f"{strategy} ({n_real[strategy]})",
+            )
             ax.fill_between(b["n_labels"], b["lo"], b["hi"], color=c, alpha=0.2, lw=0)
         ax.set_ylabel(LABELS.get(m, m))
         ax.grid(alpha=0.3)
@@ -69,9 +87,14 @@ def plot_learning_curves(metrics: pd.DataFrame, path: str | Path, metrics_to_plo
     return path
 
 
-def plot_early_metrics(early: pd.DataFrame, path: str | Path, metrics_to_plot=("efficiency", "purity", "fom", "roc_auc"),
-                       title: str = "") -> Path:
-    """Final-loop metrics against the number of detections at scoring time (median and 16-84 % band)."""
+def plot_early_metrics(
+    early: pd.DataFrame,
+    path: str | Path,
+    metrics_to_plot=("efficiency", "purity", "fom", "roc_auc"),
+    title: str = "",
+) -> Path:
+    """Final-loop metrics against the number of detections at scoring time (median and 16-84 %
+    band)."""
     plt = _pyplot()
     last = early["loop"] == early.groupby(["strategy", "realisation"])["loop"].transform("max")
     e = early[last]

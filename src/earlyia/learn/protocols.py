@@ -52,10 +52,15 @@ class Protocol:
         if self.name not in PROTOCOL_NAMES:
             raise ConfigError(f"unknown protocol {self.name!r}; choose one of {PROTOCOL_NAMES}")
         if not 0 <= self.n_initial_positive <= self.n_initial or self.n_initial < 1:
-            raise ConfigError(f"need 1 <= n_initial and 0 <= n_initial_positive <= n_initial (got {self.n_initial}, "
-                              f"{self.n_initial_positive})")
+            raise ConfigError(
+                "need 1 <= n_initial and 0 <= n_initial_positive <= n_initial (got "
+                f"{self.n_initial}, "
+                f"{self.n_initial_positive})"
+            )
         if self.n_loops < 0 or self.batch_size < 1:
-            raise ConfigError(f"need n_loops >= 0 and batch_size >= 1 (got {self.n_loops}, {self.batch_size})")
+            raise ConfigError(
+                f"need n_loops >= 0 and batch_size >= 1 (got {self.n_loops}, {self.batch_size})"
+            )
         if self.name == "honest" and not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
@@ -65,12 +70,18 @@ class Protocol:
 
     def describe(self) -> str:
         if self.name == "fink":
-            return (f"fink (Leoni et al. 2022): {self.n_initial} initial rows ({self.n_initial_positive} positive), "
-                    f"{self.n_loops} loops x {self.batch_size}; test = every row not in training "
-                    "(alerts of one object may be on both sides)")
-        return (f"honest: split by object, {self.test_fraction:.0%} of objects held out and never queried; "
-                f"{self.n_initial} initial rows ({self.n_initial_positive} positive) from the pool, "
-                f"{self.n_loops} loops x {self.batch_size}")
+            return (
+                f"fink (Leoni et al. 2022): {self.n_initial} initial rows "
+                f"({self.n_initial_positive} positive), "
+                f"{self.n_loops} loops x {self.batch_size}; test = every row not in training "
+                "(alerts of one object may be on both sides)"
+            )
+        return (
+            f"honest: split by object, {self.test_fraction:.0%} of objects held out and "
+            "never queried; "
+            f"{self.n_initial} initial rows ({self.n_initial_positive} positive) from the pool, "
+            f"{self.n_loops} loops x {self.batch_size}"
+        )
 
     def config(self) -> dict:
         return asdict(self)
@@ -86,7 +97,9 @@ class Protocol:
             return Split(initial=init, pool=pool, test=None)
         g = np.arange(n) if groups is None else np.asarray(groups)
         if len(g) != n:
-            raise InputError(f"groups has {len(g)} entries for {n} rows (give one object id per row)")
+            raise InputError(
+                f"groups has {len(g)} entries for {n} rows (give one object id per row)"
+            )
         codes = np.unique(g, return_inverse=True)[1].ravel()
         n_groups = codes.max() + 1 if n else 0
         if n_groups < 2:
@@ -105,14 +118,23 @@ class Protocol:
         return Split(initial=init, pool=pool, test=test)
 
 
-def _initial(rows: np.ndarray, y: np.ndarray, n_initial: int, n_pos: int, rng: np.random.Generator) -> np.ndarray:
+def _initial(
+    rows: np.ndarray, y: np.ndarray, n_initial: int, n_pos: int, rng: np.random.Generator
+) -> np.ndarray:
     pos = rows[y[rows]]
     neg = rows[~y[rows]]
     n_neg = n_initial - n_pos
     if len(pos) < n_pos or len(neg) < n_neg:
-        raise InputError(f"cannot draw {n_pos} positive and {n_neg} negative initial rows from {len(pos)} positive and "
-                         f"{len(neg)} negative candidates")
-    return np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)]))
+        raise InputError(
+            f"cannot draw {n_pos} positive and {n_neg} negative initial rows from {len(pos)} "
+            "positive and "
+            f"{len(neg)} negative candidates"
+        )
+    return np.sort(
+        np.concatenate(
+            [rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)]
+        )
+    )
 
 
 def get_protocol(protocol: str | Protocol, **overrides) -> Protocol:

@@ -8,11 +8,13 @@ Contract (modAL-like)::
   i.e. ``True``/1). Committee strategies also need :func:`committee_summary` to work on it: a
   scikit-learn ensemble (``estimators_``), a :class:`BootstrapCommittee`, a
   :class:`~earlyia.learn.forest.FastForest`, or a :class:`PoolPredictions` cache.
-- ``X_pool``: float array (n_pool, k) of the candidates (never labelled rows: the loop removes them).
+- ``X_pool``: float array (n_pool, k) of the candidates (never labelled rows: the loop removes
+  them).
 - ``n_instances``: between 1 and ``len(X_pool)`` (:func:`check_request`; anything else is a
   :class:`~earlyia.errors.ConfigError`).
 - returns ``indices``: int64 positions into ``X_pool``, unique, at most ``n_instances`` (fewer when
-  ``exclude`` or the budget leaves fewer), best first; ``scores``: float64 (n_pool,), higher = more wanted.
+  ``exclude`` or the budget leaves fewer), best first; ``scores``: float64 (n_pool,), higher = more
+  wanted.
 - keyword arguments every strategy accepts: ``cost`` (n_pool,) positive cost of labelling each
   candidate (e.g. cheaper for brighter objects), ``budget`` (max total cost of this query; a
   candidate that does not fit is skipped), ``exclude`` (bool (n_pool,), never return these),
@@ -53,7 +55,9 @@ def positive_proba(classifier, X: np.ndarray) -> np.ndarray:
         only = bool(classes[0]) if classes is not None else False
         return np.full(p.shape[0], 1.0 if only else 0.0)
     if p.shape[1] != 2:
-        raise InputError(f"classifier returned {p.shape[1]} classes; active learning here is binary")
+        raise InputError(
+            f"classifier returned {p.shape[1]} classes; active learning here is binary"
+        )
     return p[:, 1]
 
 
@@ -77,7 +81,8 @@ def committee_summary(classifier, X: np.ndarray) -> tuple[np.ndarray, np.ndarray
     members = getattr(classifier, "estimators_", None)
     if members is None:
         raise InputError(
-            f"{type(classifier).__name__} is not a committee: use a forest, FastForest, or wrap it in BootstrapCommittee"
+            f"{type(classifier).__name__} is not a committee: use a forest, FastForest, or "
+            "wrap it in BootstrapCommittee"
         )
     classes = getattr(classifier, "classes_", np.array([False, True]))
     P = np.stack([_member_positive(m, X, classes) for m in members])
@@ -90,7 +95,11 @@ def _member_positive(member, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
         return p[:, 1]
     # a member that saw one class: its classes_ are encoded indices or labels
     mc = getattr(member, "classes_", classes[:1])
-    label = classes[int(mc[0])] if len(classes) > 1 and np.issubdtype(np.asarray(mc).dtype, np.floating) else mc[0]
+    label = (
+        classes[int(mc[0])]
+        if len(classes) > 1 and np.issubdtype(np.asarray(mc).dtype, np.floating)
+        else mc[0]
+    )
     return np.full(p.shape[0], 1.0 if bool(label) else 0.0)
 
 
@@ -103,8 +112,13 @@ class PoolPredictions:
 
     classes_ = np.array([False, True])
 
-    def __init__(self, X_pool: np.ndarray, proba: np.ndarray, vote_fraction: np.ndarray | None = None,
-                 member_entropy: np.ndarray | None = None):
+    def __init__(
+        self,
+        X_pool: np.ndarray,
+        proba: np.ndarray,
+        vote_fraction: np.ndarray | None = None,
+        member_entropy: np.ndarray | None = None,
+    ):
         self.X_pool = X_pool
         self.proba = np.asarray(proba, dtype=np.float64)
         self.vote_fraction = vote_fraction
@@ -123,7 +137,9 @@ class PoolPredictions:
     def committee_summary(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._check(X)
         if self.vote_fraction is None or self.member_entropy is None:
-            raise InputError("these cached predictions hold no committee (vote fractions / member entropies)")
+            raise InputError(
+                "these cached predictions hold no committee (vote fractions / member entropies)"
+            )
         return self.proba, self.vote_fraction, self.member_entropy
 
 
@@ -150,7 +166,11 @@ class BootstrapCommittee(ClassifierMixin, BaseEstimator):
         for _ in range(self.n_members):
             idx = rng.integers(0, len(y), len(y))
             if y[idx].all() or not y[idx].any():  # keep both classes in every member when possible
-                idx[: 2] = [np.flatnonzero(y)[0], np.flatnonzero(~y)[0]] if y.any() and (~y).any() else idx[:2]
+                idx[:2] = (
+                    [np.flatnonzero(y)[0], np.flatnonzero(~y)[0]]
+                    if y.any() and (~y).any()
+                    else idx[:2]
+                )
             self.estimators_.append(clone(base).fit(X[idx], y[idx]))
         return self
 
@@ -166,7 +186,9 @@ class BootstrapCommittee(ClassifierMixin, BaseEstimator):
 # selection
 
 
-def select_top(scores: np.ndarray, n_instances: int, random_state=None, cost=None, budget=None, exclude=None) -> np.ndarray:
+def select_top(
+    scores: np.ndarray, n_instances: int, random_state=None, cost=None, budget=None, exclude=None
+) -> np.ndarray:
     """Indices of the highest scores (random tie-break), at most ``n_instances``, within ``budget``.
 
     With a budget, candidates are taken greedily in score order and one whose cost does not fit
@@ -214,13 +236,24 @@ def select_top(scores: np.ndarray, n_instances: int, random_state=None, cost=Non
 
 
 def check_request(n_pool: int, n_instances: int) -> None:
-    """:class:`ConfigError` unless ``1 <= n_instances <= n_pool`` (the caller asks for at most the pool)."""
+    """:class:`ConfigError` unless ``1 <= n_instances <= n_pool`` (the caller asks for at most
+    the pool)."""
     if not 1 <= n_instances <= n_pool:
-        raise ConfigError(f"n_instances must be between 1 and the pool size ({n_pool} candidates), got {n_instances}")
+        raise ConfigError(
+            f"n_instances must be between 1 and the pool size ({n_pool} candidates), got "
+            f"{n_instances}"
+        )
 
 
 def _pick(scores, n_instances, random_state, kwargs):
-    idx = select_top(scores, n_instances, random_state, kwargs.get("cost"), kwargs.get("budget"), kwargs.get("exclude"))
+    idx = select_top(
+        scores,
+        n_instances,
+        random_state,
+        kwargs.get("cost"),
+        kwargs.get("budget"),
+        kwargs.get("exclude"),
+    )
     return idx, np.asarray(scores, dtype=np.float64)
 
 
@@ -281,7 +314,15 @@ def uncertainty_per_cost(classifier, X_pool, n_instances=1, random_state=None, *
     return _pick(u, n_instances, random_state, kwargs)
 
 
-def diverse_uncertainty(classifier, X_pool, n_instances=1, random_state=None, n_candidates=None, X_labelled=None, **kwargs):
+def diverse_uncertainty(
+    classifier,
+    X_pool,
+    n_instances=1,
+    random_state=None,
+    n_candidates=None,
+    X_labelled=None,
+    **kwargs,
+):
     """A batch both uncertain and diverse: greedy max-min distance weighted by uncertainty.
 
     Take the ``n_candidates`` (default ``max(10 n_instances, 50)``) most uncertain rows, then
@@ -297,7 +338,9 @@ def diverse_uncertainty(classifier, X_pool, n_instances=1, random_state=None, n_
     m = n_candidates or max(10 * n_instances, 50)
     cand = select_top(u, min(m, len(u)), rng, kwargs.get("cost"), None, kwargs.get("exclude"))
     if n_instances == 1 or len(cand) <= 1:
-        return select_top(u, n_instances, rng, kwargs.get("cost"), kwargs.get("budget"), kwargs.get("exclude")), u
+        return select_top(
+            u, n_instances, rng, kwargs.get("cost"), kwargs.get("budget"), kwargs.get("exclude")
+        ), u
     Z = X_pool[cand]
     scale = Z.std(axis=0)
     scale[scale == 0] = 1.0
@@ -336,8 +379,11 @@ def _check_strategy(name: str, strategy: Strategy) -> None:
 STRATEGIES: Registry[Strategy] = Registry("strategy", check=_check_strategy)
 
 
-def register_strategy(name: str, strategy: Strategy, needs_committee: bool = False, *, replace: bool = False) -> Strategy:
-    """Add a strategy under ``name`` (it must follow the contract of this module; ``replace=True`` to replace one)."""
+def register_strategy(
+    name: str, strategy: Strategy, needs_committee: bool = False, *, replace: bool = False
+) -> Strategy:
+    """Add a strategy under ``name`` (it must follow the contract of this module;
+    ``replace=True`` to replace one)."""
     STRATEGIES.register(name, strategy, replace=replace)
     if needs_committee:
         strategy.needs_committee = True

@@ -30,12 +30,23 @@ import numpy as np
 import pandas as pd
 
 from earlyia import __version__
-from earlyia.errors import ConfigError, DataNotFoundError, FeatureMismatchError, IntegrityError, ModelError
+from earlyia.errors import (
+    ConfigError,
+    DataNotFoundError,
+    FeatureMismatchError,
+    IntegrityError,
+    ModelError,
+)
 from earlyia.features import get_extractor
 from earlyia.io.table import atomic_write
 from earlyia.labels import TypeMap
 from earlyia.model import modelfile
-from earlyia.model.calibration import EvidenceCalibration, apply_calibration, calibration_method, check_calibration
+from earlyia.model.calibration import (
+    EvidenceCalibration,
+    apply_calibration,
+    calibration_method,
+    check_calibration,
+)
 from earlyia.model.fink_pickle import load_fink_model
 from earlyia.model.operating import OperatingCurve, card_threshold
 from earlyia.model.trees import TreeEnsemble
@@ -88,11 +99,14 @@ def jsonable(value: Any) -> Any:
 
 
 def _canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
 
 
 def content_hash(card: Mapping, arrays: Mapping[str, np.ndarray]) -> str:
-    """sha256 over the card (without its ``hash`` entry) and every array (name, dtype, shape, bytes)."""
+    """sha256 over the card (without its ``hash`` entry) and every array (name, dtype, shape,
+    bytes)."""
     h = hashlib.sha256(FORMAT.encode() + b"\n")
     h.update(_canonical_json({k: v for k, v in card.items() if k != "hash"}))
     for name in sorted(arrays):
@@ -123,7 +137,8 @@ def versions() -> dict[str, str]:
 
 
 def feature_names_of(extractor_config: Mapping) -> list[str]:
-    """Feature order of an extractor config: the extractor's ``names`` (or the config's own list)."""
+    """Feature order of an extractor config: the extractor's ``names`` (or the config's own
+    list)."""
     for key in ("names", "features", "feature_names"):
         if isinstance(extractor_config.get(key), (list, tuple)):
             return [str(n) for n in extractor_config[key]]
@@ -131,7 +146,8 @@ def feature_names_of(extractor_config: Mapping) -> list[str]:
 
 
 def extractor_name(config: Mapping) -> str:
-    """The extractor's registered name in a config (``{"extractor": name, "params": ..., "names": ...}``)."""
+    """The extractor's registered name in a config (``{"extractor": name, "params": ..., "names":
+    ...}``)."""
     return str(config.get("extractor", config.get("name", "?")))
 
 
@@ -150,7 +166,10 @@ def _feature_mismatch(expected: Sequence[str], got: Sequence[str]) -> str | None
     if not parts:
         for i, (a, b) in enumerate(zip(expected, got, strict=False)):
             if a != b:
-                parts.append(f"feature {i} is {b!r} in the input but {a!r} in the model (same names, different order)")
+                parts.append(
+                    f"feature {i} is {b!r} in the input but {a!r} in the model (same names, "
+                    "different order)"
+                )
                 break
     return "; ".join(parts)
 
@@ -159,12 +178,19 @@ def _feature_mismatch(expected: Sequence[str], got: Sequence[str]) -> str | None
 class Model:
     """A trained classifier with its card: load, check features, predict.
 
-    Build with :func:`earlyia.model.training.train_model`, :meth:`Model.load` or :meth:`Model.from_fink`; the card is a
-    plain dict (see ``docs/scoring.md`` for its keys).
+    Build with :func:`earlyia.model.training.train_model`, :meth:`Model.load` or
+    :meth:`Model.from_fink`; the card is a plain dict (see ``docs/scoring.md`` for its keys).
     """
 
-    def __init__(self, ensemble: TreeEnsemble, card: Mapping, calibration: Mapping[str, np.ndarray] | None = None):
-        self.training_rows: pd.DataFrame | None = None  # set by train_model (earlyia.model.training); not part of the model file
+    def __init__(
+        self,
+        ensemble: TreeEnsemble,
+        card: Mapping,
+        calibration: Mapping[str, np.ndarray] | None = None,
+    ):
+        self.training_rows: pd.DataFrame | None = (
+            None  # set by train_model (earlyia.model.training); not part of the model file
+        )
         self.ensemble = ensemble
         self.calibration = dict(calibration) if calibration else None
         card = jsonable(dict(card))
@@ -172,7 +198,10 @@ class Model:
         card["n_features"] = int(ensemble.n_features)
         card["n_trees"] = int(ensemble.n_trees)
         if len(card.get("features", [])) != ensemble.n_features:
-            raise ModelError(f"the card lists {len(card.get('features', []))} features but the trees use {ensemble.n_features}")
+            raise ModelError(
+                f"the card lists {len(card.get('features', []))} features but the trees use "
+                f"{ensemble.n_features}"
+            )
         card["hash"] = content_hash(card, self._arrays())
         self.card = card
 
@@ -182,14 +211,17 @@ class Model:
         return self.card["hash"]
 
     def version_note(self) -> str | None:
-        """A note when this model was trained by another earlyia release, whose extractors may compute slightly
-        different feature values (e.g. a changed fitter); None when the versions match or were not recorded."""
+        """A note when this model was trained by another earlyia release, whose extractors may
+        compute slightly different feature values (e.g. a changed fitter); None when the versions
+        match or were not recorded."""
         trained = (self.card.get("versions") or {}).get("earlyia")
         if not trained or trained == __version__:
             return None
         return (
-            f"model {self.hash[:12]} was trained with earlyia {trained}, this is earlyia {__version__}: feature values "
-            "can differ between releases (see CHANGELOG.md); re-extract the features and re-train to be exact"
+            f"model {self.hash[:12]} was trained with earlyia {trained}, this is earlyia "
+            f"{__version__}: feature values "
+            "can differ between releases (see CHANGELOG.md); re-extract the features and "
+            "re-train to be exact"
         )
 
     @property
@@ -209,9 +241,15 @@ class Model:
         return frozenset(str(i) for i in self.card.get("training", {}).get("object_ids", []))
 
     def operating_thresholds(self) -> dict[int, float]:
-        """Max detections N -> the card's threshold for purity >= its target within N (NaN when none reached it)."""
+        """Max detections N -> the card's threshold for purity >= its target within N (NaN when
+        none reached it)."""
         ops = self.card.get("operating_points") or []
-        return {int(o["max_detections"]): float("nan") if o.get("threshold") is None else float(o["threshold"]) for o in ops}
+        return {
+            int(o["max_detections"]): float("nan")
+            if o.get("threshold") is None
+            else float(o["threshold"])
+            for o in ops
+        }
 
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"trees/{k}": v for k, v in self.ensemble.arrays().items()}
@@ -220,7 +258,8 @@ class Model:
         return arrays
 
     def summary(self) -> dict:
-        """The card without the long lists (training ids): what ``models show`` and score files carry."""
+        """The card without the long lists (training ids): what ``models show`` and score files
+        carry."""
         s = {k: v for k, v in self.card.items() if k != "training"}
         t = self.card.get("training", {})
         s["training"] = {k: v for k, v in t.items() if not isinstance(v, list)}
@@ -229,27 +268,38 @@ class Model:
     def __repr__(self) -> str:
         c = self.card
         name = extractor_name(c["extractor"])
-        return f"Model(extractor={name!r}, n_features={c['n_features']}, n_trees={c['n_trees']}, hash={self.hash[:12]})"
+        return (
+            f"Model(extractor={name!r}, n_features={c['n_features']}, n_trees={c['n_trees']}, "
+            f"hash={self.hash[:12]})"
+        )
 
     # -------------------------------------------------------------- use
     def check_features(self, names: Sequence[str]) -> None:
-        """Raise :class:`FeatureMismatchError` naming the differing feature unless ``names`` equals the model's."""
+        """Raise :class:`FeatureMismatchError` naming the differing feature unless ``names``
+        equals the model's."""
         msg = _feature_mismatch(self.features, list(names))
         if msg:
             raise FeatureMismatchError(
-                f"features do not match the model {self.hash[:12]} (extractor {extractor_name(self.card['extractor'])}): {msg}"
+                f"features do not match the model {self.hash[:12]} (extractor "
+                f"{extractor_name(self.card['extractor'])}): {msg}"
             )
 
     def check_extractor(self, config: Mapping) -> None:
-        """Raise :class:`FeatureMismatchError` naming the differing setting unless ``config`` equals the model's extractor config."""
+        """Raise :class:`FeatureMismatchError` naming the differing setting unless ``config``
+        equals the model's extractor config."""
         mine = jsonable(dict(self.card["extractor"]))
         theirs = jsonable(dict(config))
         if mine == theirs:
             return
         keys = sorted(set(mine) | set(theirs))
-        diff = [f"{k}: model {mine.get(k)!r} vs input {theirs.get(k)!r}" for k in keys if mine.get(k) != theirs.get(k)]
+        diff = [
+            f"{k}: model {mine.get(k)!r} vs input {theirs.get(k)!r}"
+            for k in keys
+            if mine.get(k) != theirs.get(k)
+        ]
         raise FeatureMismatchError(
-            f"features were computed with another extractor configuration than model {self.hash[:12]}: " + "; ".join(diff[:5])
+            "features were computed with another extractor configuration than model "
+            f"{self.hash[:12]}: " + "; ".join(diff[:5])
         )
 
     def predict_proba(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
@@ -266,7 +316,8 @@ class Model:
         X = np.asarray(X, np.float64)
         if X.ndim != 2 or X.shape[1] != self.ensemble.n_features:
             raise FeatureMismatchError(
-                f"X has shape {X.shape}; model {self.hash[:12]} expects {self.ensemble.n_features} features {self.features}"
+                f"X has shape {X.shape}; model {self.hash[:12]} expects "
+                f"{self.ensemble.n_features} features {self.features}"
             )
         if len(X) == 0:
             return np.zeros((0, 2))
@@ -281,7 +332,10 @@ class Model:
     # -------------------------------------------------------------- evidence and operating points
     def evidence_calibration(self):
         """The :class:`~earlyia.model.calibration.EvidenceCalibration` of this model, or None."""
-        if not self.calibration or str(np.asarray(self.calibration["method"]).reshape(-1)[0]) != "evidence":
+        if (
+            not self.calibration
+            or str(np.asarray(self.calibration["method"]).reshape(-1)[0]) != "evidence"
+        ):
             return None
         return EvidenceCalibration.from_arrays(self.calibration)
 
@@ -290,27 +344,37 @@ class Model:
         if cal is None:
             return None
         if cal.feature not in self.features:
-            raise ModelError(f"the calibration reads feature {cal.feature!r}, which the model does not have")
+            raise ModelError(
+                f"the calibration reads feature {cal.feature!r}, which the model does not have"
+            )
         return X[:, self.features.index(cal.feature)]
 
     def evidence(self, X: np.ndarray) -> np.ndarray | None:
-        """The evidence (positive detections) of each row of ``X`` (model feature order) when the calibration uses it."""
+        """The evidence (positive detections) of each row of ``X`` (model feature order) when the
+        calibration uses it."""
         return self._evidence(np.asarray(X, np.float64))
 
     @property
     def prevalence(self) -> float | None:
-        """Fraction of positive objects the calibration was fitted on (scores are probabilities at this prevalence)."""
+        """Fraction of positive objects the calibration was fitted on (scores are probabilities
+        at this prevalence)."""
         ev = (self.card.get("evidence") or {}).get("prevalence")
         return None if ev is None else float(ev)
 
     def operating_curves(self) -> dict[int, Any]:
-        """Max detections N -> the held-out :class:`~earlyia.model.operating.OperatingCurve` the card records."""
-        return {int(c["max_detections"]): OperatingCurve.from_card(c) for c in self.card.get("operating_curves") or []}
+        """Max detections N -> the held-out :class:`~earlyia.model.operating.OperatingCurve` the
+        card records."""
+        return {
+            int(c["max_detections"]): OperatingCurve.from_card(c)
+            for c in self.card.get("operating_curves") or []
+        }
 
-    def threshold(self, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None) -> dict[str, float]:
-        """The score threshold for purity >= ``min_purity`` within ``max_detections`` at ``prevalence``
-        (default: the training prevalence), with the efficiency and purity expected there
-        (:func:`earlyia.model.operating.card_threshold`)."""
+    def threshold(
+        self, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None
+    ) -> dict[str, float]:
+        """The score threshold for purity >= ``min_purity`` within ``max_detections`` at
+        ``prevalence`` (default: the training prevalence), with the efficiency and purity
+        expected there (:func:`earlyia.model.operating.card_threshold`)."""
         return card_threshold(self.card, max_detections, min_purity, prevalence)
 
     # -------------------------------------------------------------- files
@@ -335,14 +399,15 @@ class Model:
     def load(cls, path: str | Path, *, max_bytes: int | None = None) -> Model:
         """Read and verify a model file (no code runs: JSON and numpy arrays without pickle).
 
-        Nothing in the file is trusted (:mod:`earlyia.model.modelfile`): at most ``max_bytes`` are decompressed
-        (or the environment variable ``EARLYIA_MODEL_MAX_BYTES``; by default 200 times the file's size, at
-        least 64 MiB and at most 1 GiB: :func:`~earlyia.model.modelfile.budget_for`), every declared size and
-        ``.npy`` header is checked before anything is allocated, the content hash must match, the trees must
-        be proper trees with probabilities at their nodes (:meth:`TreeEnsemble.validate`), and the calibration
+        Nothing in the file is trusted (:mod:`earlyia.model.modelfile`): at most ``max_bytes`` are
+        decompressed (or the environment variable ``EARLYIA_MODEL_MAX_BYTES``; by default 200 times
+        the file's size, at least 64 MiB and at most 1 GiB:
+        :func:`~earlyia.model.modelfile.budget_for`), every declared size and ``.npy`` header is
+        checked before anything is allocated, the content hash must match, the trees must be proper
+        trees with probabilities at their nodes (:meth:`TreeEnsemble.validate`), and the calibration
         map and the card's operating curves must be finite, monotone and hold probabilities. Raises
-        :class:`DataNotFoundError`, or :class:`ModelError` / :class:`IntegrityError` naming the file and what
-        is wrong.
+        :class:`DataNotFoundError`, or :class:`ModelError` / :class:`IntegrityError` naming the file
+        and what is wrong.
         """
         path = Path(path)
         modelfile.max_model_bytes(max_bytes)  # a bad limit is refused first
@@ -351,25 +416,42 @@ class Model:
         if not path.is_file():
             raise ModelError(f"{path}: not a regular file")
         if not zipfile.is_zipfile(path):
-            hint = " (a Fink pickle? use Model.from_fink)" if path.suffix in (".xz", ".obj", ".pkl") else ""
+            hint = (
+                " (a Fink pickle? use Model.from_fink)"
+                if path.suffix in (".xz", ".obj", ".pkl")
+                else ""
+            )
             raise ModelError(f"{path}: not an earlyia model file (not a zip archive){hint}")
         size = path.stat().st_size
         limit, why = modelfile.budget_for(size, max_bytes)
         if size > limit:
-            raise IntegrityError(f"{path}: {size:,} bytes, beyond the {limit:,}-byte limit on model files "
-                                 f"(set {modelfile.MAX_BYTES_ENV} or pass max_bytes to load a larger model you trust)")
+            raise IntegrityError(
+                f"{path}: {size:,} bytes, beyond the {limit:,}-byte limit on model files "
+                f"(set {modelfile.MAX_BYTES_ENV} or pass max_bytes to load a larger model "
+                "you trust)"
+            )
         budget = modelfile.Budget(limit, why)
-        raw = modelfile.read_zip(path, budget, str(path), card=CARD, card_limit=modelfile.card_limit(limit))
+        raw = modelfile.read_zip(
+            path, budget, str(path), card=CARD, card_limit=modelfile.card_limit(limit)
+        )
         names = list(raw)
         if any(n not in _MEMBERS for n in names) or CARD not in names or TREES not in names:
             raise IntegrityError(
-                f"{path}: unexpected members {names}; an earlyia model holds exactly {list(_MEMBERS[:2])} (+ {CALIBRATION})"
+                f"{path}: unexpected members {names}; an earlyia model holds exactly "
+                f"{list(_MEMBERS[:2])} (+ {CALIBRATION})"
             )
         card = modelfile.parse_card(raw.pop(CARD), str(path))
         if card.get("format") != FORMAT:
-            raise ModelError(f"{path}: unsupported model format {card.get('format')!r}; this earlyia reads {FORMAT}")
+            raise ModelError(
+                f"{path}: unsupported model format {card.get('format')!r}; this earlyia "
+                f"reads {FORMAT}"
+            )
         trees = modelfile.read_npz(raw.pop(TREES), budget, f"{path}: member {TREES}")
-        calib = modelfile.read_npz(raw.pop(CALIBRATION), budget, f"{path}: member {CALIBRATION}") if CALIBRATION in raw else None
+        calib = (
+            modelfile.read_npz(raw.pop(CALIBRATION), budget, f"{path}: member {CALIBRATION}")
+            if CALIBRATION in raw
+            else None
+        )
         arrays = {f"trees/{k}": v for k, v in trees.items()}
         if calib:
             arrays.update({f"calibration/{k}": v for k, v in calib.items()})
@@ -377,14 +459,20 @@ class Model:
         actual = content_hash(card, arrays)
         if recorded != actual:
             raise IntegrityError(
-                f"{path}: content hash {actual[:16]}... differs from the recorded {str(recorded)[:16]}...: "
+                f"{path}: content hash {actual[:16]}... differs from the recorded "
+                f"{str(recorded)[:16]}...: "
                 "the model file was modified or corrupted; re-train or restore it"
             )
-        # the hash only says the file is what its writer wrote: what the writer wrote is checked next
+        # the hash only says the file is what its writer wrote: what the writer wrote is checked
+        # next
         unknown = sorted(set(trees) - set(TreeEnsemble.ARRAYS))
         if unknown:
             raise ModelError(f"{path}: member {TREES} holds unknown arrays {unknown}")
-        method = calibration_method(calib, f"{path}: member {CALIBRATION}") if calib is not None else None
+        method = (
+            calibration_method(calib, f"{path}: member {CALIBRATION}")
+            if calib is not None
+            else None
+        )
         modelfile.check_card(card, str(path), calibration_method=method)
         try:
             ensemble = TreeEnsemble.from_arrays(trees, card["n_features"])
@@ -399,7 +487,8 @@ class Model:
 
     @classmethod
     def from_fink(cls, path: str | Path, *, extractor_config: Mapping | None = None) -> Model:
-        """Fink's production early-SN-Ia forest (sha256-pinned pickle) as a Model with the fink sigmoid extractor."""
+        """Fink's production early-SN-Ia forest (sha256-pinned pickle) as a Model with the fink
+        sigmoid extractor."""
         ensemble = load_fink_model(path)
         if extractor_config is None:
             extractor_config = fink_extractor_config()
@@ -440,4 +529,6 @@ def fink_extractor_config() -> dict:
     try:
         return dict(get_extractor("sigmoid", mode="fink").config())
     except ConfigError as exc:
-        raise ModelError(f"no 'fink' sigmoid extractor is available in earlyia.features ({exc})") from exc
+        raise ModelError(
+            f"no 'fink' sigmoid extractor is available in earlyia.features ({exc})"
+        ) from exc

@@ -1,23 +1,27 @@
-"""Calibration: the maps from a forest's raw scores to probabilities, how they are fitted, checked and applied.
+"""Calibration: the maps from a forest's raw scores to probabilities, how they are fitted, checked
+and applied.
 
-A calibration is stored in a model file's ``calibration.npz`` as plain arrays, one of :data:`CALIBRATION_METHODS`:
+A calibration is stored in a model file's ``calibration.npz`` as plain arrays, one of
+:data:`CALIBRATION_METHODS`:
 
-* ``isotonic``: the knots of an isotonic regression, applied by linear interpolation; ``sigmoid``: Platt's
-  ``1 / (1 + exp(a p + b))``; both fitted on a model's held-out probabilities (:func:`fit_calibration`).
-* ``evidence``: scores that say how much an alert holds. An alert with one detection carries almost nothing,
-  one with fifteen a great deal, and a forest gives both the same spread of raw scores. Under the replay
-  protocol an object is flagged as soon as ANY of its early alerts crosses the threshold, so the noise of the
-  thinnest alerts becomes false candidates. Calibrating separately per *evidence stratum* (number of positive
-  detections) turns each score into P(SN Ia | what this alert shows): near the training prevalence when it
-  shows little, far from it only when the alert earns it.
+* ``isotonic``: the knots of an isotonic regression, applied by linear interpolation; ``sigmoid``:
+  Platt's ``1 / (1 + exp(a p + b))``; both fitted on a model's held-out probabilities
+  (:func:`fit_calibration`).
+* ``evidence``: scores that say how much an alert holds. An alert with one detection carries almost
+  nothing, one with fifteen a great deal, and a forest gives both the same spread of raw scores.
+  Under the replay protocol an object is flagged as soon as ANY of its early alerts crosses the
+  threshold, so the noise of the thinnest alerts becomes false candidates. Calibrating separately
+  per *evidence stratum* (number of positive detections) turns each score into P(SN Ia | what this
+  alert shows): near the training prevalence when it shows little, far from it only when the alert
+  earns it.
 
-  :func:`fit_evidence_calibration`: per stratum, a weighted isotonic regression of the labels on the held-out
-  raw scores (pool-adjacent-violators), each block shrunk towards the stratum's prevalence with
-  ``pseudo_count`` pseudo-objects, so that a handful of lucky objects cannot lift a stratum's top score; then
-  isotonic again (or a regularised Platt map per stratum, :func:`platt_knots`).
+  :func:`fit_evidence_calibration`: per stratum, a weighted isotonic regression of the labels on the
+  held-out raw scores (pool-adjacent-violators), each block shrunk towards the stratum's prevalence
+  with ``pseudo_count`` pseudo-objects, so that a handful of lucky objects cannot lift a stratum's
+  top score; then isotonic again (or a regularised Platt map per stratum, :func:`platt_knots`).
 
-scikit-learn and scipy's optimiser are imported by the functions that fit, not here: scoring only applies a
-calibration, and loading a model must not pay for them.
+scikit-learn and scipy's optimiser are imported by the functions that fit, not here: scoring only
+applies a calibration, and loading a model must not pay for them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from earlyia.errors import InputError, ModelError
 
 #: What a model file's calibration map can be.
 CALIBRATION_METHODS = ("isotonic", "sigmoid", "evidence")
-#: Lower bounds of the evidence strata: positive detections 1, 2, 3, 4, 5-6, 7-9, 10-14, 15 and more.
+#: Lower bounds of the evidence strata: positive detections 1, 2, 3, 4, 5-6, 7-9, 10-14, 15 and
+#: more.
 EVIDENCE_EDGES = (1, 2, 3, 4, 5, 7, 10, 15)
 
 
@@ -40,8 +45,9 @@ EVIDENCE_EDGES = (1, 2, 3, 4, 5, 7, 10, 15)
 def pav(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weighted pool-adjacent-violators on values already ordered by their score.
 
-    Returns ``(values, weights, ends)`` of the blocks: block ``j`` covers positions ``ends[j-1]:ends[j]``
-    (``ends[-1] == len(y)``), its value is the weighted mean of ``y`` there, and values never decrease.
+    Returns ``(values, weights, ends)`` of the blocks: block ``j`` covers positions
+    ``ends[j-1]:ends[j]`` (``ends[-1] == len(y)``), its value is the weighted mean of ``y`` there,
+    and values never decrease.
     """
     y = np.asarray(y, np.float64)
     w = np.asarray(w, np.float64)
@@ -54,7 +60,11 @@ def pav(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         ends.append(i + 1)
         while len(vals) > 1 and vals[-2] >= vals[-1]:
             wt = wts[-2] + wts[-1]
-            v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wt if wt > 0 else 0.5 * (vals[-2] + vals[-1])
+            v = (
+                (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wt
+                if wt > 0
+                else 0.5 * (vals[-2] + vals[-1])
+            )
             vals[-2:] = [v]
             wts[-2:] = [wt]
             ends[-2:] = [ends[-1]]
@@ -70,7 +80,8 @@ def _pav_merge(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:
 def shrunk_isotonic(
     p: np.ndarray, y: np.ndarray, w: np.ndarray, pseudo_count: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Knots ``(x, value)`` of an isotonic map from ``p`` to P(y), blocks shrunk towards the weighted mean.
+    """Knots ``(x, value)`` of an isotonic map from ``p`` to P(y), blocks shrunk towards the
+    weighted mean.
 
     Equal scores share one value. Applied by :func:`numpy.interp` (constant beyond the ends).
     """
@@ -104,13 +115,16 @@ def shrunk_isotonic(
 _PLATT_KNOTS = 201
 
 
-def platt_knots(p: np.ndarray, y: np.ndarray, w: np.ndarray, pseudo_count: float) -> tuple[np.ndarray, np.ndarray]:
-    """Knots of a weighted logistic map P(y) = 1 / (1 + exp(-(a logit(p) + b))), a >= 0 (never decreasing).
+def platt_knots(
+    p: np.ndarray, y: np.ndarray, w: np.ndarray, pseudo_count: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Knots of a weighted logistic map P(y) = 1 / (1 + exp(-(a logit(p) + b))), a >= 0 (never
+    decreasing).
 
-    ``pseudo_count`` pseudo-objects at the weighted prevalence regularise it (a flat map when the scores say
-    nothing). Tabulated over the range of the scores it was fitted on and constant beyond (a slope fitted on
-    scores that all lie close together says nothing about scores far from them), applied by
-    :func:`numpy.interp` like the isotonic map.
+    ``pseudo_count`` pseudo-objects at the weighted prevalence regularise it (a flat map when the
+    scores say nothing). Tabulated over the range of the scores it was fitted on and constant beyond
+    (a slope fitted on scores that all lie close together says nothing about scores far from them),
+    applied by :func:`numpy.interp` like the isotonic map.
     """
     from scipy.optimize import minimize
 
@@ -124,13 +138,16 @@ def platt_knots(p: np.ndarray, y: np.ndarray, w: np.ndarray, pseudo_count: float
     def loss(theta):
         a, b = theta
         t = a * z + b
-        # -log likelihood (stable), plus the pseudo-objects: pseudo_count * prior positives at the mean score
+        # -log likelihood (stable), plus the pseudo-objects: pseudo_count * prior positives at the
+        # mean score
         ll = w * (np.logaddexp(0.0, t) - y * t)
         tp = a * float(np.average(z, weights=w)) + b
         reg = pseudo_count * (np.logaddexp(0.0, tp) - prior * tp)
         return float(np.sum(ll) + reg)
 
-    res = minimize(loss, x0=np.array([1.0, b0]), bounds=[(0.0, 20.0), (-30.0, 30.0)], method="L-BFGS-B")
+    res = minimize(
+        loss, x0=np.array([1.0, b0]), bounds=[(0.0, 20.0), (-30.0, 30.0)], method="L-BFGS-B"
+    )
     a, b = res.x
     lo, hi = float(p.min()), float(p.max())
     g = np.linspace(lo, hi, _PLATT_KNOTS) if hi > lo else np.array([lo, lo])
@@ -138,10 +155,12 @@ def platt_knots(p: np.ndarray, y: np.ndarray, w: np.ndarray, pseudo_count: float
     return g, v
 
 
-# ---------------------------------------------------------------------------- calibration by evidence
+# ---------------------------------------------------------------------------- calibration by
+# evidence
 @dataclass
 class EvidenceCalibration:
-    """Isotonic maps from raw score to probability, one per evidence stratum (see the module docstring)."""
+    """Isotonic maps from raw score to probability, one per evidence stratum (see the module
+    docstring)."""
 
     feature: str  # the feature holding the evidence (positive detections), e.g. "early_n_det"
     edges: np.ndarray  # stratum lower bounds (int)
@@ -186,9 +205,10 @@ class EvidenceCalibration:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> EvidenceCalibration:
-        """The calibration stored in a model file, checked: strata edges increasing, one map per stratum whose
-        knots are finite and never decrease (scores and probabilities), probabilities in [0, 1], prevalences
-        fractions (:class:`ModelError` naming what is wrong)."""
+        """The calibration stored in a model file, checked: strata edges increasing, one map per
+        stratum whose knots are finite and never decrease (scores and probabilities),
+        probabilities in [0, 1], prevalences fractions (:class:`ModelError` naming what is
+        wrong)."""
         try:
             lengths = _vector(arrays, "lengths", np.int64)
             x = _vector(arrays, "x", np.float64)
@@ -202,7 +222,13 @@ class EvidenceCalibration:
             raise ModelError(f"evidence calibration lacks array {exc}") from exc
         except (TypeError, ValueError, OverflowError) as exc:
             raise ModelError(f"evidence calibration arrays are not numbers ({exc})") from exc
-        if len(edges) == 0 or len(edges) != len(lengths) or (lengths < 1).any() or int(lengths.sum()) != len(x) or len(x) != len(y):
+        if (
+            len(edges) == 0
+            or len(edges) != len(lengths)
+            or (lengths < 1).any()
+            or int(lengths.sum()) != len(x)
+            or len(x) != len(y)
+        ):
             raise ModelError("calibration arrays have inconsistent lengths")
         if (np.diff(edges) <= 0).any():
             raise ModelError(f"calibration strata edges {edges.tolist()[:10]} do not increase")
@@ -215,16 +241,23 @@ class EvidenceCalibration:
         ky = [y[cuts[i] : cuts[i + 1]] for i in range(len(lengths))]
         for i in range(len(lengths)):
             if (np.diff(kx[i]) < 0).any() or (np.diff(ky[i]) < 0).any():
-                raise ModelError(f"calibration map of stratum {i} (evidence >= {int(edges[i])}) is not monotone")
+                raise ModelError(
+                    f"calibration map of stratum {i} (evidence >= {int(edges[i])}) is not monotone"
+                )
         if feature.dtype.kind not in "US" or feature.size != 1:
             raise ModelError("calibration array 'feature' must name one feature")
         if prevalence.size != 1 or not (0.0 < float(prevalence.reshape(-1)[0]) < 1.0):
             raise ModelError("calibration prevalence must be one fraction strictly between 0 and 1")
         if len(stratum_prevalence) != len(edges) or len(stratum_weight) != len(edges):
             raise ModelError("calibration strata arrays have inconsistent lengths")
-        if not (np.all((stratum_prevalence >= 0) & (stratum_prevalence <= 1)) and np.all(np.isfinite(stratum_weight))
-                and np.all(stratum_weight >= 0)):
-            raise ModelError("calibration strata prevalences must be fractions and weights finite, >= 0")
+        if not (
+            np.all((stratum_prevalence >= 0) & (stratum_prevalence <= 1))
+            and np.all(np.isfinite(stratum_weight))
+            and np.all(stratum_weight >= 0)
+        ):
+            raise ModelError(
+                "calibration strata prevalences must be fractions and weights finite, >= 0"
+            )
         return cls(
             feature=str(feature.reshape(-1)[0]),
             edges=edges,
@@ -239,7 +272,10 @@ class EvidenceCalibration:
 def _vector(arrays: Mapping[str, np.ndarray], name: str, dtype) -> np.ndarray:
     a = np.asarray(arrays[name])
     if a.ndim != 1 or a.dtype.kind not in ("iu" if np.dtype(dtype).kind == "i" else "iuf"):
-        raise ModelError(f"calibration array {name!r} must be a vector of {np.dtype(dtype).name}, got {a.dtype} {a.shape}")
+        raise ModelError(
+            f"calibration array {name!r} must be a vector of {np.dtype(dtype).name}, got "
+            f"{a.dtype} {a.shape}"
+        )
     return a.astype(dtype)
 
 
@@ -256,9 +292,10 @@ def fit_evidence_calibration(
 ) -> EvidenceCalibration:
     """Per-stratum shrunk isotonic maps from held-out raw scores ``p`` to P(positive).
 
-    ``evidence``: the value of ``feature`` (positive detections) of each row. ``groups``: the object of each
-    row; within a stratum each object then weighs 1 whatever its number of rows (``pseudo_count`` is in
-    objects). A stratum without rows maps every score to the overall prevalence.
+    ``evidence``: the value of ``feature`` (positive detections) of each row. ``groups``: the object
+    of each row; within a stratum each object then weighs 1 whatever its number of rows
+    (``pseudo_count`` is in objects). A stratum without rows maps every score to the overall
+    prevalence.
     """
     p = np.asarray(p, np.float64)
     y = np.asarray(y).astype(np.float64)
@@ -275,8 +312,14 @@ def fit_evidence_calibration(
     if groups is not None:  # 1 / (rows of the object in its stratum)
         key = pd.Series(list(zip(np.asarray(groups).astype(str), st, strict=True)))
         w = 1.0 / key.map(key.value_counts()).to_numpy(np.float64)
-    obj_w = np.ones(len(p)) if groups is None else 1.0 / pd.Series(np.asarray(groups).astype(str)).map(
-        pd.Series(np.asarray(groups).astype(str)).value_counts()).to_numpy(np.float64)
+    obj_w = (
+        np.ones(len(p))
+        if groups is None
+        else 1.0
+        / pd.Series(np.asarray(groups).astype(str))
+        .map(pd.Series(np.asarray(groups).astype(str)).value_counts())
+        .to_numpy(np.float64)
+    )
     prior = float(np.sum(obj_w[ok] * y[ok]) / np.sum(obj_w[ok]))
     xs, vs, prev, wt = [], [], [], []
     for s in range(len(edges)):
@@ -306,14 +349,18 @@ def apply_calibration(
 ) -> np.ndarray:
     """Calibrated probabilities: ``p`` mapped by a calibration map (``p`` unchanged when None).
 
-    ``evidence``: the evidence of each row, which a calibration by evidence needs (:class:`ModelError` without it).
+    ``evidence``: the evidence of each row, which a calibration by evidence needs
+    (:class:`ModelError` without it).
     """
     if not calibration:
         return p
     kind = str(np.asarray(calibration["method"]).reshape(-1)[0])
     if kind == "evidence":
         if evidence is None:
-            raise ModelError("this model's calibration depends on the evidence of each row: score it with its features")
+            raise ModelError(
+                "this model's calibration depends on the evidence of each row: score it with "
+                "its features"
+            )
         return EvidenceCalibration.from_arrays(calibration).apply(p, evidence)
     if kind == "isotonic":
         return np.interp(p, calibration["x"], calibration["y"])
@@ -324,44 +371,66 @@ def apply_calibration(
 
 
 def calibration_method(calibration: Mapping[str, np.ndarray], where: str) -> str:
-    """The method a calibration map names (:class:`ModelError` naming ``where`` when it names none it knows)."""
+    """The method a calibration map names (:class:`ModelError` naming ``where`` when it names
+    none it knows)."""
     m = np.asarray(calibration.get("method", np.array([])))
     if m.dtype.kind not in "US" or m.size != 1 or str(m.reshape(-1)[0]) not in CALIBRATION_METHODS:
-        raise ModelError(f"{where} names no known calibration method (one of {CALIBRATION_METHODS})")
+        raise ModelError(
+            f"{where} names no known calibration method (one of {CALIBRATION_METHODS})"
+        )
     return str(m.reshape(-1)[0])
 
 
-def check_calibration(calibration: Mapping[str, np.ndarray], features: Sequence[str], where: str) -> None:
-    """Refuse a calibration map that could give anything but a probability (:class:`ModelError` naming ``where``).
+def check_calibration(
+    calibration: Mapping[str, np.ndarray], features: Sequence[str], where: str
+) -> None:
+    """Refuse a calibration map that could give anything but a probability (:class:`ModelError`
+    naming ``where``).
 
-    ``isotonic``: knots ``x, y`` finite, never decreasing, ``y`` in [0, 1]; ``sigmoid``: two finite numbers ``a, b``;
-    ``evidence``: :meth:`EvidenceCalibration.from_arrays` checks, and its feature is one of ``features``.
+    ``isotonic``: knots ``x, y`` finite, never decreasing, ``y`` in [0, 1]; ``sigmoid``: two finite
+    numbers ``a, b``; ``evidence``: :meth:`EvidenceCalibration.from_arrays` checks, and its feature
+    is one of ``features``.
     """
     method = calibration_method(calibration, where)
     expected = {"isotonic": {"method", "x", "y"}, "sigmoid": {"method", "ab"}}.get(method)
     if expected is not None and set(calibration) != expected:
-        raise ModelError(f"{where}: a {method} calibration holds arrays {sorted(expected)}, not {sorted(calibration)}")
+        raise ModelError(
+            f"{where}: a {method} calibration holds arrays {sorted(expected)}, not "
+            f"{sorted(calibration)}"
+        )
     if method == "evidence":
         try:
             cal = EvidenceCalibration.from_arrays(calibration)
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}") from exc
         if cal.feature not in features:
-            raise ModelError(f"{where}: the calibration reads feature {cal.feature!r}, which the model does not have")
+            raise ModelError(
+                f"{where}: the calibration reads feature {cal.feature!r}, which the model "
+                "does not have"
+            )
         return
     arrays = {k: np.asarray(v) for k, v in calibration.items() if k != "method"}
     for name, a in arrays.items():
         if a.ndim != 1 or a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)):
-            raise ModelError(f"{where}: calibration array {name!r} must be a vector of finite numbers")
+            raise ModelError(
+                f"{where}: calibration array {name!r} must be a vector of finite numbers"
+            )
     if method == "sigmoid":
         if len(arrays["ab"]) != 2:
-            raise ModelError(f"{where}: a sigmoid calibration holds two numbers a, b; got {len(arrays['ab'])}")
+            raise ModelError(
+                f"{where}: a sigmoid calibration holds two numbers a, b; got {len(arrays['ab'])}"
+            )
         return
     x, y = arrays["x"], arrays["y"]
     if len(x) == 0 or len(x) != len(y):
-        raise ModelError(f"{where}: isotonic calibration knots x ({len(x)}) and y ({len(y)}) must be as many, at least one")
+        raise ModelError(
+            f"{where}: isotonic calibration knots x ({len(x)}) and y ({len(y)}) must be as "
+            "many, at least one"
+        )
     if (np.diff(x) < 0).any() or (np.diff(y) < 0).any():
-        raise ModelError(f"{where}: isotonic calibration knots are not monotone (x and y must never decrease)")
+        raise ModelError(
+            f"{where}: isotonic calibration knots are not monotone (x and y must never decrease)"
+        )
     if y.min() < 0.0 or y.max() > 1.0:
         raise ModelError(f"{where}: isotonic calibration probabilities outside [0, 1]")
 
@@ -379,11 +448,18 @@ def fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, np.n
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
-        return {"method": np.array("isotonic"), "x": iso.X_thresholds_.astype(np.float64), "y": iso.y_thresholds_.astype(np.float64)}
+        return {
+            "method": np.array("isotonic"),
+            "x": iso.X_thresholds_.astype(np.float64),
+            "y": iso.y_thresholds_.astype(np.float64),
+        }
     if method == "sigmoid":
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=1e6).fit(p[:, None], y.astype(int))
         # P = 1 / (1 + exp(-(w p + c)))  =>  a = -w, b = -c
-        return {"method": np.array("sigmoid"), "ab": np.array([-lr.coef_[0, 0], -lr.intercept_[0]], np.float64)}
+        return {
+            "method": np.array("sigmoid"),
+            "ab": np.array([-lr.coef_[0, 0], -lr.intercept_[0]], np.float64),
+        }
     raise InputError(f"calibrate must be one of {CALIBRATION_METHODS} or None, got {method!r}")

@@ -1,4 +1,5 @@
-"""Load Fink's published random forests (sha256-pinned scikit-learn pickles) as :class:`TreeEnsemble`.
+"""Load Fink's published random forests (sha256-pinned scikit-learn pickles) as
+:class:`TreeEnsemble`.
 
 Unpickling runs code, so this is the ONLY place earlyia calls the pickle machinery, and only for
 the exact files listed in :data:`PINNED_SHA256` (Fink's models shipped in fink-science 7.4.0; see
@@ -25,10 +26,25 @@ from earlyia.model.trees import TreeEnsemble
 
 #: sha256 of the DECOMPRESSED pickles (anchor_models_fink/sha256sums.txt) -> file name.
 PINNED_SHA256 = {
-    "a3aa6d8c6259db80f2036108aa80e6f99026adee2bc9843618776e9ed89e9074": "default-model_sigmoid.obj",
-    "196a3b6ea3b9afd13ba8b7573e536045dad89cfdb97f729e1d15b08bbea7f373": "default-model_sigmoid_elasticc.obj",
-    "4d47d168439da516d6f0cb86dad05d76bf1891a6eed9664494ad9d3758b851ad": "elasticc_rainbow_earlyIa_nometa.pkl",
-    "810e85b0a735cc58aa12844e7eee532002afc994f3d06d4bca081a29f6bec03a": "model_20241122_wlimits.pkl",
+    digest: name
+    for name, digest in (
+        (
+            "default-model_sigmoid.obj",
+            "a3aa6d8c6259db80f2036108aa80e6f99026adee2bc9843618776e9ed89e9074",
+        ),
+        (
+            "default-model_sigmoid_elasticc.obj",
+            "196a3b6ea3b9afd13ba8b7573e536045dad89cfdb97f729e1d15b08bbea7f373",
+        ),
+        (
+            "elasticc_rainbow_earlyIa_nometa.pkl",
+            "4d47d168439da516d6f0cb86dad05d76bf1891a6eed9664494ad9d3758b851ad",
+        ),
+        (
+            "model_20241122_wlimits.pkl",
+            "810e85b0a735cc58aa12844e7eee532002afc994f3d06d4bca081a29f6bec03a",
+        ),
+    )
 }
 #: Feature names of Fink's ZTF sigmoid forests (the pickles store them as ``feature_names_in_``).
 FINK_SIGMOID_FEATURES = (
@@ -100,7 +116,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _Stub
         if (module, name) in _NUMPY:
             return _NUMPY_IMPL[name]
-        raise ModelError(f"refusing to load {module}.{name}: not part of a scikit-learn random forest")
+        raise ModelError(
+            f"refusing to load {module}.{name}: not part of a scikit-learn random forest"
+        )
 
 
 def _reconstruct(cls, shape, dtype):
@@ -140,14 +158,16 @@ def _read_pinned(path: Path) -> tuple[bytes, str]:
     digest = hashlib.sha256(raw).hexdigest()
     if digest not in PINNED_SHA256:
         raise IntegrityError(
-            f"{path}: sha256 {digest} is not one of the pinned Fink models {sorted(PINNED_SHA256.values())}; "
+            f"{path}: sha256 {digest} is not one of the pinned Fink models "
+            f"{sorted(PINNED_SHA256.values())}; "
             "refusing to unpickle it (pickles run code)"
         )
     return raw, PINNED_SHA256[digest]
 
 
 def load_fink_model(path: str | Path, positive_class=True) -> TreeEnsemble:
-    """A pinned Fink random forest as a :class:`TreeEnsemble` (P of ``positive_class``; Fink: True = SN Ia).
+    """A pinned Fink random forest as a :class:`TreeEnsemble` (P of ``positive_class``; Fink: True =
+    SN Ia).
 
     Raises :class:`IntegrityError` for any file whose decompressed sha256 is not pinned, and
     :class:`ModelError` when the pinned pickle does not hold a forest of trees.
@@ -165,7 +185,9 @@ def load_fink_model(path: str | Path, positive_class=True) -> TreeEnsemble:
         raise ModelError(f"{path}: the pickle is not a fitted forest (no estimators_/classes_)")
     classes = list(np.asarray(classes).tolist())
     if positive_class not in classes:
-        raise ModelError(f"{path}: positive class {positive_class!r} not among the model's classes {classes}")
+        raise ModelError(
+            f"{path}: positive class {positive_class!r} not among the model's classes {classes}"
+        )
     k = classes.index(positive_class)
     n_features = int(state.get("n_features_in_", state.get("n_features_", -1)))
     feats, thrs, lefts, rights, values, roots = [], [], [], [], [], []
@@ -180,7 +202,9 @@ def load_fink_model(path: str | Path, positive_class=True) -> TreeEnsemble:
         leaf = left < 0
         v = tree.values[:, 0, :]
         total = v.sum(axis=1)
-        frac = np.divide(v[:, k], total, out=np.zeros(len(total)), where=total > 0)  # counts -> class fractions
+        frac = np.divide(
+            v[:, k], total, out=np.zeros(len(total)), where=total > 0
+        )  # counts -> class fractions
         roots.append(base)
         feats.append(np.where(leaf, -1, np.asarray(nodes["feature"], np.int64)).astype(np.int32))
         thrs.append(np.asarray(nodes["threshold"], np.float64))
@@ -211,7 +235,9 @@ def fink_feature_names(path: str | Path) -> list[str] | None:
     return None if names is None else [str(n) for n in np.asarray(names).tolist()]
 
 
-def fink_scores(X: np.ndarray, ensemble: TreeEnsemble, passed: np.ndarray | None = None) -> np.ndarray:
+def fink_scores(
+    X: np.ndarray, ensemble: TreeEnsemble, passed: np.ndarray | None = None
+) -> np.ndarray:
     """Fink's early-Ia score from its 12 sigmoid features (order :data:`FINK_SIGMOID_FEATURES`).
 
     The score is forced to 0 when ``a_g == 0`` or ``a_r == 0`` (a band that failed) and where

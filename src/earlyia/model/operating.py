@@ -1,15 +1,17 @@
-"""Operating points: which threshold reaches a purity within N detections, at the training prevalence or another.
+"""Operating points: which threshold reaches a purity within N detections, at the training
+prevalence or another.
 
-* :func:`card_metrics` and :func:`operating_points`: what a card records of held-out scores, the latter by the
-  replay protocol (:mod:`earlyia.evaluate`): an object is flagged as soon as any of its first N alerts scores
-  above the threshold.
-* :class:`OperatingCurve`: the efficiency and false-positive rate of flagging objects at every threshold
-  (held-out, replay protocol), from which the threshold reaching a target purity is found for any prevalence:
-  purity = pi TPR / (pi TPR + (1 - pi) FPR); :func:`card_threshold` reads it from a model card.
-* :func:`adjust_prevalence` moves calibrated probabilities to another prevalence (Bayes' rule on the prior
-  odds); :func:`estimate_prevalence` finds the prevalence of an unlabelled stream by the EM prior adjustment
-  of Saerens, Latinne & Decaestecker (2002, Neural Computation 14, 21); :func:`stream_prevalence` applies it
-  to a SCORES table.
+* :func:`card_metrics` and :func:`operating_points`: what a card records of held-out scores, the
+  latter by the replay protocol (:mod:`earlyia.evaluate`): an object is flagged as soon as any of
+  its first N alerts scores above the threshold.
+* :class:`OperatingCurve`: the efficiency and false-positive rate of flagging objects at every
+  threshold (held-out, replay protocol), from which the threshold reaching a target purity is found
+  for any prevalence: purity = pi TPR / (pi TPR + (1 - pi) FPR); :func:`card_threshold` reads it
+  from a model card.
+* :func:`adjust_prevalence` moves calibrated probabilities to another prevalence (Bayes' rule on the
+  prior odds); :func:`estimate_prevalence` finds the prevalence of an unlabelled stream by the EM
+  prior adjustment of Saerens, Latinne & Decaestecker (2002, Neural Computation 14, 21);
+  :func:`stream_prevalence` applies it to a SCORES table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from earlyia.evaluate import evaluate_early
 from earlyia.labels import TypeMap
 from earlyia.metrics import binary_metrics
 
-#: (max detections, min purity) of the operating points a card records (the replay protocol's goals).
+#: (max detections, min purity) of the operating points a card records (the replay protocol's
+#: goals).
 OPERATING_POINTS = ((10, 0.8), (20, 0.8))
 
 
@@ -37,11 +40,13 @@ def operating_points(
     targets=OPERATING_POINTS,
     estimated_on: str = "held-out scores",
 ) -> list[dict]:
-    """Thresholds reaching each target purity with the replay protocol (``earlyia.evaluate``) on held-out scores.
+    """Thresholds reaching each target purity with the replay protocol (``earlyia.evaluate``) on
+    held-out scores.
 
-    Why: a deployed model needs a threshold for "purity >= 0.8 within N detections"; reading it off the
-    scores of the objects one evaluates is optimistic, so the card carries one chosen on the training
-    objects' grouped out-of-fold scores, and a later test on new objects can apply it blind.
+    Why: a deployed model needs a threshold for "purity >= 0.8 within N detections"; reading it off
+    the scores of the objects one evaluates is optimistic, so the card carries one chosen on the
+    training objects' grouped out-of-fold scores, and a later test on new objects can apply it
+    blind.
     """
     frame = pd.DataFrame(
         {
@@ -53,21 +58,29 @@ def operating_points(
     )
     if not frame["label"].eq("positive").any():
         return []
-    rep = evaluate_early(frame, max_detections=sorted({n for n, _ in targets}), type_map=TypeMap(positive=("positive",)))
+    rep = evaluate_early(
+        frame,
+        max_detections=sorted({n for n, _ in targets}),
+        type_map=TypeMap(positive=("positive",)),
+    )
     out = []
     for n, purity in targets:
         best = rep.best_at_purity(n, purity)
         out.append(
-            {"max_detections": int(n), "min_purity": float(purity), **{k: float(v) for k, v in best.items()},
-             "estimated_on": f"{estimated_on} of the training objects (replay protocol)"}
+            {
+                "max_detections": int(n),
+                "min_purity": float(purity),
+                **{k: float(v) for k, v in best.items()},
+                "estimated_on": f"{estimated_on} of the training objects (replay protocol)",
+            }
         )
     return out
 
 
 # ---------------------------------------------------------------------------- card metrics
 def card_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """What a card records of held-out scores: accuracy, efficiency, purity and FoM (:mod:`earlyia.metrics`, NaN
-    where undefined), with the counts and the threshold."""
+    """What a card records of held-out scores: accuracy, efficiency, purity and FoM
+    (:mod:`earlyia.metrics`, NaN where undefined), with the counts and the threshold."""
     y = np.asarray(y).astype(bool)
     p = np.asarray(p, np.float64)
     m = binary_metrics(y, p, threshold=threshold, undefined=float("nan"))
@@ -86,7 +99,8 @@ def card_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[s
 
 # ---------------------------------------------------------------------------- prevalence
 def adjust_prevalence(p: np.ndarray, trained: float, target: float) -> np.ndarray:
-    """Probabilities calibrated at prevalence ``trained`` moved to prevalence ``target`` (prior-odds shift)."""
+    """Probabilities calibrated at prevalence ``trained`` moved to prevalence ``target``
+    (prior-odds shift)."""
     _check_prevalence(trained, "trained")
     _check_prevalence(target, "target")
     p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
@@ -97,11 +111,14 @@ def adjust_prevalence(p: np.ndarray, trained: float, target: float) -> np.ndarra
     return out
 
 
-def estimate_prevalence(p: np.ndarray, trained: float, *, tol: float = 1e-6, max_iter: int = 1000) -> tuple[float, int]:
-    """Prevalence of positives in an unlabelled sample whose calibrated probabilities (at ``trained``) are ``p``.
+def estimate_prevalence(
+    p: np.ndarray, trained: float, *, tol: float = 1e-6, max_iter: int = 1000
+) -> tuple[float, int]:
+    """Prevalence of positives in an unlabelled sample whose calibrated probabilities (at
+    ``trained``) are ``p``.
 
-    EM prior adjustment (Saerens et al. 2002): repeat pi <- mean(adjust_prevalence(p, trained, pi)) until
-    it moves by less than ``tol``. Returns ``(pi, iterations)``.
+    EM prior adjustment (Saerens et al. 2002): repeat pi <- mean(adjust_prevalence(p, trained, pi))
+    until it moves by less than ``tol``. Returns ``(pi, iterations)``.
     """
     _check_prevalence(trained, "trained")
     p = np.asarray(p, np.float64)
@@ -126,8 +143,9 @@ def _check_prevalence(value: float, name: str) -> None:
 # ---------------------------------------------------------------------------- operating points
 @dataclass
 class OperatingCurve:
-    """Flagging objects whose highest score within ``max_detections`` is above ``threshold[i]``: the fraction
-    of positive objects flagged (``tpr``) and of negative ones (``fpr``), held out, at every threshold."""
+    """Flagging objects whose highest score within ``max_detections`` is above ``threshold[i]``:
+    the fraction of positive objects flagged (``tpr``) and of negative ones (``fpr``), held out,
+    at every threshold."""
 
     max_detections: int
     threshold: np.ndarray
@@ -138,7 +156,9 @@ class OperatingCurve:
     prevalence: float  # of the objects the curve was measured on
 
     @classmethod
-    def from_object_scores(cls, best: np.ndarray, positive: np.ndarray, max_detections: int) -> OperatingCurve:
+    def from_object_scores(
+        cls, best: np.ndarray, positive: np.ndarray, max_detections: int
+    ) -> OperatingCurve:
         """The curve of objects with highest early scores ``best`` and labels ``positive``."""
         best = np.asarray(best, np.float64)
         positive = np.asarray(positive, bool)
@@ -150,8 +170,18 @@ class OperatingCurve:
         tp = np.cumsum(yy)
         fp = np.cumsum(~yy)
         last = np.r_[s[1:] != s[:-1], True]
-        thr = np.nextafter(s[last], -np.inf)  # flag "score > threshold": just below each distinct score
-        return cls(int(max_detections), thr, tp[last] / n_pos, fp[last] / n_neg, n_pos, n_neg, n_pos / (n_pos + n_neg))
+        thr = np.nextafter(
+            s[last], -np.inf
+        )  # flag "score > threshold": just below each distinct score
+        return cls(
+            int(max_detections),
+            thr,
+            tp[last] / n_pos,
+            fp[last] / n_neg,
+            n_pos,
+            n_neg,
+            n_pos / (n_pos + n_neg),
+        )
 
     def purity(self, prevalence: float | None = None) -> np.ndarray:
         pi = self.prevalence if prevalence is None else float(prevalence)
@@ -160,14 +190,17 @@ class OperatingCurve:
         den = num + (1.0 - pi) * self.fpr
         return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
-    def threshold_for(self, min_purity: float, prevalence: float | None = None, *, min_flagged: int = 10) -> dict[str, float]:
+    def threshold_for(
+        self, min_purity: float, prevalence: float | None = None, *, min_flagged: int = 10
+    ) -> dict[str, float]:
         """The lowest threshold whose purity, and that of every stricter threshold flagging at least
         ``min_flagged`` of the curve's objects, is >= ``min_purity``.
 
-        Why the whole upper range: the single threshold that just reaches the purity on held-out scores is
-        a lucky dip as often as not; requiring it of every stricter threshold gives one that holds on new
-        objects (the few top objects alone are left out: one negative among them says little). Returns
-        threshold, efficiency and purity (threshold NaN, efficiency 0 when none reaches it).
+        Why the whole upper range: the single threshold that just reaches the purity on held-out
+        scores is a lucky dip as often as not; requiring it of every stricter threshold gives one
+        that holds on new objects (the few top objects alone are left out: one negative among them
+        says little). Returns threshold, efficiency and purity (threshold NaN, efficiency 0 when
+        none reaches it).
         """
         pur = self.purity(prevalence)
         flagged = self.tpr * self.n_pos + self.fpr * self.n_neg
@@ -179,7 +212,11 @@ class OperatingCurve:
         if len(reached) == 0:
             return {"threshold": float("nan"), "efficiency": 0.0, "purity": float("nan")}
         i = int(reached[-1])
-        return {"threshold": float(self.threshold[i]), "efficiency": float(self.tpr[i]), "purity": float(pur[i])}
+        return {
+            "threshold": float(self.threshold[i]),
+            "efficiency": float(self.tpr[i]),
+            "purity": float(pur[i]),
+        }
 
     def to_card(self) -> dict:
         return {
@@ -198,57 +235,114 @@ class OperatingCurve:
             thr = np.asarray(entry["threshold"], np.float64)
             tpr = np.asarray(entry["tpr"], np.float64)
             fpr = np.asarray(entry["fpr"], np.float64)
-            curve = cls(int(entry["max_detections"]), thr, tpr, fpr, int(entry["n_pos"]), int(entry["n_neg"]), float(entry["prevalence"]))
+            curve = cls(
+                int(entry["max_detections"]),
+                thr,
+                tpr,
+                fpr,
+                int(entry["n_pos"]),
+                int(entry["n_neg"]),
+                float(entry["prevalence"]),
+            )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ModelError(f"malformed operating curve in the model card ({exc})") from exc
-        if thr.ndim != 1 or not (len(thr) == len(tpr) == len(fpr)) or len(thr) == 0 or tpr.ndim != 1 or fpr.ndim != 1:
+        if (
+            thr.ndim != 1
+            or not (len(thr) == len(tpr) == len(fpr))
+            or len(thr) == 0
+            or tpr.ndim != 1
+            or fpr.ndim != 1
+        ):
             raise ModelError("operating curve arrays differ in length or are empty")
         if not (np.all(np.isfinite(thr)) and np.all(np.isfinite(tpr)) and np.all(np.isfinite(fpr))):
             raise ModelError("operating curve holds non-finite values")
         if tpr.min() < 0 or tpr.max() > 1 or fpr.min() < 0 or fpr.max() > 1:
             raise ModelError("operating curve rates (tpr, fpr) outside [0, 1]")
         if (np.diff(thr) > 0).any() or (np.diff(tpr) < 0).any() or (np.diff(fpr) < 0).any():
-            raise ModelError("operating curve is not monotone (thresholds must decrease, rates increase)")
-        if curve.max_detections < 1 or curve.n_pos < 1 or curve.n_neg < 1 or not (0.0 < curve.prevalence < 1.0):
-            raise ModelError("operating curve needs max_detections, n_pos, n_neg >= 1 and a prevalence strictly between 0 and 1")
+            raise ModelError(
+                "operating curve is not monotone (thresholds must decrease, rates increase)"
+            )
+        if (
+            curve.max_detections < 1
+            or curve.n_pos < 1
+            or curve.n_neg < 1
+            or not (0.0 < curve.prevalence < 1.0)
+        ):
+            raise ModelError(
+                "operating curve needs max_detections, n_pos, n_neg >= 1 and a prevalence "
+                "strictly between 0 and 1"
+            )
         return curve
 
 
-# ---------------------------------------------------------------------------- thresholds from a model card
-def card_threshold(card: Mapping, max_detections: int = 20, min_purity: float = 0.8, prevalence: float | None = None) -> dict[str, float]:
-    """The threshold reaching ``min_purity`` within ``max_detections`` at ``prevalence`` (default: the training one)
-    from a model card (or the card summary a SCORES file carries): its operating curve when it has one, else its
-    fixed operating point (which cannot move to another prevalence). Returns threshold, efficiency, purity."""
+# ---------------------------------------------------------------------------- thresholds from a
+# model card
+def card_threshold(
+    card: Mapping,
+    max_detections: int = 20,
+    min_purity: float = 0.8,
+    prevalence: float | None = None,
+) -> dict[str, float]:
+    """The threshold reaching ``min_purity`` within ``max_detections`` at ``prevalence``
+    (default: the training one) from a model card (or the card summary a SCORES file carries):
+    its operating curve when it has one, else its fixed operating point (which cannot move to
+    another prevalence). Returns threshold, efficiency, purity."""
     for c in card.get("operating_curves") or []:
         if int(c["max_detections"]) == int(max_detections):
             return OperatingCurve.from_card(c).threshold_for(min_purity, prevalence)
     if prevalence is not None:
         raise ModelError(
-            f"the model card records no operating curve for {max_detections} detections: its threshold cannot move to another "
+            f"the model card records no operating curve for {max_detections} detections: its "
+            "threshold cannot move to another "
             "prevalence (re-train with this release, or use the training prevalence)"
         )
     for o in card.get("operating_points") or []:
-        if int(o["max_detections"]) == int(max_detections) and float(o["min_purity"]) == float(min_purity):
+        if int(o["max_detections"]) == int(max_detections) and float(o["min_purity"]) == float(
+            min_purity
+        ):
             t = o.get("threshold")
-            return {"threshold": float("nan") if t is None else float(t), "efficiency": o.get("efficiency"), "purity": o.get("purity")}
-    raise ModelError(f"the model card records no operating point for purity {min_purity} within {max_detections} detections")
+            return {
+                "threshold": float("nan") if t is None else float(t),
+                "efficiency": o.get("efficiency"),
+                "purity": o.get("purity"),
+            }
+    raise ModelError(
+        f"the model card records no operating point for purity {min_purity} within "
+        f"{max_detections} detections"
+    )
 
 
 def stream_prevalence(scores, card: Mapping, *, min_objects: int = 30) -> tuple[float, int, str]:
-    """The prevalence of positives among the objects of a SCORES table, estimated by EM from each object's latest
-    scored alert (calibrated probabilities at the card's training prevalence). Returns ``(prevalence, objects,
-    how)``; with fewer than ``min_objects`` scored objects, or a model without calibration by evidence, the
-    training prevalence (``how`` says which)."""
+    """The prevalence of positives among the objects of a SCORES table, estimated by EM from each
+    object's latest scored alert (calibrated probabilities at the card's training prevalence).
+    Returns ``(prevalence, objects, how)``; with fewer than ``min_objects`` scored objects, or a
+    model without calibration by evidence, the training prevalence (``how`` says which)."""
     trained = (card.get("evidence") or {}).get("prevalence")
     if trained is None:
-        raise ModelError("the model is not calibrated by evidence: its scores are not probabilities, so no prevalence can be "
-                         "estimated from them (give --prevalence training)")
-    df = scores[scores["passed"].fillna(False).astype(bool)] if "passed" in scores.columns else scores
+        raise ModelError(
+            "the model is not calibrated by evidence: its scores are not probabilities, so "
+            "no prevalence can be "
+            "estimated from them (give --prevalence training)"
+        )
+    df = (
+        scores[scores["passed"].fillna(False).astype(bool)]
+        if "passed" in scores.columns
+        else scores
+    )
     order = [c for c in ("object_id", "mjd", "alert_id") if c in df.columns]
     latest = df.sort_values(order, kind="mergesort").drop_duplicates("object_id", keep="last")
     p = pd.to_numeric(latest["score"], errors="coerce").to_numpy(np.float64)
     p = p[np.isfinite(p)]
     if len(p) < min_objects:
-        return float(trained), len(p), f"training prevalence: only {len(p)} scored object(s), too few to estimate the stream's"
+        return (
+            float(trained),
+            len(p),
+            f"training prevalence: only {len(p)} scored object(s), too few to estimate the "
+            "stream's",
+        )
     est, it = estimate_prevalence(p, float(trained))
-    return est, len(p), f"estimated from {len(p)} scored objects (EM prior adjustment, {it} iterations)"
+    return (
+        est,
+        len(p),
+        f"estimated from {len(p)} scored objects (EM prior adjustment, {it} iterations)",
+    )

@@ -1,4 +1,5 @@
-"""The default early model shipped with earlyia: where it is, how it was built, and what it was built from.
+"""The default early model shipped with earlyia: where it is, how it was built, and what it was
+built from.
 
 Why: a new user can score tonight's ZTF alerts without training first. The model is built by
 ``scripts/build_default_model.py`` with the current ``early`` recipe (:mod:`earlyia.model.recipe`)
@@ -29,31 +30,42 @@ SEED = 42
 #: Folds by object of the held-out estimates (``earlyia train --cv-folds`` default).
 FOLDS = 5
 #: Training light curves under the shared data directory (globs, in this order) and their labels.
-INPUTS = ("ztf_fink_tns_labelled/fink_cross_tns_*.parquet", "ztf_fink_tns_labelled/all_nonIa.csv.gz")
+INPUTS = (
+    "ztf_fink_tns_labelled/fink_cross_tns_*.parquet",
+    "ztf_fink_tns_labelled/all_nonIa.csv.gz",
+)
 LABELS = "ztf_fink_tns_labelled/objects.csv"
 
 
 def default_model_path() -> Path:
-    """The path of the shipped model file (raises :class:`DataNotFoundError` when the install lacks it)."""
+    """The path of the shipped model file (raises :class:`DataNotFoundError` when the install
+    lacks it)."""
     ref = resources.files("earlyia").joinpath(*PACKAGE_PATH)
     path = Path(str(ref))
     if not path.is_file():
-        raise DataNotFoundError(f"{path}: the default model is not installed; give a model file with --model")
+        raise DataNotFoundError(
+            f"{path}: the default model is not installed; give a model file with --model"
+        )
     return path
 
 
 def training_files(root: str | Path) -> list[Path]:
-    """The labelled light-curve files and the labels file of the shipped model, under the shared data ``root``."""
+    """The labelled light-curve files and the labels file of the shipped model, under the shared
+    data ``root``."""
     root = Path(root)
     files: list[Path] = []
     for pattern in INPUTS:
         found = sorted(root.glob(pattern))
         if not found:
-            raise DataNotFoundError(f"{root / pattern}: no training file; set EARLYIA_DATA to the shared data directory")
+            raise DataNotFoundError(
+                f"{root / pattern}: no training file; set EARLYIA_DATA to the shared data directory"
+            )
         files += found
     labels = root / LABELS
     if not labels.is_file():
-        raise DataNotFoundError(f"{labels}: labels file not found; set EARLYIA_DATA to the shared data directory")
+        raise DataNotFoundError(
+            f"{labels}: labels file not found; set EARLYIA_DATA to the shared data directory"
+        )
     return [*files, labels]
 
 
@@ -74,6 +86,6 @@ def training_data_hash(files: Iterable[str | Path], root: str | Path) -> dict[st
 
 
 def shipped_recipe(size: dict[str, Any] | None = None) -> Recipe:
-    """The ``early`` recipe as it is now, with ``size`` (default :data:`SIZE`) applied and the shipped model's
-    folds: for the shipped model, what it must have been built with."""
+    """The ``early`` recipe as it is now, with ``size`` (default :data:`SIZE`) applied and the
+    shipped model's folds: for the shipped model, what it must have been built with."""
     return Recipe.named("early").replace(**(SIZE if size is None else size), cv_folds=FOLDS)

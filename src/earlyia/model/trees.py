@@ -1,4 +1,5 @@
-"""Tree ensembles as flat arrays: one format for our forests, scikit-learn forests and Fink's models.
+"""Tree ensembles as flat arrays: one format for our forests, scikit-learn forests and Fink's
+models.
 
 A :class:`TreeEnsemble` is plain numeric arrays (no code), so it is safe to store and fast to
 evaluate with one compiled loop. Convention (scikit-learn's): at an internal node go left when
@@ -34,46 +35,78 @@ class TreeEnsemble:
         return len(self.roots)
 
     def validate(self) -> None:
-        """Refuse arrays that are not a forest of proper binary trees whose nodes hold probabilities.
+        """Refuse arrays that are not a forest of proper binary trees whose nodes hold
+        probabilities.
 
-        Why: a model file comes from anywhere, and the compiled loop of :meth:`predict_proba` trusts the
-        arrays (no bounds checks): a child index out of range reads foreign memory, a cycle never ends, a
-        leaf value of 7.5 or NaN gives scores no threshold means anything for. Checked here (vectorised,
-        in a few passes over the arrays): every array one-dimensional and of the same length; a leaf
-        has ``feature == -1`` and children ``-1``, an internal node a feature in ``[0, n_features)``, a
-        finite threshold and two children inside the arrays; every value in [0, 1]; at least one tree,
-        every root inside the arrays; and from the roots every node is reached exactly once (no cycle, no
-        node shared by two parents or two trees, no node outside every tree).
+        Why: a model file comes from anywhere, and the compiled loop of :meth:`predict_proba` trusts
+        the arrays (no bounds checks): a child index out of range reads foreign memory, a cycle
+        never ends, a leaf value of 7.5 or NaN gives scores no threshold means anything for. Checked
+        here (vectorised, in a few passes over the arrays): every array one-dimensional and of the
+        same length; a leaf has ``feature == -1`` and children ``-1``, an internal node a feature in
+        ``[0, n_features)``, a finite threshold and two children inside the arrays; every value in
+        [0, 1]; at least one tree, every root inside the arrays; and from the roots every node is
+        reached exactly once (no cycle, no node shared by two parents or two trees, no node outside
+        every tree).
         """
         arrays = self.arrays()
         for name, a in arrays.items():
             if a.ndim != 1:
-                raise ModelError(f"tree array {name!r} has shape {a.shape}; tree arrays are one-dimensional")
+                raise ModelError(
+                    f"tree array {name!r} has shape {a.shape}; tree arrays are one-dimensional"
+                )
         n = len(self.feature)
         lengths = {name: len(a) for name, a in arrays.items() if name != "roots"}
         if len(set(lengths.values())) != 1:
-            raise ModelError(f"tree arrays have different lengths {lengths}; each holds one entry per node")
+            raise ModelError(
+                f"tree arrays have different lengths {lengths}; each holds one entry per node"
+            )
         if n > np.iinfo(np.int32).max:
             raise ModelError(f"{n} nodes: more than 32-bit child indices can address")
         if self.n_features < 1:
-            raise ModelError(f"the ensemble declares {self.n_features} features; a forest needs at least one")
+            raise ModelError(
+                f"the ensemble declares {self.n_features} features; a forest needs at least one"
+            )
         if len(self.roots) == 0:
             raise ModelError("the ensemble has no trees")
         leaf = self.feature == -1
         internal = self.feature >= 0
-        _refuse(~(leaf | internal), "node {i} has feature {v}: -1 marks a leaf, 0 and above a split", self.feature)
-        _refuse(internal & (self.feature >= self.n_features),
-                f"node {{i}} splits on feature {{v}}, beyond the model's {self.n_features} features", self.feature)
+        _refuse(
+            ~(leaf | internal),
+            "node {i} has feature {v}: -1 marks a leaf, 0 and above a split",
+            self.feature,
+        )
+        _refuse(
+            internal & (self.feature >= self.n_features),
+            f"node {{i}} splits on feature {{v}}, beyond the model's {self.n_features} features",
+            self.feature,
+        )
         for name, child in (("left", self.left), ("right", self.right)):
-            _refuse(internal & ((child < 0) | (child >= n)),
-                    f"node {{i}} points to {name} child {{v}}, outside the {n} tree nodes", child)
-            _refuse(leaf & (child != -1), f"leaf node {{i}} has a {name} child {{v}}; a leaf's children are -1", child)
+            _refuse(
+                internal & ((child < 0) | (child >= n)),
+                f"node {{i}} points to {name} child {{v}}, outside the {n} tree nodes",
+                child,
+            )
+            _refuse(
+                leaf & (child != -1),
+                f"leaf node {{i}} has a {name} child {{v}}; a leaf's children are -1",
+                child,
+            )
         with np.errstate(invalid="ignore"):
-            _refuse(internal & ~np.isfinite(self.threshold), "node {i} has threshold {v}; split thresholds are finite",
-                    self.threshold)
-            _refuse(~((self.value >= 0.0) & (self.value <= 1.0)),
-                    "node {i} holds value {v}; a node's value is a probability in [0, 1]", self.value)
-        _refuse((self.roots < 0) | (self.roots >= n), f"tree {{i}} has root {{v}}, outside the {n} tree nodes", self.roots)
+            _refuse(
+                internal & ~np.isfinite(self.threshold),
+                "node {i} has threshold {v}; split thresholds are finite",
+                self.threshold,
+            )
+            _refuse(
+                ~((self.value >= 0.0) & (self.value <= 1.0)),
+                "node {i} holds value {v}; a node's value is a probability in [0, 1]",
+                self.value,
+            )
+        _refuse(
+            (self.roots < 0) | (self.roots >= n),
+            f"tree {{i}} has root {{v}}, outside the {n} tree nodes",
+            self.roots,
+        )
         problem = _structure_problem(self.feature, self.left, self.right, self.roots)
         if problem:
             raise ModelError(problem)
@@ -82,7 +115,9 @@ class TreeEnsemble:
         """``(n, 2)`` probabilities of (negative, positive), like scikit-learn."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise FeatureMismatchError(f"X has shape {X.shape}; the ensemble expects {self.n_features} features")
+            raise FeatureMismatchError(
+                f"X has shape {X.shape}; the ensemble expects {self.n_features} features"
+            )
         p = _predict(X, self.feature, self.threshold, self.left, self.right, self.value, self.roots)
         return np.column_stack([1.0 - p, p])
 
@@ -98,8 +133,8 @@ class TreeEnsemble:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], n_features: int) -> TreeEnsemble:
-        """An ensemble from its flat arrays, validated (:meth:`validate`); index arrays must hold integers
-        that fit the stored dtype, the others real numbers."""
+        """An ensemble from its flat arrays, validated (:meth:`validate`); index arrays must hold
+        integers that fit the stored dtype, the others real numbers."""
         missing = [k for k in _DTYPES if k not in arrays]
         if missing:
             raise ModelError(f"tree arrays {missing} are missing")
@@ -108,12 +143,18 @@ class TreeEnsemble:
             a = np.asarray(arrays[name])
             kinds = "iu" if np.dtype(dtype).kind == "i" else "iuf"
             if a.dtype.kind not in kinds:
-                raise ModelError(f"tree array {name!r} has dtype {a.dtype}; expected {'integers' if kinds == 'iu' else 'real numbers'}")
+                raise ModelError(
+                    f"tree array {name!r} has dtype {a.dtype}; expected "
+                    f"{'integers' if kinds == 'iu' else 'real numbers'}"
+                )
             if kinds == "iu" and a.size:
                 info = np.iinfo(dtype)
                 lo, hi = int(a.min()), int(a.max())
                 if lo < info.min or hi > info.max:
-                    raise ModelError(f"tree array {name!r} holds {lo if lo < info.min else hi}, beyond {np.dtype(dtype)}")
+                    raise ModelError(
+                        f"tree array {name!r} holds {lo if lo < info.min else hi}, beyond "
+                        f"{np.dtype(dtype)}"
+                    )
             out[name] = np.asarray(a, dtype)
         ens = cls(**out, n_features=int(n_features))
         ens.validate()
@@ -124,7 +165,9 @@ class TreeEnsemble:
         """Flatten a fitted scikit-learn tree ensemble classifier (RandomForest/ExtraTrees)."""
         classes = list(forest.classes_)
         if positive_class not in classes:
-            raise ModelError(f"positive class {positive_class!r} not among the model's classes {classes}")
+            raise ModelError(
+                f"positive class {positive_class!r} not among the model's classes {classes}"
+            )
         k = classes.index(positive_class)
         feats, thrs, lefts, rights, values, roots = [], [], [], [], [], []
         base = 0
@@ -151,25 +194,35 @@ class TreeEnsemble:
 
 
 #: Stored dtype of each tree array.
-_DTYPES = {"feature": np.int32, "threshold": np.float64, "left": np.int32, "right": np.int32, "value": np.float64, "roots": np.int64}
+_DTYPES = {
+    "feature": np.int32,
+    "threshold": np.float64,
+    "left": np.int32,
+    "right": np.int32,
+    "value": np.float64,
+    "roots": np.int64,
+}
 
 
 def _refuse(bad: np.ndarray, message: str, values: np.ndarray) -> None:
-    """Raise ModelError with ``message`` about the first index where ``bad`` holds (``{i}``, its value ``{v}``)."""
+    """Raise ModelError with ``message`` about the first index where ``bad`` holds (``{i}``, its
+    value ``{v}``)."""
     if bad.any():
         i = int(np.argmax(bad))
         raise ModelError(message.format(i=i, v=values[i]))
 
 
-def _structure_problem(feature: np.ndarray, left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> str | None:
-    """Why the nodes do not form proper trees, or None: every node must be a root or the child of exactly one
-    internal node, and climbing from any node by parents must end at a root (no cycle).
+def _structure_problem(
+    feature: np.ndarray, left: np.ndarray, right: np.ndarray, roots: np.ndarray
+) -> str | None:
+    """Why the nodes do not form proper trees, or None: every node must be a root or the child of
+    exactly one internal node, and climbing from any node by parents must end at a root (no cycle).
 
-    Vectorised. Once every node has exactly one parent (or is a root), a forest whose children all come after
-    their parent (as scikit-learn and earlyia write them) has no cycle: climbing by parents lowers the index,
-    so it ends, at a node without a parent, a root. Otherwise parents are climbed by pointer doubling
-    (``parent = parent[parent]``), so the roots are reached after log2(depth) passes over the arrays. Child
-    and root indices must already be in range.
+    Vectorised. Once every node has exactly one parent (or is a root), a forest whose children all
+    come after their parent (as scikit-learn and earlyia write them) has no cycle: climbing by
+    parents lowers the index, so it ends, at a node without a parent, a root. Otherwise parents are
+    climbed by pointer doubling (``parent = parent[parent]``), so the roots are reached after
+    log2(depth) passes over the arrays. Child and root indices must already be in range.
     """
     n = len(feature)
     internal = np.flatnonzero(feature >= 0)
@@ -177,8 +230,11 @@ def _structure_problem(feature: np.ndarray, left: np.ndarray, right: np.ndarray,
     times = np.bincount(np.concatenate([kids_l, kids_r, roots]), minlength=n)
     if (times > 1).any():
         i = int(np.argmax(times > 1))
-        return (f"node {i} is reached {int(times[i])} times (as a root or a child): a cycle, or a node shared by two "
-                "parents or two trees; not a tree")
+        return (
+            f"node {i} is reached {int(times[i])} times (as a root or a child): a cycle, or "
+            "a node shared by two "
+            "parents or two trees; not a tree"
+        )
     if (times == 0).any():
         return f"node {int(np.argmax(times == 0))} belongs to no tree (neither a root nor a child)"
     if (kids_l > internal).all() and (kids_r > internal).all():

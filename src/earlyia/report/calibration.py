@@ -4,8 +4,9 @@ A reported "score 0.8" should mean "about 8 in 10 such alerts are SN Ia". :func:
 measures that on labelled alerts (reliability curve with counts per bin, Brier score, expected
 calibration error); :class:`ScoreCalibrator` fits a monotone map (isotonic regression or Platt's
 sigmoid) on labelled scores and applies it to new ones. The map is stored as plain arrays, in the
-same format as a model file's ``calibration.npz`` (:func:`earlyia.model.calibration.fit_calibration`), so
-a calibration fitted here can travel with a model.
+same format as a model file's ``calibration.npz``
+(:func:`earlyia.model.calibration.fit_calibration`), so a calibration fitted here can travel with a
+model.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ def _check(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     score = np.asarray(score, np.float64)
     y = np.asarray(y)
     if score.shape != y.shape or score.ndim != 1:
-        raise InputError(f"score and labels must be 1-d arrays of the same length, got {score.shape} and {y.shape}")
+        raise InputError(
+            f"score and labels must be 1-d arrays of the same length, got {score.shape} and "
+            f"{y.shape}"
+        )
     if not np.isfinite(score).all():
-        raise InputError(f"{int((~np.isfinite(score)).sum())} non-finite score(s): drop or fill them first")
+        raise InputError(
+            f"{int((~np.isfinite(score)).sum())} non-finite score(s): drop or fill them first"
+        )
     if ((score < 0) | (score > 1)).any():
         raise InputError("scores must lie in [0, 1]")
     return score, y.astype(bool)
@@ -69,11 +75,18 @@ class CalibrationReport:
 
     def to_dict(self) -> dict:
         curve = self.curve.to_dict(orient="list")
-        return {"brier": self.brier, "ece": self.ece, "n": self.n, "n_positive": self.n_positive, "curve": curve}
+        return {
+            "brier": self.brier,
+            "ece": self.ece,
+            "n": self.n,
+            "n_positive": self.n_positive,
+            "curve": curve,
+        }
 
     def to_markdown(self, title: str = "score") -> str:
         lines = [
-            f"{title}: Brier {self.brier:.4f}, ECE {self.ece:.4f} ({self.n} alerts, {self.n_positive} SN Ia)",
+            f"{title}: Brier {self.brier:.4f}, ECE {self.ece:.4f} ({self.n} alerts, "
+            f"{self.n_positive} SN Ia)",
             "",
             "| score bin | alerts | mean score | fraction SN Ia |",
             "|---|---|---|---|",
@@ -126,7 +139,10 @@ class ScoreCalibrator:
         return out
 
     def to_dict(self) -> dict:
-        return {"format": "earlyia.calibration/1", **{k: np.asarray(v).tolist() for k, v in self.arrays_.items()}}
+        return {
+            "format": "earlyia.calibration/1",
+            **{k: np.asarray(v).tolist() for k, v in self.arrays_.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> ScoreCalibrator:
@@ -158,9 +174,9 @@ def calibrate_scores(
 ) -> tuple[ScoreCalibrator, CalibrationReport, CalibrationReport]:
     """Fit a calibration of a scores file's ``score_column`` on labelled objects.
 
-    Every scored row whose object has a label counts (the replay protocol's types: SN Ia positive, every other
-    type negative). Returns the fitted calibrator and the reliability before and after it (in-sample, so the
-    second is optimistic).
+    Every scored row whose object has a label counts (the replay protocol's types: SN Ia positive,
+    every other type negative). Returns the fitted calibrator and the reliability before and after
+    it (in-sample, so the second is optimistic).
     """
     try:
         df = pd.read_parquet(scores).rename(columns={"objectId": "object_id"})
@@ -168,7 +184,9 @@ def calibrate_scores(
         raise InputError(f"cannot read the scores ({exc})", source=scores) from exc
     for column in ("object_id", score_column):
         if column not in df.columns:
-            raise InputError(f"no column {column!r} (give --score-column for another score)", source=scores)
+            raise InputError(
+                f"no column {column!r} (give --score-column for another score)", source=scores
+            )
     y = PROTOCOL_TYPES.encode(df["object_id"].map(read_labels(labels)).to_numpy(object))
     s = pd.to_numeric(df[score_column], errors="coerce").to_numpy(float)
     keep = (y != UNLABELLED) & np.isfinite(s)

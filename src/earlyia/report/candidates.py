@@ -73,11 +73,23 @@ CANDIDATE_COLUMNS = (
 
 
 #: How the notes name the record's states.
-STATE_WORDS = {"accepted": "accepted by the TNS", "sent": "awaiting the TNS's answer", "pending": "being sent",
-               "unknown": "with an unknown outcome"}
+STATE_WORDS = {
+    "accepted": "accepted by the TNS",
+    "sent": "awaiting the TNS's answer",
+    "pending": "being sent",
+    "unknown": "with an unknown outcome",
+}
 
-__all__ = ["CANDIDATE_COLUMNS", "CandidateRule", "CandidateSelection", "ReportedRecord", "RuleResult", "mean_positions",
-           "operating_threshold", "select_candidates"]
+__all__ = [
+    "CANDIDATE_COLUMNS",
+    "CandidateRule",
+    "CandidateSelection",
+    "ReportedRecord",
+    "RuleResult",
+    "mean_positions",
+    "operating_threshold",
+    "select_candidates",
+]
 
 
 def extragalactic_types() -> tuple[str, ...]:
@@ -93,11 +105,11 @@ class CandidateRule:
         min_score: our score must be strictly above this.
         min_snn: at least one of ``snn_columns`` must be strictly above this, for alerts that have
             a value in any of them; alerts (or tables) without any use our score alone.
-        snn_columns: the other classifiers' columns.
-        max_ndethist: ZTF ``ndethist`` (detections in the survey's history) at most this.
-        min_drb, min_classtar: real-bogus and star-galaxy scores strictly above these.
-        xmatch: allowed ``cdsxmatch`` values (default: :func:`extragalactic_types`); ``()`` disables.
-        require_passed: also require the scorer's own selection cuts (``passed`` column).
+        snn_columns: the other classifiers' columns. max_ndethist: ZTF ``ndethist`` (detections in
+        the survey's history) at most this. min_drb, min_classtar: real-bogus and star-galaxy scores
+        strictly above these. xmatch: allowed ``cdsxmatch`` values (default:
+        :func:`extragalactic_types`); ``()`` disables. require_passed: also require the scorer's own
+        selection cuts (``passed`` column).
     """
 
     min_score: float | None = 0.5
@@ -139,20 +151,32 @@ class CandidateRule:
         def column(name: str, option: str) -> np.ndarray | None:
             """The column's values, or None (cut skipped, with a note) when no alert knows it."""
             if name not in scores.columns:
-                raise SchemaError(f"scores lack column {name!r} needed by the {option} cut; disable that cut to report without it",
-                                  source=source)
+                raise SchemaError(
+                    f"scores lack column {name!r} needed by the {option} cut; disable that "
+                    "cut to report without it",
+                    source=source,
+                )
             values = pd.to_numeric(scores[name], errors="coerce").to_numpy(np.float64)
             if n and not np.isfinite(values).any():
-                notes.append(f"{name} is unknown for every alert (the input does not carry it): the {option} cut is skipped; "
-                             f"disable it ({option} = None) to silence this")
+                notes.append(
+                    f"{name} is unknown for every alert (the input does not carry it): the "
+                    f"{option} cut is skipped; "
+                    f"disable it ({option} = None) to silence this"
+                )
                 return None
             return values
 
         if self.require_passed and "passed" in scores.columns:
             passed = scores["passed"].fillna(False).to_numpy(bool)
-            why = scores["reason"].astype(str).to_numpy(object) if "reason" in scores.columns else np.full(n, "", object)
+            why = (
+                scores["reason"].astype(str).to_numpy(object)
+                if "reason" in scores.columns
+                else np.full(n, "", object)
+            )
             fail = ok & ~passed
-            reason[fail] = ["selection cuts: " + (w if w and w != "nan" else "failed") for w in why[fail]]
+            reason[fail] = [
+                "selection cuts: " + (w if w and w != "nan" else "failed") for w in why[fail]
+            ]
             ok &= passed
         if self.min_score is not None:
             s = column("score", "min_score")
@@ -161,32 +185,58 @@ class CandidateRule:
         snn_used = np.zeros(n, bool)
         if self.min_snn is not None:
             if not snn_present:
-                notes.append(f"other classifiers' columns {list(self.snn_columns)} absent: the rule uses our score alone")
+                notes.append(
+                    f"other classifiers' columns {list(self.snn_columns)} absent: the rule "
+                    "uses our score alone"
+                )
             else:
-                vals = np.column_stack([pd.to_numeric(scores[c], errors="coerce").to_numpy(np.float64) for c in snn_present])
+                vals = np.column_stack(
+                    [
+                        pd.to_numeric(scores[c], errors="coerce").to_numpy(np.float64)
+                        for c in snn_present
+                    ]
+                )
                 snn_used = np.isfinite(vals).any(axis=1)
                 above = (vals > self.min_snn).any(axis=1)
                 if (~snn_used).any():
-                    notes.append(f"{int((~snn_used).sum())} of {n} alerts have no value in {snn_present}: our score alone decides for them")
+                    notes.append(
+                        f"{int((~snn_used).sum())} of {n} alerts have no value in "
+                        f"{snn_present}: our score alone decides for them"
+                    )
                 cut("snn", above | ~snn_used, f"{' and '.join(snn_present)} <= {self.min_snn}")
-        for name, option, limit, above in (("ndethist", "max_ndethist", self.max_ndethist, False),
-                                           ("drb", "min_drb", self.min_drb, True),
-                                           ("classtar", "min_classtar", self.min_classtar, True)):
+        for name, option, limit, above in (
+            ("ndethist", "max_ndethist", self.max_ndethist, False),
+            ("drb", "min_drb", self.min_drb, True),
+            ("classtar", "min_classtar", self.min_classtar, True),
+        ):
             if limit is None:
                 continue
             values = column(name, option)
             if values is not None:
-                cut(name, values > limit if above else values <= limit,
-                    f"{name} {'<=' if above else '>'} {limit} (or unknown)")
+                cut(
+                    name,
+                    values > limit if above else values <= limit,
+                    f"{name} {'<=' if above else '>'} {limit} (or unknown)",
+                )
         allowed = self.allowed_xmatch()
         if allowed is not None:
             if "cdsxmatch" not in scores.columns:
-                raise SchemaError("scores lack column 'cdsxmatch' needed by the xmatch cut; disable that cut to report without it",
-                                  source=source)
-            xm = np.array([simbad_type(v) for v in scores["cdsxmatch"].astype(object).to_numpy()], dtype=object)
+                raise SchemaError(
+                    "scores lack column 'cdsxmatch' needed by the xmatch cut; disable that "
+                    "cut to report without it",
+                    source=source,
+                )
+            xm = np.array(
+                [simbad_type(v) for v in scores["cdsxmatch"].astype(object).to_numpy()],
+                dtype=object,
+            )
             if n and (xm == "Unknown").all():
-                notes.append("no SIMBAD cross-match in the input (cdsxmatch empty or Unknown for every alert): every alert counts "
-                             "as 'Unknown', which the extragalactic cut accepts; stars and variables cannot be told apart")
+                notes.append(
+                    "no SIMBAD cross-match in the input (cdsxmatch empty or Unknown for "
+                    "every alert): every alert counts "
+                    "as 'Unknown', which the extragalactic cut accepts; stars and variables "
+                    "cannot be told apart"
+                )
             good = np.array([v in allowed for v in xm], bool)
             fail = ok & ~good
             reason[fail] = [f"cdsxmatch {v!r} not extragalactic" for v in xm[fail]]
@@ -250,8 +300,14 @@ def select_candidates(
     for note in notes:
         log.info("candidates: %s", note)
     passing = scores.loc[res.passed].assign(snn_used=res.snn_used[res.passed])
-    passing = passing.assign(object_id=passing["object_id"].astype(str), alert_id=passing["alert_id"].astype(str))
-    order = ["object_id", "mjd"] + (["ndethist"] if "ndethist" in passing.columns else []) + ["alert_id"]
+    passing = passing.assign(
+        object_id=passing["object_id"].astype(str), alert_id=passing["alert_id"].astype(str)
+    )
+    order = (
+        ["object_id", "mjd"]
+        + (["ndethist"] if "ndethist" in passing.columns else [])
+        + ["alert_id"]
+    )
     latest = passing.sort_values(order, kind="mergesort").drop_duplicates("object_id", keep="last")
     prohibited = set(map(str, prohibited))
     is_prohibited = latest["object_id"].isin(prohibited).to_numpy()
@@ -265,18 +321,28 @@ def select_candidates(
         latest = latest.loc[~latest["object_id"].isin(done)]
         if excluded_reported:
             by_state = pd.Series([known[k].state for k in excluded_reported]).value_counts()
-            notes.append(f"{len(excluded_reported)} object(s) excluded: already reported ("
-                         + ", ".join(f"{n} {STATE_WORDS.get(s, s)}" for s, n in by_state.items()) + ")")
+            notes.append(
+                f"{len(excluded_reported)} object(s) excluded: already reported ("
+                + ", ".join(f"{n} {STATE_WORDS.get(s, s)}" for s, n in by_state.items())
+                + ")"
+            )
         again = sorted(k for k, v in known.items() if v.state == "rejected")
         if again:
-            notes.append(f"{len(again)} object(s) the TNS rejected before are candidates again: {', '.join(again[:10])}")
+            notes.append(
+                f"{len(again)} object(s) the TNS rejected before are candidates again: "
+                f"{', '.join(again[:10])}"
+            )
     if len(latest):
         means = mean_positions(scores, latest)
-        latest = latest.drop(columns=[c for c in means.columns if c in latest.columns]).join(means, on="object_id")
+        latest = latest.drop(columns=[c for c in means.columns if c in latest.columns]).join(
+            means, on="object_id"
+        )
     if excluded_prohibited:
         notes.append(f"{len(excluded_prohibited)} object(s) excluded: in the model's training set")
     cols = [c for c in CANDIDATE_COLUMNS if c in latest.columns]
-    cand = latest.sort_values(["score", "object_id"], ascending=[False, True], kind="mergesort")[cols].reset_index(drop=True)
+    cand = latest.sort_values(["score", "object_id"], ascending=[False, True], kind="mergesort")[
+        cols
+    ].reset_index(drop=True)
     return CandidateSelection(
         candidates=cand,
         n_alerts=len(scores),
@@ -289,23 +355,28 @@ def select_candidates(
 
 
 def mean_positions(scores: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """Per object of ``chosen`` (rows with ``object_id``, ``mjd``): the mean RA/Dec of its alerts in ``scores`` up to
-    the chosen alert's time, and their scatter (arcsec on the sky, population standard deviation as Fink's).
+    """Per object of ``chosen`` (rows with ``object_id``, ``mjd``): the mean RA/Dec of its alerts in
+    ``scores`` up to the chosen alert's time, and their scatter (arcsec on the sky, population
+    standard deviation as Fink's).
 
-    Each alert is a detection with its own measured position. RA is averaged across the 0/360 wrap. Returns
-    ``ra_mean, dec_mean, ra_err_arcsec, dec_err_arcsec, n_positions`` indexed by object id.
+    Each alert is a detection with its own measured position. RA is averaged across the 0/360 wrap.
+    Returns ``ra_mean, dec_mean, ra_err_arcsec, dec_err_arcsec, n_positions`` indexed by object id.
     """
     cols = ["ra_mean", "dec_mean", "ra_err_arcsec", "dec_err_arcsec", "n_positions"]
     if not {"ra", "dec"} <= set(scores.columns):
         return pd.DataFrame(columns=cols, index=pd.Index([], name="object_id"))
     until = chosen.set_index("object_id")["mjd"].astype(float)
-    pos = pd.DataFrame({
-        "object_id": scores["object_id"].astype(str).to_numpy(),
-        "alert_id": scores["alert_id"].astype(str).to_numpy() if "alert_id" in scores.columns else np.arange(len(scores)).astype(str),
-        "mjd": pd.to_numeric(scores["mjd"], errors="coerce").to_numpy(np.float64),
-        "ra": pd.to_numeric(scores["ra"], errors="coerce").to_numpy(np.float64),
-        "dec": pd.to_numeric(scores["dec"], errors="coerce").to_numpy(np.float64),
-    })
+    pos = pd.DataFrame(
+        {
+            "object_id": scores["object_id"].astype(str).to_numpy(),
+            "alert_id": scores["alert_id"].astype(str).to_numpy()
+            if "alert_id" in scores.columns
+            else np.arange(len(scores)).astype(str),
+            "mjd": pd.to_numeric(scores["mjd"], errors="coerce").to_numpy(np.float64),
+            "ra": pd.to_numeric(scores["ra"], errors="coerce").to_numpy(np.float64),
+            "dec": pd.to_numeric(scores["dec"], errors="coerce").to_numpy(np.float64),
+        }
+    )
     pos = pos[pos["object_id"].isin(until.index) & np.isfinite(pos["ra"]) & np.isfinite(pos["dec"])]
     pos = pos[pos["mjd"].to_numpy() <= pos["object_id"].map(until).to_numpy() + 1e-9]
     pos = pos.drop_duplicates(["object_id", "alert_id"])
@@ -314,33 +385,57 @@ def mean_positions(scores: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     ref = pos.groupby("object_id")["ra"].transform("first")
     pos = pos.assign(dra=((pos["ra"] - ref + 180.0) % 360.0) - 180.0)
     g = pos.groupby("object_id")
-    out = pd.DataFrame({
-        "ra_mean": (g["ra"].first() + g["dra"].mean()) % 360.0,
-        "dec_mean": g["dec"].mean(),
-        "n_positions": g.size().astype(np.int64),
-    })
+    out = pd.DataFrame(
+        {
+            "ra_mean": (g["ra"].first() + g["dra"].mean()) % 360.0,
+            "dec_mean": g["dec"].mean(),
+            "n_positions": g.size().astype(np.int64),
+        }
+    )
     out["ra_err_arcsec"] = g["dra"].std(ddof=0) * np.cos(np.radians(out["dec_mean"])) * 3600.0
     out["dec_err_arcsec"] = g["dec"].std(ddof=0) * 3600.0
     out.index.name = "object_id"
     return out[cols]
 
 
-def operating_threshold(card: dict | None, scores: pd.DataFrame, *, prevalence, max_detections: int | None,
-                        min_purity: float) -> tuple[float, dict]:
-    """The candidate threshold a model card gives at the stream's prevalence, and what it rests on (printed and
-    stored in summary.json). ``prevalence``: a number, ``"training"`` or ``"auto"`` (EM estimate from the scores)."""
+def operating_threshold(
+    card: dict | None,
+    scores: pd.DataFrame,
+    *,
+    prevalence,
+    max_detections: int | None,
+    min_purity: float,
+) -> tuple[float, dict]:
+    """The candidate threshold a model card gives at the stream's prevalence, and what it rests
+    on (printed and stored in summary.json). ``prevalence``: a number, ``"training"`` or
+    ``"auto"`` (EM estimate from the scores)."""
     if card is None:
-        raise InputError("the card threshold needs the model: give --model (or scores whose metadata names a model)")
+        raise InputError(
+            "the card threshold needs the model: give --model (or scores whose metadata "
+            "names a model)"
+        )
     n_det = 20 if max_detections is None else int(max_detections)
-    ns = sorted({int(c["max_detections"]) for c in card.get("operating_curves") or card.get("operating_points") or []})
+    ns = sorted(
+        {
+            int(c["max_detections"])
+            for c in card.get("operating_curves") or card.get("operating_points") or []
+        }
+    )
     usable = [n for n in ns if n <= n_det]
     if not usable:
-        raise InputError(f"the model card has no operating point within {n_det} detections (train on replayed alerts with "
-                         "object ids and ndethist to get one)")
+        raise InputError(
+            f"the model card has no operating point within {n_det} detections (train on "
+            "replayed alerts with "
+            "object ids and ndethist to get one)"
+        )
     n = max(usable)
     trained = (card.get("evidence") or {}).get("prevalence")
     if prevalence == "training" or (prevalence == "auto" and trained is None):
-        pi, how = None, "training prevalence" + ("" if trained is not None else " (the model predates prevalence curves)")
+        pi, how = (
+            None,
+            "training prevalence"
+            + ("" if trained is not None else " (the model predates prevalence curves)"),
+        )
         n_obj = None
     elif prevalence == "auto":
         pi, n_obj, how = stream_prevalence(scores, card)
@@ -349,10 +444,23 @@ def operating_threshold(card: dict | None, scores: pd.DataFrame, *, prevalence, 
     else:
         pi, how, n_obj = float(prevalence), "given", None
     best = card_threshold(card, n, min_purity, pi)
-    info = {"max_detections": n, "min_purity": min_purity, "prevalence": trained if pi is None else pi,
-            "prevalence_source": how, "training_prevalence": trained, "objects_used": n_obj, **best}
+    info = {
+        "max_detections": n,
+        "min_purity": min_purity,
+        "prevalence": trained if pi is None else pi,
+        "prevalence_source": how,
+        "training_prevalence": trained,
+        "objects_used": n_obj,
+        **best,
+    }
     if not np.isfinite(best["threshold"]):
-        raise InputError(f"no threshold reaches purity {min_purity:g} within {n} detections at prevalence "
-                         f"{info['prevalence']:.3g} ({how}): lower --min-purity, or give --min-score")
-    info["adjust"] = (lambda p: adjust_prevalence(p, trained, pi)) if (pi is not None and trained is not None) else None
+        raise InputError(
+            f"no threshold reaches purity {min_purity:g} within {n} detections at prevalence "
+            f"{info['prevalence']:.3g} ({how}): lower --min-purity, or give --min-score"
+        )
+    info["adjust"] = (
+        (lambda p: adjust_prevalence(p, trained, pi))
+        if (pi is not None and trained is not None)
+        else None
+    )
     return float(best["threshold"]), info

@@ -1,17 +1,19 @@
 """Tonight's observing list: score tonight's alerts and write one page to open in a browser.
 
-One call (:func:`observing_list`, the ``earlyia tonight`` command) runs what an observer would otherwise
-chain by hand: ``earlyia score`` (:func:`earlyia.score.pipeline.score_files`), the likely early SN Ia of
-``earlyia candidates`` (the reporting rule at the model card's threshold for the target purity at the
-stream's prevalence, :func:`earlyia.report.candidates.operating_threshold` and
+One call (:func:`observing_list`, the ``earlyia tonight`` command) runs what an observer would
+otherwise chain by hand: ``earlyia score`` (:func:`earlyia.score.pipeline.score_files`), the likely
+early SN Ia of ``earlyia candidates`` (the reporting rule at the model card's threshold for the
+target purity at the stream's prevalence, :func:`earlyia.report.candidates.operating_threshold` and
 :func:`~earlyia.report.candidates.select_candidates`), and the active-learning targets of ``earlyia
 followup select`` (:func:`earlyia.followup.targets.choose`, without recording them in a follow-up
-database). Both lists go into ``index.html`` (a self-contained page: one table per list, a light-curve
-PNG per object, RA/Dec, last magnitude, score, days since the first detection, the broker portal link),
-``tonight.csv`` (the same rows, spreadsheet-safe) and ``scores.parquet`` (every alert's score).
+database). Both lists go into ``index.html`` (a self-contained page: one table per list, a
+light-curve PNG per object, RA/Dec, last magnitude, score, days since the first detection, the
+broker portal link), ``tonight.csv`` (the same rows, spreadsheet-safe) and ``scores.parquet`` (every
+alert's score).
 
-Every string that comes from an alert (object ids, bands, SIMBAD types) is HTML-escaped, image files are
-named by position (never by object id), and each file is written atomically, ``index.html`` last.
+Every string that comes from an alert (object ids, bands, SIMBAD types) is HTML-escaped, image files
+are named by position (never by object id), and each file is written atomically, ``index.html``
+last.
 """
 
 from __future__ import annotations
@@ -41,8 +43,24 @@ from earlyia.report.candidates import CandidateRule, operating_threshold, select
 from earlyia.score.pipeline import score_files
 
 #: Columns of tonight.csv, in this order.
-CSV_COLUMNS = ("list", "rank", "object_id", "ra", "dec", "mag", "band", "score", "query_score", "days_since_first",
-               "ndethist", "cdsxmatch", "mjd", "alert_id", "portal_url", "image")
+CSV_COLUMNS = (
+    "list",
+    "rank",
+    "object_id",
+    "ra",
+    "dec",
+    "mag",
+    "band",
+    "score",
+    "query_score",
+    "days_since_first",
+    "ndethist",
+    "cdsxmatch",
+    "mjd",
+    "alert_id",
+    "portal_url",
+    "image",
+)
 #: Broker portal of each survey's objects (``<portal>/<object id>``).
 PORTALS = {"ZTF": "https://fink-portal.org"}
 IMAGES = "img"
@@ -106,28 +124,42 @@ def _rows(frame: pd.DataFrame, list_name: str, portal: str | None) -> pd.DataFra
     return out
 
 
-#: Follow-up constraints that read a column tonight's alerts may not carry (constraint field -> column).
+#: Follow-up constraints that read a column tonight's alerts may not carry (constraint field ->
+#: column).
 OPTIONAL_CONSTRAINTS = {"drb_min": "drb", "classtar_min": "classtar", "mag_limit": "last_mag"}
 
 
-def _usable_constraints(latest: pd.DataFrame, constraints: Constraints) -> tuple[Constraints, list[str]]:
-    """``constraints`` without the cuts whose column no alert knows (each with a note), as the candidates' rule does."""
+def _usable_constraints(
+    latest: pd.DataFrame, constraints: Constraints
+) -> tuple[Constraints, list[str]]:
+    """``constraints`` without the cuts whose column no alert knows (each with a note), as the
+    candidates' rule does."""
     from dataclasses import replace
 
     notes = []
     for name, col in OPTIONAL_CONSTRAINTS.items():
         if getattr(constraints, name) is None:
             continue
-        values = pd.to_numeric(latest[col], errors="coerce") if col in latest.columns else pd.Series(dtype=float)
+        values = (
+            pd.to_numeric(latest[col], errors="coerce")
+            if col in latest.columns
+            else pd.Series(dtype=float)
+        )
         if len(latest) and not np.isfinite(values.to_numpy(np.float64)).any():
             constraints = replace(constraints, **{name: None})
-            notes.append(f"{col} is unknown for every alert (the input does not carry it): the active-learning {col} "
-                         "constraint is skipped")
+            notes.append(
+                f"{col} is unknown for every alert (the input does not carry it): the "
+                f"active-learning {col} "
+                "constraint is skipped"
+            )
     return constraints, notes
 
 
-def _plots(inputs: list, wanted: dict[str, str], out: Path, *, chunk_size: int, format: str | None) -> dict[str, str]:
-    """Light-curve PNGs of the ``wanted`` objects (object id -> file name), read chunk by chunk from the inputs.
+def _plots(
+    inputs: list, wanted: dict[str, str], out: Path, *, chunk_size: int, format: str | None
+) -> dict[str, str]:
+    """Light-curve PNGs of the ``wanted`` objects (object id -> file name), read chunk by chunk from
+    the inputs.
 
     Returns the objects drawn; an object whose light curve cannot be drawn is left without image.
     """
@@ -156,59 +188,103 @@ def _fmt(value, spec: str) -> str:
 
 def _table(rows: pd.DataFrame, title: str, explain: str, query: bool) -> str:
     e = html.escape
-    head = ["#", "light curve", "object", "RA", "Dec", "mag", "score"] + (["query score"] if query else []) + [
-        "days since first detection", "SIMBAD", "portal"]
+    head = (
+        ["#", "light curve", "object", "RA", "Dec", "mag", "score"]
+        + (["query score"] if query else [])
+        + ["days since first detection", "SIMBAD", "portal"]
+    )
     parts = [f"<h2>{e(title)} ({len(rows)})</h2>", f"<p>{e(explain)}</p>"]
     if not len(rows):
         parts.append("<p><em>none tonight</em></p>")
         return "\n".join(parts)
-    parts.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
+    parts.append(
+        "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+    )
     for r in rows.itertuples(index=False):
-        img = (f'<img src="{e(IMAGES + "/" + r.image)}" alt="light curve of {e(r.object_id)}" width="400">'
-               if r.image else "<em>no light curve</em>")
-        link = f'<a href="{e(r.portal_url)}" rel="noopener noreferrer">portal</a>' if r.portal_url else ""
+        img = (
+            f'<img src="{e(IMAGES + "/" + r.image)}" alt="light curve of {e(r.object_id)}" '
+            'width="400">'
+            if r.image
+            else "<em>no light curve</em>"
+        )
+        link = (
+            f'<a href="{e(r.portal_url)}" rel="noopener noreferrer">portal</a>'
+            if r.portal_url
+            else ""
+        )
         mag = _fmt(r.mag, ".2f") + (f" ({e(r.band)})" if r.band and _fmt(r.mag, ".2f") else "")
-        cells = [str(r.rank), img, f"<code>{e(r.object_id)}</code>", _fmt(r.ra, ".5f"), _fmt(r.dec, ".5f"), mag,
-                 _fmt(r.score, ".3f")] + ([_fmt(r.query_score, ".3f")] if query else []) + [
-                 _fmt(r.days_since_first, ".1f"), e(r.cdsxmatch), link]
+        cells = (
+            [
+                str(r.rank),
+                img,
+                f"<code>{e(r.object_id)}</code>",
+                _fmt(r.ra, ".5f"),
+                _fmt(r.dec, ".5f"),
+                mag,
+                _fmt(r.score, ".3f"),
+            ]
+            + ([_fmt(r.query_score, ".3f")] if query else [])
+            + [_fmt(r.days_since_first, ".1f"), e(r.cdsxmatch), link]
+        )
         parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     parts.append("</tbody></table>")
     return "\n".join(parts)
 
 
-STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:2em}
-td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:middle;text-align:right}td:nth-child(3){text-align:left}
+STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin-bottom:2em}
+td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:middle;text-align:right}
+td:nth-child(3){text-align:left}
 th{background:#f0f0f0}img{display:block}p.notes{color:#555;font-size:90%}"""
 
 
-def render_page(result: TonightResult, rows_cand: pd.DataFrame, rows_al: pd.DataFrame, strategy: str) -> str:
+def render_page(
+    result: TonightResult, rows_cand: pd.DataFrame, rows_al: pd.DataFrame, strategy: str
+) -> str:
     """The HTML page (no script, no external resource: the images sit next to it)."""
     e = html.escape
     op = result.operating_point
     if op:
-        how = (f"above the card threshold {result.threshold:.3f}: purity >= {op['min_purity']:g} within "
-               f"{op['max_detections']} detections at the stream's prevalence {op['prevalence']:.3f} "
-               f"({op['prevalence_source']}); held-out efficiency there {op['efficiency']:.3f}")
+        how = (
+            f"above the card threshold {result.threshold:.3f}: purity >= "
+            f"{op['min_purity']:g} within "
+            f"{op['max_detections']} detections at the stream's prevalence {op['prevalence']:.3f} "
+            f"({op['prevalence_source']}); held-out efficiency there {op['efficiency']:.3f}"
+        )
     else:
         how = f"score above {result.threshold:.3f}"
     notes = "".join(f"<li>{e(n)}</li>" for n in result.notes)
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src \'self\'; style-src \'unsafe-inline\'">',
-        "<title>earlyia: tonight's observing list</title>",
-        f"<style>{STYLE}</style></head><body>",
-        "<h1>Tonight's observing list</h1>",
-        f"<p>{result.n_alerts} alerts of {result.n_objects} objects, {result.n_scored} scored by model "
-        f"<code>{e(result.model)}</code> ({e(result.model_path)}).</p>",
-        _table(rows_cand, "Likely early SN Ia", f"Reporting rule of `earlyia candidates`, {how}; each object once, "
-               "from its latest qualifying alert; the model's training objects left out.", query=False),
-        _table(rows_al, "Active-learning targets", f"Spectra that would teach the model most ({strategy}), among "
-               "objects passing the follow-up constraints of `earlyia followup select`.", query=True),
-        f'<ul class="notes">{notes}</ul>' if notes else "",
-        "</body></html>",
-        "",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            "img-src 'self'; style-src 'unsafe-inline'\">",
+            "<title>earlyia: tonight's observing list</title>",
+            f"<style>{STYLE}</style></head><body>",
+            "<h1>Tonight's observing list</h1>",
+            f"<p>{result.n_alerts} alerts of {result.n_objects} objects, {result.n_scored} "
+            "scored by model "
+            f"<code>{e(result.model)}</code> ({e(result.model_path)}).</p>",
+            _table(
+                rows_cand,
+                "Likely early SN Ia",
+                f"Reporting rule of `earlyia candidates`, {how}; each object once, "
+                "from its latest qualifying alert; the model's training objects left out.",
+                query=False,
+            ),
+            _table(
+                rows_al,
+                "Active-learning targets",
+                f"Spectra that would teach the model most ({strategy}), among "
+                "objects passing the follow-up constraints of `earlyia followup select`.",
+                query=True,
+            ),
+            f'<ul class="notes">{notes}</ul>' if notes else "",
+            "</body></html>",
+            "",
+        ]
+    )
 
 
 def observing_list(
@@ -229,13 +305,15 @@ def observing_list(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> TonightResult:
-    """Score ``inputs`` and write tonight's observing list into the directory ``out`` (see the module docstring).
+    """Score ``inputs`` and write tonight's observing list into the directory ``out`` (see the
+    module docstring).
 
-    ``model``: a model file path or :class:`~earlyia.model.artifact.Model` (default: the shipped model,
-    :func:`earlyia.model.shipped.default_model_path`). ``min_purity``, ``prevalence``, ``max_detections``: the
-    candidates' card threshold, as ``earlyia candidates --min-purity --prevalence --max-ndethist``.
-    ``n_targets``, ``strategy``, ``constraints``: the active-learning targets, as ``earlyia followup select``.
-    ``portal_url``: object pages (default: the survey's broker portal; ``""`` for none).
+    ``model``: a model file path or :class:`~earlyia.model.artifact.Model` (default: the shipped
+    model, :func:`earlyia.model.shipped.default_model_path`). ``min_purity``, ``prevalence``,
+    ``max_detections``: the candidates' card threshold, as ``earlyia candidates --min-purity
+    --prevalence --max-ndethist``. ``n_targets``, ``strategy``, ``constraints``: the active-learning
+    targets, as ``earlyia followup select``. ``portal_url``: object pages (default: the survey's
+    broker portal; ``""`` for none).
     """
     say = progress or (lambda _line: None)
     t0 = time.perf_counter()
@@ -255,7 +333,10 @@ def observing_list(
         model_path = f"the shipped default model {model_file.name}"
         model = Model.load(model_file)
         survey, bands = card_survey(model.card)
-        say(f"no model given: using {model_path} ({survey} {','.join(bands or [])}, hash {model.hash[:12]})")
+        say(
+            f"no model given: using {model_path} ({survey} {','.join(bands or [])}, hash "
+            f"{model.hash[:12]})"
+        )
     elif not isinstance(model, Model):
         model_path = str(model)
         model = Model.load(model)
@@ -264,20 +345,37 @@ def observing_list(
     if note:
         notes.append(note)
     scores_path = out / "scores.parquet"
-    summary = score_files(inputs, model, scores_path, chunk_size=chunk_size, format=format,
-                          allow_survey_mismatch=allow_survey_mismatch)
+    summary = score_files(
+        inputs,
+        model,
+        scores_path,
+        chunk_size=chunk_size,
+        format=format,
+        allow_survey_mismatch=allow_survey_mismatch,
+    )
     notes += summary.notes
-    say(f"scored {summary.n_rows} alerts ({summary.n_passed} by the model) in {summary.seconds:.1f} s -> {scores_path}")
+    say(
+        f"scored {summary.n_rows} alerts ({summary.n_passed} by the model) in "
+        f"{summary.seconds:.1f} s -> {scores_path}"
+    )
     scores = pd.read_parquet(scores_path)
     if summary.n_passed == 0:
         top = sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:3]
-        notes.append("no alert could be scored: " + ("; ".join(f"{k} ({v})" for k, v in top) or "no input rows"))
+        notes.append(
+            "no alert could be scored: "
+            + ("; ".join(f"{k} ({v})" for k, v in top) or "no input rows")
+        )
     # likely early SN Ia: `earlyia candidates` with its default rule at the card threshold
     card = model.card
     operating = None
     if card.get("operating_curves") or card.get("operating_points"):
-        threshold, operating = operating_threshold(card, scores, prevalence=prevalence, max_detections=max_detections,
-                                                   min_purity=min_purity)
+        threshold, operating = operating_threshold(
+            card,
+            scores,
+            prevalence=prevalence,
+            max_detections=max_detections,
+            min_purity=min_purity,
+        )
         adjust = operating.pop("adjust")
         if adjust is not None:
             scores = scores.assign(probability=adjust(scores["score"].to_numpy(float)))
@@ -292,9 +390,16 @@ def observing_list(
     latest = latest_alerts(scores, source=str(scores_path))
     constraints, skipped = _usable_constraints(latest, constraints or Constraints())
     notes += skipped
-    al = choose(latest, n=n_targets, strategy=strategy, constraints=constraints,
-                exclude={"prohibited": set(prohibited)}, feature_names=model.features, random_state=seed,
-                source=str(scores_path)).al
+    al = choose(
+        latest,
+        n=n_targets,
+        strategy=strategy,
+        constraints=constraints,
+        exclude={"prohibited": set(prohibited)},
+        feature_names=model.features,
+        random_state=seed,
+        source=str(scores_path),
+    ).al
     survey, _bands = card_survey(card)
     portal = PORTALS.get(survey or "") if portal_url is None else portal_url
     rows_cand = _rows(sel.candidates, "early_ia", portal)
@@ -308,17 +413,37 @@ def observing_list(
         rows["image"] = [drawn.get(o, "") for o in rows["object_id"]]
     missing = [o for o in wanted if o not in drawn]
     if missing:
-        notes.append(f"{len(missing)} object(s) without a light-curve plot (not found again in the inputs)")
-    result = TonightResult(out=out, candidates=rows_cand, targets=rows_al, n_alerts=len(scores),
-                           n_objects=int(scores["object_id"].astype(str).nunique()) if len(scores) else 0,
-                           n_scored=summary.n_passed, model=model.hash[:12], model_path=model_path, threshold=float(threshold),
-                           operating_point=operating, notes=notes)
+        notes.append(
+            f"{len(missing)} object(s) without a light-curve plot (not found again in the inputs)"
+        )
+    result = TonightResult(
+        out=out,
+        candidates=rows_cand,
+        targets=rows_al,
+        n_alerts=len(scores),
+        n_objects=int(scores["object_id"].astype(str).nunique()) if len(scores) else 0,
+        n_scored=summary.n_passed,
+        model=model.hash[:12],
+        model_path=model_path,
+        threshold=float(threshold),
+        operating_point=operating,
+        notes=notes,
+    )
     table = pd.concat([rows_cand, rows_al], ignore_index=True)[list(CSV_COLUMNS)]
     write_csv_for_people(table, out / "tonight.csv")
-    summary_json = {"model": model.hash, "model_path": model_path, "threshold": float(threshold), "operating_point": operating,
-                    "n_alerts": result.n_alerts, "n_objects": result.n_objects, "n_scored": result.n_scored,
-                    "candidates": rows_cand["object_id"].tolist(), "targets": rows_al["object_id"].tolist(),
-                    "strategy": strategy, "notes": notes}
+    summary_json = {
+        "model": model.hash,
+        "model_path": model_path,
+        "threshold": float(threshold),
+        "operating_point": operating,
+        "n_alerts": result.n_alerts,
+        "n_objects": result.n_objects,
+        "n_scored": result.n_scored,
+        "candidates": rows_cand["object_id"].tolist(),
+        "targets": rows_al["object_id"].tolist(),
+        "strategy": strategy,
+        "notes": notes,
+    }
     text = json.dumps(summary_json, indent=2, default=str)
     atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(text))
     page = render_page(result, rows_cand, rows_al, strategy)

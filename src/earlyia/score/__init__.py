@@ -1,5 +1,5 @@
-"""Scoring: the scoring core shared by the local command and Spark (:mod:`earlyia.score.pipeline`) and the
-SCORES files it writes (:mod:`earlyia.score.scores_file`). Models are :mod:`earlyia.model`.
+"""Scoring: the scoring core shared by the local command and Spark (:mod:`earlyia.score.pipeline`)
+and the SCORES files it writes (:mod:`earlyia.score.scores_file`). Models are :mod:`earlyia.model`.
 
 >>> from earlyia.model.artifact import Model
 >>> from earlyia.score import score_files

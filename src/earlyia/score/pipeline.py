@@ -1,4 +1,5 @@
-"""Scoring: pure functions over a :class:`~earlyia.io.table.LightCurves` chunk, and a chunked local driver.
+"""Scoring: pure functions over a :class:`~earlyia.io.table.LightCurves` chunk, and a chunked local
+driver.
 
 :func:`score_lightcurves` is the one scoring core: selection -> features -> model -> the SCORES
 table (one row per alert; per object when the input has no alerts). It depends only on its
@@ -68,7 +69,15 @@ SCORE_SCHEMA = pa.schema(
 )
 SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
 #: Columns read from the alert (else the object) row, with their kind.
-_CONTEXT = {"ra": "f", "dec": "f", "ndethist": "f", "jdstarthist": "f", "drb": "f", "classtar": "f", "cdsxmatch": "s"}
+_CONTEXT = {
+    "ra": "f",
+    "dec": "f",
+    "ndethist": "f",
+    "jdstarthist": "f",
+    "drb": "f",
+    "classtar": "f",
+    "cdsxmatch": "s",
+}
 #: Internal or identity columns of the input that are not carried as broker columns.
 _NOT_CARRIED = {"object_index", "alert_id", "mjd", "object_id", "label"}
 ZEROPOINT = 27.5
@@ -80,7 +89,8 @@ MAG_ERR_FACTOR = 2.5 / np.log(10.0)
 # ============================================================================ pure core
 @dataclass
 class Rows:
-    """The rows a chunk is scored on: an alert each (or an object without alerts) and its light-curve segment."""
+    """The rows a chunk is scored on: an alert each (or an object without alerts) and its
+    light-curve segment."""
 
     object_index: np.ndarray  # int64 object row of each output row
     alert_id: np.ndarray  # object (str; '' for object rows)
@@ -91,7 +101,8 @@ class Rows:
 
 
 def score_rows(lc, per: str = "auto") -> Rows:
-    """One row per alert (``per="alert"``), per object (``"object"``), or ``"auto"``: per alert plus objects without alerts."""
+    """One row per alert (``per="alert"``), per object (``"object"``), or ``"auto"``: per alert
+    plus objects without alerts."""
     if per not in ("auto", "alert", "object"):
         raise InputError(f"per must be 'auto', 'alert' or 'object', got {per!r}")
     n_obj = lc.n_objects
@@ -110,7 +121,9 @@ def score_rows(lc, per: str = "auto") -> Rows:
             )
         )
     elif per == "alert":
-        raise InputError("per='alert' needs alerts but the input has none; use per='object' or 'auto'")
+        raise InputError(
+            "per='alert' needs alerts but the input has none; use per='object' or 'auto'"
+        )
     if per == "object" or (per == "auto" and n_obj):
         has_alert = np.zeros(n_obj, bool)
         if parts:
@@ -120,25 +133,46 @@ def score_rows(lc, per: str = "auto") -> Rows:
         last = np.full(len(obj), np.nan)
         ne = e > s
         last[ne] = lc.mjd[e[ne] - 1]
-        parts.append(Rows(obj.astype(np.int64), np.full(len(obj), "", dtype=object), last, s, e, np.full(len(obj), -1, np.int64)))
+        parts.append(
+            Rows(
+                obj.astype(np.int64),
+                np.full(len(obj), "", dtype=object),
+                last,
+                s,
+                e,
+                np.full(len(obj), -1, np.int64),
+            )
+        )
     if not parts:
-        return Rows(*(np.zeros(0, t) for t in (np.int64, object, np.float64, np.int64, np.int64, np.int64)))
+        return Rows(
+            *(np.zeros(0, t) for t in (np.int64, object, np.float64, np.int64, np.int64, np.int64))
+        )
     if len(parts) == 1:
         return parts[0]
     return Rows(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("object_index", "alert_id", "mjd", "starts", "ends", "alert_row"))
+        *(
+            np.concatenate([getattr(p, f) for p in parts])
+            for f in ("object_index", "alert_id", "mjd", "starts", "ends", "alert_row")
+        )
     )
 
 
 def _lookup_column(lc, rows: Rows, name: str, kind: str) -> np.ndarray:
-    """Alert-level value of ``name`` when the row is an alert that has it, else the object's value."""
+    """Alert-level value of ``name`` when the row is an alert that has it, else the object's
+    value."""
     n = len(rows.object_index)
     out = np.full(n, np.nan) if kind == "f" else np.full(n, None, dtype=object)
 
     def conv(values):
         if kind == "f":
             return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
-        return np.array([None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in values], dtype=object)
+        return np.array(
+            [
+                None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v)
+                for v in values
+            ],
+            dtype=object,
+        )
 
     if name in lc.objects.columns and n:
         out[:] = conv(lc.objects[name].to_numpy()[rows.object_index])
@@ -153,10 +187,12 @@ def _lookup_column(lc, rows: Rows, name: str, kind: str) -> np.ndarray:
 
 
 def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
-    """The SCORES context columns of each row, from its segment (first/last detection, last upper limit...).
+    """The SCORES context columns of each row, from its segment (first/last detection, last upper
+    limit...).
 
-    The last non-detection is the last upper limit before the first detection **in the first detection's band**
-    (as Fink reports it to the TNS); a row without any detection gets the segment's last upper limit.
+    The last non-detection is the last upper limit before the first detection **in the first
+    detection's band** (as Fink reports it to the TNS); a row without any detection gets the
+    segment's last upper limit.
     """
     det = np.asarray(lc.detected, bool)
     band_code = np.asarray(lc.band, np.int64)
@@ -191,9 +227,19 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
     bands = np.asarray([*list(lc.bands), ""], dtype=object)
     with np.errstate(divide="ignore", invalid="ignore"):
         positive = lc.flux > 0
-        mag = np.where(positive, ZEROPOINT - 2.5 * np.log10(np.where(positive, lc.flux, 1.0)), np.nan)
-        mag_err = np.where(positive & (lc.flux_err > 0), MAG_ERR_FACTOR * lc.flux_err / np.where(positive, lc.flux, 1.0), np.nan)
-        lim = np.where(lc.flux_err > 0, ZEROPOINT - 2.5 * np.log10(LIMIT_SIGMA * np.where(lc.flux_err > 0, lc.flux_err, 1.0)), np.nan)
+        mag = np.where(
+            positive, ZEROPOINT - 2.5 * np.log10(np.where(positive, lc.flux, 1.0)), np.nan
+        )
+        mag_err = np.where(
+            positive & (lc.flux_err > 0),
+            MAG_ERR_FACTOR * lc.flux_err / np.where(positive, lc.flux, 1.0),
+            np.nan,
+        )
+        lim = np.where(
+            lc.flux_err > 0,
+            ZEROPOINT - 2.5 * np.log10(LIMIT_SIGMA * np.where(lc.flux_err > 0, lc.flux_err, 1.0)),
+            np.nan,
+        )
 
     def take(arr, idx, fill):
         out = np.full(n, fill, dtype=arr.dtype if fill is not None else object)
@@ -229,9 +275,9 @@ def context_columns(lc, rows: Rows) -> dict[str, np.ndarray]:
 def _detection_limits(lc, points: np.ndarray) -> np.ndarray:
     """The limiting magnitude of the epoch of each detection point (-1: none), NaN when unknown.
 
-    Known when the point was measured by an alert of the input that carries the epoch's ``diffmaglim``
-    (ZTF: the alert whose ``candid`` is the point's ``alert_id``); a point of an alert's history whose own
-    alert is not in the input has no known limit.
+    Known when the point was measured by an alert of the input that carries the epoch's
+    ``diffmaglim`` (ZTF: the alert whose ``candid`` is the point's ``alert_id``); a point of an
+    alert's history whose own alert is not in the input has no known limit.
     """
     out = np.full(len(points), np.nan)
     if "diffmaglim" not in lc.alerts.columns or not len(points):
@@ -251,10 +297,10 @@ def _detection_limits(lc, points: np.ndarray) -> np.ndarray:
 def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Selection on each row: ``(passed bool, reason str)``.
 
-    ``params["rule"]``: ``"early"`` (default; ``earlyia.select.select_early``, the other keys are its
-    keyword arguments), ``"fink"`` (``earlyia.select.fink_cuts``: Fink's own pre-fit cuts, for Fink's models)
-    or ``"none"`` (every row: the model judges every alert, e.g. LSST, where SIMBAD and ``ndethist`` cuts do
-    not apply).
+    ``params["rule"]``: ``"early"`` (default; ``earlyia.select.select_early``, the other keys are
+    its keyword arguments), ``"fink"`` (``earlyia.select.fink_cuts``: Fink's own pre-fit cuts, for
+    Fink's models) or ``"none"`` (every row: the model judges every alert, e.g. LSST, where SIMBAD
+    and ``ndethist`` cuts do not apply).
     """
     n = len(rows.object_index)
     passed = np.ones(n, bool)
@@ -274,7 +320,9 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
             why = np.full(len(src), "", dtype=object)
             bad = np.flatnonzero(~ok)
             if len(bad):
-                why[bad] = _fink_reasons(lc, per, src[bad], params, rows.starts[mask][bad], rows.ends[mask][bad])
+                why[bad] = _fink_reasons(
+                    lc, per, src[bad], params, rows.starts[mask][bad], rows.ends[mask][bad]
+                )
         else:
             ok_all, why_all = _selection_arrays(select_early(lc, per=per, **params))
             ok, why = ok_all[src], why_all[src]
@@ -283,15 +331,26 @@ def select_rows(lc, rows: Rows, params: Mapping | None = None) -> tuple[np.ndarr
     return passed, reason
 
 
-def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping, starts: np.ndarray, ends: np.ndarray) -> list[str]:
-    """Which of Fink's cuts each failing row missed (``bad``: alert or object rows; their segments given)."""
+def _fink_reasons(
+    lc, per: str, bad: np.ndarray, params: Mapping, starts: np.ndarray, ends: np.ndarray
+) -> list[str]:
+    """Which of Fink's cuts each failing row missed (``bad``: alert or object rows; their
+    segments given)."""
     min_mags, max_nd = int(params.get("min_mags", 4)), float(params.get("max_ndethist", 20))
     allowed = set(params.get("allowed_xmatch", EXTRAGALACTIC_TYPES))
     src = lc.alerts if per == "alert" else lc.objects
     cum = np.concatenate([[0], np.cumsum(lc.detected, dtype=np.int64)])
     ndet = cum[ends] - cum[starts]
-    nd = pd.to_numeric(src["ndethist"], errors="coerce").to_numpy(float)[bad] if "ndethist" in src.columns else np.full(len(bad), np.nan)
-    xm = src["cdsxmatch"].to_numpy(object)[bad] if "cdsxmatch" in src.columns else np.full(len(bad), None, object)
+    nd = (
+        pd.to_numeric(src["ndethist"], errors="coerce").to_numpy(float)[bad]
+        if "ndethist" in src.columns
+        else np.full(len(bad), np.nan)
+    )
+    xm = (
+        src["cdsxmatch"].to_numpy(object)[bad]
+        if "cdsxmatch" in src.columns
+        else np.full(len(bad), None, object)
+    )
     out = []
     for k in range(len(bad)):
         parts = []
@@ -299,7 +358,11 @@ def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping, starts: np.nda
             parts.append(f"{ndet[k]} detections < {min_mags}")
         if nd[k] > max_nd:
             parts.append(f"ndethist {nd[k]:g} > {max_nd:g}")
-        x = "Unknown" if xm[k] is None or (isinstance(xm[k], float) and np.isnan(xm[k])) else str(xm[k])
+        x = (
+            "Unknown"
+            if xm[k] is None or (isinstance(xm[k], float) and np.isnan(xm[k]))
+            else str(xm[k])
+        )
         if x not in allowed:
             parts.append(f"SIMBAD type {x!r} is not a supernova host type")
         out.append("Fink cuts: " + ("; ".join(parts) or "failed"))
@@ -307,7 +370,8 @@ def _fink_reasons(lc, per: str, bad: np.ndarray, params: Mapping, starts: np.nda
 
 
 def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(passed, reason) from what ``select_early`` returns (a frame with passed/reason, or a pair)."""
+    """(passed, reason) from what ``select_early`` returns (a frame with passed/reason, or a
+    pair)."""
     if isinstance(sel, pd.DataFrame):
         ok_col = next(c for c in ("passed", "selected", "ok", "keep") if c in sel.columns)
         ok = sel[ok_col].fillna(False).to_numpy(bool)
@@ -321,9 +385,11 @@ def _selection_arrays(sel: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ok, bool), np.asarray(why, dtype=object)
 
 
-def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of the segments (of objects ``objects``); when the batch call raises, each segment alone so one bad
-    alert cannot sink the chunk."""
+def _safe_extract(
+    extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of the segments (of objects ``objects``); when the batch call raises, each
+    segment alone so one bad alert cannot sink the chunk."""
     k = len(extractor.names)
     try:
         X, ok, why = extract_batched(extractor, lc, starts, ends, objects)
@@ -336,7 +402,9 @@ def _safe_extract(extractor, lc, starts: np.ndarray, ends: np.ndarray, objects: 
     why = np.full(n, "", dtype=object)
     for i in range(n):
         try:
-            x1, o1, w1 = extractor.extract_lc(lc, starts[i : i + 1], ends[i : i + 1], object_index=objects[i : i + 1])
+            x1, o1, w1 = extractor.extract_lc(
+                lc, starts[i : i + 1], ends[i : i + 1], object_index=objects[i : i + 1]
+            )
             X[i], ok[i], why[i] = x1[0], o1[0], w1[0]
         except Exception as exc:
             why[i] = f"feature extraction failed: {type(exc).__name__}: {exc}"
@@ -354,13 +422,13 @@ def score_lightcurves(
 ) -> pd.DataFrame:
     """The SCORES table of one chunk: selection -> features (only on selected rows) -> model.
 
-    ``extractor`` defaults to the one described by the model card (``get_extractor(model.card["extractor"])``,
-    which refuses a config whose feature names differ). ``selection`` are keyword arguments of
-    ``earlyia.select.select_early`` (default: the card's ``selection``, else its defaults); ``select=False``
-    scores every row. ``score`` is the model's
-    probability of the positive class, 0.0 when the selection or the features fail (like Fink),
-    with ``passed``/``reason`` saying why. Problems of ``lc`` (objects its reader dropped) are
-    not included: see :func:`problem_rows`.
+    ``extractor`` defaults to the one described by the model card
+    (``get_extractor(model.card["extractor"])``, which refuses a config whose feature names differ).
+    ``selection`` are keyword arguments of ``earlyia.select.select_early`` (default: the card's
+    ``selection``, else its defaults); ``select=False`` scores every row. ``score`` is the model's
+    probability of the positive class, 0.0 when the selection or the features fail (like Fink), with
+    ``passed``/``reason`` saying why. Problems of ``lc`` (objects its reader dropped) are not
+    included: see :func:`problem_rows`.
     """
     if extractor is None:
         extractor = get_extractor(model.card["extractor"])
@@ -368,14 +436,18 @@ def score_lightcurves(
     rows = score_rows(lc, per)
     n = len(rows.object_index)
     if select and n:
-        passed, reason = select_rows(lc, rows, selection if selection is not None else model.card.get("selection"))
+        passed, reason = select_rows(
+            lc, rows, selection if selection is not None else model.card.get("selection")
+        )
     else:
         passed, reason = np.ones(n, bool), np.full(n, "", dtype=object)
     k = len(extractor.names)
     X = np.full((n, k), np.nan)
     todo = np.flatnonzero(passed)
     if len(todo):
-        Xs, ok, why = _safe_extract(extractor, lc, rows.starts[todo], rows.ends[todo], rows.object_index[todo])
+        Xs, ok, why = _safe_extract(
+            extractor, lc, rows.starts[todo], rows.ends[todo], rows.object_index[todo]
+        )
         X[todo] = Xs
         bad = todo[~ok]
         passed[bad] = False
@@ -390,7 +462,9 @@ def score_lightcurves(
         if thin is not None:
             reason[np.flatnonzero(passed)[thin[0]]] = thin[1]
     cols: dict[str, Any] = {
-        "object_id": lc.objects["object_id"].astype(str).to_numpy(object)[rows.object_index] if n else np.zeros(0, object),
+        "object_id": lc.objects["object_id"].astype(str).to_numpy(object)[rows.object_index]
+        if n
+        else np.zeros(0, object),
         "alert_id": rows.alert_id,
         "mjd": rows.mjd,
         "score": score,
@@ -410,12 +484,13 @@ def score_lightcurves(
 
 
 def _too_little(model: Model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Rows whose evidence is below the level from which the model can reach its candidate threshold, and why.
+    """Rows whose evidence is below the level from which the model can reach its candidate
+    threshold, and why.
 
-    Their score stays the calibrated probability (near the training prevalence): it says how little the alert
-    shows, and it cannot cross the threshold.
+    Their score stays the calibrated probability (near the training prevalence): it says how little
+    the alert shows, and it cannot cross the threshold.
     """
-    ev = (model.card.get("evidence") or {})
+    ev = model.card.get("evidence") or {}
     judged = ev.get("judged_from")
     evidence = model.evidence(X)
     if evidence is None:
@@ -425,18 +500,27 @@ def _too_little(model: Model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
         return np.ones(len(X), bool), np.full(len(X), why, object)
     low = np.nan_to_num(evidence, nan=0.0) < judged
     why = np.array(
-        [f"too little to judge: {int(v)} positive detection(s); this model can flag from {judged}" for v in np.nan_to_num(evidence[low])],
+        [
+            f"too little to judge: {int(v)} positive detection(s); this model can flag from "
+            f"{judged}"
+            for v in np.nan_to_num(evidence[low])
+        ],
         dtype=object,
     )
     return low, why
 
 
 def _broker_columns(lc, rows: Rows, feature_names: set[str]) -> pd.DataFrame:
-    """Every other column the input carried (alert-level first, then object-level), renamed on a clash."""
+    """Every other column the input carried (alert-level first, then object-level), renamed on a
+    clash."""
     taken = set(SCORE_COLUMNS)
     data: dict[str, Any] = {}
     names = [c for c in lc.alerts.columns if c not in _NOT_CARRIED and c not in _CONTEXT]
-    names += [c for c in lc.objects.columns if c not in _NOT_CARRIED and c not in _CONTEXT and c not in names]
+    names += [
+        c
+        for c in lc.objects.columns
+        if c not in _NOT_CARRIED and c not in _CONTEXT and c not in names
+    ]
     all_alerts = bool(len(rows.alert_row)) and bool((rows.alert_row >= 0).all())
     no_alerts = not (rows.alert_row >= 0).any()
     for c in names:
@@ -463,21 +547,28 @@ def _lookup_object(lc, rows: Rows, name: str) -> np.ndarray:
 
 
 def concat_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Frames stacked; an integer column missing from (or null in) some of them becomes nullable ``Int64``
-    instead of pandas' float64, which would round a 19-digit alert id."""
+    """Frames stacked; an integer column missing from (or null in) some of them becomes nullable
+    ``Int64`` instead of pandas' float64, which would round a 19-digit alert id."""
     if len(frames) == 1:
         return frames[0]
     names = {c for f in frames for c in f.columns}
     widen = {
-        c for c in names if any(c in f.columns and f[c].dtype.kind in "iu" for f in frames) and not all(c in f.columns for f in frames)
+        c
+        for c in names
+        if any(c in f.columns and f[c].dtype.kind in "iu" for f in frames)
+        and not all(c in f.columns for f in frames)
     }
     if widen:
-        frames = [f.astype({c: "Int64" for c in widen if c in f.columns and f[c].dtype.kind in "iu"}) for f in frames]
+        frames = [
+            f.astype({c: "Int64" for c in widen if c in f.columns and f[c].dtype.kind in "iu"})
+            for f in frames
+        ]
     return pd.concat(frames, ignore_index=True)
 
 
 def problem_rows(problems: Iterable[Problem], feature_names: Iterable[str] = ()) -> pd.DataFrame:
-    """SCORES rows (``passed=False``, score 0, the reason) for inputs or objects a reader could not use."""
+    """SCORES rows (``passed=False``, score 0, the reason) for inputs or objects a reader could
+    not use."""
     probs = list(problems)
     n = len(probs)
     cols: dict[str, Any] = {}
@@ -492,9 +583,15 @@ def problem_rows(problems: Iterable[Problem], feature_names: Iterable[str] = ())
             cols[f.name] = np.full(n, "", dtype=object)
     cols["label"] = np.full(n, None, dtype=object)
     cols["score"] = np.zeros(n)
-    cols["object_id"] = np.array(["" if p.object_id is None else str(p.object_id) for p in probs], dtype=object)
-    cols["alert_id"] = np.array([str(getattr(p, "alert_id", "") or "") for p in probs], dtype=object)
-    cols["reason"] = np.array([f"{p.reason} [{p.source}]" if p.source else p.reason for p in probs], dtype=object)
+    cols["object_id"] = np.array(
+        ["" if p.object_id is None else str(p.object_id) for p in probs], dtype=object
+    )
+    cols["alert_id"] = np.array(
+        [str(getattr(p, "alert_id", "") or "") for p in probs], dtype=object
+    )
+    cols["reason"] = np.array(
+        [f"{p.reason} [{p.source}]" if p.source else p.reason for p in probs], dtype=object
+    )
     out = pd.DataFrame(cols)
     for name in feature_names:
         out[name] = np.nan
@@ -514,16 +611,23 @@ def scores_metadata(model: Model, extractor=None, **extra: Any) -> dict[str, Any
 
 
 class ScoresWriter(TableWriter):
-    """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types first)."""
+    """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types
+    first)."""
 
     def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
         super().__init__(
-            path, metadata, key=METADATA_KEY, arrow=to_arrow, leading=SCORE_COLUMNS, empty_schema=SCORE_SCHEMA
+            path,
+            metadata,
+            key=METADATA_KEY,
+            arrow=to_arrow,
+            leading=SCORE_COLUMNS,
+            empty_schema=SCORE_SCHEMA,
         )
 
 
 def to_arrow(df: pd.DataFrame) -> pa.Table:
-    """A SCORES frame as Arrow with the documented types for the fixed columns (objects that Arrow cannot type become strings)."""
+    """A SCORES frame as Arrow with the documented types for the fixed columns (objects that
+    Arrow cannot type become strings)."""
     arrays, fields = [], []
     for name in df.columns:
         values = df[name]
@@ -531,7 +635,11 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
             typ = SCORE_SCHEMA.field(name).type
             if pa.types.is_string(typ):
                 arr = pa.array(
-                    [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values.to_numpy(object)], pa.string()
+                    [
+                        None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                        for v in values.to_numpy(object)
+                    ],
+                    pa.string(),
                 )
             else:
                 arr = pa.array(values.to_numpy(), type=typ, from_pandas=True)
@@ -539,7 +647,9 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
             try:
                 arr = pa.array(values, from_pandas=True)
             except (pa.ArrowException, TypeError, ValueError):
-                arr = pa.array([None if v is None else str(v) for v in values.to_numpy(object)], pa.string())
+                arr = pa.array(
+                    [None if v is None else str(v) for v in values.to_numpy(object)], pa.string()
+                )
             if pa.types.is_null(arr.type):
                 arr = arr.cast(pa.string())
         arrays.append(arr)
@@ -558,7 +668,9 @@ class ScoreSummary:
     n_chunks: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # e.g. alerts of another survey scored on request
+    notes: list[str] = field(
+        default_factory=list
+    )  # e.g. alerts of another survey scored on request
     #: Inputs (or parts of inputs) that could not be read at all, as "<file>: <why>".
     unreadable: list[str] = field(default_factory=list)
 
@@ -582,9 +694,9 @@ def score_files(
 ) -> ScoreSummary:
     """Score any supported inputs chunk by chunk into one SCORES Parquet file (written atomically).
 
-    ``progress``: a tqdm bar on stderr (default: only when stderr is a terminal). Bad inputs and
-    bad alerts become rows with ``passed=False`` and the reason; nothing is raised for them.
-    Alerts of another survey than the model's are refused (:class:`~earlyia.model.survey.SurveyMismatchError`,
+    ``progress``: a tqdm bar on stderr (default: only when stderr is a terminal). Bad inputs and bad
+    alerts become rows with ``passed=False`` and the reason; nothing is raised for them. Alerts of
+    another survey than the model's are refused (:class:`~earlyia.model.survey.SurveyMismatchError`,
     nothing written) unless ``allow_survey_mismatch``, which scores them with a note in the summary.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -603,10 +715,19 @@ def score_files(
             frames = []
             problems = list(chunk.problems)
             if chunk.lc is not None:
-                note = check_survey(model.card, data_survey(chunk.lc), allow=allow_survey_mismatch, source=chunk.label)
+                note = check_survey(
+                    model.card,
+                    data_survey(chunk.lc),
+                    allow=allow_survey_mismatch,
+                    source=chunk.label,
+                )
                 if note and not summary.notes:
                     summary.notes.append(note)
-                frames.append(score_lightcurves(chunk.lc, model, extractor, select=select, selection=selection))
+                frames.append(
+                    score_lightcurves(
+                        chunk.lc, model, extractor, select=select, selection=selection
+                    )
+                )
                 problems += list(chunk.lc.problems)
             if problems:
                 frames.append(problem_rows(problems, extractor.names))

@@ -1,5 +1,5 @@
-"""The scores file: ``earlyia score``'s SCORES Parquet (one file, or the night-partitioned parts ``earlyia stream``
-writes), read in one place for every command that consumes scores."""
+"""The scores file: ``earlyia score``'s SCORES Parquet (one file, or the night-partitioned parts
+``earlyia stream`` writes), read in one place for every command that consumes scores."""
 
 from __future__ import annotations
 
@@ -16,38 +16,54 @@ from earlyia.io.writer import fit_schema
 
 
 def score_parts(path: str | Path) -> list[Path]:
-    """The SCORES files behind ``path``: the file itself, or every Parquet part under a directory (``earlyia stream``'s
-    output directory, its ``scores/`` folder, or one ``night=YYYY-MM-DD`` folder); hidden temporaries are left out."""
+    """The SCORES files behind ``path``: the file itself, or every Parquet part under a directory
+    (``earlyia stream``'s output directory, its ``scores/`` folder, or one ``night=YYYY-MM-DD``
+    folder); hidden temporaries are left out."""
     path = Path(path)
     if not path.is_dir():
         return [path]
     root = path / "scores" if (path / "scores").is_dir() else path
-    parts = sorted(p for p in root.rglob("*.parquet") if not any(s.startswith((".", "_")) for s in p.relative_to(root).parts))
+    parts = sorted(
+        p
+        for p in root.rglob("*.parquet")
+        if not any(s.startswith((".", "_")) for s in p.relative_to(root).parts)
+    )
     if not parts:
-        raise InputError("no SCORES Parquet part in this directory (expected scores/night=YYYY-MM-DD/*.parquet, "
-                         "as `earlyia stream` writes)", source=str(path))
+        raise InputError(
+            "no SCORES Parquet part in this directory (expected scores/night=YYYY-MM-DD/*.parquet, "
+            "as `earlyia stream` writes)",
+            source=str(path),
+        )
     return parts
 
 
 def _read_one(path: Path):
     try:
         table = pq.read_table(path)
-    except (OSError, ValueError, pa.ArrowException) as exc:  # an unreadable file: a format error naming it
-        raise FormatError(f"cannot read as Parquet ({type(exc).__name__}: {exc})", source=str(path)) from exc
+    except (
+        OSError,
+        ValueError,
+        pa.ArrowException,
+    ) as exc:  # an unreadable file: a format error naming it
+        raise FormatError(
+            f"cannot read as Parquet ({type(exc).__name__}: {exc})", source=str(path)
+        ) from exc
     meta = {}
     raw = (table.schema.metadata or {}).get(b"earlyia.scores")
     if raw:
         try:
             meta = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise FormatError(f"corrupted earlyia.scores metadata ({exc})", source=str(path)) from exc
+            raise FormatError(
+                f"corrupted earlyia.scores metadata ({exc})", source=str(path)
+            ) from exc
     return table, meta
 
 
 def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """A SCORES.parquet, or a directory of SCORES parts (``earlyia stream``), and its ``earlyia.scores`` metadata
-    (``{}`` when absent). Parts of a directory must come from one model; a ``night=`` folder becomes a ``night``
-    column."""
+    """A SCORES.parquet, or a directory of SCORES parts (``earlyia stream``), and its
+    ``earlyia.scores`` metadata (``{}`` when absent). Parts of a directory must come from one
+    model; a ``night=`` folder becomes a ``night`` column."""
     path = Path(path)
     if not path.exists():
         raise InputError("score file not found", source=str(path))
@@ -62,9 +78,15 @@ def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
         if first is None:
             first, meta = (part, version), m
         elif version != first[1]:
-            raise SchemaError(f"{part.name} was scored by model {version}, {first[0].name} by {first[1]}: give the parts of "
-                              "one model (one output directory per model)", source=str(path))
-        night = next((s.split("=", 1)[1] for s in reversed(part.parts) if s.startswith("night=")), None)
+            raise SchemaError(
+                f"{part.name} was scored by model {version}, {first[0].name} by {first[1]}: "
+                "give the parts of "
+                "one model (one output directory per model)",
+                source=str(path),
+            )
+        night = next(
+            (s.split("=", 1)[1] for s in reversed(part.parts) if s.startswith("night=")), None
+        )
         if night is not None and "night" not in table.column_names:
             table = table.append_column("night", pa.array([night] * table.num_rows, pa.string()))
         tables.append(table.replace_schema_metadata(None))
@@ -72,8 +94,9 @@ def read_scores(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 
 def _concat_parts(tables: list):
-    """Parts with the union of their columns; a column typed differently by two parts (a broker column all null in
-    one batch, say) takes the type of its non-null parts, or becomes a string when those disagree."""
+    """Parts with the union of their columns; a column typed differently by two parts (a broker
+    column all null in one batch, say) takes the type of its non-null parts, or becomes a string
+    when those disagree."""
 
     names: list[str] = []
     types: dict[str, set] = {}
@@ -108,7 +131,8 @@ def model_version_of(meta: dict) -> str | None:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file; of a directory of SCORES parts, over each part's relative name and content, in order."""
+    """sha256 of a file; of a directory of SCORES parts, over each part's relative name and
+    content, in order."""
     path = Path(path)
     files = score_parts(path)
     h = hashlib.sha256()

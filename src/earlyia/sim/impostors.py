@@ -46,7 +46,9 @@ def generate(
     if bad:
         raise ConfigError(f"unknown impostor kind(s) {bad}; choose from {list(KINDS)}")
     if not 1 <= min_detections <= max_detections:
-        raise ConfigError(f"need 1 <= min_detections <= max_detections, got {min_detections}, {max_detections}")
+        raise ConfigError(
+            f"need 1 <= min_detections <= max_detections, got {min_detections}, {max_detections}"
+        )
     rng = np.random.default_rng(random_state)
     rows, objects = [], []
     for kind in kinds:
@@ -73,7 +75,9 @@ def generate(
             mag = true_mag + err_mag * rng.standard_normal(n)
             flux = 10.0 ** (-0.4 * mag + 11.0)
             ferr = flux * quoted / 1.0857362
-            rows += [(oid, ti, b, f, e, True) for ti, b, f, e in zip(t, bands, flux, ferr, strict=True)]
+            rows += [
+                (oid, ti, b, f, e, True) for ti, b, f, e in zip(t, bands, flux, ferr, strict=True)
+            ]
             objects.append((oid, "Unknown", n, kind))
     phot = pd.DataFrame(rows, columns=["object_id", "mjd", "band", "flux", "flux_err", "detected"])
     obj = pd.DataFrame(objects, columns=["object_id", "cdsxmatch", "ndethist", "label"])
@@ -89,17 +93,23 @@ def impostor_features(
     random_state: int | np.random.Generator | None = 0,
     replay_from: int | None = None,
 ) -> pd.DataFrame:
-    """Feature rows (one per replayed detection) of generated impostors, labelled ``"impostor (<kind>)"``.
+    """Feature rows (one per replayed detection) of generated impostors, labelled ``"impostor
+    (<kind>)"``.
 
-    Each light curve has ``min_detections`` to ``max_detections`` detections; alerts are replayed from
-    detection ``replay_from`` (default ``min_detections``).
+    Each light curve has ``min_detections`` to ``max_detections`` detections; alerts are replayed
+    from detection ``replay_from`` (default ``min_detections``).
 
-    Why: real labelled sets hold few flat or purely fading sources, so a forest trained on them alone
-    can score such light curves high; adding them as negatives teaches it not to. The label strings
-    are ordinary non-Ia types for :class:`earlyia.labels.TypeMap`.
+    Why: real labelled sets hold few flat or purely fading sources, so a forest trained on them
+    alone can score such light curves high; adding them as negatives teaches it not to. The label
+    strings are ordinary non-Ia types for :class:`earlyia.labels.TypeMap`.
     """
     ext = get_extractor(extractor_config)
-    lc = generate(n_per_kind, min_detections=min_detections, max_detections=max_detections, random_state=random_state)
+    lc = generate(
+        n_per_kind,
+        min_detections=min_detections,
+        max_detections=max_detections,
+        random_state=random_state,
+    )
     first = min_detections if replay_from is None else int(replay_from)
     df = ext.transform(lc.replay(min_detections=first, max_detections=max_detections), per="alert")
     df["label"] = "impostor (" + df["object_id"].str.rsplit("_", n=1).str[0] + ")"

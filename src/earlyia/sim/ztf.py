@@ -9,11 +9,11 @@ Model, per object (all vectorised over objects with one numpy Generator):
 
 * class drawn with the real class fractions (or ``class_mix``); label = TNS string
   (``'SN Ia', 'SN II', 'SN Ic', 'SN IIn', 'SLSN-I', 'AGN', 'CV'``);
-* supernovae and CV outbursts: a Bazin curve per band, ``A exp(-(t-t0)/tfall) / (1 + exp(-(t-t0)/trise))``,
-  class-specific log-normal rise and fall times (rise times scaled so that the time from first
-  detection to peak matches the real one), the r-band peak magnitude and the g-r colour at
-  peak drawn from the real per-class distributions, and g fading faster than r by the measured
-  ratio of fall times (the colour reddens after peak);
+* supernovae and CV outbursts: a Bazin curve per band, ``A exp(-(t-t0)/tfall) / (1 +
+  exp(-(t-t0)/trise))``, class-specific log-normal rise and fall times (rise times scaled so that
+  the time from first detection to peak matches the real one), the r-band peak magnitude and the g-r
+  colour at peak drawn from the real per-class distributions, and g fading faster than r by the
+  measured ratio of fall times (the colour reddens after peak);
 * AGN: a damped random walk (Ornstein-Uhlenbeck) of the difference flux, which can be negative;
 * cadence: per-band revisit intervals drawn from the real interval distribution (nightly-ish,
   ~2-3 days per band, with gaps), 5-sigma depth per epoch from the real ``diffmaglim``
@@ -54,13 +54,14 @@ def _params_text() -> str:
 
 
 def load_params() -> dict[str, Any]:
-    """The derived simulator numbers (see ``scripts/derive_sim_params.py``); a fresh copy, safe to edit
-    and pass to :func:`simulate` as ``params``."""
+    """The derived simulator numbers (see ``scripts/derive_sim_params.py``); a fresh copy, safe
+    to edit and pass to :func:`simulate` as ``params``."""
     return json.loads(_params_text())
 
 
 def _class_counts(n: int, fractions: np.ndarray) -> np.ndarray:
-    """Largest-remainder rounding: counts add up to ``n`` and follow the fractions as closely as integers can."""
+    """Largest-remainder rounding: counts add up to ``n`` and follow the fractions as closely as
+    integers can."""
     raw = fractions * n
     counts = np.floor(raw).astype(np.int64)
     rest = n - counts.sum()
@@ -75,14 +76,20 @@ def _mix(class_mix: dict[str, float] | None, params: dict) -> np.ndarray:
     else:
         unknown = sorted(set(class_mix) - set(CLASSES))
         if unknown:
-            raise ConfigError(f"class_mix has unknown class(es) {unknown}; simulated classes are {list(CLASSES)}")
+            raise ConfigError(
+                f"class_mix has unknown class(es) {unknown}; simulated classes are {list(CLASSES)}"
+            )
         frac = np.array([float(class_mix.get(c, 0.0)) for c in CLASSES])
         if (frac < 0).any() or not np.isfinite(frac).all() or frac.sum() <= 0:
-            raise ConfigError(f"class_mix fractions must be finite, >= 0 and not all 0, got {class_mix}")
+            raise ConfigError(
+                f"class_mix fractions must be finite, >= 0 and not all 0, got {class_mix}"
+            )
     return frac / frac.sum()
 
 
-def _lognormal(rng: np.random.Generator, summary: dict, n: int, max_sigma: float = 0.8) -> np.ndarray:
+def _lognormal(
+    rng: np.random.Generator, summary: dict, n: int, max_sigma: float = 0.8
+) -> np.ndarray:
     sigma = min(float(summary.get("log_sigma", 0.3)), max_sigma)
     return float(summary["median"]) * np.exp(sigma * rng.standard_normal(n))
 
@@ -117,12 +124,12 @@ def simulate(
     """Simulate ``n_objects`` ZTF-like early light curves (g, r), labelled with TNS type strings.
 
     Args:
-        n_objects: number of objects (each has at least one detection).
-        class_mix: ``{class: fraction}`` over :data:`CLASSES`; default the real fractions.
-        random_state: seed or numpy Generator (same seed, same light curves).
-        max_detections: each light curve stops at this detection (default 20, Fink's ``ndethist`` cut).
-        id_prefix: object ids are ``f"{id_prefix}{i:07d}"``.
-        params: numbers to use instead of the shipped ones (same layout as :func:`load_params`).
+        n_objects: number of objects (each has at least one detection). class_mix: ``{class:
+        fraction}`` over :data:`CLASSES`; default the real fractions. random_state: seed or numpy
+        Generator (same seed, same light curves). max_detections: each light curve stops at this
+        detection (default 20, Fink's ``ndethist`` cut). id_prefix: object ids are
+        ``f"{id_prefix}{i:07d}"``. params: numbers to use instead of the shipped ones (same layout
+        as :func:`load_params`).
     """
     if int(n_objects) < 0:
         raise ConfigError(f"n_objects must be >= 0, got {n_objects}")
@@ -142,15 +149,21 @@ def simulate(
         blk = _simulate_block(cls[todo], rng, params, int(max_detections))
         has_det = np.bincount(blk["obj"][blk["detected"]], minlength=len(todo)) > 0
         keep_pts = has_det[blk["obj"]]
-        blk = {k: (v[keep_pts] if np.ndim(v) and len(v) == len(keep_pts) else v) for k, v in blk.items()}
+        blk = {
+            k: (v[keep_pts] if np.ndim(v) and len(v) == len(keep_pts) else v)
+            for k, v in blk.items()
+        }
         glob = todo[blk["obj"]]
-        blocks.append((glob, blk, todo[has_det], {k: v[has_det] for k, v in blk["objects"].items()}))
+        blocks.append(
+            (glob, blk, todo[has_det], {k: v[has_det] for k, v in blk["objects"].items()})
+        )
         todo = todo[~has_det]
     return _assemble(blocks, cls, n, rng, params, id_prefix)
 
 
 def _simulate_block(cls: np.ndarray, rng: np.random.Generator, params: dict, max_det: int) -> dict:
-    """Photometry of objects of classes ``cls`` (indices into CLASSES), flattened and time-sorted."""
+    """Photometry of objects of classes ``cls`` (indices into CLASSES), flattened and
+    time-sorted."""
     m = len(cls)
     P = params["classes"]
     noise = params["noise"]
@@ -167,13 +180,19 @@ def _simulate_block(cls: np.ndarray, rng: np.random.Generator, params: dict, max
             continue
         p = P[name]
         peak_r[sel] = p["peak_mag_r"]["median"] + p["peak_mag_r"]["sigma"] * rng.standard_normal(c)
-        colour[sel] = p["gr_peak"]["median"] + min(p["gr_peak"]["sigma"], 0.4) * rng.standard_normal(c)
+        colour[sel] = p["gr_peak"]["median"] + min(
+            p["gr_peak"]["sigma"], 0.4
+        ) * rng.standard_normal(c)
         if name in _BAZIN_CLASSES:
-            trise[sel] = np.clip(_lognormal(rng, p["trise"], c) * p.get("rise_scale", 1.0), 0.3, 40.0)
+            trise[sel] = np.clip(
+                _lognormal(rng, p["trise"], c) * p.get("rise_scale", 1.0), 0.3, 40.0
+            )
             tfall_r[sel] = np.clip(_lognormal(rng, p["tfall_r"], c), 3.0, 300.0)
             ratio[sel] = np.clip(_lognormal(rng, p["tfall_ratio_g_r"], c, 0.3), 0.3, 1.2)
     tfall_r = np.maximum(tfall_r, 2.5 * trise)
-    tfall = np.stack([np.maximum(tfall_r * ratio, 2.0 * trise), tfall_r], axis=1)  # (m, band) g then r
+    tfall = np.stack(
+        [np.maximum(tfall_r * ratio, 2.0 * trise), tfall_r], axis=1
+    )  # (m, band) g then r
     peak = np.stack([peak_r + colour, peak_r], axis=1)
     peak = np.clip(peak, 13.5, 21.5)
 
@@ -222,13 +241,19 @@ def _simulate_block(cls: np.ndarray, rng: np.random.Generator, params: dict, max
     lim = np.empty(len(t))
     for b, name in enumerate(BANDS):
         sel = bi == b
-        lim[sel] = _from_quantiles(rng, params["depth"][name]["diffmaglim_quantiles"], int(sel.sum()))
+        lim[sel] = _from_quantiles(
+            rng, params["depth"][name]["diffmaglim_quantiles"], int(sel.sum())
+        )
     f_lim = _mag_to_flux(lim)
     sky = noise["scale"] * f_lim / _SNR_DETECT  # 1-sigma background noise of the epoch
-    scatter = np.exp(noise["log_scatter"] * rng.standard_normal(len(t)))  # real errors scatter around the law
+    scatter = np.exp(
+        noise["log_scatter"] * rng.standard_normal(len(t))
+    )  # real errors scatter around the law
     err = np.hypot(sky, 0.921034 * noise["floor_mag"] * np.abs(flux)) * scatter
     obs = flux + err * rng.standard_normal(len(t))
-    det = np.abs(obs) >= _SNR_DETECT * sky * scatter  # 5 sigma of this epoch's actual background noise
+    det = (
+        np.abs(obs) >= _SNR_DETECT * sky * scatter
+    )  # 5 sigma of this epoch's actual background noise
     det &= (obs > 0) | ~bz  # only AGN vary below their reference image
     fl = np.where(det, obs, np.nan)
     fe = np.where(det, err, f_lim / _SNR_DETECT)
@@ -250,14 +275,22 @@ def _simulate_block(cls: np.ndarray, rng: np.random.Generator, params: dict, max
     }
 
 
-def _ou_flux(rng: np.random.Generator, dt: np.ndarray, obj: np.ndarray, band: np.ndarray, peak: np.ndarray,
-             tau: np.ndarray) -> np.ndarray:
-    """Difference flux of AGN: one damped random walk per object, seen in g and r with per-band amplitudes.
+def _ou_flux(
+    rng: np.random.Generator,
+    dt: np.ndarray,
+    obj: np.ndarray,
+    band: np.ndarray,
+    peak: np.ndarray,
+    tau: np.ndarray,
+) -> np.ndarray:
+    """Difference flux of AGN: one damped random walk per object, seen in g and r with per-band
+    amplitudes.
 
-    The latent walk x(t) (unit variance, time scale ``tau``) is drawn on a daily grid from the window
-    start and interpolated at the epochs ``dt`` (days since the start), so g and r vary together as
-    real AGN do. The spread per band is set so that the brightest |difference| of an early window
-    is near the real AGN peak magnitude (about 1.2 sigma from zero): sigma_b = flux(peak_b) / 1.2.
+    The latent walk x(t) (unit variance, time scale ``tau``) is drawn on a daily grid from the
+    window start and interpolated at the epochs ``dt`` (days since the start), so g and r vary
+    together as real AGN do. The spread per band is set so that the brightest |difference| of an
+    early window is near the real AGN peak magnitude (about 1.2 sigma from zero): sigma_b =
+    flux(peak_b) / 1.2.
     """
     n_days = int(np.ceil(dt.max())) + 2 if len(dt) else 2
     a = np.exp(-1.0 / tau)[:, None]  # one-day decay per object
@@ -274,9 +307,14 @@ def _ou_flux(rng: np.random.Generator, dt: np.ndarray, obj: np.ndarray, band: np
     return sigma[obj, band] * latent
 
 
-def _assemble(blocks, cls: np.ndarray, n: int, rng: np.random.Generator, params: dict, id_prefix: str) -> LightCurves:
+def _assemble(
+    blocks, cls: np.ndarray, n: int, rng: np.random.Generator, params: dict, id_prefix: str
+) -> LightCurves:
     glob = np.concatenate([g for g, *_ in blocks]) if blocks else np.zeros(0, np.int64)
-    cat = {k: np.concatenate([b[k] for _, b, *_ in blocks]) for k in ("mjd", "band", "flux", "flux_err", "detected")}
+    cat = {
+        k: np.concatenate([b[k] for _, b, *_ in blocks])
+        for k in ("mjd", "band", "flux", "flux_err", "detected")
+    }
     order = np.argsort(glob, kind="stable")  # blocks are time-sorted per object already
     glob = glob[order]
     cat = {k: v[order] for k, v in cat.items()}
@@ -308,12 +346,18 @@ def _assemble(blocks, cls: np.ndarray, n: int, rng: np.random.Generator, params:
     assumed = params["assumed"]
     labels = np.asarray(CLASSES, dtype=object)[cls[keep_obj]]
     xmatch = np.empty(m, dtype=object)
-    for group, members in (("AGN", ("AGN",)), ("CV", ("CV",)), ("SN", tuple(c for c in CLASSES if c not in ("AGN", "CV")))):
+    for group, members in (
+        ("AGN", ("AGN",)),
+        ("CV", ("CV",)),
+        ("SN", tuple(c for c in CLASSES if c not in ("AGN", "CV"))),
+    ):
         sel = np.isin(labels, members)
         opts = assumed["cdsxmatch"][group]
         names = list(opts)
         p = np.array([opts[x] for x in names], float)
-        xmatch[sel] = np.asarray(names, dtype=object)[rng.choice(len(names), size=int(sel.sum()), p=p / p.sum())]
+        xmatch[sel] = np.asarray(names, dtype=object)[
+            rng.choice(len(names), size=int(sel.sum()), p=p / p.sum())
+        ]
     sindec = rng.uniform(np.sin(np.radians(-30.0)), 1.0, size=m)
     a_drb = _from_quantiles(rng, params["drb_quantiles"], len(a_obj))
     a_classtar = rng.uniform(*assumed["classtar"]["value"], size=len(a_obj))
