@@ -96,7 +96,8 @@ def make_world(
 def write_scores(world: pd.DataFrame, model: Model, path) -> None:
     """A SCORES-like file: the production model's scores + broker columns + features, with its
     metadata."""
-    from earlyia.score.pipeline import METADATA_KEY, scores_metadata
+    from earlyia.score.pipeline import scores_metadata
+    from earlyia.score.scores_file import METADATA_KEY
 
     df = world.drop(columns=["tns_type"]).copy()
     df["score"] = model.predict_proba(world[NAMES])[:, 1]

@@ -22,15 +22,13 @@ from earlyia.model.artifact import Model
 from earlyia.model.recipe import Recipe
 from earlyia.model.training import train_model
 from earlyia.score.pipeline import (
-    METADATA_KEY,
-    SCORE_COLUMNS,
-    ScoresWriter,
     context_columns,
     problem_rows,
     score_files,
     score_lightcurves,
     score_rows,
 )
+from earlyia.score.scores_file import METADATA_KEY, SCORE_COLUMNS, ScoresWriter
 
 FINK = {"mode": "fink"}
 

@@ -67,7 +67,8 @@ from earlyia.model.artifact import fink_extractor_config
 from earlyia.model.recipe import RECIPES
 from earlyia.model.training import train_recipe
 from earlyia.report.candidates import CandidateRule, select_candidates
-from earlyia.score.pipeline import ScoresWriter, score_lightcurves, scores_metadata
+from earlyia.score.pipeline import score_lightcurves, scores_metadata
+from earlyia.score.scores_file import ScoresWriter
 from earlyia.select import select_early
 from earlyia.sim import simulate
 from earlyia.sim.ztf import load_params

@@ -51,14 +51,8 @@ from earlyia.io.fink import lightcurves_from_fink_frame
 from earlyia.io.table import LightCurves, atomic_write
 from earlyia.io.ztf import lightcurves_from_alert_table
 from earlyia.model.artifact import Model
-from earlyia.score.pipeline import (
-    ScoresWriter,
-    concat_rows,
-    problem_rows,
-    score_lightcurves,
-    scores_metadata,
-    to_arrow,
-)
+from earlyia.score.pipeline import concat_rows, problem_rows, score_lightcurves, scores_metadata
+from earlyia.score.scores_file import ScoresWriter, to_arrow
 
 #: The earlyia package this process runs (shipped to executors by :func:`ship_package`).
 PACKAGE_DIR = Path(__file__).resolve().parent

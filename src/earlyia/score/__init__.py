@@ -7,6 +7,7 @@ and the SCORES files it writes (:mod:`earlyia.score.scores_file`). Models are :m
 >>> score_files(["alerts/"], model, "scores.parquet", chunk_size=20_000)
 """
 
-from earlyia.score.pipeline import SCORE_COLUMNS, score_files, score_lightcurves
+from earlyia.score.pipeline import score_files, score_lightcurves
+from earlyia.score.scores_file import SCORE_COLUMNS
 
 __all__ = ["SCORE_COLUMNS", "score_files", "score_lightcurves"]

@@ -29,45 +29,16 @@ from earlyia.features import get_extractor
 from earlyia.features.base import extract_batched
 from earlyia.features.gates import GATE_REASON, apply_gate
 from earlyia.io.chunks import CHUNK_SIZE, iter_chunks, reason_key
-from earlyia.io.writer import TableWriter
 from earlyia.model.artifact import Model
 from earlyia.model.survey import check_survey, data_survey
+from earlyia.score.scores_file import (
+    SCORE_COLUMNS,
+    SCORE_SCHEMA,
+    SCORES_FORMAT,
+    ScoresWriter,
+)
 from earlyia.select import EXTRAGALACTIC_TYPES, SELECTION_RULES, fink_cuts, select_early
 
-#: Schema metadata key of a SCORES Parquet file.
-METADATA_KEY = b"earlyia.scores"
-SCORES_FORMAT = "earlyia.scores/1"
-#: The fixed leading columns of a SCORES table and their Arrow types.
-SCORE_SCHEMA = pa.schema(
-    [
-        ("object_id", pa.string()),
-        ("alert_id", pa.string()),
-        ("mjd", pa.float64()),
-        ("score", pa.float64()),
-        ("passed", pa.bool_()),
-        ("reason", pa.string()),
-        ("ra", pa.float64()),
-        ("dec", pa.float64()),
-        ("ndethist", pa.float64()),
-        ("jdstarthist", pa.float64()),
-        ("drb", pa.float64()),
-        ("classtar", pa.float64()),
-        ("cdsxmatch", pa.string()),
-        ("n_detections", pa.int64()),
-        ("first_det_mjd", pa.float64()),
-        ("first_det_mag", pa.float64()),
-        ("first_det_mag_err", pa.float64()),
-        ("first_det_limit_mag", pa.float64()),
-        ("first_det_band", pa.string()),
-        ("last_nondet_mjd", pa.float64()),
-        ("last_nondet_limit_mag", pa.float64()),
-        ("last_nondet_band", pa.string()),
-        ("last_mag", pa.float64()),
-        ("last_band", pa.string()),
-        ("label", pa.string()),
-    ]
-)
-SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
 #: Columns read from the alert (else the object) row, with their kind.
 _CONTEXT = {
     "ra": "f",
@@ -608,53 +579,6 @@ def scores_metadata(model: Model, extractor=None, **extra: Any) -> dict[str, Any
         "earlyia_version": __version__,
         **extra,
     }
-
-
-class ScoresWriter(TableWriter):
-    """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types
-    first)."""
-
-    def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
-        super().__init__(
-            path,
-            metadata,
-            key=METADATA_KEY,
-            arrow=to_arrow,
-            leading=SCORE_COLUMNS,
-            empty_schema=SCORE_SCHEMA,
-        )
-
-
-def to_arrow(df: pd.DataFrame) -> pa.Table:
-    """A SCORES frame as Arrow with the documented types for the fixed columns (objects that
-    Arrow cannot type become strings)."""
-    arrays, fields = [], []
-    for name in df.columns:
-        values = df[name]
-        if name in SCORE_COLUMNS:
-            typ = SCORE_SCHEMA.field(name).type
-            if pa.types.is_string(typ):
-                arr = pa.array(
-                    [
-                        None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                        for v in values.to_numpy(object)
-                    ],
-                    pa.string(),
-                )
-            else:
-                arr = pa.array(values.to_numpy(), type=typ, from_pandas=True)
-        else:
-            try:
-                arr = pa.array(values, from_pandas=True)
-            except (pa.ArrowException, TypeError, ValueError):
-                arr = pa.array(
-                    [None if v is None else str(v) for v in values.to_numpy(object)], pa.string()
-                )
-            if pa.types.is_null(arr.type):
-                arr = arr.cast(pa.string())
-        arrays.append(arr)
-        fields.append(pa.field(name, arr.type))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 @dataclass

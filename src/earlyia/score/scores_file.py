@@ -1,18 +1,104 @@
 """The scores file: ``earlyia score``'s SCORES Parquet (one file, or the night-partitioned parts
-``earlyia stream`` writes), read in one place for every command that consumes scores."""
+``earlyia stream`` writes): its schema, its writer, and the one reader of every command that consumes
+scores."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from earlyia.errors import FormatError, InputError, SchemaError
-from earlyia.io.writer import fit_schema
+from earlyia.io.writer import TableWriter, fit_schema
+
+#: Schema metadata key of a SCORES Parquet file.
+METADATA_KEY = b"earlyia.scores"
+SCORES_FORMAT = "earlyia.scores/1"
+#: The fixed leading columns of a SCORES table and their Arrow types.
+SCORE_SCHEMA = pa.schema(
+    [
+        ("object_id", pa.string()),
+        ("alert_id", pa.string()),
+        ("mjd", pa.float64()),
+        ("score", pa.float64()),
+        ("passed", pa.bool_()),
+        ("reason", pa.string()),
+        ("ra", pa.float64()),
+        ("dec", pa.float64()),
+        ("ndethist", pa.float64()),
+        ("jdstarthist", pa.float64()),
+        ("drb", pa.float64()),
+        ("classtar", pa.float64()),
+        ("cdsxmatch", pa.string()),
+        ("n_detections", pa.int64()),
+        ("first_det_mjd", pa.float64()),
+        ("first_det_mag", pa.float64()),
+        ("first_det_mag_err", pa.float64()),
+        ("first_det_limit_mag", pa.float64()),
+        ("first_det_band", pa.string()),
+        ("last_nondet_mjd", pa.float64()),
+        ("last_nondet_limit_mag", pa.float64()),
+        ("last_nondet_band", pa.string()),
+        ("last_mag", pa.float64()),
+        ("last_band", pa.string()),
+        ("label", pa.string()),
+    ]
+)
+SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
+
+
+class ScoresWriter(TableWriter):
+    """A :class:`TableWriter` of SCORES files (:data:`METADATA_KEY`, :data:`SCORE_SCHEMA` types
+    first)."""
+
+    def __init__(self, path: str | Path, metadata: Mapping[str, Any]):
+        super().__init__(
+            path,
+            metadata,
+            key=METADATA_KEY,
+            arrow=to_arrow,
+            leading=SCORE_COLUMNS,
+            empty_schema=SCORE_SCHEMA,
+        )
+
+
+def to_arrow(df: pd.DataFrame) -> pa.Table:
+    """A SCORES frame as Arrow with the documented types for the fixed columns (objects that
+    Arrow cannot type become strings)."""
+    arrays, fields = [], []
+    for name in df.columns:
+        values = df[name]
+        if name in SCORE_COLUMNS:
+            typ = SCORE_SCHEMA.field(name).type
+            if pa.types.is_string(typ):
+                arr = pa.array(
+                    [
+                        None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                        for v in values.to_numpy(object)
+                    ],
+                    pa.string(),
+                )
+            else:
+                arr = pa.array(values.to_numpy(), type=typ, from_pandas=True)
+        else:
+            try:
+                arr = pa.array(values, from_pandas=True)
+            except (pa.ArrowException, TypeError, ValueError):
+                arr = pa.array(
+                    [None if v is None else str(v) for v in values.to_numpy(object)], pa.string()
+                )
+            if pa.types.is_null(arr.type):
+                arr = arr.cast(pa.string())
+        arrays.append(arr)
+        fields.append(pa.field(name, arr.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def score_parts(path: str | Path) -> list[Path]:
@@ -49,7 +135,7 @@ def _read_one(path: Path):
             f"cannot read as Parquet ({type(exc).__name__}: {exc})", source=str(path)
         ) from exc
     meta = {}
-    raw = (table.schema.metadata or {}).get(b"earlyia.scores")
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
     if raw:
         try:
             meta = json.loads(raw)
