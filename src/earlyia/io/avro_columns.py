@@ -109,8 +109,8 @@ class _Builder:
         if isinstance(schema, dict):
             t = schema.get("type")
             if t == "record":
-                if depth == 1 and path is not None and slot < 0:  # a kept sub-record: mark that this message has it
-                    self.columns.append(Column(path, _MARK, -1, marker=True))
+                if depth == 1 and path is not None:  # a kept sub-record or array item: mark that it is there (not null)
+                    self.columns.append(Column(path, _MARK, slot, marker=True))
                     self.emit(_MARK, 0, 0, len(self.columns) - 1)
                 for f in schema["fields"]:
                     sub = None
@@ -503,11 +503,15 @@ def _decode(prog: Program, addresses: np.ndarray, lengths: np.ndarray, n: int, c
     subrec: dict[str, dict[str, pa.Array]] = {}
     lists: dict[int, dict[str, pa.Array]] = {}
     present: dict[str, np.ndarray] = {}
+    item_present: dict[int, np.ndarray] = {}
     for c, col in enumerate(prog.columns):
         rows = n if col.slot < 0 else int(slot_count[col.slot])
         b0 = int(col_base[c])
         if col.marker:
-            present[col.path[0]] = has[b0:b0 + n].astype(bool)
+            if col.slot < 0:
+                present[col.path[0]] = has[b0 : b0 + n].astype(bool)
+            else:
+                item_present[col.slot] = has[b0 : b0 + rows].astype(bool)
             continue
         arr = _array(prog, c, col, rows, data, ints[b0:], flts[b0:], spos[b0:], slen[b0:], has[b0:])
         if arr is None:
@@ -534,7 +538,8 @@ def _decode(prog: Program, addresses: np.ndarray, lengths: np.ndarray, n: int, c
     for s, fields in lists.items():
         present = slot_has[s].astype(bool) & ~bad
         offsets = np.concatenate([[0], np.cumsum(slot_len[s])]).astype(np.int32)
-        items = pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()))
+        mask = pa.array(~item_present[s]) if s in item_present and not item_present[s].all() else None  # items may be null
+        items = pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()), mask=mask)
         names.append(prog.slots[s])
         arrays.append(pa.ListArray.from_arrays(pa.array(offsets), items, mask=pa.array(~present)))
     return pa.Table.from_arrays(arrays, names=names), bad, int(text_used[1])

@@ -732,6 +732,9 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
         lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
         rows = np.repeat(np.arange(n), lens)
         items = col.flatten()
+        if items.null_count:  # a null item (Fink's schemas allow them) is no point
+            there = np.asarray(items.is_valid().to_numpy(zero_copy_only=False), bool)
+            items, rows = items.filter(pa.array(there)), rows[there]
         if kind == _DETECTION:
             ids = _i64(sub(items, "diaSourceId"), len(items))
             pid = np.where(by_source[rows] & (ids != 0), ids, -1)
