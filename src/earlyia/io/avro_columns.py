@@ -6,8 +6,11 @@ into a flat program (records inlined; unions, arrays and maps as jumps and loops
 runs it over all the messages in one compiled kernel, keeping only the scalar fields of the top-level record,
 of its sub-records (``candidate``) and of its arrays of records (``prv_candidates``, ``fp_hists``), and skips
 everything else (cutouts, maps, nested arrays) without reading it. The result is the nested Arrow table that
-:func:`earlyia.io.ztf.lightcurves_from_alert_table` reads. A message the program cannot walk exactly (truncated,
-trailing bytes, a bad union index) is reported by index, for the caller to decode the slow way.
+:func:`earlyia.io.ztf.lightcurves_from_alert_table` (ZTF) and :func:`earlyia.io.rubin.lightcurves_from_columns`
+(Rubin) read. A kept sub-record or array item that a union leaves out is a null struct, as fastavro's None. A
+message the program cannot walk exactly (truncated, trailing bytes, a bad union index) is reported by index, for
+the caller to decode the slow way. :func:`decode_block` walks the records of an Avro container's blocks, written
+one after the other.
 """
 
 from __future__ import annotations
