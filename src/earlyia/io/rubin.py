@@ -813,14 +813,22 @@ def read_rubin_avro(path: str | Path) -> LightCurves:
     path = Path(path)
     problems: list[Problem] = []
     try:
-        with _open_binary(path) as fh:
-            writer = fastavro.reader(fh).writer_schema
-        reader_schema = project_schema(writer)
-    except Exception as exc:  # isolation boundary: a damaged header, not Avro at all, a missing codec
+        fh = _open_binary(path)
+    except OSError as exc:
         raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
-    fast = _read_avro_columns(path, writer)
+    with fh:
+        try:
+            blocks = fastavro.block_reader(fh)  # the header only, so far
+            writer, schema_text = blocks.writer_schema, blocks.metadata.get("avro.schema")
+        except Exception as exc:  # isolation boundary: a damaged header, not Avro at all, a missing codec
+            raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
+        fast = _read_avro_columns(path, blocks, writer, schema_text)
     if fast is not None:
         return fast
+    try:
+        reader_schema = project_schema(writer)
+    except Exception as exc:  # isolation boundary: a schema of unexpected shape
+        raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
 
     def alerts(fh):
         it = iter(fastavro.reader(fh, reader_schema=reader_schema))
@@ -853,34 +861,40 @@ def read_rubin_avro(path: str | Path) -> LightCurves:
     return lc
 
 
-def _avro_tables(path: Path, prog: Program):
-    """The alerts of a container as Arrow tables (by chunks of blocks), or None at the first thing the walk does not
-    read exactly (damaged blocks included: the records' reader then says where)."""
+def _avro_tables(blocks, prog: Program):
+    """The alerts of a container (``blocks``: its ``fastavro.block_reader``) as Arrow tables (by chunks of blocks), or
+    None at the first thing the walk does not read exactly (damaged blocks included: the records' reader then says
+    where)."""
     tables = []
     chunk: list[bytes] = []
+    counts: list[int] = []
     count = size = 0
 
     def flush() -> bool:
-        nonlocal chunk, count, size
+        nonlocal chunk, counts, count, size
         if not count:
             return True
-        data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
-        table, bad, used = decode_block(prog, data, count)
-        chunk, count, size = [], 0, 0
-        if bad.any() or used != len(data):
-            return False
-        tables.append(table)
-        return True
+        if all(c == 1 for c in counts):  # one alert per block (alerts larger than the sync interval): each block is a message
+            table, bad = decode_columns(prog, chunk)
+            ok = not bad.any()
+        else:
+            data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
+            table, bad, used = decode_block(prog, data, count)
+            ok = not bad.any() and used == len(data)
+        chunk, counts, count, size = [], [], 0, 0
+        if ok:
+            tables.append(table)
+        return ok
 
     try:
-        with _open_binary(path) as fh:
-            for block in fastavro.block_reader(fh):
-                data = block.bytes_.getvalue() if hasattr(block.bytes_, "getvalue") else bytes(block.bytes_)
-                chunk.append(data)
-                count += block.num_records
-                size += len(data)
-                if size >= _CHUNK_BYTES and not flush():
-                    return None
+        for block in blocks:
+            data = block.bytes_.getvalue() if hasattr(block.bytes_, "getvalue") else bytes(block.bytes_)
+            chunk.append(data)
+            counts.append(block.num_records)
+            count += block.num_records
+            size += len(data)
+            if size >= _CHUNK_BYTES and not flush():
+                return None
         if not flush():
             return None
     except Exception:  # isolation boundary: fastavro raises many types on damaged blocks; the records' reader reports them
@@ -888,14 +902,28 @@ def _avro_tables(path: Path, prog: Program):
     return tables
 
 
-def _read_avro_columns(path: Path, writer) -> LightCurves | None:
+#: Compiled walks of the containers' schemas, by the schema's text in the file header (many files, one schema).
+_FILE_PROGRAMS: dict[str, _RubinProgram | None] = {}
+
+
+def _read_avro_columns(path: Path, blocks, writer, schema_text: str | None = None) -> LightCurves | None:
     """:func:`read_rubin_avro` by the compiled columnar walk (the same table, many times faster); None when the file
     needs the records' reader (a schema the walk does not reproduce, damaged data, no alert)."""
-    rp = _compile_rubin(writer)
+    if schema_text is not None and schema_text in _FILE_PROGRAMS:
+        rp = _FILE_PROGRAMS[schema_text]
+    else:
+        try:
+            rp = _compile_rubin(writer)
+        except (KeyError, TypeError, ValueError, AttributeError):  # a schema of unexpected shape: the records' reader
+            rp = None
+        if schema_text is not None:
+            if len(_FILE_PROGRAMS) > 64:
+                _FILE_PROGRAMS.clear()
+            _FILE_PROGRAMS[schema_text] = rp
     if rp is None:
         return None
     try:
-        tables = _avro_tables(path, rp.program)
+        tables = _avro_tables(blocks, rp.program)
         if not tables:
             return None
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
