@@ -1,6 +1,6 @@
 """Rubin alert reading: alerts per second per core, and memory over many alerts.
 
-    python bench/bench_rubin_read.py [--repeats 5] [--alerts 2000] [--only avro,parquet,wire]
+    python bench/bench_rubin_read.py [--repeats 5] [--alerts 2000] [--only avro,avro-records,parquet,wire,wire-records]
 
 Inputs are the real Rubin alerts of ``external_alert_samples`` (Fink's Rubin data transfer: the Avro container and
 the Parquet parts, ~700 photometry points per alert), replicated ``--alerts`` times with distinct ``diaObjectId``
@@ -9,6 +9,10 @@ list of Kafka wire-format messages. For each input it prints the median over ``-
 (``time.process_time``: all threads of this process, so alerts/s of CPU is alerts/s per core, robust on a shared
 machine), and, in a fresh child process per input, the peak resident memory the read added (``VmHWM`` minus
 ``VmRSS`` before reading, from ``/proc/self/status``).
+
+Avro and wire-format messages are read by the compiled columnar walk (the readers' default); ``avro-records`` and
+``wire-records`` read the same inputs through fastavro and ``lightcurves_from_records`` (the reference path), and the
+last column gives each input's speed-up over its records path, measured in the same run.
 """
 
 from __future__ import annotations
@@ -102,9 +106,13 @@ def make_inputs(folder: Path, n_alerts: int) -> dict[str, Path]:
 
 
 def read_input(kind: str, path: Path):
-    from earlyia.io import read
+    from earlyia.io import read, rubin
     from earlyia.io.rubin import lightcurves_from_wire, load_schema
 
+    if kind.endswith("-records"):  # the reference path: fastavro, then the records' reader
+        kind = kind.removesuffix("-records")
+        rubin._read_avro_columns = lambda *a: None
+        rubin._wire_columns = lambda *a, **k: None
     if kind != "wire":
         return read(path)
     data = path.read_bytes()
@@ -126,7 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--alerts", type=int, default=2000)
-    ap.add_argument("--only", default="avro,parquet,wire", help="inputs to measure (comma-separated)")
+    ap.add_argument("--only", default="avro,avro-records,parquet,wire,wire-records", help="inputs to measure (comma-separated)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -135,23 +143,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_inputs(Path(tmp), args.alerts)
         print(f"{args.alerts} replicated real Rubin alerts per input, median of {args.repeats} repeats")
-        print(f"{'input':8s} {'alerts':>7s} {'points':>9s} {'CPU s':>7s} {'alerts/s/core':>14s} {'peak MB':>8s} {'MB/1k alerts':>12s}")
-        for kind, path in inputs.items():
-            if kind not in args.only.split(","):
-                continue
+        print(f"{'input':13s} {'alerts':>7s} {'points':>9s} {'CPU s':>7s} {'alerts/s/core':>14s} {'peak MB':>8s} {'MB/1k alerts':>12s} "
+              f"{'x records':>9s}")  # fmt: skip
+        kinds = [k for k in args.only.split(",") if k.removesuffix("-records") in inputs]
+        # the records' path last: it replaces the readers' fast path in this process for good
+        rows: dict[str, tuple] = {}
+        for kind in sorted(kinds, key=lambda k: k.endswith("-records")):
+            path = inputs[kind.removesuffix("-records")]
+            read_input(kind, path)  # warm-up: compiled kernels, imports
             times = []
             for _ in range(args.repeats):
                 t0 = time.process_time()
                 lc = read_input(kind, path)
                 times.append(time.process_time() - t0)
-            cpu = statistics.median(times)
             out = subprocess.run([sys.executable, __file__, "--child", kind, str(path)], capture_output=True, text=True, check=True)
             n_alerts, _points, mb = out.stdout.split()
             assert int(n_alerts) == len(lc.alerts) == args.alerts, (kind, n_alerts, len(lc.alerts))
-            mb = float(mb)
-            print(f"{kind:8s} {len(lc.alerts):7d} {lc.n_points:9d} {cpu:7.2f} {len(lc.alerts) / cpu:14,.0f} {mb:8.0f} "
-                  f"{1000 * mb / len(lc.alerts):12.1f}")  # fmt: skip
-
+            rows[kind] = (len(lc.alerts), lc.n_points, statistics.median(times), float(mb))
+        for kind in kinds:
+            n, points, cpu, mb = rows[kind]
+            ratio = f"{rows[kind + '-records'][2] / cpu:9.1f}" if kind + "-records" in rows else f"{'':9s}"
+            print(f"{kind:13s} {n:7d} {points:9d} {cpu:7.2f} {n / cpu:14,.0f} {mb:8.0f} {1000 * mb / n:12.1f} {ratio}")
 
 if __name__ == "__main__":
     main()

@@ -53,12 +53,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from earlyia.errors import ConfigError, EarlyIAError, InputError, ModelError, Problem, RemoteError
 from earlyia.features import get_extractor
 from earlyia.io import rubin
-from earlyia.io.avro_columns import compile_schema, decode_columns
+from earlyia.io.avro_columns import Program, compile_schema, decode_columns
 from earlyia.io.fink import CANDIDATE_ALERT_FIELDS
 from earlyia.io.ztf import (
     FORCED_FIELDS,
@@ -276,7 +277,8 @@ class Decoder:
         return None
 
     def program(self, schema):
-        """The compiled column walk of a ZTF-like schema (``objectId`` and a ``candidate`` record), else None."""
+        """The compiled column walk of a ZTF-like schema (``objectId`` and a ``candidate`` record) or of a Rubin
+        schema (a ``diaSource`` record: :func:`earlyia.io.rubin.rubin_program`), else None."""
 
         key = id(schema)
         if key not in self._programs:
@@ -287,6 +289,8 @@ class Decoder:
                     prog = compile_schema(schema, _wanted())
                 except (ValueError, KeyError, TypeError):
                     prog = None
+            elif "diaSource" in names:
+                prog = rubin.rubin_program(schema)
             self._programs[key] = (schema, prog)  # the schema is kept alive so that its id stays its own
         return self._programs[key][1]
 
@@ -349,6 +353,21 @@ def _object_key(rec: Mapping) -> str:
         if isinstance(inner, Mapping) and inner.get("diaObjectId") is not None:
             return str(inner["diaObjectId"])
     return ""
+
+
+def _has_object(rec: Mapping) -> bool:
+    """A Rubin alert with a ``diaSource`` and a usable ``diaObjectId`` (not null, not 0) in ``diaObject`` or ``diaSource``."""
+    src = rec.get("diaSource")
+    if not isinstance(src, Mapping):
+        return False
+    for inner in (rec.get("diaObject"), src):
+        if isinstance(inner, Mapping):
+            try:
+                if int(inner.get("diaObjectId") or 0) != 0:
+                    return True
+            except (TypeError, ValueError):
+                continue
+    return False
 
 
 def _alert_keys(rec: Mapping) -> list[str]:
@@ -591,6 +610,9 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
         g[1].append(i)
         g[2].append(found[1])
     for prog, idx, payloads in groups.values():
+        if not isinstance(prog, Program):  # a Rubin schema
+            rest |= _score_rubin_columnar(messages, prog, idx, payloads, model, extractor, frames, problems)
+            continue
         try:
             table, bad = decode_columns(prog, payloads)
         except (ValueError, TypeError, IndexError, pa.ArrowException):
@@ -639,6 +661,85 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
     return rest
 
 
+def _score_rubin_columnar(messages: Sequence[Message], prog, idx: list[int], payloads: list[bytes], model, extractor,
+                          frames: list[pd.DataFrame], problems: list[tuple[int, str]] | None) -> set[int]:
+    """:func:`_score_columnar` for Rubin messages of one schema: the columnar walk, then
+    :func:`earlyia.io.rubin.lightcurves_from_columns` (the records' reader's table), one alert per object per round as
+    the record path. Returns the messages left for the record path: those the walk cannot read exactly, the alerts
+    without an object (the record path gives their reason row), and any round whose alerts do not all give a row."""
+
+    rest: set[int] = set()
+    try:
+        table, bad = decode_columns(prog.program, payloads)
+    except (ValueError, TypeError, IndexError, pa.ArrowException):
+        return set(idx)
+    n = table.num_rows
+
+    def ids(name: str, field_name: str | None = None) -> list:
+        if name not in table.column_names:
+            return [None] * n
+        col = table.column(name).combine_chunks()
+        if field_name is None:
+            return col.to_pylist()
+        if not pa.types.is_struct(col.type) or col.type.get_field_index(field_name) < 0:
+            return [None] * n
+        return pc.struct_field(col, [col.type.get_field_index(field_name)]).to_pylist()
+
+    dob_obj, src_obj, src_sid = ids("diaObject", "diaObjectId"), ids("diaSource", "diaObjectId"), ids("diaSource", "diaSourceId")
+    top_sid, top_alert = ids("diaSourceId"), ids("alertId")
+    has_src = np.zeros(n, bool)
+    if "diaSource" in table.column_names:
+        has_src = table.column("diaSource").combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+    keep = []
+    for k in range(n):
+        if not bad[k] and has_src[k] and (rubin._valid_id(dob_obj[k]) or rubin._valid_id(src_obj[k])) is not None:
+            keep.append(k)
+        else:  # undecodable, or no object (a solar-system alert): the record path gives its row and reason
+            rest.add(idx[k])
+    if not keep:
+        return rest
+    # the record path's keys: the object (_object_key) and the alert's ids (_alert_keys)
+    obj_key = [str(dob_obj[k]) if dob_obj[k] is not None else (str(src_obj[k]) if src_obj[k] is not None else "") for k in keep]
+    alert_keys = [[str(v) for v in (top_sid[k], top_alert[k], src_sid[k]) if v is not None] for k in keep]
+    table = table.take(pa.array(keep))
+    msg_of = np.asarray(idx, np.int64)[keep]
+    seen: dict[str, int] = {}
+    round_of = np.zeros(len(keep), np.int64)
+    for j, o in enumerate(obj_key):
+        round_of[j] = seen.get(o, 0) if o else 0
+        seen[o] = seen.get(o, 0) + 1
+    for r in range(int(round_of.max()) + 1):
+        sel = np.flatnonzero(round_of == r)
+        sub = table if len(sel) == table.num_rows else table.take(pa.array(sel))
+        try:
+            lc = rubin.lightcurves_from_columns(sub, prog, source=f"stream:LSST:{r}")
+        except (EarlyIAError, *_DECODE_ERRORS, pa.ArrowException):
+            lc = None  # the record path says which alert is at fault
+        if lc is None or len(lc.alerts) != len(sel) or (lc.problems and problems is None):
+            rest.update(int(msg_of[j]) for j in sel)
+            continue
+        df = score_lightcurves(lc, model, extractor)
+        by_alert: dict[str, int] = {}
+        by_object: dict[str, int] = {}
+        for j in sel:
+            for a in alert_keys[j]:
+                by_alert.setdefault(a, int(msg_of[j]))
+            by_object.setdefault(obj_key[j], int(msg_of[j]))
+        df["_msg"] = [by_alert.get(a, by_object.get(o, -1)) for a, o in zip(df["alert_id"].astype(str), df["object_id"].astype(str),
+                                                                            strict=True)]
+        if (df["_msg"] < 0).any():
+            rest.update(int(msg_of[j]) for j in sel)
+            continue
+        for p in lc.problems:  # points left out: a reason row beside the alert's row
+            i = by_object.get(str(p.object_id), -1)
+            problems.extend([(i, p.reason)] if i >= 0 else [(int(msg_of[j]), p.reason) for j in sel])
+        frames.append(df)
+        for j in sel:
+            m = messages[int(msg_of[j])]
+            m.key = m.value = None
+    return rest
+
+
 def score_messages(messages: Sequence[Message], model, decoder: Decoder, extractor=None) -> pd.DataFrame:
     """SCORES rows of a batch of messages, with :data:`ORIGIN_COLUMNS` and ``night``; an undecodable message or
     an unusable alert is a reason row, never an exception, and every message gives at least one row. The messages'
@@ -676,7 +777,15 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
                 continue
             by_survey.setdefault(survey, []).append((i, rec))
     for survey, items in by_survey.items():
-        for k, chunk in enumerate(_rounds(items)):
+        # a Rubin alert without an object (a solar-system object's) is read alone: its reason row is its own, whatever
+        # shares its batch (in a round, a reason that names no object of the round is charged to all its messages)
+        alone = [survey == "LSST" and not _has_object(rec) for _, rec in items]
+        for item, solo in zip(items, alone, strict=True):
+            if solo:
+                f, p = _score_round([item], model, extractor, source=f"stream:{survey}")
+                frames += f
+                problems += p
+        for k, chunk in enumerate(_rounds([item for item, solo in zip(items, alone, strict=True) if not solo])):
             f, p = _score_round(chunk, model, extractor, source=f"stream:{survey}:{k}")
             frames += f
             problems += p
@@ -696,16 +805,20 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
     idx = out.pop("_msg").to_numpy(np.int64)
     known = idx >= 0
     safe = np.where(known, idx, 0)
-    out["kafka_topic"] = np.where(known, np.array([m.topic for m in messages], dtype=object)[safe], "")
-    out["kafka_partition"] = np.where(known, np.array([m.partition for m in messages], np.int64)[safe], -1)
-    out["kafka_offset"] = np.where(known, np.array([m.offset for m in messages], np.int64)[safe], -1)
     mjd = out["mjd"].to_numpy(np.float64).copy()
     stamp = np.array([np.nan if m.timestamp_ms is None or m.timestamp_ms <= 0 else m.timestamp_ms / 86_400_000.0 + UNIX_EPOCH_MJD
                       for m in messages], np.float64)[safe]
     no_time = ~np.isfinite(mjd) & known
     mjd[no_time] = stamp[no_time]  # a reason row without an alert time: the night the message was sent
-    out["night"] = night_of(mjd)
-    return out
+    added = {
+        "kafka_topic": np.where(known, np.array([m.topic for m in messages], dtype=object)[safe], ""),
+        "kafka_partition": np.where(known, np.array([m.partition for m in messages], np.int64)[safe], -1),
+        "kafka_offset": np.where(known, np.array([m.offset for m in messages], np.int64)[safe], -1),
+        "night": night_of(mjd),
+    }
+    # added at once: the rows of a wide model (hundreds of feature columns) are many blocks, and a column set one by one
+    # on such a frame warns (and copies)
+    return pd.concat([out.drop(columns=[c for c in added if c in out.columns]), pd.DataFrame(added, index=out.index)], axis=1)
 
 
 # ---------------------------------------------------------------------------- writing

@@ -6,8 +6,11 @@ into a flat program (records inlined; unions, arrays and maps as jumps and loops
 runs it over all the messages in one compiled kernel, keeping only the scalar fields of the top-level record,
 of its sub-records (``candidate``) and of its arrays of records (``prv_candidates``, ``fp_hists``), and skips
 everything else (cutouts, maps, nested arrays) without reading it. The result is the nested Arrow table that
-:func:`earlyia.io.ztf.lightcurves_from_alert_table` reads. A message the program cannot walk exactly (truncated,
-trailing bytes, a bad union index) is reported by index, for the caller to decode the slow way.
+:func:`earlyia.io.ztf.lightcurves_from_alert_table` (ZTF) and :func:`earlyia.io.rubin.lightcurves_from_columns`
+(Rubin) read. A kept sub-record or array item that a union leaves out is a null struct, as fastavro's None. A
+message the program cannot walk exactly (truncated, trailing bytes, a bad union index) is reported by index, for
+the caller to decode the slow way. :func:`decode_block` walks the records of an Avro container's blocks, written
+one after the other.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from numba import types
 from numba.extending import intrinsic
 
 # opcodes
-_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END, _OPTIONAL = range(13)
+_NULL, _BOOL, _LONG, _FLOAT, _DOUBLE, _BYTES, _FIXED, _UNION, _JUMP, _ARRAY, _LOOP, _END, _OPTIONAL, _MARK = range(14)
 _PRIM = {"null": _NULL, "boolean": _BOOL, "int": _LONG, "long": _LONG, "float": _FLOAT, "double": _DOUBLE, "bytes": _BYTES,
          "string": _BYTES, "enum": _LONG}
 #: Types a union with null reads in one instruction.
@@ -36,6 +39,7 @@ class Column:
     slot: int  # -1: one value per message; else the array slot whose elements it belongs to
     string: bool = False
     enum_symbols: tuple[str, ...] | None = None
+    marker: bool = False  # the presence of the sub-record ``path[0]`` (a union with null can leave it out)
 
 
 @dataclass
@@ -108,6 +112,9 @@ class _Builder:
         if isinstance(schema, dict):
             t = schema.get("type")
             if t == "record":
+                if depth == 1 and path is not None:  # a kept sub-record or array item: mark that it is there (not null)
+                    self.columns.append(Column(path, _MARK, slot, marker=True))
+                    self.emit(_MARK, 0, 0, len(self.columns) - 1)
                 for f in schema["fields"]:
                     sub = None
                     if depth == 0:
@@ -158,7 +165,7 @@ class _Builder:
         keep = path is not None and op != _NULL and (op != _BYTES or string) and (depth <= 2)
         out = -1
         if keep:
-            existing = [i for i, c in enumerate(self.columns) if c.path == path]
+            existing = [i for i, c in enumerate(self.columns) if c.path == path and not c.marker]
             if existing:
                 out = existing[0]
                 if self.columns[out].kind != op:  # a union of two value types: keep neither
@@ -239,20 +246,28 @@ def _block_count(data, pos, end):
 
 
 @numba.njit(cache=True)
-def _run(addresses, lengths, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos, slen, has,
-         slot_count, slot_start, slot_len, slot_has, failed, text, text_used):
+def _run(addresses, lengths, n_msg, chained, op, arg, arg2, out, table, col_slot, col_base, n_slots, cap, ints, flts, spos,
+         slen, has, slot_count, slot_start, slot_len, slot_has, failed, text, text_used):
     """Walk every message (read where it is, at its address: nothing is copied but the strings kept, into ``text``);
-    returns 0, 1 when an array outgrew ``cap``, 2 when ``text`` is full (call again with more room)."""
-    n_msg = addresses.shape[0]
+    returns 0, 1 when an array outgrew ``cap``, 2 when ``text`` is full (call again with more room).
+
+    ``chained``: the ``n_msg`` messages follow each other in the one buffer ``addresses[0]`` (an Avro container's
+    block): each starts where the previous one ended, and one that cannot be walked fails it and all after it
+    (their start is unknown). ``text_used[1]`` is then the number of bytes walked."""
+    offset = 0
     used = 0
     counter = np.zeros(n_slots, np.int64)
     stack_ip = np.zeros(64, np.int64)
     stack_left = np.zeros(64, np.int64)
     for m in range(n_msg):
         saved = counter.copy()
-        data = numba.carray(_bytes_at(addresses[m]), (lengths[m],))
+        if chained:
+            end = lengths[0] - offset
+            data = numba.carray(_bytes_at(addresses[0] + offset), (end,))
+        else:
+            end = lengths[m]
+            data = numba.carray(_bytes_at(addresses[m]), (end,))
         pos = 0
-        end = lengths[m]
         ip = 0
         sp = 0
         ok = True
@@ -271,7 +286,7 @@ def _run(addresses, lengths, op, arg, arg2, out, table, col_slot, col_base, n_sl
                     continue
                 o = arg2[ip]  # the value, read below as a plain field
             elif o == 11:  # END
-                if pos != end:
+                if pos != end and not chained:
                     ok = False
                 break
             elif o == 8:  # JUMP
@@ -332,6 +347,9 @@ def _run(addresses, lengths, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 row = col_base[c] + (m if col_slot[c] < 0 else counter[col_slot[c]])
             if o == 0:
                 pass
+            elif o == 13:
+                ints[row] = 1
+                has[row] = 1
             elif o == 1 or o == 2:
                 if o == 1:
                     if pos >= end:
@@ -385,9 +403,14 @@ def _run(addresses, lengths, op, arg, arg2, out, table, col_slot, col_base, n_sl
                 counter[s] = saved[s]
                 slot_len[s, m] = 0
                 slot_has[s, m] = 0
+            if chained:
+                failed[m:] = 1
+                break
+        offset += pos
     for s in range(n_slots):
         slot_count[s] = counter[s]
     text_used[0] = used
+    text_used[1] = offset
     return 0
 
 
@@ -434,6 +457,22 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
     # each message is read in place (``values`` holds the bytes alive until the walk returns): a batch of full alert
     # packets is tens of MB, cutouts included, that joining into one buffer would copy
     addresses = np.fromiter((np.frombuffer(v, np.uint8).ctypes.data for v in values), np.int64, n)
+    table, bad, _ = _decode(prog, addresses, lengths, n, False)
+    return table, bad
+
+
+def decode_block(prog: Program, data, count: int) -> tuple[pa.Table, np.ndarray, int]:
+    """``count`` records written one after the other in ``data`` (the bytes of an Avro container's blocks, decompressed)
+    as a nested Arrow table, the mask of the records that could not be walked (one that fails fails all after it), and
+    the number of bytes walked (``len(data)`` when the records fill the block exactly)."""
+    buf = np.frombuffer(data, np.uint8)
+    addresses = np.array([buf.ctypes.data], np.int64)
+    lengths = np.array([len(buf)], np.int64)
+    table, bad, used = _decode(prog, addresses, lengths, count, True)
+    return table, bad, used
+
+
+def _decode(prog: Program, addresses: np.ndarray, lengths: np.ndarray, n: int, chained: bool) -> tuple[pa.Table, np.ndarray, int]:
     n_slots = len(prog.slots)
     col_slot = np.array([c.slot for c in prog.columns] or [0], np.int64)
     cap = max(64, prog.per_message * n)
@@ -452,9 +491,9 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
         slot_has = np.zeros((max(n_slots, 1), n), np.uint8)
         failed = np.zeros(n, np.uint8)
         text = np.empty(max(prog.text_per_message * n, 64), np.uint8)
-        text_used = np.zeros(1, np.int64)
-        status = _run(addresses, lengths, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots, cap, ints,
-                      flts, spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed, text, text_used)
+        text_used = np.zeros(2, np.int64)
+        status = _run(addresses, lengths, n, chained, prog.op, prog.arg, prog.arg2, prog.out, prog.table, col_slot, col_base, n_slots,
+                      cap, ints, flts, spos, slen, has, slot_count, slot_start, slot_len, slot_has, failed, text, text_used)
         if status == 0:
             break
         if status == 1:
@@ -466,9 +505,17 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
     top: dict[str, pa.Array] = {}
     subrec: dict[str, dict[str, pa.Array]] = {}
     lists: dict[int, dict[str, pa.Array]] = {}
+    present: dict[str, np.ndarray] = {}
+    item_present: dict[int, np.ndarray] = {}
     for c, col in enumerate(prog.columns):
         rows = n if col.slot < 0 else int(slot_count[col.slot])
         b0 = int(col_base[c])
+        if col.marker:
+            if col.slot < 0:
+                present[col.path[0]] = has[b0 : b0 + n].astype(bool)
+            else:
+                item_present[col.slot] = has[b0 : b0 + rows].astype(bool)
+            continue
         arr = _array(prog, c, col, rows, data, ints[b0:], flts[b0:], spos[b0:], slen[b0:], has[b0:])
         if arr is None:
             continue
@@ -483,13 +530,19 @@ def decode_columns(prog: Program, values: list[bytes]) -> tuple[pa.Table, np.nda
     for name, arr in top.items():
         names.append(name)
         arrays.append(arr)
-    for name, fields in subrec.items():
+    for name in dict.fromkeys([*subrec, *present]):  # a sub-record is null where the message failed or did not have it
+        fields = subrec.get(name, {})
+        mask = pa.array(bad | ~present.get(name, ~bad))
         names.append(name)
-        arrays.append(pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()), mask=pa.array(bad)))
+        if fields:
+            arrays.append(pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()), mask=mask))
+        else:  # a sub-record none of whose fields is kept: only its presence
+            arrays.append(pa.StructArray.from_arrays([pa.nulls(n, pa.bool_())], ["_present"], mask=mask))
     for s, fields in lists.items():
         present = slot_has[s].astype(bool) & ~bad
         offsets = np.concatenate([[0], np.cumsum(slot_len[s])]).astype(np.int32)
-        items = pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()))
+        mask = pa.array(~item_present[s]) if s in item_present and not item_present[s].all() else None  # items may be null
+        items = pa.StructArray.from_arrays(list(fields.values()), list(fields.keys()), mask=mask)
         names.append(prog.slots[s])
         arrays.append(pa.ListArray.from_arrays(pa.array(offsets), items, mask=pa.array(~present)))
-    return pa.Table.from_arrays(arrays, names=names), bad
+    return pa.Table.from_arrays(arrays, names=names), bad, int(text_used[1])
