@@ -1,18 +1,21 @@
 """Rubin alert reading: alerts per second per core, and memory over many alerts.
 
-    python bench/bench_rubin_read.py [--repeats 5] [--alerts 2000] [--only avro,avro-records,parquet,wire,wire-records]
+    python bench/bench_rubin_read.py [--repeats 5] [--alerts 2000] \\
+        [--only avro,avro-records,parquet,wire,wire-records]
 
-Inputs are the real Rubin alerts of ``external_alert_samples`` (Fink's Rubin data transfer: the Avro container and
-the Parquet parts, ~700 photometry points per alert), replicated ``--alerts`` times with distinct ``diaObjectId``
-and ``diaSourceId`` so that nothing merges, and written once to a temporary Avro container, a Parquet file and a
-list of Kafka wire-format messages. For each input it prints the median over ``--repeats`` of the CPU time
-(``time.process_time``: all threads of this process, so alerts/s of CPU is alerts/s per core, robust on a shared
-machine), and, in a fresh child process per input, the peak resident memory the read added (``VmHWM`` minus
-``VmRSS`` before reading, from ``/proc/self/status``).
+Inputs are the real Rubin alerts of ``external_alert_samples`` (Fink's Rubin data transfer: the Avro
+container and the Parquet parts, ~700 photometry points per alert), replicated ``--alerts`` times
+with distinct ``diaObjectId`` and ``diaSourceId`` so that nothing merges, and written once to a
+temporary Avro container, a Parquet file and a list of Kafka wire-format messages. For each input it
+prints the median over ``--repeats`` of the CPU time (``time.process_time``: all threads of this
+process, so alerts/s of CPU is alerts/s per core, robust on a shared machine), and, in a fresh child
+process per input, the peak resident memory the read added (``VmHWM`` minus ``VmRSS`` before
+reading, from ``/proc/self/status``).
 
-Avro and wire-format messages are read by the compiled columnar walk (the readers' default); ``avro-records`` and
-``wire-records`` read the same inputs through fastavro and ``lightcurves_from_records`` (the reference path), and the
-last column gives each input's speed-up over its records path, measured in the same run.
+Avro and wire-format messages are read by the compiled columnar walk (the readers' default);
+``avro-records`` and ``wire-records`` read the same inputs through fastavro and
+``lightcurves_from_records`` (the reference path), and the last column gives each input's speed-up
+over its records path, measured in the same run.
 """
 
 from __future__ import annotations
@@ -61,11 +64,14 @@ def _shift_ids(rec: dict, k: int) -> dict:
 
 
 def make_inputs(folder: Path, n_alerts: int) -> dict[str, Path]:
-    """Replicated Avro container, Parquet file and wire-format messages of ``n_alerts`` alerts each."""
+    """Replicated Avro container, Parquet file and wire-format messages of ``n_alerts`` alerts
+    each."""
     with open(data_dir() / SAMPLES / "fink_client" / "lsst_part-2-918301.avro", "rb") as fh:
         reader = fastavro.reader(fh)
         schema = reader.writer_schema
-        base = [r for r in reader if (r.get("diaObject") or {}).get("diaObjectId")]  # asteroid alerts are skipped
+        base = [
+            r for r in reader if (r.get("diaObject") or {}).get("diaObjectId")
+        ]  # asteroid alerts are skipped
     records = [_shift_ids(base[k % len(base)], k // len(base)) for k in range(n_alerts)]
     for r in records:
         for c in ("cutoutDifference", "cutoutScience", "cutoutTemplate"):
@@ -75,7 +81,9 @@ def make_inputs(folder: Path, n_alerts: int) -> dict[str, Path]:
         fastavro.writer(fh, fastavro.parse_schema(schema), records, codec="deflate")
     parsed = fastavro.parse_schema(schema)
     wire = folder / "rubin.wire"
-    with open(wire, "wb") as fh:  # length-prefixed messages (the bench's own container, not a public format)
+    with open(
+        wire, "wb"
+    ) as fh:  # length-prefixed messages (the bench's own container, not a public format)
         for r in records:
             buf = io.BytesIO()
             fastavro.schemaless_writer(buf, parsed, r)
@@ -94,10 +102,19 @@ def make_inputs(folder: Path, n_alerts: int) -> dict[str, Path]:
             arr = t.column(col).combine_chunks()
             ids = pc.struct_field(arr, "diaObjectId")
             shifted = pc.if_else(pc.equal(ids, 0), ids, pc.add(ids, offset))
-            fields = {f.name: (shifted if f.name == "diaObjectId" else pc.struct_field(arr, f.name)) for f in arr.type}
-            new = pa.StructArray.from_arrays(list(fields.values()), fields=list(arr.type), mask=pc.is_null(arr))
+            fields = {
+                f.name: (shifted if f.name == "diaObjectId" else pc.struct_field(arr, f.name))
+                for f in arr.type
+            }
+            new = pa.StructArray.from_arrays(
+                list(fields.values()), fields=list(arr.type), mask=pc.is_null(arr)
+            )
             t = t.set_column(t.column_names.index(col), col, new)
-        t = t.set_column(t.column_names.index("diaSourceId"), "diaSourceId", pc.add(t.column("diaSourceId"), offset))
+        t = t.set_column(
+            t.column_names.index("diaSourceId"),
+            "diaSourceId",
+            pc.add(t.column("diaSourceId"), offset),
+        )
         copies.append(t)
         k += 1
     parquet = folder / "rubin.parquet"
@@ -134,7 +151,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--alerts", type=int, default=2000)
-    ap.add_argument("--only", default="avro,avro-records,parquet,wire,wire-records", help="inputs to measure (comma-separated)")
+    ap.add_argument(
+        "--only",
+        default="avro,avro-records,parquet,wire,wire-records",
+        help="inputs to measure (comma-separated)",
+    )
     ap.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -142,9 +163,15 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_inputs(Path(tmp), args.alerts)
-        print(f"{args.alerts} replicated real Rubin alerts per input, median of {args.repeats} repeats")
-        print(f"{'input':13s} {'alerts':>7s} {'points':>9s} {'CPU s':>7s} {'alerts/s/core':>14s} {'peak MB':>8s} {'MB/1k alerts':>12s} "
-              f"{'x records':>9s}")  # fmt: skip
+        print(
+            f"{args.alerts} replicated real Rubin alerts per input, median of "
+            f"{args.repeats} repeats"
+        )
+        print(
+            f"{'input':13s} {'alerts':>7s} {'points':>9s} {'CPU s':>7s} "
+            f"{'alerts/s/core':>14s} {'peak MB':>8s} {'MB/1k alerts':>12s} "
+            f"{'x records':>9s}"
+        )
         kinds = [k for k in args.only.split(",") if k.removesuffix("-records") in inputs]
         # the records' path last: it replaces the readers' fast path in this process for good
         rows: dict[str, tuple] = {}
@@ -156,14 +183,27 @@ def main() -> None:
                 t0 = time.process_time()
                 lc = read_input(kind, path)
                 times.append(time.process_time() - t0)
-            out = subprocess.run([sys.executable, __file__, "--child", kind, str(path)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", kind, str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             n_alerts, _points, mb = out.stdout.split()
             assert int(n_alerts) == len(lc.alerts) == args.alerts, (kind, n_alerts, len(lc.alerts))
             rows[kind] = (len(lc.alerts), lc.n_points, statistics.median(times), float(mb))
         for kind in kinds:
             n, points, cpu, mb = rows[kind]
-            ratio = f"{rows[kind + '-records'][2] / cpu:9.1f}" if kind + "-records" in rows else f"{'':9s}"
-            print(f"{kind:13s} {n:7d} {points:9d} {cpu:7.2f} {n / cpu:14,.0f} {mb:8.0f} {1000 * mb / n:12.1f} {ratio}")
+            ratio = (
+                f"{rows[kind + '-records'][2] / cpu:9.1f}"
+                if kind + "-records" in rows
+                else f"{'':9s}"
+            )
+            print(
+                f"{kind:13s} {n:7d} {points:9d} {cpu:7.2f} {n / cpu:14,.0f} {mb:8.0f} "
+                f"{1000 * mb / n:12.1f} {ratio}"
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -10,8 +10,8 @@ guarantee, built on the output directory itself:
    gives at least one row;
 2. per Kafka partition, its rows are written per night
    (``scores/night=YYYY-MM-DD/<topic>-<partition>-<first>-<last>.parquet``, and the rows at or above
-   the candidate threshold under ``candidates/``), each file atomically and flushed to disk (the parts of
-   all the batch's partitions, each folder flushed once), then the partitions' offset files
+   the candidate threshold under ``candidates/``), each file atomically and flushed to disk (the
+   parts of all the batch's partitions, each folder flushed once), then the partitions' offset files
    (``_offsets/<topic>-<partition>.json``: the last offset written);
 3. only then are the offsets committed to Kafka.
 
@@ -25,10 +25,10 @@ lock file refuses a second one).
 Each alert is scored on its own packet (its history as the alert carries it), whatever else shares
 its batch: the scores do not depend on how messages were batched, so a restart gives the same rows.
 
-Messages: Fink's livestream (the alert's Avro schema as JSON in the message key, the alert schemaless
-in the value, as fink-client reads them), the Confluent wire format (a zero byte, a 4-byte schema id
-and the schemaless alert; the schema from a Confluent-compatible schema registry or a schema file),
-schemaless Avro with a given schema file, or an Avro container file per message.
+Messages: Fink's livestream (the alert's Avro schema as JSON in the message key, the alert
+schemaless in the value, as fink-client reads them), the Confluent wire format (a zero byte, a
+4-byte schema id and the schemaless alert; the schema from a Confluent-compatible schema registry or
+a schema file), schemaless Avro with a given schema file, or an Avro container file per message.
 """
 
 from __future__ import annotations
@@ -67,7 +67,13 @@ from earlyia.io.ztf import (
     lightcurves_from_alert_records,
     lightcurves_from_alert_table,
 )
-from earlyia.score.pipeline import METADATA_KEY, problem_rows, score_lightcurves, scores_metadata, to_arrow
+from earlyia.score.pipeline import (
+    METADATA_KEY,
+    problem_rows,
+    score_lightcurves,
+    scores_metadata,
+    to_arrow,
+)
 
 #: Nights split at this fraction of a day after 0h UTC (~17 h UTC: daytime in California and Chile).
 NIGHT_SHIFT = 0.3
@@ -76,17 +82,33 @@ UNIX_EPOCH_MJD = 40587.0
 ENV_PASSWORD = "EARLYIA_KAFKA_PASSWORD"
 #: Columns the stream adds to the SCORES rows (where the alert came from).
 ORIGIN_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
-#: Nights whose alert ids are kept in memory (older nights are read back from disk when an alert needs them).
+#: Nights whose alert ids are kept in memory (older nights are read back from disk when an alert
+#: needs them).
 NIGHTS_IN_MEMORY = 4
 _PART = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _OFFSETS = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)\.json$")
 #: What decoding an arbitrary byte string with fastavro raises (besides earlyia's own errors).
-_DECODE_ERRORS = (ValueError, EOFError, IndexError, KeyError, TypeError, OverflowError, StopIteration, struct.error, AttributeError)
+_DECODE_ERRORS = (
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    StopIteration,
+    struct.error,
+    AttributeError,
+)
 #: Image stamps of an alert packet: never scored, dropped as soon as a message is decoded.
 _CUTOUTS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 #: librdkafka error names that mean the credentials were refused.
-_AUTH_ERRORS = {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED",
-                "CLUSTER_AUTHORIZATION_FAILED"}
+_AUTH_ERRORS = {
+    "_AUTHENTICATION",
+    "SASL_AUTHENTICATION_FAILED",
+    "TOPIC_AUTHORIZATION_FAILED",
+    "GROUP_AUTHORIZATION_FAILED",
+    "CLUSTER_AUTHORIZATION_FAILED",
+}
 #: librdkafka error names that mean the brokers cannot be reached.
 _CONNECT_ERRORS = {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}
 
@@ -94,12 +116,14 @@ _CONNECT_ERRORS = {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}
 # ---------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where to consume from. With ``username`` and ``password`` the connection uses SASL SCRAM-SHA-512 over
-    ``sasl_plaintext``, as Fink's livestream does (fink-client); the password never appears in any output.
+    """Where to consume from. With ``username`` and ``password`` the connection uses SASL
+    SCRAM-SHA-512 over ``sasl_plaintext``, as Fink's livestream does (fink-client); the password
+    never appears in any output.
 
-    ``assign``: read every partition of the topics without joining the consumer group (offsets are still
-    committed under ``group_id``); restarts then never wait for the group to rebalance. ``extra``: further
-    librdkafka consumer properties (``session.timeout.ms``, ``ssl.ca.location``...)."""
+    ``assign``: read every partition of the topics without joining the consumer group (offsets
+    are still committed under ``group_id``); restarts then never wait for the group to rebalance.
+    ``extra``: further librdkafka consumer properties (``session.timeout.ms``,
+    ``ssl.ca.location``...)."""
 
     servers: str
     topics: tuple[str, ...]
@@ -112,19 +136,36 @@ class KafkaSettings:
 
     def check(self) -> None:
         if not self.servers or not str(self.servers).strip():
-            raise ConfigError("--bootstrap: give the Kafka bootstrap servers (host:port[,host:port]) or a --credentials file")
+            raise ConfigError(
+                "--bootstrap: give the Kafka bootstrap servers (host:port[,host:port]) or a "
+                "--credentials file"
+            )
         if not self.topics:
-            raise ConfigError("--topic: give at least one topic (or a --credentials file that lists them)")
+            raise ConfigError(
+                "--topic: give at least one topic (or a --credentials file that lists them)"
+            )
         if not self.group_id:
             raise ConfigError("--group: give a consumer group id (offsets are committed under it)")
         if (self.username is None) != (self.password is None):
-            raise ConfigError(f"a username needs a password (from ${ENV_PASSWORD} or the --credentials file), and a password a username")
+            raise ConfigError(
+                f"a username needs a password (from ${ENV_PASSWORD} or the --credentials "
+                "file), and a password a username"
+            )
         if self.offset_reset not in ("earliest", "latest"):
-            raise ConfigError(f"offset reset must be 'earliest' or 'latest', got {self.offset_reset!r}")
-        bad = sorted(k for k in self.extra if k.startswith("sasl.") or k in ("enable.auto.commit", "enable.auto.offset.store"))
+            raise ConfigError(
+                f"offset reset must be 'earliest' or 'latest', got {self.offset_reset!r}"
+            )
+        bad = sorted(
+            k
+            for k in self.extra
+            if k.startswith("sasl.") or k in ("enable.auto.commit", "enable.auto.offset.store")
+        )
         if bad:
-            raise ConfigError(f"--kafka-option {bad[0]}: set by earlyia itself (credentials come from --credentials; "
-                              "offsets are committed after the outputs are written)")
+            raise ConfigError(
+                f"--kafka-option {bad[0]}: set by earlyia itself (credentials come from "
+                "--credentials; "
+                "offsets are committed after the outputs are written)"
+            )
 
     def consumer_config(self) -> dict[str, Any]:
         self.check()
@@ -134,13 +175,20 @@ class KafkaSettings:
             "auto.offset.reset": self.offset_reset,
             "enable.auto.commit": False,  # committed only after the outputs are durable
             "enable.auto.offset.store": False,
-            # librdkafka prefetches up to 64 MB per partition by default: a few MB keep memory flat at full speed
+            # librdkafka prefetches up to 64 MB per partition by default: a few MB keep memory flat
+            # at full speed
             "queued.max.messages.kbytes": 8192,
         }
         conf.update(dict(self.extra))
         if self.username is not None:
-            conf.update({"security.protocol": "sasl_plaintext", "sasl.mechanism": "SCRAM-SHA-512",
-                         "sasl.username": self.username, "sasl.password": self.password})
+            conf.update(
+                {
+                    "security.protocol": "sasl_plaintext",
+                    "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": self.username,
+                    "sasl.password": self.password,
+                }
+            )
         return conf
 
     def describe(self) -> str:
@@ -150,19 +198,26 @@ class KafkaSettings:
 
     @classmethod
     def from_fink_credentials(cls, path: str | Path, **overrides: Any) -> KafkaSettings:
-        """Settings from a fink-client credentials file (``~/.finkclient/<survey>_credentials.yml``: ``servers``,
-        ``groupid``, ``username``, ``password``, ``topics`` (a mapping, as ``finkctl topic subscribe`` writes it)
-        or ``mytopics`` (a list, older clients)); ``overrides`` win when not None."""
+        """Settings from a fink-client credentials file
+        (``~/.finkclient/<survey>_credentials.yml``: ``servers``, ``groupid``, ``username``,
+        ``password``, ``topics`` (a mapping, as ``finkctl topic subscribe`` writes it) or
+        ``mytopics`` (a list, older clients)); ``overrides`` win when not None."""
         import yaml
 
         path = Path(path).expanduser()
         try:
             doc = yaml.safe_load(path.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--credentials {path}: cannot read the fink-client credentials ({type(exc).__name__})") from exc
+            raise ConfigError(
+                f"--credentials {path}: cannot read the fink-client credentials "
+                f"({type(exc).__name__})"
+            ) from exc
         if not isinstance(doc, dict):
-            raise ConfigError(f"--credentials {path}: not a fink-client credentials file (expected a YAML mapping with servers, "
-                              "groupid, username, topics)")
+            raise ConfigError(
+                f"--credentials {path}: not a fink-client credentials file (expected a YAML "
+                "mapping with servers, "
+                "groupid, username, topics)"
+            )
         topics = doc.get("topics") or doc.get("mytopics") or []
         if isinstance(topics, str):
             topics = [topics]
@@ -176,7 +231,9 @@ class KafkaSettings:
             "topics": topics,
             "group_id": str(doc.get("groupid") or doc.get("group_id") or "") or None,
             # fink-client uses SASL only when the file holds a password
-            "username": str(username) if username not in (None, "") and password is not None else None,
+            "username": str(username)
+            if username not in (None, "") and password is not None
+            else None,
             "password": password,
         }
         values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})
@@ -185,13 +242,21 @@ class KafkaSettings:
 
 # ---------------------------------------------------------------------------- decoding
 class Decoder:
-    """Kafka message -> alert records (dicts), whatever the producer's convention (see the module docstring).
+    """Kafka message -> alert records (dicts), whatever the producer's convention (see the module
+    docstring).
 
-    ``schema_registry``: base URL of a Confluent-compatible registry (``GET /schemas/ids/<id>``); ``schema``: an
-    Avro schema (``.avsc`` path or parsed dict) for schemaless messages without a schema in their key.
+    ``schema_registry``: base URL of a Confluent-compatible registry (``GET /schemas/ids/<id>``);
+    ``schema``: an Avro schema (``.avsc`` path or parsed dict) for schemaless messages without a
+    schema in their key.
     """
 
-    def __init__(self, *, schema_registry: str | None = None, schema: str | Path | Mapping | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        *,
+        schema_registry: str | None = None,
+        schema: str | Path | Mapping | None = None,
+        timeout: float = 10.0,
+    ):
         import fastavro
 
         self._fastavro = fastavro
@@ -211,14 +276,22 @@ class Decoder:
                 try:
                     doc = json.loads(Path(schema).read_text())
                 except (OSError, UnicodeDecodeError, ValueError) as exc:
-                    raise ConfigError(f"{what}: cannot read the Avro schema ({type(exc).__name__}: {exc})") from exc
+                    raise ConfigError(
+                        f"{what}: cannot read the Avro schema ({type(exc).__name__}: {exc})"
+                    ) from exc
             self._fixed = self._parse(doc, what, ConfigError)
 
     def _parse(self, doc, what: str, error=InputError):
         try:
             return self._fastavro.parse_schema(doc)
-        except (self._fastavro.schema.SchemaParseException, self._fastavro.schema.UnknownType, KeyError, TypeError,
-                ValueError, AttributeError) as exc:
+        except (
+            self._fastavro.schema.SchemaParseException,
+            self._fastavro.schema.UnknownType,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ) as exc:
             raise error(f"{what}: not an Avro schema ({type(exc).__name__}: {exc})") from exc
 
     def _registry_schema(self, schema_id: int):
@@ -228,26 +301,45 @@ class Decoder:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as resp:
                 doc = json.loads(resp.read().decode())
-            schema = json.loads(doc["schema"]) if isinstance(doc.get("schema"), str) else doc["schema"]
+            schema = (
+                json.loads(doc["schema"]) if isinstance(doc.get("schema"), str) else doc["schema"]
+            )
         except urllib.error.HTTPError as exc:
             if exc.code == 404:  # this id is unknown: the message is bad, not the registry
                 raise InputError(f"schema id {schema_id} is not in the schema registry") from exc
-            raise RemoteError(f"--schema-registry: cannot fetch schema id {schema_id} (HTTP {exc.code})", status=exc.code) from exc
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
-            raise RemoteError(f"--schema-registry: cannot fetch schema id {schema_id} ({type(exc).__name__}: {exc})") from exc
+            raise RemoteError(
+                f"--schema-registry: cannot fetch schema id {schema_id} (HTTP {exc.code})",
+                status=exc.code,
+            ) from exc
+        except (
+            urllib.error.URLError,
+            TimeoutError,
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+        ) as exc:
+            raise RemoteError(
+                f"--schema-registry: cannot fetch schema id {schema_id} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         parsed = self._parse(schema, f"schema id {schema_id} of the registry")
         self._by_id[schema_id] = parsed
         return parsed
 
     def _key_schema(self, key: bytes):
-        if key == self._last_key:  # Fink sends the same schema with every message: compare, do not re-parse
+        if (
+            key == self._last_key
+        ):  # Fink sends the same schema with every message: compare, do not re-parse
             return self._last_schema
         schema = self._by_key.get(key)
         if schema is None:
             try:
                 doc = json.loads(key)
             except (UnicodeDecodeError, ValueError) as exc:
-                raise InputError(f"the message key is not a JSON Avro schema ({type(exc).__name__})") from exc
+                raise InputError(
+                    f"the message key is not a JSON Avro schema ({type(exc).__name__})"
+                ) from exc
             schema = self._parse(doc, "the schema in the message key")
             if len(self._by_key) > 64:
                 self._by_key.clear()
@@ -259,12 +351,16 @@ class Decoder:
         buf = io.BytesIO(data)
         rec = self._fastavro.schemaless_reader(buf, schema)
         if buf.tell() != len(data):
-            raise InputError(f"{len(data) - buf.tell()} byte(s) left after the alert: not written with this schema")
+            raise InputError(
+                f"{len(data) - buf.tell()} byte(s) left after the alert: not written with "
+                "this schema"
+            )
         return rec
 
     def schema_of(self, value: bytes | None, key: bytes | None) -> tuple[Any, bytes] | None:
-        """The parsed writer schema and the schemaless payload of a message, when that needs no guess (Fink's key
-        schema, or the wire format with a registry); None otherwise (the message is then decoded by ``__call__``)."""
+        """The parsed writer schema and the schemaless payload of a message, when that needs no
+        guess (Fink's key schema, or the wire format with a registry); None otherwise (the
+        message is then decoded by ``__call__``)."""
         if not value or value[:4] == b"Obj\x01":
             return None
         try:
@@ -277,13 +373,18 @@ class Decoder:
         return None
 
     def program(self, schema):
-        """The compiled column walk of a ZTF-like schema (``objectId`` and a ``candidate`` record) or of a Rubin
-        schema (a ``diaSource`` record: :func:`earlyia.io.rubin.rubin_program`), else None."""
+        """The compiled column walk of a ZTF-like schema (``objectId`` and a ``candidate``
+        record) or of a Rubin schema (a ``diaSource`` record:
+        :func:`earlyia.io.rubin.rubin_program`), else None."""
 
         key = id(schema)
         if key not in self._programs:
             prog = None
-            names = {f.get("name") for f in schema.get("fields", [])} if isinstance(schema, dict) else set()
+            names = (
+                {f.get("name") for f in schema.get("fields", [])}
+                if isinstance(schema, dict)
+                else set()
+            )
             if {"objectId", "candidate"} <= names:
                 try:
                     prog = compile_schema(schema, _wanted())
@@ -291,7 +392,10 @@ class Decoder:
                     prog = None
             elif "diaSource" in names:
                 prog = rubin.rubin_program(schema)
-            self._programs[key] = (schema, prog)  # the schema is kept alive so that its id stays its own
+            self._programs[key] = (
+                schema,
+                prog,
+            )  # the schema is kept alive so that its id stays its own
         return self._programs[key][1]
 
     def __call__(self, value: bytes | None, key: bytes | None = None) -> list[dict]:
@@ -301,7 +405,11 @@ class Decoder:
             return [r for r in self._fastavro.reader(io.BytesIO(value)) if isinstance(r, dict)]
         if key and key.lstrip()[:1] == b"{":  # Fink: the alert's schema in the key
             return [self._read(value, self._key_schema(key))]
-        if value[0] == 0 and len(value) > 5 and (self.registry is not None or self._fixed is not None):
+        if (
+            value[0] == 0
+            and len(value) > 5
+            and (self.registry is not None or self._fixed is not None)
+        ):
             schema_id = struct.unpack(">I", value[1:5])[0]
             if self.registry is not None:
                 return [self._read(value[5:], self._registry_schema(schema_id))]
@@ -312,20 +420,29 @@ class Decoder:
         if self._fixed is not None:
             return [self._read(value, self._fixed)]
         if value[0] == 0 and len(value) > 5:
-            raise InputError("message in the Kafka wire format (schema id "
-                             f"{struct.unpack('>I', value[1:5])[0]}): give --schema-registry or --schema")
-        raise InputError("cannot decode: no schema in the message key, not an Avro file, and no --schema given")
+            raise InputError(
+                "message in the Kafka wire format (schema id "
+                f"{struct.unpack('>I', value[1:5])[0]}): give --schema-registry or --schema"
+            )
+        raise InputError(
+            "cannot decode: no schema in the message key, not an Avro file, and no --schema given"
+        )
 
 
 def _wanted() -> dict[str, set[str]]:
     """What the ZTF reader reads of a packet besides its top-level scalars."""
 
     points = set(POINT_FIELDS) | set(FORCED_FIELDS)
-    return {"candidate": points | set(CANDIDATE_ALERT_FIELDS), "prv_candidates": points, "fp_hists": points}
+    return {
+        "candidate": points | set(CANDIDATE_ALERT_FIELDS),
+        "prv_candidates": points,
+        "fp_hists": points,
+    }
 
 
 def records_to_lightcurves(records: Sequence[Mapping], source: str):
-    """Alert records of any supported survey -> :class:`~earlyia.io.table.LightCurves` (the files' readers)."""
+    """Alert records of any supported survey -> :class:`~earlyia.io.table.LightCurves` (the
+    files' readers)."""
 
     if not records:
         raise InputError("no alert record", source=source)
@@ -334,7 +451,10 @@ def records_to_lightcurves(records: Sequence[Mapping], source: str):
         return lightcurves_from_alert_records(list(records), source=source, survey="ZTF")
     if "diaSource" in first:
         return rubin.lightcurves_from_records(list(records), source=source)
-    raise InputError(f"unrecognised alert record (fields {sorted(first)[:8]}...): neither ZTF nor Rubin", source=source)
+    raise InputError(
+        f"unrecognised alert record (fields {sorted(first)[:8]}...): neither ZTF nor Rubin",
+        source=source,
+    )
 
 
 def _survey(rec: Mapping) -> str | None:
@@ -356,7 +476,8 @@ def _object_key(rec: Mapping) -> str:
 
 
 def _has_object(rec: Mapping) -> bool:
-    """A Rubin alert with a ``diaSource`` and a usable ``diaObjectId`` (not null, not 0) in ``diaObject`` or ``diaSource``."""
+    """A Rubin alert with a ``diaSource`` and a usable ``diaObjectId`` (not null, not 0) in
+    ``diaObject`` or ``diaSource``."""
     src = rec.get("diaSource")
     if not isinstance(src, Mapping):
         return False
@@ -398,8 +519,9 @@ def night_of(mjd: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- the output directory
 def _fsync_write_all(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write each ``(path, data)`` atomically and durably: every temporary file written and fsynced, renamed onto its
-    path, then each folder fsynced once (not once per file). When this returns, all of them are on disk."""
+    """Write each ``(path, data)`` atomically and durably: every temporary file written and
+    fsynced, renamed onto its path, then each folder fsynced once (not once per file). When this
+    returns, all of them are on disk."""
     folders: dict[Path, None] = {}
     for path, data in files:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -424,8 +546,9 @@ def _id_hashes(ids: Sequence[str]) -> np.ndarray:
 
 
 class _NightIds:
-    """The alert ids already written, per night, as sorted 64-bit hashes; the nights used least recently
-    leave memory (and are read back from their parts when an alert of theirs comes again)."""
+    """The alert ids already written, per night, as sorted 64-bit hashes; the nights used least
+    recently leave memory (and are read back from their parts when an alert of theirs comes
+    again)."""
 
     def __init__(self, root: Path, keep: int = NIGHTS_IN_MEMORY):
         self.root = root
@@ -438,7 +561,10 @@ class _NightIds:
             try:
                 col = pq.read_table(part, columns=["alert_id"]).column("alert_id").to_pylist()
             except (OSError, pa.ArrowException) as exc:
-                raise ConfigError(f"{part}: unreadable part in the stream's output ({exc}); move it away and restart") from exc
+                raise ConfigError(
+                    f"{part}: unreadable part in the stream's output ({exc}); move it away "
+                    "and restart"
+                ) from exc
             ids.extend(str(i) for i in col if i)
         return np.sort(_id_hashes(ids)) if ids else np.zeros(0, np.uint64)
 
@@ -469,8 +595,8 @@ class _NightIds:
 
 @dataclass
 class OutputState:
-    """What the output directory holds durably: the last offset written per (topic, partition), the alert ids
-    written per night, and the cleanup of what a killed process left behind."""
+    """What the output directory holds durably: the last offset written per (topic, partition),
+    the alert ids written per night, and the cleanup of what a killed process left behind."""
 
     root: Path
     written: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -493,8 +619,11 @@ class OutputState:
                 doc = json.loads(off.read_text())
                 state.written[(str(doc["topic"]), int(doc["partition"]))] = int(doc["last_offset"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ConfigError(f"{off}: unreadable offset file in the stream's output ({exc}); it is written atomically, "
-                                  "so something else changed it: restore it or start a new --out") from exc
+                raise ConfigError(
+                    f"{off}: unreadable offset file in the stream's output ({exc}); it is "
+                    "written atomically, "
+                    "so something else changed it: restore it or start a new --out"
+                ) from exc
         for tmp in root.rglob(".*.tmp"):  # temporaries of a killed process
             tmp.unlink(missing_ok=True)
             state.removed.append(str(tmp))
@@ -504,7 +633,9 @@ class OutputState:
                 if m is None:
                     continue
                 if int(m["last"]) > state.written.get((m["topic"], int(m["partition"])), -1):
-                    part.unlink(missing_ok=True)  # a batch killed before its offsets were recorded: read again from Kafka
+                    part.unlink(
+                        missing_ok=True
+                    )  # a batch killed before its offsets were recorded: read again from Kafka
                     state.removed.append(str(part))
         return state
 
@@ -513,7 +644,8 @@ class OutputState:
 
 
 def lock_output(root: str | Path):
-    """Hold ``<root>/.lock`` for this process (released when it exits, even killed); a second writer is refused."""
+    """Hold ``<root>/.lock`` for this process (released when it exits, even killed); a second
+    writer is refused."""
     import fcntl
 
     root = Path(root)
@@ -523,7 +655,10 @@ def lock_output(root: str | Path):
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         fh.close()
-        raise ConfigError(f"--out {root}: another earlyia stream is writing there; stop it or give another directory") from exc
+        raise ConfigError(
+            f"--out {root}: another earlyia stream is writing there; stop it or give "
+            "another directory"
+        ) from exc
     return fh
 
 
@@ -543,7 +678,8 @@ class Message:
 
 
 def _rounds(items: list[tuple[int, Mapping]]) -> list[list[tuple[int, Mapping]]]:
-    """Split records so that no object occurs twice in a round: each alert is then scored on its own packet."""
+    """Split records so that no object occurs twice in a round: each alert is then scored on its
+    own packet."""
     rounds: list[list[tuple[int, Mapping]]] = []
     seen: dict[str, int] = {}
     for item in items:
@@ -556,9 +692,11 @@ def _rounds(items: list[tuple[int, Mapping]]) -> list[list[tuple[int, Mapping]]]
     return rounds
 
 
-def _score_round(items: list[tuple[int, Mapping]], model, extractor, source: str) -> tuple[list[pd.DataFrame], list[tuple[int, str]]]:
-    """Score records whose objects are distinct; rows carry ``_msg`` (the message index). On a reader failure
-    each record is tried alone, so one bad alert costs only its own row."""
+def _score_round(
+    items: list[tuple[int, Mapping]], model, extractor, source: str
+) -> tuple[list[pd.DataFrame], list[tuple[int, str]]]:
+    """Score records whose objects are distinct; rows carry ``_msg`` (the message index). On a
+    reader failure each record is tried alone, so one bad alert costs only its own row."""
 
     try:
         lc = records_to_lightcurves([r for _, r in items], source=source)
@@ -582,21 +720,37 @@ def _score_round(items: list[tuple[int, Mapping]], model, extractor, source: str
         by_object.setdefault(_object_key(rec), i)
     alert_ids = df["alert_id"].astype(str).to_numpy(object)
     object_ids = df["object_id"].astype(str).to_numpy(object)
-    msg = np.array([by_alert.get(a, by_object.get(o, -1)) for a, o in zip(alert_ids, object_ids, strict=True)], np.int64)
+    msg = np.array(
+        [by_alert.get(a, by_object.get(o, -1)) for a, o in zip(alert_ids, object_ids, strict=True)],
+        np.int64,
+    )
     df["_msg"] = msg
-    problems = [(by_object.get(str(p.object_id), items[0][0] if len(items) == 1 else -1), p.reason) for p in lc.problems]
+    problems = [
+        (by_object.get(str(p.object_id), items[0][0] if len(items) == 1 else -1), p.reason)
+        for p in lc.problems
+    ]
     lost = [(i, r) for i, r in problems if i < 0]
-    if lost:  # a reader problem that names no object of this round: charge it to every message of the round
-        problems = [(i, r) for i, r in problems if i >= 0] + [(i, r) for i, _ in items for _, r in lost]
+    # a reader problem that names no object of this round: charge it to every message of the round
+    if lost:
+        problems = [(i, r) for i, r in problems if i >= 0] + [
+            (i, r) for i, _ in items for _, r in lost
+        ]
     return [df], problems
 
 
-def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Decoder, frames: list[pd.DataFrame],
-                    problems: list[tuple[int, str]] | None = None) -> set[int]:
-    """Score the ZTF messages whose schema is known without decoding them one by one: their bytes go to Arrow
-    columns in one compiled pass (:mod:`earlyia.io.avro_columns`), then through the Arrow reader of ZTF alert
-    tables; one alert per object per round, as the record path. Returns the messages left for the record path
-    (other conventions, Rubin, and any message the columnar pass could not read exactly)."""
+def _score_columnar(
+    messages: Sequence[Message],
+    model,
+    extractor,
+    decoder: Decoder,
+    frames: list[pd.DataFrame],
+    problems: list[tuple[int, str]] | None = None,
+) -> set[int]:
+    """Score the ZTF messages whose schema is known without decoding them one by one: their bytes
+    go to Arrow columns in one compiled pass (:mod:`earlyia.io.avro_columns`), then through the
+    Arrow reader of ZTF alert tables; one alert per object per round, as the record path. Returns
+    the messages left for the record path (other conventions, Rubin, and any message the columnar
+    pass could not read exactly)."""
 
     groups: dict[int, tuple[Any, list[int], list[bytes]]] = {}
     rest: set[int] = set()
@@ -611,7 +765,9 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
         g[2].append(found[1])
     for prog, idx, payloads in groups.values():
         if not isinstance(prog, Program):  # a Rubin schema
-            rest |= _score_rubin_columnar(messages, prog, idx, payloads, model, extractor, frames, problems)
+            rest |= _score_rubin_columnar(
+                messages, prog, idx, payloads, model, extractor, frames, problems
+            )
             continue
         try:
             table, bad = decode_columns(prog, payloads)
@@ -637,23 +793,43 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
             try:
                 lc = lightcurves_from_alert_table(sub, source=f"stream:ZTF:{r}")
             except (EarlyIAError, *_DECODE_ERRORS, pa.ArrowException):
-                rest.update(int(msg_of[k]) for k in sel)  # the record path says which alert is at fault
+                rest.update(
+                    int(msg_of[k]) for k in sel
+                )  # the record path says which alert is at fault
                 continue
             if len(lc.alerts) != len(sel) or (lc.problems and problems is None):
                 rest.update(int(msg_of[k]) for k in sel)
                 continue
             df = score_lightcurves(lc, model, extractor)
-            by_alert = {str(c): int(msg_of[k]) for k, c in zip(sel, sub.column("candid").to_pylist(), strict=True)
-                        if c is not None} if "candid" in sub.column_names else {}
-            by_object = {str(o): int(msg_of[k]) for k, o in zip(sel, sub.column("objectId").to_pylist(), strict=True)}
-            df["_msg"] = [by_alert.get(a, by_object.get(o, -1)) for a, o in zip(df["alert_id"].astype(str), df["object_id"].astype(str),
-                                                                                strict=True)]
+            by_alert = (
+                {
+                    str(c): int(msg_of[k])
+                    for k, c in zip(sel, sub.column("candid").to_pylist(), strict=True)
+                    if c is not None
+                }
+                if "candid" in sub.column_names
+                else {}
+            )
+            by_object = {
+                str(o): int(msg_of[k])
+                for k, o in zip(sel, sub.column("objectId").to_pylist(), strict=True)
+            }
+            df["_msg"] = [
+                by_alert.get(a, by_object.get(o, -1))
+                for a, o in zip(
+                    df["alert_id"].astype(str), df["object_id"].astype(str), strict=True
+                )
+            ]
             if (df["_msg"] < 0).any():
                 rest.update(int(msg_of[k]) for k in sel)
                 continue
-            for p in lc.problems:  # e.g. forced-photometry points left out: a reason row beside the alert's row
+            for p in (
+                lc.problems
+            ):  # e.g. forced-photometry points left out: a reason row beside the alert's row
                 i = by_object.get(str(p.object_id), -1)
-                problems.extend([(i, p.reason)] if i >= 0 else [(int(msg_of[k]), p.reason) for k in sel])
+                problems.extend(
+                    [(i, p.reason)] if i >= 0 else [(int(msg_of[k]), p.reason) for k in sel]
+                )
             frames.append(df)
             for k in sel:
                 m = messages[int(msg_of[k])]
@@ -661,12 +837,21 @@ def _score_columnar(messages: Sequence[Message], model, extractor, decoder: Deco
     return rest
 
 
-def _score_rubin_columnar(messages: Sequence[Message], prog, idx: list[int], payloads: list[bytes], model, extractor,
-                          frames: list[pd.DataFrame], problems: list[tuple[int, str]] | None) -> set[int]:
+def _score_rubin_columnar(
+    messages: Sequence[Message],
+    prog,
+    idx: list[int],
+    payloads: list[bytes],
+    model,
+    extractor,
+    frames: list[pd.DataFrame],
+    problems: list[tuple[int, str]] | None,
+) -> set[int]:
     """:func:`_score_columnar` for Rubin messages of one schema: the columnar walk, then
-    :func:`earlyia.io.rubin.lightcurves_from_columns` (the records' reader's table), one alert per object per round as
-    the record path. Returns the messages left for the record path: those the walk cannot read exactly, the alerts
-    without an object (the record path gives their reason row), and any round whose alerts do not all give a row."""
+    :func:`earlyia.io.rubin.lightcurves_from_columns` (the records' reader's table), one alert
+    per object per round as the record path. Returns the messages left for the record path: those
+    the walk cannot read exactly, the alerts without an object (the record path gives their
+    reason row), and any round whose alerts do not all give a row."""
 
     rest: set[int] = set()
     try:
@@ -685,22 +870,40 @@ def _score_rubin_columnar(messages: Sequence[Message], prog, idx: list[int], pay
             return [None] * n
         return pc.struct_field(col, [col.type.get_field_index(field_name)]).to_pylist()
 
-    dob_obj, src_obj, src_sid = ids("diaObject", "diaObjectId"), ids("diaSource", "diaObjectId"), ids("diaSource", "diaSourceId")
+    dob_obj, src_obj, src_sid = (
+        ids("diaObject", "diaObjectId"),
+        ids("diaSource", "diaObjectId"),
+        ids("diaSource", "diaSourceId"),
+    )
     top_sid, top_alert = ids("diaSourceId"), ids("alertId")
     has_src = np.zeros(n, bool)
     if "diaSource" in table.column_names:
-        has_src = table.column("diaSource").combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+        has_src = (
+            table.column("diaSource").combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+        )
     keep = []
     for k in range(n):
-        if not bad[k] and has_src[k] and (rubin._valid_id(dob_obj[k]) or rubin._valid_id(src_obj[k])) is not None:
+        if (
+            not bad[k]
+            and has_src[k]
+            and (rubin._valid_id(dob_obj[k]) or rubin._valid_id(src_obj[k])) is not None
+        ):
             keep.append(k)
-        else:  # undecodable, or no object (a solar-system alert): the record path gives its row and reason
+        # undecodable, or no object (a solar-system alert): the record path gives its row and reason
+        else:
             rest.add(idx[k])
     if not keep:
         return rest
     # the record path's keys: the object (_object_key) and the alert's ids (_alert_keys)
-    obj_key = [str(dob_obj[k]) if dob_obj[k] is not None else (str(src_obj[k]) if src_obj[k] is not None else "") for k in keep]
-    alert_keys = [[str(v) for v in (top_sid[k], top_alert[k], src_sid[k]) if v is not None] for k in keep]
+    obj_key = [
+        str(dob_obj[k])
+        if dob_obj[k] is not None
+        else (str(src_obj[k]) if src_obj[k] is not None else "")
+        for k in keep
+    ]
+    alert_keys = [
+        [str(v) for v in (top_sid[k], top_alert[k], src_sid[k]) if v is not None] for k in keep
+    ]
     table = table.take(pa.array(keep))
     msg_of = np.asarray(idx, np.int64)[keep]
     seen: dict[str, int] = {}
@@ -725,14 +928,18 @@ def _score_rubin_columnar(messages: Sequence[Message], prog, idx: list[int], pay
             for a in alert_keys[j]:
                 by_alert.setdefault(a, int(msg_of[j]))
             by_object.setdefault(obj_key[j], int(msg_of[j]))
-        df["_msg"] = [by_alert.get(a, by_object.get(o, -1)) for a, o in zip(df["alert_id"].astype(str), df["object_id"].astype(str),
-                                                                            strict=True)]
+        df["_msg"] = [
+            by_alert.get(a, by_object.get(o, -1))
+            for a, o in zip(df["alert_id"].astype(str), df["object_id"].astype(str), strict=True)
+        ]
         if (df["_msg"] < 0).any():
             rest.update(int(msg_of[j]) for j in sel)
             continue
         for p in lc.problems:  # points left out: a reason row beside the alert's row
             i = by_object.get(str(p.object_id), -1)
-            problems.extend([(i, p.reason)] if i >= 0 else [(int(msg_of[j]), p.reason) for j in sel])
+            problems.extend(
+                [(i, p.reason)] if i >= 0 else [(int(msg_of[j]), p.reason) for j in sel]
+            )
         frames.append(df)
         for j in sel:
             m = messages[int(msg_of[j])]
@@ -740,13 +947,15 @@ def _score_rubin_columnar(messages: Sequence[Message], prog, idx: list[int], pay
     return rest
 
 
-def score_messages(messages: Sequence[Message], model, decoder: Decoder, extractor=None) -> pd.DataFrame:
-    """SCORES rows of a batch of messages, with :data:`ORIGIN_COLUMNS` and ``night``; an undecodable message or
-    an unusable alert is a reason row, never an exception, and every message gives at least one row. The messages'
-    ``key`` and ``value`` are released once decoded."""
+def score_messages(
+    messages: Sequence[Message], model, decoder: Decoder, extractor=None
+) -> pd.DataFrame:
+    """SCORES rows of a batch of messages, with :data:`ORIGIN_COLUMNS` and ``night``; an
+    undecodable message or an unusable alert is a reason row, never an exception, and every
+    message gives at least one row. The messages' ``key`` and ``value`` are released once
+    decoded."""
 
     if extractor is None:
-
         extractor = get_extractor(model.card["extractor"])
     names = list(extractor.names)
     by_survey: dict[str, list[tuple[int, Mapping]]] = {}
@@ -762,7 +971,10 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
             problems.append((i, f"undecodable message ({type(exc).__name__}: {exc})"))
             continue
         finally:
-            msg.key = msg.value = None  # the raw bytes are no longer needed: memory stays that of one batch of records
+            msg.key = msg.value = (
+                # the raw bytes are no longer needed: memory stays that of one batch of records
+                None
+            )
         for rec in records:
             if isinstance(rec, dict):
                 for name in _CUTOUTS:
@@ -773,19 +985,24 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
             survey = _survey(rec) if isinstance(rec, Mapping) else None
             if survey is None:
                 fields = sorted(rec)[:6] if isinstance(rec, Mapping) else type(rec).__name__
-                problems.append((i, f"unrecognised alert record (fields {fields}): neither ZTF nor Rubin"))
+                problems.append(
+                    (i, f"unrecognised alert record (fields {fields}): neither ZTF nor Rubin")
+                )
                 continue
             by_survey.setdefault(survey, []).append((i, rec))
     for survey, items in by_survey.items():
-        # a Rubin alert without an object (a solar-system object's) is read alone: its reason row is its own, whatever
-        # shares its batch (in a round, a reason that names no object of the round is charged to all its messages)
+        # a Rubin alert without an object (a solar-system object's) is read alone: its reason row is
+        # its own, whatever shares its batch (in a round, a reason that names no object of the round
+        # is charged to all its messages)
         alone = [survey == "LSST" and not _has_object(rec) for _, rec in items]
         for item, solo in zip(items, alone, strict=True):
             if solo:
                 f, p = _score_round([item], model, extractor, source=f"stream:{survey}")
                 frames += f
                 problems += p
-        for k, chunk in enumerate(_rounds([item for item, solo in zip(items, alone, strict=True) if not solo])):
+        for k, chunk in enumerate(
+            _rounds([item for item, solo in zip(items, alone, strict=True) if not solo])
+        ):
             f, p = _score_round(chunk, model, extractor, source=f"stream:{survey}:{k}")
             frames += f
             problems += p
@@ -793,10 +1010,15 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
     covered = set()
     for f in frames:
         covered.update(int(i) for i in f["_msg"])
-    problems += [(i, "the alert gave no row (no usable photometry)") for i in range(len(messages))
-                 if i not in covered and i not in {j for j, _ in problems}]
+    problems += [
+        (i, "the alert gave no row (no usable photometry)")
+        for i in range(len(messages))
+        if i not in covered and i not in {j for j, _ in problems}
+    ]
     if problems:
-        prob = problem_rows([Problem(messages[i].where if i >= 0 else "", None, r) for i, r in problems], names)
+        prob = problem_rows(
+            [Problem(messages[i].where if i >= 0 else "", None, r) for i, r in problems], names
+        )
         prob["_msg"] = np.array([i for i, _ in problems], np.int64)
         frames.append(prob)
     if not frames:
@@ -806,19 +1028,38 @@ def score_messages(messages: Sequence[Message], model, decoder: Decoder, extract
     known = idx >= 0
     safe = np.where(known, idx, 0)
     mjd = out["mjd"].to_numpy(np.float64).copy()
-    stamp = np.array([np.nan if m.timestamp_ms is None or m.timestamp_ms <= 0 else m.timestamp_ms / 86_400_000.0 + UNIX_EPOCH_MJD
-                      for m in messages], np.float64)[safe]
+    stamp = np.array(
+        [
+            np.nan
+            if m.timestamp_ms is None or m.timestamp_ms <= 0
+            else m.timestamp_ms / 86_400_000.0 + UNIX_EPOCH_MJD
+            for m in messages
+        ],
+        np.float64,
+    )[safe]
     no_time = ~np.isfinite(mjd) & known
-    mjd[no_time] = stamp[no_time]  # a reason row without an alert time: the night the message was sent
+    mjd[no_time] = stamp[
+        no_time
+    ]  # a reason row without an alert time: the night the message was sent
     added = {
-        "kafka_topic": np.where(known, np.array([m.topic for m in messages], dtype=object)[safe], ""),
-        "kafka_partition": np.where(known, np.array([m.partition for m in messages], np.int64)[safe], -1),
+        "kafka_topic": np.where(
+            known, np.array([m.topic for m in messages], dtype=object)[safe], ""
+        ),
+        "kafka_partition": np.where(
+            known, np.array([m.partition for m in messages], np.int64)[safe], -1
+        ),
         "kafka_offset": np.where(known, np.array([m.offset for m in messages], np.int64)[safe], -1),
         "night": night_of(mjd),
     }
-    # added at once: the rows of a wide model (hundreds of feature columns) are many blocks, and a column set one by one
-    # on such a frame warns (and copies)
-    return pd.concat([out.drop(columns=[c for c in added if c in out.columns]), pd.DataFrame(added, index=out.index)], axis=1)
+    # added at once: the rows of a wide model (hundreds of feature columns) are many blocks, and a
+    # column set one by one on such a frame warns (and copies)
+    return pd.concat(
+        [
+            out.drop(columns=[c for c in added if c in out.columns]),
+            pd.DataFrame(added, index=out.index),
+        ],
+        axis=1,
+    )
 
 
 # ---------------------------------------------------------------------------- writing
@@ -851,14 +1092,26 @@ def _offsets_name(topic: str, partition: int) -> str:
 
 def _table_bytes(table: pa.Table, meta: dict[bytes, bytes]) -> bytes:
     sink = pa.BufferOutputStream()
-    # snappy: a part of a few hundred rows and ~100 columns is written 3x faster than with zstd, ~6 % larger
-    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}), sink, compression="snappy")
+    # snappy: a part of a few hundred rows and ~100 columns is written 3x faster than with zstd, ~6
+    # % larger
+    pq.write_table(
+        table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}),
+        sink,
+        compression="snappy",
+    )
     return sink.getvalue().to_pybytes()
 
 
-def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message], metadata: dict, threshold: float) -> tuple[int, int, int]:
-    """Write one batch durably: per partition its parts per night, then its offset file. Returns the rows and
-    candidates written and the duplicate alerts dropped (already written, or twice in the batch)."""
+def write_batch(
+    state: OutputState,
+    rows: pd.DataFrame,
+    batch: Sequence[Message],
+    metadata: dict,
+    threshold: float,
+) -> tuple[int, int, int]:
+    """Write one batch durably: per partition its parts per night, then its offset file. Returns
+    the rows and candidates written and the duplicate alerts dropped (already written, or twice
+    in the batch)."""
 
     meta = {METADATA_KEY: json.dumps(metadata, default=str).encode()}
     ranges: dict[tuple[str, int], tuple[int, int]] = {}
@@ -872,7 +1125,9 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
         hashes = _id_hashes(ids)
         nights = rows["night"].to_numpy(object)
         keep = np.ones(len(rows), bool)
-        keep[has_id] = ~pd.Series(hashes[has_id]).duplicated().to_numpy()  # twice in this batch: the first stays
+        keep[has_id] = (
+            ~pd.Series(hashes[has_id]).duplicated().to_numpy()
+        )  # twice in this batch: the first stays
         for night in pd.unique(nights[has_id]):
             sel = np.flatnonzero(has_id & (nights == night))
             keep[sel[state.ids.seen(night, hashes[sel])]] = False
@@ -881,14 +1136,17 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
     n_rows = n_cand = 0
     table = None
     if len(rows):
-
-        table = to_arrow(rows.drop(columns=["night"]).reset_index(drop=True))  # once per batch; parts are slices of it
+        table = to_arrow(
+            rows.drop(columns=["night"]).reset_index(drop=True)
+        )  # once per batch; parts are slices of it
         r_topic = rows["kafka_topic"].to_numpy(object)
         r_part = rows["kafka_partition"].to_numpy(np.int64)
         r_night = rows["night"].to_numpy(object)
         r_cand = rows["passed"].to_numpy(bool) & (rows["score"].to_numpy(np.float64) >= threshold)
         r_ids = rows["alert_id"].fillna("").astype(str).to_numpy(object)
-    parts: list[tuple[Path, bytes]] = []  # every partition's parts, durable before any offset file says so
+    parts: list[
+        tuple[Path, bytes]
+    ] = []  # every partition's parts, durable before any offset file says so
     offsets: list[tuple[Path, bytes]] = []
     new_ids: list[tuple[str, np.ndarray]] = []
     done: dict[tuple[str, int], int] = {}
@@ -896,23 +1154,44 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
         if hi <= state.written.get((topic, part), -1):
             continue  # everything of this partition was written before
         name = _part_name(topic, part, lo, hi)
-        mine = np.flatnonzero((r_topic == topic) & (r_part == part)) if table is not None else np.zeros(0, np.int64)
+        mine = (
+            np.flatnonzero((r_topic == topic) & (r_part == part))
+            if table is not None
+            else np.zeros(0, np.int64)
+        )
         for night in sorted(set(r_night[mine])) if len(mine) else []:
             idx = mine[r_night[mine] == night]
             cand = idx[r_cand[idx]]
             for kind, sel in (("scores", idx), ("candidates", cand)):
                 if kind == "candidates" and not len(sel):
                     continue
-                parts.append((state.root / kind / f"night={night}" / f"{name}.parquet", _table_bytes(table.take(pa.array(sel)), meta)))
+                parts.append(
+                    (
+                        state.root / kind / f"night={night}" / f"{name}.parquet",
+                        _table_bytes(table.take(pa.array(sel)), meta),
+                    )
+                )
             ids = r_ids[idx]
             new_ids.append((night, _id_hashes(ids[ids != ""])))
             n_rows += len(idx)
             n_cand += len(cand)
-        doc = {"topic": topic, "partition": part, "last_offset": hi, "batch_first_offset": lo,
-               "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        offsets.append((state.root / "_offsets" / f"{_offsets_name(topic, part)}.json", json.dumps(doc).encode()))
+        doc = {
+            "topic": topic,
+            "partition": part,
+            "last_offset": hi,
+            "batch_first_offset": lo,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        offsets.append(
+            (
+                state.root / "_offsets" / f"{_offsets_name(topic, part)}.json",
+                json.dumps(doc).encode(),
+            )
+        )
         done[(topic, part)] = hi
-    _fsync_write_all(parts)  # a kill before the offset files leaves parts beyond them: removed at the restart
+    _fsync_write_all(
+        parts
+    )  # a kill before the offset files leaves parts beyond them: removed at the restart
     _fsync_write_all(offsets)
     for night, hashes in new_ids:
         state.ids.add(night, hashes)
@@ -922,8 +1201,9 @@ def write_batch(state: OutputState, rows: pd.DataFrame, batch: Sequence[Message]
 
 # ---------------------------------------------------------------------------- the consumer loop
 def candidate_threshold(model, threshold: float | None = None) -> float:
-    """The score from which a scored alert is a candidate: ``threshold`` when given, else the model card's
-    (purity 0.8 within 20 detections at the training prevalence), else 0.5 for a card without one."""
+    """The score from which a scored alert is a candidate: ``threshold`` when given, else the
+    model card's (purity 0.8 within 20 detections at the training prevalence), else 0.5 for a
+    card without one."""
 
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
@@ -963,7 +1243,9 @@ def _consumer(settings: KafkaSettings, errors: _KafkaErrors, consumer_factory):
     log = logging.getLogger("earlyia.stream.kafka")
     log.addHandler(logging.NullHandler())
     log.propagate = False
-    conf["logger"] = log  # librdkafka's own lines stay out of the progress output; its errors reach error_cb
+    conf["logger"] = (
+        log  # librdkafka's own lines stay out of the progress output; its errors reach error_cb
+    )
     if consumer_factory is not None:
         return consumer_factory(conf)
     import confluent_kafka
@@ -971,7 +1253,9 @@ def _consumer(settings: KafkaSettings, errors: _KafkaErrors, consumer_factory):
     try:
         return confluent_kafka.Consumer(conf)
     except confluent_kafka.KafkaException as exc:
-        raise ConfigError(f"Kafka consumer settings refused: {exc.args[0].str() if exc.args else exc}") from exc
+        raise ConfigError(
+            f"Kafka consumer settings refused: {exc.args[0].str() if exc.args else exc}"
+        ) from exc
 
 
 def _start(consumer, settings: KafkaSettings) -> None:
@@ -995,8 +1279,15 @@ def _start(consumer, settings: KafkaSettings) -> None:
 
 def _unknown_topic(topic: str, md) -> ConfigError:
     names = sorted(n for n in (md.topics if md is not None else {}) if not n.startswith("__"))
-    known = f"; the broker has: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}" if names else ""
-    return ConfigError(f"--topic {topic}: no such topic on the broker (or not readable with these credentials){known}")
+    known = (
+        f"; the broker has: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}"
+        if names
+        else ""
+    )
+    return ConfigError(
+        f"--topic {topic}: no such topic on the broker (or not readable with these "
+        f"credentials){known}"
+    )
 
 
 def run_stream(
@@ -1016,12 +1307,14 @@ def run_stream(
     should_stop: Callable[[], bool] | None = None,
     consumer_factory: Callable[[dict], Any] | None = None,
 ) -> StreamReport:
-    """Consume ``settings.topics``, score every alert with ``model`` and write it exactly once under ``out``.
+    """Consume ``settings.topics``, score every alert with ``model`` and write it exactly once under
+    ``out``.
 
-    A batch closes at ``batch_size`` messages or ``batch_seconds`` after its first message. Stops after
-    ``idle_exit`` seconds without a message, after ``max_messages`` messages, or when ``should_stop()`` turns
-    true (between batches; a batch in progress is finished and committed first). ``log`` receives the progress
-    lines (alerts/s, lag), every ``progress_every`` seconds and at the end.
+    A batch closes at ``batch_size`` messages or ``batch_seconds`` after its first message. Stops
+    after ``idle_exit`` seconds without a message, after ``max_messages`` messages, or when
+    ``should_stop()`` turns true (between batches; a batch in progress is finished and committed
+    first). ``log`` receives the progress lines (alerts/s, lag), every ``progress_every`` seconds
+    and at the end.
     """
 
     if batch_size < 1:
@@ -1041,15 +1334,41 @@ def run_stream(
         state = OutputState.load(out)
         report = StreamReport(removed=list(state.removed), threshold=threshold)
         if state.removed:
-            say(f"earlyia stream: removed {len(state.removed)} file(s) of a batch a stopped run left unfinished (read again from Kafka)")
-        meta = scores_metadata(model, extractor, stream={"topics": list(settings.topics), "group_id": settings.group_id,
-                                                          "candidate_threshold": threshold})
+            say(
+                f"earlyia stream: removed {len(state.removed)} file(s) of a batch a stopped "
+                "run left unfinished (read again from Kafka)"
+            )
+        meta = scores_metadata(
+            model,
+            extractor,
+            stream={
+                "topics": list(settings.topics),
+                "group_id": settings.group_id,
+                "candidate_threshold": threshold,
+            },
+        )
         errors = _KafkaErrors()
         consumer = _consumer(settings, errors, consumer_factory)
         try:
-            _loop(consumer, settings, state, report, model, extractor, decoder, meta, errors, batch_size=batch_size,
-                  batch_seconds=batch_seconds, idle_exit=idle_exit, max_messages=max_messages, progress_every=progress_every,
-                  connect_timeout=connect_timeout, say=say, should_stop=should_stop or (lambda: False))
+            _loop(
+                consumer,
+                settings,
+                state,
+                report,
+                model,
+                extractor,
+                decoder,
+                meta,
+                errors,
+                batch_size=batch_size,
+                batch_seconds=batch_seconds,
+                idle_exit=idle_exit,
+                max_messages=max_messages,
+                progress_every=progress_every,
+                connect_timeout=connect_timeout,
+                say=say,
+                should_stop=should_stop or (lambda: False),
+            )
         finally:
             _close(consumer)
     finally:
@@ -1061,12 +1380,32 @@ def run_stream(
 def _close(consumer) -> None:
     from confluent_kafka import KafkaException
 
-    with contextlib.suppress(RuntimeError, KafkaException):  # closing a broken connection must not hide the real error
+    with contextlib.suppress(
+        RuntimeError, KafkaException
+    ):  # closing a broken connection must not hide the real error
         consumer.close()
 
 
-def _loop(consumer, settings, state, report, model, extractor, decoder, meta, errors, *, batch_size, batch_seconds, idle_exit,
-          max_messages, progress_every, connect_timeout, say, should_stop) -> None:
+def _loop(
+    consumer,
+    settings,
+    state,
+    report,
+    model,
+    extractor,
+    decoder,
+    meta,
+    errors,
+    *,
+    batch_size,
+    batch_seconds,
+    idle_exit,
+    max_messages,
+    progress_every,
+    connect_timeout,
+    say,
+    should_stop,
+) -> None:
     from confluent_kafka import KafkaError
 
     _start(consumer, settings)
@@ -1087,11 +1426,16 @@ def _loop(consumer, settings, state, report, model, extractor, decoder, meta, er
                 room = min(room, max_messages - report.n_messages - len(batch))
                 if room <= 0:
                     break
-            wait = 0.5 if first_at is None else max(0.01, min(0.5, batch_seconds - (now - first_at)))
+            wait = (
+                0.5 if first_at is None else max(0.01, min(0.5, batch_seconds - (now - first_at)))
+            )
             msgs = consumer.consume(min(room, 1000), timeout=wait)
             if errors.auth:
-                raise ConfigError(f"Kafka refused the credentials ({settings.describe()}): {errors.auth}; check username and "
-                                  "password in --credentials (or $" + ENV_PASSWORD + ")")
+                raise ConfigError(
+                    f"Kafka refused the credentials ({settings.describe()}): {errors.auth}; "
+                    "check username and "
+                    "password in --credentials (or $" + ENV_PASSWORD + ")"
+                )
             for m in msgs:
                 err = m.error()
                 if err is not None:
@@ -1099,12 +1443,27 @@ def _loop(consumer, settings, state, report, model, extractor, decoder, meta, er
                         continue
                     if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                         raise _unknown_topic(m.topic() or "?", _metadata(consumer))
-                    if err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
-                        raise ConfigError(f"Kafka: not authorised ({err.str()}); check the topic and group your credentials allow "
-                                          f"({settings.describe()})")
+                    if err.code() in (
+                        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                        KafkaError.GROUP_AUTHORIZATION_FAILED,
+                    ):
+                        raise ConfigError(
+                            f"Kafka: not authorised ({err.str()}); check the topic and "
+                            "group your credentials allow "
+                            f"({settings.describe()})"
+                        )
                     raise RemoteError(f"Kafka: {err.str()} ({settings.describe()})")
                 ts = m.timestamp()
-                batch.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts[1] if ts and ts[0] else None))
+                batch.append(
+                    Message(
+                        m.topic(),
+                        m.partition(),
+                        m.offset(),
+                        m.key(),
+                        m.value(),
+                        ts[1] if ts and ts[0] else None,
+                    )
+                )
             if msgs:
                 if first_at is None:
                     first_at = time.perf_counter()
@@ -1124,7 +1483,12 @@ def _loop(consumer, settings, state, report, model, extractor, decoder, meta, er
             report.n_candidates += n_cand
             report.n_duplicates += n_dup
             if len(rows):
-                report.n_problems += int((~rows["passed"].to_numpy(bool) & (rows["alert_id"].fillna("").astype(str) == "")).sum())
+                report.n_problems += int(
+                    (
+                        ~rows["passed"].to_numpy(bool)
+                        & (rows["alert_id"].fillna("").astype(str) == "")
+                    ).sum()
+                )
         report.seconds = now - t0
         report.cpu_seconds = time.process_time() - c0
         if now - last_progress >= progress_every:
@@ -1139,10 +1503,16 @@ def _loop(consumer, settings, state, report, model, extractor, decoder, meta, er
                 assigned_at = last_msg = now  # the idle clock starts once partitions are ours
             elif now - t0 >= connect_timeout:
                 if errors.connect:
-                    raise RemoteError(f"Kafka: cannot reach {settings.servers} after {connect_timeout:.0f} s ({errors.connect}); "
-                                      "check --bootstrap (or servers in --credentials)")
-                raise RemoteError(f"Kafka: no partition of {', '.join(settings.topics)} assigned to group {settings.group_id} after "
-                                  f"{connect_timeout:.0f} s (another consumer of the group may hold them)")
+                    raise RemoteError(
+                        f"Kafka: cannot reach {settings.servers} after "
+                        f"{connect_timeout:.0f} s ({errors.connect}); "
+                        "check --bootstrap (or servers in --credentials)"
+                    )
+                raise RemoteError(
+                    f"Kafka: no partition of {', '.join(settings.topics)} assigned to group "
+                    f"{settings.group_id} after "
+                    f"{connect_timeout:.0f} s (another consumer of the group may hold them)"
+                )
             continue
         if idle_exit is not None and not batch and now - last_msg >= idle_exit:
             return
@@ -1167,18 +1537,24 @@ def _metadata(consumer):
 
 
 def _commit(consumer, batch: Sequence[Message]) -> None:
-    """Commit the batch's next offsets; a refused commit is only noted: the output directory already holds the
-    batch, and a restart skips what it wrote."""
+    """Commit the batch's next offsets; a refused commit is only noted: the output directory
+    already holds the batch, and a restart skips what it wrote."""
     from confluent_kafka import KafkaException, TopicPartition
 
     last: dict[tuple[str, int], int] = {}
     for m in batch:
         last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset)
     try:
-        consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False)
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
+        )
     except KafkaException as exc:
-        print(f"earlyia stream: note: offset commit refused ({exc}); the outputs hold the batch, a restart skips it",
-              file=sys.stderr, flush=True)
+        print(
+            f"earlyia stream: note: offset commit refused ({exc}); the outputs hold the "
+            "batch, a restart skips it",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _lag(consumer) -> int | None:
@@ -1187,7 +1563,9 @@ def _lag(consumer) -> int | None:
     try:
         total = 0
         for tp in consumer.assignment():
-            lo, hi = consumer.get_watermark_offsets(tp, cached=True)  # from the fetch responses: no request
+            lo, hi = consumer.get_watermark_offsets(
+                tp, cached=True
+            )  # from the fetch responses: no request
             if hi < 0:
                 lo, hi = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
             pos = consumer.position([tp])[0].offset

@@ -1,34 +1,39 @@
-"""Rubin (LSST) alerts: Avro packets of every public schema (v3.0-v11.0), Parquet as Fink stores them, Fink's
-Rubin data-transfer files, and the Kafka wire format.
+"""Rubin (LSST) alerts: Avro packets of every public schema (v3.0-v11.0), Parquet as Fink stores
+them, Fink's Rubin data-transfer files, and the Kafka wire format.
 
-A Rubin alert is ``diaSource`` (the detection that triggered it), ``prvDiaSources`` (earlier detections of the
-same object), ``prvDiaForcedSources`` (forced photometry at the object's position, up to a year back),
-``prvDiaNondetectionLimits`` (schemas before v8) and ``diaObject`` (the object's summary). Into the canonical
-table (:class:`~earlyia.io.table.LightCurves`, survey ``LSST``):
+A Rubin alert is ``diaSource`` (the detection that triggered it), ``prvDiaSources`` (earlier
+detections of the same object), ``prvDiaForcedSources`` (forced photometry at the object's position,
+up to a year back), ``prvDiaNondetectionLimits`` (schemas before v8) and ``diaObject`` (the object's
+summary). Into the canonical table (:class:`~earlyia.io.table.LightCurves`, survey ``LSST``):
 
-* **Object id**: ``diaObject.diaObjectId``, else ``diaSource.diaObjectId``. An alert of a solar-system object
-  (``ssObjectId`` only, no ``diaObject``; Fink writes a missing id as 0) is skipped and reported.
-* **Alert id**: ``alertId`` (schemas up to v7, ELAsTiCC), else the top-level ``diaSourceId`` (v8 and later),
-  else ``diaSource.diaSourceId``.
+* **Object id**: ``diaObject.diaObjectId``, else ``diaSource.diaObjectId``. An alert of a
+  solar-system object (``ssObjectId`` only, no ``diaObject``; Fink writes a missing id as 0) is
+  skipped and reported.
+* **Alert id**: ``alertId`` (schemas up to v7, ELAsTiCC), else the top-level ``diaSourceId`` (v8 and
+  later), else ``diaSource.diaSourceId``.
 * **Time** ``midpointMjdTai`` (``midPointTai`` before v5) is an MJD (TAI) and kept as it is.
-* **Flux**: ``psfFlux`` / ``psfFluxErr`` (``psFlux`` before v5) in nJy (AB zero point 31.4) become FLUXCAL
-  (zero point 27.5): ``FLUXCAL = psfFlux * 10**(-0.4 * 3.9)`` (:func:`~earlyia.io.photometry.njy_to_fluxcal`),
-  signed (a difference flux).
-* **Bands** ``band`` (``filterName`` before v5): ``u g r i z y``, written ``u g r i z Y`` like every LSST input.
-* ``diaSource`` and ``prvDiaSources`` are detections; ``prvDiaForcedSources`` are measurements (signed flux and
-  error, ``detected=False``, never limits), exactly like ELAsTiCC forced photometry, and a detection at the same
-  epoch wins; ``prvDiaNondetectionLimits`` are upper limits (NaN flux, ``flux_err`` = ``diaNoise``).
-* A point without a time, band, flux or positive error is left out and counted per object in ``problems``.
+* **Flux**: ``psfFlux`` / ``psfFluxErr`` (``psFlux`` before v5) in nJy (AB zero point 31.4) become
+  FLUXCAL (zero point 27.5): ``FLUXCAL = psfFlux * 10**(-0.4 * 3.9)``
+  (:func:`~earlyia.io.photometry.njy_to_fluxcal`), signed (a difference flux).
+* **Bands** ``band`` (``filterName`` before v5): ``u g r i z y``, written ``u g r i z Y`` like every
+  LSST input.
+* ``diaSource`` and ``prvDiaSources`` are detections; ``prvDiaForcedSources`` are measurements
+  (signed flux and error, ``detected=False``, never limits), exactly like ELAsTiCC forced
+  photometry, and a detection at the same epoch wins; ``prvDiaNondetectionLimits`` are upper limits
+  (NaN flux, ``flux_err`` = ``diaNoise``).
+* A point without a time, band, flux or positive error is left out and counted per object in
+  ``problems``.
 
 Every input ends in :func:`lightcurves_from_records` (decoded alert dictionaries: the reference), in
-:func:`lightcurves_from_columns` (Avro containers and wire-format batches decoded by the compiled columnar walk of
-:mod:`earlyia.io.avro_columns`, ~10x faster; anything the walk does not read exactly falls back to the records) or
-in :func:`lightcurves_from_table` (Arrow tables from Parquet, vectorised); all produce the same table (tested
-against each other).
+:func:`lightcurves_from_columns` (Avro containers and wire-format batches decoded by the compiled
+columnar walk of :mod:`earlyia.io.avro_columns`, ~10x faster; anything the walk does not read
+exactly falls back to the records) or in :func:`lightcurves_from_table` (Arrow tables from Parquet,
+vectorised); all produce the same table (tested against each other).
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
@@ -70,12 +75,14 @@ DIAOBJECT_FIELDS = ("nDiaSources", *HOST_FIELDS)
 SCORE_STRUCTS = ("clf",)
 _HISTORY = ("prvDiaSources", "prvDiaForcedSources", "prvDiaNondetectionLimits")
 _NESTED_TOP = {"diaSource", "diaObject", "ssObject", "ssSource", "MPCORB", "mpc_orbits", *_HISTORY}
-#: kind of point: detection (the alert's own diaSource or an earlier one), forced measurement, upper limit
+#: kind of point: detection (the alert's own diaSource or an earlier one), forced measurement, upper
+#: limit
 _DETECTION, _FORCED, _LIMIT = 0, 1, 2
 _KIND_NAME = {_DETECTION: "detection", _FORCED: "forced-photometry", _LIMIT: "non-detection limit"}
 
 
-# ---------------------------------------------------------------------------------------------- shared assembly
+# ----------------------------------------------------------------------------------------------
+# shared assembly
 @dataclass
 class _Batch:
     """Flat arrays of a batch of alerts: per alert (``n``) and per point (``m``)."""
@@ -83,9 +90,13 @@ class _Batch:
     object_id: list  # str or None per alert
     alert_id: list  # str per alert
     alert_mjd: np.ndarray  # (a list while records are added)
-    source_id: np.ndarray  # diaSourceId of each alert's own detection, 0 unknown (a list while records are added)
+    source_id: (
+        np.ndarray
+    )  # diaSourceId of each alert's own detection, 0 unknown (a list while records are added)
     alert_cols: dict = field(default_factory=dict)  # name -> array per alert
-    object_cols: dict = field(default_factory=dict)  # name -> array per alert (latest alert wins per object)
+    object_cols: dict = field(
+        default_factory=dict
+    )  # name -> array per alert (latest alert wins per object)
     skipped: list = field(default_factory=list)  # Problems of alerts without a usable object
     row: list = field(default_factory=list)  # per point, arrays concatenated at the end
     mjd: list = field(default_factory=list)
@@ -112,8 +123,13 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
     alert_ids, id_problems = unique_alert_ids(old_ids, np.where(ok_alert, b.source_id, 0), source)
     problems += id_problems
     if not ok_alert.any():
-        detail = "; ".join(p.reason if p.object_id is None else f"object {p.object_id}: {p.reason}" for p in problems[:3])
-        raise InputError(f"no alert with a usable object in {n} alert(s): {detail or 'no alert'}", source=source)
+        detail = "; ".join(
+            p.reason if p.object_id is None else f"object {p.object_id}: {p.reason}"
+            for p in problems[:3]
+        )
+        raise InputError(
+            f"no alert with a usable object in {n} alert(s): {detail or 'no alert'}", source=source
+        )
     row = np.concatenate(b.row).astype(np.int64) if b.row else np.zeros(0, np.int64)
     mjd = np.concatenate(b.mjd).astype(np.float64) if b.mjd else np.zeros(0)
     band = _band_names(np.concatenate(b.band)) if b.band else np.zeros(0, object)
@@ -123,7 +139,10 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
     pid = np.concatenate(b.pid).astype(np.int64) if b.pid else np.zeros(0, np.int64)
     renamed = alert_ids != old_ids
     if renamed.any():  # the alert's own detection carries the alert's (new) id
-        own = renamed[row] & (pid == pd.to_numeric(pd.Series(old_ids[row]), errors="coerce").fillna(-2).to_numpy(np.int64))
+        own = renamed[row] & (
+            pid
+            == pd.to_numeric(pd.Series(old_ids[row]), errors="coerce").fillna(-2).to_numpy(np.int64)
+        )
         pid[own] = b.source_id[row[own]]
     keep = ok_alert[row]
     row, mjd, band, flux, err, kind, pid = (a[keep] for a in (row, mjd, band, flux, err, kind, pid))
@@ -138,8 +157,15 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
         for (o, k), grp in bad.groupby(["o", "k"], sort=True):
             unknown = sorted({str(v) for v in grp["b"] if v not in LSST_BANDS})
             why = f" (unknown band(s) {unknown})" if unknown else ""
-            problems.append(Problem(source, str(o), f"{len(grp)} {_KIND_NAME[int(k)]} point(s) without a usable time, band, "
-                                    f"flux or error{why} left out"))  # fmt: skip
+            problems.append(
+                Problem(
+                    source,
+                    str(o),
+                    f"{len(grp)} {_KIND_NAME[int(k)]} point(s) "
+                    "without a usable time, band, "
+                    f"flux or error{why} left out",
+                )
+            )
     phot = pd.DataFrame(
         {
             "object_id": point_oid[usable],
@@ -151,14 +177,17 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
             "alert_id": pid[usable],
         }
     )
-    # the same epochs repeat in every alert of an object: exact repeats go first (a detection, with its id, wins)
-    phot = phot.sort_values(["detected", "alert_id"], ascending=False, kind="mergesort").drop_duplicates(
-        ["object_id", "mjd", "band"], keep="first"
-    )
+    # the same epochs repeat in every alert of an object: exact repeats go first (a detection, with
+    # its id, wins)
+    phot = phot.sort_values(
+        ["detected", "alert_id"], ascending=False, kind="mergesort"
+    ).drop_duplicates(["object_id", "mjd", "band"], keep="first")
     have_points = set(phot["object_id"].unique())
     for o in dict.fromkeys(oid[ok_alert]):
         if o not in have_points:
-            problems.append(Problem(source, str(o), "no usable point in its alert(s); object dropped"))
+            problems.append(
+                Problem(source, str(o), "no usable point in its alert(s); object dropped")
+            )
     alerts = pd.DataFrame({"object_id": oid, "alert_id": alert_ids, "mjd": b.alert_mjd})
     for name, values in b.alert_cols.items():
         alerts[name] = values
@@ -166,11 +195,15 @@ def _assemble(b: _Batch, source: str) -> LightCurves:
     for name, values in b.object_cols.items():
         objects[name] = values
     alerts, objects = alerts[ok_alert], objects[ok_alert]
-    objects = objects.iloc[np.argsort(alerts["mjd"].to_numpy(np.float64), kind="mergesort")]  # latest alert wins
+    objects = objects.iloc[
+        np.argsort(alerts["mjd"].to_numpy(np.float64), kind="mergesort")
+    ]  # latest alert wins
     if phot.empty:
         detail = "; ".join(str(p) for p in problems[:3])
         raise InputError(f"no usable photometry in {n} alert(s): {detail}", source=source)
-    lc = LightCurves.from_frames(phot, objects, alerts, bands=LSST_BANDS, survey="LSST", source=source)
+    lc = LightCurves.from_frames(
+        phot, objects, alerts, bands=LSST_BANDS, survey="LSST", source=source
+    )
     lc.problems = problems + lc.problems
     return lc
 
@@ -193,7 +226,8 @@ def _skip_reason(k: int, source_id, ss_id) -> str:
     return f"{what}: no diaObjectId in diaObject or diaSource; skipped"
 
 
-# ---------------------------------------------------------------------------------------------- records
+# ----------------------------------------------------------------------------------------------
+# records
 def _pick(d: Mapping, names: Sequence[str]) -> str | None:
     for name in names:
         if name in d:
@@ -237,11 +271,11 @@ def _scalar(v) -> bool:
 def lightcurves_from_records(records: Iterable[dict], source: str = "<records>") -> LightCurves:
     """Decoded Rubin (or ELAsTiCC) alert dictionaries, any schema version -> :class:`LightCurves`.
 
-    What a Kafka consumer, :func:`read_rubin_avro` and :func:`decode_wire` produce. ``records`` may be a list or
-    any iterable (a generator is consumed once, alert by alert: only flat arrays are kept, never the records). An
-    alert without a usable object (a solar-system object's alert, no ``diaSource``) is skipped with a
-    :class:`Problem`; so is each unusable point. Raises :class:`InputError` (naming ``source`` and the first
-    reasons) when nothing is usable.
+    What a Kafka consumer, :func:`read_rubin_avro` and :func:`decode_wire` produce. ``records`` may
+    be a list or any iterable (a generator is consumed once, alert by alert: only flat arrays are
+    kept, never the records). An alert without a usable object (a solar-system object's alert, no
+    ``diaSource``) is skipped with a :class:`Problem`; so is each unusable point. Raises
+    :class:`InputError` (naming ``source`` and the first reasons) when nothing is usable.
     """
     if isinstance(records, Mapping):
         records = [records]
@@ -265,13 +299,25 @@ def lightcurves_from_records(records: Iterable[dict], source: str = "<records>")
         obj = _valid_id(dob.get("diaObjectId")) or _valid_id(src.get("diaObjectId"))
         source_id = src.get("diaSourceId")
         if obj is None:
-            ss = _valid_id(src.get("ssObjectId")) or _valid_id((rec.get("ssSource") or {}).get("ssObjectId"))
+            ss = _valid_id(src.get("ssObjectId")) or _valid_id(
+                (rec.get("ssSource") or {}).get("ssObjectId")
+            )
             ss = ss or _valid_id((rec.get("ssObject") or {}).get("ssObjectId"))
-            b.skipped.append(Problem(source, None if ss is None else f"ssObjectId={ss}", _skip_reason(k, source_id, ss)))
+            b.skipped.append(
+                Problem(
+                    source,
+                    None if ss is None else f"ssObjectId={ss}",
+                    _skip_reason(k, source_id, ss),
+                )
+            )
             continue
         alert = _valid_id(rec.get("alertId"))
         by_source = alert is None
-        alert = alert if alert is not None else (_valid_id(rec.get("diaSourceId")) or _valid_id(source_id))
+        alert = (
+            alert
+            if alert is not None
+            else (_valid_id(rec.get("diaSourceId")) or _valid_id(source_id))
+        )
         b.object_id[k] = str(obj)
         b.source_id[k] = _valid_id(source_id) or 0
         b.alert_id[k] = str(alert) if alert is not None else f"{obj}@{Path(source).name}:{k}"
@@ -317,14 +363,18 @@ def lightcurves_from_records(records: Iterable[dict], source: str = "<records>")
 
 
 def _typed(values: np.ndarray) -> np.ndarray:
-    """An alert or object column of Python values (None where missing): numbers as a numeric array, else as it is."""
+    """An alert or object column of Python values (None where missing): numbers as a numeric
+    array, else as it is."""
     conv = pd.to_numeric(pd.Series(values), errors="coerce")
-    if conv.notna().sum() == pd.Series(values).notna().sum() and not any(isinstance(v, str) for v in values):
+    if conv.notna().sum() == pd.Series(values).notna().sum() and not any(
+        isinstance(v, str) for v in values
+    ):
         return conv.to_numpy()
     return values
 
 
-# ---------------------------------------------------------------------------------------------- Arrow tables
+# ----------------------------------------------------------------------------------------------
+# Arrow tables
 def _sfield(arr: pa.Array | None, names: Sequence[str]) -> pa.Array | None:
     if arr is None or not pa.types.is_struct(arr.type):
         return None
@@ -361,13 +411,17 @@ def _column(table: pa.Table, name: str) -> pa.Array | None:
 
 
 def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCurves:
-    """Rubin alerts as an Arrow table (Fink's Parquet, a data-transfer part): the records' result, vectorised."""
+    """Rubin alerts as an Arrow table (Fink's Parquet, a data-transfer part): the records'
+    result, vectorised."""
     n = table.num_rows
     if n == 0:
         raise InputError("the file holds no alert (0 rows)", source=source)
     src = _column(table, "diaSource")
     if src is None or not pa.types.is_struct(src.type):
-        raise SchemaError(f"not a Rubin alert table: no 'diaSource' struct (have {table.column_names[:12]})", source=source)
+        raise SchemaError(
+            f"not a Rubin alert table: no 'diaSource' struct (have {table.column_names[:12]})",
+            source=source,
+        )
     dob = _column(table, "diaObject")
     dob = dob if dob is not None and pa.types.is_struct(dob.type) else None
     obj = _i64(_sfield(dob, ("diaObjectId",)), n)
@@ -379,7 +433,10 @@ def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCur
     alert = np.where(alert != 0, alert, source_id)
     b = _Batch(
         object_id=[str(o) if o != 0 else None for o in obj],
-        alert_id=[str(a) if a != 0 else f"{o}@{Path(source).name}:{i}" for i, (a, o) in enumerate(zip(alert, obj, strict=True))],
+        alert_id=[
+            str(a) if a != 0 else f"{o}@{Path(source).name}:{i}"
+            for i, (a, o) in enumerate(zip(alert, obj, strict=True))
+        ],
         alert_mjd=_f64(_sfield(src, TIME_FIELDS), n),
         source_id=source_id,
     )
@@ -389,14 +446,22 @@ def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCur
         ss = np.where(ss != 0, ss, _i64(_sfield(sss, ("ssObjectId",)), n))
         for k in np.flatnonzero(obj == 0):
             ssk = int(ss[k]) if ss[k] != 0 else None
-            b.skipped.append(Problem(source, None if ssk is None else f"ssObjectId={ssk}", _skip_reason(int(k), int(source_id[k]), ssk)))
+            b.skipped.append(
+                Problem(
+                    source,
+                    None if ssk is None else f"ssObjectId={ssk}",
+                    _skip_reason(int(k), int(source_id[k]), ssk),
+                )
+            )
 
     def add(items: pa.Array, rows: np.ndarray, kind: int, pid: np.ndarray) -> None:
         m = len(rows)
         b.row.append(rows)
         b.mjd.append(_f64(_sfield(items, TIME_FIELDS), m))
         b.band.append(_objs(_sfield(items, BAND_FIELDS), m))
-        b.flux.append(_f64(_sfield(items, FLUX_FIELDS), m) if kind != _LIMIT else np.full(m, np.nan))
+        b.flux.append(
+            _f64(_sfield(items, FLUX_FIELDS), m) if kind != _LIMIT else np.full(m, np.nan)
+        )
         b.err.append(_f64(_sfield(items, ("diaNoise",) if kind == _LIMIT else FLUX_ERR_FIELDS), m))
         b.kind.append(np.full(m, kind, np.int8))
         b.pid.append(pid)
@@ -406,7 +471,11 @@ def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCur
         col = _column(table, column)
         if col is None or not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
             continue
-        lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        lens = (
+            pc.fill_null(pc.list_value_length(col), 0)
+            .to_numpy(zero_copy_only=False)
+            .astype(np.int64)
+        )
         items = col.flatten()
         if not len(items):
             continue
@@ -428,12 +497,22 @@ def lightcurves_from_table(table: pa.Table, source: str = "<table>") -> LightCur
         typ = table.schema.field(c).type
         if c in _NESTED_TOP or c.startswith("cutout") or c in ("alertId", "diaSourceId"):
             continue
-        if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_string(typ):
+        if (
+            pa.types.is_integer(typ)
+            or pa.types.is_floating(typ)
+            or pa.types.is_boolean(typ)
+            or pa.types.is_string(typ)
+        ):
             b.alert_cols[c] = table.column(c).to_numpy()
         elif c in SCORE_STRUCTS and pa.types.is_struct(typ):
             arr = table.column(c).combine_chunks()
             for f in typ:
-                if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type) or pa.types.is_string(f.type):
+                if (
+                    pa.types.is_integer(f.type)
+                    or pa.types.is_floating(f.type)
+                    or pa.types.is_boolean(f.type)
+                    or pa.types.is_string(f.type)
+                ):
                     b.alert_cols[f.name] = _sfield(arr, (f.name,)).to_numpy(zero_copy_only=False)
     ora, odec = _f64(_sfield(dob, ("ra",)), n), _f64(_sfield(dob, DEC_FIELDS), n)
     b.object_cols["ra"] = np.where(np.isfinite(ora), ora, b.alert_cols["ra"])
@@ -450,8 +529,9 @@ def _bulky(typ: pa.DataType) -> bool:
 
 
 def _parquet_columns(pf: pq.ParquetFile) -> list[str]:
-    """The leaf columns the table builder uses: of ``diaSource``, its histories, ``diaObject`` and ``ssSource`` only
-    the fields it reads (a history record has ~100), Fink's scores, top-level scalars; never cutouts."""
+    """The leaf columns the table builder uses: of ``diaSource``, its histories, ``diaObject``
+    and ``ssSource`` only the fields it reads (a history record has ~100), Fink's scores,
+    top-level scalars; never cutouts."""
     arrow = pf.schema_arrow
     keep = []
     for i in range(len(pf.schema)):
@@ -461,24 +541,30 @@ def _parquet_columns(pf: pq.ParquetFile) -> list[str]:
         if top in ("diaSource", "diaObject", "ssSource", *_HISTORY):
             if parts[-1] in _NESTED_KEEP and len(parts) in (2, 4):
                 keep.append(path)
-        elif top in SCORE_STRUCTS or (len(parts) == 1 and top in arrow.names and not _bulky(arrow.field(top).type)):
+        elif top in SCORE_STRUCTS or (
+            len(parts) == 1 and top in arrow.names and not _bulky(arrow.field(top).type)
+        ):
             keep.append(path)
     return keep
 
 
 def read_rubin_parquet(path: str | Path) -> LightCurves:
-    """Rubin alerts in Parquet as Fink stores them (``lsst.v7_4`` ... ``lsst.v10_0``) or sends them (data transfer)."""
+    """Rubin alerts in Parquet as Fink stores them (``lsst.v7_4`` ... ``lsst.v10_0``) or sends
+    them (data transfer)."""
     path = Path(path)
     try:
         pf = pq.ParquetFile(path)
         table = pf.read(columns=_parquet_columns(pf))
     except (OSError, pa.ArrowException) as exc:
-        raise FormatError(f"cannot read Parquet ({exc}); is the file complete?", source=str(path)) from exc
+        raise FormatError(
+            f"cannot read Parquet ({exc}); is the file complete?", source=str(path)
+        ) from exc
     return lightcurves_from_table(table, source=str(path))
 
 
 def detect_rubin_parquet(path: Path) -> bool:
-    """Parquet whose ``diaSource`` struct has Rubin's field names (``midpointMjdTai``; ELAsTiCC has ``midPointTai``)."""
+    """Parquet whose ``diaSource`` struct has Rubin's field names (``midpointMjdTai``; ELAsTiCC
+    has ``midPointTai``)."""
     schema = parquet_schema(Path(path))
     if schema is None or "diaSource" not in schema.names:
         return False
@@ -486,19 +572,35 @@ def detect_rubin_parquet(path: Path) -> bool:
     return pa.types.is_struct(typ) and typ.get_field_index("midpointMjdTai") >= 0
 
 
-# ---------------------------------------------------------------------------------------------- Avro projection
-#: Fields of nested records (diaSource, diaForcedSource, diaNondetectionLimit, diaObject, ssSource) the reader uses.
+# ----------------------------------------------------------------------------------------------
+# Avro projection
+#: Fields of nested records (diaSource, diaForcedSource, diaNondetectionLimit, diaObject, ssSource)
+#: the reader uses.
 _NESTED_KEEP = frozenset(
-    ("diaSourceId", "diaObjectId", "ssObjectId", *TIME_FIELDS, *BAND_FIELDS, *FLUX_FIELDS, *FLUX_ERR_FIELDS, "diaNoise", "ra",
-     *DEC_FIELDS, *SOURCE_ALERT_FIELDS, *DIAOBJECT_FIELDS)
-)  # fmt: skip
-#: Top-level nested fields never read (cutouts, orbits, Fink's cross-matches and light-curve features).
+    (
+        "diaSourceId",
+        "diaObjectId",
+        "ssObjectId",
+        *TIME_FIELDS,
+        *BAND_FIELDS,
+        *FLUX_FIELDS,
+        *FLUX_ERR_FIELDS,
+        "diaNoise",
+        "ra",
+        *DEC_FIELDS,
+        *SOURCE_ALERT_FIELDS,
+        *DIAOBJECT_FIELDS,
+    )
+)
+#: Top-level nested fields never read (cutouts, orbits, Fink's cross-matches and light-curve
+#: features).
 _TOP_SKIP = frozenset(("ssObject", "MPCORB", "mpc_orbits", "lc_features", "xm", "pred", "misc"))
 
 
 def project_schema(schema: dict) -> dict:
-    """A reader schema with only the fields the reader uses: fastavro then skips the rest of every alert (the
-    ~100 fields of each of hundreds of history records), several times faster and far smaller in memory."""
+    """A reader schema with only the fields the reader uses: fastavro then skips the rest of
+    every alert (the ~100 fields of each of hundreds of history records), several times faster
+    and far smaller in memory."""
     defined: set[str] = set()
 
     def walk(node, top: bool):
@@ -532,29 +634,38 @@ def project_schema(schema: dict) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- Avro, columnar
-#: What the columnar walk keeps of an alert besides its top-level scalars: the fields the records' reader uses of
-#: the nested records (exactly :func:`project_schema`'s), the solar-system id, and Fink's scores.
-_WANTED = {**{name: set(_NESTED_KEEP) for name in ("diaSource", "diaObject", *_HISTORY)}, "ssSource": {"ssObjectId"},
-           **{name: None for name in SCORE_STRUCTS}}  # fmt: skip
+# ----------------------------------------------------------------------------------------------
+# Avro, columnar
+#: What the columnar walk keeps of an alert besides its top-level scalars: the fields the records'
+#: reader uses of the nested records (exactly :func:`project_schema`'s), the solar-system id, and
+#: Fink's scores.
+_WANTED = {
+    **{name: set(_NESTED_KEEP) for name in ("diaSource", "diaObject", *_HISTORY)},
+    "ssSource": {"ssObjectId"},
+    **{name: None for name in SCORE_STRUCTS},
+}
 #: Block bytes decoded per walk when reading a container (bounded memory however large the file).
 _CHUNK_BYTES = 32 << 20
 
 
 @dataclass
 class _RubinProgram:
-    """A compiled walk of a Rubin writer schema and what the columnar assembly needs to know of the schema."""
+    """A compiled walk of a Rubin writer schema and what the columnar assembly needs to know of
+    the schema."""
 
     program: Program
     top: list[str]  # top-level fields, in the schema's order
-    nullable_scores: bool  # a score struct may be null (the records' reader then keeps it as a null column)
+    nullable_scores: (
+        bool  # a score struct may be null (the records' reader then keeps it as a null column)
+    )
 
 
 _PROGRAMS: dict[int, tuple[object, _RubinProgram | None]] = {}
 
 
 def _base_type(schema, named: dict):
-    """The type of a field with any union with null removed and names resolved (a list when several types remain)."""
+    """The type of a field with any union with null removed and names resolved (a list when
+    several types remain)."""
     if isinstance(schema, list):
         rest = [x for x in schema if x != "null"]
         return _base_type(rest[0], named) if len(rest) == 1 else rest
@@ -583,8 +694,9 @@ def _named_types(schema, named: dict) -> dict:
 
 
 def _compile_rubin(schema) -> _RubinProgram | None:
-    """The columnar walk of a Rubin writer schema, or None when its alerts need the records' reader to give the same
-    table (a top-level field that is neither a scalar nor one of the known records, a kept field of several types)."""
+    """The columnar walk of a Rubin writer schema, or None when its alerts need the records'
+    reader to give the same table (a top-level field that is neither a scalar nor one of the
+    known records, a kept field of several types)."""
     if not (isinstance(schema, dict) and schema.get("type") == "record"):
         return None
     named = _named_types(schema, {})
@@ -612,14 +724,26 @@ def _compile_rubin(schema) -> _RubinProgram | None:
                 return None
             if name in SCORE_STRUCTS:
                 nullable_scores |= isinstance(f["type"], list)
-                if {g["name"] for g in typ["fields"]} & {"ra", "dec"}:  # would overwrite the alert's position
+                if {g["name"] for g in typ["fields"]} & {
+                    "ra",
+                    "dec",
+                }:  # would overwrite the alert's position
                     return None
             if name not in _WANTED:
                 continue
-            fields = [g["name"] for g in typ["fields"] if _WANTED[name] is None or g["name"] in _WANTED[name]]
-            if any(kept.get((name, g), -1) == -1 for g in fields):  # a field of several types, bytes, a record...
+            fields = [
+                g["name"]
+                for g in typ["fields"]
+                if _WANTED[name] is None or g["name"] in _WANTED[name]
+            ]
+            if any(
+                kept.get((name, g), -1) == -1 for g in fields
+            ):  # a field of several types, bytes, a record...
                 return None
-        elif kept.get((name,), -1) == -1 or name in ("ra", "dec"):  # not a plain scalar, or the alert's position
+        elif kept.get((name,), -1) == -1 or name in (
+            "ra",
+            "dec",
+        ):  # not a plain scalar, or the alert's position
             return None
     return _RubinProgram(prog, top, nullable_scores)
 
@@ -640,7 +764,8 @@ def _pylist(arr: pa.Array | None, n: int) -> list:
 
 
 def _strs(arr: pa.Array | None, n: int) -> np.ndarray:
-    """Strings as an object array (None where null), through a dictionary: a few distinct bands, millions of points."""
+    """Strings as an object array (None where null), through a dictionary: a few distinct bands,
+    millions of points."""
     if arr is None:
         return np.full(n, None, dtype=object)
     enc = pc.dictionary_encode(arr)
@@ -649,11 +774,13 @@ def _strs(arr: pa.Array | None, n: int) -> np.ndarray:
     return values[idx]
 
 
-def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "<columns>") -> LightCurves | None:
-    """The alerts decoded by the columnar walk (:func:`earlyia.io.avro_columns.decode_columns` with
-    :func:`rubin_program`) -> the very table :func:`lightcurves_from_records` gives of the same alerts (tested on every
-    sample and on generated alerts); None in the one case it does not reproduce (a score struct missing from some
-    alerts): read those alerts as records."""
+def lightcurves_from_columns(
+    table: pa.Table, rp: _RubinProgram, source: str = "<columns>"
+) -> LightCurves | None:
+    """The alerts decoded by the columnar walk (:func:`earlyia.io.avro_columns.decode_columns`
+    with :func:`rubin_program`) -> the very table :func:`lightcurves_from_records` gives of the
+    same alerts (tested on every sample and on generated alerts); None in the one case it does
+    not reproduce (a score struct missing from some alerts): read those alerts as records."""
     n = table.num_rows
     if n == 0:
         raise InputError("no alert given", source=source)
@@ -663,10 +790,16 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
         return table.column(name).combine_chunks() if name in names else None
 
     def valid(arr: pa.Array | None) -> np.ndarray:
-        return np.zeros(n, bool) if arr is None else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
+        return (
+            np.zeros(n, bool)
+            if arr is None
+            else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
+        )
 
     def has(arr: pa.Array | None, name: str) -> bool:
-        return arr is not None and pa.types.is_struct(arr.type) and arr.type.get_field_index(name) >= 0
+        return (
+            arr is not None and pa.types.is_struct(arr.type) and arr.type.get_field_index(name) >= 0
+        )
 
     def sub(arr: pa.Array | None, name: str) -> pa.Array | None:
         return pc.struct_field(arr, [arr.type.get_field_index(name)]) if has(arr, name) else None
@@ -680,11 +813,20 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
     if any(not valid(arr)[src_ok].all() for arr in scores.values()):
         return None
     src_obj, dob_obj = _pylist(sub(src, "diaObjectId"), n), _pylist(sub(dob, "diaObjectId"), n)
-    src_sid, src_ss, sss_ss = _pylist(sub(src, "diaSourceId"), n), _pylist(sub(src, "ssObjectId"), n), _pylist(sub(sss, "ssObjectId"), n)
+    src_sid, src_ss, sss_ss = (
+        _pylist(sub(src, "diaSourceId"), n),
+        _pylist(sub(src, "ssObjectId"), n),
+        _pylist(sub(sss, "ssObjectId"), n),
+    )
     top_alert, top_sid = _pylist(column("alertId"), n), _pylist(column("diaSourceId"), n)
     t_src, d_src = pick(src, TIME_FIELDS), pick(src, DEC_FIELDS)
     src_mjd = _f64(sub(src, t_src), n) if t_src else np.full(n, np.nan)
-    b = _Batch(object_id=[None] * n, alert_id=[""] * n, alert_mjd=np.full(n, np.nan), source_id=np.zeros(n, np.int64))
+    b = _Batch(
+        object_id=[None] * n,
+        alert_id=[""] * n,
+        alert_mjd=np.full(n, np.nan),
+        source_id=np.zeros(n, np.int64),
+    )
     ok = np.zeros(n, bool)
     by_source = np.zeros(n, bool)
     own = np.full(n, -1, np.int64)
@@ -695,7 +837,13 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
         obj = _valid_id(dob_obj[k] if dob_ok[k] else None) or _valid_id(src_obj[k])
         if obj is None:
             ss = _valid_id(src_ss[k]) or _valid_id(sss_ss[k] if sss_ok[k] else None)
-            b.skipped.append(Problem(source, None if ss is None else f"ssObjectId={ss}", _skip_reason(k, src_sid[k], ss)))
+            b.skipped.append(
+                Problem(
+                    source,
+                    None if ss is None else f"ssObjectId={ss}",
+                    _skip_reason(k, src_sid[k], ss),
+                )
+            )
             continue
         ok[k] = True
         alert = _valid_id(top_alert[k])
@@ -707,13 +855,18 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
         own[k] = alert if alert is not None else -1
         b.alert_mjd[k] = src_mjd[k]
 
-    # points: each alert's own detection, then its histories, alert by alert (the order the records give)
+    # points: each alert's own detection, then its histories, alert by alert (the order the records
+    # give)
     parts = [(src, np.arange(n), _DETECTION, own)]
     for name, kind in zip(_HISTORY, (_DETECTION, _FORCED, _LIMIT), strict=True):
         col = column(name)
         if col is None:
             continue
-        lens = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        lens = (
+            pc.fill_null(pc.list_value_length(col), 0)
+            .to_numpy(zero_copy_only=False)
+            .astype(np.int64)
+        )
         rows = np.repeat(np.arange(n), lens)
         items = col.flatten()
         if items.null_count:  # a null item (Fink's schemas allow them) is no point
@@ -730,27 +883,72 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
     m = len(rows)
     b.row.append(rows[order])
     for target, values in (
-        (b.mjd, [_f64(sub(a, pick(a, TIME_FIELDS)), len(r)) if pick(a, TIME_FIELDS) else np.full(len(r), np.nan) for a, r, _, _ in parts]),
-        (b.band, [_strs(sub(a, pick(a, BAND_FIELDS)), len(r)) if pick(a, BAND_FIELDS) else np.full(len(r), None, dtype=object)
-                  for a, r, _, _ in parts]),
-        (b.flux, [np.full(len(r), np.nan) if k == _LIMIT or not pick(a, FLUX_FIELDS) else _f64(sub(a, pick(a, FLUX_FIELDS)), len(r))
-                  for a, r, k, _ in parts]),
-        (b.err, [_f64(sub(a, e), len(r)) if (e := ("diaNoise" if k == _LIMIT and has(a, "diaNoise") else None if k == _LIMIT
-                                                    else pick(a, FLUX_ERR_FIELDS))) else np.full(len(r), np.nan)
-                 for a, r, k, _ in parts]),
+        (
+            b.mjd,
+            [
+                _f64(sub(a, pick(a, TIME_FIELDS)), len(r))
+                if pick(a, TIME_FIELDS)
+                else np.full(len(r), np.nan)
+                for a, r, _, _ in parts
+            ],
+        ),
+        (
+            b.band,
+            [
+                _strs(sub(a, pick(a, BAND_FIELDS)), len(r))
+                if pick(a, BAND_FIELDS)
+                else np.full(len(r), None, dtype=object)
+                for a, r, _, _ in parts
+            ],
+        ),
+        (
+            b.flux,
+            [
+                np.full(len(r), np.nan)
+                if k == _LIMIT or not pick(a, FLUX_FIELDS)
+                else _f64(sub(a, pick(a, FLUX_FIELDS)), len(r))
+                for a, r, k, _ in parts
+            ],
+        ),
+        (
+            b.err,
+            [
+                _f64(sub(a, e), len(r))
+                if (
+                    e := (
+                        "diaNoise"
+                        if k == _LIMIT and has(a, "diaNoise")
+                        else None
+                        if k == _LIMIT
+                        else pick(a, FLUX_ERR_FIELDS)
+                    )
+                )
+                else np.full(len(r), np.nan)
+                for a, r, k, _ in parts
+            ],
+        ),
         (b.kind, [np.full(len(r), k, np.int8) for _, r, k, _ in parts]),
         (b.pid, [p for _, _, _, p in parts]),
     ):
         flat = np.concatenate(values) if values else np.zeros(m)
         target.append(flat[order])
 
-    # alert and object columns: the keys of the records' rows, in their order, None where an alert has none
-    alert_cols: dict[str, object] = {"ra": _f64(sub(src, "ra"), n), "dec": _f64(sub(src, d_src), n) if d_src else np.full(n, np.nan)}
+    # alert and object columns: the keys of the records' rows, in their order, None where an alert
+    # has none
+    alert_cols: dict[str, object] = {
+        "ra": _f64(sub(src, "ra"), n),
+        "dec": _f64(sub(src, d_src), n) if d_src else np.full(n, np.nan),
+    }
     for name in SOURCE_ALERT_FIELDS:
         if has(src, name):
             alert_cols[name] = sub(src, name)
     for key in rp.top:
-        if key in _NESTED_TOP or key in _TOP_SKIP or key.startswith("cutout") or key in ("alertId", "diaSourceId"):
+        if (
+            key in _NESTED_TOP
+            or key in _TOP_SKIP
+            or key.startswith("cutout")
+            or key in ("alertId", "diaSourceId")
+        ):
             continue
         if key in scores:
             for f in scores[key].type:
@@ -770,7 +968,12 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
                 object_cols[name] = sub(dob, name)
     for cols, target, present in ((alert_cols, b.alert_cols, ok), (object_cols, b.object_cols, ok)):
         for name, values in cols.items():
-            vals = np.asarray(values.to_pylist() if isinstance(values, (pa.Array, pa.ChunkedArray)) else list(values), dtype=object)
+            vals = np.asarray(
+                values.to_pylist()
+                if isinstance(values, (pa.Array, pa.ChunkedArray))
+                else list(values),
+                dtype=object,
+            )
             if name in object_cols and cols is object_cols and name in DIAOBJECT_FIELDS:
                 vals[~dob_ok] = None
             vals[~present] = None
@@ -778,7 +981,8 @@ def lightcurves_from_columns(table: pa.Table, rp: _RubinProgram, source: str = "
     return _assemble(b, source)
 
 
-# ---------------------------------------------------------------------------------------------- Avro files
+# ----------------------------------------------------------------------------------------------
+# Avro files
 def _open_binary(path: Path):
     """A gzip-compressed file (by magic bytes) opened decompressed, else the file itself."""
     if head_bytes(path, 2) == b"\x1f\x8b":
@@ -787,30 +991,42 @@ def _open_binary(path: Path):
 
 
 def read_rubin_avro(path: str | Path) -> LightCurves:
-    """Rubin / ELAsTiCC alert Avro: one alert or a container of many (Fink's data transfer), plain or gzip-compressed.
+    """Rubin / ELAsTiCC alert Avro: one alert or a container of many (Fink's data transfer), plain
+    or gzip-compressed.
 
-    Alerts are decoded one by one into flat arrays (never all held as records). A container damaged after some
-    alerts keeps them and reports a :class:`Problem`.
+    Alerts are decoded one by one into flat arrays (never all held as records). A container damaged
+    after some alerts keeps them and reports a :class:`Problem`.
     """
     path = Path(path)
     problems: list[Problem] = []
     try:
         fh = _open_binary(path)
     except OSError as exc:
-        raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
+        raise FormatError(
+            f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?",
+            source=str(path),
+        ) from exc
     with fh:
         try:
             blocks = fastavro.block_reader(fh)  # the header only, so far
             writer, schema_text = blocks.writer_schema, blocks.metadata.get("avro.schema")
-        except Exception as exc:  # isolation boundary: a damaged header, not Avro at all, a missing codec
-            raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
+        except (
+            Exception
+        ) as exc:  # isolation boundary: a damaged header, not Avro at all, a missing codec
+            raise FormatError(
+                f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?",
+                source=str(path),
+            ) from exc
         fast = _read_avro_columns(path, blocks, writer, schema_text)
     if fast is not None:
         return fast
     try:
         reader_schema = project_schema(writer)
     except Exception as exc:  # isolation boundary: a schema of unexpected shape
-        raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?", source=str(path)) from exc
+        raise FormatError(
+            f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?",
+            source=str(path),
+        ) from exc
 
     def alerts(fh):
         it = iter(fastavro.reader(fh, reader_schema=reader_schema))
@@ -820,12 +1036,22 @@ def read_rubin_avro(path: str | Path) -> LightCurves:
                 rec = next(it)
             except StopIteration:
                 return
-            except Exception as exc:  # isolation boundary: fastavro raises many types on damaged blocks
+            except (
+                Exception
+            ) as exc:  # isolation boundary: fastavro raises many types on damaged blocks
                 if not k:
-                    raise FormatError(f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?",
-                                      source=str(path)) from exc  # fmt: skip
-                problems.append(Problem(str(path), None, f"Avro data damaged after {k} alert(s) "
-                                        f"({type(exc).__name__}: {exc}); rest skipped"))  # fmt: skip
+                    raise FormatError(
+                        f"cannot read Avro ({type(exc).__name__}: {exc}); is the file complete?",
+                        source=str(path),
+                    ) from exc
+                problems.append(
+                    Problem(
+                        str(path),
+                        None,
+                        f"Avro data damaged after {k} alert(s) "
+                        f"({type(exc).__name__}: {exc}); rest skipped",
+                    )
+                )
                 return
             k += 1
             yield rec
@@ -844,9 +1070,9 @@ def read_rubin_avro(path: str | Path) -> LightCurves:
 
 
 def _avro_tables(blocks, prog: Program):
-    """The alerts of a container (``blocks``: its ``fastavro.block_reader``) as Arrow tables (by chunks of blocks), or
-    None at the first thing the walk does not read exactly (damaged blocks included: the records' reader then says
-    where)."""
+    """The alerts of a container (``blocks``: its ``fastavro.block_reader``) as Arrow tables (by
+    chunks of blocks), or None at the first thing the walk does not read exactly (damaged blocks
+    included: the records' reader then says where)."""
     tables = []
     chunk: list[bytes] = []
     counts: list[int] = []
@@ -856,7 +1082,9 @@ def _avro_tables(blocks, prog: Program):
         nonlocal chunk, counts, count, size
         if not count:
             return True
-        if all(c == 1 for c in counts):  # one alert per block (alerts larger than the sync interval): each block is a message
+        if all(
+            c == 1 for c in counts
+        ):  # one alert per block (alerts larger than the sync interval): each block is a message
             table, bad = decode_columns(prog, chunk)
             ok = not bad.any()
         else:
@@ -870,7 +1098,11 @@ def _avro_tables(blocks, prog: Program):
 
     try:
         for block in blocks:
-            data = block.bytes_.getvalue() if hasattr(block.bytes_, "getvalue") else bytes(block.bytes_)
+            data = (
+                block.bytes_.getvalue()
+                if hasattr(block.bytes_, "getvalue")
+                else bytes(block.bytes_)
+            )
             chunk.append(data)
             counts.append(block.num_records)
             count += block.num_records
@@ -879,24 +1111,35 @@ def _avro_tables(blocks, prog: Program):
                 return None
         if not flush():
             return None
-    except Exception:  # isolation boundary: fastavro raises many types on damaged blocks; the records' reader reports them
+    # isolation boundary: fastavro raises many types on damaged blocks; the records' reader reports
+    # them
+    except Exception:
         return None
     return tables
 
 
-#: Compiled walks of the containers' schemas, by the schema's text in the file header (many files, one schema).
+#: Compiled walks of the containers' schemas, by the schema's text in the file header (many files,
+#: one schema).
 _FILE_PROGRAMS: dict[str, _RubinProgram | None] = {}
 
 
-def _read_avro_columns(path: Path, blocks, writer, schema_text: str | None = None) -> LightCurves | None:
-    """:func:`read_rubin_avro` by the compiled columnar walk (the same table, many times faster); None when the file
-    needs the records' reader (a schema the walk does not reproduce, damaged data, no alert)."""
+def _read_avro_columns(
+    path: Path, blocks, writer, schema_text: str | None = None
+) -> LightCurves | None:
+    """:func:`read_rubin_avro` by the compiled columnar walk (the same table, many times faster);
+    None when the file needs the records' reader (a schema the walk does not reproduce, damaged
+    data, no alert)."""
     if schema_text is not None and schema_text in _FILE_PROGRAMS:
         rp = _FILE_PROGRAMS[schema_text]
     else:
         try:
             rp = _compile_rubin(writer)
-        except (KeyError, TypeError, ValueError, AttributeError):  # a schema of unexpected shape: the records' reader
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ):  # a schema of unexpected shape: the records' reader
             rp = None
         if schema_text is not None:
             if len(_FILE_PROGRAMS) > 64:
@@ -909,7 +1152,9 @@ def _read_avro_columns(path: Path, blocks, writer, schema_text: str | None = Non
         if not tables:
             return None
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-    except pa.ArrowException:  # a kept string that is not UTF-8, say: the records' reader says which
+    except (
+        pa.ArrowException
+    ):  # a kept string that is not UTF-8, say: the records' reader says which
         return None
     return lightcurves_from_columns(table, rp, source=str(path))
 
@@ -924,23 +1169,36 @@ def detect_rubin_avro(path: Path) -> bool:
             if fh.read(4) != AVRO_MAGIC:  # the usual answer, without decompressing further
                 return False
             head = fh.read(65536)
-    except (OSError, EOFError, zlib.error):  # a damaged file: its reader says so if another detector takes it
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+    ):  # a damaged file: its reader says so if another detector takes it
         return False
     return b"diaSource" in head
 
 
-# ---------------------------------------------------------------------------------------------- Kafka wire format
-#: Confluent wire format: magic byte 0, then the schema id as a 4-byte big-endian integer, then schemaless Avro.
+# ----------------------------------------------------------------------------------------------
+# Kafka wire format
+#: Confluent wire format: magic byte 0, then the schema id as a 4-byte big-endian integer, then
+#: schemaless Avro.
 WIRE_HEADER = struct.Struct(">bI")
 
 
 def split_wire(message: bytes) -> tuple[int, bytes]:
-    """``(schema id, Avro payload)`` of one Kafka message in the wire format; :class:`FormatError` otherwise."""
+    """``(schema id, Avro payload)`` of one Kafka message in the wire format;
+    :class:`FormatError` otherwise."""
     if not isinstance(message, (bytes, bytearray, memoryview)) or len(message) < WIRE_HEADER.size:
-        raise FormatError(f"not a wire-format message: {len(message) if message is not None else 0} byte(s), need at least 5")
+        raise FormatError(
+            f"not a wire-format message: {len(message) if message is not None else 0} "
+            "byte(s), need at least 5"
+        )
     magic, schema_id = WIRE_HEADER.unpack_from(message)
     if magic != 0:
-        raise FormatError(f"not a wire-format message: first byte {magic}, expected 0 (an Avro container file starts 'Obj')")
+        raise FormatError(
+            f"not a wire-format message: first byte {magic}, expected 0 (an Avro container "
+            "file starts 'Obj')"
+        )
     return schema_id, bytes(message[WIRE_HEADER.size :])
 
 
@@ -954,31 +1212,39 @@ def redact_url(url: str) -> str:
 
 
 class SchemaRegistry:
-    """Avro schemas by id from a Confluent-compatible schema registry (``GET {url}/schemas/ids/{id}``), cached.
+    """Avro schemas by id from a Confluent-compatible schema registry (``GET
+    {url}/schemas/ids/{id}``), cached.
 
-    Credentials in the URL (``https://user:pass@host``) are sent as HTTP basic auth and never shown in errors.
+    Credentials in the URL (``https://user:pass@host``) are sent as HTTP basic auth and never shown
+    in errors.
     """
 
     def __init__(self, url: str, *, timeout: float = 10.0):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"schema registry URL must be http(s)://host[:port][/path], got {redact_url(url)!r}")
-        self._base = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
+            raise ConfigError(
+                f"schema registry URL must be http(s)://host[:port][/path], got {redact_url(url)!r}"
+            )
+        self._base = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", "")
+        )
         self._auth = None
         if parts.username is not None:
-            import base64
-
-            token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            user = urllib.parse.unquote(parts.username)
+            token = f"{user}:{urllib.parse.unquote(parts.password or '')}"
             self._auth = "Basic " + base64.b64encode(token.encode()).decode()
         self.url = redact_url(url)
         self.timeout = timeout
         self._cache: dict[int, dict] = {}
 
     def schema(self, schema_id: int) -> dict:
-        """The parsed schema of ``schema_id`` (:class:`RemoteError` when the registry has none or fails)."""
+        """The parsed schema of ``schema_id`` (:class:`RemoteError` when the registry has none or
+        fails)."""
         if schema_id in self._cache:
             return self._cache[schema_id]
-        req = urllib.request.Request(f"{self._base}/schemas/ids/{int(schema_id)}", headers={"Accept": "application/json"})
+        req = urllib.request.Request(
+            f"{self._base}/schemas/ids/{int(schema_id)}", headers={"Accept": "application/json"}
+        )
         if self._auth:
             req.add_header("Authorization", self._auth)
         try:
@@ -986,24 +1252,34 @@ class SchemaRegistry:
                 body = json.loads(resp.read().decode("utf-8"))
             parsed = fastavro.parse_schema(json.loads(body["schema"]))
         except urllib.error.HTTPError as exc:
-            raise RemoteError(f"schema registry {self.url}: schema id {schema_id}: HTTP {exc.code}", status=exc.code,
-                              permanent=exc.code < 500) from exc  # fmt: skip
+            raise RemoteError(
+                f"schema registry {self.url}: schema id {schema_id}: HTTP {exc.code}",
+                status=exc.code,
+                permanent=exc.code < 500,
+            ) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise RemoteError(f"schema registry {self.url} unreachable ({reason})", permanent=False) from exc
+            raise RemoteError(
+                f"schema registry {self.url} unreachable ({reason})", permanent=False
+            ) from exc
         except (ValueError, KeyError, TypeError, fastavro.schema.SchemaParseException) as exc:
-            raise RemoteError(f"schema registry {self.url}: schema id {schema_id}: not an Avro schema ({exc})") from exc
+            raise RemoteError(
+                f"schema registry {self.url}: schema id {schema_id}: not an Avro schema ({exc})"
+            ) from exc
         self._cache[schema_id] = parsed
         return parsed
 
 
 def load_schema(path: str | Path) -> dict:
-    """A parsed Avro schema from a ``.avsc`` / JSON file (the schema of the wire-format messages)."""
+    """A parsed Avro schema from a ``.avsc`` / JSON file (the schema of the wire-format
+    messages)."""
     path = Path(path)
     try:
         return fastavro.parse_schema(json.loads(path.read_text()))
     except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
-        raise ConfigError(f"{path}: not a readable Avro schema ({exc}); give the alert schema (.avsc)") from exc
+        raise ConfigError(
+            f"{path}: not a readable Avro schema ({exc}); give the alert schema (.avsc)"
+        ) from exc
 
 
 _PROJECTED: dict[int, tuple[dict, dict]] = {}
@@ -1018,30 +1294,49 @@ def _projected(schema: dict) -> dict:
     return hit[1]
 
 
-def decode_wire(message: bytes, *, registry: SchemaRegistry | None = None, schema: dict | None = None, project: bool = False) -> dict:
-    """One wire-format Kafka message -> the alert dictionary (schema from ``schema`` if given, else the registry).
+def decode_wire(
+    message: bytes,
+    *,
+    registry: SchemaRegistry | None = None,
+    schema: dict | None = None,
+    project: bool = False,
+) -> dict:
+    """One wire-format Kafka message -> the alert dictionary (schema from ``schema`` if given, else
+    the registry).
 
     ``project=True`` decodes only the fields :func:`lightcurves_from_records` uses (much faster)."""
     schema_id, payload = split_wire(message)
     if schema is None:
         if registry is None:
-            raise ConfigError("decoding wire-format messages needs a schema: give a schema file or a schema registry URL")
+            raise ConfigError(
+                "decoding wire-format messages needs a schema: give a schema file or a "
+                "schema registry URL"
+            )
         schema = registry.schema(schema_id)
     try:
-        return fastavro.schemaless_reader(io.BytesIO(payload), schema, _projected(schema) if project else None)
+        return fastavro.schemaless_reader(
+            io.BytesIO(payload), schema, _projected(schema) if project else None
+        )
     except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise FormatError(
-            f"wire-format message (schema id {schema_id}) does not decode with its schema ({type(exc).__name__}: {exc})"
+            f"wire-format message (schema id {schema_id}) does not decode with its schema "
+            f"({type(exc).__name__}: {exc})"
         ) from exc
 
 
 def lightcurves_from_wire(
-    messages: Iterable[bytes], *, registry: SchemaRegistry | None = None, schema: dict | None = None, source: str = "<kafka>"
+    messages: Iterable[bytes],
+    *,
+    registry: SchemaRegistry | None = None,
+    schema: dict | None = None,
+    source: str = "<kafka>",
 ) -> LightCurves:
-    """Wire-format messages -> table; a message that does not decode becomes a :class:`Problem`, the rest is read.
+    """Wire-format messages -> table; a message that does not decode becomes a :class:`Problem`, the
+    rest is read.
 
-    Messages of one schema are decoded together by the compiled columnar walk (:func:`lightcurves_from_columns`);
-    any batch it does not read exactly (a message that does not decode, several schemas) is decoded one by one."""
+    Messages of one schema are decoded together by the compiled columnar walk
+    (:func:`lightcurves_from_columns`); any batch it does not read exactly (a message that does
+    not decode, several schemas) is decoded one by one."""
     messages = list(messages)
     fast = _wire_columns(messages, registry=registry, schema=schema, source=source)
     if fast is not None:
@@ -1059,20 +1354,29 @@ def lightcurves_from_wire(
         lc = lightcurves_from_records(decoded(), source=source)
     except InputError as exc:
         if problems and str(exc).endswith("no alert given"):
-            raise InputError("no message decoded: " + "; ".join(p.reason for p in problems[:3]), source=source) from exc
+            raise InputError(
+                "no message decoded: " + "; ".join(p.reason for p in problems[:3]), source=source
+            ) from exc
         raise
     lc.problems = problems + lc.problems
     return lc
 
 
-def _wire_columns(messages: list, *, registry: SchemaRegistry | None, schema: dict | None, source: str) -> LightCurves | None:
-    """:func:`lightcurves_from_wire` by the columnar walk, or None when the batch needs decoding one by one."""
+def _wire_columns(
+    messages: list, *, registry: SchemaRegistry | None, schema: dict | None, source: str
+) -> LightCurves | None:
+    """:func:`lightcurves_from_wire` by the columnar walk, or None when the batch needs decoding
+    one by one."""
     if not messages:
         return None
     payloads = []
     schema_ids = set()
     for msg in messages:
-        if not isinstance(msg, (bytes, bytearray, memoryview)) or len(msg) < WIRE_HEADER.size or msg[0] != 0:
+        if (
+            not isinstance(msg, (bytes, bytearray, memoryview))
+            or len(msg) < WIRE_HEADER.size
+            or msg[0] != 0
+        ):
             return None
         schema_ids.add(WIRE_HEADER.unpack_from(msg)[1])
         payloads.append(memoryview(msg)[WIRE_HEADER.size :])
@@ -1085,16 +1389,26 @@ def _wire_columns(messages: list, *, registry: SchemaRegistry | None, schema: di
         return None
     try:
         table, bad = decode_columns(rp.program, payloads)
-    except (ValueError, TypeError, IndexError, pa.ArrowException):  # a kept string that is not UTF-8, say
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        pa.ArrowException,
+    ):  # a kept string that is not UTF-8, say
         return None
     if bad.any():
         return None
     return lightcurves_from_columns(table, rp, source=source)
 
 
-def read_wire_files(paths: Iterable[str | Path], *, registry: SchemaRegistry | None = None, schema: dict | None = None) -> LightCurves:
-    """Files that each hold one wire-format message (as a consumer dumps them) -> one table; a file that does not
-    decode is a :class:`Problem` naming it, the others are read."""
+def read_wire_files(
+    paths: Iterable[str | Path],
+    *,
+    registry: SchemaRegistry | None = None,
+    schema: dict | None = None,
+) -> LightCurves:
+    """Files that each hold one wire-format message (as a consumer dumps them) -> one table; a
+    file that does not decode is a :class:`Problem` naming it, the others are read."""
     paths = [Path(p) for p in paths]
     records, problems = [], []
     for p in paths:
@@ -1109,7 +1423,10 @@ def read_wire_files(paths: Iterable[str | Path], *, registry: SchemaRegistry | N
         records.append(rec)
     source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} wire-format messages"
     if not records:
-        raise InputError("no message decoded: " + ("; ".join(str(p) for p in problems[:3]) or "no input"), source=source)
+        raise InputError(
+            "no message decoded: " + ("; ".join(str(p) for p in problems[:3]) or "no input"),
+            source=source,
+        )
     lc = lightcurves_from_records(records, source=source)
     lc.problems = problems + lc.problems
     return lc

@@ -1,6 +1,6 @@
-"""The scores file: ``earlyia score``'s SCORES Parquet (one file, or the night-partitioned parts
-``earlyia stream`` writes): its schema, its writer, and the one reader of every command that consumes
-scores."""
+"""The scores file: ``earlyia score``'s SCORES Parquet (one file, or the night-partitioned
+parts that ``earlyia stream`` writes): its schema, its writer, and the one reader of every command
+that consumes scores."""
 
 from __future__ import annotations
 
