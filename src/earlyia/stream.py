@@ -67,13 +67,8 @@ from earlyia.io.ztf import (
     lightcurves_from_alert_records,
     lightcurves_from_alert_table,
 )
-from earlyia.score.pipeline import (
-    METADATA_KEY,
-    problem_rows,
-    score_lightcurves,
-    scores_metadata,
-    to_arrow,
-)
+from earlyia.score.pipeline import problem_rows, score_lightcurves, scores_metadata
+from earlyia.score.scores_file import METADATA_KEY, to_arrow
 
 #: Nights split at this fraction of a day after 0h UTC (~17 h UTC: daytime in California and Chile).
 NIGHT_SHIFT = 0.3
