@@ -18,7 +18,6 @@ import fastavro
 import numpy as np
 import pandas as pd
 import pytest
-from earlyia.score.model import train_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,8 @@ from earlyia.errors import EarlyIAError
 from earlyia.features.lsst_early import LsstEarlyFeatures
 from earlyia.io import rubin
 from earlyia.io.lsst import read_elasticc
+from earlyia.model.recipe import Recipe
+from earlyia.model.training import train_model
 from earlyia.stream import Decoder, Message, _score_columnar, score_messages
 
 SAMPLES = "external_alert_samples"
@@ -423,7 +424,7 @@ def lsst_model(tmp_path_factory):
         [ext.transform(lc.take(np.arange(40)), per="alert") for lc in lcs], ignore_index=True
     )
     df["label"] = np.where(df["object_id"].isin(set(lcs[0].objects["object_id"])), "SN Ia", "other")
-    return train_model(df, ext.config(), n_estimators=20, random_state=1)
+    return train_model(df, ext.config(), Recipe(n_estimators=20), random_state=1)
 
 
 def _shifted(rec: dict, k: int) -> dict:
