@@ -724,29 +724,17 @@ def score_spark(
     session = spark or get_session(master, conf=conf)
     ref = ship_model(session, model_path)
     out = Path(out)
-    if not good:
-        n = _write_spark_scores(None, out, ref, problems, files, session)
-        return {
-            "engine": "spark",
-            "master": session.sparkContext.master,
-            "inputs": [str(f) for f in files],
-            "out": str(out),
-            "n_alerts": int(n),
-        }
+
+    def run(ok: list[Path]) -> int:
+        if not ok:
+            return _write_spark_scores(None, out, ref, problems, files, session)
+        return _score_spark_files(
+            session, ok, ref, out, problems, files, survey, partitions, score_kwargs, group_objects
+        )
+
     with _case_sensitive(session):
         try:
-            n = _score_spark_files(
-                session,
-                good,
-                ref,
-                out,
-                problems,
-                files,
-                survey,
-                partitions,
-                score_kwargs,
-                group_objects,
-            )
+            n = run(good)
         except _spark_errors() as exc:
             # a file whose footer reads but whose pages are damaged fails the job: find it, report
             # it, score the rest
@@ -759,22 +747,7 @@ def score_spark(
                 )
                 raise InputError(f"the Spark job failed: {first}") from exc
             problems += [Problem(str(f), None, r) for f, r in bad.items()]
-            good = [f for f in good if f not in bad]
-            if good:
-                n = _score_spark_files(
-                    session,
-                    good,
-                    ref,
-                    out,
-                    problems,
-                    files,
-                    survey,
-                    partitions,
-                    score_kwargs,
-                    group_objects,
-                )
-            else:
-                n = _write_spark_scores(None, out, ref, problems, files, session)
+            n = run([f for f in good if f not in bad])
     return {
         "engine": "spark",
         "master": session.sparkContext.master,
