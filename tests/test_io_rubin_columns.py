@@ -29,24 +29,8 @@ from earlyia.io.lsst import read_elasticc
 from earlyia.model.recipe import Recipe
 from earlyia.model.training import train_model
 from earlyia.stream import Decoder, Message, _score_columnar, score_messages
+from test_io_rubin import RUBIN_VERSIONS, SAMPLES
 
-SAMPLES = "external_alert_samples"
-RUBIN_VERSIONS = [
-    "3_0",
-    "4_0",
-    "5_0",
-    "6_0",
-    "6_1",
-    "7_0",
-    "7_1",
-    "7_2",
-    "7_3",
-    "7_4",
-    "8_0",
-    "9_0",
-    "10_0",
-    "11_0",
-]
 SAMPLE_FILES = [f"lsst_alert_packet/v{v}_fakeAlert.avro" for v in RUBIN_VERSIONS] + [
     "fink_client/lsst_part-2-918301.avro",
     "fink_client/elasticc_alert_mjd60674.0512_obj747_src1494043.avro.gz",
@@ -187,23 +171,6 @@ _IDS = (0, 0, 1, 2, 3, 5, 8, 13, 2**40 + 1)
 _BANDS = ("u", "g", "r", "i", "z", "y") * 3 + ("Y", "q", "")
 
 
-def _named(schema, named: dict) -> dict:
-    if isinstance(schema, list):
-        for x in schema:
-            _named(x, named)
-    elif isinstance(schema, dict):
-        if schema.get("type") in ("record", "enum", "fixed") and "name" in schema:
-            named[schema["name"]] = schema
-            if "namespace" in schema:
-                named[f"{schema['namespace']}.{schema['name']}"] = schema
-        for f in schema.get("fields", []):
-            _named(f["type"], named)
-        for key in ("items", "values", "type"):
-            if isinstance(schema.get(key), (dict, list)):
-                _named(schema[key], named)
-    return named
-
-
 def random_value(
     schema,
     rng: np.random.Generator,
@@ -271,7 +238,7 @@ def random_value(
 
 
 def generated_alerts(schema: dict, rng: np.random.Generator, n: int) -> list[dict]:
-    named = _named(schema, {})
+    named = rubin.named_types(schema, {})
     p_null = float(rng.choice([0.0, 0.05, 0.3]))
     records = []
     for _ in range(n):

@@ -676,20 +676,22 @@ def _base_type(schema, named: dict):
     return schema
 
 
-def _named_types(schema, named: dict) -> dict:
+def named_types(schema, named: dict) -> dict:
+    """``named`` filled with every named type (record, enum, fixed) of an Avro ``schema``, by name
+    and by full name."""
     if isinstance(schema, list):
         for x in schema:
-            _named_types(x, named)
+            named_types(x, named)
     elif isinstance(schema, dict):
         if schema.get("type") in ("record", "enum", "fixed") and "name" in schema:
             named[schema["name"]] = schema
             if "namespace" in schema:
                 named[f"{schema['namespace']}.{schema['name']}"] = schema
         for f in schema.get("fields", []):
-            _named_types(f["type"], named)
+            named_types(f["type"], named)
         for key in ("items", "values", "type"):
             if isinstance(schema.get(key), (dict, list)):
-                _named_types(schema[key], named)
+                named_types(schema[key], named)
     return named
 
 
@@ -699,7 +701,7 @@ def _compile_rubin(schema) -> _RubinProgram | None:
     known records, a kept field of several types)."""
     if not (isinstance(schema, dict) and schema.get("type") == "record"):
         return None
-    named = _named_types(schema, {})
+    named = named_types(schema, {})
     try:
         prog = compile_schema(schema, _WANTED)
     except (ValueError, KeyError, TypeError):
