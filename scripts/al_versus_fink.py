@@ -1,9 +1,8 @@
-"""Active learning: Fink's configuration against earlyia's, on the same data, splits and seeds
-(issue 3).
+"""Active learning: Fink's configuration against earlyia's, on the same data, splits and seeds.
 
 One command builds both feature tables of one data set, runs both experiments with the same seed (so
 realisation ``r`` has the same test objects and the same 10 initial labels in both: checked), and
-prints the final-loop table, the paired differences and the verdict against the issue's goal (with
+prints the final-loop table, the paired differences and the verdict against the target (with
 the same 310 labels: >= +0.10 FoM and >= +0.15 efficiency over Fink's configuration at equal or
 better purity).
 
@@ -171,7 +170,7 @@ def report(runs: dict[str, Path], protocol: str, strategies: dict[str, tuple[str
             )
     if verdict is not None:
         lines.append(
-            "* goal (+0.10 FoM, +0.15 efficiency, purity not lower): FoM "
+            "* target (+0.10 FoM, +0.15 efficiency, purity not lower): FoM "
             f"{'met' if verdict[0] else 'NOT met'}, "
             f"efficiency {'met' if verdict[1] else 'NOT met'}, purity "
             f"{'met' if verdict[2] else 'NOT met'}"

@@ -1,4 +1,4 @@
-"""Ablation for the early SN Ia classifier on the shared real ZTF replay (issue 7).
+"""Ablation for the early SN Ia classifier on the shared real ZTF replay.
 
 Every variant is scored with object-level cross-validation (no object's alerts on both sides)
 and evaluated with the alert-by-alert replay protocol (``earlyia.evaluate.evaluate_early``):
@@ -13,7 +13,7 @@ Usage:
 ``--only TEXT`` runs the variants whose name contains TEXT (e.g. ``--only impostors``).
 ``--learning-curve 0.25 0.5 1`` instead trains the default recipe's variant (leaf 5, object + class
 weights, impostors) on those fractions of each training fold's objects, over ``--fold-seeds`` fold
-splits: is the goal short of labels or of information?
+splits: is the target out of reach for want of labels or of information?
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Early flagging with the ~310 labels active learning chose, against all the pool's labels (issue
-7).
+"""Early flagging with the ~310 labels active learning chose, against all the pool's
+labels.
 
 "Maximum classification with minimum training": an honest-protocol experiment (``earlyia learn
 ... --protocol honest``) holds out half of the objects and lets each realisation label 10 + 300

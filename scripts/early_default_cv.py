@@ -1,4 +1,4 @@
-"""The default early pipeline, cross-validated by object on the shared replay (issue 7, goal 3).
+"""The default early pipeline, cross-validated by object on the shared replay.
 
 Exactly the commands a user runs, on folds split by object:
 

@@ -347,7 +347,7 @@ def main() -> None:
             curve = efficiency_purity_curve(score, yt)
             for point, pu in (
                 *((f"Fink at {th}", pu) for th, (_e, pu) in FINK_ELASTICC.items()),
-                ("goal", 0.80),
+                ("target", 0.80),
             ):
                 b = best_at_purity(curve, pu)
                 at_fink.append(
@@ -484,7 +484,7 @@ def main() -> None:
     )
     print(
         "\nall held-out alerts, on the efficiency-purity curve: best efficiency at Fink's "
-        "published purities and at the goal's 0.80 "
+        "published purities and at the target 0.80 "
         "(mean over seeds):"
     )
     print(af.reset_index().to_string(index=False, **fmt))

@@ -1,5 +1,5 @@
-"""How often does Fink's own scipy fit land on the reference's parameters? (issue 2, the 99 %
-criterion)
+"""How often does Fink's own scipy fit land on the reference's parameters? (a 99 %
+agreement criterion)
 
 The reference features (``fink_sigmoid_reference_ztf.parquet``) hold Fink's fitted ``a, b, c`` for
 352 bands. This script refits each of them with Fink's call as the reference document describes it

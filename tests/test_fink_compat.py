@@ -217,4 +217,4 @@ def test_fink_own_call_does_not_reproduce_the_reference_fits_either(tmp_path):
     assert min(agree) >= 0.93 * 352, c
     assert c["fink_vs_reference"] < 0.99 * 352, (
         c
-    )  # the 99 %: out of reach of Fink's own call
+    )  # a 99 % criterion: out of reach of Fink's own call

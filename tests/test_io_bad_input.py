@@ -1,4 +1,4 @@
-"""Bad input (issue 2 section 7): every reader names the file/object, and one bad item never
+"""Bad input: every reader names the file/object, and one bad item never
 loses the batch."""
 
 from __future__ import annotations
